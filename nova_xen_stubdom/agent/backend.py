@@ -1,0 +1,162 @@
+"""The dom0 agent's access to the hypervisor: one interface, two backends.
+
+``xen`` talks to a real hypervisor (libxenctrl, xenstore, foreign memory
+mappings) and only works inside a real dom0; ``sim`` drives the embedded
+simulator's domains (guest memory in shared-memory files, a log-dirty bitmap
+kept by a simulated workload, a xenstore tree with permissions).  Everything
+above this seam -- stubdom wiring, PCI grants, save/restore, migration -- is
+written once against :class:`HypervisorBackend`.
+
+Backends are found by name with :func:`load_backend`.
+"""
+import abc
+import dataclasses
+import importlib
+from typing import Dict, List, Optional
+
+PAGE_SIZE = 4096
+
+#: name -> "module:Class"
+BACKENDS = {
+    'sim': 'nova_xen_stubdom.sim.backend:SimBackend',
+    'xen': 'nova_xen_stubdom.agent.xen_backend:XenBackend',
+}
+
+
+@dataclasses.dataclass
+class DomainInfo:
+    #: Xen domain id
+    domid: int
+    #: XAPI VM uuid this domain runs (xenstore /vm path), '' if unknown
+    vm_uuid: str
+    #: True for HVM guests, False for PV (stub domains are PV)
+    hvm: bool
+    #: guest memory size in pages (PFNs 0 .. max_pfn-1)
+    max_pfn: int
+    vcpus: int
+    paused: bool
+    #: domid this stub domain serves (its xenstore ``target``), or None
+    target: Optional[int] = None
+
+
+class HypervisorBackend(metaclass=abc.ABCMeta):
+    """What the dom0 agent needs from one host's hypervisor."""
+
+    # -- domains -----------------------------------------------------------
+    @abc.abstractmethod
+    def list_domains(self) -> List[DomainInfo]:
+        """Every domain on the host, dom0 included."""
+
+    @abc.abstractmethod
+    def domain_info(self, domid: int) -> DomainInfo:
+        """Raise ``KeyError`` if the domain does not exist."""
+
+    @abc.abstractmethod
+    def pause(self, domid: int) -> None:
+        ...
+
+    @abc.abstractmethod
+    def unpause(self, domid: int) -> None:
+        ...
+
+    @abc.abstractmethod
+    def set_target(self, stub_domid: int, guest_domid: int) -> None:
+        """Give *stub_domid* privilege over *guest_domid* (xc_domain_set_target)."""
+
+    # -- guest memory and CPU state ------------------------------------------
+    @abc.abstractmethod
+    def map_memory(self, domid: int, writable: bool = False) -> memoryview:
+        """Map the whole guest physical memory (max_pfn * PAGE_SIZE bytes).
+
+        The caller releases the view; the mapping stays valid until then.
+        """
+
+    @abc.abstractmethod
+    def enable_logdirty(self, domid: int) -> None:
+        ...
+
+    @abc.abstractmethod
+    def disable_logdirty(self, domid: int) -> None:
+        ...
+
+    @abc.abstractmethod
+    def fetch_dirty_bitmap(self, domid: int, clear: bool = True) -> bytearray:
+        """The log-dirty bitmap (bit n = PFN n, little-endian bit order).
+
+        With *clear*, dirty tracking restarts from an empty bitmap atomically.
+        """
+
+    @abc.abstractmethod
+    def get_hvm_context(self, domid: int) -> bytes:
+        """The HVM save records (CPU, LAPIC, ...) as Xen's HVM_CONTEXT blob."""
+
+    @abc.abstractmethod
+    def set_hvm_context(self, domid: int, blob: bytes) -> None:
+        ...
+
+    @abc.abstractmethod
+    def get_hvm_params(self, domid: int) -> Dict[int, int]:
+        ...
+
+    @abc.abstractmethod
+    def set_hvm_params(self, domid: int, params: Dict[int, int]) -> None:
+        ...
+
+    # -- xenstore -----------------------------------------------------------
+    @abc.abstractmethod
+    def xs_read(self, path: str) -> Optional[str]:
+        """None when the node does not exist."""
+
+    @abc.abstractmethod
+    def xs_write(self, path: str, value: str) -> None:
+        ...
+
+    @abc.abstractmethod
+    def xs_rm(self, path: str) -> None:
+        ...
+
+    @abc.abstractmethod
+    def xs_list(self, path: str) -> List[str]:
+        ...
+
+    @abc.abstractmethod
+    def xs_set_perms(self, path: str, perms: List[str]) -> None:
+        """Xenstore permission list, e.g. ``['n0', 'r5']`` (owner first)."""
+
+    @abc.abstractmethod
+    def xs_get_perms(self, path: str) -> List[str]:
+        ...
+
+    # -- PCI pass-through ---------------------------------------------------
+    @abc.abstractmethod
+    def iomem_permission(self, domid: int, first_mfn: int, nr_mfns: int,
+                         allow: bool) -> None:
+        ...
+
+    @abc.abstractmethod
+    def ioport_permission(self, domid: int, first_port: int, nr_ports: int,
+                          allow: bool) -> None:
+        ...
+
+    @abc.abstractmethod
+    def irq_permission(self, domid: int, pirq: int, allow: bool) -> None:
+        ...
+
+    @abc.abstractmethod
+    def assign_device(self, domid: int, sbdf: str) -> None:
+        """Put the PCI device (``dddd:bb:dd.f``) behind *domid*'s IOMMU context."""
+
+    @abc.abstractmethod
+    def deassign_device(self, domid: int, sbdf: str) -> None:
+        ...
+
+
+def load_backend(name: str, **kwargs) -> HypervisorBackend:
+    """Instantiate the backend registered under *name* (``sim`` or ``xen``)."""
+    try:
+        target = BACKENDS[name]
+    except KeyError:
+        raise ValueError('unknown hypervisor backend %r (known: %s)'
+                         % (name, ', '.join(sorted(BACKENDS))))
+    module, _, cls = target.partition(':')
+    return getattr(importlib.import_module(module), cls)(**kwargs)

@@ -1,0 +1,116 @@
+"""Configuration options of the ``[xen_stubdom]`` group.
+
+All options of the project live here; ``list_opts`` feeds
+``oslo-config-generator`` (see ``etc/nova-xen-stubdom-config-generator.conf``).
+"""
+from oslo_config import cfg
+
+GROUP = 'xen_stubdom'
+
+xen_stubdom_group = cfg.OptGroup(
+    GROUP,
+    title='Xen/XAPI with Linux stub domains',
+    help='Options of the nova-xen-stubdom compute driver and its dom0 agent.')
+
+connection_opts = [
+    cfg.StrOpt('connection_url',
+               help='URL of the XAPI pool master (https://host or '
+                    'http://127.0.0.1:PORT for the embedded simulator). '
+                    'Logging into a pool member is redirected to the master.'),
+    cfg.StrOpt('connection_username', default='root',
+               help='XAPI user name.'),
+    cfg.StrOpt('connection_password', secret=True,
+               help='XAPI password. Never logged.'),
+    cfg.BoolOpt('verify_tls', default=True,
+                help='Verify the XAPI server certificate for https URLs. '
+                     'Turning this off is for test pools only.'),
+    cfg.StrOpt('ca_file',
+               help='CA bundle used to verify the XAPI certificate; the '
+                    'system bundle when unset.'),
+    cfg.IntOpt('connection_concurrent', default=5, min=1,
+               help='Maximum number of concurrent XAPI sessions (and so of '
+                    'concurrent XAPI calls) this compute service opens.'),
+    cfg.IntOpt('login_timeout', default=10, min=1,
+               help='Seconds to wait for an XAPI login.'),
+    cfg.IntOpt('call_timeout', default=60, min=1,
+               help='Seconds to wait for one synchronous XAPI call.'),
+    cfg.IntOpt('task_timeout', default=600, min=1,
+               help='Seconds to wait for an asynchronous XAPI task before '
+                    'cancelling it.'),
+    cfg.IntOpt('api_max_retries', default=3, min=0,
+               help='Retries of an XAPI call refused with a transient error '
+                    '(OTHER_OPERATION_IN_PROGRESS, connection reset).'),
+    cfg.FloatOpt('api_retry_interval', default=0.5, min=0,
+                 help='Seconds between such retries.'),
+    cfg.StrOpt('host_name',
+               help='name_label of the XAPI host this nova-compute manages; '
+                    'defaults to Nova\'s [DEFAULT] host.'),
+]
+
+stubdom_opts = [
+    cfg.StrOpt('stubdom_kernel',
+               default='/usr/lib/xen/boot/nova-xen-stubdom-kernel',
+               help='Path, on the XAPI host, of the Linux stub domain kernel '
+                    '(written by "nova-xen-stubdom build-stubdom").'),
+    cfg.StrOpt('stubdom_ramdisk',
+               default='/usr/lib/xen/boot/nova-xen-stubdom-rootfs.cpio.gz',
+               help='Path, on the XAPI host, of the Linux stub domain '
+                    'rootfs (written by "nova-xen-stubdom build-stubdom").'),
+    cfg.IntOpt('stubdom_memory_mb', default=128, min=32,
+               help='Memory of each stub domain; a flavor may override it '
+                    'with the xen_stubdom:memory_mb extra spec.'),
+    cfg.IntOpt('stubdom_vcpus', default=1, min=1, max=8,
+               help='vCPUs of each stub domain; a flavor may override it '
+                    'with xen_stubdom:vcpus.'),
+    cfg.BoolOpt('allow_dom0_device_model', default=False,
+                help='Allow guests whose device model runs in dom0 (no stub '
+                     'domain). Off by default: the device model is the '
+                     'largest attack surface of an HVM guest.'),
+    cfg.IntOpt('device_model_start_timeout', default=60, min=1,
+               help='Seconds to wait for the stub domain to report its '
+                    'device model running.'),
+]
+
+storage_opts = [
+    cfg.StrOpt('sr_matching_filter', default='default-sr:true',
+               help='Which SR holds instance disks: "default-sr:true" (the '
+                    'pool default SR), "other-config:KEY=VALUE" or '
+                    '"name-label:NAME".'),
+]
+
+migration_opts = [
+    cfg.IntOpt('live_migration_downtime_ms', default=300, min=1,
+               help='Pre-copy stops when the remaining dirty memory can be '
+                    'sent within this many milliseconds.'),
+    cfg.IntOpt('live_migration_max_rounds', default=30, min=1,
+               help='Pre-copy rounds before switching to stop-and-copy.'),
+    cfg.IntOpt('live_migration_bandwidth_mbps', default=0, min=0,
+               help='Bandwidth cap of a migration stream in MiB/s; 0 means '
+                    'no cap.'),
+    cfg.IntOpt('live_migration_streams', default=1, min=1, max=16,
+               help='Parallel TCP streams per live migration.'),
+    cfg.StrOpt('agent_listen_address', default='127.0.0.1',
+               help='Address the dom0 agent listens on for incoming '
+                    'migration streams.'),
+    cfg.PortOpt('agent_port_min', default=49500,
+                help='Lowest TCP port for incoming migration streams.'),
+    cfg.PortOpt('agent_port_max', default=49599,
+                help='Highest TCP port for incoming migration streams.'),
+]
+
+ALL_OPTS = connection_opts + stubdom_opts + storage_opts + migration_opts
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    """Register the ``[xen_stubdom]`` options on *conf*."""
+    conf.register_group(xen_stubdom_group)
+    conf.register_opts(ALL_OPTS, group=xen_stubdom_group)
+
+
+def list_opts() -> list:
+    """Entry point for ``oslo-config-generator``."""
+    return [(xen_stubdom_group, ALL_OPTS)]
+
+
+CONF = cfg.CONF
+register_opts(CONF)

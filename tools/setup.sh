@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Set up a fresh machine for the demo and the tests: Debian packages from
+# tools/apt-packages.txt, the project venv in .venv with Nova and the test
+# dependencies, and the package itself (editable, C extension built in place).
+# Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '[setup] %s\n' "$*"; }
+
+pkgs=$(grep -v '^\s*#' tools/apt-packages.txt | tr -s ' \n' ' ')
+missing=""
+for p in $pkgs; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    log "apt-get install:$missing"
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    log "creating .venv"
+    $PY -m venv .venv
+fi
+stamp=.venv/.requirements.sha256
+want=$(cat requirements.txt test-requirements.txt | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    log "pip install (nova and test dependencies; about a minute)"
+    .venv/bin/pip install -q -U pip setuptools wheel
+    .venv/bin/pip install -q -r requirements.txt -r test-requirements.txt
+    echo "$want" > "$stamp"
+fi
+log "installing nova-xen-stubdom (editable) and building the C extension"
+.venv/bin/pip install -q --no-build-isolation --no-deps -e .
+.venv/bin/python setup.py -q build_ext --inplace >/dev/null
+log "ready: $(.venv/bin/python -c 'import nova, sys; print("nova", nova.__version__ if hasattr(nova, "__version__") else "", sys.version.split()[0])')"
