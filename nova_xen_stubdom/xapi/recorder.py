@@ -1,0 +1,100 @@
+"""Records which XAPI calls the project makes, with their parameter types.
+
+Every :class:`~nova_xen_stubdom.xapi.client.XAPIClient` records each message
+it sends (without values) into its own ``call_log`` and into :data:`GLOBAL`,
+so the fidelity test can check the calls of the whole process against the
+XAPI datamodel. Values are never stored: only their XAPI type names.
+"""
+import datetime
+import threading
+import xmlrpc.client
+from typing import Callable, List, NamedTuple, Sequence, Set, Tuple
+
+from nova_xen_stubdom.xapi import constants
+
+
+class CallRecord(NamedTuple):
+    """One XAPI call: dotted message name and the XAPI types of its
+    parameters (the session reference excluded)."""
+    name: str
+    param_types: Tuple[str, ...]
+
+
+def xapi_type(value) -> str:
+    """XAPI type name for a Python value about to be sent.
+
+    ``ref`` for ``OpaqueRef:`` strings, ``string`` for other strings,
+    ``bool``/``int``/``float``/``datetime``, ``map`` for dicts, ``set`` for
+    lists/tuples/sets, ``null`` for None.
+    """
+    if isinstance(value, bool):
+        return 'bool'
+    if isinstance(value, int):
+        return 'int'
+    if isinstance(value, float):
+        return 'float'
+    if isinstance(value, str):
+        return 'ref' if value.startswith(constants.REF_PREFIX) else 'string'
+    if isinstance(value, (datetime.datetime, xmlrpc.client.DateTime)):
+        return 'datetime'
+    if isinstance(value, dict):
+        return 'map'
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return 'set'
+    if value is None:
+        return 'null'
+    return type(value).__name__
+
+
+class CallRecorder:
+    """Thread-safe list of :class:`CallRecord` with optional hooks."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._records: List[CallRecord] = []
+        self._hooks: List[Callable[[CallRecord], None]] = []
+
+    def record(self, name: str, args: Sequence) -> CallRecord:
+        rec = CallRecord(name, tuple(xapi_type(a) for a in args))
+        with self._lock:
+            self._records.append(rec)
+            hooks = list(self._hooks)
+        for hook in hooks:
+            hook(rec)
+        return rec
+
+    @property
+    def records(self) -> List[CallRecord]:
+        with self._lock:
+            return list(self._records)
+
+    def distinct(self) -> Set[CallRecord]:
+        """The distinct (name, parameter types) pairs recorded."""
+        with self._lock:
+            return set(self._records)
+
+    def names(self) -> Set[str]:
+        with self._lock:
+            return {r.name for r in self._records}
+
+    def count(self, name: str) -> int:
+        with self._lock:
+            return sum(1 for r in self._records if r.name == name)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._records.clear()
+
+    def add_hook(self, hook: Callable[[CallRecord], None]) -> None:
+        """Call *hook(record)* for every future record."""
+        with self._lock:
+            self._hooks.append(hook)
+
+    def remove_hook(self, hook: Callable[[CallRecord], None]) -> None:
+        with self._lock:
+            if hook in self._hooks:
+                self._hooks.remove(hook)
+
+
+#: Every call made by any client of this process.
+GLOBAL = CallRecorder()
