@@ -28,11 +28,13 @@ simulator writes the same layout for its hosts.
 """
 import dataclasses
 import json
+import logging
 import os
 import re
 from typing import Dict, List, Optional, Tuple
 
-from oslo_log import log as logging
+from nova_xen_stubdom.agent import errors
+from nova_xen_stubdom.agent import plugin
 
 LOG = logging.getLogger(__name__)
 
@@ -50,30 +52,31 @@ PCIBACK_OPTS = 'msitranslate=0,power_mgmt=0,permissive=0,rdm_policy=strict'
 GRANT_RECORD_ROOT = '/local/domain/0/nova-xen-stubdom/pci'
 
 
-class PciAgentError(Exception):
+class PciAgentError(errors.AgentError):
     msg_fmt = 'PCI pass-through failed'
-
-    def __init__(self, **kwargs):
-        self.kwargs = kwargs
-        super().__init__(self.msg_fmt % kwargs)
+    code = 'PCI_ERROR'
 
 
 class InvalidAddress(PciAgentError):
     msg_fmt = 'invalid PCI address %(address)r (expected dddd:bb:dd.f)'
+    code = 'PCI_INVALID_ADDRESS'
 
 
 class DuplicateAddress(PciAgentError):
     msg_fmt = 'a PCI device is listed twice in %(addresses)s'
+    code = 'PCI_INVALID_ADDRESS'
 
 
 class DeviceNotFound(PciAgentError):
     msg_fmt = 'PCI device %(address)s is not present on this host'
+    code = 'PCI_DEVICE_NOT_FOUND'
 
 
 class AttachFailed(PciAgentError):
     msg_fmt = ('attaching PCI device %(address)s to domain %(guest)d '
                '(stub domain %(stub)d) failed at %(step)s: %(cause)s; '
                'everything granted was revoked')
+    code = 'PCI_ATTACH_FAILED'
 
 
 def normalize_sbdf(address: str) -> str:
@@ -425,36 +428,78 @@ def detach_devices(backend, guest_domid: int,
 
 # -- plugin functions (host.call_plugin: string args, string result) -------
 
-def _sysfs_root(backend) -> str:
-    return getattr(backend, 'sysfs_root', None) or DEFAULT_SYSFS_ROOT
+def _sysfs_root(agent) -> str:
+    return (getattr(agent, 'sysfs_root', None) or
+            getattr(getattr(agent, 'backend', None), 'sysfs_root', None) or
+            DEFAULT_SYSFS_ROOT)
 
 
-def plugin_pci_inventory(backend, args: Dict[str, str]) -> str:
+def _devices_arg(args: Dict[str, str]) -> List[str]:
+    return [normalize_sbdf(s) for s in args.get('devices', '').split(',')
+            if s.strip()]
+
+
+def _domid_arg(args: Dict[str, str], name: str) -> int:
+    try:
+        return int(args[name])
+    except KeyError:
+        raise errors.InvalidArgument(name=name, value=None, reason='missing')
+    except ValueError:
+        raise errors.InvalidArgument(name=name, value=args[name],
+                                     reason='not an integer')
+
+
+@plugin.register('pci_inventory')
+def plugin_pci_inventory(agent, args: Dict[str, str]) -> str:
     """JSON list of :func:`read_inventory` entries."""
-    return json.dumps(read_inventory(_sysfs_root(backend)))
+    return json.dumps(read_inventory(_sysfs_root(agent)))
 
 
-def plugin_pci_attach(backend, args: Dict[str, str]) -> str:
+@plugin.register('pci_attach')
+def plugin_pci_attach(agent, args: Dict[str, str]) -> str:
     """args: guest_domid, stub_domid, devices (comma separated sbdfs)."""
-    sbdfs = [s for s in args.get('devices', '').split(',') if s]
     return json.dumps(attach_devices(
-        backend, int(args['guest_domid']), int(args['stub_domid']), sbdfs,
-        _sysfs_root(backend)))
+        agent.backend, _domid_arg(args, 'guest_domid'),
+        _domid_arg(args, 'stub_domid'), _devices_arg(args),
+        _sysfs_root(agent)))
 
 
-def plugin_pci_detach(backend, args: Dict[str, str]) -> str:
+@plugin.register('pci_detach')
+def plugin_pci_detach(agent, args: Dict[str, str]) -> str:
     """args: guest_domid [, stub_domid, devices]."""
     stub = args.get('stub_domid')
-    sbdfs = [s for s in args.get('devices', '').split(',') if s]
     return json.dumps(detach_devices(
-        backend, int(args['guest_domid']),
-        int(stub) if stub not in (None, '') else None,
-        _sysfs_root(backend), sbdfs))
+        agent.backend, _domid_arg(args, 'guest_domid'),
+        _domid_arg(args, 'stub_domid') if stub not in (None, '') else None,
+        _sysfs_root(agent), _devices_arg(args)))
 
 
-#: name -> function(backend, args) -> str, for the agent's plugin registry
-PLUGIN_FUNCTIONS = {
-    'pci_inventory': plugin_pci_inventory,
-    'pci_attach': plugin_pci_attach,
-    'pci_detach': plugin_pci_detach,
-}
+@plugin.register('pci_grants')
+def plugin_pci_grants(agent, args: Dict[str, str]) -> str:
+    """The grant record of a guest domain (diagnostics, tests):
+    ``{'stub_domid': n, 'devices': {sbdf: {iomem, ioports, irq}}}`` or
+    ``{}``."""
+    raw = agent.backend.xs_read(
+        _record_path(_domid_arg(args, 'guest_domid')))
+    return raw or json.dumps({})
+
+
+# -- hooks for the device-model wrapper ---------------------------------------
+
+def on_dm_launch(agent, guest_domid: int, stub_domid: int,
+                 config: Dict) -> List[str]:
+    """Called by the device-model wrapper once the stub domain targets the
+    new guest domain: pass through ``config['pci']`` (list of sbdfs).
+    Returns the QEMU arguments to append to the stubdom's dm-argv."""
+    sbdfs = [normalize_sbdf(s) for s in config.get('pci') or []]
+    if not sbdfs:
+        return []
+    out = attach_devices(agent.backend, guest_domid, stub_domid, sbdfs,
+                         _sysfs_root(agent))
+    return out['qemu_args']
+
+
+def on_dm_stop(agent, guest_domid: int) -> dict:
+    """Called when the guest domain goes away: revoke what was granted."""
+    return detach_devices(agent.backend, guest_domid,
+                          sysfs_root=_sysfs_root(agent))

@@ -108,6 +108,17 @@ class PciDevice:
         }
 
 
+def parse_other_config_pci(value: Optional[str]) -> List[str]:
+    """Addresses in a VM's ``other_config:pci`` (``0/0000:81:00.0,1/...``,
+    the form xenopsd reads), in slot order."""
+    out = []
+    for item in (value or '').split(','):
+        item = item.strip()
+        if item:
+            out.append(item.rpartition('/')[2].lower())
+    return out
+
+
 # -- device factories (tests and the demo build hosts from these) -----------
 
 def gpu(address: str = '0000:81:00.0', numa_node: Optional[int] = 1,

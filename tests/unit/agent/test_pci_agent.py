@@ -1,7 +1,11 @@
 """The dom0 agent's PCI pass-through against the simulator's PCI host."""
 import json
+import types
 
 import pytest
+
+from nova_xen_stubdom.agent import errors as agent_errors
+from nova_xen_stubdom.agent import plugin
 
 from nova_xen_stubdom.agent import pci as agent_pci
 from nova_xen_stubdom.sim import pci as sim_pci
@@ -228,14 +232,45 @@ def test_duplicate_address_refused(backend, host):
     assert host.is_clean()
 
 
-def test_plugin_functions_round_trip(backend, host):
-    inv = json.loads(agent_pci.plugin_pci_inventory(backend, {}))
-    assert len(inv) == len(host.devices)
-    out = json.loads(agent_pci.plugin_pci_attach(backend, {
-        'guest_domid': str(GUEST), 'stub_domid': str(STUB),
-        'devices': '0000:3c:00.3'}))
+def test_plugin_functions_through_the_registry(backend, host):
+    agent = types.SimpleNamespace(backend=backend)
+
+    def call(fn, **args):
+        return json.loads(plugin.call(agent, plugin.PLUGIN, fn, args))
+
+    assert len(call('pci_inventory')) == len(host.devices)
+    out = call('pci_attach', guest_domid=str(GUEST), stub_domid=str(STUB),
+               devices='0000:3c:00.3')
     assert out['calls'] == 1 + 2 * 2
-    out = json.loads(agent_pci.plugin_pci_detach(backend, {
-        'guest_domid': str(GUEST)}))
+    grants = call('pci_grants', guest_domid=str(GUEST))
+    assert grants['stub_domid'] == STUB
+    assert list(grants['devices']) == ['0000:3c:00.3']
+    out = call('pci_detach', guest_domid=str(GUEST))
     assert out['released'] == ['0000:3c:00.3']
+    assert host.is_clean()
+    assert call('pci_grants', guest_domid=str(GUEST)) == {}
+
+
+def test_plugin_errors_carry_codes(backend):
+    agent = types.SimpleNamespace(backend=backend)
+    with pytest.raises(agent_errors.InvalidArgument):
+        plugin.call(agent, plugin.PLUGIN, 'pci_attach',
+                    {'guest_domid': 'x', 'stub_domid': '1'})
+    with pytest.raises(agent_pci.InvalidAddress) as exc:
+        plugin.call(agent, plugin.PLUGIN, 'pci_attach',
+                    {'guest_domid': '1', 'stub_domid': '2',
+                     'devices': 'nonsense'})
+    assert exc.value.code == 'PCI_INVALID_ADDRESS'
+
+
+def test_dm_hooks(backend, host):
+    agent = types.SimpleNamespace(backend=backend)
+    assert agent_pci.on_dm_launch(agent, GUEST, STUB, {}) == []
+    args = agent_pci.on_dm_launch(agent, GUEST, STUB,
+                                  {'pci': ['0000:81:00.1']})
+    assert args == ['-device',
+                    'xen-pci-passthrough,id=pci0,hostaddr=0000:81:00.1']
+    host.check_guest_start(GUEST, STUB, ['0000:81:00.1'])
+    assert agent_pci.on_dm_stop(agent, GUEST)['released'] == [
+        '0000:81:00.1']
     assert host.is_clean()

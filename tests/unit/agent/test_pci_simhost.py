@@ -104,3 +104,9 @@ def test_sysfs_rewrite_drops_removed_devices(host, tmp_path):
     names = sorted(p.name for p in
                    (tmp_path / 'bus' / 'pci' / 'devices').iterdir())
     assert '0000:3c:00.3' not in names and '0000:3c:00.2' in names
+
+
+def test_parse_other_config_pci():
+    assert sim_pci.parse_other_config_pci(
+        '0/0000:81:00.0,1/0000:3C:00.1') == ['0000:81:00.0', '0000:3c:00.1']
+    assert sim_pci.parse_other_config_pci('') == []
