@@ -98,9 +98,9 @@ class RecordCache:
         self._stop.set()
         sess = self._session
         if sess is not None:
-            # Ends the long poll early on hosts that wake event.from on
-            # logout; otherwise the watcher notices within poll_timeout.
             self._client.logout(sess, in_use=True)
+            # Do not wait for the long poll to time out.
+            sess.interrupt()
         if self._thread is not None and \
                 self._thread is not threading.current_thread():
             self._thread.join(self.poll_timeout + 5

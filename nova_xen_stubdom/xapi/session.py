@@ -1,5 +1,6 @@
 """One XAPI session: an SDK proxy, its transport and its session reference."""
 import http.client
+import socket
 import xmlrpc.client
 from typing import Optional
 
@@ -69,6 +70,22 @@ class XAPISession:
 
     def close_connection(self) -> None:
         self.transport.close()
+
+    def interrupt(self) -> None:
+        """Make a call blocked on this session (in another thread) return
+        now, with a connection error.
+
+        NOTE(xapi): ``shutdown`` rather than ``close``: closing a socket
+        does not wake a thread blocked reading it, shutting it down does
+        (green sockets included).
+        """
+        conn = (self.transport._connection or (None, None))[1]
+        sock = getattr(conn, 'sock', None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def __repr__(self) -> str:
         return '<XAPISession %s %s>' % (xtransport.redact_url(self.url),

@@ -30,6 +30,7 @@ class FakeXAPI:
         self.logins = 0
         self.logouts = 0
         self.in_flight = 0
+        self.in_flight_by = {}       # method -> calls being served
         self.peak_in_flight = 0
         self.peak_sessions = 0
         self.calls = []              # (method, params without session)
@@ -118,6 +119,7 @@ class FakeXAPI:
             self.calls.append((method, params[1:] if not method.startswith(
                 'session.login') else params[:1]))
             self.in_flight += 1
+            self.in_flight_by[method] = self.in_flight_by.get(method, 0) + 1
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
             self.lock.notify_all()
         try:
@@ -142,6 +144,7 @@ class FakeXAPI:
         finally:
             with self.lock:
                 self.in_flight -= 1
+                self.in_flight_by[method] -= 1
                 self.lock.notify_all()
 
     def _handle(self, method, params):
