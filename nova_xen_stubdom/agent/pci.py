@@ -283,8 +283,29 @@ def _undo(backend, done: List[Tuple[str, tuple]]) -> List[str]:
     return errors
 
 
-def _record_path(guest_domid: int) -> str:
-    return '%s/%d' % (GRANT_RECORD_ROOT, guest_domid)
+def _record_key(backend, guest_domid: int) -> str:
+    """Grant records are keyed by the guest's VM uuid (it survives the
+    domain, so a release after the guest halted still finds them), or by
+    ``dom<domid>`` for a domain without one."""
+    try:
+        uuid = backend.domain_info(guest_domid).vm_uuid
+    except Exception:
+        uuid = ''
+    return uuid or 'dom%d' % guest_domid
+
+
+def _record_path(key: str) -> str:
+    return '%s/%s' % (GRANT_RECORD_ROOT, key)
+
+
+def _domain_exists(backend, domid: int) -> bool:
+    try:
+        backend.domain_info(domid)
+        return True
+    except KeyError:
+        return False
+    except Exception:
+        return True     # cannot tell: try the revoke anyway
 
 
 def _backend_path(stub_domid: int) -> str:
@@ -351,6 +372,10 @@ def attach_devices(backend, guest_domid: int, stub_domid: int,
     resources = {}
     for sbdf in sbdfs:
         resources[sbdf] = read_resources(sbdf, sysfs_root)
+    record = _record_path(_record_key(backend, guest_domid))
+    if backend.xs_read(record):
+        # a second attach for the same guest would orphan the first grants
+        detach_devices(backend, guest_domid, sysfs_root=sysfs_root)
     done: List[Tuple[str, tuple]] = []
     step = 'start'
     current = sbdfs[0] if sbdfs else ''
@@ -363,10 +388,10 @@ def attach_devices(backend, guest_domid: int, stub_domid: int,
                 _do(backend, op, args, True)
                 done.append((op, args))
         step = 'grant record'
-        backend.xs_write(_record_path(guest_domid), json.dumps({
-            'stub_domid': stub_domid,
+        backend.xs_write(record, json.dumps({
+            'guest_domid': guest_domid, 'stub_domid': stub_domid,
             'devices': {s: r.to_dict() for s, r in resources.items()}}))
-        backend.xs_set_perms(_record_path(guest_domid), ['n0'])
+        backend.xs_set_perms(record, ['n0'])
         step = 'xenstore wiring'
         if sbdfs:
             _write_xenstore(backend, guest_domid, stub_domid, sbdfs)
@@ -376,7 +401,7 @@ def attach_devices(backend, guest_domid: int, stub_domid: int,
         _undo(backend, done)
         _remove_xenstore(backend, stub_domid)
         try:
-            backend.xs_rm(_record_path(guest_domid))
+            backend.xs_rm(record)
         except Exception:
             pass
         raise AttachFailed(address=current, guest=guest_domid,
@@ -387,24 +412,37 @@ def attach_devices(backend, guest_domid: int, stub_domid: int,
             'devices': {s: r.to_dict() for s, r in resources.items()}}
 
 
-def detach_devices(backend, guest_domid: int,
+def detach_devices(backend, guest_domid: Optional[int] = None,
                    stub_domid: Optional[int] = None,
                    sysfs_root: str = DEFAULT_SYSFS_ROOT,
-                   sbdfs: Optional[List[str]] = None) -> dict:
-    """Revoke everything :func:`attach_devices` granted for *guest_domid*
-    (from its grant record; *sbdfs* + sysfs when there is none) and remove
-    the xenstore wiring.  Best effort: every revoke is tried; returns
+                   sbdfs: Optional[List[str]] = None,
+                   guest_vm_uuid: Optional[str] = None) -> dict:
+    """Revoke everything :func:`attach_devices` granted for a guest (found
+    by *guest_vm_uuid* or *guest_domid*; from its grant record, or from
+    *sbdfs* + sysfs when there is none) and remove the xenstore wiring.
+
+    Grants of a domain that no longer exists are skipped: Xen dropped them
+    with the domain.  Best effort: every revoke is tried; returns
     ``{'released': [...], 'errors': [...]}``.  Idempotent."""
-    raw = backend.xs_read(_record_path(guest_domid))
+    if guest_vm_uuid:
+        key = guest_vm_uuid
+    elif guest_domid is not None:
+        key = _record_key(backend, guest_domid)
+    else:
+        raise errors.InvalidArgument(name='guest', value=None,
+                                     reason='guest_vm_uuid or guest_domid '
+                                            'is needed')
+    raw = backend.xs_read(_record_path(key))
     if raw:
         record = json.loads(raw)
+        guest = int(record['guest_domid'])
         stub = int(record['stub_domid'])
         resources = {s: DeviceResources.from_dict(s, r)
                      for s, r in record['devices'].items()}
     else:
-        if stub_domid is None or not sbdfs:
+        if stub_domid is None or guest_domid is None or not sbdfs:
             return {'released': [], 'errors': []}
-        stub = stub_domid
+        guest, stub = guest_domid, stub_domid
         resources = {}
         for sbdf in sbdfs:
             try:
@@ -412,18 +450,20 @@ def detach_devices(backend, guest_domid: int,
                     sbdf, sysfs_root)
             except PciAgentError as exc:
                 LOG.warning('cannot release %s: %s', sbdf, exc)
+    live = {d: _domain_exists(backend, d) for d in (guest, stub)}
     plan = []
     for sbdf, res in resources.items():
-        plan += grant_plan(res, guest_domid, stub)
-    errors = _undo(backend, plan)
+        plan += [(op, args) for op, args in grant_plan(res, guest, stub)
+                 if live[args[0]]]
+    errs = _undo(backend, plan)
     _remove_xenstore(backend, stub)
     try:
-        backend.xs_rm(_record_path(guest_domid))
+        backend.xs_rm(_record_path(key))
     except Exception as exc:
-        errors.append('grant record: %s' % exc)
+        errs.append('grant record: %s' % exc)
     LOG.info('PCI devices %s released from domain %d (stub %d)',
-             sorted(resources), guest_domid, stub)
-    return {'released': sorted(resources), 'errors': errors}
+             sorted(resources), guest, stub)
+    return {'released': sorted(resources), 'errors': errs}
 
 
 # -- plugin functions (host.call_plugin: string args, string result) -------
@@ -464,24 +504,29 @@ def plugin_pci_attach(agent, args: Dict[str, str]) -> str:
         _sysfs_root(agent)))
 
 
+def _opt_domid(args: Dict[str, str], name: str) -> Optional[int]:
+    if args.get(name) in (None, ''):
+        return None
+    return _domid_arg(args, name)
+
+
 @plugin.register('pci_detach')
 def plugin_pci_detach(agent, args: Dict[str, str]) -> str:
-    """args: guest_domid [, stub_domid, devices]."""
-    stub = args.get('stub_domid')
+    """args: guest_vm_uuid or guest_domid [, stub_domid, devices]."""
     return json.dumps(detach_devices(
-        agent.backend, _domid_arg(args, 'guest_domid'),
-        _domid_arg(args, 'stub_domid') if stub not in (None, '') else None,
-        _sysfs_root(agent), _devices_arg(args)))
+        agent.backend, _opt_domid(args, 'guest_domid'),
+        _opt_domid(args, 'stub_domid'), _sysfs_root(agent),
+        _devices_arg(args), guest_vm_uuid=args.get('guest_vm_uuid')))
 
 
 @plugin.register('pci_grants')
 def plugin_pci_grants(agent, args: Dict[str, str]) -> str:
-    """The grant record of a guest domain (diagnostics, tests):
-    ``{'stub_domid': n, 'devices': {sbdf: {iomem, ioports, irq}}}`` or
-    ``{}``."""
-    raw = agent.backend.xs_read(
-        _record_path(_domid_arg(args, 'guest_domid')))
-    return raw or json.dumps({})
+    """The grant record of a guest (args: guest_vm_uuid or guest_domid),
+    for diagnostics and tests: ``{'guest_domid': n, 'stub_domid': n,
+    'devices': {sbdf: {iomem, ioports, irq}}}`` or ``{}``."""
+    key = args.get('guest_vm_uuid') or _record_key(
+        agent.backend, _domid_arg(args, 'guest_domid'))
+    return agent.backend.xs_read(_record_path(key)) or json.dumps({})
 
 
 # -- hooks for the device-model wrapper ---------------------------------------

@@ -255,6 +255,11 @@ class PciOps:
     def __init__(self, ctx) -> None:
         self._ctx = ctx
 
+    # helpers other ops use (vmops, migrationops)
+    instance_addresses = staticmethod(instance_addresses)
+    instance_has_passthrough = staticmethod(instance_has_passthrough)
+    live_migration_refusal = staticmethod(live_migration_refusal)
+
     # inventory
     def _host_pci_records(self) -> Dict[str, dict]:
         recs = self._ctx.call('PCI.get_all_records')
@@ -365,13 +370,18 @@ class PciOps:
             raise
         addrs = parse_other_config((rec.get('other_config') or {}).get(
             OC_PCI))
-        domid = int(rec.get('domid') or -1)
-        if domid > 0:
-            try:
-                self._ctx.call_plugin('pci_detach', guest_domid=domid)
-            except Exception as exc:
-                LOG.warning('revoking PCI grants of domain %d failed: %s',
-                            domid, exc, instance=instance)
+        if not addrs and not instance_addresses(instance):
+            return
+        try:
+            out = self._ctx.call_plugin('pci_detach',
+                                        guest_vm_uuid=rec['uuid'])
+            if out.get('errors'):
+                LOG.warning('PCI release: the agent could not revoke '
+                            '%s', out['errors'], instance=instance)
+        except Exception as exc:
+            # the stub domain's shutdown still drops its grants in Xen
+            LOG.warning('PCI release: revoking grants failed: %s', exc,
+                        instance=instance)
         if addrs:
             self._ctx.call('VM.remove_from_other_config', guest_ref, OC_PCI)
             LOG.info('PCI devices %s released', addrs, instance=instance)

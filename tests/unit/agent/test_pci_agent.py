@@ -49,6 +49,19 @@ class Backend(XenstoreStub):
         super().__init__()
         self.host = host
         self.sysfs_root = sysfs_root
+        #: live domains: domid -> vm uuid
+        self.domains = {GUEST: 'vm-guest', STUB: 'vm-stub', OTHER: '',
+                        OTHER + 1: ''}
+
+    def domain_info(self, domid):
+        if domid not in self.domains:
+            raise KeyError(domid)
+        return types.SimpleNamespace(domid=domid,
+                                     vm_uuid=self.domains[domid])
+
+    def destroy(self, domid):
+        del self.domains[domid]
+        self.host.domain_destroyed(domid)
 
     def __getattr__(self, name):
         if name in ('iomem_permission', 'ioport_permission',
@@ -170,6 +183,7 @@ def test_detach_releases_everything(backend, host):
     agent_pci.attach_devices(backend, GUEST, STUB, ['0000:3c:00.1'],
                              backend.sysfs_root)
     assert not host.is_clean()
+    assert '/local/domain/0/nova-xen-stubdom/pci/vm-guest' in backend.nodes
     out = agent_pci.detach_devices(backend, GUEST,
                                    sysfs_root=backend.sysfs_root)
     assert out == {'released': ['0000:3c:00.1'], 'errors': []}
@@ -242,10 +256,10 @@ def test_plugin_functions_through_the_registry(backend, host):
     out = call('pci_attach', guest_domid=str(GUEST), stub_domid=str(STUB),
                devices='0000:3c:00.3')
     assert out['calls'] == 1 + 2 * 2
-    grants = call('pci_grants', guest_domid=str(GUEST))
-    assert grants['stub_domid'] == STUB
+    grants = call('pci_grants', guest_vm_uuid='vm-guest')
+    assert (grants['stub_domid'], grants['guest_domid']) == (STUB, GUEST)
     assert list(grants['devices']) == ['0000:3c:00.3']
-    out = call('pci_detach', guest_domid=str(GUEST))
+    out = call('pci_detach', guest_vm_uuid='vm-guest')
     assert out['released'] == ['0000:3c:00.3']
     assert host.is_clean()
     assert call('pci_grants', guest_domid=str(GUEST)) == {}
@@ -274,3 +288,37 @@ def test_dm_hooks(backend, host):
     assert agent_pci.on_dm_stop(agent, GUEST)['released'] == [
         '0000:81:00.1']
     assert host.is_clean()
+
+
+def test_release_after_guest_domain_is_gone(backend, host):
+    """The driver releases after the guest halted: Xen dropped the guest's
+    grants with the domain; the stub domain's must be revoked by uuid."""
+    agent_pci.attach_devices(backend, GUEST, STUB, ['0000:81:00.0'],
+                             backend.sysfs_root)
+    backend.destroy(GUEST)
+    assert list(host.grants) == [STUB]
+    n = len(host.calls)
+    out = agent_pci.detach_devices(backend, guest_vm_uuid='vm-guest')
+    assert out == {'released': ['0000:81:00.0'], 'errors': []}
+    assert host.is_clean()
+    # only the stub domain's 4 grants were revoked (no calls on a dead
+    # domain, no deassign of a device Xen already took back)
+    assert [(c[0], c[1]) for c in host.calls[n:]] == [
+        ('irq_permission', STUB), ('ioport_permission', STUB),
+        ('iomem_permission', STUB), ('iomem_permission', STUB)]
+    assert backend.nodes == {}
+
+
+def test_second_attach_replaces_the_first(backend, host):
+    agent_pci.attach_devices(backend, GUEST, STUB, ['0000:81:00.0'],
+                             backend.sysfs_root)
+    agent_pci.attach_devices(backend, GUEST, STUB, ['0000:3c:00.0'],
+                             backend.sysfs_root)
+    assert host.owner == {'0000:3c:00.0': GUEST}
+    agent_pci.detach_devices(backend, GUEST)
+    assert host.is_clean()
+
+
+def test_detach_needs_a_guest(backend):
+    with pytest.raises(agent_errors.InvalidArgument):
+        agent_pci.detach_devices(backend)

@@ -81,6 +81,7 @@ class FakeCtx:
             'name_label': ref.split(':')[1], 'power_state': power_state,
             'resident_on': resident_on if power_state != 'Halted' else NULL,
             'is_a_template': False, 'domid': str(domid),
+            'uuid': 'uuid-' + ref.split(':')[1],
             'other_config': {'pci': pci} if pci else {}}
 
 
@@ -252,10 +253,16 @@ def test_release_is_idempotent_and_revokes_live_domain(tmp_path):
     ctx.add_vm('OpaqueRef:guest', 'Running', pci='0/0000:81:00.0', domid=7)
     ops = pciops.PciOps(ctx)
     ops.release(_instance('0000:81:00.0'), 'OpaqueRef:guest')
-    assert ctx.plugin_calls[-1] == ('pci_detach', {'guest_domid': 7})
+    assert ctx.plugin_calls[-1] == ('pci_detach',
+                                    {'guest_vm_uuid': 'uuid-guest'})
     assert ctx.records['VM']['OpaqueRef:guest']['other_config'] == {}
     ops.release(_instance('0000:81:00.0'), 'OpaqueRef:guest')
     ops.release(_instance(), None)
+    # a VM that never had devices costs no agent call
+    n = len(ctx.plugin_calls)
+    ctx.add_vm('OpaqueRef:plain', 'Running')
+    ops.release(_instance(), 'OpaqueRef:plain')
+    assert len(ctx.plugin_calls) == n
 
 
 def test_release_of_vanished_vm(tmp_path):
