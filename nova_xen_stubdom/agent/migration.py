@@ -1,0 +1,549 @@
+"""Live migration of a stubdom guest between two dom0 agents over TCP.
+
+Source (:class:`LiveMigrationSource`)::
+
+    connect + key handshake -> preamble (domain info) -> log-dirty on ->
+    round 1: every page -> rounds 2..n: pages dirtied meanwhile, until the
+    dirty set fits ``downtime_ms`` at the measured rate (or the round limit,
+    or force-complete) -> pause -> last round -> HVM params/context ->
+    device state -> wait "ready" -> "go" -> wait "running".
+
+Destination (:class:`LiveMigrationTarget`) listens on a port of the agent's
+range, accepts only a sender holding the per-migration key, asks its caller
+for a paused domain when the domain description arrives (refusing early if
+it does not fit), writes each batch only after its tag verified, restores
+CPU and device state, reports "ready", and unpauses on "go".
+
+The source guest keeps running until the destination reports "ready"; any
+failure before "go" leaves it running (unpaused if this migration paused
+it) and the destination destroys what it prepared.
+"""
+import dataclasses
+import json
+import socket
+import threading
+import time
+import traceback
+from typing import Callable, Dict, Optional, Tuple
+
+from oslo_log import log as logging
+
+from nova_xen_stubdom.agent import backend as hv
+from nova_xen_stubdom.agent import migration_pages as mp
+from nova_xen_stubdom.agent import migration_stream as ms
+from nova_xen_stubdom.agent import migration_wire as wire
+from nova_xen_stubdom.agent import saverestore
+
+LOG = logging.getLogger(__name__)
+PAGE_SIZE = ms.PAGE_SIZE
+
+
+class MigrationError(Exception):
+    """The migration failed; the guest still runs on the source."""
+
+
+class MigrationAborted(MigrationError):
+    """The migration was aborted; the guest still runs on the source."""
+
+
+class SwitchoverUnknown(MigrationError):
+    """"go" was sent but "running" never came back: the guest may run on
+    the destination, so the source stays paused for the operator."""
+
+
+@dataclasses.dataclass
+class Progress:
+    #: guest memory size in bytes
+    memory_total: int
+    #: stream bytes sent so far
+    memory_processed: int
+    #: dirty memory still to send, in bytes
+    memory_remaining: int
+    round: int
+    phase: str
+
+
+@dataclasses.dataclass
+class MigrationStats:
+    rounds: int = 0
+    bytes_sent: int = 0
+    bound_bytes: int = 0
+    pages_full: int = 0
+    pages_zero: int = 0
+    pages_xbzrle: int = 0
+    total_s: float = 0.0
+    downtime_s: float = 0.0
+    last_round_pages: int = 0
+    forced: bool = False
+    reason: str = ''
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class LiveMigrationSource:
+    """Sends one running guest to a :class:`LiveMigrationTarget`."""
+
+    def __init__(self, backend: hv.HypervisorBackend, domid: int,
+                 address: str, port: int, key: bytes, *,
+                 device_state: Callable[[], bytes],
+                 xenstore: Optional[Callable[[], Dict[str, str]]] = None,
+                 downtime_ms: int = 300, max_rounds: int = 30,
+                 bandwidth_bytes: float = 0, xbzrle_cache_pages: int = 16384,
+                 progress: Optional[Callable[[Progress], None]] = None,
+                 connect_timeout: float = 10, confirm_timeout: float = 60,
+                 on_paused: Optional[Callable[[], None]] = None) -> None:
+        self.backend = backend
+        self.domid = domid
+        self.address = address
+        self.port = port
+        self._key = key
+        self._device_state = device_state
+        self._xenstore = xenstore
+        self.downtime_ms = downtime_ms
+        self.max_rounds = max_rounds
+        self.bandwidth_bytes = bandwidth_bytes
+        self.xbzrle_cache_pages = xbzrle_cache_pages
+        self._progress_cb = progress
+        self.connect_timeout = connect_timeout
+        self.confirm_timeout = confirm_timeout
+        self._on_paused = on_paused
+        self._abort = threading.Event()
+        self._force = threading.Event()
+        self.stats = MigrationStats()
+        self.progress = Progress(0, 0, 0, 0, 'starting')
+
+    # -- control from other threads -------------------------------------------
+    def abort(self) -> None:
+        """Stop before the switch-over; the guest keeps running here."""
+        self._abort.set()
+
+    def force_complete(self) -> None:
+        """Stop pre-copying: pause and send the rest now."""
+        self._force.set()
+
+    # -- the migration --------------------------------------------------------
+    def run(self) -> MigrationStats:
+        start = time.monotonic()
+        info = self.backend.domain_info(self.domid)
+        if info.paused:
+            raise MigrationError('domain %d is paused; only a running guest '
+                                 'is live-migrated' % self.domid)
+        total = info.max_pfn * PAGE_SIZE
+        self.progress = Progress(total, 0, total, 0, 'connecting')
+        try:
+            sock = wire.connect(self.address, self.port, self.connect_timeout)
+        except wire.WireError as e:
+            raise MigrationError(str(e))
+        paused_at = None
+        go_sent = False
+        logdirty = False
+        view = None
+        try:
+            try:
+                keys = wire.client_handshake(sock, self._key)
+            except wire.KeyRefused as e:
+                raise MigrationError('destination agent refused: %s' % e)
+            ctrl = wire.ControlChannel(sock, keys.control, 'src')
+            sink = wire.RateLimitedSink(sock, self.bandwidth_bytes)
+            writer = ms.StreamWriter(sink, keys.stream)
+            self._ctrl = ctrl
+            saverestore.write_preamble(writer, info)
+
+            view = self.backend.map_memory(self.domid)
+            mem = mp.as_pages(view, info.max_pfn)
+            self.backend.enable_logdirty(self.domid)
+            logdirty = True
+            self.backend.fetch_dirty_bitmap(self.domid, clear=True)
+            sender = mp.PageSender(mem, writer, self.xbzrle_cache_pages,
+                                   after_batch=lambda n: self._after_batch(
+                                       writer, sender, paused_at is None))
+            self._sender = sender
+
+            # Round 1: everything.
+            round_no = 1
+            self._set_progress(sender, writer, total, round_no, 'precopy')
+            t0 = time.monotonic()
+            sender.send_all()
+            writer.round_end(round_no, info.max_pfn)
+            rate = writer.bytes_written / max(time.monotonic() - t0, 1e-6)
+            # Further rounds: what was dirtied meanwhile.
+            while True:
+                dirty = mp.bitmap_to_pfns(
+                    self.backend.fetch_dirty_bitmap(self.domid, clear=True),
+                    info.max_pfn)
+                self.progress.memory_remaining = dirty.size * PAGE_SIZE
+                expect_ms = dirty.size * PAGE_SIZE / rate * 1000.0
+                if expect_ms <= self.downtime_ms:
+                    self.stats.reason = 'converged'
+                    break
+                if round_no >= self.max_rounds:
+                    self.stats.reason = 'round limit'
+                    self.stats.forced = True
+                    break
+                if self._force.is_set():
+                    self.stats.reason = 'force-complete'
+                    self.stats.forced = True
+                    break
+                round_no += 1
+                self._set_progress(sender, writer, total, round_no, 'precopy')
+                before = writer.bytes_written
+                t0 = time.monotonic()
+                sender.send(dirty)
+                writer.round_end(round_no, dirty.size)
+                took = time.monotonic() - t0
+                if took > 0.005:
+                    rate = (writer.bytes_written - before) / took
+
+            # Stop-and-copy.
+            self._check_abort()
+            self.backend.pause(self.domid)
+            paused_at = time.monotonic()
+            if self._on_paused:
+                self._on_paused()
+            round_no += 1
+            rest = mp.bitmap_to_pfns(
+                self.backend.fetch_dirty_bitmap(self.domid, clear=True),
+                info.max_pfn)
+            # Pages that were already due when pre-copy stopped.
+            rest = _union(rest, dirty)
+            self.stats.last_round_pages = int(rest.size)
+            self._set_progress(sender, writer, total, round_no, 'stopcopy')
+            sender.send(rest)
+            writer.round_end(round_no, rest.size)
+            saverestore.write_trailer(
+                writer, self.backend, self.domid, self._device_state(),
+                self._xenstore() if self._xenstore else None)
+            self._check_abort()
+            self._expect(ctrl, 'ready', self.confirm_timeout)
+            self._check_abort()
+            ctrl.send({'msg': 'go'})
+            go_sent = True
+            try:
+                self._expect(ctrl, 'running', self.confirm_timeout)
+            except MigrationError as e:
+                raise SwitchoverUnknown(
+                    'switch-over sent but the destination did not confirm '
+                    'the guest running (%s); the source guest stays paused'
+                    % e)
+            self.stats.downtime_s = time.monotonic() - paused_at
+            self.stats.rounds = round_no
+            self.stats.bytes_sent = writer.bytes_written
+            c = sender.counters
+            self.stats.pages_full, self.stats.pages_zero = c.full, c.zero
+            self.stats.pages_xbzrle = c.xbzrle
+            self.stats.bound_bytes = c.bound_bytes
+            self.stats.total_s = time.monotonic() - start
+            self.progress = Progress(total, writer.bytes_written, 0, round_no,
+                                     'completed')
+            self._report()
+            LOG.info('live migration of domain %(d)d done: %(s)s',
+                     {'d': self.domid, 's': self.stats.as_dict()})
+            return self.stats
+        except wire.WireError as e:
+            # Frames below hold views of the guest memory; free them so the
+            # mapping can be released below.
+            traceback.clear_frames(e.__traceback__)
+            err = self._peer_error() or str(e)
+            if go_sent:
+                raise SwitchoverUnknown(err)
+            raise MigrationError('migration stream failed: %s' % err)
+        except Exception as e:
+            traceback.clear_frames(e.__traceback__)
+            raise
+        finally:
+            if view is not None:
+                mem = sender = None  # noqa: F841 (drop exports of the view)
+                self._sender = None
+                saverestore._release(view)
+            if logdirty:
+                try:
+                    self.backend.disable_logdirty(self.domid)
+                except Exception:
+                    LOG.exception('could not turn log-dirty off on %d',
+                                  self.domid)
+            if paused_at is not None and not go_sent:
+                try:
+                    self.backend.unpause(self.domid)
+                except Exception:
+                    LOG.exception('could not unpause domain %d after a failed '
+                                  'migration', self.domid)
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    # -- helpers --------------------------------------------------------------
+    def _after_batch(self, writer, sender, live: bool) -> None:
+        writer.tag()
+        self.progress.memory_processed = writer.bytes_written
+        if self._ctrl.pending():
+            msg = self._ctrl.recv(1.0)
+            if msg.get('msg') == 'error':
+                raise MigrationError('destination failed: %s'
+                                     % msg.get('reason'))
+            raise MigrationError('unexpected message from the destination: '
+                                 '%s' % msg.get('msg'))
+        self._check_abort()
+        if live and self._progress_cb:
+            self._report()
+
+    def _peer_error(self) -> Optional[str]:
+        ctrl = getattr(self, '_ctrl', None)
+        if ctrl is None:
+            return None
+        try:
+            msg = ctrl.recv(0.5)
+        except Exception:
+            return None
+        if msg.get('msg') == 'error':
+            return 'destination failed: %s' % msg.get('reason')
+        return None
+
+    def _check_abort(self) -> None:
+        if self._abort.is_set():
+            raise MigrationAborted('live migration of domain %d aborted'
+                                   % self.domid)
+
+    def _expect(self, ctrl: wire.ControlChannel, what: str,
+                timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise MigrationError('destination did not report %r within '
+                                     '%.0f s' % (what, timeout))
+            try:
+                msg = ctrl.recv(min(left, 0.2))
+            except wire.WireError as e:
+                if 'no answer' in str(e):
+                    self._check_abort()
+                    continue
+                raise
+            if msg.get('msg') == what:
+                return
+            if msg.get('msg') == 'error':
+                raise MigrationError('destination failed: %s'
+                                     % msg.get('reason'))
+            raise MigrationError('expected %r from the destination, got %r'
+                                 % (what, msg.get('msg')))
+
+    def _set_progress(self, sender, writer, total, round_no, phase) -> None:
+        self.progress.round = round_no
+        self.progress.phase = phase
+        self.progress.memory_processed = writer.bytes_written
+        self._report()
+
+    def _report(self) -> None:
+        if self._progress_cb:
+            try:
+                self._progress_cb(dataclasses.replace(self.progress))
+            except Exception:
+                LOG.exception('migration progress callback failed')
+
+
+def _union(a, b):
+    import numpy as np
+    if b is None or not b.size:
+        return a
+    return np.union1d(a, b)
+
+
+@dataclasses.dataclass
+class TargetResult:
+    state: str = 'waiting'          # waiting | running | failed | cancelled
+    domid: Optional[int] = None
+    error: Optional[str] = None
+    pages: int = 0
+
+
+class LiveMigrationTarget:
+    """Receives one guest.  Callbacks (all run on the receiver thread):
+
+    * ``prepare_domain(info) -> domid``: create a paused domain of
+      ``info['max_pfn']`` pages (raise to refuse, e.g. out of memory);
+    * ``restore_device_state(domid, state, xenstore)``: start the guest's
+      new stubdom and feed it QEMU's device state;
+    * ``destroy_domain(domid)``: undo ``prepare_domain`` (and the stubdom).
+    """
+
+    def __init__(self, backend: hv.HypervisorBackend, key: bytes, *,
+                 prepare_domain: Callable[[dict], int],
+                 restore_device_state: Callable[[int, bytes, Dict[str, str]],
+                                                None],
+                 destroy_domain: Callable[[int], None],
+                 listen_address: str = '127.0.0.1', port_min: int = 49500,
+                 port_max: int = 49599, accept_timeout: float = 300,
+                 go_timeout: float = 60) -> None:
+        self.backend = backend
+        self._key = key
+        self._prepare = prepare_domain
+        self._restore_dev = restore_device_state
+        self._destroy = destroy_domain
+        self.listen_address = listen_address
+        self.port_min, self.port_max = port_min, port_max
+        self.accept_timeout = accept_timeout
+        self.go_timeout = go_timeout
+        self.result = TargetResult()
+        self._cancel = threading.Event()
+        self._done = threading.Event()
+        self._listener: Optional[socket.socket] = None
+        self._thread: Optional[threading.Thread] = None
+        self.port: Optional[int] = None
+        self.key_refusals = 0
+
+    def start(self) -> Tuple[str, int]:
+        self._listener, self.port = wire.bind_in_range(
+            self.listen_address, self.port_min, self.port_max)
+        self._listener.settimeout(0.2)
+        self._thread = threading.Thread(
+            target=self._serve, name='migration-receiver-%d' % self.port,
+            daemon=True)
+        self._thread.start()
+        return self.listen_address, self.port
+
+    def wait(self, timeout: Optional[float] = None) -> TargetResult:
+        self._done.wait(timeout)
+        return self.result
+
+    def cancel(self) -> None:
+        """Stop receiving; whatever was prepared is destroyed."""
+        self._cancel.set()
+        if self._thread is not None and \
+                self._thread is not threading.current_thread():
+            self._thread.join(30)
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    # -- receiver thread ------------------------------------------------------
+    def _serve(self) -> None:
+        deadline = time.monotonic() + self.accept_timeout
+        try:
+            while not self._cancel.is_set():
+                if time.monotonic() > deadline:
+                    self._fail('no source connected within %.0f s'
+                               % self.accept_timeout)
+                    return
+                try:
+                    conn, peer = self._listener.accept()
+                except socket.timeout:
+                    continue
+                conn.settimeout(None)
+                try:
+                    keys = wire.server_handshake(conn, self._key)
+                except wire.WireError as e:
+                    # A wrong key or a stray client: refuse it and keep
+                    # waiting for the real source.
+                    self.key_refusals += 1
+                    LOG.warning('migration receiver on port %(p)d refused '
+                                '%(peer)s: %(e)s',
+                                {'p': self.port, 'peer': peer, 'e': e})
+                    conn.close()
+                    continue
+                self._receive(conn, keys)
+                return
+            self._fail('cancelled', state='cancelled')
+        except Exception as e:     # never leave wait() hanging
+            LOG.exception('migration receiver failed')
+            self._fail(str(e))
+        finally:
+            self._listener.close()
+            self._done.set()
+
+    def _receive(self, conn: socket.socket, keys: wire.SessionKeys) -> None:
+        ctrl = wire.ControlChannel(conn, keys.control, 'dst')
+        consumer = saverestore.StreamConsumer(apply=True)
+        holder = {'view': None}
+        watcher = threading.Thread(target=self._watch_cancel, args=(conn,),
+                                   daemon=True)
+        watcher.start()
+
+        def on_info(info: dict) -> None:
+            if self.result.domid is not None:
+                raise ms.RecordError('second XSD_DOMAIN_INFO')
+            domid = self._prepare(info)
+            self.result.domid = domid
+            dinfo = self.backend.domain_info(domid)
+            if dinfo.max_pfn < int(info['max_pfn']):
+                raise MigrationError('prepared domain has %d pages, the '
+                                     'guest %d' % (dinfo.max_pfn,
+                                                   info['max_pfn']))
+            holder['view'] = self.backend.map_memory(domid, writable=True)
+            consumer.attach(mp.as_pages(holder['view'], int(info['max_pfn'])))
+
+        try:
+            reader = ms.StreamReader(wire.sock_reader(conn), keys.stream)
+            for segment in reader.segments():
+                for rec in segment:
+                    consumer.feed(rec, on_info=on_info)
+            c = consumer.contents
+            domid = self.result.domid
+            self.result.pages = consumer.applier.pages
+            consumer.applier = None
+            saverestore._release(holder['view'])
+            holder['view'] = None
+            self.backend.set_hvm_params(domid, c.hvm_params)
+            self.backend.set_hvm_context(domid, c.hvm_context)
+            self._restore_dev(domid, c.device_state, c.xenstore)
+            if self._cancel.is_set():
+                raise MigrationError('cancelled on the destination')
+            ctrl.send({'msg': 'ready'})
+            msg = ctrl.recv(self.go_timeout)
+            if msg.get('msg') != 'go':
+                raise MigrationError('source sent %r instead of "go"'
+                                     % msg.get('msg'))
+            self.backend.unpause(domid)
+            self.result.state = 'running'
+            try:
+                ctrl.send({'msg': 'running'})
+            except OSError:
+                LOG.warning('guest %d runs here, but the source did not '
+                            'hear it', domid)
+        except Exception as e:
+            traceback.clear_frames(e.__traceback__)
+            if self._cancel.is_set():
+                reason = 'cancelled on the destination'
+            else:
+                reason = str(e) or e.__class__.__name__
+            LOG.warning('incoming migration failed: %s', reason)
+            try:
+                ctrl.send({'msg': 'error', 'reason': reason})
+                conn.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            consumer.applier = None
+            saverestore._release(holder['view'])
+            self._fail(reason, state='cancelled' if self._cancel.is_set()
+                       else 'failed')
+        finally:
+            self._cancel_watch = True
+            conn.close()
+
+    def _watch_cancel(self, conn: socket.socket) -> None:
+        while not self._done.is_set() and not getattr(self, '_cancel_watch',
+                                                      False):
+            if self._cancel.wait(0.2):
+                if self.result.state != 'running':
+                    try:
+                        conn.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                return
+
+    def _fail(self, reason: str, state: str = 'failed') -> None:
+        if self.result.state == 'running':
+            return
+        self.result.state = state
+        self.result.error = reason
+        if self.result.domid is not None:
+            try:
+                self._destroy(self.result.domid)
+            except Exception:
+                LOG.exception('could not destroy domain %d of a failed '
+                              'incoming migration', self.result.domid)
+
+
+def describe(result: TargetResult) -> str:
+    return json.dumps(dataclasses.asdict(result))
