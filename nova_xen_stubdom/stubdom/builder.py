@@ -29,6 +29,15 @@ KERNEL_NAME = "nova-xen-stubdom-kernel"
 ROOTFS_NAME = "nova-xen-stubdom-rootfs.cpio.gz"
 MANIFEST_NAME = "manifest.json"
 
+#: Kernel command line the stub domain needs (PV_args of its XAPI VM).
+#: rootfstype=ramfs: without a root= the kernel unpacks the initramfs into a
+#: tmpfs capped at half of the memory seen at boot, which a 128 MiB stub
+#: domain cannot fit QEMU's 38 MiB closure into (files end up truncated:
+#: SIGBUS / ETXTBSY); ramfs has no cap.  console=hvc0 is Xen's PV console.
+KERNEL_CMDLINE = "console=hvc0 rootfstype=ramfs"
+#: The same for the self-test boot under qemu-system-x86_64 (serial port).
+SELFTEST_CMDLINE = "console=ttyS0 rootfstype=ramfs stubdom.selftest=1 panic=-1"
+
 KERNEL_PACKAGE = "linux-image-cloud-amd64"
 ROOT_PACKAGES = ("qemu-system-xen", "xenstore-utils", "busybox-static")
 QEMU = "/usr/libexec/xen-qemu-system-i386"
@@ -287,6 +296,7 @@ def build(output: str, cache_dir: str | None = None,
         "kernel": {"package": kpkg.name, "version": kpkg.version,
                    "meta_package": meta.name, "meta_version": meta.version,
                    "release": release, "sha256": _sha256(kdata),
+                   "cmdline": KERNEL_CMDLINE,
                    "size": len(kdata)},
         "rootfs": {"sha256": _sha256(gz), "size": len(gz),
                    "cpio_sha256": _sha256(raw)},
