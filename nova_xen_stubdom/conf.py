@@ -69,6 +69,17 @@ stubdom_opts = [
     cfg.IntOpt('device_model_start_timeout', default=60, min=1,
                help='Seconds to wait for the stub domain to report its '
                     'device model running.'),
+    cfg.IntOpt('clean_shutdown_timeout', default=60, min=1,
+               help='Seconds a soft reboot waits for the guest to shut '
+                    'down cleanly before it is forced off. (Stop uses the '
+                    'timeout Nova passes: [DEFAULT] shutdown_timeout.)'),
+]
+
+network_opts = [
+    cfg.StrOpt('network_name_label',
+               help='name_label of the XAPI network guest NICs join when no '
+                    'XAPI network has the bridge name Neutron gives the '
+                    'port (e.g. the pool\'s integration network).'),
 ]
 
 storage_opts = [
@@ -98,7 +109,8 @@ migration_opts = [
                 help='Highest TCP port for incoming migration streams.'),
 ]
 
-ALL_OPTS = connection_opts + stubdom_opts + storage_opts + migration_opts
+ALL_OPTS = (connection_opts + stubdom_opts + storage_opts + network_opts +
+            migration_opts)
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:

@@ -127,6 +127,16 @@ class HypervisorBackend(metaclass=abc.ABCMeta):
     def xs_get_perms(self, path: str) -> List[str]:
         ...
 
+    # -- consoles (optional) ------------------------------------------------
+    def read_console(self, domid: int) -> str:
+        """The domain's console output so far (xenconsoled's log).
+
+        Not abstract: a backend without console access raises
+        NotImplementedError and the driver reports no console output.
+        """
+        raise NotImplementedError('%s has no console access'
+                                  % type(self).__name__)
+
     # -- PCI pass-through ---------------------------------------------------
     @abc.abstractmethod
     def iomem_permission(self, domid: int, first_mfn: int, nr_mfns: int,

@@ -1,0 +1,62 @@
+"""State the ops modules share: the XAPI client, the event cache, this host."""
+import json
+from typing import Dict, Optional
+
+from oslo_concurrency import lockutils
+from oslo_log import log as logging
+
+from nova_xen_stubdom.driver import constants as dc
+from nova_xen_stubdom.driver import exceptions as dexc
+from nova_xen_stubdom.xapi import errors as xapi_errors
+
+LOG = logging.getLogger(__name__)
+
+
+class DriverContext:
+    """The connection of one nova-compute to its XAPI host.
+
+    :param client: ``xapi.client.XAPIClient`` (owns sessions and retries).
+    :param cache: the client's ``event.from`` record cache.
+    :param host_ref: OpaqueRef of the XAPI host this compute manages.
+    :param conf: oslo.config object with ``[xen_stubdom]`` registered.
+    """
+
+    def __init__(self, client, cache, host_ref: str, conf) -> None:
+        self.client = client
+        self.cache = cache
+        self.host_ref = host_ref
+        self.conf = conf
+        self.host_record = cache.get('host', host_ref) or client.call(
+            'host.get_record', host_ref)
+        self.host_uuid = self.host_record['uuid']
+        self.host_name = self.host_record['name_label']
+
+    def call(self, method: str, *args):
+        return self.client.call(method, *args)
+
+    def call_async(self, method: str, *args, timeout: Optional[float] = None):
+        return self.client.call_async(method, *args, timeout=timeout)
+
+    def call_plugin(self, fn: str, **args) -> Dict:
+        """Run agent function *fn* on this host; its JSON result, decoded.
+
+        :raises AgentCallFailed: the agent refused or failed.
+        """
+        str_args = {k: v if isinstance(v, str) else json.dumps(v)
+                    if isinstance(v, (dict, list)) else str(v)
+                    for k, v in args.items()}
+        try:
+            out = self.client.call('host.call_plugin', self.host_ref,
+                                   dc.AGENT_PLUGIN, fn, str_args)
+        except xapi_errors.XAPIError as exc:
+            if exc.matches('XENAPI_PLUGIN_FAILURE'):
+                params = list(exc.params) + ['', '', '']
+                raise dexc.AgentCallFailed(
+                    fn=fn, host=self.host_name,
+                    reason='%s: %s' % (params[0], params[2] or params[1]))
+            raise
+        return json.loads(out) if out else {}
+
+    def lock(self, instance_uuid: str):
+        """Serialise driver operations on one instance (both thread modes)."""
+        return lockutils.lock('xen-stubdom-instance-%s' % instance_uuid)

@@ -1,0 +1,37 @@
+"""Names the driver writes into XAPI: the contract other modules rely on.
+
+The guest and its stub domain are two XAPI VMs; these ``other_config`` keys
+tie them to the Nova instance and to each other (see _work notes / doc).
+"""
+
+#: other_config key holding the Nova instance uuid (guest, stubdom, VDIs)
+OC_NOVA_UUID = 'nova_uuid'
+#: other_config key: 'guest' or 'stubdom'
+OC_ROLE = 'nova_xen_stubdom_role'
+#: on the guest VM: uuid of its stub domain VM
+OC_STUBDOM = 'nova_xen_stubdom_stubdom'
+#: on the stubdom VM: uuid of the guest VM it serves
+OC_TARGET = 'nova_xen_stubdom_target'
+#: on stubdom VBDs/VIFs: uuid of the guest VBD/VIF they mirror
+OC_MIRROR_OF = 'nova_xen_stubdom_mirror_of'
+#: on VDIs: which disk of the instance ('root')
+OC_DISK = 'nova_xen_stubdom_disk'
+
+ROLE_GUEST = 'guest'
+ROLE_STUBDOM = 'stubdom'
+
+#: suffix of the stub domain VM's name_label
+STUBDOM_SUFFIX = '-dm'
+
+#: the agent's host plugin (host.call_plugin)
+AGENT_PLUGIN = 'nova_xen_stubdom'
+
+#: device-model state QEMU in the stubdom reports when it serves the guest
+DM_RUNNING = 'running'
+
+#: XAPI classes the event cache follows
+CACHED_CLASSES = ('VM', 'VM_metrics', 'host', 'host_metrics', 'SR', 'VDI',
+                  'VBD', 'VIF', 'network', 'pool', 'console')
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB

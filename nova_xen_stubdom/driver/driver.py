@@ -1,0 +1,251 @@
+"""XenStubdomDriver: Nova compute driver for Xen/XAPI with Linux stub domains.
+
+A façade (compute-hyperv's shape): every public method delegates to one ops
+object -- ``HostOps`` (resources), ``VMOps`` (guest lifecycle),
+``MigrationOps`` (suspend/resume/migrations), ``PciOps`` (pass-through) --
+and one class decorator translates XAPI/agent failures into Nova exceptions.
+
+Operators set ``compute_driver = xen_stubdom.XenStubdomDriver``.
+"""
+import threading
+
+from oslo_log import log as logging
+
+from nova import conf as nova_conf
+from nova import exception
+from nova.i18n import _
+from nova.virt import driver
+
+from nova_xen_stubdom import conf as xconf
+from nova_xen_stubdom.driver import common
+from nova_xen_stubdom.driver import constants as dc
+from nova_xen_stubdom.driver import events
+from nova_xen_stubdom.driver import exceptions as dexc
+from nova_xen_stubdom.driver import hostops
+from nova_xen_stubdom.driver import migrationops
+from nova_xen_stubdom.driver import vmops
+from nova_xen_stubdom.xapi import client as xapi_client
+
+LOG = logging.getLogger(__name__)
+CONF = nova_conf.CONF
+
+CACHE_READY_TIMEOUT = 60
+
+
+@dexc.translating
+class XenStubdomDriver(driver.ComputeDriver):
+    """HVM guests whose device model (QEMU) runs in a Linux stub domain."""
+
+    capabilities = dict(driver.ComputeDriver.capabilities, **{
+        'has_imagecache': False,
+        'supports_evacuate': False,
+        'supports_migrate_to_same_host': False,
+        'supports_attach_interface': False,
+        'supports_device_tagging': False,
+        'supports_multiattach': False,
+        'supports_trusted_certs': False,
+        'supports_pcpus': False,
+        'supports_accelerators': False,
+        'supports_image_type_raw': True,
+    })
+
+    def __init__(self, virtapi, read_only=False):
+        super().__init__(virtapi)
+        self._client = None
+        self._ctx = None
+        self._hostops = None
+        self._vmops = None
+        self._pciops = None
+        self._migrationops = None
+        self._events = None
+        self._init_lock = threading.Lock()
+
+    # -- host ------------------------------------------------------------
+    def init_host(self, host):
+        """Connect to XAPI, find this host, start the event cache."""
+        group = CONF.xen_stubdom
+        if not group.connection_url:
+            raise exception.InvalidConfiguration(
+                _('[xen_stubdom] connection_url is not set'))
+        client = xapi_client.XAPIClient.from_conf(CONF)
+        try:
+            name = group.host_name or host
+            refs = client.call('host.get_by_name_label', name)
+            if len(refs) != 1:
+                known = sorted(r['name_label'] for r in client.call(
+                    'host.get_all_records').values())
+                raise exception.InvalidConfiguration(
+                    _('XAPI pool at %(url)s has %(n)d hosts named %(name)r '
+                      '(hosts: %(known)s); set [xen_stubdom] host_name')
+                    % {'url': client.url, 'n': len(refs), 'name': name,
+                       'known': ', '.join(known)})
+            cache = client.start_cache(classes=dc.CACHED_CLASSES)
+            if not cache.wait_ready(CACHE_READY_TIMEOUT):
+                raise exception.HypervisorUnavailable(host=client.url)
+            ctx = common.DriverContext(client, cache, refs[0], CONF)
+        except Exception:
+            client.close()
+            raise
+        self._client = client
+        self._ctx = ctx
+        self._hostops = hostops.HostOps(ctx, CONF)
+        self._pciops = self._load_pciops(ctx)
+        self._vmops = vmops.VMOps(ctx, self._hostops, self._pciops)
+        self._migrationops = migrationops.MigrationOps(ctx, self._vmops)
+        self._events = events.LifecycleEvents(ctx, self._vmops,
+                                              self._emit_async)
+        self._events.start()
+        LOG.info('managing XAPI host %(name)s (%(uuid)s) at %(url)s',
+                 {'name': ctx.host_name, 'uuid': ctx.host_uuid,
+                  'url': client.url})
+
+    @staticmethod
+    def _load_pciops(ctx):
+        try:
+            from nova_xen_stubdom.driver import pciops
+        except ImportError:
+            return None
+        return pciops.PciOps(ctx)
+
+    def _emit_async(self, event):
+        # the cache's watcher thread must not wait for Nova's handling
+        threading.Thread(target=self.emit_event, args=(event,),
+                         daemon=True).start()
+
+    def cleanup_host(self, host):
+        if self._events is not None:
+            self._events.stop()
+        if self._client is not None:
+            self._client.close()
+
+    def get_available_resource(self, nodename):
+        res = self._hostops.get_available_resource(nodename)
+        if self._pciops is not None:
+            res['pci_passthrough_devices'] = \
+                self._pciops.get_pci_passthrough_devices()
+        return res
+
+    def update_provider_tree(self, provider_tree, nodename, allocations=None):
+        inventory = provider_tree.data(nodename).inventory
+        ratios = self._get_allocation_ratios(inventory)
+        self._hostops.update_provider_tree(provider_tree, nodename, ratios)
+
+    def get_available_nodes(self, refresh=False):
+        return [self._hostops.nodename()]
+
+    def node_is_available(self, nodename):
+        return (nodename in self.get_available_nodes() and
+                self._hostops.node_available())
+
+    def get_host_ip_addr(self):
+        return self._hostops.host_ip()
+
+    def get_host_uptime(self):
+        return self._hostops.uptime()
+
+    # -- lifecycle -------------------------------------------------------
+    def spawn(self, context, instance, image_meta, injected_files,
+              admin_password, allocations, network_info=None,
+              block_device_info=None, power_on=True, accel_info=None):
+        self._vmops.spawn(context, instance, image_meta, network_info,
+                          power_on=power_on)
+
+    def destroy(self, context, instance, network_info, block_device_info=None,
+                destroy_disks=True, destroy_secrets=True):
+        self._vmops.destroy(instance)
+
+    def cleanup(self, context, instance, network_info, block_device_info=None,
+                destroy_disks=True, migrate_data=None, destroy_vifs=True,
+                destroy_secrets=True):
+        # destroy() already removed everything; nothing is kept in dom0
+        pass
+
+    def reboot(self, context, instance, network_info, reboot_type,
+               block_device_info=None, bad_volumes_callback=None,
+               accel_info=None, share_info=None):
+        self._vmops.reboot(instance, network_info, reboot_type)
+
+    def power_off(self, instance, timeout=0, retry_interval=0):
+        self._vmops.power_off(instance, timeout)
+
+    def power_on(self, context, instance, network_info,
+                 block_device_info=None, accel_info=None, share_info=None):
+        self._vmops.power_on(instance, network_info)
+
+    def pause(self, instance):
+        self._vmops.pause(instance)
+
+    def unpause(self, instance):
+        self._vmops.unpause(instance)
+
+    def resume_state_on_host_boot(self, context, instance, network_info,
+                                  share_info, block_device_info=None):
+        self._vmops.resume_state_on_host_boot(instance, network_info)
+
+    def plug_vifs(self, instance, network_info):
+        # NOTE(driver): VIFs are XAPI objects created by spawn; Neutron's
+        # agent on the host binds the ports
+        pass
+
+    def unplug_vifs(self, instance, network_info):
+        pass
+
+    # -- information -----------------------------------------------------
+    def get_info(self, instance, use_cache=True):
+        return self._vmops.get_info(instance)
+
+    def instance_exists(self, instance):
+        return self._vmops.instance_exists(instance)
+
+    def list_instances(self):
+        return self._vmops.list_instances()
+
+    def list_instance_uuids(self):
+        return self._vmops.list_instance_uuids()
+
+    def get_console_output(self, context, instance):
+        return self._vmops.get_console_output(instance)
+
+    def get_vnc_console(self, context, instance):
+        return self._vmops.get_vnc_console(instance)
+
+    def get_diagnostics(self, instance):
+        return self._vmops.get_diagnostics(instance)
+
+    # -- suspend / migrations (migrationops) ------------------------------
+    def suspend(self, context, instance):
+        return self._migrationops.suspend(context, instance)
+
+    def resume(self, context, instance, network_info, block_device_info=None,
+               share_info=None):
+        return self._migrationops.resume(context, instance, network_info,
+                                         block_device_info, share_info)
+
+    def migrate_disk_and_power_off(self, context, instance, dest, flavor,
+                                   network_info, block_device_info=None,
+                                   timeout=0, retry_interval=0):
+        return self._migrationops.migrate_disk_and_power_off(
+            context, instance, dest, flavor, network_info,
+            block_device_info, timeout, retry_interval)
+
+    def check_can_live_migrate_destination(self, context, instance,
+                                           src_compute_info,
+                                           dst_compute_info,
+                                           block_migration=False,
+                                           disk_over_commit=False):
+        return self._migrationops.check_can_live_migrate_destination(
+            context, instance, src_compute_info, dst_compute_info,
+            block_migration, disk_over_commit)
+
+    def check_can_live_migrate_source(self, context, instance,
+                                      dest_check_data,
+                                      block_device_info=None):
+        return self._migrationops.check_can_live_migrate_source(
+            context, instance, dest_check_data, block_device_info)
+
+    def live_migration(self, context, instance, dest, post_method,
+                       recover_method, block_migration=False,
+                       migrate_data=None):
+        return self._migrationops.live_migration(
+            context, instance, dest, post_method, recover_method,
+            block_migration, migrate_data)
