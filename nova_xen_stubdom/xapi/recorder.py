@@ -6,6 +6,7 @@ so the fidelity test can check the calls of the whole process against the
 XAPI datamodel. Values are never stored: only their XAPI type names.
 """
 import datetime
+import json
 import threading
 import xmlrpc.client
 from typing import Callable, List, NamedTuple, Sequence, Set, Tuple
@@ -15,9 +16,16 @@ from nova_xen_stubdom.xapi import constants
 
 class CallRecord(NamedTuple):
     """One XAPI call: dotted message name and the XAPI types of its
-    parameters (the session reference excluded)."""
+    parameters (the session reference excluded).
+
+    ``param_shapes`` has one JSON string per parameter describing nested
+    values without their content: a type name for scalars, ``{key:
+    shape}`` for maps (keys are kept: they are field or option names),
+    ``[shape, ...]`` (distinct) for sets.
+    """
     name: str
     param_types: Tuple[str, ...]
+    param_shapes: Tuple[str, ...] = ()
 
 
 def xapi_type(value) -> str:
@@ -46,6 +54,26 @@ def xapi_type(value) -> str:
     return type(value).__name__
 
 
+def shape(value):
+    """Nested XAPI type structure of *value* (no values, map keys kept)."""
+    if isinstance(value, dict):
+        return {str(k): shape(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        out = []
+        for v in value:
+            s = shape(v)
+            if s not in out:
+                out.append(s)
+        return out
+    return xapi_type(value)
+
+
+def make_record(name: str, args: Sequence) -> CallRecord:
+    return CallRecord(name, tuple(xapi_type(a) for a in args),
+                      tuple(json.dumps(shape(a), sort_keys=True)
+                            for a in args))
+
+
 class CallRecorder:
     """Thread-safe list of :class:`CallRecord` with optional hooks."""
 
@@ -55,7 +83,7 @@ class CallRecorder:
         self._hooks: List[Callable[[CallRecord], None]] = []
 
     def record(self, name: str, args: Sequence) -> CallRecord:
-        rec = CallRecord(name, tuple(xapi_type(a) for a in args))
+        rec = make_record(name, args)
         with self._lock:
             self._records.append(rec)
             hooks = list(self._hooks)
@@ -72,6 +100,11 @@ class CallRecorder:
         """The distinct (name, parameter types) pairs recorded."""
         with self._lock:
             return set(self._records)
+
+    def signatures(self) -> Set[Tuple[str, Tuple[str, ...]]]:
+        """The distinct (name, parameter types) pairs, shapes ignored."""
+        with self._lock:
+            return {(r.name, r.param_types) for r in self._records}
 
     def names(self) -> Set[str]:
         with self._lock:

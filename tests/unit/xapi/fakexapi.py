@@ -41,6 +41,8 @@ class FakeXAPI:
         self.task_delay = 0.0
         self.task_cancellable = True
         self.tasks = {}
+        self.vdi_data = {}
+        self.http_requests = []
         self.events = []             # (id, class, op, ref, snapshot)
         self.event_id = itertools.count(1)
         self.vms = {}
@@ -322,6 +324,9 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
+    def handle_error(self, request, client_address):
+        pass        # clients dropping connections is what tests do
+
 
 def _make_handler(fake):
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -329,6 +334,35 @@ def _make_handler(fake):
 
         def log_message(self, *args):
             pass
+
+        def _http_handler(self):
+            import urllib.parse
+            url = urllib.parse.urlsplit(self.path)
+            q = dict(urllib.parse.parse_qsl(url.query))
+            fake.http_requests.append((self.command, url.path, q))
+            with fake.lock:
+                ok = q.get('session_id') in fake.sessions
+            if not ok:
+                return 401, b'bad session'
+            if url.path == '/import_raw_vdi' and self.command == 'PUT':
+                n = int(self.headers.get('Content-Length', 0))
+                fake.vdi_data[q['vdi']] = self.rfile.read(n)
+                return 200, b''
+            if url.path == '/export_raw_vdi' and self.command == 'GET':
+                if q.get('vdi') not in fake.vdi_data:
+                    return 404, b'no such vdi'
+                return 200, fake.vdi_data[q['vdi']]
+            return 404, b'no handler'
+
+        def _answer(self):
+            status, body = self._http_handler()
+            self.send_response(status)
+            self.send_header('Content-Length', str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_PUT = _answer
+        do_GET = _answer
 
         def do_POST(self):
             length = int(self.headers.get('Content-Length', 0))
