@@ -1,0 +1,194 @@
+"""``SimBackend``: the dom0 agent's hypervisor seam on a simulated host.
+
+Built by the simulator for each host (``SimBackend(host_runtime)``), or
+standalone for unit tests of the agent (``SimBackend()`` owns a private
+hypervisor and an empty PCI host).  Besides :class:`HypervisorBackend`'s
+methods it offers what a sim-only test or the agent's sim paths need:
+``create_domain``, ``destroy_domain``, ``set_dirty_rate``, ``attach_disk``,
+``detach_disk``, ``console``, ``sysfs_root``, ``hypervisor``.
+"""
+import tempfile
+import uuid as uuidlib
+from typing import Dict, List, Optional
+
+from nova_xen_stubdom.agent.backend import DomainInfo, HypervisorBackend
+from nova_xen_stubdom.sim.hypervisor import PAGE_SIZE, Frontend, Hypervisor
+
+
+class SimBackend(HypervisorBackend):
+    def __init__(self, host=None, *, hypervisor: Optional[Hypervisor] = None,
+                 pci=None, memory: int = 64 << 30, cpus: int = 8):
+        if host is not None:
+            self.host = host
+            self.hypervisor = host.hypervisor
+            self.pci = host.pci
+            self.sysfs_root = host.sysfs_root
+        else:
+            from nova_xen_stubdom.sim import pci as pcilib
+            self.host = None
+            self.hypervisor = hypervisor or Hypervisor(
+                str(uuidlib.uuid4()), memory, cpus)
+            self.pci = pci or pcilib.PciHost()
+            self.hypervisor.pci = self.pci
+            self.sysfs_root = tempfile.mkdtemp(prefix='nxs-sim-sysfs-')
+            self.pci.write_sysfs(self.sysfs_root)
+
+    # -- domains -----------------------------------------------------------
+    def _info(self, d) -> DomainInfo:
+        return DomainInfo(domid=d.domid, vm_uuid=d.vm_uuid, hvm=d.hvm,
+                          max_pfn=d.max_pfn if d.domid else 0,
+                          vcpus=d.vcpus, paused=d.paused, target=d.target)
+
+    def list_domains(self) -> List[DomainInfo]:
+        with self.hypervisor.lock:
+            doms = sorted(self.hypervisor.domains.values(),
+                          key=lambda d: d.domid)
+        return [self._info(d) for d in doms]
+
+    def domain_info(self, domid: int) -> DomainInfo:
+        return self._info(self.hypervisor.domain(domid))
+
+    def pause(self, domid: int) -> None:
+        self.hypervisor.pause(domid)
+
+    def unpause(self, domid: int) -> None:
+        self.hypervisor.unpause(domid)
+
+    def set_target(self, stub_domid: int, guest_domid: int) -> None:
+        self.hypervisor.set_target(stub_domid, guest_domid)
+
+    # additive: a domain to restore into, and its removal
+    def create_domain(self, vm_uuid: str, hvm: bool, memory_bytes: int,
+                      vcpus: int = 1, name: str = '',
+                      paused: bool = True) -> int:
+        dom = self.hypervisor.create_domain(vm_uuid, hvm, memory_bytes,
+                                            vcpus, name)
+        if not paused:
+            self.hypervisor.unpause(dom.domid)
+        return dom.domid
+
+    def destroy_domain(self, domid: int) -> None:
+        self.hypervisor.destroy_domain(domid)
+
+    def set_dirty_rate(self, domid: int, bytes_per_second: int) -> None:
+        if bytes_per_second < 0:
+            raise ValueError('dirty rate must be >= 0')
+        self.hypervisor.domain(domid).dirty_rate = int(bytes_per_second)
+
+    def console(self, domid: int) -> List[str]:
+        return list(self.hypervisor.domain(domid).console)
+
+    # -- guest memory and CPU state ------------------------------------------
+    def map_memory(self, domid: int, writable: bool = False) -> memoryview:
+        dom = self.hypervisor.domain(domid)
+        view = dom.memory()
+        return view if writable else view.toreadonly()
+
+    def enable_logdirty(self, domid: int) -> None:
+        dom = self.hypervisor.domain(domid)
+        with dom.lock:
+            dom.logdirty = True
+            dom.bitmap[:] = bytes(len(dom.bitmap))
+
+    def disable_logdirty(self, domid: int) -> None:
+        dom = self.hypervisor.domain(domid)
+        with dom.lock:
+            dom.logdirty = False
+
+    def fetch_dirty_bitmap(self, domid: int, clear: bool = True) -> bytearray:
+        dom = self.hypervisor.domain(domid)
+        with dom.lock:
+            if not dom.logdirty:
+                raise RuntimeError('log-dirty mode is off for domain %d'
+                                   % domid)
+            out = bytearray(dom.bitmap)
+            if clear:
+                dom.bitmap[:] = bytes(len(dom.bitmap))
+        return out
+
+    def get_hvm_context(self, domid: int) -> bytes:
+        dom = self.hypervisor.domain(domid)
+        if not dom.hvm:
+            raise ValueError('domain %d is not HVM' % domid)
+        return bytes(dom.hvm_context)
+
+    def set_hvm_context(self, domid: int, blob: bytes) -> None:
+        dom = self.hypervisor.domain(domid)
+        if not dom.hvm:
+            raise ValueError('domain %d is not HVM' % domid)
+        dom.hvm_context = bytes(blob)
+
+    def get_hvm_params(self, domid: int) -> Dict[int, int]:
+        return dict(self.hypervisor.domain(domid).hvm_params)
+
+    def set_hvm_params(self, domid: int, params: Dict[int, int]) -> None:
+        self.hypervisor.domain(domid).hvm_params.update(
+            {int(k): int(v) for k, v in params.items()})
+
+    # -- xenstore (as dom0) ----------------------------------------------------
+    def xs_read(self, path: str) -> Optional[str]:
+        return self.hypervisor.xenstore.read(path)
+
+    def xs_write(self, path: str, value: str) -> None:
+        self.hypervisor.xenstore.write(path, value)
+
+    def xs_rm(self, path: str) -> None:
+        self.hypervisor.xenstore.rm(path)
+
+    def xs_list(self, path: str) -> List[str]:
+        return self.hypervisor.xenstore.list(path)
+
+    def xs_set_perms(self, path: str, perms: List[str]) -> None:
+        self.hypervisor.xenstore.set_perms(path, perms)
+
+    def xs_get_perms(self, path: str) -> List[str]:
+        return self.hypervisor.xenstore.get_perms(path)
+
+    # -- disks (additive; dom0's blkback) ------------------------------------
+    def attach_disk(self, domid: int, path: str, devid: str) -> None:
+        """Give *domid* a PV disk frontend ``devid`` (e.g. ``xvdb``) backed
+        by the file *path* (a VDI's file: ``SimBackend.vdi_path``)."""
+        for fe in self.hypervisor.frontends_of(domid):
+            if fe.kind == 'vbd' and fe.devid == devid:
+                raise ValueError('domain %d already has disk %s'
+                                 % (domid, devid))
+        self.hypervisor.add_frontend(Frontend(domid, 'vbd', devid, 0, path))
+
+    def detach_disk(self, domid: int, devid: str) -> None:
+        self.hypervisor.remove_frontend(domid, 'vbd', devid)
+
+    def vdi_path(self, vdi_uuid: str) -> str:
+        """The file holding a VDI's contents on this simulated host."""
+        if self.host is None:
+            raise KeyError('standalone backend has no VDIs')
+        from nova_xen_stubdom.sim import storage
+        return storage.vdi_path(self.host.pool, vdi_uuid)
+
+    # -- PCI pass-through ------------------------------------------------------
+    def iomem_permission(self, domid: int, first_mfn: int, nr_mfns: int,
+                         allow: bool) -> None:
+        self.hypervisor.domain(domid)
+        self.pci.iomem_permission(domid, first_mfn, nr_mfns, allow)
+
+    def ioport_permission(self, domid: int, first_port: int, nr_ports: int,
+                          allow: bool) -> None:
+        self.hypervisor.domain(domid)
+        self.pci.ioport_permission(domid, first_port, nr_ports, allow)
+
+    def irq_permission(self, domid: int, pirq: int, allow: bool) -> None:
+        self.hypervisor.domain(domid)
+        self.pci.irq_permission(domid, pirq, allow)
+
+    def assign_device(self, domid: int, sbdf: str) -> None:
+        self.hypervisor.domain(domid)
+        self.pci.assign_device(domid, sbdf)
+
+    def deassign_device(self, domid: int, sbdf: str) -> None:
+        self.pci.deassign_device(domid, sbdf)
+
+    def close(self) -> None:
+        """Standalone backends: destroy every domain and remove files."""
+        if self.host is None:
+            self.hypervisor.shutdown()
+            import shutil
+            shutil.rmtree(self.sysfs_root, ignore_errors=True)

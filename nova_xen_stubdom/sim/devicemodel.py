@@ -1,0 +1,330 @@
+"""The QEMU the simulator runs inside a stub domain (or, when the host allows
+it, in dom0).
+
+A running PV domain whose xenstore has ``/local/domain/<stub>/target`` and
+``/local/domain/<stub>/dm-argv`` (ESC-separated, libxl's convention) starts
+"QEMU": it checks that every disk (``/dev/xvdX``) and NIC (``ethN``) its argv
+uses is a PV frontend *of the stub domain*, opens the guest's VNC server
+(a loopback TCP port that speaks the RFB handshake) and writes ``running`` to
+``/local/domain/<stub>/device-model/<guest>/state`` -- as the stub domain,
+so xenstore permissions apply.  A missing device or permission writes
+``error`` (when it can) and logs the reason on the stub domain's console.
+
+Save/restore protocol (dom0 agent <-> QEMU, all under
+``D = /local/domain/<stub>/device-model/<guest>``):
+
+* dom0 attaches a disk to the stub domain (XAPI VBD plug, or
+  ``SimBackend.attach_disk``), writes ``D/state-disk = xvdX`` and then
+  ``D/command = save``: QEMU stops emulating, writes its device state to the
+  disk in the state-disk format (:mod:`nova_xen_stubdom.stubdom.statedisk`:
+  512-byte header ``NXSDSTAT``, version, header size, length, sha256; state
+  at 512), sets ``D/state = saved`` and removes ``D/command``.
+* ``D/command = restore`` with ``D/state-disk`` set: QEMU reads and verifies
+  the disk, adopts the state, ``D/state = running``.
+  At start-up, ``/local/domain/<stub>/nova-xen-stubdom/restore-disk = xvdX``
+  has the same effect (the stub domain's init does this on a restore boot).
+* ``D/command = continue`` after a save: back to ``running``.
+* Any failure: ``D/state = error`` and ``D/error = <reason>``.
+"""
+import hashlib
+import json
+import logging
+import socket
+import struct
+import threading
+from typing import Dict, Optional
+
+LOG = logging.getLogger(__name__)
+DM_ARGV_SEP = '\x1b'
+_MAGIC = b'NXSDSTAT'
+_HEADER = '<8sIIQ32s'
+
+
+def pack_state_image(state: bytes) -> bytes:
+    try:
+        from nova_xen_stubdom.stubdom import statedisk
+        return statedisk.build_image(state)
+    except ImportError:
+        head = struct.pack(_HEADER, _MAGIC, 1, 512, len(state),
+                           hashlib.sha256(state).digest())
+        data = head + bytes(512 - len(head)) + state
+        return data + bytes(-len(data) % 512)
+
+
+def unpack_state_image(data: bytes) -> bytes:
+    magic, version, hsize, length, digest = struct.unpack_from(_HEADER, data)
+    if magic != _MAGIC or version != 1:
+        raise ValueError('not a device-state disk (magic %r version %d)'
+                         % (magic, version))
+    state = data[hsize:hsize + length]
+    if len(state) != length:
+        raise ValueError('device state truncated: expected %d bytes, got %d'
+                         % (length, len(state)))
+    if hashlib.sha256(state).digest() != digest:
+        raise ValueError('device state checksum mismatch')
+    return state
+
+
+class VncServer:
+    """A loopback listener answering the RFB 3.8 handshake."""
+
+    def __init__(self, label: str):
+        self.sock = socket.socket()
+        self.sock.bind(('127.0.0.1', 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.label = label
+        self.connections = 0
+        self._thread = threading.Thread(target=self._serve, daemon=True,
+                                        name='sim-vnc-%s' % label)
+        self._thread.start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            try:
+                conn.sendall(b'RFB 003.008\n')
+            except OSError:
+                pass
+            finally:
+                conn.close()
+
+    @property
+    def endpoint(self) -> str:
+        return '127.0.0.1:%d' % self.port
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class Qemu:
+    """One device model: the guest it serves and the domain it runs in."""
+
+    def __init__(self, hv, guest_domid: int, dm_domid: int, argv):
+        self.hv = hv
+        self.guest = guest_domid
+        self.domid = dm_domid
+        self.argv = list(argv)
+        self.vnc: Optional[VncServer] = None
+        if '-vnc' in self.argv:
+            self.vnc = VncServer('dom%d' % guest_domid)
+        guest = hv.domains.get(guest_domid)
+        seed = ('%s/%s' % (guest.vm_uuid if guest else guest_domid,
+                           ' '.join(self.argv))).encode()
+        # device state: a description of the emulated machine plus opaque
+        # device registers (sized like a small real QEMU state)
+        meta = json.dumps({'argv': self.argv, 'vm': guest.vm_uuid
+                           if guest else ''}, sort_keys=True).encode()
+        blob = b''.join(hashlib.sha256(seed + i.to_bytes(4, 'little'))
+                        .digest() for i in range(512))
+        self.state = struct.pack('<4sI', b'QEVM', len(meta)) + meta + blob
+
+    def close(self):
+        if self.vnc:
+            self.vnc.close()
+
+
+class StubQemu:
+    """Watches one PV domain's xenstore and plays QEMU when it is a stubdom."""
+
+    def __init__(self, hv, dom):
+        self.hv = hv
+        self.dom = dom
+        self.qemu: Optional[Qemu] = None
+        self.lock = threading.RLock()
+        self.base = '/local/domain/%d' % dom.domid
+        self._watch = hv.xenstore.watch(self.base, self._changed)
+
+    def close(self):
+        self.hv.xenstore.unwatch(self._watch)
+        with self.lock:
+            if self.qemu:
+                self.qemu.close()
+                self.qemu = None
+
+    def _console(self, text):
+        self.dom.console.append('[qemu] ' + text)
+
+    def poke(self):
+        self._changed(self.base)
+
+    def _changed(self, path: str) -> None:
+        if self.dom.paused or self.dom.domid not in self.hv.domains:
+            return
+        with self.lock:
+            xs = self.hv.xenstore
+            me = self.dom.domid
+            if self.qemu is None:
+                target = xs.read(self.base + '/target')
+                argv = xs.read(self.base + '/dm-argv')
+                if not target or not argv:
+                    return
+                guest = int(target)
+                self._start(guest, argv.split(DM_ARGV_SEP))
+                return
+            d = '%s/device-model/%d' % (self.base, self.qemu.guest)
+            try:
+                cmd = xs.read(d + '/command', caller=me)
+            except Exception:
+                cmd = None
+            if cmd:
+                self._command(d, cmd)
+
+    def _set_state(self, d, state, error=None):
+        xs = self.hv.xenstore
+        me = self.dom.domid
+        try:
+            if error:
+                xs.write(d + '/error', error, caller=me)
+            xs.write(d + '/state', state, caller=me)
+        except Exception as e:
+            self._console('cannot write %s/state: %s' % (d, e))
+
+    def _disk(self, name: str) -> Optional[str]:
+        for fe in self.hv.frontends_of(self.dom.domid):
+            if fe.kind == 'vbd' and fe.devid == name:
+                return fe.target
+        return None
+
+    def _start(self, guest: int, argv) -> None:
+        d = '%s/device-model/%d' % (self.base, guest)
+        me = self.dom.domid
+        if self.dom.target != guest:
+            self._console('target %d not granted by the hypervisor' % guest)
+            self._set_state(d, 'error', 'no privilege over domain %d' % guest)
+            return
+        missing = []
+        have = {(f.kind, f.devid) for f in self.hv.frontends_of(me)}
+        for arg in argv:
+            for part in arg.split(','):
+                if part.startswith('file=/dev/xvd'):
+                    dev = part[len('file=/dev/'):]
+                    if ('vbd', dev) not in have:
+                        missing.append('disk ' + dev)
+                if part.startswith('ifname=eth'):
+                    n = part[len('ifname=eth'):]
+                    if ('vif', n) not in have:
+                        missing.append('nic eth' + n)
+        if missing:
+            self._console('missing PV devices: ' + ', '.join(missing))
+            self._set_state(d, 'error', 'missing PV devices: '
+                            + ', '.join(missing))
+            return
+        qemu = Qemu(self.hv, guest, me, argv)
+        restore = self.hv.xenstore.read(self.base +
+                                        '/nova-xen-stubdom/restore-disk')
+        if restore:
+            try:
+                self._load(qemu, restore)
+            except (OSError, ValueError) as e:
+                qemu.close()
+                self._console('restore failed: %s' % e)
+                self._set_state(d, 'error', 'restore failed: %s' % e)
+                return
+        self.qemu = qemu
+        with self.hv.lock:
+            self.hv.qemus[guest] = qemu
+        self._console('device model for domain %d running' % guest)
+        self._set_state(d, 'running')
+
+    def _load(self, qemu, disk: str) -> None:
+        path = self._disk(disk)
+        if not path:
+            raise ValueError('no disk %s attached to the stub domain' % disk)
+        with open(path, 'rb') as f:
+            head = f.read(512)
+            length = struct.unpack_from(_HEADER, head)[3] if \
+                len(head) == 512 else 0
+            data = head + f.read(length)
+        qemu.state = unpack_state_image(data)
+
+    def _command(self, d: str, cmd: str) -> None:
+        xs = self.hv.xenstore
+        me = self.dom.domid
+        disk = xs.read(d + '/state-disk', caller=me)
+        try:
+            if cmd == 'save':
+                path = self._disk(disk or '')
+                if not path:
+                    raise ValueError('no state disk %r attached to stub '
+                                     'domain %d' % (disk, me))
+                image = pack_state_image(self.qemu.state)
+                with open(path, 'r+b') as f:
+                    f.seek(0, 2)
+                    if f.tell() < len(image):
+                        raise ValueError('state disk too small: %d < %d'
+                                         % (f.tell(), len(image)))
+                    f.seek(0)
+                    f.write(image)
+                new = 'saved'
+            elif cmd == 'restore':
+                self._load(self.qemu, disk or '')
+                new = 'running'
+            elif cmd == 'continue':
+                new = 'running'
+            else:
+                raise ValueError('unknown command %r' % cmd)
+        except (OSError, ValueError) as e:
+            self._console('%s failed: %s' % (cmd, e))
+            xs.rm(d + '/command', caller=me)
+            self._set_state(d, 'error', '%s failed: %s' % (cmd, e))
+            return
+        xs.rm(d + '/command', caller=me)
+        self._console('%s done' % cmd)
+        self._set_state(d, new)
+
+
+def on_domain(dom, event: str) -> None:
+    """Hypervisor listener: give every PV domain a stubdom QEMU watcher."""
+    hv = dom.hv
+    if event == 'create' and not dom.hvm and dom.domid != 0:
+        hv.stub_qemus[dom.domid] = StubQemu(hv, dom)
+    elif event == 'unpause' and dom.domid in hv.stub_qemus:
+        hv.stub_qemus[dom.domid].poke()
+    elif event == 'destroy':
+        sq = hv.stub_qemus.pop(dom.domid, None)
+        if sq is not None:
+            if sq.qemu is not None:
+                hv.qemus.pop(sq.qemu.guest, None)
+            sq.close()
+        q = hv.qemus.pop(dom.domid, None)   # the guest of a dom0/stub QEMU
+        if q is not None and q.domid == 0:
+            q.close()
+
+
+def start_dom0_qemu(hv, guest_domid: int, rec) -> None:
+    """A device model in dom0 (only where the host allows it)."""
+    argv = ['qemu-system-i386', '-xen-domid', str(guest_domid), '-vnc',
+            '127.0.0.1:0']
+    with hv.lock:
+        hv.qemus[guest_domid] = Qemu(hv, guest_domid, 0, argv)
+
+
+def stop_dom0_qemu(hv, guest_domid: int) -> None:
+    with hv.lock:
+        q = hv.qemus.get(guest_domid)
+        if q is not None and q.domid == 0:
+            hv.qemus.pop(guest_domid)
+            q.close()
+
+
+def vnc_endpoint(hv, guest_domid: int) -> Optional[str]:
+    q = hv.qemus.get(guest_domid)
+    return q.vnc.endpoint if q is not None and q.vnc else None
+
+
+def device_state(hv, guest_domid: int) -> Optional[bytes]:
+    q = hv.qemus.get(guest_domid)
+    return q.state if q is not None else None
+
+
+def qemus(hv) -> Dict[int, int]:
+    """guest domid -> domid its QEMU runs in."""
+    return {g: q.domid for g, q in hv.qemus.items()}

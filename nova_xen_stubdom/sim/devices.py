@@ -1,0 +1,445 @@
+"""VBDs, VIFs, VDIs, consoles and the device model of a starting guest.
+
+A plugged VBD/VIF becomes a PV frontend of the VM's domain in the host's
+hypervisor (``Hypervisor.frontends``: which domain holds which frontend),
+backed by the VDI's file or the network's bridge.  VDIs are sparse files.
+"""
+import importlib
+import logging
+import os
+import shutil
+
+from nova_xen_stubdom.sim import api, storage, wire
+from nova_xen_stubdom.sim.api import handler
+from nova_xen_stubdom.sim.errors import XapiError, handle_invalid
+from nova_xen_stubdom.sim.hypervisor import Frontend
+from nova_xen_stubdom.sim.schema import NULL_REF
+
+LOG = logging.getLogger(__name__)
+
+
+def _vbd_devname(userdevice: str) -> str:
+    if userdevice.isdigit():
+        return 'xvd%s' % chr(ord('a') + int(userdevice))
+    return userdevice
+
+
+def write_domain_config(hv, dom, rec) -> None:
+    xs = hv.xenstore
+    base = '/local/domain/%d' % dom.domid
+    xs.write(base + '/memory/static-max', str(rec['memory_static_max'] >> 10))
+    xs.write(base + '/memory/target', str(rec['memory_target'] >> 10))
+    xs.write(base + '/cpu/number', str(rec['VCPUs_at_startup']))
+    if dom.hvm:
+        xs.write(base + '/hvmloader/bios', rec['HVM_boot_params'].get(
+            'firmware', 'bios'))
+        for k, v in rec['platform'].items():
+            xs.write('/vm/%s/platform/%s' % (rec['uuid'], k), v)
+    for k, v in rec['xenstore_data'].items():
+        if k.startswith('vm-data') or k.startswith('FIST'):
+            xs.write('%s/%s' % (base, k), v)
+
+
+# -- plug / unplug ------------------------------------------------------------
+def _plug_vbd(ctx, vbd: str, host, domid: int) -> None:
+    db = ctx.db
+    rec = db.get('VBD', vbd)
+    devname = _vbd_devname(rec['userdevice'])
+    target = ''
+    if not rec['empty'] and rec['VDI'] != NULL_REF:
+        target = vdi_file(ctx, rec['VDI'])
+    host.hypervisor.add_frontend(Frontend(domid, 'vbd', devname, 0, target,
+                                          vbd))
+    db.set('VBD', vbd, currently_attached=True, device=devname)
+
+
+def _plug_vif(ctx, vif: str, host, domid: int) -> None:
+    db = ctx.db
+    rec = db.get('VIF', vif)
+    bridge = db.get('network', rec['network'])['bridge'] \
+        if db.exists('network', rec['network']) else ''
+    host.hypervisor.add_frontend(Frontend(domid, 'vif', rec['device'], 0,
+                                          bridge, vif))
+    db.set('VIF', vif, currently_attached=True)
+
+
+def plug_all(ctx, vm: str, host, domid: int) -> None:
+    rec = ctx.db.get('VM', vm)
+    for vbd in rec['VBDs']:
+        _plug_vbd(ctx, vbd, host, domid)
+    for vif in rec['VIFs']:
+        _plug_vif(ctx, vif, host, domid)
+
+
+def unplug_all(ctx, vm: str, domid: int, host) -> None:
+    db = ctx.db
+    rec = db.get('VM', vm)
+    for vbd in rec['VBDs']:
+        if db.exists('VBD', vbd):
+            host.hypervisor.remove_frontend(domid, 'vbd',
+                                            db.get('VBD', vbd)['device'])
+            db.set('VBD', vbd, currently_attached=False)
+    for vif in rec['VIFs']:
+        if db.exists('VIF', vif):
+            host.hypervisor.remove_frontend(domid, 'vif',
+                                            db.get('VIF', vif)['device'])
+            db.set('VIF', vif, currently_attached=False)
+    _stop_device_model(host, domid, rec['uuid'])
+
+
+def _running_domain(ctx, vm: str):
+    rec = ctx.db.get('VM', vm)
+    if rec['power_state'] not in ('Running', 'Paused'):
+        return None, None
+    return ctx.pool.host_by_ref(rec['resident_on']), rec['domid']
+
+
+@handler('VBD.plug')
+def vbd_plug(ctx, vbd):
+    rec = ctx.db.get('VBD', vbd)
+    if rec['currently_attached']:
+        raise XapiError('DEVICE_ALREADY_ATTACHED', vbd)
+    host, domid = _running_domain(ctx, rec['VM'])
+    if host is None:
+        raise XapiError('VM_BAD_POWER_STATE', rec['VM'], 'running',
+                        ctx.db.get('VM', rec['VM'])['power_state'].lower())
+    _plug_vbd(ctx, vbd, host, domid)
+
+
+@handler('VBD.unplug', 'VBD.unplug_force')
+def vbd_unplug(ctx, vbd):
+    rec = ctx.db.get('VBD', vbd)
+    if not rec['currently_attached']:
+        raise XapiError('DEVICE_ALREADY_DETACHED', vbd)
+    host, domid = _running_domain(ctx, rec['VM'])
+    if host is not None:
+        host.hypervisor.remove_frontend(domid, 'vbd', rec['device'])
+    ctx.db.set('VBD', vbd, currently_attached=False)
+
+
+@handler('VIF.plug')
+def vif_plug(ctx, vif):
+    rec = ctx.db.get('VIF', vif)
+    if rec['currently_attached']:
+        raise XapiError('DEVICE_ALREADY_ATTACHED', vif)
+    host, domid = _running_domain(ctx, rec['VM'])
+    if host is None:
+        raise XapiError('VM_BAD_POWER_STATE', rec['VM'], 'running',
+                        ctx.db.get('VM', rec['VM'])['power_state'].lower())
+    _plug_vif(ctx, vif, host, domid)
+
+
+@handler('VIF.unplug', 'VIF.unplug_force')
+def vif_unplug(ctx, vif):
+    rec = ctx.db.get('VIF', vif)
+    if not rec['currently_attached']:
+        raise XapiError('DEVICE_ALREADY_DETACHED', vif)
+    host, domid = _running_domain(ctx, rec['VM'])
+    if host is not None:
+        host.hypervisor.remove_frontend(domid, 'vif', rec['device'])
+    ctx.db.set('VIF', vif, currently_attached=False)
+
+
+# -- create / destroy hooks ---------------------------------------------------
+def _vbd_created(ctx, vbd):
+    db = ctx.db
+    rec = db.get('VBD', vbd)
+    if rec['VM'] == NULL_REF:
+        raise handle_invalid('VM', rec['VM'])
+    for other in db.get('VM', rec['VM'])['VBDs']:
+        if db.get('VBD', other)['userdevice'] == rec['userdevice']:
+            raise XapiError('DEVICE_ALREADY_EXISTS', rec['userdevice'])
+    rec['device'] = ''
+    rec['currently_attached'] = False
+    rec['allowed_operations'] = ['attach', 'plug']
+    db.link('VM', rec['VM'], 'VBDs', vbd)
+    if rec['VDI'] != NULL_REF:
+        db.link('VDI', rec['VDI'], 'VBDs', vbd)
+
+
+def _vbd_destroying(ctx, vbd):
+    db = ctx.db
+    rec = db.get('VBD', vbd)
+    if rec['currently_attached']:
+        raise XapiError('OPERATION_NOT_ALLOWED',
+                        'VBD %s is attached' % rec['uuid'])
+    db.unlink('VM', rec['VM'], 'VBDs', vbd)
+    db.unlink('VDI', rec['VDI'], 'VBDs', vbd)
+
+
+def destroy_vbd(ctx, vbd):
+    with ctx.db.lock:
+        _vbd_destroying(ctx, vbd)
+        ctx.db.destroy('VBD', vbd)
+
+
+def _vif_created(ctx, vif):
+    db = ctx.db
+    rec = db.get('VIF', vif)
+    if rec['VM'] == NULL_REF:
+        raise handle_invalid('VM', rec['VM'])
+    for other in db.get('VM', rec['VM'])['VIFs']:
+        if db.get('VIF', other)['device'] == rec['device']:
+            raise XapiError('DEVICE_ALREADY_EXISTS', rec['device'])
+    rec['currently_attached'] = False
+    db.link('VM', rec['VM'], 'VIFs', vif)
+    db.link('network', rec['network'], 'VIFs', vif)
+
+
+def _vif_destroying(ctx, vif):
+    db = ctx.db
+    rec = db.get('VIF', vif)
+    if rec['currently_attached']:
+        raise XapiError('OPERATION_NOT_ALLOWED',
+                        'VIF %s is attached' % rec['uuid'])
+    db.unlink('VM', rec['VM'], 'VIFs', vif)
+    db.unlink('network', rec['network'], 'VIFs', vif)
+
+
+def destroy_vif(ctx, vif):
+    with ctx.db.lock:
+        _vif_destroying(ctx, vif)
+        ctx.db.destroy('VIF', vif)
+
+
+def _vdi_created(ctx, vdi):
+    db = ctx.db
+    rec = db.get('VDI', vdi)
+    if rec['SR'] == NULL_REF:
+        raise handle_invalid('SR', rec['SR'])
+    rec['location'] = rec['uuid']
+    rec['managed'] = True
+    rec['allowed_operations'] = ['clone', 'copy', 'destroy', 'resize',
+                                 'snapshot']
+    storage.create_file(ctx.pool, rec['uuid'], rec['virtual_size'])
+    db.link('SR', rec['SR'], 'VDIs', vdi)
+    _sr_usage(ctx, rec['SR'])
+
+
+def _vdi_destroying(ctx, vdi):
+    db = ctx.db
+    rec = db.get('VDI', vdi)
+    for vbd in rec['VBDs']:
+        if db.exists('VBD', vbd) and db.get('VBD', vbd)['currently_attached']:
+            raise XapiError('VDI_IN_USE', vdi, 'destroy')
+    for vbd in list(rec['VBDs']):
+        if db.exists('VBD', vbd):
+            db.set('VBD', vbd, VDI=NULL_REF, empty=True)
+    storage.remove_file(ctx.pool, rec['uuid'])
+    db.unlink('SR', rec['SR'], 'VDIs', vdi)
+    _sr_usage(ctx, rec['SR'], minus=rec['virtual_size'])
+
+
+def _sr_usage(ctx, sr, minus=0):
+    db = ctx.db
+    if not db.exists('SR', sr):
+        return
+    total = sum(db.get('VDI', v)['virtual_size']
+                for v in db.get('SR', sr)['VDIs'] if db.exists('VDI', v))
+    db.set('SR', sr, virtual_allocation=max(0, total - (
+        minus if minus and total >= minus else 0)),
+        physical_utilisation=total)
+
+
+def destroy_vdi(ctx, vdi):
+    with ctx.db.lock:
+        _vdi_destroying(ctx, vdi)
+        ctx.db.destroy('VDI', vdi)
+
+
+def vdi_file(ctx, vdi: str) -> str:
+    return storage.vdi_path(ctx.pool, ctx.db.get('VDI', vdi)['uuid'])
+
+
+api.AFTER_CREATE['VBD'] = _vbd_created
+api.BEFORE_DESTROY['VBD'] = _vbd_destroying
+api.AFTER_CREATE['VIF'] = _vif_created
+api.BEFORE_DESTROY['VIF'] = _vif_destroying
+api.AFTER_CREATE['VDI'] = _vdi_created
+api.BEFORE_DESTROY['VDI'] = _vdi_destroying
+
+
+@handler('VDI.resize')
+def vdi_resize(ctx, vdi, size):
+    rec = ctx.db.get('VDI', vdi)
+    if size < rec['virtual_size']:
+        raise XapiError('VDI_TOO_SMALL', vdi, size)
+    storage.resize_file(ctx.pool, rec['uuid'], size)
+    ctx.db.set('VDI', vdi, virtual_size=size)
+
+
+@handler('VDI.copy')
+def vdi_copy(ctx, vdi, sr):
+    rec = ctx.db.snapshot('VDI', vdi)
+    new = api.generic_create(ctx, 'VDI', {
+        'name_label': rec['name_label'],
+        'name_description': rec['name_description'], 'SR': sr,
+        'virtual_size': rec['virtual_size'], 'type': rec['type'],
+        'sharable': rec['sharable'], 'read_only': rec['read_only'],
+        'other_config': rec['other_config'], 'xenstore_data': {},
+        'sm_config': {}, 'tags': []})
+    shutil.copyfile(storage.vdi_path(ctx.pool, rec['uuid']),
+                    vdi_file(ctx, new))
+    return new
+
+
+# -- device model -------------------------------------------------------------
+def _default_launcher(host):
+    try:
+        mod = importlib.import_module('nova_xen_stubdom.agent.dm_wrapper')
+        return mod.launch, getattr(mod, 'stop', None)
+    except ImportError:
+        def refuse(agent, guest_domid, guest_vm_uuid):
+            if host.config.allow_dom0_dm:
+                return {'mode': 'dom0'}
+            raise RuntimeError('no device-model wrapper installed and dom0 '
+                               'device models are not allowed on this host')
+        return refuse, None
+
+
+def launch_device_model(ctx, host, vm, rec, domid: int) -> None:
+    hv = host.hypervisor
+    launch, _stop = (host.config.dm_launcher, None) \
+        if host.config.dm_launcher else _default_launcher(host)
+    try:
+        result = launch(host.agent(), domid, rec['uuid'])
+    except Exception as e:
+        LOG.info('device model for %s refused: %s', rec['uuid'], e)
+        raise XapiError('INTERNAL_ERROR', 'device model failed to start: '
+                        '%s: %s' % (type(e).__name__, e))
+    if result.get('mode') == 'stubdom':
+        dm = int(result['stubdom_domid'])
+    else:
+        dm = 0
+    with hv.lock:
+        hv.device_models[domid] = dm
+    if dm == 0:
+        hv.xenstore.write('/local/domain/%d/image/device-model-domid'
+                          % domid, '0')
+    from nova_xen_stubdom.sim import devicemodel
+    if dm == 0:
+        devicemodel.start_dom0_qemu(hv, domid, rec)
+    sbdfs = parse_pci(rec['other_config'].get('pci', ''))
+    if sbdfs:
+        from nova_xen_stubdom.sim.pci import SimPciError
+        try:
+            host.pci.check_guest_start(domid, dm or None, sbdfs)
+        except SimPciError as e:
+            raise XapiError(e.code, *e.params)
+
+
+def _stop_device_model(host, domid: int, vm_uuid: str) -> None:
+    hv = host.hypervisor
+    with hv.lock:
+        dm = hv.device_models.get(domid)
+    if dm is None:
+        return
+    _launch, stop = (None, None) if host.config.dm_launcher else \
+        _default_launcher(host)
+    if stop is not None:
+        try:
+            stop(host.agent(), domid, vm_uuid)
+        except Exception:
+            LOG.exception('device-model wrapper stop for domain %d', domid)
+    from nova_xen_stubdom.sim import devicemodel
+    devicemodel.stop_dom0_qemu(hv, domid)
+
+
+def parse_pci(text: str):
+    """XAPI's other_config:pci ``0/0000:81:00.0,1/0000:81:00.1`` -> sbdfs."""
+    out = []
+    for item in filter(None, (text or '').split(',')):
+        out.append(item.split('/', 1)[-1].strip())
+    return out
+
+
+# -- consoles -----------------------------------------------------------------
+def create_console(ctx, vm, host, domid, hvm) -> None:
+    from nova_xen_stubdom.sim import devicemodel
+    db = ctx.db
+    endpoint = devicemodel.vnc_endpoint(host.hypervisor, domid) if hvm \
+        else None
+    ref = db.create('console', {
+        'VM': vm, 'protocol': 'rfb' if hvm else 'vt100',
+        'other_config': {'vnc_endpoint': endpoint} if endpoint else {}})
+    uuid = db.get('console', ref)['uuid']
+    db.set('console', ref, location='https://%s/console?uuid=%s'
+           % (host.address, uuid))
+    db.link('VM', vm, 'consoles', ref)
+
+
+def destroy_consoles(ctx, vm) -> None:
+    db = ctx.db
+    for ref in list(db.get('VM', vm)['consoles']):
+        db.unlink('VM', vm, 'consoles', ref)
+        if db.exists('console', ref):
+            db.destroy('console', ref)
+
+
+# -- suspend images -----------------------------------------------------------
+def save_suspend_image(ctx, vm, host, rec) -> str:
+    """Write the domain's memory + HVM context into a new VDI."""
+    dom = host.hypervisor.domain(rec['domid'])
+    size = dom.max_pfn * 4096
+    sr = ctx.db.get('pool', ctx.pool.ref)['suspend_image_SR']
+    vdi = api.generic_create(ctx, 'VDI', {
+        'name_label': 'Suspend image', 'name_description': '', 'SR': sr,
+        'virtual_size': size + (1 << 20), 'type': 'suspend',
+        'sharable': False, 'read_only': False, 'other_config': {},
+        'xenstore_data': {}, 'sm_config': {}, 'tags': []})
+    host.hypervisor.pause(dom.domid)
+    with open(vdi_file(ctx, vdi), 'r+b') as f:
+        mem = dom.memory()
+        try:
+            _sparse_write(f, mem, dom._fd)
+        finally:
+            mem.release()
+        f.seek(size)
+        ctx_blob = dom.hvm_context
+        f.write(len(ctx_blob).to_bytes(8, 'little') + ctx_blob)
+    return vdi
+
+
+def _data_ranges(fd: int, end: int):
+    """(start, stop) of the allocated parts of a sparse file."""
+    off = 0
+    while off < end:
+        try:
+            data = os.lseek(fd, off, os.SEEK_DATA)
+        except OSError:      # ENXIO: nothing after off
+            return
+        if data >= end:
+            return
+        hole = min(os.lseek(fd, data, os.SEEK_HOLE), end)
+        yield data, hole
+        off = hole
+
+
+def _sparse_write(f, mem, src_fd: int) -> None:
+    # guest memory is mostly untouched: copy only what the memory file has
+    for start, stop in _data_ranges(src_fd, len(mem)):
+        f.seek(start)
+        f.write(mem[start:stop])
+
+
+def _sparse_read(f, mem) -> None:
+    for start, stop in _data_ranges(f.fileno(), len(mem)):
+        f.seek(start)
+        f.readinto(mem[start:stop])
+
+
+def load_suspend_image(ctx, vm, host, dom) -> None:
+    vdi = ctx.db.get('VM', vm)['suspend_VDI']
+    if vdi == NULL_REF or not ctx.db.exists('VDI', vdi):
+        return
+    with open(vdi_file(ctx, vdi), 'rb') as f:
+        mem = dom.memory()
+        try:
+            _sparse_read(f, mem)
+        finally:
+            mem.release()
+        f.seek(dom.max_pfn * 4096)
+        n = int.from_bytes(f.read(8), 'little')
+        if n:
+            dom.hvm_context = f.read(n)
+    dom.dirty(range(dom.max_pfn))

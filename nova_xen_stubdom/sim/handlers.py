@@ -1,0 +1,156 @@
+"""Hand-written messages of sessions, hosts, tasks and events."""
+import time
+
+from nova_xen_stubdom.sim import plugins, wire
+from nova_xen_stubdom.sim.api import handler
+from nova_xen_stubdom.sim.errors import XapiError
+from nova_xen_stubdom.sim.pool import DOM0_MEMORY
+
+# -- session -------------------------------------------------------------------
+
+
+@handler('session.login_with_password')
+def login_with_password(ctx, uname, pwd, version, originator):
+    return ctx.pool.sessions.login(uname, pwd, ctx.host, originator)
+
+
+@handler('session.logout')
+def logout(ctx):
+    ctx.pool.sessions.logout(ctx.session)
+
+
+@handler('session.local_logout')
+def local_logout(ctx):
+    ctx.pool.sessions.logout(ctx.session)
+
+
+@handler('session.get_all_subject_identifiers')
+def get_all_subject_identifiers(ctx):
+    return []
+
+
+# -- host ----------------------------------------------------------------------
+def _host(ctx, ref):
+    h = ctx.pool.host_by_ref(ref)
+    if h is None:
+        raise XapiError('HANDLE_INVALID', 'host', ref)
+    return h
+
+
+@handler('host.call_plugin')
+def call_plugin(ctx, host_ref, plugin, fn, args):
+    return plugins.call_plugin(_host(ctx, host_ref), plugin, fn, args)
+
+
+@handler('host.compute_free_memory')
+def compute_free_memory(ctx, host_ref):
+    return _host(ctx, host_ref).free_memory()
+
+
+@handler('host.compute_memory_overhead')
+def compute_memory_overhead(ctx, host_ref):
+    return 0
+
+
+@handler('host.get_servertime', 'host.get_server_localtime')
+def get_servertime(ctx, host_ref):
+    return wire.now()
+
+
+@handler('host.disable')
+def host_disable(ctx, host_ref):
+    ctx.db.set('host', host_ref, enabled=False)
+
+
+@handler('host.enable')
+def host_enable(ctx, host_ref):
+    ctx.db.set('host', host_ref, enabled=True)
+
+
+@handler('host.get_uncooperative_resident_VMs')
+def uncooperative(ctx, host_ref):
+    return []
+
+
+# -- task ----------------------------------------------------------------------
+@handler('task.cancel')
+def task_cancel(ctx, task):
+    ctx.pool.tasks.cancel(task)
+
+
+@handler('task.destroy')
+def task_destroy(ctx, task):
+    ctx.db.destroy('task', task)
+
+
+@handler('task.create')
+def task_create(ctx, label, description):
+    ref = ctx.pool.tasks.create(label, ctx.host.ref, ctx.session)
+    ctx.db.set('task', ref, name_description=description)
+    return ref
+
+
+# -- event ---------------------------------------------------------------------
+def _parse_token(token: str) -> int:
+    if token == '':
+        return 0
+    try:
+        return int(token.split(',')[0])
+    except ValueError:
+        raise XapiError('EVENT_FROM_TOKEN_PARSE_FAILURE', token)
+
+
+def _token(gen: int) -> str:
+    return '%020d,%020d' % (gen, 0)
+
+
+def _classes(classes):
+    out = set()
+    for c in classes:
+        if c == '*':
+            return None
+        cls, _, ref = c.partition('/')
+        out.add(ref if ref else cls.lower())
+    return out
+
+
+@handler('event.from')
+def event_from(ctx, classes, token, timeout):
+    db = ctx.db
+    since = _parse_token(token)
+    wanted = _classes(classes)
+    deadline = time.monotonic() + max(0.0, min(float(timeout), 3600.0))
+    with db.lock:
+        if since and db.tombstones and since < db.tombstones[0][0] - 1 \
+                and len(db.tombstones) >= 100000:
+            raise XapiError('EVENTS_LOST')
+        while True:
+            changes = db.changes_since(since, wanted)
+            if token == '':
+                changes = [c for c in changes if c[3] != 'del']
+            if changes or time.monotonic() >= deadline:
+                break
+            db.changed.wait(max(0.0, deadline - time.monotonic()))
+        gen = db.generation
+        counts = {}
+        for cls, table in db.tables.items():
+            if wanted is None or cls.lower() in wanted:
+                counts[cls.lower()] = len(table)
+    events = []
+    stamp = '%.6f' % time.time()
+    for g, cls, ref, op, snap in changes:
+        ev = {'id': str(g), 'timestamp': stamp, 'class': cls.lower(),
+              'operation': op, 'ref': ref}
+        if op != 'del':
+            ev['snapshot'] = wire.encode_record(cls, snap)
+        events.append(ev)
+    return _Raw({'events': events, 'valid_ref_counts': {
+        k: str(v) for k, v in counts.items()}, 'token': _token(gen)})
+
+
+class _Raw(dict):
+    """A value already in wire form (event.from's untyped batch)."""
+
+
+def pool_host_memory(host) -> int:
+    return host.config.memory - DOM0_MEMORY

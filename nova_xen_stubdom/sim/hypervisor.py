@@ -1,0 +1,308 @@
+"""A simulated Xen hypervisor for one host.
+
+Domains have real guest memory: a sparse shared-memory file of the VM's size
+(under the state dir or ``/dev/shm``) that the dom0 agent maps.  A workload
+thread per domain dirties pages at a configurable rate (bytes/s) while the
+domain runs and, with log-dirty on, sets bits in the dirty bitmap.  The
+hypervisor also keeps the host's xenstore, the HVM context/params blobs,
+consoles, which domain runs each guest's device model, which domain holds
+which PV frontend, and PCI grants (iomem/ioport/irq, assigned devices).
+"""
+import dataclasses
+import hashlib
+import logging
+import mmap
+import os
+import random
+import struct
+import tempfile
+import threading
+import time
+from typing import Dict, List, Optional
+
+from nova_xen_stubdom.sim.xenstore import Xenstore
+
+LOG = logging.getLogger(__name__)
+PAGE_SIZE = 4096
+#: workload tick (s): pages dirtied per tick = rate * tick / PAGE_SIZE
+_TICK = 0.02
+
+
+@dataclasses.dataclass
+class Frontend:
+    domid: int          # domain holding the frontend (guest or stubdom)
+    kind: str           # 'vbd' | 'vif'
+    devid: str          # xvda / 51712 / 0 ...
+    backend_domid: int  # 0: dom0's blkback/netback
+    #: VDI file for a disk, network bridge for a NIC
+    target: str
+    vm_device_ref: str = ''   # VBD/VIF ref when plugged through XAPI
+
+
+class Domain:
+    def __init__(self, hv: 'Hypervisor', domid: int, vm_uuid: str, hvm: bool,
+                 memory_bytes: int, vcpus: int, name: str = ''):
+        self.hv = hv
+        self.domid = domid
+        self.vm_uuid = vm_uuid
+        self.hvm = hvm
+        self.name = name
+        self.max_pfn = max(1, memory_bytes // PAGE_SIZE)
+        self.vcpus = vcpus
+        self.paused = True
+        self.target: Optional[int] = None
+        self.created = time.time()
+        self.dirty_rate = hv.default_dirty_rate if domid else 0
+        self.logdirty = False
+        self.lock = threading.Lock()
+        self.bitmap = bytearray((self.max_pfn + 7) // 8)
+        self.hvm_context = _initial_hvm_context(domid, vm_uuid) if hvm else b''
+        self.hvm_params: Dict[int, int] = ({2: 0xfeffc, 1: 0} if hvm else {})
+        self.console: List[str] = []
+        self.pages_dirtied = 0
+        self.mem_path = ''
+        self._mm: Optional[mmap.mmap] = None
+        self._fd = -1
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        if domid != 0:
+            self._alloc_memory()
+
+    # -- memory --------------------------------------------------------------
+    def _alloc_memory(self) -> None:
+        fd, path = tempfile.mkstemp(prefix='dom%d-' % self.domid,
+                                    suffix='.mem', dir=self.hv.mem_dir)
+        os.ftruncate(fd, self.max_pfn * PAGE_SIZE)
+        self._fd, self.mem_path = fd, path
+        self._mm = mmap.mmap(fd, self.max_pfn * PAGE_SIZE)
+
+    def memory(self) -> memoryview:
+        if self._mm is None:
+            raise KeyError(self.domid)
+        return memoryview(self._mm)
+
+    def dirty(self, pfns) -> None:
+        """The guest wrote these pages (workload or the agent's restore)."""
+        with self.lock:
+            for pfn in pfns:
+                if self.logdirty:
+                    self.bitmap[pfn >> 3] |= 1 << (pfn & 7)
+            self.pages_dirtied += len(pfns)
+
+    def _workload(self) -> None:
+        rng = random.Random(self.domid * 7919 + int(self.created))
+        carry = 0.0
+        while not self._stop.wait(_TICK):
+            if self.paused or not self.dirty_rate or self._mm is None:
+                continue
+            carry += self.dirty_rate * _TICK / PAGE_SIZE
+            n = int(carry)
+            if not n:
+                continue
+            carry -= n
+            pfns = [rng.randrange(self.max_pfn) for _ in range(n)]
+            stamp = struct.pack('<QQ', self.domid, time.monotonic_ns())
+            mm = self._mm
+            for pfn in pfns:
+                off = pfn * PAGE_SIZE + rng.randrange(0, PAGE_SIZE - 16, 16)
+                try:
+                    mm[off:off + 16] = stamp
+                except (ValueError, TypeError):  # unmapped under us
+                    return
+            self.dirty(pfns)
+
+    def start_workload(self) -> None:
+        if self._thread is None and self.domid != 0:
+            self._thread = threading.Thread(
+                target=self._workload, name='sim-dom%d-workload' % self.domid,
+                daemon=True)
+            self._thread.start()
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        if self._mm is not None:
+            try:
+                self._mm.close()
+            except BufferError:
+                # a caller still holds a view: the file goes anyway; the
+                # mapping dies with the last view
+                LOG.warning('dom%d memory still mapped at destroy', self.domid)
+            self._mm = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self.mem_path:
+            try:
+                os.unlink(self.mem_path)
+            except FileNotFoundError:
+                pass
+
+
+def _initial_hvm_context(domid: int, vm_uuid: str) -> bytes:
+    # A stand-in for Xen's HVM save records: a header + CPU blob whose bytes
+    # depend on the domain, so a restore can be checked byte for byte.
+    body = hashlib.sha256(('%s/%d' % (vm_uuid, domid)).encode()).digest() * 8
+    return struct.pack('<4sII', b'HVMC', 1, len(body)) + body
+
+
+class Hypervisor:
+    def __init__(self, host_uuid: str, total_memory: int, cpus: int,
+                 mem_dir: Optional[str] = None,
+                 default_dirty_rate: int = 0):
+        self.host_uuid = host_uuid
+        self.total_memory = total_memory
+        self.cpus = cpus
+        self._own_dir = mem_dir is None
+        if mem_dir is None:
+            base = '/dev/shm' if os.path.isdir('/dev/shm') else None
+            mem_dir = tempfile.mkdtemp(prefix='nxs-sim-mem-', dir=base)
+        os.makedirs(mem_dir, exist_ok=True)
+        self.mem_dir = mem_dir
+        self.default_dirty_rate = default_dirty_rate
+        self.lock = threading.RLock()
+        self.domains: Dict[int, Domain] = {}
+        self.xenstore = Xenstore()
+        self._next_domid = 1
+        #: guest domid -> domid running its device model (0 = dom0)
+        self.device_models: Dict[int, int] = {}
+        self.frontends: List[Frontend] = []
+        #: the host's PCI functions, grants and assignments
+        #: (``sim.pci.PciHost``; set by the host)
+        self.pci = None
+        #: guest domid -> its running device model (sim.devicemodel.Qemu)
+        self.qemus: Dict[int, object] = {}
+        #: stub domid -> its QEMU watcher (sim.devicemodel.StubQemu)
+        self.stub_qemus: Dict[int, object] = {}
+        from nova_xen_stubdom.sim import devicemodel
+        #: listeners(domain, event) for 'create', 'unpause', 'destroy'
+        self.listeners: List = [devicemodel.on_domain]
+        dom0 = Domain(self, 0, '', False, 0, cpus, 'Domain-0')
+        dom0.paused = False
+        self.domains[0] = dom0
+        self.xenstore.write('/local/domain/0/name', 'Domain-0')
+        self.xenstore.write('/local/domain/0/domid', '0')
+
+    # -- domains -------------------------------------------------------------
+    def create_domain(self, vm_uuid: str, hvm: bool, memory_bytes: int,
+                      vcpus: int, name: str = '') -> Domain:
+        with self.lock:
+            domid = self._next_domid
+            self._next_domid += 1
+            dom = Domain(self, domid, vm_uuid, hvm, memory_bytes, vcpus, name)
+            self.domains[domid] = dom
+        xs = self.xenstore
+        base = '/local/domain/%d' % domid
+        xs.write(base, '')
+        xs.set_perms(base, ['n0', 'r%d' % domid])
+        xs.write(base + '/name', name or 'domain-%d' % domid)
+        xs.write(base + '/domid', str(domid))
+        xs.write(base + '/vm', '/vm/%s' % vm_uuid)
+        for sub in ('device', 'data', 'control', 'attr', 'error', 'drivers'):
+            xs.write('%s/%s' % (base, sub), '')
+            xs.set_perms('%s/%s' % (base, sub), ['n%d' % domid])
+        xs.write('/vm/%s/uuid' % vm_uuid, vm_uuid)
+        xs.write('/vm/%s/domains/%d' % (vm_uuid, domid), base)
+        dom.console.append('[sim] domain %d (%s) created, %s, %d MiB, %d vCPU'
+                           % (domid, name, 'HVM' if hvm else 'PV',
+                              memory_bytes >> 20, vcpus))
+        dom.start_workload()
+        for listener in list(self.listeners):
+            listener(dom, 'create')
+        return dom
+
+    def domain(self, domid: int) -> Domain:
+        try:
+            return self.domains[domid]
+        except KeyError:
+            raise KeyError('no domain %d on host %s' % (domid,
+                                                         self.host_uuid))
+
+    def pause(self, domid: int) -> None:
+        self.domain(domid).paused = True
+
+    def unpause(self, domid: int) -> None:
+        dom = self.domain(domid)
+        dom.paused = False
+        dom.console.append('[sim] domain %d running' % domid)
+        for listener in list(self.listeners):
+            listener(dom, 'unpause')
+
+    def destroy_domain(self, domid: int) -> None:
+        if domid == 0:
+            raise ValueError('dom0 cannot be destroyed')
+        with self.lock:
+            dom = self.domains.pop(domid, None)
+            if dom is None:
+                return
+            self.device_models.pop(domid, None)
+            for guest, dm in list(self.device_models.items()):
+                if dm == domid:
+                    # a stub domain never outlives its guest; the reverse is
+                    # the agent's business -- record the dangling guest
+                    self.device_models[guest] = -1
+            self.frontends = [f for f in self.frontends if f.domid != domid]
+        if self.pci is not None:
+            self.pci.domain_destroyed(domid)
+        for listener in list(self.listeners):
+            listener(dom, 'destroy')
+        xs = self.xenstore
+        vm_path = xs.read('/local/domain/%d/vm' % domid)
+        xs.rm('/local/domain/%d' % domid)
+        if vm_path:
+            xs.rm(vm_path + '/domains/%d' % domid)
+            if not xs.list(vm_path + '/domains'):
+                xs.rm(vm_path)
+        xs.forget_domain(domid)
+        dom.release()
+
+    def set_target(self, stub: int, guest: int) -> None:
+        self.domain(guest)
+        self.domain(stub).target = guest
+        self.xenstore.set_target(stub, guest)
+
+    def memory_used(self) -> int:
+        with self.lock:
+            return sum(d.max_pfn * PAGE_SIZE for d in self.domains.values()
+                       if d.domid != 0)
+
+    def find_by_uuid(self, vm_uuid: str) -> Optional[Domain]:
+        with self.lock:
+            for d in self.domains.values():
+                if d.vm_uuid == vm_uuid and d.domid != 0:
+                    return d
+        return None
+
+    # -- devices -------------------------------------------------------------
+    def add_frontend(self, fe: Frontend) -> None:
+        self.domain(fe.domid)
+        with self.lock:
+            self.frontends.append(fe)
+        kind = 'vbd' if fe.kind == 'vbd' else 'vif'
+        self.xenstore.write('/local/domain/%d/device/%s/%s/backend-id'
+                            % (fe.domid, kind, fe.devid),
+                            str(fe.backend_domid), caller=0)
+        self.xenstore.write('/local/domain/%d/device/%s/%s/state'
+                            % (fe.domid, kind, fe.devid), '4')
+
+    def remove_frontend(self, domid: int, kind: str, devid: str) -> None:
+        with self.lock:
+            self.frontends = [f for f in self.frontends
+                              if not (f.domid == domid and f.kind == kind
+                                      and f.devid == devid)]
+        self.xenstore.rm('/local/domain/%d/device/%s/%s' % (domid, kind,
+                                                            devid))
+
+    def frontends_of(self, domid: int) -> List[Frontend]:
+        with self.lock:
+            return [f for f in self.frontends if f.domid == domid]
+
+    def shutdown(self) -> None:
+        for domid in [d for d in list(self.domains) if d != 0]:
+            self.destroy_domain(domid)
+        if self._own_dir:
+            try:
+                os.rmdir(self.mem_dir)
+            except OSError:
+                pass

@@ -1,0 +1,63 @@
+"""``host.call_plugin``: dispatch to this project's dom0 plugin.
+
+The simulator runs the real dom0 agent in process, one per host:
+``nova_xen_stubdom.agent.host.HostAgent(backend=SimBackend(host), ...)`` and
+``nova_xen_stubdom.agent.plugin.call(agent, plugin, fn, args) -> str``.  Both
+belong to the agent; tests may replace either per host
+(``HostRuntime.agent_factory`` / ``HostRuntime.plugin_dispatch``).  Plugin
+errors become ``XENAPI_PLUGIN_FAILURE [fn, exception type, message]``.
+"""
+import importlib
+import inspect
+import logging
+
+from nova_xen_stubdom.sim.errors import XapiError
+
+LOG = logging.getLogger(__name__)
+
+
+def default_agent(host):
+    from nova_xen_stubdom.sim.backend import SimBackend
+    backend = SimBackend(host)
+    try:
+        mod = importlib.import_module('nova_xen_stubdom.agent.host')
+    except ImportError:
+        return _NoAgent(backend, host.uuid)
+    cls = mod.HostAgent
+    kwargs = {'backend': backend, 'host_uuid': host.uuid}
+    params = inspect.signature(cls).parameters
+    if 'host_address' in params:
+        kwargs['host_address'] = host.address
+    if 'state_dir' in params and host.pool.state_dir:
+        kwargs['state_dir'] = host.pool.state_dir
+    return cls(**kwargs)
+
+
+class _NoAgent:
+    def __init__(self, backend, host_uuid):
+        self.backend = backend
+        self.host_uuid = host_uuid
+
+
+def call_plugin(host, plugin: str, fn: str, args: dict) -> str:
+    dispatch = host.plugin_dispatch
+    if dispatch is None:
+        try:
+            dispatch = importlib.import_module(
+                'nova_xen_stubdom.agent.plugin').call
+        except ImportError:
+            raise XapiError('XENAPI_PLUGIN_FAILURE', fn, 'ImportError',
+                            'no dom0 plugin installed on this host')
+    try:
+        result = dispatch(host.agent(), plugin, fn, args)
+    except XapiError:
+        raise
+    except Exception as e:
+        LOG.info('plugin %s.%s failed: %s', plugin, fn, e)
+        raise XapiError('XENAPI_PLUGIN_FAILURE', fn, type(e).__name__,
+                        str(e))
+    if not isinstance(result, str):
+        raise XapiError('XENAPI_PLUGIN_FAILURE', fn, 'TypeError',
+                        'plugin returned %s, not a string'
+                        % type(result).__name__)
+    return result

@@ -1,0 +1,111 @@
+"""XAPI sessions: login, logout, expiry, roles, toolstack restarts."""
+import threading
+import time
+from typing import Dict, Optional
+
+from nova_xen_stubdom.sim import wire
+from nova_xen_stubdom.sim.errors import XapiError
+from nova_xen_stubdom.sim.schema import NULL_REF, Message
+
+#: XAPI's role names, most to least privileged
+ROLES = ('pool-admin', 'pool-operator', 'vm-power-admin', 'vm-admin',
+         'vm-operator', 'read-only')
+
+
+class Sessions:
+    def __init__(self, pool, users: Dict[str, tuple],
+                 idle_timeout: float = 24 * 3600):
+        self.pool = pool
+        #: username -> (password, role)
+        self.users = users
+        self.idle_timeout = idle_timeout
+        self.lock = threading.Lock()
+        #: session ref -> dict(role, host ref, last monotonic, epoch)
+        self.live: Dict[str, dict] = {}
+
+    def login(self, username: str, password: str, host, originator: str,
+              pool_login: bool = False) -> str:
+        if not host.is_master:
+            raise XapiError('HOST_IS_SLAVE', self.pool.master.address)
+        user = self.users.get(username)
+        if user is None or user[0] != password:
+            raise XapiError('SESSION_AUTHENTICATION_FAILED', username,
+                            'Authentication failure')
+        role = user[1]
+        db = self.pool.db
+        ref = db.create('session', {
+            'this_host': host.ref,
+            'last_active': wire.now(),
+            'pool': pool_login,
+            'is_local_superuser': role == 'pool-admin',
+            'auth_user_name': username,
+            'originator': originator,
+            'validation_time': wire.now(),
+        })
+        with self.lock:
+            self.live[ref] = {'role': role, 'host': host.ref,
+                              'last': time.monotonic(),
+                              'epoch': host.toolstack_epoch,
+                              'user': username}
+        return ref
+
+    def check(self, ref: str, host) -> str:
+        with self.lock:
+            s = self.live.get(ref)
+            if s is not None:
+                h = self.pool.host_by_ref(s['host'])
+                expired = (time.monotonic() - s['last'] > self.idle_timeout
+                           or h is None or h.toolstack_epoch != s['epoch'])
+                if expired:
+                    del self.live[ref]
+                    s = None
+                else:
+                    s['last'] = time.monotonic()
+        if s is None:
+            if self.pool.db.exists('session', ref):
+                self.pool.db.destroy('session', ref)
+            raise XapiError('SESSION_INVALID', ref)
+        return ref
+
+    def role(self, ref: str) -> Optional[str]:
+        with self.lock:
+            s = self.live.get(ref)
+            return s['role'] if s else None
+
+    def check_role(self, ref: str, msg: Message) -> None:
+        role = self.role(ref)
+        if role not in msg.roles:
+            raise XapiError('RBAC_PERMISSION_DENIED', msg.wire_name.lower(),
+                            'No permission in user session')
+
+    def logout(self, ref: str) -> None:
+        with self.lock:
+            self.live.pop(ref, None)
+        if self.pool.db.exists('session', ref):
+            self.pool.db.destroy('session', ref)
+
+    def expire(self, ref: Optional[str] = None) -> int:
+        """Expire one session or all (fault injection): returns how many."""
+        with self.lock:
+            refs = [ref] if ref else list(self.live)
+            n = 0
+            for r in refs:
+                if self.live.pop(r, None) is not None:
+                    n += 1
+        for r in refs:
+            if self.pool.db.exists('session', r):
+                self.pool.db.destroy('session', r)
+        return n
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.live)
+
+    def user_of(self, ref: str) -> str:
+        with self.lock:
+            s = self.live.get(ref)
+            return s['user'] if s else ''
+
+
+def null_session() -> str:
+    return NULL_REF

@@ -1,0 +1,379 @@
+"""Hand-written VM behaviour: the power state machine and its domains.
+
+Halted --start--> Running <--pause/unpause--> Paused
+Running --suspend--> Suspended --resume--> Running
+Running/Paused --clean|hard_shutdown--> Halted;  --clean|hard_reboot--> Running
+
+A wrong state answers ``VM_BAD_POWER_STATE [vm, expected, actual]`` (states
+lower-case, as XAPI writes them); a second lifecycle operation on a VM while
+one runs answers ``OTHER_OPERATION_IN_PROGRESS [VM, vm, op, task]``.
+Starting builds a domain on the host's simulated hypervisor, plugs the VM's
+VBDs/VIFs as frontends of that domain, and for an HVM guest asks the host's
+device-model launcher where the device model runs.
+"""
+import contextlib
+import logging
+from typing import Optional
+
+from nova_xen_stubdom.sim import api, devices, wire
+from nova_xen_stubdom.sim.api import handler
+from nova_xen_stubdom.sim.errors import XapiError, handle_invalid
+from nova_xen_stubdom.sim.schema import NULL_REF
+
+LOG = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def operation(ctx, vm: str, op: str):
+    pool = ctx.pool
+    token = ctx.task or 'OpaqueRef:%s' % op
+    with pool.lock:
+        current = pool.vm_ops.get(vm)
+        if current is not None:
+            raise XapiError('OTHER_OPERATION_IN_PROGRESS', 'VM', vm,
+                            current[0], current[1])
+        pool.vm_ops[vm] = (op, token)
+    try:
+        with ctx.db.lock:
+            rec = ctx.db.get('VM', vm)
+            rec['current_operations'] = {token: op}
+            ctx.db.touch('VM', vm)
+        yield
+    finally:
+        with pool.lock:
+            pool.vm_ops.pop(vm, None)
+        if ctx.db.exists('VM', vm):
+            with ctx.db.lock:
+                ctx.db.get('VM', vm)['current_operations'] = {}
+                update_allowed_operations(ctx.db, vm)
+
+
+def expect(ctx, vm: str, *states: str) -> dict:
+    rec = ctx.db.get('VM', vm)
+    if rec['is_a_template'] and ctx.message.name not in ('destroy',):
+        raise XapiError('VM_IS_TEMPLATE', vm)
+    if rec['power_state'] not in states:
+        raise XapiError('VM_BAD_POWER_STATE', vm, states[0].lower(),
+                        rec['power_state'].lower())
+    return rec
+
+
+_ALLOWED = {
+    'Halted': ['start', 'start_on', 'destroy', 'clone', 'copy', 'export',
+               'snapshot', 'make_into_template'],
+    'Running': ['clean_shutdown', 'hard_shutdown', 'clean_reboot',
+                'hard_reboot', 'pause', 'suspend', 'pool_migrate',
+                'migrate_send', 'snapshot', 'changing_dynamic_range'],
+    'Paused': ['unpause', 'hard_shutdown', 'hard_reboot', 'clean_shutdown'],
+    'Suspended': ['resume', 'resume_on', 'hard_shutdown', 'destroy'],
+}
+
+
+def update_allowed_operations(db, vm: str) -> None:
+    rec = db.get('VM', vm)
+    ops = [] if rec['is_a_template'] or rec['is_control_domain'] else \
+        list(_ALLOWED.get(rec['power_state'], []))
+    if rec['current_operations']:
+        ops = []
+    rec['allowed_operations'] = ops
+    db.touch('VM', vm)
+
+
+def is_hvm(rec: dict) -> bool:
+    if rec['domain_type'] in ('hvm', 'pvh', 'pv', 'pv_in_pvh'):
+        return rec['domain_type'] == 'hvm'
+    return rec['HVM_boot_policy'] != ''
+
+
+def _choose_host(ctx, rec: dict, needed: int):
+    pool = ctx.pool
+    hosts = list(pool.hosts)
+    aff = pool.host_by_ref(rec['affinity'])
+    if aff is not None:
+        hosts.remove(aff)
+        hosts.insert(0, aff)
+    for h in hosts:
+        if ctx.db.get('host', h.ref)['enabled'] and h.free_memory() >= needed:
+            return h
+    if len(pool.hosts) == 1:
+        raise XapiError('HOST_NOT_ENOUGH_FREE_MEMORY', needed,
+                        pool.hosts[0].free_memory())
+    raise XapiError('NO_HOSTS_AVAILABLE')
+
+
+def boot(ctx, vm: str, host, paused: bool, reason: str = 'start'):
+    """Build and start the VM's domain on *host*; update the database."""
+    db = ctx.db
+    rec = db.snapshot('VM', vm)
+    needed = rec['memory_static_max']
+    available = host.free_memory()
+    if needed > available:
+        raise XapiError('HOST_NOT_ENOUGH_FREE_MEMORY', needed, available)
+    if not db.get('host', host.ref)['enabled']:
+        raise XapiError('HOST_DISABLED', host.ref)
+    ctx.check_cancel()
+    hv = host.hypervisor
+    hvm = is_hvm(rec)
+    dom = hv.create_domain(rec['uuid'], hvm, needed,
+                           rec['VCPUs_at_startup'] or 1, rec['name_label'])
+    try:
+        devices.write_domain_config(hv, dom, rec)
+        devices.plug_all(ctx, vm, host, dom.domid)
+        if hvm:
+            devices.launch_device_model(ctx, host, vm, rec, dom.domid)
+        if not paused:
+            hv.unpause(dom.domid)
+    except Exception:
+        devices.unplug_all(ctx, vm, dom.domid, host)
+        hv.destroy_domain(dom.domid)
+        raise
+    with db.lock:
+        live = db.get('VM', vm)
+        live.update(power_state='Paused' if paused else 'Running',
+                    domid=dom.domid, resident_on=host.ref,
+                    scheduled_to_be_resident_on=NULL_REF)
+        if reason == 'start':
+            live['last_booted_record'] = ''
+        db.touch('VM', vm)
+        db.link('host', host.ref, 'resident_VMs', vm)
+        if db.exists('VM_metrics', rec['metrics']):
+            db.set('VM_metrics', rec['metrics'], start_time=wire.now(),
+                   memory_actual=needed,
+                   VCPUs_number=rec['VCPUs_at_startup'] or 1, hvm=hvm,
+                   current_domain_type='hvm' if hvm else 'pv',
+                   last_updated=wire.now(),
+                   state=['paused'] if paused else ['running'])
+        devices.create_console(ctx, vm, host, dom.domid, hvm)
+    host.pool.refresh_host_metrics(host)
+    return dom
+
+
+def teardown(ctx, vm: str, final_state: str = 'Halted') -> None:
+    """Destroy the VM's domain and detach its devices."""
+    db = ctx.db
+    rec = db.snapshot('VM', vm)
+    host = ctx.pool.host_by_ref(rec['resident_on'])
+    if host is not None and rec['domid'] >= 0:
+        devices.unplug_all(ctx, vm, rec['domid'], host)
+        host.hypervisor.destroy_domain(rec['domid'])
+    with db.lock:
+        live = db.get('VM', vm)
+        live.update(power_state=final_state, domid=-1,
+                    resident_on=NULL_REF)
+        db.touch('VM', vm)
+        if host is not None:
+            db.unlink('host', host.ref, 'resident_VMs', vm)
+        devices.destroy_consoles(ctx, vm)
+        if db.exists('VM_metrics', rec['metrics']):
+            db.set('VM_metrics', rec['metrics'], state=[],
+                   last_updated=wire.now(), memory_actual=0)
+    if host is not None:
+        host.pool.refresh_host_metrics(host)
+
+
+def _host_for_running(ctx, rec):
+    return ctx.pool.host_by_ref(rec['resident_on'])
+
+
+@handler('VM.start')
+def start(ctx, vm, start_paused, force):
+    with operation(ctx, vm, 'start'):
+        rec = expect(ctx, vm, 'Halted')
+        host = _choose_host(ctx, rec, rec['memory_static_max'])
+        boot(ctx, vm, host, start_paused)
+
+
+@handler('VM.start_on')
+def start_on(ctx, vm, host_ref, start_paused, force):
+    host = ctx.pool.host_by_ref(host_ref)
+    if host is None:
+        raise handle_invalid('host', host_ref)
+    with operation(ctx, vm, 'start_on'):
+        expect(ctx, vm, 'Halted')
+        boot(ctx, vm, host, start_paused)
+
+
+@handler('VM.clean_shutdown', 'VM.shutdown')
+def clean_shutdown(ctx, vm):
+    with operation(ctx, vm, 'clean_shutdown'):
+        expect(ctx, vm, 'Running')
+        ctx.check_cancel()
+        teardown(ctx, vm)
+
+
+@handler('VM.hard_shutdown')
+def hard_shutdown(ctx, vm):
+    with operation(ctx, vm, 'hard_shutdown'):
+        expect(ctx, vm, 'Running', 'Paused', 'Suspended')
+        ctx.check_cancel()
+        rec = ctx.db.get('VM', vm)
+        if rec['power_state'] == 'Suspended':
+            _drop_suspend_image(ctx, vm)
+            ctx.db.set('VM', vm, power_state='Halted')
+        else:
+            teardown(ctx, vm)
+
+
+def _reboot(ctx, vm, op, states):
+    with operation(ctx, vm, op):
+        rec = expect(ctx, vm, *states)
+        ctx.check_cancel()
+        host = _host_for_running(ctx, rec)
+        teardown(ctx, vm)
+        boot(ctx, vm, host, False, reason='reboot')
+
+
+@handler('VM.clean_reboot')
+def clean_reboot(ctx, vm):
+    _reboot(ctx, vm, 'clean_reboot', ('Running',))
+
+
+@handler('VM.hard_reboot')
+def hard_reboot(ctx, vm):
+    _reboot(ctx, vm, 'hard_reboot', ('Running', 'Paused'))
+
+
+@handler('VM.pause')
+def pause(ctx, vm):
+    with operation(ctx, vm, 'pause'):
+        rec = expect(ctx, vm, 'Running')
+        _host_for_running(ctx, rec).hypervisor.pause(rec['domid'])
+        ctx.db.set('VM', vm, power_state='Paused')
+        _metrics_state(ctx, rec, 'paused')
+
+
+@handler('VM.unpause')
+def unpause(ctx, vm):
+    with operation(ctx, vm, 'unpause'):
+        rec = expect(ctx, vm, 'Paused')
+        _host_for_running(ctx, rec).hypervisor.unpause(rec['domid'])
+        ctx.db.set('VM', vm, power_state='Running')
+        _metrics_state(ctx, rec, 'running')
+
+
+def _metrics_state(ctx, rec, state):
+    if ctx.db.exists('VM_metrics', rec['metrics']):
+        ctx.db.set('VM_metrics', rec['metrics'], state=[state],
+                   last_updated=wire.now())
+
+
+@handler('VM.suspend')
+def suspend(ctx, vm):
+    with operation(ctx, vm, 'suspend'):
+        rec = expect(ctx, vm, 'Running')
+        ctx.check_cancel()
+        host = _host_for_running(ctx, rec)
+        vdi = devices.save_suspend_image(ctx, vm, host, rec)
+        teardown(ctx, vm, final_state='Suspended')
+        ctx.db.set('VM', vm, suspend_VDI=vdi)
+
+
+@handler('VM.resume')
+def resume(ctx, vm, start_paused, force):
+    with operation(ctx, vm, 'resume'):
+        rec = expect(ctx, vm, 'Suspended')
+        host = _choose_host(ctx, rec, rec['memory_static_max'])
+        _resume(ctx, vm, host, start_paused)
+
+
+@handler('VM.resume_on')
+def resume_on(ctx, vm, host_ref, start_paused, force):
+    host = ctx.pool.host_by_ref(host_ref)
+    if host is None:
+        raise handle_invalid('host', host_ref)
+    with operation(ctx, vm, 'resume_on'):
+        expect(ctx, vm, 'Suspended')
+        _resume(ctx, vm, host, start_paused)
+
+
+def _resume(ctx, vm, host, paused):
+    dom = boot(ctx, vm, host, True, reason='resume')
+    devices.load_suspend_image(ctx, vm, host, dom)
+    if not paused:
+        host.hypervisor.unpause(dom.domid)
+        ctx.db.set('VM', vm, power_state='Running')
+        _metrics_state(ctx, ctx.db.get('VM', vm), 'running')
+    _drop_suspend_image(ctx, vm)
+
+
+def _drop_suspend_image(ctx, vm):
+    vdi = ctx.db.get('VM', vm)['suspend_VDI']
+    ctx.db.set('VM', vm, suspend_VDI=NULL_REF)
+    if vdi != NULL_REF and ctx.db.exists('VDI', vdi):
+        devices.destroy_vdi(ctx, vdi)
+
+
+@handler('VM.power_state_reset')
+def power_state_reset(ctx, vm):
+    rec = ctx.db.get('VM', vm)
+    host = ctx.pool.host_by_ref(rec['resident_on'])
+    if host is not None and rec['domid'] in host.hypervisor.domains:
+        raise XapiError('VM_BAD_POWER_STATE', vm, 'halted',
+                        rec['power_state'].lower())
+    with ctx.db.lock:
+        ctx.db.set('VM', vm, power_state='Halted', domid=-1,
+                   resident_on=NULL_REF)
+        if host is not None:
+            ctx.db.unlink('host', host.ref, 'resident_VMs', vm)
+
+
+# -- create / destroy hooks ---------------------------------------------------
+def _after_create(ctx, vm):
+    db = ctx.db
+    rec = db.get('VM', vm)
+    metrics = db.create('VM_metrics', {'memory_actual': 0,
+                                       'install_time': wire.now(),
+                                       'VCPUs_number': rec['VCPUs_at_startup'],
+                                       'last_updated': wire.now()})
+    rec.update(metrics=metrics, domid=-1,
+               power_state='Halted' if rec['power_state'] != 'Suspended'
+               else 'Suspended')
+    update_allowed_operations(db, vm)
+
+
+def _before_destroy(ctx, vm):
+    db = ctx.db
+    rec = db.get('VM', vm)
+    if rec['is_control_domain']:
+        raise XapiError('OPERATION_NOT_ALLOWED',
+                        'the control domain cannot be destroyed')
+    if ctx.pool.vm_ops.get(vm):
+        op, task = ctx.pool.vm_ops[vm]
+        raise XapiError('OTHER_OPERATION_IN_PROGRESS', 'VM', vm, op, task)
+    if rec['power_state'] not in ('Halted', 'Suspended'):
+        raise XapiError('VM_BAD_POWER_STATE', vm, 'halted',
+                        rec['power_state'].lower())
+    for vbd in list(rec['VBDs']):
+        devices.destroy_vbd(ctx, vbd)
+    for vif in list(rec['VIFs']):
+        devices.destroy_vif(ctx, vif)
+    for ref in (rec['metrics'], rec['guest_metrics']):
+        cls = db.class_of(ref)
+        if cls:
+            db.destroy(cls, ref)
+    if rec['suspend_VDI'] != NULL_REF and db.exists('VDI', rec['suspend_VDI']):
+        devices.destroy_vdi(ctx, rec['suspend_VDI'])
+
+
+api.AFTER_CREATE['VM'] = _after_create
+api.BEFORE_DESTROY['VM'] = _before_destroy
+
+
+@handler('VM.get_possible_hosts')
+def get_possible_hosts(ctx, vm):
+    rec = ctx.db.get('VM', vm)
+    return [h.ref for h in ctx.pool.hosts
+            if h.free_memory() >= rec['memory_static_max']]
+
+
+@handler('VM.assert_can_boot_here')
+def assert_can_boot_here(ctx, vm, host_ref):
+    rec = ctx.db.get('VM', vm)
+    host = ctx.pool.host_by_ref(host_ref)
+    if host.free_memory() < rec['memory_static_max']:
+        raise XapiError('HOST_NOT_ENOUGH_FREE_MEMORY',
+                        rec['memory_static_max'], host.free_memory())
+
+
+def running_host(ctx, vm: str) -> Optional[object]:
+    return ctx.pool.host_by_ref(ctx.db.get('VM', vm)['resident_on'])
