@@ -1,0 +1,561 @@
+"""Reader of the Xen migration stream v2, hostile input assumed.
+
+The reader walks libxl records, the embedded libxc stream and our optional
+records.  Every length and count is bounded before anything is read or
+allocated; page records are validated by the C module (``dry_run``) before
+any byte of guest memory is written.  Errors are ``StreamError`` /
+``RecordError`` / ``AuthenticationError`` naming the record and its byte
+offset.
+
+Verify-before-apply:
+
+* A buffer source (bytes, mmap of a save file, memoryview) is verified
+  completely first — structure, every page record, CRCs and, with a key,
+  every tag — and only then applied.  A tampered, truncated or wrong-key
+  image therefore changes nothing.
+* A file/socket source (live migration) is applied segment by segment: the
+  records up to the next AUTH_TAG are staged in memory (at most
+  ``max_segment_bytes``) and applied only once that tag verifies.  Without a
+  key there are no segments and each record is applied once it validated;
+  the receiver must discard the destination on any error (the migration
+  engine does).
+"""
+import hmac
+import struct
+import threading
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+from nova_xen_stubdom.emucore import _native
+from nova_xen_stubdom.emucore import format as fmt
+from nova_xen_stubdom.emucore.errors import AuthenticationError
+from nova_xen_stubdom.emucore.errors import RecordError
+from nova_xen_stubdom.emucore.errors import StreamError
+
+_ec = _native.load()
+
+_RH = struct.Struct(fmt.RH_FORMAT)
+_PAGE_RECORDS = (fmt.REC_TYPE_PAGE_DATA, fmt.REC_TYPE_NX_ZERO_RUNS,
+                 fmt.REC_TYPE_NX_XBZRLE_PAGES)
+# Largest body each page record can have with EMU_MAX_BATCH pages.
+_PAGE_BOUNDS = {
+    fmt.REC_TYPE_PAGE_DATA: 8 + fmt.MAX_BATCH * (8 + fmt.PAGE_SIZE),
+    fmt.REC_TYPE_NX_ZERO_RUNS: 8 + fmt.MAX_BATCH * 16,
+    fmt.REC_TYPE_NX_XBZRLE_PAGES: fmt.padded(8 + fmt.MAX_BATCH * 10)
+    + fmt.MAX_BATCH * (fmt.PAGE_SIZE - 1),
+}
+_APPLY = {
+    fmt.REC_TYPE_PAGE_DATA: _ec.apply_page_data,
+    fmt.REC_TYPE_NX_ZERO_RUNS: _ec.apply_zero_runs,
+    fmt.REC_TYPE_NX_XBZRLE_PAGES: _ec.apply_xbzrle,
+}
+
+
+class Record:
+    """One record as read: layer ('libxl'/'libxc'), type, offset, body."""
+
+    __slots__ = ('layer', 'rtype', 'offset', 'length', 'body', 'info')
+
+    def __init__(self, layer: str, rtype: int, offset: int, length: int, body: Any):
+        self.layer = layer
+        self.rtype = rtype
+        self.offset = offset
+        self.length = length
+        self.body = body
+        self.info: Dict[str, Any] = {}
+
+    @property
+    def name(self) -> str:
+        return fmt.rec_type_to_str(self.layer, self.rtype)
+
+    @property
+    def optional(self) -> bool:
+        return bool(self.rtype & fmt.REC_TYPE_OPTIONAL)
+
+    def __repr__(self) -> str:
+        return '<Record %s %s @%d len=%d %s>' % (self.layer, self.name, self.offset,
+                                                  self.length, self.info)
+
+
+class RestoreResult:
+    """What a stream carried besides guest memory, and what was applied."""
+
+    def __init__(self) -> None:
+        self.domain_type: Optional[int] = None
+        self.xen_version: Optional[Tuple[int, int]] = None
+        self.hvm_params: List[Tuple[int, int]] = []
+        self.hvm_context: Optional[bytes] = None
+        self.tsc_info: Optional[Tuple[int, int, int, int]] = None
+        self.cpuid_policy = b''
+        self.msr_policy = b''
+        self.emulator_id: Optional[int] = None
+        self.emulator_xenstore_data: Dict[str, str] = {}
+        self.emulator_context: Optional[bytes] = None
+        self.authenticated = False
+        self.tags = 0
+        self.bytes = 0
+        self.stats: Dict[str, int] = dict(raw_pages=0, zero_pages=0, xbzrle_pages=0,
+                                          records=0, crc_checked=0)
+
+    @property
+    def pages(self) -> int:
+        s = self.stats
+        return s['raw_pages'] + s['zero_pages'] + s['xbzrle_pages']
+
+
+class _BufferSource:
+    """Zero-copy reads from a buffer; reads return memoryview slices."""
+
+    def __init__(self, buf: Any):
+        self.mv = memoryview(buf).cast('B')
+        self.pos = 0
+
+    def read(self, n: int, what: str) -> memoryview:
+        if n > len(self.mv) - self.pos:
+            raise StreamError('stream truncated: %s needs %d bytes, %d left'
+                              % (what, n, len(self.mv) - self.pos), offset=self.pos)
+        out = self.mv[self.pos:self.pos + n]
+        self.pos += n
+        return out
+
+    def at_end(self) -> bool:
+        return self.pos == len(self.mv)
+
+
+class _FileSource:
+    """Reads from a binary file or socket file (short reads are retried)."""
+
+    def __init__(self, f: Any):
+        self.f = f
+        self.pos = 0
+
+    def read(self, n: int, what: str) -> bytes:
+        chunks = []
+        got = 0
+        while got < n:
+            c = self.f.read(n - got)
+            if not c:
+                raise StreamError('stream truncated: %s needs %d bytes, got %d'
+                                  % (what, n, got), offset=self.pos)
+            chunks.append(c)
+            got += len(c)
+        self.pos += n
+        return chunks[0] if len(chunks) == 1 else b''.join(chunks)
+
+    def at_end(self) -> bool:
+        return True     # a socket may carry more after END: not ours to judge
+
+
+def _is_buffer(source: Any) -> bool:
+    if hasattr(source, 'read') and not hasattr(source, 'madvise'):
+        return False    # file-like (an mmap has read() too, but is a buffer)
+    try:
+        memoryview(source)
+        return True
+    except TypeError:
+        return False
+
+
+class StreamReader:
+    """Reads one stream from a buffer or a binary file-like object.
+
+    key: the per-stream HMAC key.  With a key the stream must be
+    authenticated and every tag must verify; without one an authenticated
+    stream is refused (``allow_unverified=True`` only lists records).
+    """
+
+    def __init__(self, source: Any, key: Optional[bytes] = None,
+                 max_segment_bytes: int = 256 << 20,
+                 max_record_bytes: int = 64 << 20):
+        self._source = source
+        self._buffered = _is_buffer(source)
+        self._key = key
+        self._max_segment = max_segment_bytes
+        self._max_record = max_record_bytes
+        self._lock = threading.Lock()
+        self._used = False
+
+    # ---- public -------------------------------------------------------------
+    def restore(self, mem: Any) -> RestoreResult:
+        """Verify and apply the stream into mem (writable, the whole guest)."""
+        with self._lock:
+            target = memoryview(mem)
+            if target.readonly:
+                raise ValueError('restore target memory must be writable')
+            target = target.cast('B')
+            if self._buffered:
+                # Pass 1 verifies everything, pass 2 only copies.
+                result = self._run(len(target), None, check=True)
+                self._run(len(target), target, check=False)
+                return result
+            self._claim()
+            return self._run(len(target), target, check=True)
+
+    def verify(self, mem_size: Optional[int] = None) -> RestoreResult:
+        """Walk and check the whole stream without writing anything."""
+        with self._lock:
+            if not self._buffered:
+                self._claim()
+            return self._run(mem_size, None, check=True)
+
+    def records(self, verify_tags: bool = True) -> Iterator[Record]:
+        """Yield every record (for inspection); tags checked when a key is set."""
+        if not self._buffered:
+            self._claim()
+        yield from self._parse(None, check=True, require_auth=verify_tags,
+                               result=RestoreResult())
+
+    # ---- internals ------------------------------------------------------------
+    def _claim(self) -> None:
+        if self._used:
+            raise RuntimeError('a file/socket stream can be read only once')
+        self._used = True
+
+    def _run(self, mem_size: Optional[int], target: Optional[memoryview],
+             check: bool) -> RestoreResult:
+        result = RestoreResult()
+        staged: List[Record] = []
+        staged_bytes = 0
+        authenticated = self._key is not None
+        for rec in self._parse(mem_size, check=check, require_auth=check, result=result):
+            if rec.rtype in _PAGE_RECORDS and rec.layer == 'libxc':
+                if target is None:
+                    continue
+                if authenticated and check:
+                    staged.append(rec)
+                    staged_bytes += rec.length
+                    if staged_bytes > self._max_segment:
+                        raise StreamError(
+                            'authenticated segment exceeds %d bytes without a tag'
+                            % self._max_segment, offset=rec.offset, rtype=rec.rtype,
+                            layer=rec.layer)
+                else:
+                    self._apply(rec, target)
+            elif rec.rtype == fmt.REC_TYPE_NX_AUTH_TAG and target is not None:
+                # _parse verified this tag: everything staged is authentic.
+                for s in staged:
+                    self._apply(s, target)
+                staged.clear()
+                staged_bytes = 0
+        if staged:
+            raise AuthenticationError('stream ended with unauthenticated page records')
+        return result
+
+    def _apply(self, rec: Record, target: memoryview) -> None:
+        try:
+            _APPLY[rec.rtype](rec.body, target)
+        except _ec.FormatError as exc:
+            msg, off = exc.args
+            raise RecordError(msg, offset=rec.offset + 8 + off, rtype=rec.rtype,
+                              layer=rec.layer) from None
+
+    def _parse(self, mem_size: Optional[int], check: bool, require_auth: bool,
+               result: RestoreResult) -> Iterator[Record]:
+        src = _BufferSource(self._source) if self._buffered else _FileSource(self._source)
+        mac = hmac.new(self._key, digestmod='sha256') if (self._key and check) else None
+        state = _ParseState()
+
+        def take(n: int, what: str, authed: bool = True) -> Any:
+            data = src.read(n, what)
+            if mac is not None and authed:
+                mac.update(data)
+            return data
+
+        ident, version, options = struct.unpack(
+            fmt.LIBXL_HDR_FORMAT, take(16, 'libxl header'))
+        if ident != fmt.LIBXL_HDR_IDENT:
+            raise StreamError('bad libxl header: expected ident 0x%x, got 0x%x'
+                              % (fmt.LIBXL_HDR_IDENT, ident), offset=0)
+        if version != fmt.LIBXL_HDR_VERSION:
+            raise StreamError('bad libxl header: expected version %d, got %d'
+                              % (fmt.LIBXL_HDR_VERSION, version), offset=8)
+        if options & (fmt.LIBXL_HDR_OPT_RESZ_MASK | fmt.LIBXL_HDR_OPT_BE):
+            raise StreamError('libxl header options 0x%x: reserved bits or big endian'
+                              % options, offset=12)
+        layer = 'libxl'
+        first = True
+        while True:
+            offset = src.pos
+            head = take(8, 'record header')
+            rtype, length = _RH.unpack(head)
+            bound = self._bound(rtype)
+            if length > bound:
+                raise StreamError('record length %d exceeds the bound %d' % (length, bound),
+                                  offset=offset, rtype=rtype, layer=layer)
+            if rtype == fmt.REC_TYPE_NX_AUTH_TAG:
+                rec = self._read_tag(take, offset, length, layer, mac, state, require_auth)
+                result.tags += 1
+                yield rec
+                continue
+            if state.final_tag and not (layer == 'libxl' and rtype == fmt.LIBXL_REC_TYPE_END):
+                raise AuthenticationError('record after the final tag', offset=offset,
+                                          rtype=rtype, layer=layer)
+            data = take(fmt.padded(length), 'record body')
+            body = data[:length]
+            if any(data[length:]):
+                raise StreamError('record padding is not zero', offset=offset + 8 + length,
+                                  rtype=rtype, layer=layer)
+            rec = Record(layer, rtype, offset, length, body)
+            result.stats['records'] += 1
+            if first and layer == 'libxl':
+                first = False
+                if rtype == fmt.REC_TYPE_NX_AUTH_INIT:
+                    self._auth_init(rec)
+                    state.auth = True
+                    result.authenticated = True
+                if require_auth:
+                    if state.auth and self._key is None:
+                        raise AuthenticationError(
+                            'stream is authenticated but no key was given', offset=offset,
+                            rtype=rtype, layer=layer)
+                    if self._key is not None and not state.auth:
+                        raise AuthenticationError(
+                            'a key was given but the stream is not authenticated',
+                            offset=offset, rtype=rtype, layer=layer)
+                if rtype == fmt.REC_TYPE_NX_AUTH_INIT:
+                    yield rec
+                    continue
+            if layer == 'libxc':
+                self._libxc_record(rec, head, data, mem_size, state, result, check)
+                yield rec
+                if rtype == fmt.REC_TYPE_END:
+                    layer = 'libxl'
+                continue
+            self._libxl_record(rec, state, result)
+            if rtype == fmt.LIBXL_REC_TYPE_LIBXC_CONTEXT:
+                yield rec
+                self._libxc_headers(take, src, result)
+                layer = 'libxc'
+                continue
+            yield rec
+            if rtype == fmt.LIBXL_REC_TYPE_END:
+                if require_auth and state.auth and not state.final_tag:
+                    raise AuthenticationError('stream ends without a final tag',
+                                              offset=offset, rtype=rtype, layer=layer)
+                if not src.at_end():
+                    raise StreamError('data after the libxl END record', offset=src.pos)
+                result.bytes = src.pos
+                return
+
+    def _bound(self, rtype: int) -> int:
+        if rtype in _PAGE_BOUNDS:
+            return _PAGE_BOUNDS[rtype]
+        if rtype == fmt.REC_TYPE_NX_AUTH_TAG:
+            return struct.calcsize(fmt.AUTH_TAG_FORMAT)
+        return self._max_record
+
+    def _auth_init(self, rec: Record) -> None:
+        if rec.length != struct.calcsize(fmt.AUTH_INIT_FORMAT):
+            raise RecordError('AUTH_INIT length %d, expected 24' % rec.length,
+                              offset=rec.offset, rtype=rec.rtype, layer=rec.layer)
+        alg, flags, sid = struct.unpack(fmt.AUTH_INIT_FORMAT, rec.body)
+        if alg != fmt.AUTH_ALG_HMAC_SHA256 or flags:
+            raise RecordError('AUTH_INIT algorithm %d flags 0x%x: expected 1 (HMAC-SHA256), 0'
+                              % (alg, flags), offset=rec.offset, rtype=rec.rtype,
+                              layer=rec.layer)
+        rec.info['stream_id'] = bytes(sid).hex()
+
+    def _read_tag(self, take: Any, offset: int, length: int, layer: str, mac: Any,
+                  state: '_ParseState', require_auth: bool) -> Record:
+        rtype = fmt.REC_TYPE_NX_AUTH_TAG
+        if length != struct.calcsize(fmt.AUTH_TAG_FORMAT):
+            raise RecordError('AUTH_TAG length %d, expected 40' % length, offset=offset,
+                              rtype=rtype, layer=layer)
+        if not state.auth:
+            raise AuthenticationError('AUTH_TAG in a stream without AUTH_INIT',
+                                      offset=offset, rtype=rtype, layer=layer)
+        if state.final_tag:
+            raise AuthenticationError('tag after the final tag', offset=offset,
+                                      rtype=rtype, layer=layer)
+        seq, flags = struct.unpack(fmt.AUTH_TAG_HEAD_FORMAT, take(8, 'tag head'))
+        tag = bytes(take(32, 'tag', authed=False))
+        rec = Record(layer, rtype, offset, length, tag)
+        rec.info.update(seq=seq, final=bool(flags & fmt.AUTH_TAG_FLAG_FINAL))
+        if flags & ~fmt.AUTH_TAG_FLAG_FINAL:
+            raise RecordError('AUTH_TAG flags 0x%x' % flags, offset=offset + 12,
+                              rtype=rtype, layer=layer)
+        if seq != state.seq:
+            raise AuthenticationError('AUTH_TAG sequence %d, expected %d' % (seq, state.seq),
+                                      offset=offset + 8, rtype=rtype, layer=layer)
+        state.seq += 1
+        if mac is not None:
+            if not hmac.compare_digest(mac.copy().digest(), tag):
+                raise AuthenticationError(
+                    'authentication tag does not verify (wrong key or modified stream)',
+                    offset=offset, rtype=rtype, layer=layer)
+            rec.info['verified'] = True
+        elif require_auth:
+            raise AuthenticationError('stream is authenticated but no key was given',
+                                      offset=offset, rtype=rtype, layer=layer)
+        if flags & fmt.AUTH_TAG_FLAG_FINAL:
+            state.final_tag = True
+        return rec
+
+    def _libxc_headers(self, take: Any, src: Any, result: RestoreResult) -> None:
+        off = src.pos
+        marker, ident, version, options, res1, res2 = struct.unpack(
+            fmt.IHDR_FORMAT, take(24, 'libxc image header'))
+        if marker != fmt.IHDR_MARKER or ident != fmt.IHDR_IDENT:
+            raise StreamError('bad libxc image header: expected marker/ident '
+                              '0x%x/0x%x, got 0x%x/0x%x' % (fmt.IHDR_MARKER, fmt.IHDR_IDENT,
+                                                             marker, ident), offset=off)
+        if version != fmt.IHDR_VERSION:
+            raise StreamError('libxc image version %d, expected %d'
+                              % (version, fmt.IHDR_VERSION), offset=off + 12)
+        if options or res1 or res2:
+            raise StreamError('libxc image header options/reserved 0x%x/0x%x/0x%x: '
+                              'expected little endian, zero' % (options, res1, res2),
+                              offset=off + 16)
+        dtype, shift, dres, major, minor = struct.unpack(
+            fmt.DHDR_FORMAT, take(16, 'libxc domain header'))
+        if dtype != fmt.DHDR_TYPE_X86_HVM:
+            raise StreamError('domain type %d, only x86 HVM (2) is supported' % dtype,
+                              offset=off + 24)
+        if shift != 12 or dres:
+            raise StreamError('domain header page shift %d / reserved 0x%x, expected 12 / 0'
+                              % (shift, dres), offset=off + 28)
+        result.domain_type = dtype
+        result.xen_version = (major, minor)
+
+    def _libxc_record(self, rec: Record, head: Any, data: Any, mem_size: Optional[int],
+                      state: '_ParseState', result: RestoreResult, check: bool) -> None:
+        rtype, body, n = rec.rtype, rec.body, rec.length
+
+        def bad(msg: str, off: int = 0) -> RecordError:
+            return RecordError(msg, offset=rec.offset + (8 + off if off else 0),
+                               rtype=rtype, layer='libxc')
+
+        if rtype in _PAGE_RECORDS:
+            try:
+                pages = _APPLY[rtype](body, mem_size, dry_run=True)
+            except _ec.FormatError as exc:
+                msg, off = exc.args
+                raise RecordError(msg, offset=rec.offset + 8 + off, rtype=rtype,
+                                  layer='libxc') from None
+            if check:
+                state.crc = _ec.crc32c(data, _ec.crc32c(head, state.crc))
+                state.crc_covered += 8 + len(data)
+            key = {fmt.REC_TYPE_PAGE_DATA: 'raw_pages', fmt.REC_TYPE_NX_ZERO_RUNS: 'zero_pages',
+                   fmt.REC_TYPE_NX_XBZRLE_PAGES: 'xbzrle_pages'}[rtype]
+            result.stats[key] += pages
+            rec.info['pages'] = pages
+            return
+        crc_state = (state.crc, state.crc_covered)
+        state.crc, state.crc_covered = 0, 0
+        if rtype == fmt.REC_TYPE_NX_BATCH_CRC32C:
+            if n != 8:
+                raise bad('BATCH_CRC32C length %d, expected 8' % n)
+            crc, covered = struct.unpack(fmt.BATCH_CRC32C_FORMAT, body)
+            rec.info.update(crc='%08x' % crc, covered=covered)
+            if check:
+                if covered != crc_state[1] or crc != crc_state[0]:
+                    raise bad('batch CRC32C mismatch: record says %08x over %d bytes, '
+                              'computed %08x over %d' % (crc, covered, crc_state[0],
+                                                         crc_state[1]))
+                result.stats['crc_checked'] += 1
+        elif rtype == fmt.REC_TYPE_END:
+            if n:
+                raise bad('libxc END with length %d, expected 0' % n)
+        elif rtype in (fmt.REC_TYPE_STATIC_DATA_END,):
+            if n:
+                raise bad('STATIC_DATA_END with length %d, expected 0' % n)
+        elif rtype == fmt.REC_TYPE_X86_CPUID_POLICY:
+            if n == 0 or n % 24:
+                raise bad('X86_CPUID_POLICY length %d, expected a multiple of 24' % n)
+            result.cpuid_policy = bytes(body)
+        elif rtype == fmt.REC_TYPE_X86_MSR_POLICY:
+            if n == 0 or n % 16:
+                raise bad('X86_MSR_POLICY length %d, expected a multiple of 16' % n)
+            result.msr_policy = bytes(body)
+        elif rtype == fmt.REC_TYPE_X86_TSC_INFO:
+            if n != 24:
+                raise bad('X86_TSC_INFO length %d, expected 24' % n)
+            mode, khz, nsec, inc, res = struct.unpack(fmt.X86_TSC_INFO_FORMAT, body)
+            if res:
+                raise bad('X86_TSC_INFO reserved field 0x%x, expected 0' % res, 20)
+            result.tsc_info = (mode, khz, nsec, inc)
+        elif rtype == fmt.REC_TYPE_HVM_PARAMS:
+            if n < 8:
+                raise bad('HVM_PARAMS length %d, expected at least 8' % n)
+            count, res = struct.unpack_from(fmt.HVM_PARAMS_FORMAT, body)
+            if res:
+                raise bad('HVM_PARAMS reserved field 0x%x, expected 0' % res, 4)
+            if n != 8 + 16 * count:
+                raise bad('HVM_PARAMS length %d, expected %d for %d entries'
+                          % (n, 8 + 16 * count, count))
+            result.hvm_params.extend(struct.iter_unpack(fmt.HVM_PARAMS_ENTRY_FORMAT,
+                                                        body[8:]))
+            rec.info['count'] = count
+        elif rtype == fmt.REC_TYPE_HVM_CONTEXT:
+            if n == 0:
+                raise bad('HVM_CONTEXT with length 0')
+            result.hvm_context = bytes(body)
+        elif rtype & fmt.REC_TYPE_OPTIONAL:
+            rec.info['skipped'] = True     # unknown optional record: spec says ignore
+        elif rtype in (fmt.REC_TYPE_VERIFY,):
+            if n:
+                raise bad('VERIFY with length %d, expected 0' % n)
+        else:
+            raise StreamError('libxc record %s is not valid in an x86 HVM stream'
+                              % fmt.rec_type_to_str('libxc', rtype), offset=rec.offset,
+                              rtype=rtype, layer='libxc')
+
+    def _libxl_record(self, rec: Record, state: '_ParseState', result: RestoreResult) -> None:
+        rtype, body, n = rec.rtype, rec.body, rec.length
+
+        def bad(msg: str) -> RecordError:
+            return RecordError(msg, offset=rec.offset, rtype=rtype, layer='libxl')
+
+        if rtype == fmt.LIBXL_REC_TYPE_LIBXC_CONTEXT:
+            if n:
+                raise bad('LIBXC_CONTEXT with length %d, expected 0' % n)
+            if state.libxc_done:
+                raise bad('second LIBXC_CONTEXT record')
+            state.libxc_done = True
+        elif rtype == fmt.LIBXL_REC_TYPE_END:
+            if n:
+                raise bad('libxl END with length %d, expected 0' % n)
+            if not state.libxc_done:
+                raise bad('libxl END before any LIBXC_CONTEXT')
+        elif rtype in (fmt.LIBXL_REC_TYPE_EMULATOR_XENSTORE_DATA,
+                       fmt.LIBXL_REC_TYPE_EMULATOR_CONTEXT):
+            if n < 8:
+                raise bad('%s length %d, expected at least 8' % (rec.name, n))
+            emu_id, index = struct.unpack_from(fmt.EMULATOR_HEADER_FORMAT, body)
+            if emu_id not in (fmt.EMULATOR_ID_UNKNOWN, fmt.EMULATOR_ID_QEMU_TRAD,
+                              fmt.EMULATOR_ID_QEMU_UPSTREAM):
+                raise bad('unknown emulator id %d' % emu_id)
+            rec.info.update(emulator_id=emu_id, index=index)
+            result.emulator_id = emu_id
+            data = bytes(body[8:])
+            if rtype == fmt.LIBXL_REC_TYPE_EMULATOR_CONTEXT:
+                result.emulator_context = data
+            elif data:
+                if data[-1:] != b'\0':
+                    raise bad('xenstore data not NUL terminated')
+                parts = data[:-1].split(b'\0')
+                if len(parts) % 2:
+                    raise bad('xenstore data has an odd number (%d) of strings' % len(parts))
+                try:
+                    result.emulator_xenstore_data.update(
+                        (k.decode(), v.decode()) for k, v in zip(parts[::2], parts[1::2]))
+                except UnicodeDecodeError:
+                    raise bad('xenstore data is not UTF-8') from None
+                rec.info['keys'] = len(parts) // 2
+        elif rtype & fmt.REC_TYPE_OPTIONAL:
+            rec.info['skipped'] = True
+        else:
+            raise StreamError('libxl record %s is not supported' % rec.name,
+                              offset=rec.offset, rtype=rtype, layer='libxl')
+
+
+class _ParseState:
+    __slots__ = ('auth', 'seq', 'final_tag', 'crc', 'crc_covered', 'libxc_done')
+
+    def __init__(self) -> None:
+        self.auth = False
+        self.seq = 0
+        self.final_tag = False
+        self.crc = 0
+        self.crc_covered = 0
+        self.libxc_done = False
+
