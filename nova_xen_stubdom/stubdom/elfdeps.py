@@ -146,7 +146,10 @@ def closure(tree: Tree, roots: Iterable[str],
         if info is None:
             continue
         if info.interp:
-            todo.append(info.interp)
+            if tree.host_path(info.interp) is None:
+                missing.setdefault(info.interp, []).append(path)
+            else:
+                todo.append(info.interp)
         origin = posixpath.dirname(final)
         for soname in info.needed:
             found = _find_library(tree, soname, info.runpath, origin,

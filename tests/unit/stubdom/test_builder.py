@@ -1,0 +1,137 @@
+import os
+import shutil
+import struct
+import subprocess
+
+import pytest
+
+from nova_xen_stubdom import conf as nxs_conf
+from nova_xen_stubdom.stubdom import builder
+from nova_xen_stubdom.stubdom import cli
+from nova_xen_stubdom.stubdom import kernel
+from nova_xen_stubdom.stubdom import packages
+from nova_xen_stubdom.stubdom.packages import BuildError
+
+
+def _default(name):
+    for group, opts in nxs_conf.list_opts():
+        for opt in opts:
+            if opt.name == name:
+                return opt.default
+    raise AssertionError("option %s not found" % name)
+
+
+def test_driver_defaults_name_the_files_the_builder_writes():
+    assert os.path.basename(_default("stubdom_kernel")) == builder.KERNEL_NAME
+    assert (os.path.basename(_default("stubdom_ramdisk"))
+            == builder.ROOTFS_NAME)
+
+
+def test_parse_depends_takes_first_alternative_without_versions():
+    assert packages._parse_depends(
+        "libc6 (>= 2.34), libglib2.0-0 (>= 2.73.2) | libfoo,"
+        " python3:any, , zlib1g") == ("libc6", "libglib2.0-0", "python3",
+                                      "zlib1g")
+
+
+def test_deb_file_name_encodes_the_epoch():
+    p = packages.Package("qemu-system-xen", "1:7.2+dfsg-7", "amd64")
+    assert p.deb_name == "qemu-system-xen_1%3a7.2+dfsg-7_amd64.deb"
+
+
+def test_missing_tool_is_a_clear_error(monkeypatch):
+    real = shutil.which
+    monkeypatch.setattr(packages.shutil, "which",
+                        lambda t: None if t == "dpkg-deb" else real(t))
+    with pytest.raises(BuildError, match="missing tool.*dpkg-deb"):
+        packages.require_tools("apt-get", "dpkg-deb")
+
+
+@pytest.mark.skipif(shutil.which("apt-cache") is None, reason="not Debian")
+def test_unknown_package_is_a_clear_error():
+    with pytest.raises(BuildError, match="not known to apt: "
+                                         "no-such-package-nxs"):
+        packages.show(["no-such-package-nxs"])
+
+
+def test_cli_reports_build_errors(monkeypatch, capsys, tmp_path):
+    def boom(*a, **kw):
+        raise BuildError("package(s) not known to apt: qemu-system-xen")
+    monkeypatch.setattr(builder, "build", boom)
+    assert cli.main(["--output", str(tmp_path)]) == 1
+    assert "error: package(s) not known to apt" in capsys.readouterr().err
+
+
+def test_package_tree_merges_packages_and_follows_links(tmp_path):
+    a = tmp_path / "a" / "usr" / "lib"
+    a.mkdir(parents=True)
+    (a / "libx.so.1.2").write_bytes(b"x")
+    os.symlink("libx.so.1.2", a / "libx.so.1")
+    b = tmp_path / "b" / "lib64"
+    b.mkdir(parents=True)
+    os.symlink("/usr/lib/libx.so.1", b / "abs-link")
+    tree = builder.PackageTree()
+    tree.add_package("pa", str(tmp_path / "a"))
+    tree.add_package("pb", str(tmp_path / "b"))
+    from nova_xen_stubdom.stubdom import elfdeps
+    assert elfdeps.resolve_links(tree, "/lib64/abs-link") == [
+        "/lib64/abs-link", "/usr/lib/libx.so.1", "/usr/lib/libx.so.1.2"]
+    assert tree.package_of("/usr/lib/libx.so.1.2") == "pa"
+    assert tree.package_of("/lib64/abs-link") == "pb"
+
+
+def _fake_module(path, depends, workdir):
+    """A relocatable ELF with a .modinfo like a kernel module's."""
+    src = workdir / "m.c"
+    src.write_text("int x;\n")
+    obj = workdir / "m.o"
+    subprocess.run(["cc", "-c", str(src), "-o", str(obj)], check=True)
+    info = workdir / "modinfo"
+    info.write_bytes(b"license=GPL\0depends=%s\0vermagic=6.1.0 SMP\0"
+                     % depends.encode())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["objcopy", "--add-section", ".modinfo=%s" % info,
+                    str(obj), str(path)], check=True)
+
+
+@pytest.mark.skipif(shutil.which("cc") is None or
+                    shutil.which("objcopy") is None,
+                    reason="needs cc and objcopy")
+def test_module_closure_orders_dependencies_first(tmp_path):
+    root = tmp_path / "k"
+    kdir = root / "lib/modules/6.1.0-x/kernel"
+    _fake_module(kdir / "net/bridge/bridge.ko", "llc,stp", tmp_path)
+    _fake_module(kdir / "net/802/stp.ko", "llc", tmp_path)
+    _fake_module(kdir / "net/llc/llc.ko", "", tmp_path)
+    _fake_module(kdir / "drivers/xen/xen-evtchn.ko", "", tmp_path)
+    order = kernel.module_closure(str(root), "6.1.0-x",
+                                  ("xen_evtchn", "bridge"))
+    names = [os.path.basename(p) for p in order]
+    assert names == ["xen-evtchn.ko", "llc.ko", "stp.ko", "bridge.ko"]
+    assert kernel.modinfo(str(kdir / "net/802/stp.ko"))["depends"] == "llc"
+    with pytest.raises(BuildError, match="kernel module tun not found"):
+        kernel.module_closure(str(root), "6.1.0-x", ("tun",))
+
+
+def test_bzimage_init_size(tmp_path):
+    hdr = bytearray(0x270)
+    hdr[0x202:0x206] = b"HdrS"
+    struct.pack_into("<H", hdr, 0x206, 0x20f)
+    struct.pack_into("<I", hdr, 0x260, 51 << 20)
+    (tmp_path / "bz").write_bytes(bytes(hdr))
+    assert kernel.bzimage_init_size(str(tmp_path / "bz")) == 51 << 20
+    (tmp_path / "nope").write_bytes(b"\0" * 0x300)
+    assert kernel.bzimage_init_size(str(tmp_path / "nope")) is None
+
+
+def test_format_report_compares_with_naive():
+    part = {"name": "qemu", "files": 1, "size": 10 << 20,
+            "size_before": 11 << 20}
+    lines = builder.format_report({
+        "kernel": {"release": "6.1", "size": 1 << 20, "init_size": 2 << 20},
+        "rootfs": {"unpacked_size": 25 << 20, "cpio_size": 26 << 20,
+                   "gzip_size": 9 << 20, "entries": 10},
+        "parts": {"qemu": part},
+        "naive": {"packages": 3, "files": 100, "size": 100 << 20}})
+    assert "keeps 25.0%" in lines[-1]
+    assert "qemu" in lines[1] and "10.00 MiB" in lines[1]

@@ -1,0 +1,325 @@
+"""The stub domain's init (busybox sh), run function by function on the host.
+
+The init is sourced with STUBDOM_INIT_LIB=1 under busybox sh, with busybox's
+own applets first on PATH (the tools the image has), a directory-backed fake
+xenstore, and a fake QEMU that speaks QMP on the init's pipe chardev.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from nova_xen_stubdom.stubdom import builder
+from nova_xen_stubdom.stubdom import statedisk
+
+BUSYBOX = shutil.which("busybox")
+pytestmark = pytest.mark.skipif(BUSYBOX is None,
+                                reason="busybox-static not installed")
+INIT = builder.INIT_SCRIPT
+APPLETS = ("od sha256sum head dd wc cut sed tr grep awk cat sleep sync mkfifo"
+           " rm kill printf mkdir echo uname").split()
+ESC = "\x1b"
+
+
+@pytest.fixture
+def env(tmp_path):
+    bb = tmp_path / "bb"
+    bb.mkdir()
+    for a in APPLETS:
+        os.symlink(BUSYBOX, bb / a)
+    xs = tmp_path / "xs"
+    xs.mkdir()
+    fakebin = tmp_path / "fakebin"
+    fakebin.mkdir()
+    tools = {
+        "xenstore-read": '[ -f "$XS/$1" ] || exit 1; cat "$XS/$1"',
+        "xenstore-write": 'mkdir -p "$(dirname "$XS/$1")";'
+                          ' printf %s "$2" >"$XS/$1"',
+        "xenstore-exists": '[ -f "$XS/$1" ]',
+    }
+    for name, body in tools.items():
+        p = fakebin / name
+        p.write_text("#!%s sh\n%s\n" % (BUSYBOX, body))
+        p.chmod(0o755)
+    for d in ("run", "dev", "conf"):
+        (tmp_path / d).mkdir()
+    e = dict(os.environ,
+             PATH="%s:%s:%s" % (bb, fakebin, os.environ["PATH"]),
+             XS=str(xs), STUBDOM_INIT_LIB="1",
+             STUBDOM_LOG=str(tmp_path / "console.log"),
+             STUBDOM_RUN=str(tmp_path / "run"),
+             STUBDOM_DEV=str(tmp_path / "dev"),
+             STUBDOM_CONF=str(tmp_path / "conf"),
+             STUBDOM_CMDLINE=str(tmp_path / "cmdline"))
+    return tmp_path, e
+
+
+def sh(env, script, check=True, **kw):
+    res = subprocess.run([BUSYBOX, "sh", "-c", '. "%s"\n%s' % (INIT, script)],
+                         env=env, capture_output=True, text=True, timeout=60,
+                         **kw)
+    if check and res.returncode != 0:
+        raise AssertionError("rc=%d\nstdout:%s\nstderr:%s"
+                             % (res.returncode, res.stdout, res.stderr))
+    return res
+
+
+def test_syntax_under_busybox():
+    subprocess.run([BUSYBOX, "sh", "-n", INIT], check=True)
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None,
+                    reason="shellcheck not installed")
+def test_shellcheck_clean():
+    res = subprocess.run(["shellcheck", "-s", "dash", INIT],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout
+
+
+def test_cmdline_value(env):
+    tmp, e = env
+    (tmp / "cmdline").write_text("console=hvc0 stubdom.selftest=1 quiet\n")
+    out = sh(e, "cmdline_value stubdom.selftest; cmdline_value console;"
+                " cmdline_value nope || echo absent").stdout
+    assert out.split() == ["1", "hvc0", "absent"]
+
+
+def test_dm_args_splits_on_esc_and_drops_program_name(env):
+    _tmp, e = env
+    argv = ESC.join(["qemu-system-i386", "-xen-domid", "7", "-name",
+                     "guest with spaces", "-machine", "xenfv", "-vnc",
+                     "0.0.0.0:0,to=99"])
+    e["ARGV"] = argv
+    out = sh(e, 'dm_args "$ARGV"').stdout
+    assert out.splitlines() == ["-xen-domid", "7", "-name",
+                                "guest with spaces", "-machine", "xenfv",
+                                "-vnc", "0.0.0.0:0,to=99"]
+
+
+def test_dm_args_restore_placeholder(env):
+    _tmp, e = env
+    e["ARGV"] = ESC.join(["-xen-domid", "7", "-incoming",
+                          "$STUBDOM_RESTORE_INCOMING_ARG"])
+    out = sh(e, 'dm_args "$ARGV" "exec:cat /run/s"').stdout
+    assert out.splitlines() == ["-xen-domid", "7", "-incoming",
+                                "exec:cat /run/s"]
+    res = sh(e, 'dm_args "$ARGV"', check=False)
+    assert res.returncode != 0
+    assert "no state disk" in res.stderr
+
+
+@pytest.mark.parametrize("length", [0, 5, 511, 512, 513, 70000])
+def test_state_disk_written_by_init_reads_in_python(env, length):
+    tmp, e = env
+    state = os.urandom(length)
+    (tmp / "state").write_bytes(state)
+    out = sh(e, 'statedisk_write "%s" "%s"' % (tmp / "state", tmp / "disk"))
+    assert out.stdout.split() == [str(length),
+                                  hashlib.sha256(state).hexdigest()]
+    image = (tmp / "disk").read_bytes()
+    assert image == statedisk.build_image(state)
+    assert statedisk.unpack_image(image) == state
+
+
+@pytest.mark.parametrize("length", [0, 1, 512, 65537])
+def test_state_disk_written_in_python_reads_in_init(env, length):
+    tmp, e = env
+    state = os.urandom(length)
+    statedisk.write_state_file(tmp / "disk", state)
+    sh(e, 'statedisk_read "%s" "%s"' % (tmp / "disk", tmp / "out"))
+    assert (tmp / "out").read_bytes() == state
+
+
+@pytest.mark.parametrize("offset,value,message", [
+    (0, b"X", "bad magic"),
+    (8, b"\x02", "version 2"),
+    (16, b"\xff\xff", "truncated"),
+    (600, b"\x00\x01", "sha256 mismatch"),
+])
+def test_init_rejects_a_bad_state_disk(env, offset, value, message):
+    tmp, e = env
+    image = bytearray(statedisk.build_image(bytes(range(256)) * 3))
+    image[offset:offset + len(value)] = value
+    (tmp / "disk").write_bytes(bytes(image))
+    res = sh(e, 'statedisk_read "%s" "%s"' % (tmp / "disk", tmp / "out"),
+             check=False)
+    assert res.returncode != 0
+    assert message in (tmp / "console.log").read_text()
+
+
+def test_save_command_with_a_fake_monitor(env):
+    tmp, e = env
+    (tmp / "dev" / "xvdb").write_bytes(b"")
+    script = textwrap.dedent('''
+        qmp() {
+            echo "$1" >>"$STUBDOM_RUN/qmp.log"
+            case "$1" in
+                *xen-save-devices-state*)
+                    printf 'QEVM-device-state' >"$STUBDOM_RUN/dm-save.state";;
+            esac
+            echo '{"return": {}}'
+        }
+        handle_command "4 save xvdb"
+        handle_command "5 cont"
+        handle_command "6 frobnicate"
+    ''')
+    out = sh(e, script).stdout.splitlines()
+    state = b"QEVM-device-state"
+    assert out[0] == "4 ok %d %s" % (len(state),
+                                      hashlib.sha256(state).hexdigest())
+    assert out[1] == "5 ok"
+    assert out[2] == "6 error unknown command frobnicate"
+    sent = (tmp / "run" / "qmp.log").read_text().splitlines()
+    assert sent[0] == '{"execute":"stop"}'
+    assert json.loads(sent[1])["arguments"] == {
+        "filename": str(tmp / "run" / "dm-save.state"), "live": False}
+    assert statedisk.read_state_file(tmp / "dev" / "xvdb") == state
+    assert not (tmp / "run" / "dm-save.state").exists()
+
+
+def test_save_command_reports_monitor_errors(env):
+    tmp, e = env
+    (tmp / "dev" / "xvdb").write_bytes(b"")
+    out = sh(e, 'qmp() { echo \'{"error": {}}\'; return 1; }\n'
+                'handle_command "9 save xvdb"').stdout
+    assert out.strip() == "9 error QMP stop failed"
+
+
+def _selftest_conf(tmp, ldso_body, qemu_body):
+    conf = tmp / "conf"
+    (conf / "binaries").write_text("/usr/libexec/fake-qemu\n")
+    (tmp / "mod.ko").write_bytes(b"")
+    (conf / "modules").write_text("%s\n" % (tmp / "mod.ko"))
+    for name, body in (("ldso", ldso_body), ("qemu", qemu_body)):
+        p = tmp / name
+        p.write_text("#!%s sh\n%s\n" % (BUSYBOX, body))
+        p.chmod(0o755)
+
+
+def test_selftest_pass_and_figures(env):
+    tmp, e = env
+    _selftest_conf(tmp, 'echo "libc.so.6 => /lib/libc.so.6 (0x1)"',
+                   'echo "QEMU emulator version 7.2.22 (Debian)"')
+    e.update(STUBDOM_LDSO=str(tmp / "ldso"), STUBDOM_QEMU=str(tmp / "qemu"))
+    out = sh(e, "selftest").stdout
+    assert "NOVA-XEN-STUBDOM-SELFTEST: qemu: QEMU emulator version 7.2.22" \
+        in out
+    assert "NOVA-XEN-STUBDOM-SELFTEST: meminfo: MemTotal:" in out
+    assert out.rstrip().endswith("NOVA-XEN-STUBDOM-SELFTEST: PASS")
+
+
+def test_selftest_fails_on_a_missing_library_and_a_missing_module(env):
+    tmp, e = env
+    _selftest_conf(tmp, 'echo "libspice-server.so.1 => not found"',
+                   'echo "QEMU emulator version 7.2.22"')
+    (tmp / "mod.ko").unlink()
+    e.update(STUBDOM_LDSO=str(tmp / "ldso"), STUBDOM_QEMU=str(tmp / "qemu"))
+    out = sh(e, "selftest").stdout
+    assert "libs MISSING for /usr/libexec/fake-qemu" in out
+    last = out.rstrip().splitlines()[-1]
+    assert last.startswith("NOVA-XEN-STUBDOM-SELFTEST: FAIL:")
+    assert "libs:/usr/libexec/fake-qemu" in last and "module:" in last
+
+
+FAKE_QEMU = '''
+import json, os, sys
+args = sys.argv[1:]
+json.dump(args, open(os.environ["FAKE_QEMU_ARGV"], "w"))
+path = [a for a in args if a.startswith("pipe,id=nxsqmp,path=")][0]
+path = path.split("path=", 1)[1]
+inp = open(path + ".in", "r")
+out = open(path + ".out", "w")
+out.write('{"QMP": {"version": {}}}\\n'); out.flush()
+for line in inp:
+    cmd = json.loads(line)
+    if cmd["execute"] == "xen-save-devices-state":
+        with open(cmd["arguments"]["filename"], "wb") as f:
+            f.write(b"saved-by-fake-qemu" * 100)
+    out.write('{"return": {}}\\n'); out.flush()
+    if cmd["execute"] == "cont":
+        sys.exit(0)
+'''
+
+
+def _wait(pred, what, timeout=30):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return
+        time.sleep(0.1)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def test_run_stubdom_end_to_end_restore_running_save(env):
+    tmp, e = env
+    xs = tmp / "xs"
+    (xs / "domid").write_text("12")
+    (xs / "target").write_text("11")
+    (xs / "dm-argv").write_text(ESC.join(
+        ["qemu", "-xen-domid", "11", "-machine", "xenfv", "-incoming",
+         "$STUBDOM_RESTORE_INCOMING_ARG"]))
+    (xs / "nova-xen-stubdom").mkdir()
+    (xs / "nova-xen-stubdom" / "restore-disk").write_text("xvdc")
+    restored = b"state-from-source-host" * 50
+    statedisk.write_state_file(tmp / "dev" / "xvdc", restored)
+    (tmp / "dev" / "xvdd").write_bytes(b"")
+    qemu = tmp / "fake-qemu"
+    qemu.write_text("#!%s\n%s" % (sys.executable, FAKE_QEMU))
+    qemu.chmod(0o755)
+    e.update(STUBDOM_QEMU=str(qemu), FAKE_QEMU_ARGV=str(tmp / "argv.json"))
+    proc = subprocess.Popen(
+        [BUSYBOX, "sh", "-c", '. "%s"\nload_modules() { :; }\nrun_stubdom'
+         % INIT], env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        state = xs / "device-model" / "11" / "state"
+        _wait(lambda: state.exists() and state.read_text() == "running",
+              "state=running")
+        argv = json.loads((tmp / "argv.json").read_text())
+        run = tmp / "run"
+        assert argv[:6] == ["-xen-domid", "11", "-machine", "xenfv",
+                            "-incoming", "exec:cat %s/dm-restore.state"
+                            % run]
+        assert (run / "dm-restore.state").read_bytes() == restored
+        (xs / "nova-xen-stubdom" / "command").write_text("1 save xvdd")
+        result = xs / "nova-xen-stubdom" / "result"
+        _wait(result.exists, "save result")
+        saved = b"saved-by-fake-qemu" * 100
+        assert result.read_text() == "1 ok %d %s" % (
+            len(saved), hashlib.sha256(saved).hexdigest())
+        assert statedisk.read_state_file(tmp / "dev" / "xvdd") == saved
+        (xs / "nova-xen-stubdom" / "command").write_text("2 cont")
+        assert proc.wait(timeout=30) == 0
+        assert result.read_text() == "2 ok"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = (tmp / "console.log").read_text()
+    assert "QEMU" in log and "running for guest 11" in log
+    assert "QEMU exited with status 0" in log
+
+
+def test_run_stubdom_refuses_a_corrupt_restore_disk(env):
+    tmp, e = env
+    xs = tmp / "xs"
+    (xs / "domid").write_text("12")
+    (xs / "target").write_text("11")
+    (xs / "dm-argv").write_text(ESC.join(["-incoming",
+                                          "$STUBDOM_RESTORE_INCOMING_ARG"]))
+    (xs / "nova-xen-stubdom").mkdir()
+    (xs / "nova-xen-stubdom" / "restore-disk").write_text("xvdc")
+    image = bytearray(statedisk.build_image(b"x" * 1000))
+    image[700] ^= 1
+    (tmp / "dev" / "xvdc").write_bytes(bytes(image))
+    e["STUBDOM_QEMU"] = "/nonexistent/qemu"
+    res = sh(e, "load_modules() { :; }\nrun_stubdom", check=False)
+    assert res.returncode != 0
+    assert (xs / "device-model" / "11" / "state").read_text() == "error"
+    assert "sha256 mismatch" in (tmp / "console.log").read_text()
