@@ -76,11 +76,21 @@ def dispatch(pool, host, method: str, params: tuple, client: str = ''
     try:
         return success(call(pool, host, method, list(params), client))
     except XapiError as e:
+        _log_error(pool, method, e)
         return failure(e)
     except Exception as e:  # a simulator bug: report it as XAPI would
         LOG.exception('internal error in %s', method)
-        return failure(XapiError('INTERNAL_ERROR', '%s: %s' % (
-            type(e).__name__, e)))
+        err = XapiError('INTERNAL_ERROR', '%s: %s' % (type(e).__name__, e))
+        _log_error(pool, method, err)
+        return failure(err)
+
+
+def _log_error(pool, method: str, err: XapiError) -> None:
+    # the fidelity tests check every error the simulator answered
+    log = pool.error_log
+    log.append((method, err.description))
+    if len(log) > 10000:
+        del log[:5000]
 
 
 def call(pool, host, method: str, params: List[Any], client: str = ''):

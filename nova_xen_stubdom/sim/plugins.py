@@ -5,7 +5,9 @@ The simulator runs the real dom0 agent in process, one per host:
 ``nova_xen_stubdom.agent.plugin.call(agent, plugin, fn, args) -> str``.  Both
 belong to the agent; tests may replace either per host
 (``HostRuntime.agent_factory`` / ``HostRuntime.plugin_dispatch``).  Plugin
-errors become ``XENAPI_PLUGIN_FAILURE [fn, exception type, message]``.
+errors become ``XENAPI_PLUGIN_FAILURE [status, stdout, stderr]`` as XAPI
+defines it: status = the agent error's ``code`` (else the exception type),
+stdout empty, stderr = the message.
 """
 import importlib
 import inspect
@@ -26,10 +28,8 @@ def default_agent(host):
     cls = mod.HostAgent
     kwargs = {'backend': backend, 'host_uuid': host.uuid}
     params = inspect.signature(cls).parameters
-    if 'host_address' in params:
-        kwargs['host_address'] = host.address
-    if 'state_dir' in params and host.pool.state_dir:
-        kwargs['state_dir'] = host.pool.state_dir
+    if 'allow_dom0_device_model' in params:
+        kwargs['allow_dom0_device_model'] = host.config.allow_dom0_dm
     return cls(**kwargs)
 
 
@@ -46,7 +46,7 @@ def call_plugin(host, plugin: str, fn: str, args: dict) -> str:
             dispatch = importlib.import_module(
                 'nova_xen_stubdom.agent.plugin').call
         except ImportError:
-            raise XapiError('XENAPI_PLUGIN_FAILURE', fn, 'ImportError',
+            raise XapiError('XENAPI_PLUGIN_FAILURE', 'ImportError', '',
                             'no dom0 plugin installed on this host')
     try:
         result = dispatch(host.agent(), plugin, fn, args)
@@ -54,10 +54,11 @@ def call_plugin(host, plugin: str, fn: str, args: dict) -> str:
         raise
     except Exception as e:
         LOG.info('plugin %s.%s failed: %s', plugin, fn, e)
-        raise XapiError('XENAPI_PLUGIN_FAILURE', fn, type(e).__name__,
+        raise XapiError('XENAPI_PLUGIN_FAILURE',
+                        getattr(e, 'code', None) or type(e).__name__, '',
                         str(e))
     if not isinstance(result, str):
-        raise XapiError('XENAPI_PLUGIN_FAILURE', fn, 'TypeError',
-                        'plugin returned %s, not a string'
-                        % type(result).__name__)
+        raise XapiError('XENAPI_PLUGIN_FAILURE', 'TypeError', '',
+                        '%s.%s returned %s, not a string'
+                        % (plugin, fn, type(result).__name__))
     return result

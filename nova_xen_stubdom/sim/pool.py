@@ -102,6 +102,8 @@ class Pool:
         self.lock = threading.RLock()
         #: VM ref -> (operation, task) while a lifecycle op runs
         self.vm_ops: Dict[str, tuple] = {}
+        #: (method, ErrorDescription) of every failure answered
+        self.error_log: List[tuple] = []
         self.hosts: List[HostRuntime] = []
         for i, (addr, cfg) in enumerate(zip(addresses, configs)):
             mem_dir = os.path.join(state_dir, 'mem', 'host%d' % i) \

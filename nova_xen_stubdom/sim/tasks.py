@@ -50,6 +50,7 @@ class Tasks:
             result = api.run_in_task(ctx, fn, args)
             fields = {'status': 'success', 'result': result, 'progress': 1.0}
         except XapiError as e:
+            api._log_error(self.pool, 'Async.' + ctx.message.wire_name, e)
             status = 'cancelled' if e.code == 'TASK_CANCELLED' else 'failure'
             fields = {'status': status, 'error_info': e.description,
                       'progress': 1.0}

@@ -1,12 +1,25 @@
 import pytest
 
-from nova_xen_stubdom.sim import testing
+from nova_xen_stubdom.sim import fidelity, testing
+
+
+def _check_errors(sim):
+    problems = []
+    for pool in sim.pools:
+        for method, desc in pool.error_log:
+            if method.startswith('sim.'):
+                continue
+            problems += fidelity.check_error(method, desc)
+    return problems
 
 
 @pytest.fixture
 def sim():
     with testing.running_sim(hosts=2) as s:
         yield s
+        # every error the simulator answered is one XAPI lists for that
+        # message (or a generic one), with XAPI's parameter count
+        assert _check_errors(s) == []
 
 
 @pytest.fixture
