@@ -21,6 +21,7 @@ it) and the destination destroys what it prepared.
 import dataclasses
 import json
 import socket
+import struct
 import threading
 import time
 import traceback
@@ -76,6 +77,9 @@ class MigrationStats:
     last_round_pages: int = 0
     forced: bool = False
     reason: str = ''
+    #: seconds from the pause to: last round sent, device state sent,
+    #: destination ready, destination running
+    switchover: Dict[str, float] = dataclasses.field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -92,7 +96,8 @@ class LiveMigrationSource:
                  bandwidth_bytes: float = 0, xbzrle_cache_pages: int = 16384,
                  progress: Optional[Callable[[Progress], None]] = None,
                  connect_timeout: float = 10, confirm_timeout: float = 60,
-                 on_paused: Optional[Callable[[], None]] = None) -> None:
+                 on_paused: Optional[Callable[[], None]] = None,
+                 stop_and_copy: bool = False) -> None:
         self.backend = backend
         self.domid = domid
         self.address = address
@@ -108,9 +113,13 @@ class LiveMigrationSource:
         self.connect_timeout = connect_timeout
         self.confirm_timeout = confirm_timeout
         self._on_paused = on_paused
+        #: pause first and send everything once (the baseline, and what
+        #: force-complete degenerates to before the first round)
+        self.stop_and_copy = stop_and_copy
         self._abort = threading.Event()
         self._force = threading.Event()
         self.stats = MigrationStats()
+        self._acked = 0
         self.progress = Progress(0, 0, 0, 0, 'starting')
 
     # -- control from other threads -------------------------------------------
@@ -160,40 +169,10 @@ class LiveMigrationSource:
                                        writer, sender, paused_at is None))
             self._sender = sender
 
-            # Round 1: everything.
-            round_no = 1
-            self._set_progress(sender, writer, total, round_no, 'precopy')
-            t0 = time.monotonic()
-            sender.send_all()
-            writer.round_end(round_no, info.max_pfn)
-            rate = writer.bytes_written / max(time.monotonic() - t0, 1e-6)
-            # Further rounds: what was dirtied meanwhile.
-            while True:
-                dirty = mp.bitmap_to_pfns(
-                    self.backend.fetch_dirty_bitmap(self.domid, clear=True),
-                    info.max_pfn)
-                self.progress.memory_remaining = dirty.size * PAGE_SIZE
-                expect_ms = dirty.size * PAGE_SIZE / rate * 1000.0
-                if expect_ms <= self.downtime_ms:
-                    self.stats.reason = 'converged'
-                    break
-                if round_no >= self.max_rounds:
-                    self.stats.reason = 'round limit'
-                    self.stats.forced = True
-                    break
-                if self._force.is_set():
-                    self.stats.reason = 'force-complete'
-                    self.stats.forced = True
-                    break
-                round_no += 1
-                self._set_progress(sender, writer, total, round_no, 'precopy')
-                before = writer.bytes_written
-                t0 = time.monotonic()
-                sender.send(dirty)
-                writer.round_end(round_no, dirty.size)
-                took = time.monotonic() - t0
-                if took > 0.005:
-                    rate = (writer.bytes_written - before) / took
+            round_no = 0
+            dirty = None
+            if not self.stop_and_copy:
+                round_no, dirty = self._precopy(info, sender, writer, total)
 
             # Stop-and-copy.
             self._check_abort()
@@ -202,20 +181,29 @@ class LiveMigrationSource:
             if self._on_paused:
                 self._on_paused()
             round_no += 1
-            rest = mp.bitmap_to_pfns(
-                self.backend.fetch_dirty_bitmap(self.domid, clear=True),
-                info.max_pfn)
-            # Pages that were already due when pre-copy stopped.
-            rest = _union(rest, dirty)
-            self.stats.last_round_pages = int(rest.size)
             self._set_progress(sender, writer, total, round_no, 'stopcopy')
-            sender.send(rest)
-            writer.round_end(round_no, rest.size)
+            if self.stop_and_copy:
+                self.stats.reason = 'stop-and-copy'
+                sender.send_all()
+                self.stats.last_round_pages = info.max_pfn
+            else:
+                rest = mp.bitmap_to_pfns(
+                    self.backend.fetch_dirty_bitmap(self.domid, clear=True),
+                    info.max_pfn)
+                # Pages that were already due when pre-copy stopped.
+                rest = _union(rest, dirty)
+                self.stats.last_round_pages = int(rest.size)
+                sender.send(rest, xbzrle=False)
+            writer.round_end(round_no, self.stats.last_round_pages)
+            sw = self.stats.switchover
+            sw['last_round'] = time.monotonic() - paused_at
             saverestore.write_trailer(
                 writer, self.backend, self.domid, self._device_state(),
                 self._xenstore() if self._xenstore else None)
+            sw['device_state'] = time.monotonic() - paused_at
             self._check_abort()
             self._expect(ctrl, 'ready', self.confirm_timeout)
+            sw['ready'] = time.monotonic() - paused_at
             self._check_abort()
             ctrl.send({'msg': 'go'})
             go_sent = True
@@ -226,7 +214,8 @@ class LiveMigrationSource:
                     'switch-over sent but the destination did not confirm '
                     'the guest running (%s); the source guest stays paused'
                     % e)
-            self.stats.downtime_s = time.monotonic() - paused_at
+            self.stats.downtime_s = sw['running'] = \
+                time.monotonic() - paused_at
             self.stats.rounds = round_no
             self.stats.bytes_sent = writer.bytes_written
             c = sender.counters
@@ -273,20 +262,89 @@ class LiveMigrationSource:
             except OSError:
                 pass
 
+    def _precopy(self, info, sender, writer, total):
+        """Rounds while the guest runs; returns (rounds, still-dirty PFNs).
+
+        Each round is waited for until the destination applied it, so the
+        rate is end to end and nothing is still in flight at the pause.
+        """
+        round_no = 1
+        self._set_progress(sender, writer, total, round_no, 'precopy')
+        t0 = time.monotonic()
+        sender.send_all()
+        writer.round_end(round_no, info.max_pfn)
+        writer.tag()
+        self._wait_round(round_no)
+        rate = writer.bytes_written / max(time.monotonic() - t0, 1e-6)
+        while True:
+            dirty = mp.bitmap_to_pfns(
+                self.backend.fetch_dirty_bitmap(self.domid, clear=True),
+                info.max_pfn)
+            self.progress.memory_remaining = dirty.size * PAGE_SIZE
+            expect_ms = dirty.size * PAGE_SIZE / rate * 1000.0
+            if expect_ms <= self.downtime_ms:
+                self.stats.reason = 'converged'
+                return round_no, dirty
+            if round_no >= self.max_rounds:
+                self.stats.reason = 'round limit'
+                self.stats.forced = True
+                return round_no, dirty
+            if self._force.is_set():
+                self.stats.reason = 'force-complete'
+                self.stats.forced = True
+                return round_no, dirty
+            round_no += 1
+            self._set_progress(sender, writer, total, round_no, 'precopy')
+            before = writer.bytes_written
+            t0 = time.monotonic()
+            sender.send(dirty)
+            writer.round_end(round_no, dirty.size)
+            writer.tag()
+            self._wait_round(round_no)
+            took = time.monotonic() - t0
+            if took > 0.002:
+                # pages per second is what the next estimate needs; bytes
+                # of XBZRLE rounds understate it
+                rate = max(dirty.size * PAGE_SIZE,
+                           writer.bytes_written - before) / took
+
     # -- helpers --------------------------------------------------------------
     def _after_batch(self, writer, sender, live: bool) -> None:
         writer.tag()
         self.progress.memory_processed = writer.bytes_written
-        if self._ctrl.pending():
-            msg = self._ctrl.recv(1.0)
-            if msg.get('msg') == 'error':
-                raise MigrationError('destination failed: %s'
-                                     % msg.get('reason'))
-            raise MigrationError('unexpected message from the destination: '
-                                 '%s' % msg.get('msg'))
+        while self._ctrl.pending():
+            self._handle(self._ctrl.recv(1.0))
         self._check_abort()
         if live and self._progress_cb:
             self._report()
+
+    def _handle(self, msg: dict) -> None:
+        """A message from the destination during the stream."""
+        if msg.get('msg') == 'round':
+            self._acked = int(msg.get('n', 0))
+            return
+        if msg.get('msg') == 'error':
+            raise MigrationError('destination failed: %s' % msg.get('reason'))
+        raise MigrationError('unexpected message from the destination: %s'
+                             % msg.get('msg'))
+
+    def _wait_round(self, round_no: int) -> None:
+        """Until the destination has applied round *round_no*."""
+        deadline = time.monotonic() + self.confirm_timeout
+        while self._acked < round_no:
+            self._check_abort()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise MigrationError('destination did not apply round %d '
+                                     'within %.0f s' % (round_no,
+                                                        self.confirm_timeout))
+            try:
+                msg = self._ctrl.recv(min(left, 0.2))
+            except wire.WireError as e:
+                if 'no answer' in str(e):
+                    continue
+                raise
+            self._handle(msg)
 
     def _peer_error(self) -> Optional[str]:
         ctrl = getattr(self, '_ctrl', None)
@@ -322,6 +380,8 @@ class LiveMigrationSource:
                 raise
             if msg.get('msg') == what:
                 return
+            if msg.get('msg') == 'round':
+                continue
             if msg.get('msg') == 'error':
                 raise MigrationError('destination failed: %s'
                                      % msg.get('reason'))
@@ -431,6 +491,9 @@ class LiveMigrationTarget:
                 except socket.timeout:
                     continue
                 conn.settimeout(None)
+                # Control messages are tiny and latency is downtime: no
+                # Nagle delay behind the source's delayed ACKs.
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 try:
                     keys = wire.server_handshake(conn, self._key)
                 except wire.WireError as e:
@@ -478,6 +541,11 @@ class LiveMigrationTarget:
             for segment in reader.segments():
                 for rec in segment:
                     consumer.feed(rec, on_info=on_info)
+                    if rec.type == ms.XSD_ROUND_END:
+                        # Tell the source this round is in memory: its
+                        # rate estimate and switch-over wait on it.
+                        ctrl.send({'msg': 'round', 'n': struct.unpack_from(
+                            '<I', rec.body)[0]})
             c = consumer.contents
             domid = self.result.domid
             self.result.pages = consumer.applier.pages

@@ -114,11 +114,15 @@ class PageSender:
             end = min(start + BATCH_PAGES, self.max_pfn)
             self._send_batch(np.arange(start, end), contiguous=True)
 
-    def send(self, pfns: np.ndarray) -> None:
+    def send(self, pfns: np.ndarray, xbzrle: bool = True) -> None:
+        """Send *pfns*; *xbzrle* False sends full pages (the stop-and-copy
+        round, where encoding time is downtime and bytes are not)."""
         for i in range(0, pfns.size, BATCH_PAGES):
-            self._send_batch(pfns[i:i + BATCH_PAGES], contiguous=False)
+            self._send_batch(pfns[i:i + BATCH_PAGES], contiguous=False,
+                             xbzrle=xbzrle)
 
-    def _send_batch(self, pfns: np.ndarray, contiguous: bool) -> None:
+    def _send_batch(self, pfns: np.ndarray, contiguous: bool,
+                    xbzrle: bool = False) -> None:
         if contiguous:
             pages = self.mem[int(pfns[0]):int(pfns[-1]) + 1]
         else:
@@ -142,14 +146,17 @@ class PageSender:
         else:
             idx = np.flatnonzero(nonzero)
             data_pfns, data = pfns[idx], pages[idx]
-        if data_pfns.size and self._cache is not None and not contiguous:
+        if data_pfns.size and self._cache is not None and xbzrle:
             data_pfns, data = self._xbzrle(data_pfns, data)
         if data_pfns.size:
             self.writer.page_data(data_pfns, np.ascontiguousarray(data).data)
             c.full += data_pfns.size
-            if self._cache is not None and not contiguous:
+            if self._cache is not None and xbzrle:
                 for p, page in zip(data_pfns.tolist(), data):
                     self._cache.put(p, page)
+            elif self._cache is not None and not contiguous:
+                for p in data_pfns.tolist():
+                    self._cache.forget(p)
         self._after(pfns.size)
 
     def _xbzrle(self, pfns: np.ndarray, pages: np.ndarray):

@@ -181,6 +181,15 @@ def xbzrle_decode(delta: bytes, page: memoryview) -> None:
         pos += run
 
 
+try:
+    # The native data plane's kernels (same encoding, ~25x faster).
+    from nova_xen_stubdom import emucore as _emucore
+    xbzrle_encode = _emucore.xbzrle_encode   # noqa: F811
+    xbzrle_decode = _emucore.xbzrle_decode   # noqa: F811
+except ImportError:      # C extension not built: the Python versions above
+    _emucore = None
+
+
 class StreamWriter:
     """Writes one v2 stream to *sink* (a ``write(bytes)`` callable).
 
