@@ -294,6 +294,26 @@ def _record_key(backend, guest_domid: int) -> str:
     return uuid or 'dom%d' % guest_domid
 
 
+def _find_record_key(backend, guest_domid: int) -> str:
+    """The record key of *guest_domid*, also once the domain is gone (the
+    device-model stop hook runs as the domain is destroyed)."""
+    key = _record_key(backend, guest_domid)
+    if backend.xs_read(_record_path(key)):
+        return key
+    try:
+        keys = backend.xs_list(GRANT_RECORD_ROOT)
+    except Exception:
+        keys = []
+    for k in keys:
+        raw = backend.xs_read(_record_path(k))
+        try:
+            if raw and int(json.loads(raw)['guest_domid']) == guest_domid:
+                return k
+        except (ValueError, KeyError, TypeError):
+            continue
+    return key
+
+
 def _record_path(key: str) -> str:
     return '%s/%s' % (GRANT_RECORD_ROOT, key)
 
@@ -427,7 +447,7 @@ def detach_devices(backend, guest_domid: Optional[int] = None,
     if guest_vm_uuid:
         key = guest_vm_uuid
     elif guest_domid is not None:
-        key = _record_key(backend, guest_domid)
+        key = _find_record_key(backend, guest_domid)
     else:
         raise errors.InvalidArgument(name='guest', value=None,
                                      reason='guest_vm_uuid or guest_domid '

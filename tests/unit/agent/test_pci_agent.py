@@ -322,3 +322,13 @@ def test_second_attach_replaces_the_first(backend, host):
 def test_detach_needs_a_guest(backend):
     with pytest.raises(agent_errors.InvalidArgument):
         agent_pci.detach_devices(backend)
+
+
+def test_dm_stop_after_the_guest_domain_is_gone(backend, host):
+    agent = types.SimpleNamespace(backend=backend)
+    agent_pci.on_dm_launch(agent, GUEST, STUB, {'pci': ['0000:3c:00.2']})
+    backend.destroy(GUEST)
+    out = agent_pci.on_dm_stop(agent, GUEST)
+    assert out['released'] == ['0000:3c:00.2']
+    assert host.is_clean()
+    assert backend.nodes == {}
