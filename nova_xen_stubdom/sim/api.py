@@ -10,13 +10,14 @@ hand-written handler registered for the message or the generic one.
 import copy
 import dataclasses
 import logging
-import threading
+import time
 import traceback
 import xmlrpc.client
 from typing import Any, Callable, Dict, List, Optional
 
 from nova_xen_stubdom.sim import wire
 from nova_xen_stubdom.sim.errors import XapiError, handle_invalid
+from nova_xen_stubdom.sim.faults import DropConnection
 from nova_xen_stubdom.sim.schema import NULL_REF, Message, load
 
 LOG = logging.getLogger(__name__)
@@ -78,6 +79,8 @@ def dispatch(pool, host, method: str, params: tuple, client: str = ''
     except XapiError as e:
         _log_error(pool, method, e)
         return failure(e)
+    except DropConnection:
+        raise
     except Exception as e:  # a simulator bug: report it as XAPI would
         LOG.exception('internal error in %s', method)
         err = XapiError('INTERNAL_ERROR', '%s: %s' % (type(e).__name__, e))
@@ -97,7 +100,7 @@ def call(pool, host, method: str, params: List[Any], client: str = ''):
     schema = load()
     is_async = method.startswith('Async.')
     name = method[len('Async.'):] if is_async else method
-    pool.faults.before_call(name, host)
+    delay = pool.faults.before_call(name, host, sleep=not is_async)
     msg = schema.message(name)
     if msg is None or (is_async and msg.implicit
                        and msg.name not in ('create', 'destroy')):
@@ -125,7 +128,6 @@ def call(pool, host, method: str, params: List[Any], client: str = ''):
             if not ctx.db.exists(t.name, v):
                 raise handle_invalid(t.name, v)
         decoded.append(v)
-    pool.faults.check_fail(name, host)
     fn = HANDLERS.get(name)
     if fn is None:
         if msg.implicit:
@@ -133,9 +135,23 @@ def call(pool, host, method: str, params: List[Any], client: str = ''):
         else:
             raise XapiError('NOT_IMPLEMENTED', name)
     if is_async:
-        return pool.tasks.submit(ctx, fn, decoded)
+        return pool.tasks.submit(ctx, _faulty(fn, name, delay), decoded)
+    pool.faults.check_fail(name, host)
     result = fn(ctx, *decoded)
     return wire.encode(msg.result, result)
+
+
+def _faulty(fn: Callable, name: str, delay: float) -> Callable:
+    """*fn* behind the injected latency and failures, inside a task."""
+    def run(ctx, *args):
+        end = time.monotonic() + delay
+        while time.monotonic() < end:
+            ctx.check_cancel()
+            time.sleep(min(0.02, max(0.0, end - time.monotonic())))
+        ctx.check_cancel()
+        ctx.pool.faults.check_fail(name, ctx.host)
+        return fn(ctx, *args)
+    return run
 
 
 def run_in_task(ctx: Context, fn: Callable, args: list) -> Any:

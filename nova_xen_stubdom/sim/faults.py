@@ -84,13 +84,19 @@ class Faults:
                 return rule
         return None
 
-    def before_call(self, method: str, host) -> None:
-        """Latency and dropped connections: before anything is checked."""
-        rule = self._take('latency', method, host)
-        if rule is not None:
-            time.sleep(rule.seconds)
+    def before_call(self, method: str, host, sleep: bool = True) -> float:
+        """Dropped connections and latency, before anything is checked.
+
+        Returns the injected latency; it is slept here unless *sleep* is
+        False (Async calls sleep inside their task, where cancel works).
+        """
         if self._take('drop', method, host) is not None:
             raise DropConnection(method)
+        rule = self._take('latency', method, host)
+        seconds = rule.seconds if rule is not None else 0.0
+        if sleep and seconds:
+            time.sleep(seconds)
+        return seconds
 
     def check_fail(self, method: str, host) -> None:
         """Injected failures: after XAPI's own argument checks."""

@@ -34,6 +34,8 @@ GENERIC_ERRORS = frozenset({
     'DEVICE_ALREADY_ATTACHED', 'DEVICE_ALREADY_DETACHED',
     'DEVICE_ALREADY_EXISTS', 'VDI_IN_USE', 'VM_HAS_PCI_ATTACHED',
     'LICENCE_RESTRICTION',
+    # event.from's token parser (the datamodel lists only EVENTS_LOST)
+    'EVENT_FROM_TOKEN_PARSE_FAILURE',
 })
 
 
