@@ -326,6 +326,12 @@ class XAPIClient:
                 relogged = True
                 LOG.info('XAPI session expired during %s; logging in again',
                          method)
+                # NOTE(xapi): what expired one session (toolstack restart,
+                # host reboot, idle expiry) usually expired the idle ones
+                # too; drop them so the retry runs on a fresh login rather
+                # than on another dead session.
+                for stale in self._pool.drain_idle():
+                    self.logout(stale)
                 continue
             except errors.HostIsSlave as exc:
                 # The host we talk to was demoted while we were connected.
@@ -356,6 +362,9 @@ class XAPIClient:
                 raise errors.XAPIConnectionError(
                     xtransport.redact_url(sess.url), method, exc) from exc
             except BaseException:
+                # Interrupted mid-call (e.g. a killed greenthread): the HTTP
+                # connection may hold half an answer; never reuse it.
+                sess.close_connection()
                 self._release(sess)
                 raise
             self._release(sess)

@@ -9,7 +9,7 @@ import datetime
 import json
 import threading
 import xmlrpc.client
-from typing import Callable, List, NamedTuple, Sequence, Set, Tuple
+from typing import Callable, Dict, List, NamedTuple, Sequence, Set, Tuple
 
 from nova_xen_stubdom.xapi import constants
 
@@ -75,17 +75,29 @@ def make_record(name: str, args: Sequence) -> CallRecord:
 
 
 class CallRecorder:
-    """Thread-safe list of :class:`CallRecord` with optional hooks."""
+    """Thread-safe, bounded record of calls, with optional hooks.
+
+    A nova-compute runs for months: the recorder keeps each distinct
+    :class:`CallRecord` once with a counter, not every call. Past
+    :attr:`max_distinct` distinct records, new ones are kept without their
+    shapes (name and top-level types only), which is a small set.
+    """
+
+    max_distinct = 5000
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._records: List[CallRecord] = []
+        self._counts: Dict[CallRecord, int] = {}
         self._hooks: List[Callable[[CallRecord], None]] = []
 
     def record(self, name: str, args: Sequence) -> CallRecord:
         rec = make_record(name, args)
         with self._lock:
-            self._records.append(rec)
+            key = rec
+            if key not in self._counts and \
+                    len(self._counts) >= self.max_distinct:
+                key = CallRecord(rec.name, rec.param_types)
+            self._counts[key] = self._counts.get(key, 0) + 1
             hooks = list(self._hooks)
         for hook in hooks:
             hook(rec)
@@ -93,30 +105,31 @@ class CallRecorder:
 
     @property
     def records(self) -> List[CallRecord]:
+        """Distinct records, in the order they were first seen."""
         with self._lock:
-            return list(self._records)
+            return list(self._counts)
 
     def distinct(self) -> Set[CallRecord]:
-        """The distinct (name, parameter types) pairs recorded."""
         with self._lock:
-            return set(self._records)
+            return set(self._counts)
 
     def signatures(self) -> Set[Tuple[str, Tuple[str, ...]]]:
         """The distinct (name, parameter types) pairs, shapes ignored."""
         with self._lock:
-            return {(r.name, r.param_types) for r in self._records}
+            return {(r.name, r.param_types) for r in self._counts}
 
     def names(self) -> Set[str]:
         with self._lock:
-            return {r.name for r in self._records}
+            return {r.name for r in self._counts}
 
     def count(self, name: str) -> int:
+        """How many calls of *name* were recorded."""
         with self._lock:
-            return sum(1 for r in self._records if r.name == name)
+            return sum(n for r, n in self._counts.items() if r.name == name)
 
     def clear(self) -> None:
         with self._lock:
-            self._records.clear()
+            self._counts.clear()
 
     def add_hook(self, hook: Callable[[CallRecord], None]) -> None:
         """Call *hook(record)* for every future record."""

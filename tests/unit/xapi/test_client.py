@@ -331,3 +331,33 @@ def test_http_error_status_is_an_xapi_error(fake, client):
                         vdi='OpaqueRef:none')
     assert info.value.code == 'HTTP_404'
     assert client.pool.in_use == 0
+
+
+def test_expiry_of_all_pooled_sessions_needs_one_relogin_per_call(
+        fake, make_client):
+    c = make_client(fake.url, concurrent=3)
+    gate = fake.block('VM.get_all')
+    threads = [threading.Thread(target=c.call, args=('VM.get_all',))
+               for _ in range(3)]
+    for t in threads:
+        t.start()
+    assert fake.wait_until(lambda: fake.in_flight == 3)
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert c.open_sessions == 3
+    fake.expire_sessions()          # e.g. a toolstack restart
+    assert c.call('VM.get_all')     # not refused by the next dead session
+    assert c.open_sessions == 1 == fake.open_sessions
+
+
+def test_recorder_is_bounded():
+    r = recorder.CallRecorder()
+    r.max_distinct = 3
+    for i in range(10):
+        r.record('VM.add_to_other_config',
+                 ['OpaqueRef:a', 'key%d' % i, {'k%d' % i: 'v'}])
+        r.record('VM.get_all', [])
+    assert len(r.records) <= 4
+    assert r.count('VM.get_all') == 10
+    assert r.count('VM.add_to_other_config') == 10
