@@ -283,6 +283,8 @@ class RecordCache:
         while not self._stop.is_set():
             try:
                 self._ensure_session()
+                if self._stop.is_set():
+                    break
                 if need_sync:
                     self._resync()
                     need_sync = False
@@ -293,6 +295,8 @@ class RecordCache:
                 if self._stop.is_set():
                     break
                 self._apply(batch)
+            except errors.XAPIClosed:
+                break           # the client was closed under us
             except errors.SessionInvalid:
                 if self._stop.is_set():
                     break

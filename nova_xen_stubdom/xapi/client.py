@@ -61,6 +61,23 @@ def to_wire(value):
     return value
 
 
+def _warn_if_insecure(url: str, verify_tls: bool) -> None:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() == 'https':
+        if not verify_tls:
+            LOG.warning('XAPI certificate verification is off for %s '
+                        '([xen_stubdom] verify_tls = False): test pools '
+                        'only', xtransport.redact_url(url))
+        return
+    host = parts.hostname or ''
+    loopback = host == 'localhost' or host.startswith('127.') or \
+        host == '::1'
+    if not loopback:
+        LOG.warning('XAPI URL %s is plain http to a remote host: the '
+                    'password and session travel unencrypted; use https',
+                    xtransport.redact_url(url))
+
+
 class XAPIClient:
     """Talks to one XAPI pool.
 
@@ -99,6 +116,7 @@ class XAPIClient:
         self._password = password or ''
         self._ssl_context = (xtransport.make_ssl_context(verify_tls, ca_file)
                              if url.lower().startswith('https') else None)
+        _warn_if_insecure(url, verify_tls)
         self.login_timeout = login_timeout
         self.call_timeout = call_timeout
         self.task_timeout = task_timeout
@@ -188,6 +206,8 @@ class XAPIClient:
         redirects = 0
         attempt = 0
         while True:
+            if self._pool.closed:
+                raise errors.XAPIClosed('XAPI client is closed')
             url = self._url
             sess = xsession.XAPISession(url, self._ssl_context)
             args = [self._username, self._password, constants.API_VERSION,
@@ -497,6 +517,8 @@ class XAPIClient:
                     poll_timeout: float = 30.0):
         """Start (once) and return the ``event.from`` record cache."""
         from nova_xen_stubdom.xapi import cache as xcache
+        if self._pool.closed:
+            raise errors.XAPIClosed('XAPI client is closed')
         with self._lock:
             if self._cache is None:
                 self._cache = xcache.RecordCache(self, classes,

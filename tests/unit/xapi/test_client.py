@@ -361,3 +361,31 @@ def test_recorder_is_bounded():
     assert len(r.records) <= 4
     assert r.count('VM.get_all') == 10
     assert r.count('VM.add_to_other_config') == 10
+
+
+def test_insecure_configurations_are_warned_about():
+    import logging
+
+    import fixtures
+    logger = fixtures.FakeLogger(level=logging.WARNING)
+    with logger:
+        xapi_client.XAPIClient('https://xapi.example', 'root', 'p',
+                               verify_tls=False)
+        xapi_client.XAPIClient('http://10.1.2.3', 'root', 'p')
+        xapi_client.XAPIClient('http://127.0.0.1:9', 'root', 'p')
+    out = logger.output
+    assert 'verification is off for https://xapi.example' in out
+    assert 'plain http to a remote host' in out
+    assert '127.0.0.1:9' not in out
+
+
+def test_cache_after_close_does_not_log_in(fake, client):
+    client.close()
+    with pytest.raises(errors.XAPIClosed):
+        client.start_cache(classes=('VM',))
+    from nova_xen_stubdom.xapi import cache as xcache
+    cache = xcache.RecordCache(client, classes=('VM',), poll_timeout=0.2)
+    cache.start()
+    cache._thread.join(5)
+    assert not cache.running          # the watcher gave up at once
+    assert fake.logins == 0
