@@ -4,9 +4,12 @@ pbr has no declarative syntax for C extensions, so the one extension the
 package ships (``nova_xen_stubdom._emucore``) is declared in this file.
 """
 import glob
+import os
+import shutil
 
 import setuptools
 import setuptools.dist
+from setuptools.command import build_py
 
 # Nova imports only ``nova.virt.<compute_driver>``: the loader shim must sit
 # inside Nova's package.  pbr's [files] packages only accepts top-level
@@ -15,12 +18,30 @@ import setuptools.dist
 _NOVA_SHIM_PACKAGE = 'nova.virt.xen_stubdom'
 
 
+# Nova's conductor, API and scheduler never load the compute driver, yet they
+# deserialise its live-migration data: a .pth file at the root of
+# site-packages registers the project's versioned objects in every Nova
+# service (nova_xen_stubdom/objects/hook.py).  Editable installs get it from
+# tools/setup.sh.
+_OBJECTS_PTH = 'nova_xen_stubdom/objects/nova_xen_stubdom-objects.pth'
+
+
+class _BuildPy(build_py.build_py):
+    def run(self):
+        super().run()
+        self.mkpath(self.build_lib)
+        shutil.copy(_OBJECTS_PTH, os.path.join(
+            self.build_lib, os.path.basename(_OBJECTS_PTH)))
+
+
 class _Distribution(setuptools.dist.Distribution):
     def finalize_options(self):
         super().finalize_options()
         if self.packages is not None and \
                 _NOVA_SHIM_PACKAGE not in self.packages:
             self.packages = list(self.packages) + [_NOVA_SHIM_PACKAGE]
+        # after pbr has filled cmdclass from setup.cfg
+        self.cmdclass['build_py'] = _BuildPy
 
 
 _EMUCORE_SOURCES = sorted(glob.glob('nova_xen_stubdom/emucore/src/*.c'))

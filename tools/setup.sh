@@ -35,5 +35,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 fi
 log "installing nova-xen-stubdom (editable) and building the C extension"
 .venv/bin/pip install -q --no-build-isolation --no-deps -e .
+# Editable installs do not ship the root-level .pth that registers the
+# project's versioned objects in every Nova service (see setup.py).
+cp nova_xen_stubdom/objects/nova_xen_stubdom-objects.pth \
+    "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/"
 .venv/bin/python setup.py -q build_ext --inplace >/dev/null
 log "ready: $(.venv/bin/python -c 'import nova, sys; print("nova", nova.__version__ if hasattr(nova, "__version__") else "", sys.version.split()[0])')"
