@@ -36,6 +36,7 @@ DEV=${STUBDOM_DEV:-/dev}
 CMDLINE=${STUBDOM_CMDLINE:-/proc/cmdline}
 LOG=${STUBDOM_LOG:-/dev/console}
 LDSO=${STUBDOM_LDSO:-/lib64/ld-linux-x86-64.so.2}
+SYSNET=${STUBDOM_SYSNET:-/sys/class/net}
 XS_NS=nova-xen-stubdom
 MAGIC=NXSDSTAT
 MARKER=NOVA-XEN-STUBDOM-SELFTEST
@@ -82,6 +83,40 @@ load_modules() {
     done <"$CONF/modules"
     mkdir -p /proc/xen
     mount -t xenfs xenfs /proc/xen 2>/dev/null || true
+}
+
+# ---- NICs: QEMU's tap "ethN" <-> bridge "brN" <-> netfront N --------------
+#
+# The agent mirrors guest NIC N on the stub domain as netfront N (which
+# Linux names ethN) and passes QEMU "-netdev type=tap,ifname=ethN,...".  The
+# netfront is renamed nfN to free the name for QEMU's tap, and both join
+# bridge brN, so the emulated NIC's frames leave through the PV NIC.
+
+prepare_nics() {
+    for _nf in "$SYSNET"/eth*; do
+        [ -e "$_nf" ] || continue
+        _n=${_nf##*/eth}
+        ip link set "eth$_n" down
+        ip link set "eth$_n" name "nf$_n"
+        brctl addbr "br$_n"
+        brctl addif "br$_n" "nf$_n"
+        ip link set "nf$_n" up
+        ip link set "br$_n" up
+    done
+}
+
+# attach_taps: once QEMU has created its taps, put each in its bridge.
+attach_taps() {
+    for _br in "$SYSNET"/br*; do
+        [ -e "$_br" ] || continue
+        _n=${_br##*/br}
+        if [ -e "$SYSNET/eth$_n" ]; then
+            brctl addif "br$_n" "eth$_n"
+            ip link set "eth$_n" up
+        else
+            log "no QEMU tap eth$_n for bridge br$_n"
+        fi
+    done
 }
 
 # ---- state disk: 512-byte header (statedisk.py), then the state -----------
@@ -321,6 +356,7 @@ run_stubdom() {
     fi
 
     args=$(dm_args "$argv" "$incoming") || { die "bad dm-argv"; return 1; }
+    prepare_nics
     qmp_open
     set -f
     old_ifs=$IFS
@@ -340,6 +376,7 @@ run_stubdom() {
         kill "$qemu_pid" 2>/dev/null
         return 1
     fi
+    attach_taps
     xenstore-write "$state_node" running
     log "QEMU $qemu_pid running for guest $target"
 

@@ -17,6 +17,7 @@ import time
 import pytest
 
 from nova_xen_stubdom.stubdom import builder
+from nova_xen_stubdom.stubdom import channel
 from nova_xen_stubdom.stubdom import statedisk
 
 BUSYBOX = shutil.which("busybox")
@@ -248,6 +249,62 @@ for line in inp:
 '''
 
 
+class DirBackend:
+    """xs_* of a HypervisorBackend over the fake xenstore directory that
+    stands for /local/domain/<stub>."""
+
+    def __init__(self, xs, stub):
+        self.xs, self.prefix, self.perms = xs, "/local/domain/%d/" % stub, {}
+
+    def _p(self, path):
+        assert path.startswith(self.prefix), path
+        return self.xs / path[len(self.prefix):]
+
+    def xs_read(self, path):
+        p = self._p(path)
+        return p.read_text() if p.exists() else None
+
+    def xs_write(self, path, value):
+        p = self._p(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(value)
+
+    def xs_set_perms(self, path, perms):
+        self.perms[path] = perms
+
+
+def test_nics_bridge_qemu_taps_to_netfronts(env):
+    tmp, e = env
+    sysnet = tmp / "sysnet"
+    (sysnet / "eth0").mkdir(parents=True)
+    (sysnet / "eth1").mkdir()
+    (sysnet / "lo").mkdir()
+    calls = tmp / "calls"
+    # Shell functions: busybox sh runs its own ip/brctl applets before PATH.
+    fakes = ('ip() { echo "ip $*" >>"%s"; }\n'
+             'brctl() { echo "brctl $*" >>"%s"; }\n' % (calls, calls))
+    e["STUBDOM_SYSNET"] = str(sysnet)
+    sh(e, fakes + "prepare_nics")
+    assert calls.read_text().splitlines() == [
+        "ip link set eth0 down", "ip link set eth0 name nf0",
+        "brctl addbr br0", "brctl addif br0 nf0", "ip link set nf0 up",
+        "ip link set br0 up",
+        "ip link set eth1 down", "ip link set eth1 name nf1",
+        "brctl addbr br1", "brctl addif br1 nf1", "ip link set nf1 up",
+        "ip link set br1 up"]
+    calls.unlink()
+    # After QEMU started: its tap eth0 exists, eth1's does not.
+    for d in ("eth1",):
+        (sysnet / d).rmdir()
+    (sysnet / "br0").mkdir()
+    (sysnet / "br1").mkdir()
+    sh(e, fakes + "attach_taps")
+    assert calls.read_text().splitlines() == [
+        "brctl addif br0 eth0", "ip link set eth0 up"]
+    assert "no QEMU tap eth1 for bridge br1" in \
+        (tmp / "console.log").read_text()
+
+
 def _wait(pred, what, timeout=30):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -287,16 +344,16 @@ def test_run_stubdom_end_to_end_restore_running_save(env):
                             "-incoming", "exec:cat %s/dm-restore.state"
                             % run]
         assert (run / "dm-restore.state").read_bytes() == restored
-        (xs / "nova-xen-stubdom" / "command").write_text("1 save xvdd")
-        result = xs / "nova-xen-stubdom" / "result"
-        _wait(result.exists, "save result")
+        # dom0's side (channel) drives the real init.
+        backend = DirBackend(xs, 12)
         saved = b"saved-by-fake-qemu" * 100
-        assert result.read_text() == "1 ok %d %s" % (
-            len(saved), hashlib.sha256(saved).hexdigest())
+        res = channel.request_save(backend, 12, "xvdd", timeout=30)
+        assert res == channel.SaveResult(len(saved),
+                                         hashlib.sha256(saved).hexdigest())
         assert statedisk.read_state_file(tmp / "dev" / "xvdd") == saved
-        (xs / "nova-xen-stubdom" / "command").write_text("2 cont")
+        assert backend.perms[channel.node(12, "result")] == ["n12"]
+        channel.request_cont(backend, 12, timeout=30)
         assert proc.wait(timeout=30) == 0
-        assert result.read_text() == "2 ok"
     finally:
         if proc.poll() is None:
             proc.kill()
