@@ -116,6 +116,7 @@ struct emu_xbz_cache {
     uint64_t *tags;            /* pfn stored in each slot, EMU_XBZ_EMPTY if none */
     uint8_t *pages;            /* nslots * EMU_PAGE_SIZE */
     size_t nslots;             /* power of two */
+    unsigned shift;            /* 64 - log2(nslots) */
     uint64_t hits, misses, overflows, evictions;
 };
 #define EMU_XBZ_EMPTY UINT64_MAX

@@ -30,6 +30,10 @@ int emu_xbz_cache_init(struct emu_xbz_cache *c, size_t capacity_bytes)
         return -1;
     }
     c->nslots = n;
+    c->shift = 64;
+    for (size_t m = n; m > 1; m >>= 1) {
+        c->shift--;
+    }
     emu_xbz_cache_clear(c);
     return 0;
 }
@@ -57,10 +61,14 @@ void emu_xbz_cache_invalidate(struct emu_xbz_cache *c, uint64_t pfn)
     }
 }
 
-/* Slot of pfn: a multiplicative hash so strided pfns spread out. */
+/* Slot of pfn: Fibonacci hashing (top bits of pfn * 2^64/phi), so runs of
+ * consecutive pfns land in distinct slots and strides spread out. */
 size_t emu_xbz_slot(const struct emu_xbz_cache *c, uint64_t pfn)
 {
-    return (size_t)((pfn * 0x9e3779b97f4a7c15ULL) >> 20) & (c->nslots - 1);
+    if (c->nslots == 1) {
+        return 0;
+    }
+    return (size_t)((pfn * 0x9e3779b97f4a7c15ULL) >> c->shift);
 }
 
 size_t emu_xbz_cache_used(const struct emu_xbz_cache *c)

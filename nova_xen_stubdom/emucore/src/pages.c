@@ -56,7 +56,7 @@ size_t emu_encode_bound(size_t n)
          + (16 + 16 * n)                                 /* ZERO_RUNS */
          + (16 + 10 * n + 8 + XBZ_LIMIT * n)             /* XBZRLE_PAGES */
          + 16                                            /* BATCH_CRC32C */
-         + XBZ_LIMIT * n + EMU_PAGE_SIZE + 64;           /* scratch + snapshot */
+         + XBZ_LIMIT * n + EMU_PAGE_SIZE + 64;           /* xbzrle scratch */
 }
 
 /* Record header at p; returns the header size. */
@@ -105,7 +105,6 @@ long emu_encode_batch(const struct emu_kernels *k, const uint8_t *mem,
     }
 
     uint8_t *scratch = out + out_cap - (XBZ_LIMIT * n + EMU_PAGE_SIZE + 64);
-    uint8_t *snap = scratch + XBZ_LIMIT * n;
 
     /* Pass 1: classify; XBZRLE hits are encoded into scratch. */
     for (size_t i = 0; i < n; i++) {
@@ -132,10 +131,7 @@ long emu_encode_batch(const struct emu_kernels *k, const uint8_t *mem,
                 continue;
             }
             cache->hits++;
-            /* Encode a snapshot: the guest may write the page meanwhile,
-             * and the cache must hold exactly what the receiver rebuilds. */
-            memcpy(snap, page, EMU_PAGE_SIZE);
-            long r = emu_xbzrle_encode(k, cpage, snap, EMU_PAGE_SIZE,
+            long r = emu_xbzrle_encode(k, cpage, page, EMU_PAGE_SIZE,
                                        scratch + xbytes, XBZ_LIMIT);
             if (r < 0) {
                 cache->overflows++;
@@ -144,7 +140,15 @@ long emu_encode_batch(const struct emu_kernels *k, const uint8_t *mem,
                 nraw++;
                 continue;
             }
-            memcpy(cpage, snap, EMU_PAGE_SIZE);
+            /* The guest may be writing the page while we read it, so the
+             * cache is not refreshed from the page: applying the delta to
+             * the cached copy gives exactly what the receiver rebuilds
+             * (bytes written meanwhile are dirty again and sent next
+             * round).  It also touches only the changed bytes. */
+            if (r > 0) {
+                size_t bad;
+                emu_xbzrle_decode(scratch + xbytes, (size_t)r, cpage, EMU_PAGE_SIZE, &bad);
+            }
             cls[i] = r ? CLS_XBZ : CLS_UNCHANGED;
             xlen[i] = (uint16_t)r;
             xbytes += (size_t)r;
