@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# CI tier "integration": the docs build, then a real multi-process cloud with
+# tempest against it.
+#
+#   0. pytest tests/integration (cloud tooling, devstack plugin; no cloud)
+#   1. docs: sphinx-build -W (warnings fail the tier)
+#   2. venvs for the cloud (tools/cloud/make-venvs.sh; the project goes in as
+#      a wheel, as an operator installs it)
+#   3. nova-xen-stubdom cloud up   (MariaDB, RabbitMQ, keystone, placement,
+#      nova-api, conductor, scheduler, 2 x nova-compute on xen_stubdom, the
+#      XAPI simulator, glance/neutron stand-ins)
+#   4. tempest: our plugin's tests + a curated set of tempest's compute API
+#      tests (servers, server actions, flavors, hypervisors)
+#   5. nova-xen-stubdom cloud down -- ALWAYS, also on failure or interrupt
+#
+# Prints the tempest totals, the tier's wall time and the peak memory of the
+# cloud plus tempest.  Env: NXS_CLOUD_DIR (default .cloud), TEMPEST_REGEX,
+# TEMPEST_CONCURRENCY (default 2), CLOUD_DRIVER (xen_stubdom | fake).
+set -uo pipefail
+cd "$(dirname "$0")/../.." || exit 1
+ROOT=$PWD
+DIR=${NXS_CLOUD_DIR:-$ROOT/.cloud}
+mkdir -p "$DIR"
+DIR=$(cd "$DIR" && pwd)
+T0=$SECONDS
+log() { printf '[integration %4ds] %s\n' "$((SECONDS - T0))" "$*"; }
+
+# Our plugin, then tempest's own compute API tests for servers, server
+# actions, flavors and hypervisors.
+TEMPEST_REGEX=${TEMPEST_REGEX:-'^(nova_xen_stubdom_tempest_plugin\.|tempest\.api\.compute\.(flavors\.test_flavors\.|admin\.test_flavors\.|admin\.test_hypervisor\.|servers\.test_create_server\.|servers\.test_servers\.|servers\.test_server_actions\.))'}
+# needs real neutron security groups
+TEMPEST_EXCLUDE=${TEMPEST_EXCLUDE:-'test_remove_server_all_security_groups'}
+
+# -- 0. tests of the cloud tooling and the devstack plugin (no cloud) --------
+log "pytest tests/integration"
+./.venv/bin/python -m pytest -q -p no:cacheprovider tests/integration || {
+    log "FAILED: tests/integration"; exit 1; }
+
+# -- 1. docs ----------------------------------------------------------------
+log "docs: sphinx-build -W"
+./.venv/bin/pip install -q --disable-pip-version-check -r doc/requirements.txt \
+    >"$DIR/pip-docs.log" 2>&1 || { tail -20 "$DIR/pip-docs.log"; exit 1; }
+rm -rf doc/build
+if ! ./.venv/bin/sphinx-build -q -W -b html doc/source doc/build/html \
+        >"$DIR/docs.log" 2>&1; then
+    cat "$DIR/docs.log"
+    log "FAILED: the docs build has warnings or errors"
+    exit 1
+fi
+log "docs built warning-free: doc/build/html/index.html"
+
+# -- 2. machine and venvs -----------------------------------------------------
+need=()
+command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server)
+if [ "${#need[@]}" -gt 0 ]; then
+    log "apt-get install ${need[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null || exit 1
+fi
+./tools/cloud/make-venvs.sh "$DIR" || { log "FAILED: venvs"; exit 1; }
+V=$DIR/venv/bin
+CLOUD=("$V/nova-xen-stubdom" cloud --dir "$DIR")
+
+# -- 3..5: cloud, tempest, and a teardown that always runs ----------------------
+sampler=""
+peak_file=$DIR/peak-rss-mib
+# shellcheck disable=SC2317  # invoked through the EXIT trap
+teardown() {
+    local rc=$?
+    [ -n "$sampler" ] && kill "$sampler" 2>/dev/null && wait "$sampler" 2>/dev/null
+    log "cloud down"
+    "${CLOUD[@]}" down || { log "FAILED: cloud down left something behind"; rc=1; }
+    log "peak RSS of the cloud + tempest: $(cat "$peak_file" 2>/dev/null || echo '?') MiB"
+    log "tier wall time: $((SECONDS - T0)) s; rc=$rc"
+    exit "$rc"
+}
+trap teardown EXIT
+trap 'exit 130' INT TERM
+
+# sample the RSS of every cloud process and of this script's process tree
+# (tempest and its workers) every 3 s; keep the maximum
+echo 0 > "$peak_file"
+(
+    while sleep 3; do
+        now=$("${CLOUD[@]}" rss --tree $$ 2>/dev/null) || continue
+        awk -v n="$now" '{ if (n > $1) print n; else print $1 }' "$peak_file" \
+            > "$peak_file.tmp" && mv "$peak_file.tmp" "$peak_file"
+    done
+) &
+sampler=$!
+
+log "cloud up (driver ${CLOUD_DRIVER:-xen_stubdom})"
+"${CLOUD[@]}" up --driver "${CLOUD_DRIVER:-xen_stubdom}" || { log "FAILED: cloud up"; exit 1; }
+"${CLOUD[@]}" status
+
+WS=$DIR/tempest-ws
+export HOME=$DIR/data/tempest-home       # tempest writes ~/.tempest
+mkdir -p "$HOME"
+rm -rf "$WS" "$DIR/data/tempest-workspace.yaml"
+"$DIR/venv-tempest/bin/tempest" init --workspace-path \
+    "$DIR/data/tempest-workspace.yaml" "$WS" >/dev/null || exit 1
+"${CLOUD[@]}" tempest-conf "$WS/etc/tempest.conf" || exit 1
+
+log "tempest run (concurrency ${TEMPEST_CONCURRENCY:-2})"
+(cd "$WS" && "$DIR/venv-tempest/bin/tempest" run \
+    --concurrency "${TEMPEST_CONCURRENCY:-2}" \
+    --regex "$TEMPEST_REGEX" --exclude-regex "$TEMPEST_EXCLUDE") \
+    > "$DIR/tempest-run.log" 2>&1
+trc=$?
+grep -E '\.\.\. (FAILED|ok|SKIPPED)' "$DIR/tempest-run.log" |
+    sed -e 's/^{[0-9]*} //' > "$DIR/tempest-results.txt"
+grep -E '\.\.\. FAILED' "$DIR/tempest-results.txt" || true
+ours_ok=$(grep -c '^nova_xen_stubdom_tempest_plugin.*\.\.\. ok' "$DIR/tempest-results.txt")
+ours_fail=$(grep -c '^nova_xen_stubdom_tempest_plugin.*\.\.\. FAILED' "$DIR/tempest-results.txt")
+ours_skip=$(grep -c '^nova_xen_stubdom_tempest_plugin.*\.\.\. SKIPPED' "$DIR/tempest-results.txt")
+up_ok=$(grep -c '^tempest\..*\.\.\. ok' "$DIR/tempest-results.txt")
+up_fail=$(grep -c '^tempest\..*\.\.\. FAILED' "$DIR/tempest-results.txt")
+up_skip=$(grep -c '^tempest\..*\.\.\. SKIPPED' "$DIR/tempest-results.txt")
+sed -n '/^======$/,$p' "$DIR/tempest-run.log" | sed -n '/^Totals/,/^Worker Balance/p' | head -12
+log "tempest plugin (ours): $ours_ok passed, $ours_fail failed, $ours_skip skipped"
+log "tempest upstream compute API: $up_ok passed, $up_fail failed, $up_skip skipped"
+echo "tempest: $((ours_ok + up_ok)) passed, $((ours_fail + up_fail)) failed, $((ours_skip + up_skip)) skipped"
+if [ "$trc" != 0 ]; then
+    log "FAILED: tempest exited $trc (full log: $DIR/tempest-run.log, $WS/tempest.log)"
+    exit 1
+fi
+if [ "$ours_ok" = 0 ] && [ "${CLOUD_DRIVER:-xen_stubdom}" = xen_stubdom ]; then
+    log "FAILED: none of our plugin's tests passed"
+    exit 1
+fi
+exit 0
