@@ -211,13 +211,22 @@ def build(output: str, cache_dir: str | None = None,
                                "mode": "%o" % mode})
         for tool in XENSTORE_TOOLS:
             arch.add_symlink("/usr/bin/" + tool, "xenstore")
+            files_meta.append({"path": "/usr/bin/" + tool,
+                               "package": "xenstore-utils",
+                               "symlink": "xenstore"})
         for applet in _busybox_applets(tree.host_path(BUSYBOX)):
             if applet not in arch:
                 arch.add_symlink(applet, BUSYBOX)
+                files_meta.append({"path": applet,
+                                   "package": "busybox-static",
+                                   "symlink": BUSYBOX})
         for path in sorted(FIRMWARE):
             chain = elfdeps.resolve_links(tree, path)
             for link in chain[:-1]:
                 arch.add_symlink(link, tree.readlink(link))
+                files_meta.append({"path": link,
+                                   "package": tree.package_of(link),
+                                   "symlink": tree.readlink(link)})
             pkg, host = tree.index[chain[-1]]
             used_packages.add(pkg)
             with open(host, "rb") as f:
@@ -264,6 +273,8 @@ def build(output: str, cache_dir: str | None = None,
         arch.add_dir(d)
     arch.add_dir("/tmp", 0o1777)
     arch.add_symlink("/var/run", "../run")
+    files_meta.append({"path": "/var/run", "package": "nova-xen-stubdom",
+                       "symlink": "../run"})
     arch.add_chardev("/dev/console", 5, 1)
     arch.add_chardev("/dev/null", 1, 3, 0o666)
 
@@ -338,7 +349,9 @@ def _mib(n: int | None) -> str:
 def format_report(report: dict) -> list[str]:
     k, r, n = report["kernel"], report["rootfs"], report["naive"]
     lines = ["kernel %s: %s (bzImage), %s in memory once decompressed"
-             % (k["release"], _mib(k["size"]), _mib(k["init_size"]))]
+             " (its package: %s unpacked, most of it modules)"
+             % (k["release"], _mib(k["size"]), _mib(k["init_size"]),
+                _mib(k.get("package_unpacked_size")))]
     for p in report["parts"].values():
         lines.append("  %-12s %4d file(s) %10s (packaged %s)"
                      % (p["name"], p["files"], _mib(p["size"]),

@@ -64,6 +64,10 @@ def test_manifest_lists_every_file_with_its_sha256(image, entries):
     for name in regular:
         assert hashlib.sha256(entries[name][1]).hexdigest() == \
             files[name]["sha256"], name
+    links = {n: d.decode() for n, (mode, d) in entries.items()
+             if stat.S_ISLNK(mode)}
+    assert links == {p: m["symlink"] for p, m in files.items()
+                     if "symlink" in m}
     assert manifest["packages"]["qemu-system-xen"]
     assert manifest["packages"]["busybox-static"]
     assert any(p.startswith("libxen") for p in manifest["packages"])
