@@ -8,12 +8,13 @@ transient failures, the translation of XAPI failures into
 :mod:`~nova_xen_stubdom.xapi.errors`, masking of secrets in logs, and the
 recording of each call for the fidelity tests.
 """
+import errno
 import http.client
 import logging
 import threading
 import time
 import urllib.parse
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 from oslo_log import log as oslo_logging
 
@@ -59,6 +60,13 @@ def to_wire(value):
     if isinstance(value, (list, tuple, set, frozenset)):
         return [to_wire(v) for v in value]
     return value
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """The host did not take the connection (nothing was sent)."""
+    return isinstance(exc, ConnectionRefusedError) or (
+        isinstance(exc, OSError) and exc.errno in (
+            errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ECONNREFUSED))
 
 
 def _warn_if_insecure(url: str, verify_tls: bool) -> None:
@@ -129,6 +137,8 @@ class XAPIClient:
         self._logins = 0
         self._pool = xpool.SessionPool(self._new_pool_session, concurrent)
         self._cache = None
+        self._members: List[str] = []       # pool hosts' URLs
+        self._members_from: Optional[str] = None
         self.call_log = recorder.CallRecorder()
         self._record_globally = record_globally
 
@@ -235,6 +245,9 @@ class XAPIClient:
                                  'max': self.max_retries})
                     time.sleep(self.retry_interval)
                     continue
+                if _unreachable(exc) and self._failover(url):
+                    attempt = 0
+                    continue
                 raise errors.XAPIConnectionError(
                     xtransport.redact_url(url),
                     'session.login_with_password', exc) from exc
@@ -247,7 +260,88 @@ class XAPIClient:
             LOG.debug('XAPI login to %(url)s as %(user)s: %(sess)r',
                       {'url': xtransport.redact_url(url),
                        'user': self._username, 'sess': sess})
+            self._learn_members(sess)
             return sess
+
+    # ---------------------------------------------------- master failover
+
+    @property
+    def pool_members(self) -> List[str]:
+        """URLs of the pool's hosts, learned at the first login."""
+        with self._lock:
+            return list(self._members)
+
+    def _learn_members(self, sess: xsession.XAPISession) -> None:
+        """Remember the pool's hosts, to find the master again if the one
+        we talk to becomes unreachable (HA or an operator promoted
+        another host)."""
+        with self._lock:
+            if self._members_from == sess.url:
+                return
+            self._members_from = sess.url
+        self._record('host.get_all_records', [])
+        try:
+            records = sess.invoke('host.get_all_records', [],
+                                  self.call_timeout)
+        except (errors.XAPIException,) + xsession.CONNECTION_ERRORS as exc:
+            LOG.debug('Could not list the pool hosts of %(url)s: %(exc)s',
+                      {'url': xtransport.redact_url(sess.url), 'exc': exc})
+            return
+        urls = []
+        for rec in (records or {}).values():
+            try:
+                urls.append(xtransport.master_url(sess.url,
+                                                  rec.get('address')))
+            except (ValueError, TypeError):
+                continue
+        with self._lock:
+            self._members = urls
+
+    def _failover(self, dead_url: str) -> bool:
+        """*dead_url* (the master) is unreachable: ask the other known
+        pool hosts which host is the master now and switch to it.
+
+        :returns: True if calls now go to another host.
+        """
+        with self._lock:
+            members = [u for u in self._members if u != dead_url]
+        args = [self._username, self._password, constants.API_VERSION,
+                self.originator]
+        for member in members:
+            probe = xsession.XAPISession(member, self._ssl_context)
+            new = None
+            try:
+                self._record('session.login_with_password', args)
+                probe.ref = probe.raw('session.login_with_password', args,
+                                      self.login_timeout)
+                new = member            # it is the master now
+                self._record('session.logout', [])
+                probe.invoke('session.logout', [], self.login_timeout)
+            except errors.HostIsSlave as exc:
+                try:
+                    new = xtransport.master_url(member, exc.master_address)
+                except ValueError:
+                    continue
+                if new == dead_url:
+                    continue            # it still follows the dead master
+            except (errors.XAPIException,) + xsession.CONNECTION_ERRORS:
+                if new is None:
+                    continue
+            finally:
+                probe.close_connection()
+            with self._lock:
+                if self._url != dead_url:
+                    return True         # another thread already moved on
+                self._url = new
+            LOG.warning('XAPI pool master %(old)s is unreachable; %(new)s '
+                        'is the master now',
+                        {'old': xtransport.redact_url(dead_url),
+                         'new': xtransport.redact_url(new)})
+            # Sessions on the dead host cannot even be logged out.
+            for stale in self._pool.drain_idle():
+                self._forget(stale)
+            return True
+        return False
 
     def logout(self, sess: xsession.XAPISession,
                in_use: bool = False) -> None:
@@ -334,6 +428,7 @@ class XAPIClient:
         attempt = 0
         relogged = False
         redirects = 0
+        failed_over = False
         while True:
             sess = self._pool.acquire()
             try:
@@ -378,6 +473,12 @@ class XAPIClient:
                     attempt += 1
                     self._log_retry(method, exc, attempt)
                     time.sleep(self.retry_interval)
+                    continue
+                # NOTE(xapi): refused/unreachable means nothing was sent:
+                # safe to send again to a new master.
+                if not failed_over and _unreachable(exc) and \
+                        self._failover(sess.url):
+                    failed_over = True
                     continue
                 raise errors.XAPIConnectionError(
                     xtransport.redact_url(sess.url), method, exc) from exc

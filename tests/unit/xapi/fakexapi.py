@@ -42,6 +42,8 @@ class FakeXAPI:
         self.task_cancellable = True
         self.tasks = {}
         self.vdi_data = {}
+        self.connections = set()
+        self.host_addresses = []     # host.get_all_records' addresses
         self.http_requests = []
         self.events = []             # (id, class, op, ref, snapshot)
         self.event_id = itertools.count(1)
@@ -64,8 +66,14 @@ class FakeXAPI:
 
     # -- helpers used by tests ------------------------------------------
     def stop(self):
+        """Stop serving and cut open connections: the host is gone."""
         self.httpd.shutdown()
         self.httpd.server_close()
+        for conn in list(self.connections):
+            try:
+                conn.shutdown(2)
+            except OSError:
+                pass
 
     @property
     def open_sessions(self):
@@ -179,6 +187,10 @@ class FakeXAPI:
 
     def _op(self, method, args):
         with self.lock:
+            if method == 'host.get_all_records':
+                return {REF + 'host%d' % i: {'address': a, 'name_label':
+                                             'host%d' % i}
+                        for i, a in enumerate(self.host_addresses)}
             if method == 'VM.get_all':
                 return list(self.vms)
             if method == 'VM.get_all_records':
@@ -334,6 +346,14 @@ def _make_handler(fake):
 
         def log_message(self, *args):
             pass
+
+        def setup(self):
+            super().setup()
+            fake.connections.add(self.connection)
+
+        def finish(self):
+            fake.connections.discard(self.connection)
+            super().finish()
 
         def _http_handler(self):
             import urllib.parse
