@@ -107,6 +107,25 @@ migration_opts = [
                 help='Lowest TCP port for incoming migration streams.'),
     cfg.PortOpt('agent_port_max', default=49599,
                 help='Highest TCP port for incoming migration streams.'),
+    cfg.IntOpt('live_migration_xbzrle_cache_mb', default=64, min=0,
+               help='Per-migration cache of last-sent copies of re-dirtied '
+                    'pages; pages sent again are XBZRLE-encoded against it. '
+                    '0 turns XBZRLE off.'),
+    cfg.IntOpt('live_migration_connect_timeout', default=300, min=1,
+               help='Seconds the destination agent waits for the source '
+                    'to connect after pre_live_migration.'),
+    cfg.IntOpt('live_migration_confirm_timeout', default=60, min=1,
+               help='Seconds the source waits for the destination to '
+                    'report the guest restored and then running.'),
+    cfg.IntOpt('live_migration_progress_interval', default=2, min=1,
+               help='Seconds between progress updates written to Nova\'s '
+                    'migration record during a live migration.'),
+    cfg.IntOpt('device_state_disk_mb', default=32, min=1,
+               help='Size of the disk attached to a stub domain to carry '
+                    'its device model\'s state during a save.'),
+    cfg.IntOpt('device_state_timeout', default=30, min=1,
+               help='Seconds to wait for the device model in a stub '
+                    'domain to save or load its state.'),
 ]
 
 ALL_OPTS = (connection_opts + stubdom_opts + storage_opts + network_opts +

@@ -97,7 +97,8 @@ class LiveMigrationSource:
                  progress: Optional[Callable[[Progress], None]] = None,
                  connect_timeout: float = 10, confirm_timeout: float = 60,
                  on_paused: Optional[Callable[[], None]] = None,
-                 stop_and_copy: bool = False) -> None:
+                 stop_and_copy: bool = False,
+                 device_resume: Optional[Callable[[], None]] = None) -> None:
         self.backend = backend
         self.domid = domid
         self.address = address
@@ -113,6 +114,8 @@ class LiveMigrationSource:
         self.connect_timeout = connect_timeout
         self.confirm_timeout = confirm_timeout
         self._on_paused = on_paused
+        #: undoes ``device_state`` (QEMU runs again) when the guest stays
+        self._device_resume = device_resume
         #: pause first and send everything once (the baseline, and what
         #: force-complete degenerates to before the first round)
         self.stop_and_copy = stop_and_copy
@@ -252,6 +255,12 @@ class LiveMigrationSource:
                     LOG.exception('could not turn log-dirty off on %d',
                                   self.domid)
             if paused_at is not None and not go_sent:
+                if self._device_resume is not None:
+                    try:
+                        self._device_resume()
+                    except Exception:
+                        LOG.exception('could not resume the device model of '
+                                      'domain %d', self.domid)
                 try:
                     self.backend.unpause(self.domid)
                 except Exception:
@@ -615,3 +624,8 @@ class LiveMigrationTarget:
 
 def describe(result: TargetResult) -> str:
     return json.dumps(dataclasses.asdict(result))
+
+
+# The agent's plugin functions for this engine register on import (the
+# plugin loader imports this module).
+from nova_xen_stubdom.agent import migration_plugin  # noqa: E402,F401
