@@ -41,7 +41,8 @@ export XEN_PYTHONPATH=$XEN_LIB/lib/python
 export REQUIRE_XEN_VERIFIER=1
 
 step "pytest tests/native tests/fuzz (normal build)"
-"$PY" -m pytest -q -p no:cacheprovider tests/native tests/fuzz || fail "tests (normal build)"
+"$PY" -m pytest -q -p no:cacheprovider tests/native tests/fuzz tests/bench/test_emucore_bench.py ||
+    fail "tests (normal build)"
 
 step "build + pytest under AddressSanitizer/UBSan (clang)"
 ASAN_RT=$(clang -print-file-name=libclang_rt.asan-x86_64.so 2>/dev/null)
