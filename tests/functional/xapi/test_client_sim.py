@@ -119,13 +119,23 @@ def test_injected_failure_beyond_retries_surfaces(sim, make_client):
     c.call('VM.destroy', vm)
 
 
-@pytest.mark.xfail(reason='sim: api.dispatch answers INTERNAL_ERROR instead '
-                          'of dropping (reported in _work/notes/sim.md)')
 def test_dropped_connection_on_read_is_retried(sim, make_client):
     c = make_client()
     c.call('VM.get_all')
     sim.faults.drop('VM.get_all_records', count=1)
     assert c.call('VM.get_all_records')
+    assert sim.faults.rules == []       # the drop did happen
+
+
+def test_dropped_connection_on_write_is_not_resent(sim, make_client):
+    c = make_client()
+    vm = c.call('VM.create', _vm_record('drop', hvm=False))
+    sim.faults.drop('VM.set_name_label', count=2)
+    with pytest.raises(errors.XAPIConnectionError):
+        c.call('VM.set_name_label', vm, 'x')
+    assert len(sim.faults.rules) == 1    # sent once, not twice
+    sim.faults.clear()
+    c.call('VM.destroy', vm)
 
 
 def test_async_task_failure(sim, make_client):
@@ -135,6 +145,18 @@ def test_async_task_failure(sim, make_client):
         c.call_async('VM.clean_shutdown', vm)
     assert info.value.method == 'VM.clean_shutdown'
     assert not c.call('task.get_all')         # destroyed
+    c.call('VM.destroy', vm)
+
+
+def test_async_timeout_cancels_the_task(sim, make_client):
+    c = make_client()
+    vm = c.call('VM.create', _vm_record('slow', hvm=False))
+    sim.faults.latency('VM.start', 30, count=1)      # inside the task
+    with pytest.raises(errors.XAPITaskTimeout) as info:
+        c.call_async('VM.start', vm, False, False, timeout=0.5)
+    assert info.value.method == 'VM.start'
+    assert c.call('VM.get_power_state', vm) == 'Halted'
+    assert info.value.task not in c.call('task.get_all')
     c.call('VM.destroy', vm)
 
 

@@ -32,6 +32,7 @@ def test_faithful_calls_pass():
      "['a']: wants string, got bool"),
     ('VM.set_name_label', ('OpaqueRef:a', None), 'None is not'),
     ('Async.VM.get_record', ('OpaqueRef:a',), 'no Async variant'),
+    ('Async.VM.add_tags', ('OpaqueRef:a', 't'), 'no Async variant'),
     ('VM.set_tags', ('OpaqueRef:a', 'x'), 'wants string set'),
     ('VM.create', ({'name_label': 'x', 'bogus': 'y'},), "no field 'bogus'"),
     ('VM.create', ({'name_label': 'x'},), 'lacks required fields'),
