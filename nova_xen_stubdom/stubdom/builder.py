@@ -260,8 +260,8 @@ def build(output: str, cache_dir: str | None = None,
                                   0o644),
         "/etc/stubdom/release": (
             ("kernel=%s\nkernel_package=%s %s\nqemu_package=qemu-system-xen"
-            " %s\n" % (release, kpkg.name, kpkg.version,
-                       qemu_version)).encode(), 0o644),
+             " %s\n" % (release, kpkg.name, kpkg.version,
+                        qemu_version)).encode(), 0o644),
     }
     for path, (data, perm) in sorted(config.items()):
         arch.add_file(path, data, perm)
@@ -373,5 +373,3 @@ def main_build(output: str, cache_dir: str | None = None) -> int:
         print("build-stubdom: error: %s" % exc, file=sys.stderr)
         return 1
     return 0
-
-

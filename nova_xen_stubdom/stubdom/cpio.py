@@ -96,7 +96,7 @@ class Archive:
         return buf.getvalue()
 
     def to_gzip(self, mtime: int = 0, level: int = 9) -> bytes:
-        """The archive gzip-compressed with a fixed header (mtime 0, no name)."""
+        """The archive, gzip-compressed with a fixed header (no mtime/name)."""
         buf = io.BytesIO()
         with gzip.GzipFile(filename="", mode="wb", fileobj=buf,
                            compresslevel=level, mtime=0) as gz:

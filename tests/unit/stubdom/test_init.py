@@ -173,8 +173,8 @@ def test_save_command_with_a_fake_monitor(env):
     ''')
     out = sh(e, script).stdout.splitlines()
     state = b"QEVM-device-state"
-    assert out[0] == "4 ok %d %s" % (len(state),
-                                      hashlib.sha256(state).hexdigest())
+    digest = hashlib.sha256(state).hexdigest()
+    assert out[0] == "4 ok %d %s" % (len(state), digest)
     assert out[1] == "5 ok"
     assert out[2] == "6 error unknown command frobnicate"
     sent = (tmp / "run" / "qmp.log").read_text().splitlines()
