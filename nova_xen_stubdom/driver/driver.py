@@ -120,6 +120,7 @@ class XenStubdomDriver(driver.ComputeDriver):
 
     def get_available_resource(self, nodename):
         res = self._hostops.get_available_resource(nodename)
+        res['uuid'] = self._ctx.host_uuid    # see get_nodenames_by_uuid
         if self._pciops is not None:
             res['pci_passthrough_devices'] = \
                 self._pciops.get_pci_passthrough_devices()
@@ -132,6 +133,13 @@ class XenStubdomDriver(driver.ComputeDriver):
 
     def get_available_nodes(self, refresh=False):
         return [self._hostops.nodename()]
+
+    def get_nodenames_by_uuid(self, refresh=False):
+        # NOTE(driver): the XAPI host uuid is the compute node uuid: stable
+        # across reinstalls of nova-compute, unique in the pool (as ironic
+        # does with node uuids) -- and several computes in one process (the
+        # functional harness) do not share Nova's local node uuid file.
+        return {self._ctx.host_uuid: self._hostops.nodename()}
 
     def node_is_available(self, nodename):
         return (nodename in self.get_available_nodes() and

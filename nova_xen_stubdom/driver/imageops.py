@@ -75,7 +75,7 @@ def import_image(context, client, instance, image_meta, vdi_ref: str,
     fd, path = tempfile.mkstemp(prefix='nova-xen-stubdom-image-')
     os.close(fd)
     try:
-        glance.API().download(context, image_id, dst_path=path)
+        glance.API().download(context, image_id, dest_path=path)
         size = os.path.getsize(path)
         if size > max_bytes:
             raise exception.FlavorDiskSmallerThanImage(

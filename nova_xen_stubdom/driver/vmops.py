@@ -164,9 +164,9 @@ class VMOps:
         built = Built()
         step = ['start']
 
-        def do(name: str, fn: Callable, *args):
+        def do(name: str, fn: Callable, *args, **kwargs):
             step[0] = name
-            return fn(*args)
+            return fn(*args, **kwargs)
 
         with self._operation(instance):
             try:
@@ -260,8 +260,8 @@ class VMOps:
     def _start(self, instance, built: Built, cfg, vifs, do=None) -> None:
         """Stub domain first, link, then the guest; wait for the DM."""
         if do is None:
-            def do(name, fn, *args):
-                return fn(*args)
+            def do(name, fn, *args, **kwargs):
+                return fn(*args, **kwargs)
         host = self._ctx.host_ref
         do('VM.start_on (stub domain)', self._ctx.call_async,
            'VM.start_on', built.stubdom, host, False, False)
