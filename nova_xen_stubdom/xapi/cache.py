@@ -304,13 +304,17 @@ class RecordCache:
                 self._client._forget(self._session)
                 self._session = None
                 need_sync = True
-            except (errors.EventsLost, errors.XAPIError) as exc:
+            except errors.XAPIError as exc:
                 if self._stop.is_set():
                     break
                 LOG.warning('XAPI event.from failed (%s); resynchronising',
                             exc)
                 need_sync = True
-                self._stop.wait(RECONNECT_INTERVAL)
+                if not exc.matches(constants.EVENTS_LOST,
+                                   constants.EVENT_FROM_TOKEN_PARSE_FAILURE):
+                    # NOTE(xapi): a lost token is cured by a reload; any
+                    # other refusal may repeat, so do not spin on it.
+                    self._stop.wait(RECONNECT_INTERVAL)
             except (errors.XAPIException,) + xsession.CONNECTION_ERRORS \
                     as exc:
                 if self._stop.is_set():
@@ -318,6 +322,12 @@ class RecordCache:
                 LOG.warning('XAPI event watcher lost the host (%s); '
                             'retrying in %ss', exc, RECONNECT_INTERVAL)
                 need_sync = True
+                # NOTE(xapi): log in again through the client, which follows
+                # a master that moved; the old session is logged out if its
+                # host still answers, so it does not leak.
+                sess, self._session = self._session, None
+                if sess is not None:
+                    self._client.logout(sess)
                 self._stop.wait(RECONNECT_INTERVAL)
             except Exception:
                 LOG.exception('XAPI event watcher failed; resynchronising')

@@ -150,3 +150,29 @@ def test_unknown_class_lookup_is_clear(fake, client):
         assert 'not cached' in str(exc)
     else:
         raise AssertionError('KeyError expected')
+
+
+def test_cache_follows_a_failover(make_client):
+    from tests.unit.xapi import fakexapi
+    from tests.unit.xapi.test_client import _pool_of
+    a = fakexapi.FakeXAPI()
+    b = fakexapi.FakeXAPI(master_address=None)
+    try:
+        _pool_of(a, b)
+        c = make_client(a.url, max_retries=0)
+        cache = c.start_cache(classes=('VM',), poll_timeout=0.5)
+        assert cache.wait_ready(10)
+        assert set(cache.refs('VM')) == set(a.vms)
+        a.stop()
+        vm = sorted(b.vms)[0]
+        b_session = _sdk_session(b)
+        try:
+            b_session.xenapi.VM.set_name_label(vm, 'on-b')
+        finally:
+            b_session.xenapi.session.logout()
+        cache.wait_for('VM', vm, lambda r: r is not None and
+                       r['name_label'] == 'on-b', 15)
+        assert set(cache.refs('VM')) == set(b.vms)
+        assert c.url == b.url
+    finally:
+        b.stop()
