@@ -20,10 +20,11 @@ Verify-before-apply:
   the receiver must discard the destination on any error (the migration
   engine does).
 """
+import collections
 import hmac
 import struct
 import threading
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Deque, Dict, Iterator, List, Optional, Tuple
 
 from nova_xen_stubdom.emucore import _native
 from nova_xen_stubdom.emucore import format as fmt
@@ -43,6 +44,8 @@ _PAGE_BOUNDS = {
     fmt.REC_TYPE_NX_XBZRLE_PAGES: fmt.padded(8 + fmt.MAX_BATCH * 10)
     + fmt.MAX_BATCH * (fmt.PAGE_SIZE - 1),
 }
+# One batch of records with headers: the most a BATCH_CRC32C covers.
+_CRC_WINDOW = sum(_PAGE_BOUNDS.values()) + 3 * 16
 _APPLY = {
     fmt.REC_TYPE_PAGE_DATA: _ec.apply_page_data,
     fmt.REC_TYPE_NX_ZERO_RUNS: _ec.apply_zero_runs,
@@ -432,25 +435,31 @@ class StreamReader:
                 raise RecordError(msg, offset=rec.offset + 8 + off, rtype=rtype,
                                   layer='libxc') from None
             if check:
-                state.crc = _ec.crc32c(data, _ec.crc32c(head, state.crc))
-                state.crc_covered += 8 + len(data)
+                # Kept (views, no copies for buffers) and checksummed only
+                # if a BATCH_CRC32C follows: compat streams pay nothing.
+                state.keep_for_crc(head)
+                state.keep_for_crc(data)
             key = {fmt.REC_TYPE_PAGE_DATA: 'raw_pages', fmt.REC_TYPE_NX_ZERO_RUNS: 'zero_pages',
                    fmt.REC_TYPE_NX_XBZRLE_PAGES: 'xbzrle_pages'}[rtype]
             result.stats[key] += pages
             rec.info['pages'] = pages
             return
-        crc_state = (state.crc, state.crc_covered)
-        state.crc, state.crc_covered = 0, 0
+        batch, batch_len = state.take_batch()
         if rtype == fmt.REC_TYPE_NX_BATCH_CRC32C:
             if n != 8:
                 raise bad('BATCH_CRC32C length %d, expected 8' % n)
             crc, covered = struct.unpack(fmt.BATCH_CRC32C_FORMAT, body)
             rec.info.update(crc='%08x' % crc, covered=covered)
             if check:
-                if covered != crc_state[1] or crc != crc_state[0]:
-                    raise bad('batch CRC32C mismatch: record says %08x over %d bytes, '
-                              'computed %08x over %d' % (crc, covered, crc_state[0],
-                                                         crc_state[1]))
+                if covered != batch_len:
+                    raise bad('batch CRC32C covers %d bytes, the batch has %d'
+                              % (covered, batch_len))
+                got_crc = 0
+                for part in batch:
+                    got_crc = _ec.crc32c(part, got_crc)
+                if crc != got_crc:
+                    raise bad('batch CRC32C mismatch: record says %08x, computed %08x over '
+                              '%d bytes' % (crc, got_crc, batch_len))
                 result.stats['crc_checked'] += 1
         elif rtype == fmt.REC_TYPE_END:
             if n:
@@ -549,13 +558,35 @@ class StreamReader:
 
 
 class _ParseState:
-    __slots__ = ('auth', 'seq', 'final_tag', 'crc', 'crc_covered', 'libxc_done')
+    __slots__ = ('auth', 'seq', 'final_tag', 'batch', 'batch_len', 'batch_kept',
+                 'libxc_done')
 
     def __init__(self) -> None:
         self.auth = False
         self.seq = 0
         self.final_tag = False
-        self.crc = 0
-        self.crc_covered = 0
+        self.batch: Deque[Any] = collections.deque()
+        self.batch_len = 0       # bytes of page records since the last other record
+        self.batch_kept = 0      # of which still held in batch
         self.libxc_done = False
 
+    def keep_for_crc(self, part: Any) -> None:
+        """Hold a page record's bytes until we know whether a CRC covers them.
+
+        At most one batch's worth is kept (compat streams have no CRC
+        records and long runs of PAGE_DATA): a CRC record never covers
+        more than one batch, so older bytes can go.
+        """
+        self.batch.append(part)
+        self.batch_len += len(part)
+        self.batch_kept += len(part)
+        while self.batch_kept > _CRC_WINDOW:
+            self.batch_kept -= len(self.batch.popleft())
+
+    def take_batch(self) -> Tuple[List[Any], int]:
+        """(parts, total length) of the batch, or ([], length) if not all kept."""
+        parts = list(self.batch) if self.batch_kept == self.batch_len else []
+        out = (parts, self.batch_len)
+        self.batch.clear()
+        self.batch_len = self.batch_kept = 0
+        return out

@@ -297,3 +297,14 @@ def test_round_trip_property(case, mode, cache_bytes, as_file):
     data = out.getvalue()
     emucore.StreamReader(io.BytesIO(data) if as_file else data, key=key).restore(dst)
     assert dst == mem
+
+
+def test_crc_catches_corruption_without_key():
+    data, _ = write_stream(make_mem(32), 'full')
+    recs = list(emucore.StreamReader(data).records())
+    pd = [r for r in recs if r.layer == 'libxc' and r.rtype == fmt.REC_TYPE_PAGE_DATA][0]
+    bad = bytearray(data)
+    bad[pd.offset + pd.length - 5] ^= 0xff      # inside the last page of the record
+    dst, err = _restore_refused(bytes(bad), None, emucore.RecordError)
+    assert err.rtype == fmt.REC_TYPE_NX_BATCH_CRC32C
+    assert not any(dst)
