@@ -138,7 +138,10 @@ class StubQemu:
         self.hv = hv
         self.dom = dom
         self.qemu: Optional[Qemu] = None
+        #: (target, argv) QEMU failed to start with: not retried as is
+        self.failed = None
         self.lock = threading.RLock()
+        self._busy = False
         self.base = '/local/domain/%d' % dom.domid
         self._watch = hv.xenstore.watch(self.base, self._changed)
 
@@ -159,15 +162,27 @@ class StubQemu:
         if self.dom.paused or self.dom.domid not in self.hv.domains:
             return
         with self.lock:
-            xs = self.hv.xenstore
-            me = self.dom.domid
+            if self._busy:      # our own writes fire the watch again
+                return
+            self._busy = True
+            try:
+                self._react()
+            finally:
+                self._busy = False
+
+    def _react(self) -> None:
+        xs = self.hv.xenstore
+        me = self.dom.domid
+        if True:
             if self.qemu is None:
                 target = xs.read(self.base + '/target')
                 argv = xs.read(self.base + '/dm-argv')
-                if not target or not argv:
+                if not target or not argv or self.failed == (target, argv):
                     return
-                guest = int(target)
-                self._start(guest, argv.split(DM_ARGV_SEP))
+                self.failed = (target, argv)
+                self._start(int(target), argv.split(DM_ARGV_SEP))
+                if self.qemu is not None:
+                    self.failed = None
                 return
             d = '%s/device-model/%d' % (self.base, self.qemu.guest)
             try:

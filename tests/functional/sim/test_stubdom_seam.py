@@ -1,0 +1,187 @@
+"""The device-model seam: HVM guests whose QEMU runs in a stub domain.
+
+Drives the simulator the way the driver does (two XAPI VMs, mirrored
+devices, ``host.call_plugin`` into the real dom0 agent) and checks the
+simulated hypervisor: who runs each device model, who holds which frontend,
+what QEMU in the stub domain answers.
+"""
+import json
+import socket
+
+import XenAPI
+import pytest
+
+from nova_xen_stubdom.sim import devicemodel, introspect, testing
+
+
+def _fail(fn, *args):
+    with pytest.raises(XenAPI.Failure) as e:
+        fn(*args)
+    return e.value.details
+
+
+def _vdi(x, size=8 << 20, name='disk'):
+    sr = x.pool.get_default_SR(x.pool.get_all()[0])
+    return x.VDI.create({'name_label': name, 'name_description': '',
+                         'SR': sr, 'virtual_size': str(size), 'type': 'user',
+                         'sharable': False, 'read_only': False,
+                         'other_config': {}, 'xenstore_data': {},
+                         'sm_config': {}, 'tags': []})
+
+
+def _vbd(x, vm, vdi, userdevice):
+    return x.VBD.create({'VM': vm, 'VDI': vdi, 'userdevice': userdevice,
+                         'bootable': userdevice == '0', 'mode': 'RW',
+                         'type': 'Disk', 'unpluggable': True, 'empty': False,
+                         'other_config': {}, 'qos_algorithm_type': '',
+                         'qos_algorithm_params': {}})
+
+
+def _vif(x, vm, device, mac):
+    net = x.network.get_all()[0]
+    return x.VIF.create({'device': device, 'network': net, 'VM': vm,
+                         'MAC': mac, 'MTU': '1500', 'other_config': {},
+                         'qos_algorithm_type': '', 'qos_algorithm_params': {},
+                         'locking_mode': 'network_default',
+                         'ipv4_allowed': [], 'ipv6_allowed': []})
+
+
+def _guest_and_stubdom(x):
+    vdi = _vdi(x)
+    guest = x.VM.create(testing.vm_record('guest', hvm=True))
+    stub = x.VM.create(testing.vm_record('guest-dm', hvm=False,
+                                         memory=128 << 20))
+    _vbd(x, guest, vdi, '0')
+    _vbd(x, stub, vdi, '0')
+    _vif(x, guest, '0', '02:00:00:00:00:01')
+    _vif(x, stub, '0', '02:00:00:00:00:01')
+    host = x.host.get_all()[0]
+    return vdi, guest, stub, host
+
+
+def _plugin(x, host, fn, **args):
+    return json.loads(x.host.call_plugin(host, 'nova_xen_stubdom', fn,
+                                         {k: str(v) for k, v in args.items()}))
+
+
+def test_guest_device_model_runs_in_stubdom(sim, x):
+    vdi, guest, stub, host = _guest_and_stubdom(x)
+    x.VM.start_on(stub, host, False, False)
+    stub_domid = int(x.VM.get_domid(stub))
+    config = {'memory_mb': 256, 'vcpus': 1, 'name': 'guest',
+              'disks': [{'bus': 'ide', 'index': 0}],
+              'nics': [{'mac': '02:00:00:00:00:01', 'model': 'e1000',
+                        'index': 0}]}
+    _plugin(x, host, 'link_stubdom', stubdom_domid=stub_domid,
+            guest_vm_uuid=x.VM.get_uuid(guest), config=json.dumps(config))
+    x.VM.start_on(guest, host, False, False)
+    guest_domid = int(x.VM.get_domid(guest))
+    h = sim.pools[0].host_by_ref(host)
+    assert introspect.device_models(h) == {guest_domid: stub_domid}
+    assert introspect.dom0_device_models(h) == []
+    state = _plugin(x, host, 'dm_state', stubdom_domid=stub_domid,
+                    guest_domid=guest_domid)
+    assert state == {'state': 'running', 'error': None}
+    # the guest's disk and NIC are also frontends of the stub domain
+    assert sorted(introspect.frontends(h, stub_domid)) == [('vbd', 'xvda'),
+                                                           ('vif', '0')]
+    assert sorted(introspect.frontends(h, guest_domid)) == [('vbd', 'xvda'),
+                                                            ('vif', '0')]
+    # the VNC console is served by the stub domain's QEMU
+    console = x.VM.get_consoles(guest)[0]
+    rec = x.console.get_record(console)
+    assert rec['protocol'] == 'rfb'
+    hostport = rec['other_config']['vnc_endpoint']
+    with socket.create_connection((hostport.split(':')[0],
+                                   int(hostport.split(':')[1])), 5) as s:
+        assert s.recv(12) == b'RFB 003.008\n'
+    # save through a disk attached to the stub domain
+    save_vdi = _vdi(x, 1 << 20, 'state')
+    vbd = _vbd(x, stub, save_vdi, '3')
+    x.VBD.plug(vbd)
+    d = '/local/domain/%d/device-model/%d' % (stub_domid, guest_domid)
+    xs = h.hypervisor.xenstore
+    xs.write(d + '/state-disk', 'xvdd')
+    xs.write(d + '/command', 'save')
+    assert xs.read(d + '/state') == 'saved'
+    assert xs.read(d + '/command') is None
+    from nova_xen_stubdom.sim import storage
+    with open(storage.vdi_path(sim.pools[0], x.VDI.get_uuid(save_vdi)),
+              'rb') as f:
+        image = f.read()
+    assert image[:8] == b'NXSDSTAT'
+    assert devicemodel.unpack_state_image(image) == \
+        devicemodel.device_state(h.hypervisor, guest_domid)
+    xs.write(d + '/command', 'continue')
+    assert xs.read(d + '/state') == 'running'
+    x.VBD.unplug(vbd)
+    x.VBD.destroy(vbd)
+    x.VDI.destroy(save_vdi)
+    # the guest goes first, then its stub domain
+    x.VM.hard_shutdown(guest)
+    assert introspect.device_models(h) == {}
+    x.VM.hard_shutdown(stub)
+    for vm in (guest, stub):
+        x.VM.destroy(vm)
+    x.VDI.destroy(vdi)
+    _plugin(x, host, 'unlink_stubdom', guest_vm_uuid='none')
+    leaks = sim.leaks()
+    assert leaks['host127.0.0.1']['domains'] == []
+    assert leaks['host127.0.0.1']['memory_files'] == []
+    assert leaks['pool0']['VM'] == [] and leaks['pool0']['VDI'] == []
+
+
+def test_stubdom_without_guest_devices_reports_error(sim, x):
+    vdi, guest, stub, host = _guest_and_stubdom(x)
+    # take the mirrored disk away from the stub domain
+    for vbd in x.VM.get_VBDs(stub):
+        x.VBD.destroy(vbd)
+    x.VM.start_on(stub, host, False, False)
+    stub_domid = int(x.VM.get_domid(stub))
+    config = {'memory_mb': 256, 'vcpus': 1,
+              'disks': [{'bus': 'ide', 'index': 0}]}
+    _plugin(x, host, 'link_stubdom', stubdom_domid=stub_domid,
+            guest_vm_uuid=x.VM.get_uuid(guest), config=json.dumps(config))
+    x.VM.start_on(guest, host, False, False)
+    guest_domid = int(x.VM.get_domid(guest))
+    state = _plugin(x, host, 'dm_state', stubdom_domid=stub_domid,
+                    guest_domid=guest_domid)
+    assert state['state'] == 'error'
+    assert 'disk xvda' in state['error']
+    for vm in (guest, stub):
+        x.VM.hard_shutdown(vm)
+        x.VM.destroy(vm)
+    x.VDI.destroy(vdi)
+
+
+def test_hvm_guest_without_stubdom_is_refused(sim, x):
+    guest = x.VM.create(testing.vm_record('lonely', hvm=True))
+    details = _fail(x.VM.start, guest, False, False)
+    assert details[0] == 'INTERNAL_ERROR'
+    assert 'DeviceModelRefused' in details[1]
+    assert x.VM.get_power_state(guest) == 'Halted'
+    for h in sim.hosts:
+        assert introspect.domains(h)[1:] == []
+    x.VM.destroy(guest)
+
+
+def test_dom0_device_model_when_host_allows():
+    from nova_xen_stubdom.sim.pool import HostConfig
+    with testing.running_sim(
+            hosts=1, host_configs=[HostConfig(allow_dom0_dm=True)]) as sim:
+        x = testing.login(sim).xenapi
+        guest = x.VM.create(testing.vm_record('dom0dm', hvm=True))
+        x.VM.start(guest, False, False)
+        domid = int(x.VM.get_domid(guest))
+        assert introspect.dom0_device_models(sim.host(0)) == [domid]
+        x.VM.hard_shutdown(guest)
+        assert introspect.dom0_device_models(sim.host(0)) == []
+        x.VM.destroy(guest)
+
+
+def test_call_plugin_failure(x):
+    host = x.host.get_all()[0]
+    details = _fail(x.host.call_plugin, host, 'nova_xen_stubdom',
+                    'no_such_fn', {})
+    assert details[:3] == ['XENAPI_PLUGIN_FAILURE', 'UNKNOWN_FUNCTION', '']
+    assert 'no_such_fn' in details[3]
