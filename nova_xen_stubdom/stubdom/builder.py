@@ -59,6 +59,10 @@ FIRMWARE = {
     "/usr/lib/ipxe/qemu/efi-rtl8139.rom": "rtl8139 NIC (libxl default)",
     "/usr/lib/ipxe/qemu/efi-e1000.rom": "e1000 NIC (model=e1000)",
 }
+#: Device models the agent puts on QEMU's command line (agent/stubdom.py,
+#: agent/pci.py); the self-test checks QEMU has each of them built in.
+DEVICE_MODELS = ("VGA", "cirrus-vga", "e1000", "rtl8139", "ahci", "ide-hd",
+                 "xen-pci-passthrough")
 INIT_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                            "init.sh")
 
@@ -256,6 +260,10 @@ def build(output: str, cache_dir: str | None = None,
         "/init": (_read(INIT_SCRIPT), 0o755),
         "/etc/stubdom/modules": ("".join(m + "\n" for m in mods).encode(),
                                  0o644),
+        "/etc/stubdom/firmware": ("".join(
+            p + "\n" for p in sorted(FIRMWARE)).encode(), 0o644),
+        "/etc/stubdom/devices": ("".join(
+            d + "\n" for d in DEVICE_MODELS).encode(), 0o644),
         "/etc/stubdom/binaries": (("%s\n%s\n" % (QEMU, XENSTORE)).encode(),
                                   0o644),
         "/etc/stubdom/release": (

@@ -314,6 +314,34 @@ selftest() {
     while read -r mod; do
         [ -f "$mod" ] || _fail="$_fail module:$mod"
     done <"$CONF/modules"
+    # Every ROM we ship must be on QEMU's firmware search path (-L help),
+    # and every device model the agent configures must be built in.
+    _romdirs=" "
+    for _p in $("$QEMU" -L help 2>/dev/null); do
+        _r=$(readlink -f "$_p" 2>/dev/null) && _romdirs="$_romdirs$_r "
+    done
+    while read -r rom; do
+        if [ ! -f "$rom" ]; then
+            _fail="$_fail rom:$rom"
+            continue
+        fi
+        case "$_romdirs" in
+            *" ${rom%/*} "*) ;;
+            *) _fail="$_fail rom-path:$rom" ;;
+        esac
+    done <"$CONF/firmware"
+    _devs=$("$QEMU" -device help 2>&1)
+    _ndev=0
+    while read -r dev; do
+        # A name or an alias (ahci is ich9-ahci's alias) both work in -device.
+        if echo "$_devs" | grep -qE "(name|alias) \"$dev\""; then
+            _ndev=$((_ndev + 1))
+        else
+            _fail="$_fail device:$dev"
+        fi
+    done <"$CONF/devices"
+    echo "$MARKER: firmware search path:$_romdirs"
+    echo "$MARKER: $_ndev device models present"
     if _ver=$("$QEMU" --version 2>&1); then
         echo "$_ver" | sed "s/^/$MARKER: qemu: /"
     else

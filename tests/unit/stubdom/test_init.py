@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(BUSYBOX is None,
                                 reason="busybox-static not installed")
 INIT = builder.INIT_SCRIPT
 APPLETS = ("od sha256sum head dd wc cut sed tr grep awk cat sleep sync mkfifo"
-           " rm kill printf mkdir echo uname").split()
+           " rm kill printf mkdir echo uname readlink").split()
 ESC = "\x1b"
 
 
@@ -193,15 +193,32 @@ def test_save_command_reports_monitor_errors(env):
     assert out.strip() == "9 error QMP stop failed"
 
 
-def _selftest_conf(tmp, ldso_body, qemu_body):
+def _selftest_conf(tmp, ldso_body, qemu_version_body,
+                   devices=("e1000", "VGA")):
     conf = tmp / "conf"
     (conf / "binaries").write_text("/usr/libexec/fake-qemu\n")
     (tmp / "mod.ko").write_bytes(b"")
     (conf / "modules").write_text("%s\n" % (tmp / "mod.ko"))
+    (tmp / "roms").mkdir()
+    (tmp / "roms" / "efi-e1000.rom").write_bytes(b"rom")
+    (conf / "firmware").write_text("%s\n" % (tmp / "roms" / "efi-e1000.rom"))
+    (conf / "devices").write_text("e1000\nVGA\nahci\n")
+    qemu_body = textwrap.dedent('''
+        case "$1" in
+            -L) echo "%s/bin/../roms"; echo "/nonexistent/share/qemu" ;;
+            -device) %s ;;
+            *) %s ;;
+        esac
+    ''')
+    alias = 'echo \'name "ich9-ahci", bus PCI, alias "ahci"\''
+    device_help = "; ".join(['echo \'name "%s", bus PCI\'' % d
+                             for d in devices] + [alias])
+    qemu_body = qemu_body % (tmp, device_help, qemu_version_body)
     for name, body in (("ldso", ldso_body), ("qemu", qemu_body)):
         p = tmp / name
         p.write_text("#!%s sh\n%s\n" % (BUSYBOX, body))
         p.chmod(0o755)
+    (tmp / "bin").mkdir(exist_ok=True)
 
 
 def test_selftest_pass_and_figures(env):
@@ -213,7 +230,8 @@ def test_selftest_pass_and_figures(env):
     assert "NOVA-XEN-STUBDOM-SELFTEST: qemu: QEMU emulator version 7.2.22" \
         in out
     assert "NOVA-XEN-STUBDOM-SELFTEST: meminfo: MemTotal:" in out
-    assert out.rstrip().endswith("NOVA-XEN-STUBDOM-SELFTEST: PASS")
+    assert "NOVA-XEN-STUBDOM-SELFTEST: 3 device models present" in out
+    assert out.rstrip().endswith("NOVA-XEN-STUBDOM-SELFTEST: PASS"), out
 
 
 def test_selftest_fails_on_a_missing_library_and_a_missing_module(env):
@@ -227,6 +245,23 @@ def test_selftest_fails_on_a_missing_library_and_a_missing_module(env):
     last = out.rstrip().splitlines()[-1]
     assert last.startswith("NOVA-XEN-STUBDOM-SELFTEST: FAIL:")
     assert "libs:/usr/libexec/fake-qemu" in last and "module:" in last
+
+
+def test_selftest_fails_on_missing_device_model_and_rom_off_path(env):
+    tmp, e = env
+    _selftest_conf(tmp, 'echo "libc.so.6 => /lib/libc.so.6 (0x1)"',
+                   'echo "QEMU emulator version 7.2.22"', devices=("VGA",))
+    (tmp / "other").mkdir()
+    (tmp / "other" / "x.rom").write_bytes(b"")
+    with open(tmp / "conf" / "firmware", "a") as f:
+        f.write("%s\n%s\n" % (tmp / "other" / "x.rom", tmp / "gone.rom"))
+    e.update(STUBDOM_LDSO=str(tmp / "ldso"), STUBDOM_QEMU=str(tmp / "qemu"))
+    last = sh(e, "selftest").stdout.rstrip().splitlines()[-1]
+    assert last.startswith("NOVA-XEN-STUBDOM-SELFTEST: FAIL:")
+    assert "device:e1000" in last
+    assert "rom-path:%s" % (tmp / "other" / "x.rom") in last
+    assert "rom:%s" % (tmp / "gone.rom") in last
+    assert "efi-e1000" not in last
 
 
 FAKE_QEMU = '''
