@@ -3,7 +3,7 @@
 A call passes when its message exists (``Async.`` variants only for
 messages that are not implicit field accessors), is not removed, and each
 parameter matches the datamodel type: refs are ``OpaqueRef:`` strings, ints
-are Python ints (the client encodes them as XAPI's decimal strings), floats
+are Python ints or decimal strings (XAPI's wire form), floats
 are floats, maps/sets recurse into keys and values, and a ``T record``
 argument (``VM.create``) has only fields of T with the right types and every
 field XAPI requires at construction (RW or RO/constructor without default).
@@ -56,10 +56,11 @@ def _check_value(t, shape, where: str, problems: List[str],
         return
     ok = {
         'ref': ('ref',),
-        'string': ('string', 'ref'),
+        'string': ('string', 'ref', 'decimal'),
         'enum': ('string',),
-        'datetime': ('datetime', 'string'),
-        'int': ('int',),
+        'datetime': ('datetime', 'string', 'decimal'),
+        # ints travel as decimal strings; the client encodes Python ints
+        'int': ('int', 'decimal'),
         'float': ('float',),
         'bool': ('bool',),
     }.get(kind)
@@ -68,7 +69,7 @@ def _check_value(t, shape, where: str, problems: List[str],
     elif shape not in ok:
         hint = ''
         if kind == 'int' and shape == 'string':
-            hint = ' (pass a Python int; the client encodes it)'
+            hint = ' (not a decimal integer)'
         elif kind == 'ref' and shape == 'string':
             hint = ' (a uuid or name where a reference is needed?)'
         problems.append('%s: wants %s, got %s%s' % (where, t, shape, hint))

@@ -7,11 +7,15 @@ XAPI datamodel. Values are never stored: only their XAPI type names.
 """
 import datetime
 import json
+import re
 import threading
 import xmlrpc.client
 from typing import Callable, Dict, List, NamedTuple, Sequence, Set, Tuple
 
 from nova_xen_stubdom.xapi import constants
+
+
+_DECIMAL = re.compile(r'^-?[0-9]+$')
 
 
 class CallRecord(NamedTuple):
@@ -55,7 +59,13 @@ def xapi_type(value) -> str:
 
 
 def shape(value):
-    """Nested XAPI type structure of *value* (no values, map keys kept)."""
+    """Nested XAPI type structure of *value* (no values, map keys kept).
+
+    Strings of decimal digits are ``'decimal'``: XAPI's wire form of an
+    ``int``, which callers may pass instead of a Python int.
+    """
+    if isinstance(value, str) and _DECIMAL.match(value):
+        return 'decimal'
     if isinstance(value, dict):
         return {str(k): shape(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):

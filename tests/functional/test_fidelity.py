@@ -186,7 +186,9 @@ def whole_run_calls():
             f.write('distinct XAPI calls validated: %d\n' % n)
             f.write('distinct (call, parameter types): %d\n'
                     % len(recorder.GLOBAL.signatures()))
-            f.writelines(p + '\n' for p in problems)
+            f.writelines('PROBLEM ' + p + '\n' for p in problems)
+            f.writelines('%s(%s)\n' % (name, ', '.join(types)) for name, types
+                         in sorted(recorder.GLOBAL.signatures()))
     assert problems == [], 'unfaithful XAPI calls:\n' + '\n'.join(problems)
 
 

@@ -16,6 +16,7 @@ def test_faithful_calls_pass():
     assert _problems('event.from', ['VM'], '', 30.0) == []
     assert _problems('Async.VM.clean_shutdown', 'OpaqueRef:a') == []
     assert _problems('VM.set_memory_static_max', 'OpaqueRef:a', 1) == []
+    assert _problems('VM.set_memory_static_max', 'OpaqueRef:a', '1') == []
     assert _problems('host.call_plugin', 'OpaqueRef:h', 'p', 'fn',
                      {'a': 'b'}) == []
     assert _problems('VM.get_all_records') == []
@@ -27,7 +28,10 @@ def test_faithful_calls_pass():
     ('VM.start', ('some-uuid', False, False), 'wants VM ref, got string'),
     ('VM.start', ('OpaqueRef:a', 'false', False), 'wants bool'),
     ('event.from', (['VM'], '', 30), 'wants float, got int'),
-    ('VM.set_memory_static_max', ('OpaqueRef:a', '1'), 'pass a Python int'),
+    ('VM.set_memory_static_max', ('OpaqueRef:a', '1GiB'),
+     'not a decimal integer'),
+    ('VM.create', ({'name_label': 'x', 'VCPUs_max': '2.5'},),
+     'VCPUs_max: wants int, got string'),
     ('host.call_plugin', ('OpaqueRef:h', 'p', 'fn', {'a': True}),
      "['a']: wants string, got bool"),
     ('VM.set_name_label', ('OpaqueRef:a', None), 'None is not'),
