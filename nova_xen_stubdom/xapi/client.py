@@ -20,6 +20,8 @@ from oslo_log import log as oslo_logging
 
 from nova_xen_stubdom.xapi import constants
 from nova_xen_stubdom.xapi import errors
+from nova_xen_stubdom.xapi import failover
+from nova_xen_stubdom.xapi import handlers
 from nova_xen_stubdom.xapi import pool as xpool
 from nova_xen_stubdom.xapi import recorder
 from nova_xen_stubdom.xapi import redact
@@ -37,8 +39,6 @@ MAX_REDIRECTS = 3
 #: lost mid-call (the first send may or may not have been executed).
 _READ_ONLY_PREFIXES = ('get_',)
 
-#: bytes per read/write of HTTP handler transfers
-HTTP_CHUNK = 1 << 20
 _READ_ONLY_MESSAGES = frozenset(['event.from', 'session.get_this_host'])
 
 
@@ -220,8 +220,7 @@ class XAPIClient:
                 raise errors.XAPIClosed('XAPI client is closed')
             url = self._url
             sess = xsession.XAPISession(url, self._ssl_context)
-            args = [self._username, self._password, constants.API_VERSION,
-                    self.originator]
+            args = self._login_args()
             self._record('session.login_with_password', args)
             try:
                 ref = sess.raw('session.login_with_password', args,
@@ -272,76 +271,42 @@ class XAPIClient:
             return list(self._members)
 
     def _learn_members(self, sess: xsession.XAPISession) -> None:
-        """Remember the pool's hosts, to find the master again if the one
-        we talk to becomes unreachable (HA or an operator promoted
-        another host)."""
         with self._lock:
             if self._members_from == sess.url:
                 return
             self._members_from = sess.url
-        self._record('host.get_all_records', [])
-        try:
-            records = sess.invoke('host.get_all_records', [],
-                                  self.call_timeout)
-        except (errors.XAPIException,) + xsession.CONNECTION_ERRORS as exc:
-            LOG.debug('Could not list the pool hosts of %(url)s: %(exc)s',
-                      {'url': xtransport.redact_url(sess.url), 'exc': exc})
-            return
-        urls = []
-        for rec in (records or {}).values():
-            try:
-                urls.append(xtransport.master_url(sess.url,
-                                                  rec.get('address')))
-            except (ValueError, TypeError):
-                continue
-        with self._lock:
-            self._members = urls
+        urls = failover.pool_host_urls(self, sess)
+        if urls is not None:
+            with self._lock:
+                self._members = urls
 
     def _failover(self, dead_url: str) -> bool:
-        """*dead_url* (the master) is unreachable: ask the other known
-        pool hosts which host is the master now and switch to it.
+        """*dead_url* (the master) is unreachable: move to the host that
+        is the master now, if another pool host names one.
 
         :returns: True if calls now go to another host.
         """
         with self._lock:
             members = [u for u in self._members if u != dead_url]
-        args = [self._username, self._password, constants.API_VERSION,
+        new = failover.find_master(self, members, dead_url)
+        if new is None:
+            return False
+        with self._lock:
+            if self._url != dead_url:
+                return True         # another thread already moved on
+            self._url = new
+        LOG.warning('XAPI pool master %(old)s is unreachable; %(new)s is '
+                    'the master now',
+                    {'old': xtransport.redact_url(dead_url),
+                     'new': xtransport.redact_url(new)})
+        # Sessions on the dead host cannot even be logged out.
+        for stale in self._pool.drain_idle():
+            self._forget(stale)
+        return True
+
+    def _login_args(self) -> list:
+        return [self._username, self._password, constants.API_VERSION,
                 self.originator]
-        for member in members:
-            probe = xsession.XAPISession(member, self._ssl_context)
-            new = None
-            try:
-                self._record('session.login_with_password', args)
-                probe.ref = probe.raw('session.login_with_password', args,
-                                      self.login_timeout)
-                new = member            # it is the master now
-                self._record('session.logout', [])
-                probe.invoke('session.logout', [], self.login_timeout)
-            except errors.HostIsSlave as exc:
-                try:
-                    new = xtransport.master_url(member, exc.master_address)
-                except ValueError:
-                    continue
-                if new == dead_url:
-                    continue            # it still follows the dead master
-            except (errors.XAPIException,) + xsession.CONNECTION_ERRORS:
-                if new is None:
-                    continue
-            finally:
-                probe.close_connection()
-            with self._lock:
-                if self._url != dead_url:
-                    return True         # another thread already moved on
-                self._url = new
-            LOG.warning('XAPI pool master %(old)s is unreachable; %(new)s '
-                        'is the master now',
-                        {'old': xtransport.redact_url(dead_url),
-                         'new': xtransport.redact_url(new)})
-            # Sessions on the dead host cannot even be logged out.
-            for stale in self._pool.drain_idle():
-                self._forget(stale)
-            return True
-        return False
 
     def logout(self, sess: xsession.XAPISession,
                in_use: bool = False) -> None:
@@ -537,80 +502,16 @@ class XAPIClient:
 
     # ------------------------------------------------------- HTTP handlers
 
-    #: XAPI's HTTP handlers the project uses, with the query keys they take.
-    HTTP_HANDLERS = {
-        '/import_raw_vdi': ('session_id', 'vdi', 'format', 'task_id',
-                            'chunked'),
-        '/export_raw_vdi': ('session_id', 'vdi', 'format', 'base',
-                            'task_id'),
-    }
-
-    def _http(self, verb: str, path: str, query: dict, send=None,
-              length: Optional[int] = None, sink=None) -> int:
-        """One request to an XAPI HTTP handler on a pooled session.
-
-        :returns: bytes written to *sink* (GET) or sent (PUT).
-        :raises XAPIError: code ``HTTP_<status>`` for a non-2xx answer.
-        """
-        query = {k: v for k, v in query.items() if v is not None}
-        self._record('HTTP %s %s' % (verb, path), [query])
-        sess = self._pool.acquire()
-        try:
-            url = urllib.parse.urlsplit(sess.url)
-            target = '%s?%s' % (path, urllib.parse.urlencode(
-                dict(query, session_id=sess.ref)))
-            if url.scheme == 'https':
-                conn = http.client.HTTPSConnection(
-                    url.hostname, url.port, timeout=self.call_timeout,
-                    context=self._ssl_context)
-            else:
-                conn = http.client.HTTPConnection(
-                    url.hostname, url.port, timeout=self.call_timeout)
-            moved = 0
-            try:
-                conn.putrequest(verb, target)
-                if send is not None:
-                    conn.putheader('Content-Length', str(length))
-                conn.endheaders()
-                if send is not None:
-                    while True:
-                        chunk = send.read(HTTP_CHUNK)
-                        if not chunk:
-                            break
-                        conn.send(chunk)
-                        moved += len(chunk)
-                resp = conn.getresponse()
-                if resp.status // 100 != 2:
-                    body = resp.read(512).decode('utf-8', 'replace')
-                    raise errors.XAPIError('HTTP_%d' % resp.status,
-                                           [path, body], method=path)
-                if sink is not None:
-                    while True:
-                        chunk = resp.read(HTTP_CHUNK)
-                        if not chunk:
-                            break
-                        sink.write(chunk)
-                        moved += len(chunk)
-                else:
-                    resp.read()
-            except xsession.CONNECTION_ERRORS as exc:
-                raise errors.XAPIConnectionError(
-                    xtransport.redact_url(sess.url), path, exc) from exc
-            finally:
-                conn.close()
-        finally:
-            self._release(sess)
-        return moved
-
     def http_put(self, path: str, fileobj, length: int, **query) -> int:
         """Stream *length* bytes of *fileobj* to an XAPI HTTP handler
         (``/import_raw_vdi``, vdi=REF, format='raw'); returns bytes sent."""
-        return self._http('PUT', path, query, send=fileobj, length=length)
+        return handlers.transfer(self, 'PUT', path, query, send=fileobj,
+                                 length=length)
 
     def http_get(self, path: str, sink, **query) -> int:
         """Stream an XAPI HTTP handler's answer (``/export_raw_vdi``) into
         *sink*; returns bytes received."""
-        return self._http('GET', path, query, sink=sink)
+        return handlers.transfer(self, 'GET', path, query, sink=sink)
 
     # ------------------------------------------------------------- cache
 

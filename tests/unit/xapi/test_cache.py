@@ -154,7 +154,7 @@ def test_unknown_class_lookup_is_clear(fake, client):
 
 def test_cache_follows_a_failover(make_client):
     from tests.unit.xapi import fakexapi
-    from tests.unit.xapi.test_client import _pool_of
+    from tests.unit.xapi.test_failover import _pool_of
     a = fakexapi.FakeXAPI()
     b = fakexapi.FakeXAPI(master_address=None)
     try:

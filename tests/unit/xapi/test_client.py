@@ -305,34 +305,6 @@ def test_bad_url_scheme_refused():
         xapi_client.XAPIClient(None, 'root', 'p')
 
 
-def test_http_put_and_get_use_a_pooled_session(fake, client):
-    import io
-    vdi = 'OpaqueRef:vdi1'
-    data = bytes(range(256)) * 4096 * 3          # 3 MiB: several chunks
-    assert client.http_put('/import_raw_vdi', io.BytesIO(data), len(data),
-                           vdi=vdi, format='raw') == len(data)
-    assert fake.vdi_data[vdi] == data
-    sink = io.BytesIO()
-    assert client.http_get('/export_raw_vdi', sink, vdi=vdi,
-                           format='raw') == len(data)
-    assert sink.getvalue() == data
-    assert fake.logins == 1 == fake.open_sessions
-    method, path, query = fake.http_requests[0]
-    assert (method, path) == ('PUT', '/import_raw_vdi')
-    assert query['session_id'] in fake.sessions
-    assert ('HTTP PUT /import_raw_vdi', ('map',)) in \
-        client.call_log.signatures()
-
-
-def test_http_error_status_is_an_xapi_error(fake, client):
-    import io
-    with pytest.raises(errors.XAPIError) as info:
-        client.http_get('/export_raw_vdi', io.BytesIO(),
-                        vdi='OpaqueRef:none')
-    assert info.value.code == 'HTTP_404'
-    assert client.pool.in_use == 0
-
-
 def test_expiry_of_all_pooled_sessions_needs_one_relogin_per_call(
         fake, make_client):
     c = make_client(fake.url, concurrent=3)
@@ -389,71 +361,3 @@ def test_cache_after_close_does_not_log_in(fake, client):
     cache._thread.join(5)
     assert not cache.running          # the watcher gave up at once
     assert fake.logins == 0
-
-
-def _pool_of(*fakes):
-    addresses = ['127.0.0.1:%d' % f.port for f in fakes]
-    for f in fakes:
-        f.host_addresses = addresses
-    return addresses
-
-
-def test_pool_members_are_learned_at_login(fake, client):
-    other = fakexapi.FakeXAPI()
-    try:
-        _pool_of(fake, other)
-        client.call('VM.get_all')
-        assert client.pool_members == [fake.url, other.url]
-        client.call('VM.get_all')
-        assert fake.count('host.get_all_records') == 1
-    finally:
-        other.stop()
-
-
-def test_failover_to_the_new_master_when_the_master_dies(make_client):
-    a = fakexapi.FakeXAPI()
-    b = fakexapi.FakeXAPI(master_address=None)
-    try:
-        _pool_of(a, b)
-        c = make_client(a.url, max_retries=1)
-        assert c.call('VM.get_all')
-        a.stop()                        # the master host dies
-        # b was promoted (e.g. by HA); it answers logins as the master
-        assert sorted(c.call('VM.get_all')) == sorted(b.vms)
-        assert c.url == b.url
-        assert b.open_sessions == c.open_sessions == 1
-    finally:
-        b.stop()
-
-
-def test_failover_follows_a_member_to_the_new_master(make_client):
-    a, b, m = fakexapi.FakeXAPI(), fakexapi.FakeXAPI(), fakexapi.FakeXAPI()
-    try:
-        _pool_of(a, b, m)
-        c = make_client(a.url, max_retries=0)
-        assert c.call('VM.get_all')
-        a.stop()
-        b.master_address = '127.0.0.1:%d' % m.port
-        vm = sorted(m.vms)[0]
-        c.call('VM.start', vm)          # refused on a: nothing was sent
-        assert m.vms[vm]['power_state'] == 'Running'
-        assert c.url == m.url
-        assert b.open_sessions == 0
-    finally:
-        b.stop()
-        m.stop()
-
-
-def test_no_failover_without_a_new_master(make_client):
-    a, b = fakexapi.FakeXAPI(), fakexapi.FakeXAPI()
-    try:
-        _pool_of(a, b)
-        c = make_client(a.url, max_retries=0)
-        assert c.call('VM.get_all')
-        b.master_address = '127.0.0.1:%d' % a.port   # b still follows a
-        a.stop()
-        with pytest.raises(errors.XAPIConnectionError):
-            c.call('VM.get_all')
-        assert c.url == a.url
-    finally:
-        b.stop()
