@@ -144,22 +144,58 @@ def default_cache_dir() -> str:
     return os.path.join(base, "nova-xen-stubdom")
 
 
+def pinned_packages(manifest_path: str):
+    """Package set recorded in an earlier build's manifest (--pin): the
+    rootfs candidates, the kernel package and the kernel meta-package."""
+    try:
+        with open(manifest_path) as f:
+            m = json.load(f)
+        closure = {n: pkgmod.Package(n, v["version"], v["arch"])
+                   for n, v in m["candidate_packages"].items()}
+        k = m["kernel"]
+        kpkg = pkgmod.Package(k["package"], k["version"], k["arch"])
+        meta = pkgmod.Package(k["meta_package"], k["meta_version"],
+                              k["arch"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise BuildError("cannot use %s as a pin: %s: %s"
+                         % (manifest_path, type(exc).__name__, exc))
+    return closure, kpkg, meta
+
+
 def build(output: str, cache_dir: str | None = None,
-          progress: Callable[[str], None] = _default_progress) -> BuildResult:
+          progress: Callable[[str], None] = _default_progress,
+          pin: str | None = None) -> BuildResult:
+    """Build the image into ``output``.
+
+    :param output: directory for the kernel, rootfs and manifest.
+    :param cache_dir: downloaded and unpacked packages (reused).
+    :param progress: called with one line of progress text at a time.
+    :param pin: an earlier manifest.json: use exactly its package versions
+        (from the cache, or the mirror while it still carries them) instead
+        of apt's current candidates, to rebuild that image bit for bit.
+    """
     pkgmod.require_tools("apt-cache", "apt-get", "dpkg-deb", "strip")
     cache_dir = cache_dir or default_cache_dir()
     os.makedirs(cache_dir, exist_ok=True)
     os.makedirs(output, exist_ok=True)
 
-    progress("resolving packages: %s + their Depends, and %s"
-             % (", ".join(ROOT_PACKAGES), KERNEL_PACKAGE))
-    closure = pkgmod.depends_closure(ROOT_PACKAGES)
-    meta = pkgmod.show([KERNEL_PACKAGE])[KERNEL_PACKAGE]
-    image_names = [d for d in meta.depends if d.startswith("linux-image-")]
-    if not image_names:
-        raise BuildError("%s %s depends on no linux-image-* package"
-                         % (meta.name, meta.version))
-    kpkg = pkgmod.show(image_names[:1])[image_names[0]]
+    if pin:
+        progress("using the package versions pinned by %s" % pin)
+        closure, kpkg, meta = pinned_packages(pin)
+    else:
+        progress("resolving packages: %s + their Depends, and %s"
+                 % (", ".join(ROOT_PACKAGES), KERNEL_PACKAGE))
+        closure = pkgmod.depends_closure(ROOT_PACKAGES)
+        meta = pkgmod.show([KERNEL_PACKAGE])[KERNEL_PACKAGE]
+        image_names = [d for d in meta.depends
+                       if d.startswith("linux-image-")]
+        if not image_names:
+            raise BuildError("%s %s depends on no linux-image-* package"
+                             % (meta.name, meta.version))
+        kpkg = pkgmod.show(image_names[:1])[image_names[0]]
+    missing = [r for r in ROOT_PACKAGES if r not in closure]
+    if missing:
+        raise BuildError("package set lacks %s" % ", ".join(missing))
     progress("%d rootfs candidate packages; kernel %s %s"
              % (len(closure), kpkg.name, kpkg.version))
 
@@ -313,6 +349,7 @@ def build(output: str, cache_dir: str | None = None,
     manifest = {
         "format": 1,
         "kernel": {"package": kpkg.name, "version": kpkg.version,
+                   "arch": kpkg.arch,
                    "meta_package": meta.name, "meta_version": meta.version,
                    "release": release, "sha256": _sha256(kdata),
                    "cmdline": KERNEL_CMDLINE,
@@ -320,7 +357,7 @@ def build(output: str, cache_dir: str | None = None,
         "rootfs": {"sha256": _sha256(gz), "size": len(gz),
                    "cpio_sha256": _sha256(raw)},
         "packages": {n: closure[n].version for n in sorted(used_packages)},
-        "candidate_packages": {n: p.version
+        "candidate_packages": {n: {"version": p.version, "arch": p.arch}
                                for n, p in sorted(closure.items())},
         "files": sorted(files_meta, key=lambda m: m["path"]),
         "sizes": report,
@@ -374,9 +411,10 @@ def format_report(report: dict) -> list[str]:
     return lines
 
 
-def main_build(output: str, cache_dir: str | None = None) -> int:
+def main_build(output: str, cache_dir: str | None = None,
+               pin: str | None = None) -> int:
     try:
-        build(output, cache_dir)
+        build(output, cache_dir, pin=pin)
     except BuildError as exc:
         print("build-stubdom: error: %s" % exc, file=sys.stderr)
         return 1

@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="where downloaded and unpacked packages are"
                              " kept (default: %s)"
                              % builder.default_cache_dir())
+    parser.add_argument("--pin", metavar="MANIFEST", default=None,
+                        help="rebuild with exactly the package versions of"
+                             " an earlier build's manifest.json")
     parser.add_argument("--boot-test", action="store_true",
                         help="then boot the self-test under"
                              " qemu-system-x86_64 (TCG) and print figures")
@@ -64,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --boot-test: bisect the smallest memory"
                              " that passes (a few more boots)")
     args = parser.parse_args(argv)
-    rc = builder.main_build(args.output, args.cache_dir)
+    rc = builder.main_build(args.output, args.cache_dir, args.pin)
     if rc == 0 and args.boot_test:
         rc = _boot_figures(args.output, args.memory, args.find_min_memory)
     return rc

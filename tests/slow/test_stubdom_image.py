@@ -44,9 +44,11 @@ def test_outputs_have_the_names_the_driver_expects(image):
     assert os.path.basename(result.kernel) == builder.KERNEL_NAME
 
 
-def test_rebuild_gives_the_same_bytes(image, tmp_path):
-    out, _ = image
-    builder.build(str(tmp_path), CACHE, progress=lambda m: None)
+def test_rebuild_pinned_to_the_manifest_gives_the_same_bytes(image,
+                                                             tmp_path):
+    out, result = image
+    builder.build(str(tmp_path), CACHE, progress=lambda m: None,
+                  pin=result.manifest)
     for name in (builder.KERNEL_NAME, builder.ROOTFS_NAME,
                  builder.MANIFEST_NAME):
         with open(os.path.join(out, name), "rb") as a, \

@@ -1,3 +1,4 @@
+import json
 import os
 import shutil
 import struct
@@ -135,3 +136,31 @@ def test_format_report_compares_with_naive():
         "naive": {"packages": 3, "files": 100, "size": 100 << 20}})
     assert "keeps 25.0%" in lines[-1]
     assert "qemu" in lines[1] and "10.00 MiB" in lines[1]
+
+
+def test_pinned_packages_from_a_manifest(tmp_path):
+    m = tmp_path / "manifest.json"
+    m.write_text(json.dumps({
+        "candidate_packages": {
+            "qemu-system-xen": {"version": "1:7.2", "arch": "amd64"},
+            "seabios": {"version": "1.16", "arch": "all"}},
+        "kernel": {"package": "linux-image-6.1.0-56-cloud-amd64",
+                   "version": "6.1.192-2", "arch": "amd64",
+                   "meta_package": "linux-image-cloud-amd64",
+                   "meta_version": "6.1.192-2"}}))
+    closure, kpkg, meta = builder.pinned_packages(str(m))
+    assert closure["seabios"].deb_name == "seabios_1.16_all.deb"
+    assert closure["qemu-system-xen"].deb_name == \
+        "qemu-system-xen_1%3a7.2_amd64.deb"
+    assert kpkg.name == "linux-image-6.1.0-56-cloud-amd64"
+    assert meta.version == "6.1.192-2"
+
+
+@pytest.mark.parametrize("content", ["{", "{}", '{"candidate_packages": 1}'])
+def test_bad_pin_is_a_clear_error(tmp_path, content):
+    m = tmp_path / "manifest.json"
+    m.write_text(content)
+    with pytest.raises(BuildError, match="cannot use .* as a pin"):
+        builder.pinned_packages(str(m))
+    with pytest.raises(BuildError, match="as a pin"):
+        builder.pinned_packages(str(tmp_path / "missing.json"))
