@@ -306,6 +306,11 @@ static PyObject *py_xbzrle_encode(PyObject *m, PyObject *args, PyObject *kw)
     if (limit < 0) {
         limit = new_.len;
     }
+    /* No encoding is longer than 3 bytes per 2 input bytes (alternating
+     * one-byte runs): a larger limit only wastes the allocation. */
+    if (limit > 2 * new_.len + 16) {
+        limit = 2 * new_.len + 16;
+    }
     PyObject *out = PyBytes_FromStringAndSize(NULL, limit);
     if (!out) {
         goto exit;
