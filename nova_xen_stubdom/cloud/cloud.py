@@ -1,5 +1,6 @@
 """Bring the test cloud up, report on it, take it down."""
 import json
+import shutil
 import threading
 import time
 from typing import Callable, Dict, List, Optional, TextIO
@@ -122,6 +123,9 @@ def up(lay: L.Layout, driver: str, progress: Progress) -> Dict[str, object]:
                                'cloud down" first)' % ', '.join(running))
     infra.check_installed()
     lay.mkdirs()
+    # every run starts with empty logs: what logs/ holds is this run's
+    shutil.rmtree(lay.logs)
+    lay.logs.mkdir()
     sim_url = lay.url('xapi-sim')
     configs.write_all(lay, driver, sim_url)
     progress('config files written under %s' % lay.etc)
@@ -204,10 +208,15 @@ def up(lay: L.Layout, driver: str, progress: Progress) -> Dict[str, object]:
 
 def down(lay: L.Layout, progress: Progress) -> List[int]:
     """Stop everything recorded under ``run/``; returns leftover ports."""
-    # the OpenStack services shut down in parallel, then the infrastructure
-    for line in procs.stop_many(lay, list(services.NOVA_SERVICES) +
-                                ['keystone']):
-        progress(line)
+    # computes first (they still talk to the XAPI simulator and the
+    # conductor while they shut down), then the other services in parallel,
+    # then the infrastructure
+    computes = [n for n in services.NOVA_SERVICES
+                if n.startswith('nova-compute-')]
+    rest = [n for n in services.NOVA_SERVICES if n not in computes]
+    for wave in (computes, rest + ['keystone']):
+        for line in procs.stop_many(lay, wave):
+            progress(line)
     for line in infra.stop_rabbitmq(lay):
         progress(line)
     line = procs.stop(lay, 'mariadb', timeout=30)

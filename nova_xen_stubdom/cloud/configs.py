@@ -74,7 +74,9 @@ def nova_conf(lay: L.Layout) -> Sections:
             'auth_type': 'admin_token', 'endpoint': lay.url('placement'),
             'token': 'admin', 'region_name': 'RegionOne',
         },
-        'glance': {'api_servers': lay.url('glance')},
+        # the glance STAND-IN (keystoneauth adapter; api_servers is
+        # deprecated)
+        'glance': {'endpoint_override': lay.url('glance')},
         # the neutron STAND-IN: admin_token, no keystone round trip
         'neutron': {
             'auth_type': 'admin_token', 'endpoint': lay.url('neutron'),
