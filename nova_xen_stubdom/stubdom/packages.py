@@ -134,8 +134,13 @@ def download(pkgs: Iterable[Package], cache_dir: str,
     if want:
         progress("downloading %d package(s) (%d cached)"
                  % (len(want), len(pkgs) - len(want)))
-        _run(["apt-get", "download", "-q",
-              *["%s=%s" % (p.name, p.version) for p in want]], cwd=debdir)
+        try:
+            _run(["apt-get", "download", "-q",
+                  *["%s=%s" % (p.name, p.version) for p in want]],
+                 cwd=debdir)
+        except BuildError as exc:
+            raise BuildError("%s (no network, or stale package lists: run"
+                             " 'apt-get update')" % exc)
     else:
         progress("all %d package(s) cached in %s" % (len(pkgs), debdir))
     paths = {}

@@ -164,3 +164,24 @@ def test_bad_pin_is_a_clear_error(tmp_path, content):
         builder.pinned_packages(str(m))
     with pytest.raises(BuildError, match="as a pin"):
         builder.pinned_packages(str(tmp_path / "missing.json"))
+
+
+def test_download_failure_names_the_likely_cause(monkeypatch, tmp_path):
+    def fail(cmd, cwd=None):
+        raise BuildError("apt-get download -q failed (rc=100): E: Can't find"
+                         " a source to download version '9' of 'seabios'")
+    monkeypatch.setattr(packages, "_run", fail)
+    with pytest.raises(BuildError, match="seabios.*apt-get update"):
+        packages.download([packages.Package("seabios", "9", "all")],
+                          str(tmp_path), progress=lambda m: None)
+
+
+def test_download_uses_the_cache(monkeypatch, tmp_path):
+    p = packages.Package("seabios", "1.16", "all")
+    (tmp_path / "debs").mkdir()
+    (tmp_path / "debs" / p.deb_name).write_bytes(b"deb")
+    monkeypatch.setattr(packages, "_run", lambda *a, **k: 1 / 0)
+    msgs = []
+    paths = packages.download([p], str(tmp_path), progress=msgs.append)
+    assert paths == {"seabios": str(tmp_path / "debs" / p.deb_name)}
+    assert "cached" in msgs[0]
