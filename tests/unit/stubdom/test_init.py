@@ -435,3 +435,14 @@ def test_every_command_the_init_runs_is_a_busybox_applet_or_shipped():
     shipped = {"xenstore-read", "xenstore-write"}
     assert shipped <= {"xenstore-" + t.split("-", 1)[1]
                        for t in builder.XENSTORE_TOOLS}
+
+
+@pytest.mark.parametrize("value", [0, 1, 255, 256, 65535, 2**31 + 5,
+                                   2**33 + 1, 2**40 - 1])
+def test_little_endian_helpers_handle_lengths_beyond_32_bits(env, value):
+    import struct
+    tmp, e = env
+    out = sh(e, 'printf "$(le_bytes %d 8)" >"%s"; le_value "%s" 0 8'
+             % (value, tmp / "le", tmp / "le")).stdout.strip()
+    assert (tmp / "le").read_bytes() == struct.pack("<Q", value)
+    assert int(out) == value
