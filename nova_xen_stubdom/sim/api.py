@@ -130,7 +130,7 @@ def call(pool, host, method: str, params: List[Any], client: str = ''):
         decoded.append(v)
     fn = HANDLERS.get(name)
     if fn is None:
-        if msg.implicit:
+        if msg.implicit or is_generic_shape(msg):
             fn = generic
         else:
             raise XapiError('NOT_IMPLEMENTED', name)
@@ -168,6 +168,18 @@ def run_in_task(ctx: Context, fn: Callable, args: list) -> Any:
 
 
 # -- generic implicit messages ---------------------------------------------
+_GENERIC_NAMES = ('get_all', 'get_all_records', 'get_by_uuid',
+                  'get_by_name_label', 'get_record')
+
+
+def is_generic_shape(msg: Message) -> bool:
+    """An explicit message that behaves like an implicit accessor (some
+    classes declare their own get_all / get_all_records / get_record)."""
+    if msg.name in _GENERIC_NAMES:
+        return True
+    fields = load().live_fields(msg.cls)
+    return msg.name.startswith('get_') and msg.name[4:] in fields and \
+        len(msg.params) == 2
 def generic(ctx: Context, *args):
     msg = ctx.message
     cls, name = msg.cls, msg.name

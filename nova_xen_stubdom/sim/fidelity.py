@@ -219,7 +219,7 @@ def implicit_coverage() -> dict:
             live += 1
             if m.wire_name in api.HANDLERS:
                 hand += 1
-            elif m.implicit:
+            elif m.implicit or api.is_generic_shape(m):
                 generic += 1
     return {'messages': total, 'live_messages': live,
             'generic': generic, 'hand_written': hand,

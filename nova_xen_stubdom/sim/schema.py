@@ -72,7 +72,11 @@ def parse_type(s: str) -> Type:
         return Type('enum', s[5:].strip())
     for suffix in ('ref', 'record'):
         if s.endswith(' ' + suffix):
-            return Type(suffix, s[:-len(suffix) - 1].strip())
+            name = s[:-len(suffix) - 1].strip()
+            if name.startswith('<'):
+                # event.snapshot: "<class> record", a record of any class
+                return Type('any', s)
+            return Type(suffix, name)
     # e.g. event.from's "batch" result: not described further
     return Type('any', s)
 

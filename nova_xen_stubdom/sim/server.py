@@ -39,6 +39,14 @@ class _HTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
     allow_reuse_address = True
     request_queue_size = 64
 
+    def handle_error(self, request, client_address):
+        import sys
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (BrokenPipeError, ConnectionResetError)):
+            return      # the client went away mid-answer: its business
+        LOG.exception('simulator HTTP handler failed for %s',
+                      client_address)
+
     def __init__(self, addr, handler, sim, host):
         self.sim = sim
         self.host = host

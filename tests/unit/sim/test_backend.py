@@ -1,0 +1,134 @@
+import inspect
+
+import pytest
+
+from nova_xen_stubdom.agent.backend import HypervisorBackend, load_backend
+from nova_xen_stubdom.sim.backend import SimBackend
+from nova_xen_stubdom.sim.hypervisor import PAGE_SIZE
+
+
+@pytest.fixture
+def be():
+    b = SimBackend()
+    yield b
+    b.close()
+
+
+def test_implements_every_abstract_method():
+    abstract = {n for n, m in inspect.getmembers(HypervisorBackend)
+                if getattr(m, '__isabstractmethod__', False)}
+    assert abstract and not (abstract & SimBackend.__abstractmethods__)
+    b = load_backend('sim')
+    assert isinstance(b, SimBackend)
+    b.close()
+
+
+def test_domain_memory_is_a_shared_file(be):
+    domid = be.create_domain('uuid-1', True, 4 << 20, vcpus=2)
+    info = be.domain_info(domid)
+    assert (info.hvm, info.max_pfn, info.vcpus, info.paused) == (
+        True, 1024, 2, True)
+    path = be.hypervisor.domain(domid).mem_path
+    import os
+    assert os.path.getsize(path) == 4 << 20
+    # sparse: nothing allocated until written
+    assert os.stat(path).st_blocks == 0
+    mem = be.map_memory(domid, writable=True)
+    mem[PAGE_SIZE:PAGE_SIZE + 4] = b'abcd'
+    mem.release()
+    with open(path, 'rb') as f:
+        f.seek(PAGE_SIZE)
+        assert f.read(4) == b'abcd'
+    ro = be.map_memory(domid)
+    assert ro.readonly
+    ro.release()
+    be.destroy_domain(domid)
+    assert not os.path.exists(path)
+    with pytest.raises(KeyError):
+        be.domain_info(domid)
+
+
+def test_workload_dirties_pages_into_logdirty_bitmap(be):
+    domid = be.create_domain('uuid-2', True, 8 << 20, paused=False)
+    with pytest.raises(RuntimeError):
+        be.fetch_dirty_bitmap(domid)
+    be.enable_logdirty(domid)
+    be.set_dirty_rate(domid, 2 << 20)
+    dom = be.hypervisor.domain(domid)
+    import time
+    deadline = time.monotonic() + 5
+    while dom.pages_dirtied < 50 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    bitmap = be.fetch_dirty_bitmap(domid, clear=True)
+    assert len(bitmap) == 2048 // 8
+    dirty = [i for i in range(2048) if bitmap[i >> 3] & (1 << (i & 7))]
+    assert dirty
+    # a dirty page really changed
+    mem = be.map_memory(domid)
+    assert any(mem[p * PAGE_SIZE:(p + 1) * PAGE_SIZE] != bytes(PAGE_SIZE)
+               for p in dirty)
+    mem.release()
+    # paused: no more dirtying
+    be.pause(domid)
+    be.fetch_dirty_bitmap(domid, clear=True)
+    time.sleep(0.1)
+    assert not any(be.fetch_dirty_bitmap(domid))
+    be.set_dirty_rate(domid, 0)
+    be.disable_logdirty(domid)
+
+
+def test_hvm_context_and_params(be):
+    domid = be.create_domain('uuid-3', True, 1 << 20)
+    blob = be.get_hvm_context(domid)
+    assert blob[:4] == b'HVMC'
+    be.set_hvm_context(domid, b'new')
+    assert be.get_hvm_context(domid) == b'new'
+    be.set_hvm_params(domid, {5: 7})
+    assert be.get_hvm_params(domid)[5] == 7
+    pv = be.create_domain('uuid-4', False, 1 << 20)
+    with pytest.raises(ValueError):
+        be.get_hvm_context(pv)
+
+
+def test_xenstore_and_target(be):
+    guest = be.create_domain('g', True, 1 << 20)
+    stub = be.create_domain('s', False, 1 << 20)
+    be.xs_write('/local/domain/%d/data/x' % guest, '1')
+    assert be.xs_read('/local/domain/%d/data/x' % guest) == '1'
+    assert 'data' in be.xs_list('/local/domain/%d' % guest)
+    be.xs_set_perms('/local/domain/%d/data/x' % guest, ['n%d' % guest])
+    assert be.xs_get_perms('/local/domain/%d/data/x' % guest) == [
+        'n%d' % guest]
+    xs = be.hypervisor.xenstore
+    with pytest.raises(Exception):
+        xs.read('/local/domain/%d/data/x' % guest, caller=stub)
+    be.set_target(stub, guest)
+    assert be.domain_info(stub).target == guest
+    assert xs.read('/local/domain/%d/data/x' % guest, caller=stub) == '1'
+    be.xs_rm('/local/domain/%d/data/x' % guest)
+    assert be.xs_read('/local/domain/%d/data/x' % guest) is None
+    be.destroy_domain(guest)
+    assert be.xs_read('/local/domain/%d' % guest) is None
+    assert [d.domid for d in be.list_domains()] == [0, stub]
+
+
+def test_disks_and_console(be):
+    domid = be.create_domain('d', False, 1 << 20)
+    be.attach_disk(domid, '/tmp/x.img', 'xvdb')
+    with pytest.raises(ValueError):
+        be.attach_disk(domid, '/tmp/x.img', 'xvdb')
+    assert be.xs_read('/local/domain/%d/device/vbd/xvdb/state' % domid) == '4'
+    be.detach_disk(domid, 'xvdb')
+    assert be.hypervisor.frontends_of(domid) == []
+    assert 'created' in be.console(domid)[0]
+
+
+def test_pci_methods_delegate(be):
+    from nova_xen_stubdom.sim import pci
+    gpu = pci.gpu()[0]
+    be.pci.add_device(gpu)
+    domid = be.create_domain('p', True, 1 << 20)
+    be.assign_device(domid, gpu.address)
+    assert be.pci.owner[gpu.address] == domid
+    be.destroy_domain(domid)
+    assert be.pci.is_clean()
