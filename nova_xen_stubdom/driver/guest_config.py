@@ -33,6 +33,7 @@ class GuestConfig:
     memory_mb: int
     vcpus: int
     root_gb: int
+    ephemeral_gb: int
     stubdom_memory_mb: int
     stubdom_vcpus: int
     video: str = 'std'
@@ -119,10 +120,16 @@ def resolve(flavor, image_meta: Optional[object], conf=None) -> GuestConfig:
             raise exception.ImageUnacceptable(
                 image_id=getattr(image_meta, 'id', '?'),
                 reason=_('image hypervisor type %s is not xen') % hv_type)
+    if int(flavor.swap or 0):
+        raise exception.InvalidRequest(
+            _('flavor %(flavor)s asks for %(swap)d MiB of swap: the Xen '
+              'stub-domain driver does not provide swap disks')
+            % {'flavor': flavor.name, 'swap': int(flavor.swap)})
     return GuestConfig(
         memory_mb=int(flavor.memory_mb),
         vcpus=int(flavor.vcpus),
         root_gb=int(flavor.root_gb),
+        ephemeral_gb=int(flavor.ephemeral_gb or 0),
         stubdom_memory_mb=stubdom_memory_mb(flavor, conf),
         stubdom_vcpus=_int_spec(specs, 'vcpus', STUBDOM_VCPUS_MIN,
                                 STUBDOM_VCPUS_MAX,

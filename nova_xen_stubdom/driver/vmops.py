@@ -129,11 +129,12 @@ class VMOps:
                     built.guest = ref
                 else:
                     built.stubdom = ref
-        for ref in self._call('VDI.get_by_name_label',
-                              '%s-root' % instance.name):
-            oc = self._call('VDI.get_other_config', ref)
-            if oc.get(dc.OC_NOVA_UUID) == instance.uuid:
-                built.vdis.append(ref)
+        for disk in ('root', 'ephemeral'):
+            for ref in self._call('VDI.get_by_name_label',
+                                  '%s-%s' % (instance.name, disk)):
+                oc = self._call('VDI.get_other_config', ref)
+                if oc.get(dc.OC_NOVA_UUID) == instance.uuid:
+                    built.vdis.append(ref)
         return built
 
     # -- spawn ------------------------------------------------------------
@@ -206,6 +207,23 @@ class VMOps:
                     self._call, 'VBD.create', vmbuild.vbd_record(
                         stub, vdi, 0, False,
                         {dc.OC_MIRROR_OF: vbd_uuid})))
+                if cfg.ephemeral_gb:
+                    eph = do('VDI.create (ephemeral disk)', self._call,
+                             'VDI.create', vmbuild.vdi_record(
+                                 instance, sr_ref, cfg.ephemeral_gb * dc.GiB,
+                                 'ephemeral'))
+                    built.vdis.append(eph)
+                    vbd = do('VBD.create (guest ephemeral disk)',
+                             self._call, 'VBD.create', vmbuild.vbd_record(
+                                 guest, eph, 1, False, {}))
+                    built.vbds.append(vbd)
+                    vbd_uuid = do('VBD.get_uuid', self._call,
+                                  'VBD.get_uuid', vbd)
+                    built.vbds.append(do(
+                        'VBD.create (stub domain mirror of the ephemeral '
+                        'disk)', self._call, 'VBD.create',
+                        vmbuild.vbd_record(stub, eph, 1, False,
+                                           {dc.OC_MIRROR_OF: vbd_uuid})))
                 for index, (vif, net_ref) in enumerate(vifs):
                     mtu = (vif.get('network') or {}).get('meta', {}).get(
                         'mtu') or 1500
@@ -248,7 +266,8 @@ class VMOps:
             'vga': cfg.video,
             'firmware': cfg.firmware,
             'boot': 'cd',
-            'disks': [{'bus': cfg.disk_bus, 'index': 0}],
+            'disks': [{'bus': cfg.disk_bus, 'index': i}
+                      for i in range(2 if cfg.ephemeral_gb else 1)],
             'nics': [{'mac': vif['address'], 'model': cfg.vif_model,
                       'index': i} for i, (vif, _n) in enumerate(vifs)],
         }

@@ -13,7 +13,7 @@ class TestLifecycle(base.XenStubdomTestBase):
 
     def _flavor(self, **extra):
         return self._create_flavor(memory_mb=512, vcpu=2, disk=2,
-                                   extra_spec=extra or None)
+                                   ephemeral=1, extra_spec=extra or None)
 
     def _wiring(self, host, stub_domid):
         agent = self.sim_host(host).agent()
@@ -57,13 +57,17 @@ class TestLifecycle(base.XenStubdomTestBase):
         hv = self.sim_host(host).hypervisor
         self.assertEqual(int(stub['domid']),
                          hv.device_models[int(guest['domid'])])
-        # disks: root VDI sized as the flavor, attached to both domains
-        vbds = [x.VBD.get_record(r) for r in guest['VBDs']]
-        self.assertEqual(1, len(vbds))
-        vdi = x.VDI.get_record(vbds[0]['VDI'])
-        self.assertEqual(str(flavor_disk_gb * GiB), vdi['virtual_size'])
-        stub_vbds = [x.VBD.get_record(r) for r in stub['VBDs']]
-        self.assertEqual([vbds[0]['VDI']], [v['VDI'] for v in stub_vbds])
+        # disks: root and ephemeral VDIs sized as the flavor, attached to
+        # both domains (the stub domain's QEMU emulates them)
+        vbds = sorted((x.VBD.get_record(r) for r in guest['VBDs']),
+                      key=lambda v: v['userdevice'])
+        self.assertEqual(['0', '1'], [v['userdevice'] for v in vbds])
+        sizes = [x.VDI.get_record(v['VDI'])['virtual_size'] for v in vbds]
+        self.assertEqual([str(flavor_disk_gb * GiB), str(1 * GiB)], sizes)
+        stub_vbds = sorted((x.VBD.get_record(r) for r in stub['VBDs']),
+                           key=lambda v: v['userdevice'])
+        self.assertEqual([v['VDI'] for v in vbds],
+                         [v['VDI'] for v in stub_vbds])
         # NICs: one per Nova vif with its MAC, mirrored on the stub domain
         vifs = [x.VIF.get_record(r) for r in guest['VIFs']]
         self.assertEqual(sorted(macs), sorted(v['MAC'] for v in vifs))
