@@ -7,6 +7,7 @@ from typing import Dict
 
 from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.driver import guest_config as gconf
+from nova_xen_stubdom.stubdom import image as stubdom_image
 
 
 def _vm_common(name: str, memory_mb: int, vcpus: int, host_ref: str,
@@ -77,7 +78,7 @@ def stubdom_record(instance, cfg: gconf.GuestConfig, host_ref: str,
     rec['name_description'] = 'device model of %s' % instance.name
     rec['PV_kernel'] = kernel
     rec['PV_ramdisk'] = ramdisk
-    rec['PV_args'] = 'console=hvc0 quiet'
+    rec['PV_args'] = stubdom_image.KERNEL_CMDLINE
     rec['platform'] = {'nx': 'true'}
     return rec
 

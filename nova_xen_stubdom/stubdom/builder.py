@@ -25,18 +25,8 @@ from nova_xen_stubdom.stubdom import kernel as kernelmod
 from nova_xen_stubdom.stubdom import packages as pkgmod
 from nova_xen_stubdom.stubdom.packages import BuildError
 
-KERNEL_NAME = "nova-xen-stubdom-kernel"
-ROOTFS_NAME = "nova-xen-stubdom-rootfs.cpio.gz"
-MANIFEST_NAME = "manifest.json"
-
-#: Kernel command line the stub domain needs (PV_args of its XAPI VM).
-#: rootfstype=ramfs: without a root= the kernel unpacks the initramfs into a
-#: tmpfs capped at half of the memory seen at boot, which a 128 MiB stub
-#: domain cannot fit QEMU's 38 MiB closure into (files end up truncated:
-#: SIGBUS / ETXTBSY); ramfs has no cap.  console=hvc0 is Xen's PV console.
-KERNEL_CMDLINE = "console=hvc0 rootfstype=ramfs"
-#: The same for the self-test boot under qemu-system-x86_64 (serial port).
-SELFTEST_CMDLINE = "console=ttyS0 rootfstype=ramfs stubdom.selftest=1 panic=-1"
+from nova_xen_stubdom.stubdom.image import (  # noqa: F401 (re-exported)
+    KERNEL_CMDLINE, KERNEL_NAME, MANIFEST_NAME, ROOTFS_NAME, SELFTEST_CMDLINE)
 
 KERNEL_PACKAGE = "linux-image-cloud-amd64"
 ROOT_PACKAGES = ("qemu-system-xen", "xenstore-utils", "busybox-static")
