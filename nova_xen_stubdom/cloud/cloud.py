@@ -238,19 +238,6 @@ def down(lay: L.Layout, progress: Progress) -> List[int]:
     return left
 
 
-def rss_mib(pids: List[int]) -> float:
-    total_kib = 0
-    for pid in pids:
-        try:
-            with open('/proc/%d/status' % pid) as f:
-                for line in f:
-                    if line.startswith('VmRSS:'):
-                        total_kib += int(line.split()[1])
-        except OSError:
-            continue
-    return total_kib / 1024.0
-
-
 def status(lay: L.Layout, out: TextIO) -> int:
     """Print one line per process; returns how many are not running."""
     missing = 0
@@ -266,7 +253,7 @@ def status(lay: L.Layout, out: TextIO) -> int:
                 out.write('%-22s not started\n' % name)
             continue
         family = [pid] + procs.children(pid)
-        mib = rss_mib(family)
+        mib = procs.rss_mib(family)
         total += mib
         out.write('%-22s pid %-7d %2d procs %7.1f MiB\n'
                   % (name, pid, len(family), mib))
@@ -274,12 +261,3 @@ def status(lay: L.Layout, out: TextIO) -> int:
     ports = sorted(p for p in L.PORTS.values() if p in listening)
     out.write('listening on: %s\n' % ports)
     return missing
-
-
-def all_pids(lay: L.Layout) -> List[int]:
-    pids: List[int] = []
-    for name in services.ALL_PROCESSES:
-        pid = procs.read_pid(lay.pidfile(name))
-        if pid:
-            pids += [pid] + procs.children(pid)
-    return pids

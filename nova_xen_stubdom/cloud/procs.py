@@ -231,3 +231,16 @@ def run(argv: Sequence[str], log: Path, env: Optional[Dict[str, str]] = None,
     if res.returncode:
         raise CloudError('%s exited %d (see %s)'
                          % (' '.join(argv[:3]), res.returncode, log))
+
+
+def rss_mib(pids: List[int]) -> float:
+    total_kib = 0
+    for pid in pids:
+        try:
+            with open('/proc/%d/status' % pid) as f:
+                for line in f:
+                    if line.startswith('VmRSS:'):
+                        total_kib += int(line.split()[1])
+        except OSError:
+            continue
+    return total_kib / 1024.0

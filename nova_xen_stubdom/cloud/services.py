@@ -81,3 +81,13 @@ def start_nova(lay: L.Layout) -> None:
         procs.start(lay, name, nova_cmd(
             lay, 'nova-compute', name,
             str(lay.etc / 'nova' / ('compute-%s.conf' % host))))
+
+
+def all_pids(lay: L.Layout) -> List[int]:
+    """Every running process of the cloud, with descendants."""
+    pids: List[int] = []
+    for name in ALL_PROCESSES:
+        pid = procs.read_pid(lay.pidfile(name))
+        if pid:
+            pids += [pid] + procs.children(pid)
+    return pids

@@ -90,3 +90,20 @@ def test_run_reports_the_log_on_failure(lay):
         procs.run([sys.executable, '-c', 'import sys; sys.exit(3)'],
                   lay.log('x'))
     assert lay.log('x').read_text().startswith('+ ')
+
+
+def test_rss_counts_the_cloud_and_the_named_trees(lay, capsys):
+    from nova_xen_stubdom.cloud import cli
+    assert cli.main(['--dir', str(lay.root), 'rss']) == 0
+    assert float(capsys.readouterr().out) == 0.0      # nothing running
+    pid = procs.start(lay, 'sleeper', SLEEPER)
+    try:
+        assert cli.main(['--dir', str(lay.root), 'rss']) == 0
+        assert float(capsys.readouterr().out) == 0.0  # not a cloud process
+        from nova_xen_stubdom.cloud import services
+        assert services.all_pids(lay) == []
+        assert cli.main(['--dir', str(lay.root), 'rss', '--tree',
+                         str(pid)]) == 0
+        assert float(capsys.readouterr().out) > 1.0
+    finally:
+        procs.stop(lay, 'sleeper')
