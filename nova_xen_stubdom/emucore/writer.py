@@ -84,7 +84,7 @@ class StreamWriter:
             self._flags = _ec.ENC_ZERO | _ec.ENC_CRC
             if xbzrle_cache is not None:
                 self._flags |= _ec.ENC_XBZRLE
-        self._buf = bytearray(_ec.encode_bound(fmt.MAX_BATCH))
+        self._buf: Optional[bytearray] = None     # batch buffer, allocated on first use
         self._seq = 0
         self._since_tag = 0
         self._state = 'new'
@@ -180,16 +180,22 @@ class StreamWriter:
         """
         with self._lock:
             self._expect('libxc')
-            pv = as_pfn_bytes(pfns)
+            if (self._flags == 0 and isinstance(pfns, range) and pfns.step == 1
+                    and pfns.start >= 0):
+                # A whole-memory save: every batch is one run, nothing to check.
+                pfns = _RangeBatches(pfns)
+            pv = pfns if isinstance(pfns, _RangeBatches) else as_pfn_bytes(pfns)
             start = self.offset
             step = fmt.MAX_BATCH * 8
-            out = memoryview(self._buf)
             st = self.stats
             guest = memoryview(mem).cast('B') if self._flags == 0 else None
             for i in range(0, len(pv), step):
                 chunk = pv[i:i + step]
-                if guest is not None and self._send_run(guest, chunk):
+                if guest is not None and self._send_run(guest, chunk,
+                                                        isinstance(pv, _RangeBatches)):
                     continue
+                if self._buf is None:
+                    self._buf = bytearray(_ec.encode_bound(fmt.MAX_BATCH))
                 try:
                     n, raw, zero, xbz, unch, ovf = _ec.encode_batch(
                         mem, chunk, self._buf, self._flags, self._cache)
@@ -200,7 +206,7 @@ class StreamWriter:
                     chunk = array.array('Q', sorted(set(chunk.cast('Q'))))
                     n, raw, zero, xbz, unch, ovf = _ec.encode_batch(
                         mem, chunk, self._buf, self._flags, self._cache)
-                self._emit(out[:n])
+                self._emit(memoryview(self._buf)[:n])
                 st['pages'] += raw + zero + xbz + unch
                 st['raw_pages'] += raw
                 st['zero_pages'] += zero
@@ -211,7 +217,7 @@ class StreamWriter:
                     self._tag()
             return self.offset - start
 
-    def _send_run(self, guest: memoryview, chunk: memoryview) -> bool:
+    def _send_run(self, guest: memoryview, chunk: memoryview, known_run: bool = False) -> bool:
         """Compat mode, consecutive pfns: PAGE_DATA straight from guest memory.
 
         The record's pages are one contiguous slice of the guest buffer, so
@@ -223,7 +229,7 @@ class StreamWriter:
         first = chunk[:8].cast('Q')[0]
         if (first + n) * fmt.PAGE_SIZE > len(guest):
             return False
-        if chunk != memoryview(array.array('Q', range(first, first + n))).cast('B'):
+        if not known_run and chunk != memoryview(_ec.pfn_range(first, n)):
             return False
         self._emit(struct.pack('<IIII', fmt.REC_TYPE_PAGE_DATA, 8 + n * (8 + fmt.PAGE_SIZE),
                                n, 0))
@@ -311,3 +317,21 @@ class StreamWriter:
             if flush:
                 flush()
 
+
+class _RangeBatches:
+    """A range of pfns sliced like the uint64 byte view write_pages walks.
+
+    ``len()`` is in bytes (8 per pfn) and ``[i:j]`` (byte offsets, multiples
+    of 8) builds only that batch's pfn words, so a save of the whole memory
+    never materialises an array of every pfn.
+    """
+
+    def __init__(self, pfns: range):
+        self._r = pfns
+
+    def __len__(self) -> int:
+        return len(self._r) * 8
+
+    def __getitem__(self, sl: slice) -> memoryview:
+        sub = self._r[sl.start // 8:sl.stop // 8]
+        return memoryview(_ec.pfn_range(sub.start, len(sub)))

@@ -481,6 +481,29 @@ exit:
 
 /* ---- batches ----------------------------------------------------------- */
 
+static PyObject *py_pfn_range(PyObject *m, PyObject *args)
+{
+    unsigned long long first;
+    Py_ssize_t n;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "Kn:pfn_range", &first, &n)) {
+        return NULL;
+    }
+    if (n < 0 || n > (1 << 24) || first > EMU_PFN_MASK || n > (Py_ssize_t)(EMU_PFN_MASK - first)) {
+        PyErr_SetString(PyExc_ValueError, "pfn_range: n must be 0..2^24 and pfns below 2^52");
+        return NULL;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n * 8);
+    if (!out) {
+        return NULL;
+    }
+    uint64_t *w = (uint64_t *)PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        w[i] = first + (uint64_t)i;
+    }
+    return out;
+}
+
 static PyObject *py_encode_bound(PyObject *m, PyObject *arg)
 {
     (void)m;
@@ -701,6 +724,8 @@ static PyMethodDef emu_methods[] = {
     {"bitmap_pfns", (PyCFunction)(void (*)(void))py_bitmap_pfns, METH_VARARGS | METH_KEYWORDS,
      "bitmap_pfns(bitmap, start=0, max_count=1024, npages=-1)\n--\n\n"
      "(bytes of uint64 pfns of set bits from start, next start)."},
+    {"pfn_range", py_pfn_range, METH_VARARGS,
+     "pfn_range(first, n)\n--\n\nbytes of the uint64 pfns first .. first + n - 1."},
     {"encode_bound", py_encode_bound, METH_O,
      "encode_bound(n)\n--\n\nOutput bytes encode_batch needs for n pages."},
     {"encode_batch", (PyCFunction)(void (*)(void))py_encode_batch, METH_VARARGS | METH_KEYWORDS,
