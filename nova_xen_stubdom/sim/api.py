@@ -178,8 +178,13 @@ def is_generic_shape(msg: Message) -> bool:
     if msg.name in _GENERIC_NAMES:
         return True
     fields = load().live_fields(msg.cls)
-    return msg.name.startswith('get_') and msg.name[4:] in fields and \
-        len(msg.params) == 2
+    n, count = msg.name, len(msg.params)
+    return (n.startswith('get_') and n[4:] in fields and count == 2) or \
+        (n.startswith('set_') and n[4:] in fields and count == 3) or \
+        (n.startswith('add_to_') and n[7:] in fields and count == 4) or \
+        (n.startswith('remove_from_') and n[12:] in fields and count == 3) \
+        or (n.startswith('add_') and n[4:] in fields and count == 3) or \
+        (n.startswith('remove_') and n[7:] in fields and count == 3)
 def generic(ctx: Context, *args):
     msg = ctx.message
     cls, name = msg.cls, msg.name

@@ -25,6 +25,10 @@ Save/restore protocol (dom0 agent <-> QEMU, all under
   has the same effect (the stub domain's init does this on a restore boot).
 * ``D/command = continue`` after a save: back to ``running``.
 * Any failure: ``D/state = error`` and ``D/error = <reason>``.
+
+The stub domain init's own channel (:mod:`nova_xen_stubdom.stubdom.channel`,
+``/local/domain/<stub>/nova-xen-stubdom/command`` = ``"<seq> save <vdev>"``
+or ``"<seq> cont"``, answered in ``.../result``) is served too.
 """
 import hashlib
 import json
@@ -140,6 +144,9 @@ class StubQemu:
         self.qemu: Optional[Qemu] = None
         #: (target, argv) QEMU failed to start with: not retried as is
         self.failed = None
+        #: sequence number of the last init-channel command answered
+        self.last_seq = None
+        self.saved = False
         self.lock = threading.RLock()
         self._busy = False
         self.base = '/local/domain/%d' % dom.domid
@@ -191,6 +198,51 @@ class StubQemu:
                 cmd = None
             if cmd:
                 self._command(d, cmd)
+            self._init_channel()
+
+    def _init_channel(self) -> None:
+        """The stub domain init's protocol (``stubdom.channel``):
+        ``~/nova-xen-stubdom/command = "<seq> save <vdev>" | "<seq> cont"``,
+        answered in ``~/nova-xen-stubdom/result``."""
+        xs = self.hv.xenstore
+        me = self.dom.domid
+        ns = self.base + '/nova-xen-stubdom'
+        try:
+            cmd = xs.read(ns + '/command', caller=me)
+        except Exception:
+            return
+        if not cmd or cmd.split(' ', 1)[0] == self.last_seq:
+            return
+        seq, _, rest = cmd.partition(' ')
+        self.last_seq = seq
+        words = rest.split()
+        try:
+            if words[:1] == ['save'] and len(words) == 2:
+                path = self._disk(words[1])
+                if not path:
+                    raise ValueError('no disk %s' % words[1])
+                state = self.qemu.state
+                image = pack_state_image(state)
+                with open(path, 'r+b') as f:
+                    f.seek(0, 2)
+                    if f.tell() < len(image):
+                        raise ValueError('disk %s too small' % words[1])
+                    f.seek(0)
+                    f.write(image)
+                self.saved = True
+                answer = 'ok %d %s' % (len(state),
+                                       hashlib.sha256(state).hexdigest())
+            elif words == ['cont']:
+                self.saved = False
+                answer = 'ok'
+            else:
+                raise ValueError('unknown command %r' % rest)
+        except (OSError, ValueError) as e:
+            answer = 'error %s' % e
+        try:
+            xs.write(ns + '/result', '%s %s' % (seq, answer), caller=me)
+        except Exception as e:
+            self._console('cannot answer %r: %s' % (cmd, e))
 
     def _set_state(self, d, state, error=None):
         xs = self.hv.xenstore

@@ -39,11 +39,17 @@ GENERIC_ERRORS = frozenset({
 })
 
 
-#: Errors real XAPI raises from one message although its datamodel entry
-#: lists none (the plugin runner of host.call_plugin).
+#: Errors real XAPI raises from a message although its datamodel entry does
+#: not list them (plugin runner, memory and vCPU constraint checks).
+_MEM = frozenset({'MEMORY_CONSTRAINT_VIOLATION'})
+_VCPU = frozenset({'VALUE_NOT_SUPPORTED'})
 MESSAGE_ERRORS = {
     'host.call_plugin': frozenset({'XENAPI_PLUGIN_FAILURE'}),
     'VM.call_plugin': frozenset({'XENAPI_PLUGIN_FAILURE'}),
+    'VM.set_memory_limits': _MEM, 'VM.set_memory_static_range': _MEM,
+    'VM.set_memory_dynamic_range': _MEM, 'VM.set_memory': _MEM,
+    'VM.set_memory_static_max': _MEM,
+    'VM.set_VCPUs_max': _VCPU, 'VM.set_VCPUs_at_startup': _VCPU,
 }
 
 

@@ -377,3 +377,129 @@ def assert_can_boot_here(ctx, vm, host_ref):
 
 def running_host(ctx, vm: str) -> Optional[object]:
     return ctx.pool.host_by_ref(ctx.db.get('VM', vm)['resident_on'])
+
+
+# -- memory / vCPU settings (explicit messages with checks) ------------------
+def _check_memory(vm, smin, smax, dmin, dmax):
+    if not (0 <= smin <= dmin <= dmax <= smax):
+        raise XapiError('MEMORY_CONSTRAINT_VIOLATION',
+                        'static_min <= dynamic_min <= dynamic_max <= '
+                        'static_max does not hold')
+
+
+def _set_memory(ctx, vm, **values):
+    rec = ctx.db.get('VM', vm)
+    new = {k: values.get(k, rec[k]) for k in (
+        'memory_static_min', 'memory_static_max', 'memory_dynamic_min',
+        'memory_dynamic_max')}
+    static_change = (new['memory_static_max'] != rec['memory_static_max']
+                     or new['memory_static_min'] != rec['memory_static_min'])
+    if static_change and rec['power_state'] != 'Halted':
+        raise XapiError('VM_BAD_POWER_STATE', vm, 'halted',
+                        rec['power_state'].lower())
+    _check_memory(vm, new['memory_static_min'], new['memory_static_max'],
+                  new['memory_dynamic_min'], new['memory_dynamic_max'])
+    new['memory_target'] = new['memory_dynamic_max']
+    ctx.db.set('VM', vm, **new)
+
+
+@handler('VM.set_memory_limits')
+def set_memory_limits(ctx, vm, smin, smax, dmin, dmax):
+    _set_memory(ctx, vm, memory_static_min=smin, memory_static_max=smax,
+                memory_dynamic_min=dmin, memory_dynamic_max=dmax)
+
+
+@handler('VM.set_memory_static_range')
+def set_memory_static_range(ctx, vm, smin, smax):
+    _set_memory(ctx, vm, memory_static_min=smin, memory_static_max=smax)
+
+
+@handler('VM.set_memory_dynamic_range')
+def set_memory_dynamic_range(ctx, vm, dmin, dmax):
+    _set_memory(ctx, vm, memory_dynamic_min=dmin, memory_dynamic_max=dmax)
+
+
+@handler('VM.set_memory')
+def set_memory(ctx, vm, value):
+    _set_memory(ctx, vm, memory_static_max=value, memory_dynamic_min=value,
+                memory_dynamic_max=value)
+
+
+@handler('VM.set_memory_static_max')
+def set_memory_static_max(ctx, vm, value):
+    _set_memory(ctx, vm, memory_static_max=value)
+
+
+@handler('VM.set_VCPUs_max')
+def set_vcpus_max(ctx, vm, value):
+    rec = ctx.db.get('VM', vm)
+    if rec['power_state'] != 'Halted':
+        raise XapiError('VM_BAD_POWER_STATE', vm, 'halted',
+                        rec['power_state'].lower())
+    if value < 1 or value < rec['VCPUs_at_startup']:
+        raise XapiError('VALUE_NOT_SUPPORTED', 'VCPUs_max', value,
+                        'must be >= 1 and >= VCPUs_at_startup')
+    ctx.db.set('VM', vm, VCPUs_max=value)
+
+
+@handler('VM.set_VCPUs_at_startup')
+def set_vcpus_at_startup(ctx, vm, value):
+    rec = ctx.db.get('VM', vm)
+    if value < 1 or value > rec['VCPUs_max']:
+        raise XapiError('VALUE_NOT_SUPPORTED', 'VCPUs_at_startup', value,
+                        'must be >= 1 and <= VCPUs_max')
+    ctx.db.set('VM', vm, VCPUs_at_startup=value)
+
+
+# -- migration inside a pool ---------------------------------------------------
+def _refuse_pci(ctx, vm):
+    if ctx.db.get('VM', vm)['other_config'].get('pci'):
+        raise XapiError('VM_HAS_PCI_ATTACHED', vm)
+
+
+@handler('VM.assert_can_migrate')
+def assert_can_migrate(ctx, vm, dest, live, vdi_map, vif_map, options,
+                       vgpu_map):
+    rec = expect(ctx, vm, 'Running', 'Halted', 'Suspended')
+    if live and rec['power_state'] != 'Running':
+        raise XapiError('VM_BAD_POWER_STATE', vm, 'running',
+                        rec['power_state'].lower())
+    _refuse_pci(ctx, vm)
+
+
+@handler('VM.pool_migrate')
+def pool_migrate(ctx, vm, host_ref, options):
+    """Live-move the domain to another host of the pool: memory, HVM
+    context and devices follow; the domid changes."""
+    dest = ctx.pool.host_by_ref(host_ref)
+    if dest is None:
+        raise handle_invalid('host', host_ref)
+    with operation(ctx, vm, 'pool_migrate'):
+        rec = expect(ctx, vm, 'Running')
+        _refuse_pci(ctx, vm)
+        src = _host_for_running(ctx, rec)
+        if src is dest:
+            raise XapiError('OPERATION_NOT_ALLOWED',
+                            'VM is already resident on %s' % host_ref)
+        if rec['HVM_boot_policy'] and is_hvm(rec):
+            raise XapiError('OPERATION_NOT_ALLOWED',
+                            'HVM guests with stub-domain device models are '
+                            'migrated by the dom0 agent, not by XAPI')
+        ctx.check_cancel()
+        old = src.hypervisor.domain(rec['domid'])
+        mem = old.memory()
+        try:
+            image = bytes(mem)
+        finally:
+            mem.release()
+        hvm_ctx, params = old.hvm_context, dict(old.hvm_params)
+        teardown(ctx, vm)
+        dom = boot(ctx, vm, dest, True, reason='migrate')
+        view = dom.memory()
+        try:
+            view[:len(image)] = image
+        finally:
+            view.release()
+        dom.hvm_context, dom.hvm_params = hvm_ctx, params
+        dest.hypervisor.unpause(dom.domid)
+        ctx.db.set('VM', vm, power_state='Running')

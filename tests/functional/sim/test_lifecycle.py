@@ -69,7 +69,6 @@ def test_async_start_task(session, x):
     assert rec['error_info'] == ['VM_BAD_POWER_STATE', vm, 'halted',
                                  'running']
     x.VM.hard_shutdown(vm)
-    task = x.Async.VM.clone(vm, 'b') if False else None
     x.VM.destroy(vm)
 
 
@@ -82,4 +81,62 @@ def test_not_enough_memory(x, sim):
     assert int(details[1]) == 64 << 30
     assert int(details[2]) == int(x.host.compute_free_memory(host))
     assert _fail(x.VM.start, vm, False, False) == ['NO_HOSTS_AVAILABLE']
+    x.VM.destroy(vm)
+
+
+def test_memory_and_vcpu_settings(x):
+    vm = x.VM.create(testing.vm_record('m', hvm=False))
+    mib = 1 << 20
+    x.VM.set_memory_limits(vm, str(64 * mib), str(512 * mib),
+                           str(256 * mib), str(512 * mib))
+    rec = x.VM.get_record(vm)
+    assert (rec['memory_static_min'], rec['memory_static_max'],
+            rec['memory_dynamic_min'], rec['memory_dynamic_max']) == (
+        str(64 * mib), str(512 * mib), str(256 * mib), str(512 * mib))
+    assert _fail(x.VM.set_memory_limits, vm, str(mib), str(2 * mib),
+                 str(4 * mib), str(4 * mib))[0] == \
+        'MEMORY_CONSTRAINT_VIOLATION'
+    x.VM.set_VCPUs_max(vm, '4')
+    x.VM.set_VCPUs_at_startup(vm, '2')
+    assert _fail(x.VM.set_VCPUs_at_startup, vm, '8') == [
+        'VALUE_NOT_SUPPORTED', 'VCPUs_at_startup', '8',
+        'must be >= 1 and <= VCPUs_max']
+    # explicit setters of constructor fields work generically
+    x.VM.set_PV_args(vm, 'console=hvc0')
+    assert x.VM.get_PV_args(vm) == 'console=hvc0'
+    x.VM.start(vm, False, False)
+    assert _fail(x.VM.set_VCPUs_max, vm, '2')[0] == 'VM_BAD_POWER_STATE'
+    x.VM.hard_shutdown(vm)
+    x.VM.destroy(vm)
+
+
+def test_pool_migrate_moves_the_domain(x, sim):
+    vm = x.VM.create(testing.vm_record('mig', hvm=False))
+    h0, h1 = x.host.get_all()
+    x.VM.start_on(vm, h0, False, False)
+    src = sim.pools[0].host_by_ref(h0)
+    dom = src.hypervisor.domain(int(x.VM.get_domid(vm)))
+    mem = dom.memory()
+    mem[4096:4100] = b'mark'
+    mem.release()
+    x.VM.pool_migrate(vm, h1, {'live': 'true'})
+    assert x.VM.get_resident_on(vm) == h1
+    dst = sim.pools[0].host_by_ref(h1)
+    new = dst.hypervisor.domain(int(x.VM.get_domid(vm)))
+    mem = new.memory()
+    assert bytes(mem[4096:4100]) == b'mark'
+    mem.release()
+    assert [d for d in src.hypervisor.domains if d] == []
+    x.VM.hard_shutdown(vm)
+    x.VM.destroy(vm)
+
+
+def test_pool_migrate_refuses_pci(x, sim):
+    vm = x.VM.create(testing.vm_record('pci', hvm=False,
+                                       other_config={'pci': '0/0000:01:00.0'}))
+    h0, h1 = x.host.get_all()
+    x.VM.start_on(vm, h0, False, False)
+    assert _fail(x.VM.pool_migrate, vm, h1, {}) == ['VM_HAS_PCI_ATTACHED',
+                                                    vm]
+    x.VM.hard_shutdown(vm)
     x.VM.destroy(vm)

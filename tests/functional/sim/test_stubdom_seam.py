@@ -185,3 +185,42 @@ def test_call_plugin_failure(x):
                     'no_such_fn', {})
     assert details[:3] == ['XENAPI_PLUGIN_FAILURE', 'UNKNOWN_FUNCTION', '']
     assert 'no_such_fn' in details[3]
+
+
+def test_stubdom_init_channel_save(sim, x):
+    """The stub domain init's save protocol (stubdom.channel) is served."""
+    from nova_xen_stubdom.stubdom import channel, statedisk
+    vdi, guest, stub, host = _guest_and_stubdom(x)
+    x.VM.start_on(stub, host, False, False)
+    stub_domid = int(x.VM.get_domid(stub))
+    _plugin(x, host, 'link_stubdom', stubdom_domid=stub_domid,
+            guest_vm_uuid=x.VM.get_uuid(guest),
+            config=json.dumps({'memory_mb': 256, 'vcpus': 1,
+                               'disks': [{'bus': 'ide', 'index': 0}]}))
+    x.VM.start_on(guest, host, False, False)
+    guest_domid = int(x.VM.get_domid(guest))
+    h = sim.pools[0].host_by_ref(host)
+    backend = h.agent().backend
+    import os
+    import tempfile
+    fd, path = tempfile.mkstemp()
+    os.ftruncate(fd, 1 << 20)
+    os.close(fd)
+    try:
+        backend.attach_disk(stub_domid, path, 'xvdz')
+        result = channel.request_save(backend, stub_domid, 'xvdz',
+                                      timeout=5, poll=0.01)
+        state = statedisk.read_state_file(path)
+        assert result.length == len(state)
+        assert state == devicemodel.device_state(h.hypervisor, guest_domid)
+        channel.request_cont(backend, stub_domid, timeout=5, poll=0.01)
+        with pytest.raises(channel.StubdomChannelError):
+            channel.request_save(backend, stub_domid, 'xvdy', timeout=5,
+                                 poll=0.01)
+        backend.detach_disk(stub_domid, 'xvdz')
+    finally:
+        os.unlink(path)
+    for vm in (guest, stub):
+        x.VM.hard_shutdown(vm)
+        x.VM.destroy(vm)
+    x.VDI.destroy(vdi)
