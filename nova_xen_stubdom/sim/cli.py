@@ -36,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
                         'dom0')
     p.add_argument('--dirty-rate', type=int, default=0, metavar='BYTES/S',
                    help='page-dirtying rate of new domains (default 0)')
+    p.add_argument('--session-timeout', type=float, default=24 * 3600,
+                   metavar='SECONDS',
+                   help='idle sessions expire after this (default one day)')
     p.add_argument('--debug', action='store_true', help='debug logging')
     return p
 
@@ -58,7 +61,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sim = SimServer(hosts=args.hosts, pools=args.pools, port=args.port,
                         username=args.username, password=args.password,
                         users=users, state_dir=args.state_dir,
-                        host_configs=configs)
+                        host_configs=configs,
+                        session_timeout=args.session_timeout)
         sim.start()
     except (ValueError, OSError) as e:
         print('nova-xen-stubdom sim: %s' % e, file=sys.stderr)

@@ -154,3 +154,68 @@ class _Raw(dict):
 
 def pool_host_memory(host) -> int:
     return host.config.memory - DOM0_MEMORY
+
+
+# -- the older event API (register / next / unregister) ----------------------
+def _registrations(ctx):
+    regs = getattr(ctx.pool, 'event_registrations', None)
+    if regs is None:
+        regs = ctx.pool.event_registrations = {}
+    return regs
+
+
+@handler('event.register')
+def event_register(ctx, classes):
+    regs = _registrations(ctx)
+    with ctx.db.lock:
+        reg = regs.setdefault(ctx.session, {'classes': set(),
+                                            'gen': ctx.db.generation})
+        reg['classes'] |= {c.lower() for c in classes}
+
+
+@handler('event.unregister')
+def event_unregister(ctx, classes):
+    reg = _registrations(ctx).get(ctx.session)
+    if reg is not None:
+        reg['classes'] -= {c.lower() for c in classes}
+
+
+@handler('event.next')
+def event_next(ctx):
+    reg = _registrations(ctx).get(ctx.session)
+    if reg is None:
+        raise XapiError('SESSION_NOT_REGISTERED', ctx.session)
+    db = ctx.db
+    wanted = None if '*' in reg['classes'] else reg['classes']
+    with db.lock:
+        # XAPI blocks until something happens; bounded so a dead client's
+        # thread ends (the SDK simply calls again)
+        deadline = time.monotonic() + 30.0
+        while True:
+            changes = db.changes_since(reg['gen'], wanted)
+            if changes or time.monotonic() >= deadline:
+                break
+            db.changed.wait(max(0.0, deadline - time.monotonic()))
+        reg['gen'] = db.generation
+    out = []
+    for g, cls, ref, op, snap in changes:
+        ev = {'id': g, 'timestamp': wire.now(), 'class': cls.lower(),
+              'operation': op, 'ref': ref, 'obj_uuid': snap.get('uuid', '')}
+        if op != 'del':
+            ev['snapshot'] = wire.encode_record(cls, snap)
+        out.append(ev)
+    return out
+
+
+@handler('event.get_current_id')
+def event_get_current_id(ctx):
+    return ctx.db.generation
+
+
+@handler('event.inject')
+def event_inject(ctx, cls, ref):
+    c = ctx.db.class_of(ref)
+    if c is None or c.lower() != cls.lower():
+        raise XapiError('HANDLE_INVALID', cls, ref)
+    ctx.db.touch(c, ref)
+    return _token(ctx.db.generation)

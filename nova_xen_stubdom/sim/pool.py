@@ -52,6 +52,8 @@ class HostRuntime:
         self.ref = ''
         self.port = 0
         self.is_master = False
+        #: serialises memory checks with domain creation on this host
+        self.placement_lock = threading.Lock()
         #: bumped by a toolstack restart: sessions of older epochs die
         self.toolstack_epoch = 0
         self.hypervisor = Hypervisor(self.uuid, config.memory, config.cpus,

@@ -106,16 +106,19 @@ def boot(ctx, vm: str, host, paused: bool, reason: str = 'start'):
     db = ctx.db
     rec = db.snapshot('VM', vm)
     needed = rec['memory_static_max']
-    available = host.free_memory()
-    if needed > available:
-        raise XapiError('HOST_NOT_ENOUGH_FREE_MEMORY', needed, available)
     if not db.get('host', host.ref)['enabled']:
         raise XapiError('HOST_DISABLED', host.ref)
     ctx.check_cancel()
     hv = host.hypervisor
     hvm = is_hvm(rec)
-    dom = hv.create_domain(rec['uuid'], hvm, needed,
-                           rec['VCPUs_at_startup'] or 1, rec['name_label'])
+    # the memory check and the allocation are one step per host
+    with host.placement_lock:
+        available = host.free_memory()
+        if needed > available:
+            raise XapiError('HOST_NOT_ENOUGH_FREE_MEMORY', needed, available)
+        dom = hv.create_domain(rec['uuid'], hvm, needed,
+                               rec['VCPUs_at_startup'] or 1,
+                               rec['name_label'])
     try:
         devices.write_domain_config(hv, dom, rec)
         devices.plug_all(ctx, vm, host, dom.domid)
@@ -144,8 +147,29 @@ def boot(ctx, vm: str, host, paused: bool, reason: str = 'start'):
                    last_updated=wire.now(),
                    state=['paused'] if paused else ['running'])
         devices.create_console(ctx, vm, host, dom.domid, hvm)
+        _guest_metrics(ctx, vm, hvm)
     host.pool.refresh_host_metrics(host)
     return dom
+
+
+def _guest_metrics(ctx, vm, hvm):
+    """What the guest agent would report: PV drivers only for PV guests
+    (an HVM guest's disks/NICs are emulated by its stub domain's QEMU)."""
+    db = ctx.db
+    rec = db.get('VM', vm)
+    fields = {'os_version': {'name': 'simulated guest'},
+              'PV_drivers_detected': not hvm,
+              'PV_drivers_up_to_date': not hvm,
+              'PV_drivers_version': {} if hvm else {'major': '8',
+                                                     'minor': '2'},
+              'networks': {}, 'live': True, 'last_updated': wire.now(),
+              'can_use_hotplug_vbd': 'no' if hvm else 'yes',
+              'can_use_hotplug_vif': 'no' if hvm else 'yes'}
+    if db.exists('VM_guest_metrics', rec['guest_metrics']):
+        db.set('VM_guest_metrics', rec['guest_metrics'], **fields)
+    else:
+        rec['guest_metrics'] = db.create('VM_guest_metrics', fields)
+        db.touch('VM', vm)
 
 
 def teardown(ctx, vm: str, final_state: str = 'Halted') -> None:
