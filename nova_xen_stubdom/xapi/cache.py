@@ -203,6 +203,12 @@ class RecordCache:
             return
         with self._cond:
             subscribers = list(self._subscribers)
+        if not subscribers:
+            return
+        # Subscribers get copies: a callback editing a record must not
+        # change the cache.
+        events = [ev._replace(old=copy.deepcopy(ev.old),
+                              new=copy.deepcopy(ev.new)) for ev in events]
         for ev in events:
             for cb in subscribers:
                 try:

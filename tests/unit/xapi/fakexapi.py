@@ -301,10 +301,10 @@ class FakeXAPI:
             since = int(token)
         except ValueError:
             raise _Failure('EVENT_FROM_TOKEN_PARSE_FAILURE', token)
-        if self.events and since < self.events[0][0] - 1:
-            raise _Failure('EVENTS_LOST')
         deadline = time.monotonic() + float(timeout)
         while True:
+            if self.events and since < self.events[0][0] - 1:
+                raise _Failure('EVENTS_LOST')
             batch = [e for e in self.events
                      if e[0] > since and e[1] in classes]
             left = deadline - time.monotonic()

@@ -176,3 +176,14 @@ def test_cache_follows_a_failover(make_client):
         assert c.url == b.url
     finally:
         b.stop()
+
+
+def test_subscribers_get_copies(fake, client):
+    seen, cb, wait = _collect()
+    cache = client.start_cache(classes=('VM',), poll_timeout=0.5)
+    cache.subscribe(lambda ev: ev.new.update(name_label='scribbled'))
+    cache.subscribe(cb)
+    assert cache.wait_ready(10)
+    vm = sorted(fake.vms)[0]
+    assert cache.get('VM', vm)['name_label'] == fake.vms[vm]['name_label']
+    assert all(e.new['name_label'] == 'scribbled' for e in seen)
