@@ -237,15 +237,26 @@ def test_close_logs_out_every_session(fake, make_client):
 def test_close_with_call_in_flight_logs_it_out(fake, make_client):
     c = make_client(fake.url)
     gate = fake.block('VM.get_all')
-    t = threading.Thread(target=lambda: pytest.raises(
-        errors.XAPIException, c.call, 'VM.get_all'))
+    outcome = []
+
+    def caller():
+        try:
+            outcome.append(c.call('VM.get_all'))
+        except errors.XAPIException as exc:
+            outcome.append(exc)
+    t = threading.Thread(target=caller)
     t.start()
     assert fake.wait_until(lambda: fake.in_flight == 1)
     c.close(wait=0.1)
     assert fake.open_sessions == 0
+    assert c.open_sessions == 0
     gate.set()
     t.join(10)
+    # the fake checked the session before blocking, so the call may still
+    # answer; either way nothing is left open and no new login happened
+    assert len(outcome) == 1
     assert fake.open_sessions == 0
+    assert fake.logins == 1
 
 
 def test_calls_are_recorded_with_types(fake, client):
