@@ -23,6 +23,7 @@ import re
 import pytest
 
 import nova_xen_stubdom
+from nova_xen_stubdom.sim import fidelity as sim_fidelity
 from nova_xen_stubdom.sim import schema as sim_schema
 from nova_xen_stubdom.sim import testing
 from nova_xen_stubdom.xapi import client as xapi_client
@@ -201,6 +202,14 @@ def test_client_layer_calls_are_faithful(whole_run_calls):
             cache = c.start_cache(classes=_driver_cached_classes(),
                                   poll_timeout=1)
             assert cache.wait_ready(20)
+            # the records the driver reads from the cache are XAPI's
+            record_problems = []
+            for cls in cache.classes:
+                for ref, rec in cache.get_all(cls).items():
+                    record_problems += sim_fidelity.check_record(
+                        cls, rec, '%s %s' % (cls, ref))
+            assert record_problems == []
+            assert cache.get_all('host') and cache.get_all('VM')
             sr = next(r for r, rec in c.call('SR.get_all_records').items()
                       if rec['type'] != 'iso')
             vdi = c.call('VDI.create', {
