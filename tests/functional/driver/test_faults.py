@@ -19,6 +19,8 @@ SPAWN_STEPS = [
     ('VM.add_to_platform', 1, 'VM.add_to_platform'),
     ('VBD.create', 1, 'VBD.create (guest root disk)'),
     ('VBD.create', 2, 'VBD.create (stub domain mirror'),
+    ('VDI.create', 3, 'VDI.create (ephemeral disk)'),
+    ('VBD.create', 3, 'VBD.create (guest ephemeral disk)'),
     ('VIF.create', 1, 'VIF.create (guest NIC 0)'),
     ('VIF.create', 2, 'VIF.create (stub domain mirror of NIC 0)'),
     ('VM.start_on', 1, 'VM.start_on (stub domain)'),
@@ -48,7 +50,8 @@ class TestFaults(base.XenStubdomTestBase):
 
     def setUp(self):
         super().setUp()
-        self.flavor = self._create_flavor(memory_mb=256, vcpu=1, disk=1)
+        self.flavor = self._create_flavor(memory_mb=256, vcpu=1, disk=1,
+                                          ephemeral=1)
         self._orig_check = self.sim.faults.check_fail
         self.addCleanup(setattr, self.sim.faults, 'check_fail',
                         self._orig_check)
