@@ -62,3 +62,27 @@ def build(pool, host, network: str) -> None:
             'capabilities': ['sriov'] if vfs else []})
         db.link('host', host.ref, 'PIFs', pif)
         db.link('network', net, 'PIFs', pif)
+        if vfs:
+            _sriov(db, host, pif, dev, len(vfs))
+
+
+def _sriov(db, host, pif: str, dev, nvfs: int) -> None:
+    """XAPI's SR-IOV network: a logical PIF over the PF on its own
+    network, linked by a ``network_sriov`` object."""
+    net = db.create('network', {
+        'name_label': 'SR-IOV network on %s of %s' % (dev.netdev,
+                                                      host.uuid),
+        'bridge': '', 'MTU': 1500, 'managed': True,
+        'other_config': {'sriov_vfs': str(nvfs)}})
+    logical = db.create('PIF', {
+        'device': dev.netdev, 'network': net, 'host': host.ref,
+        'MAC': db.get('PIF', pif)['MAC'], 'MTU': 1500, 'VLAN': -1,
+        'physical': False, 'management': False, 'currently_attached': True,
+        'managed': True, 'ip_configuration_mode': 'None'})
+    sriov = db.create('network_sriov', {
+        'physical_PIF': pif, 'logical_PIF': logical,
+        'requires_reboot': False, 'configuration_mode': 'sysfs'})
+    db.link('PIF', pif, 'sriov_physical_PIF_of', sriov)
+    db.link('PIF', logical, 'sriov_logical_PIF_of', sriov)
+    db.link('host', host.ref, 'PIFs', logical)
+    db.link('network', net, 'PIFs', logical)

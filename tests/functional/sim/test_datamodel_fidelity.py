@@ -112,3 +112,34 @@ def test_cli_prints_url_first(tmp_path):
     finally:
         proc.terminate()
         assert proc.wait(10) == 0
+
+
+def test_pci_devices_per_host():
+    from nova_xen_stubdom.sim.pool import HostConfig
+    with testing.running_sim(hosts=2, host_configs=[
+            HostConfig(pci_devices='sriov'), HostConfig(pci_devices='gpu')]
+            ) as sim:
+        x = testing.login(sim).xenapi
+        h0, h1 = x.host.get_all()
+        pcis = {(r['host'], r['pci_id']): (ref, r) for ref, r in
+                x.PCI.get_all_records().items()}
+        on0 = {p for (h, p) in pcis if h == h0}
+        on1 = {p for (h, p) in pcis if h == h1}
+        assert '0000:3b:00.0' in on0 and '0000:3b:00.0' not in on1
+        assert len(on0) == 2 + 1 + 4      # mgmt NIC, SATA, PF, 4 VFs
+        # GPU and its audio function depend on each other
+        gpu_deps = [d for p in on1 for d in pcis[(h1, p)][1]['dependencies']]
+        assert gpu_deps
+        assert sorted(x.host.get_PCIs(h0)) == sorted(pcis[(h0, p)][0]
+                                                     for p in on0)
+        vf = pcis[(h0, '0000:3c:00.0')][1]
+        assert vf['other_config']['physfn'] == '0000:3b:00.0'
+        # the PF's PIF carries an SR-IOV network
+        sriov = x.network_sriov.get_all_records()
+        assert len(sriov) == 1
+        phys = x.PIF.get_record(list(sriov.values())[0]['physical_PIF'])
+        assert phys['device'] == 'eth1' and phys['host'] == h0
+        assert x.PCI.get_pci_id(phys['PCI']) == '0000:3b:00.0'
+        mgmt = [r for r in x.PIF.get_all_records().values()
+                if r['management'] and r['host'] == h0][0]
+        assert x.PCI.get_pci_id(mgmt['PCI']) == '0000:01:00.0'
