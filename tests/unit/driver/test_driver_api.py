@@ -1,0 +1,187 @@
+"""The façade against Nova's ComputeDriver: signatures, exception map,
+records checked against the XAPI datamodel, guest configuration."""
+import inspect
+import json
+import os
+import traceback
+
+import pytest
+
+from nova import exception
+from nova import objects
+from nova.virt import driver as nova_driver
+
+from nova_xen_stubdom.driver import constants as dc
+from nova_xen_stubdom.driver import driver
+from nova_xen_stubdom.driver import events
+from nova_xen_stubdom.driver import exceptions as dexc
+from nova_xen_stubdom.driver import guest_config
+from nova_xen_stubdom.driver import migrationops
+from nova_xen_stubdom.driver import vmbuild
+from nova_xen_stubdom.xapi import errors as xapi_errors
+
+objects.register_all()
+SCHEMA = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.dirname(os.path.abspath(__file__))))),
+    'nova_xen_stubdom', 'sim', 'schema.json')
+
+
+def _public_methods(cls):
+    return {n: m for n, m in vars(cls).items()
+            if not n.startswith('_') and callable(m)}
+
+
+def test_signatures_match_compute_driver():
+    for name, method in _public_methods(driver.XenStubdomDriver).items():
+        base = getattr(nova_driver.ComputeDriver, name, None)
+        if base is None:
+            continue
+        ours = inspect.signature(inspect.unwrap(method))
+        theirs = inspect.signature(base)
+        assert list(ours.parameters) == list(theirs.parameters), name
+
+
+def test_translation_keeps_the_failing_frame():
+    @dexc.translating
+    class Facade:
+        def go(self):
+            raise xapi_errors.XAPIError('VM_BAD_POWER_STATE',
+                                        ['OpaqueRef:x', 'halted', 'running'])
+    with pytest.raises(dexc.XenStubdomDriverError) as info:
+        Facade().go()
+    assert 'VM_BAD_POWER_STATE' in str(info.value)
+    assert isinstance(info.value.__cause__, xapi_errors.XAPIError)
+    frames = [f.name for f in traceback.extract_tb(info.tb)]
+    assert 'go' in frames
+
+
+def test_translation_table():
+    t = dexc.translate
+    assert isinstance(t(xapi_errors.XAPIConnectionError(
+        'http://h', 'VM.start', OSError('refused'))),
+        exception.HypervisorUnavailable)
+    nova_exc = exception.InstanceNotFound(instance_id='x')
+    assert t(nova_exc) is nova_exc
+    nie = migrationops.OperationNotSupportedYet('live migration')
+    assert t(nie) is nie and isinstance(nie, NotImplementedError)
+    assert 'not implemented yet' in str(nie)
+
+
+class _Flavor:
+    def __init__(self, specs=None, swap=0, ephemeral_gb=0):
+        self.extra_specs = specs or {}
+        self.memory_mb = 512
+        self.vcpus = 2
+        self.root_gb = 3
+        self.ephemeral_gb = ephemeral_gb
+        self.swap = swap
+        self.name = 'f'
+
+
+def _image(**props):
+    return objects.ImageMeta.from_dict({'id': 'img', 'disk_format': 'raw',
+                                        'properties': props})
+
+
+def test_guest_config_defaults_and_overrides():
+    cfg = guest_config.resolve(_Flavor(), _image())
+    assert (cfg.video, cfg.disk_bus, cfg.vif_model, cfg.firmware) == (
+        'std', 'ide', 'e1000', 'bios')
+    assert cfg.stubdom_memory_mb == 128 and cfg.stubdom_vcpus == 1
+    cfg = guest_config.resolve(
+        _Flavor({'xen_stubdom:memory_mb': '256', 'xen_stubdom:vcpus': '2',
+                 'xen_stubdom:viridian': 'true'}),
+        _image(hw_video_model='cirrus', hw_disk_bus='sata',
+               hw_vif_model='rtl8139', hw_firmware_type='uefi'))
+    assert (cfg.stubdom_memory_mb, cfg.stubdom_vcpus, cfg.viridian) == (
+        256, 2, True)
+    assert (cfg.video, cfg.disk_bus, cfg.vif_model, cfg.firmware) == (
+        'cirrus', 'sata', 'rtl8139', 'uefi')
+
+
+@pytest.mark.parametrize('specs', [
+    {'xen_stubdom:memory_mb': 'x'}, {'xen_stubdom:memory_mb': '8'},
+    {'xen_stubdom:vcpus': '99'}, {'xen_stubdom:viridian': 'perhaps'}])
+def test_guest_config_bad_extra_specs(specs):
+    with pytest.raises(exception.InvalidRequest):
+        guest_config.resolve(_Flavor(specs), _image())
+
+
+@pytest.mark.parametrize('props', [
+    {'hw_video_model': 'qxl'}, {'hw_disk_bus': 'virtio'},
+    {'hw_vif_model': 'virtio'}, {'hw_architecture': 'aarch64'},
+    {'img_hv_type': 'kvm'}])
+def test_guest_config_bad_image_properties(props):
+    with pytest.raises(exception.ImageUnacceptable):
+        guest_config.resolve(_Flavor(), _image(**props))
+
+
+def test_swap_refused():
+    with pytest.raises(exception.InvalidRequest, match='swap'):
+        guest_config.resolve(_Flavor(swap=512), _image())
+
+
+def _required_fields(cls_name):
+    """Constructor fields without a default, and all fields, of *cls_name*
+    (from the datamodel-derived schema shipped with the simulator)."""
+    with open(SCHEMA) as f:
+        fields = json.load(f)['classes'][cls_name]['fields']
+    required = {name for name, spec in fields.items()
+                if spec[1] in ('RW', 'RO/constructor') and len(spec) < 4}
+    return required, set(fields)
+
+
+class _Instance:
+    uuid = '6a2d7d5c-5d4f-4bd4-a3c5-4d5b5c6e7f80'
+    name = 'instance-00000001'
+    display_name = 'vm'
+
+
+def test_records_have_the_constructor_fields():
+    cfg = guest_config.resolve(_Flavor(), _image())
+    records = {
+        'VM': [vmbuild.guest_record(_Instance, cfg, 'OpaqueRef:h'),
+               vmbuild.stubdom_record(_Instance, cfg, 'OpaqueRef:h', 'g',
+                                      '/k', '/r')],
+        'VDI': [vmbuild.vdi_record(_Instance, 'OpaqueRef:sr', 1 << 30,
+                                   'root')],
+        'VBD': [vmbuild.vbd_record('OpaqueRef:vm', 'OpaqueRef:vdi', 0, True,
+                                   {})],
+        'VIF': [vmbuild.vif_record('OpaqueRef:vm', 'OpaqueRef:n', 0,
+                                   'fa:16:3e:00:00:01', 1500, {})],
+    }
+    for cls_name, recs in records.items():
+        required, fields = _required_fields(cls_name)
+        assert required, cls_name
+        for rec in recs:
+            assert required <= set(rec), (cls_name, required - set(rec))
+            assert set(rec) <= fields, (cls_name, set(rec) - fields)
+
+
+def test_guest_and_stubdom_records():
+    cfg = guest_config.resolve(_Flavor(), _image())
+    guest = vmbuild.guest_record(_Instance, cfg, 'OpaqueRef:h')
+    stub = vmbuild.stubdom_record(_Instance, cfg, 'OpaqueRef:h', 'guuid',
+                                  '/k', '/r')
+    assert guest['HVM_boot_policy'] == 'BIOS order'
+    assert guest['other_config'] == {dc.OC_NOVA_UUID: _Instance.uuid,
+                                     dc.OC_ROLE: dc.ROLE_GUEST}
+    assert guest['memory_static_max'] == str(512 << 20)
+    assert stub['HVM_boot_policy'] == '' and stub['PV_kernel'] == '/k'
+    assert stub['VCPUs_max'] == '1'
+    assert stub['memory_static_max'] == str(128 << 20)
+    assert stub['other_config'][dc.OC_TARGET] == 'guuid'
+    assert stub['name_label'] == _Instance.name + dc.STUBDOM_SUFFIX
+
+
+def test_lifecycle_transitions():
+    from nova.virt import event as virtevent
+    assert events.transition('Running', 'Halted') == \
+        virtevent.EVENT_LIFECYCLE_STOPPED
+    assert events.transition('Halted', 'Running') == \
+        virtevent.EVENT_LIFECYCLE_STARTED
+    assert events.transition('Running', 'Paused') == \
+        virtevent.EVENT_LIFECYCLE_PAUSED
+    assert events.transition('Paused', 'Running') == \
+        virtevent.EVENT_LIFECYCLE_RESUMED
+    assert events.transition('Halted', 'Halted') is None
