@@ -32,6 +32,9 @@ class SimBackend(HypervisorBackend):
             self.hypervisor.pci = self.pci
             self.sysfs_root = tempfile.mkdtemp(prefix='nxs-sim-sysfs-')
             self.pci.write_sysfs(self.sysfs_root)
+            import shutil
+            import weakref
+            weakref.finalize(self, shutil.rmtree, self.sysfs_root, True)
 
     # -- domains -----------------------------------------------------------
     def _info(self, d) -> DomainInfo:

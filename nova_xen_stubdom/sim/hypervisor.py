@@ -160,6 +160,11 @@ class Hypervisor:
             mem_dir = tempfile.mkdtemp(prefix='nxs-sim-mem-', dir=base)
         os.makedirs(mem_dir, exist_ok=True)
         self.mem_dir = mem_dir
+        if self._own_dir:
+            # a test that forgets shutdown() must not leave /dev/shm behind
+            import shutil
+            import weakref
+            weakref.finalize(self, shutil.rmtree, mem_dir, True)
         self.default_dirty_rate = default_dirty_rate
         self.lock = threading.RLock()
         self.domains: Dict[int, Domain] = {}
@@ -302,7 +307,6 @@ class Hypervisor:
         for domid in [d for d in list(self.domains) if d != 0]:
             self.destroy_domain(domid)
         if self._own_dir:
-            try:
-                os.rmdir(self.mem_dir)
-            except OSError:
-                pass
+            import shutil
+            # what is left is ours (the PCI sysfs view); memory files are gone
+            shutil.rmtree(self.mem_dir, ignore_errors=True)

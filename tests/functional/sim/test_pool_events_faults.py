@@ -233,3 +233,38 @@ def test_vdi_import_export(sim, session, x):
     ro.xenapi.session.logout()
     x.VDI.destroy(vdi)
     assert sim.leaks()['pool0']['VDI'] == []
+
+
+def test_idle_sessions_expire():
+    with testing.running_sim(hosts=1, session_timeout=0.2) as sim:
+        s = testing.login(sim)
+        ref = s.handle
+        time.sleep(0.4)
+        env = xmlrpc.client.ServerProxy(sim.url).VM.get_all(ref)
+        assert env['ErrorDescription'] == ['SESSION_INVALID', ref]
+        assert sim.pools[0].sessions.count() == 0
+
+
+def test_event_from_star_and_jsonrpc(sim, x):
+    batch = getattr(x.event, 'from')(['*'], '', 0.0)
+    classes = {e['class'] for e in batch['events']}
+    assert {'vm', 'host', 'pool', 'sr', 'network'} <= classes
+    import json
+    import urllib.request
+    req = urllib.request.Request(
+        sim.url + '/jsonrpc', method='POST',
+        data=json.dumps({'jsonrpc': '2.0', 'id': 1,
+                         'method': 'session.login_with_password',
+                         'params': [testing.USERNAME, testing.PASSWORD,
+                                    '2.0', 'json']}).encode())
+    with urllib.request.urlopen(req, timeout=5) as r:
+        session = json.loads(r.read())['result']
+    req = urllib.request.Request(
+        sim.url + '/jsonrpc', method='POST',
+        data=json.dumps({'jsonrpc': '2.0', 'id': 2, 'method': 'VM.start',
+                         'params': [session, 'OpaqueRef:nope', False,
+                                    False]}).encode())
+    with urllib.request.urlopen(req, timeout=5) as r:
+        err = json.loads(r.read())['error']
+    assert err == {'code': 1, 'message': 'HANDLE_INVALID',
+                   'data': ['VM', 'OpaqueRef:nope']}
