@@ -302,12 +302,28 @@ long emu_apply_page_data(const uint8_t *body, size_t len, uint8_t *mem,
     }
     if (!dry_run) {
         const uint8_t *pg = body + 8 + 8 * (size_t)count;
-        for (size_t i = 0; i < count; i++) {
+        size_t i = 0;
+        while (i < count) {
             uint64_t w = get64(body + 8 + 8 * i);
-            if (type_has_data((unsigned)(w >> EMU_PFN_TYPE_SHIFT))) {
-                memcpy(mem + (w & EMU_PFN_MASK) * EMU_PAGE_SIZE, pg, EMU_PAGE_SIZE);
-                pg += EMU_PAGE_SIZE;
+            if (!type_has_data((unsigned)(w >> EMU_PFN_TYPE_SHIFT))) {
+                i++;
+                continue;
             }
+            /* One copy per run of consecutive data pages: a whole-memory
+             * save is a single 4 MiB copy per record instead of 1024. */
+            uint64_t pfn = w & EMU_PFN_MASK;
+            size_t run = 1;
+            while (i + run < count) {
+                uint64_t nw = get64(body + 8 + 8 * (i + run));
+                if (!type_has_data((unsigned)(nw >> EMU_PFN_TYPE_SHIFT)) ||
+                    (nw & EMU_PFN_MASK) != pfn + run) {
+                    break;
+                }
+                run++;
+            }
+            memcpy(mem + pfn * EMU_PAGE_SIZE, pg, run * EMU_PAGE_SIZE);
+            pg += run * EMU_PAGE_SIZE;
+            i += run;
         }
     }
     return (long)ndata;
