@@ -57,6 +57,15 @@ class PciTestBase(base.XenStubdomTestBase):
         super().setUp()
 
     # -- helpers ------------------------------------------------------------
+    def _wait_for_state_change(self, server, expected_status,
+                               max_retries=10, **kwargs):
+        # Nova's default polls for 5 s; a build that is rescheduled on a
+        # loaded 2-core CI machine can take longer (a limit, not a timing
+        # assertion)
+        return super()._wait_for_state_change(
+            server, expected_status, max_retries=max(max_retries, 120),
+            **kwargs)
+
     def _flavor(self, alias):
         return self._create_flavor(
             memory_mb=512, vcpu=1, disk=1, ephemeral=0,
@@ -245,7 +254,8 @@ class TestPciSpawnFailures(PciTestBase):
         h.pci.write_sysfs(h.sysfs_root)
         db = h.pool.db
         for ref in db.all_refs('PCI'):
-            if db.get('PCI', ref)['pci_id'] == address:
+            rec = db.get('PCI', ref)
+            if rec['pci_id'] == address and rec['host'] == h.ref:
                 db.unlink('host', h.ref, 'PCIs', ref)
                 db.destroy('PCI', ref)
 
@@ -401,3 +411,62 @@ class TestPciReportInPlacement(PciTestBase):
         self._check_released('host2')
         self.assertEqual({}, self._get_allocations_by_server_uuid(
             server['id']))
+
+
+class TestPciTwoGpuHosts(PciTestBase):
+    # host1 has more free memory: Nova's RAM weigher tries it first
+    HOST_CONFIGS = [sim_pool.HostConfig(memory=64 << 30, pci_devices='gpu'),
+                    sim_pool.HostConfig(pci_devices='gpu')]
+    ALIASES = [_alias('xgpu', '10de', '1eb8', 'type-PCI'),
+               _alias('lmgpu', '10de', '1eb8', 'type-PCI',
+                      live_migratable='yes')]
+    DEVICE_SPECS = [jsonutils.dumps({'vendor_id': '10de',
+                                     'product_id': '1eb8',
+                                     'live_migratable': 'yes'})]
+
+    def _events(self, server):
+        out = []
+        for action in self.api.get_instance_actions(server['id']):
+            detail = self.api.get_instance_action_details(
+                server['id'], action['request_id'])
+            # 'details' (microversion 2.84) carries the exception message
+            out += [(e['event'], e['result'], e.get('host'),
+                     (e.get('details') or '') + (e.get('traceback') or ''))
+                    for e in detail['events']]
+        return out
+
+    def test_vanished_device_reschedules_to_another_host(self):
+        TestPciSpawnFailures._unplug(self, 'host1', GPU)
+        server = self._create_server(flavor_id=self._flavor('xgpu:1'),
+                                     networks='none')
+        # tried on host1 first, failed cleanly there, rescheduled
+        self.assertEqual('host2', server['OS-EXT-SRV-ATTR:host'])
+        # (Nova reuses one action event for both attempts: read the log)
+        self.assertIn('cannot be passed through on host host1: the device '
+                      'is no longer present', self.stdlog.logger.output)
+        self.assertEqual(['available'], self._status('host1', GPU))
+        self._check_released('host1')
+        self._check_assigned(server, 'host2', [GPU])
+        self._delete_server(server)
+        self._check_released('host2')
+
+    def test_live_migration_refused_at_the_check(self):
+        server = self._create_server(flavor_id=self._flavor('lmgpu:1'),
+                                     networks='none')
+        src = server['OS-EXT-SRV-ATTR:host']
+        dst = {'host1': 'host2', 'host2': 'host1'}[src]
+        _, stub = self._check_assigned(server, src, [GPU])
+        self.api.post_server_action(server['id'], {'os-migrateLive': {
+            'host': dst, 'block_migration': 'auto'}})
+        self._wait_for_migration_status(server, ['error'])
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        self.assertEqual(src, server['OS-EXT-SRV-ATTR:host'])
+        details = ' '.join(tb for _, _, _, tb in self._events(server))
+        self.assertIn('has PCI pass-through devices', details)
+        self.assertIn('live migration', details)
+        # nothing moved, nothing released, nothing granted on the target
+        _, stub2 = self._check_assigned(server, src, [GPU])
+        self.assertEqual(stub['domid'], stub2['domid'])
+        self.assertTrue(self._pci(dst).is_clean())
+        self._delete_server(server)
+        self._check_released(src)
