@@ -22,7 +22,9 @@ log() { printf '[venvs %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 pipq() { "$@" -q --disable-pip-version-check >>"$DIR/pip.log" 2>&1 ||
     { tail -20 "$DIR/pip.log"; return 1; }; }
 
-NOVA_REQS=(-r requirements.txt PyMySQL uwsgi)
+# nova and placement as pinned for the tests; SQLAlchemy 2.1 breaks Nova 34
+NOVA_REQS=(-r requirements.txt "nova==34.0.0" openstack-placement "SQLAlchemy<2.1"
+    PyMySQL uwsgi)
 KEYSTONE_REQS=(keystone PyMySQL)
 TEMPEST_REQS=(tempest)
 
