@@ -1,6 +1,8 @@
 """State the ops modules share: the XAPI client, the event cache, this host."""
+import contextlib
 import json
-from typing import Dict, Optional
+import threading
+from typing import Dict, Iterator, List, Optional
 
 from oslo_concurrency import lockutils
 from oslo_log import log as logging
@@ -30,12 +32,38 @@ class DriverContext:
             'host.get_record', host_ref)
         self.host_uuid = self.host_record['uuid']
         self.host_name = self.host_record['name_label']
+        self._local = threading.local()
+
+    # -- XAPI calls, tallied per operation (closing-note figures) ----------
+    @contextlib.contextmanager
+    def tally(self) -> Iterator[List[str]]:
+        """Record the XAPI calls this thread makes inside the block."""
+        calls: List[str] = []
+        outer = getattr(self._local, 'calls', None)
+        self._local.calls = calls
+        try:
+            yield calls
+        finally:
+            self._local.calls = outer
+            if outer is not None:
+                outer.extend(calls)
+
+    def _count(self, method: str) -> None:
+        calls = getattr(self._local, 'calls', None)
+        if calls is not None:
+            calls.append(method)
 
     def call(self, method: str, *args):
+        self._count(method)
         return self.client.call(method, *args)
 
     def call_async(self, method: str, *args, timeout: Optional[float] = None):
+        self._count('Async.' + method)
         return self.client.call_async(method, *args, timeout=timeout)
+
+    def http_put(self, path: str, fileobj, length: int, **query) -> None:
+        self._count('HTTP PUT ' + path)
+        self.client.http_put(path, fileobj, length, **query)
 
     def call_plugin(self, fn: str, **args) -> Dict:
         """Run agent function *fn* on this host; its JSON result, decoded.
@@ -45,6 +73,7 @@ class DriverContext:
         str_args = {k: v if isinstance(v, str) else json.dumps(v)
                     if isinstance(v, (dict, list)) else str(v)
                     for k, v in args.items()}
+        self._count('host.call_plugin')
         try:
             out = self.client.call('host.call_plugin', self.host_ref,
                                    dc.AGENT_PLUGIN, fn, str_args)

@@ -1,64 +1,16 @@
 """Image → VDI: Glance download, then XAPI's HTTP import (``/import_raw_vdi``)."""
-import http.client
 import os
 import tempfile
-import urllib.parse
 
 from oslo_log import log as logging
 
 from nova import exception
 from nova.image import glance
 
-from nova_xen_stubdom.xapi import errors as xapi_errors
-
 LOG = logging.getLogger(__name__)
 
-CHUNK = 1024 * 1024
 
-
-def _http_put_fallback(client, path: str, fileobj, length: int,
-                       **query) -> None:
-    # NOTE(driver): used until the client layer offers http_put; same pool,
-    # same session accounting, recorded like a call.
-    sess = client.pool.acquire()
-    try:
-        client._record('HTTP PUT ' + path, [])
-        url = urllib.parse.urlsplit(sess.url)
-        query = dict(query, session_id=sess.ref)
-        target = '%s?%s' % (path, urllib.parse.urlencode(query))
-        conn_cls = (http.client.HTTPSConnection if url.scheme == 'https'
-                    else http.client.HTTPConnection)
-        conn = conn_cls(url.hostname, url.port, timeout=client.call_timeout)
-        try:
-            conn.putrequest('PUT', target)
-            conn.putheader('Content-Length', str(length))
-            conn.endheaders()
-            while True:
-                chunk = fileobj.read(CHUNK)
-                if not chunk:
-                    break
-                conn.send(chunk)
-            resp = conn.getresponse()
-            body = resp.read()
-        finally:
-            conn.close()
-        if resp.status // 100 != 2:
-            raise xapi_errors.XAPIError(
-                'HTTP_%d' % resp.status,
-                [path, body.decode('utf-8', 'replace')[:200]])
-    finally:
-        client._release(sess)
-
-
-def http_put(client, path: str, fileobj, length: int, **query) -> None:
-    put = getattr(client, 'http_put', None)
-    if put is not None:
-        put(path, fileobj, length, **query)
-    else:
-        _http_put_fallback(client, path, fileobj, length, **query)
-
-
-def import_image(context, client, instance, image_meta, vdi_ref: str,
+def import_image(context, ctx, instance, image_meta, vdi_ref: str,
                  max_bytes: int) -> int:
     """Write the instance's image into *vdi_ref*; return the bytes written.
 
@@ -81,8 +33,8 @@ def import_image(context, client, instance, image_meta, vdi_ref: str,
             raise exception.FlavorDiskSmallerThanImage(
                 flavor_size=max_bytes, image_size=size)
         with open(path, 'rb') as f:
-            http_put(client, '/import_raw_vdi', f, size, vdi=vdi_ref,
-                     format='raw')
+            ctx.http_put('/import_raw_vdi', f, size, vdi=vdi_ref,
+                         format='raw')
         LOG.debug('imported image %(image)s (%(size)d bytes) into VDI '
                   '%(vdi)s', {'image': image_id, 'size': size,
                               'vdi': vdi_ref}, instance=instance)

@@ -63,6 +63,8 @@ class VMOps:
         #: instance uuids with a driver operation in flight: their power
         #: changes are ours, not lifecycle events from outside Nova
         self._busy: Dict[str, int] = {}
+        #: operation name -> XAPI calls of its last run (for figures)
+        self.call_stats: Dict[str, List[str]] = {}
         self._busy_lock = threading.Lock()
 
     # -- helpers ----------------------------------------------------------
@@ -74,15 +76,21 @@ class VMOps:
         return self._ctx.call(method, *args)
 
     @contextlib.contextmanager
-    def _operation(self, instance):
-        """Lock the instance and mark its power changes as Nova's own."""
+    def _operation(self, instance, name: str = 'other'):
+        """Lock the instance and mark its power changes as Nova's own.
+
+        The XAPI calls made inside are kept in :attr:`call_stats` [*name*]
+        (the last operation of that name).
+        """
         with self._ctx.lock(instance.uuid):
             with self._busy_lock:
                 self._busy[instance.uuid] = self._busy.get(
                     instance.uuid, 0) + 1
             try:
-                yield
+                with self._ctx.tally() as calls:
+                    yield
             finally:
+                self.call_stats[name] = calls
                 with self._busy_lock:
                     n = self._busy.pop(instance.uuid) - 1
                     if n:
@@ -169,14 +177,14 @@ class VMOps:
             step[0] = name
             return fn(*args, **kwargs)
 
-        with self._operation(instance):
+        with self._operation(instance, 'spawn'):
             try:
                 size = max(cfg.root_gb, 1) * dc.GiB
                 vdi = do('VDI.create (root disk)', self._call, 'VDI.create',
                          vmbuild.vdi_record(instance, sr_ref, size, 'root'))
                 built.vdis.append(vdi)
                 do('image import (HTTP PUT /import_raw_vdi)',
-                   imageops.import_image, context, self._ctx.client,
+                   imageops.import_image, context, self._ctx,
                    instance, image_meta, vdi, size)
                 guest = do('VM.create (HVM guest)', self._call, 'VM.create',
                            vmbuild.guest_record(instance, cfg,
@@ -410,7 +418,7 @@ class VMOps:
 
     def destroy(self, instance) -> None:
         """Remove the guest, its stub domain and disks (idempotent)."""
-        with self._operation(instance):
+        with self._operation(instance, 'destroy'):
             built = self._find_fresh(instance)
             if built.empty():
                 LOG.warning('destroy: no XAPI objects for this instance',
@@ -447,13 +455,13 @@ class VMOps:
                                 exc, instance=instance)
 
     def power_off(self, instance, timeout: int = 0) -> None:
-        with self._operation(instance):
+        with self._operation(instance, 'power_off'):
             built = self._require(instance)
             self._stop(instance, built.guest, built.stubdom,
                        built.guest_uuid, clean_timeout=timeout or None)
 
     def power_on(self, instance, network_info, image_meta=None) -> None:
-        with self._operation(instance):
+        with self._operation(instance, 'power_on'):
             built = self._require(instance)
             state = self._power_state(built.guest)
             if state == xc.POWER_STATE_RUNNING:
