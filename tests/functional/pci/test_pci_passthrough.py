@@ -331,6 +331,25 @@ class TestPciSpawnFailures(PciTestBase):
         self._check_released('host2')
         self._delete_server(server)
 
+    def test_device_used_without_grants_is_refused_by_xen(self):
+        # a driver bug: the guest's other_config:pci names the GPU but the
+        # stub domain's link config does not, so no grant is made; the
+        # simulated Xen must refuse to run the guest with the device
+        from nova_xen_stubdom.driver import vmops
+        real = vmops.VMOps._dm_config
+
+        def without_pci(ops, *args, **kwargs):
+            config = real(ops, *args, **kwargs)
+            config.pop('pci', None)
+            return config
+        self.stub_out('nova_xen_stubdom.driver.vmops.VMOps._dm_config',
+                      without_pci)
+        server = self._create_server(flavor_id=self._flavor('xgpu:1'),
+                                     networks='none', expected_state='ERROR')
+        self._assert_failed_cleanly(server, 'host1', [GPU],
+                                    'is not assigned to domain')
+        self._delete_server(server)
+
     def test_fault_injected_mid_assignment(self):
         for op, after in (('iomem_permission', 3), ('irq_permission', 2),
                           ('assign_device', 1)):
