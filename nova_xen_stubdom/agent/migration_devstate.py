@@ -54,7 +54,10 @@ class _StateDisk:
         fd, self.path = tempfile.mkstemp(prefix='nxs-state-%d-' % stub_domid,
                                          suffix='.img')
         with os.fdopen(fd, 'r+b') as f:
+            # (seek: eventlet's green files leave the position at the end
+            # after a truncate)
             f.truncate(max(size, len(content)))
+            f.seek(0)
             f.write(content)
         self.attached = False
 

@@ -293,11 +293,11 @@ def save_image(agent, args) -> str:
 
     with agent.lock(info.vm_uuid):
         try:
+            # A VDI keeps its size (the stream ends at its END record); a
+            # plain file is the image alone.
             with open(path, 'r+b' if args.get('vdi_uuid') else 'wb') as f:
-                f.seek(0)
                 stats = saverestore.save_domain(backend, info.domid, f,
                                                 _key(args), device_state)
-                f.truncate()
         except Exception as e:
             if saved['device']:
                 try:
@@ -348,3 +348,18 @@ def restore_image(agent, args) -> str:
                          _int(args, 'device_state_timeout',
                               conf.device_state_timeout))
     return json.dumps({'domid': info.domid, 'info': c.info})
+
+
+@plugin.register('undo_save')
+def undo_save(agent, args) -> str:
+    """After a successful ``save_image`` whose suspend could not be
+    completed: the device model and the guest run again."""
+    conf = _conf()
+    info = _guest(agent, args)
+    with agent.lock(info.vm_uuid):
+        devstate.resume(agent.backend, info.domid,
+                        _int(args, 'device_state_timeout',
+                             conf.device_state_timeout))
+        if info.paused:
+            agent.backend.unpause(info.domid)
+    return json.dumps({'domid': info.domid})

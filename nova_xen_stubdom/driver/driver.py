@@ -257,3 +257,72 @@ class XenStubdomDriver(driver.ComputeDriver):
         return self._migrationops.live_migration(
             context, instance, dest, post_method, recover_method,
             block_migration, migrate_data)
+
+    # (added by migration: the rest of the migration surface)
+    def cleanup_live_migration_destination_check(self, context,
+                                                 dest_check_data):
+        return self._migrationops.cleanup_live_migration_destination_check(
+            context, dest_check_data)
+
+    def pre_live_migration(self, context, instance, block_device_info,
+                           network_info, disk_info, migrate_data):
+        return self._migrationops.pre_live_migration(
+            context, instance, block_device_info, network_info, disk_info,
+            migrate_data)
+
+    def live_migration_abort(self, instance):
+        return self._migrationops.live_migration_abort(instance)
+
+    def live_migration_force_complete(self, instance):
+        return self._migrationops.live_migration_force_complete(instance)
+
+    def post_live_migration(self, context, instance, block_device_info,
+                            migrate_data=None):
+        return self._migrationops.post_live_migration(
+            context, instance, block_device_info, migrate_data)
+
+    def post_live_migration_at_source(self, context, instance, network_info):
+        return self._migrationops.post_live_migration_at_source(
+            context, instance, network_info)
+
+    def post_live_migration_at_destination(self, context, instance,
+                                           network_info,
+                                           block_migration=False,
+                                           block_device_info=None):
+        return self._migrationops.post_live_migration_at_destination(
+            context, instance, network_info, block_migration,
+            block_device_info)
+
+    def rollback_live_migration_at_source(self, context, instance,
+                                          migrate_data):
+        return self._migrationops.rollback_live_migration_at_source(
+            context, instance, migrate_data)
+
+    def rollback_live_migration_at_destination(self, context, instance,
+                                               network_info,
+                                               block_device_info,
+                                               destroy_disks=True,
+                                               migrate_data=None):
+        return self._migrationops.rollback_live_migration_at_destination(
+            context, instance, network_info, block_device_info,
+            destroy_disks, migrate_data)
+
+    def finish_migration(self, context, migration, instance, disk_info,
+                         network_info, image_meta, resize_instance,
+                         allocations, block_device_info=None, power_on=True,
+                         share_info=None):
+        return self._migrationops.finish_migration(
+            context, migration, instance, disk_info, network_info,
+            image_meta, resize_instance, allocations, block_device_info,
+            power_on)
+
+    def confirm_migration(self, context, migration, instance, network_info):
+        return self._migrationops.confirm_migration(
+            context, migration, instance, network_info)
+
+    def finish_revert_migration(self, context, instance, network_info,
+                                migration, block_device_info=None,
+                                power_on=True, share_info=None):
+        return self._migrationops.finish_revert_migration(
+            context, instance, network_info, migration, block_device_info,
+            power_on)

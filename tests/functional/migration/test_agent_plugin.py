@@ -1,6 +1,10 @@
 """The agent's migration and save/restore plugin functions on the simulator:
 two hosts, guests whose QEMU runs in a stub domain, everything through
 XAPI's host.call_plugin."""
+# Nova's harness decides eventlet monkey patching on import; the functional
+# tier imports it first in every module (tests/functional/base.py)
+from tests.functional import base  # noqa: F401,I100
+
 import hashlib
 import json
 import time

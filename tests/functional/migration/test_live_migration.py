@@ -1,0 +1,195 @@
+"""Live migration through real Nova (API, conductor, scheduler, two
+computes) with the driver and the simulator's two hosts."""
+from tests.functional import base  # noqa: I100 (first: eventlet decision)
+
+import hashlib
+import time
+
+from nova import context as nova_context
+from nova import objects
+
+from nova_xen_stubdom.driver import migrationops
+from nova_xen_stubdom.sim import devicemodel
+
+MiB = 1 << 20
+
+
+class TestLiveMigration(base.XenStubdomTestBase):
+
+    def setUp(self):
+        super().setUp()
+        self.flags(group='xen_stubdom', live_migration_progress_interval=1,
+                   live_migration_downtime_ms=50)
+        self.flavor = self._create_flavor(memory_mb=128, vcpu=1, disk=1)
+
+    def _boot(self):
+        server = self._create_server(flavor_id=self.flavor, networks='none',
+                                     host='host1')
+        self.assertEqual('host1', server['OS-EXT-SRV-ATTR:host'])
+        return server
+
+    def _domain(self, server, host):
+        guest, _stub = self.xapi_vms(server)
+        hv = self.sim_host(host).hypervisor
+        return hv, hv.domain(int(guest['domid']))
+
+    def _fill(self, dom):
+        mem = dom.memory()
+        for pfn in range(0, dom.max_pfn, 7):
+            mem[pfn * 4096:pfn * 4096 + 32] = hashlib.sha256(
+                b'%d' % pfn).digest()
+        mem.release()
+
+    @staticmethod
+    def _digest(dom):
+        return hashlib.sha256(dom.memory()).hexdigest()
+
+    def _incoming_vms(self):
+        x = self.xapi()
+        return [r for r in x.VM.get_all_records().values()
+                if r['other_config'].get('nova_xen_stubdom_role', '')
+                .startswith('incoming')]
+
+    def _wait_migration(self, server, statuses, timeout=90):
+        """Like Nova's helper, with room for a loaded 2-core machine."""
+        deadline = time.monotonic() + timeout
+        while True:
+            migs = self.admin_api.get_migrations()
+            for m in migs:
+                if m['instance_uuid'] == server['id'] and \
+                        m['status'] in statuses:
+                    return m
+            self.assertLess(time.monotonic(), deadline,
+                            'migration never reached %s: %s'
+                            % (statuses, migs))
+            time.sleep(0.1)
+
+    def _start_live_migration(self, server):
+        self.api.post_server_action(
+            server['id'], {'os-migrateLive': {'host': 'host2',
+                                              'block_migration': 'auto'}})
+
+    def _migration_record(self, server):
+        ctxt = nova_context.get_admin_context()
+        migs = objects.MigrationList.get_by_filters(
+            ctxt, {'instance_uuid': server['id']})
+        return [m for m in migs if m.migration_type == 'live-migration'][-1]
+
+    def test_live_migrate_moves_memory_and_device_state(self):
+        server = self._boot()
+        hv1, dom = self._domain(server, 'host1')
+        self._fill(dom)
+        digest = self._digest(dom)
+        qemu = devicemodel.device_state(hv1, dom.domid)
+        self.assertTrue(qemu)
+
+        self._start_live_migration(server)
+        self._wait_migration(server, ['completed'])
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        self.assertEqual('host2', server['OS-EXT-SRV-ATTR:host'])
+
+        guest, stub = self.xapi_vms(server)
+        self.assertEqual(self.sim_host('host2').ref, guest['resident_on'])
+        self.assertEqual(self.sim_host('host2').ref, stub['resident_on'])
+        self.assertEqual('Running', guest['power_state'])
+        hv2, dom2 = self._domain(server, 'host2')
+        self.assertFalse(dom2.paused)
+        self.assertEqual(digest, self._digest(dom2))
+        self.assertEqual(qemu, devicemodel.device_state(hv2, dom2.domid))
+        # the source is clean: no guest, no stub domain, no device model
+        self.assertEqual([], [d for d in hv1.domains if d != 0])
+        self.assertEqual([], self._incoming_vms())
+        # progress reached Nova's migration record, as libvirt reports it
+        mig = self._migration_record(server)
+        self.assertEqual(128 * MiB, mig.memory_total)
+        self.assertEqual(0, mig.memory_remaining)
+        self.assertGreater(mig.memory_processed, 0)
+        self._delete_server(server)
+
+    def test_abort_keeps_the_guest_on_the_source(self):
+        self.flags(group='xen_stubdom', live_migration_downtime_ms=1,
+                   live_migration_max_rounds=10000,
+                   live_migration_bandwidth_mbps=8)
+        server = self._boot()
+        hv1, dom = self._domain(server, 'host1')
+        dom.dirty_rate = 64 * MiB
+        self._start_live_migration(server)
+        mig = self._wait_migration(server, ['running'])
+        deadline = time.monotonic() + 20
+        while not self._incoming_vms() or self.computes_by_name[
+                'host1'].manager.driver._migrationops._sending.get(
+                    server['id']) is None:
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.05)
+        self.api.api_delete('/servers/%s/migrations/%s'
+                            % (server['id'], mig['id']))
+        self._wait_migration(server, ['cancelled'])
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        self.assertEqual('host1', server['OS-EXT-SRV-ATTR:host'])
+        guest, _stub = self.xapi_vms(server)
+        self.assertEqual('Running', guest['power_state'])
+        self.assertFalse(hv1.domain(int(guest['domid'])).paused)
+        # the destination's rollback is a cast: wait for it
+        self.wait_for_xapi(lambda: not self._incoming_vms(), timeout=30,
+                           what='incoming VMs removed')
+        self.wait_for_xapi(lambda: [d for d in self.sim_host(
+            'host2').hypervisor.domains if d != 0] == [], timeout=30,
+            what='destination domains gone')
+        self._delete_server(server)
+
+    def test_force_complete(self):
+        self.flags(group='xen_stubdom', live_migration_downtime_ms=1,
+                   live_migration_max_rounds=10000)
+        server = self._boot()
+        hv1, dom = self._domain(server, 'host1')
+        dom.dirty_rate = 64 * MiB
+        self._start_live_migration(server)
+        mig = self._wait_migration(server, ['running'])
+        deadline = time.monotonic() + 20
+        ops = self.computes_by_name['host1'].manager.driver._migrationops
+        while ops._sending.get(server['id']) is None:
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.05)
+        self.api.force_complete_migration(server['id'], mig['id'])
+        self._wait_migration(server, ['completed'])
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        self.assertEqual('host2', server['OS-EXT-SRV-ATTR:host'])
+        self._delete_server(server)
+
+    def test_source_xapi_restart_during_precopy(self):
+        """XAPI restarts under a running pre-copy: the agents keep going,
+        the driver logs in again and the migration completes."""
+        self.flags(group='xen_stubdom', live_migration_downtime_ms=1,
+                   live_migration_max_rounds=10000)
+        server = self._boot()
+        hv1, dom = self._domain(server, 'host1')
+        dom.dirty_rate = 64 * MiB
+        self._start_live_migration(server)
+        mig = self._wait_migration(server, ['running'])
+        ops = self.computes_by_name['host1'].manager.driver._migrationops
+        deadline = time.monotonic() + 20
+        while ops._sending.get(server['id']) is None:
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.05)
+        self.sim.restart_toolstack(self.sim_host('host1'))
+        time.sleep(0.5)
+        self.api.force_complete_migration(server['id'], mig['id'])
+        self._wait_migration(server, ['completed'])
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        self.assertEqual('host2', server['OS-EXT-SRV-ATTR:host'])
+        self._delete_server(server)
+
+    def test_pci_guest_is_refused(self):
+        # refused by the destination check with a message naming the cause
+        ops = self.computes_by_name['host2'].manager.driver._migrationops
+        server = self._boot()
+        inst = objects.Instance.get_by_uuid(
+            nova_context.get_admin_context(), server['id'])
+        inst.pci_devices = objects.PciDeviceList(objects=[
+            objects.PciDevice(address='0000:81:00.0')])
+        from nova import exception
+        with self.assertRaisesRegex(exception.MigrationPreCheckError,
+                                    'PCI pass-through'):
+            ops.check_can_live_migrate_destination(None, inst, {}, {})
+        self.assertIsNotNone(migrationops)
+        self._delete_server(server)
