@@ -153,8 +153,26 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     'UUID_INVALID': 404}.get(e.code, 500)
             self._reply(code, (' '.join(e.description)).encode())
             return None
+        fmt = q.get('format', 'raw')
+        if fmt != 'raw':
+            self._reply(400, b'unsupported format %r (the simulator stores '
+                        b'raw images)' % fmt.encode())
+            return None
+        task = q.get('task_id', '')
+        self._task = task if pool.db.exists('task', task) else None
         rec = pool.db.snapshot('VDI', ref)
         return pool, ref, rec, storage.vdi_path(pool, rec['uuid'])
+
+    def _finish_task(self, pool, error=None):
+        task = getattr(self, '_task', None)
+        if task and pool.db.exists('task', task):
+            from nova_xen_stubdom.sim import wire
+            fields = {'progress': 1.0, 'finished': wire.now()}
+            if error:
+                fields.update(status='failure', error_info=error)
+            else:
+                fields.update(status='success', result='')
+            pool.db.set('task', task, **fields)
 
     def do_PUT(self):
         path = urllib.parse.urlsplit(self.path).path
@@ -173,15 +191,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 for chunk in self._body_chunks():
                     if written + len(chunk) > size:
                         self.close_connection = True
+                        self._finish_task(pool, ['INTERNAL_ERROR',
+                                                 'more data than the VDI '
+                                                 'holds'])
                         return self._reply(
                             400, b'more data than the VDI holds (%d bytes)'
                             % size)
                     f.write(chunk)
                     written += len(chunk)
         except OSError as e:
+            self._finish_task(pool, ['INTERNAL_ERROR', str(e)])
             return self._reply(500, str(e).encode())
         pool.db.set('VDI', ref, physical_utilisation=storage.allocated_bytes(
             file))
+        self._finish_task(pool)
         self._reply(200, b'')
 
     def _body_chunks(self):
@@ -221,6 +244,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 chunk = f.read(min(_CHUNK, left)) or bytes(min(_CHUNK, left))
                 self.wfile.write(chunk)
                 left -= len(chunk)
+        self._finish_task(_pool)
 
 
 def _jsonable(v):

@@ -119,9 +119,11 @@ def boot(ctx, vm: str, host, paused: bool, reason: str = 'start'):
         dom = hv.create_domain(rec['uuid'], hvm, needed,
                                rec['VCPUs_at_startup'] or 1,
                                rec['name_label'])
+    ctx.progress(0.3)
     try:
         devices.write_domain_config(hv, dom, rec)
         devices.plug_all(ctx, vm, host, dom.domid)
+        ctx.progress(0.6)
         if hvm:
             devices.launch_device_model(ctx, host, vm, rec, dom.domid)
         if not paused:

@@ -228,6 +228,18 @@ def test_vdi_import_export(sim, session, x):
     assert len(out) == 1 << 20 and out[:len(data)] == data
     assert out[len(data):] == bytes((1 << 20) - len(data))
     assert _put(sim, session, vdi, bytes((1 << 20) + 1)) == 400
+    # a task given with task_id reports the transfer
+    task = x.task.create('import', '')
+    u = urllib.parse.urlsplit(sim.url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    conn.request('PUT', '/import_raw_vdi?vdi=%s&session_id=%s&task_id=%s'
+                 '&format=raw' % (x.VDI.get_uuid(vdi), session.handle, task),
+                 body=b'abc')
+    assert conn.getresponse().status == 200
+    conn.close()
+    assert x.task.get_status(task) == 'success'
+    x.task.destroy(task)
+    assert _get(sim, session, vdi)[:3] == b'abc'
     ro = testing.login(sim, testing.RO_USER, testing.RO_PASSWORD)
     assert _put(sim, ro, vdi, b'x') == 403
     ro.xenapi.session.logout()
