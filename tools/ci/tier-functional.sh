@@ -6,8 +6,8 @@
 # (OS_NOVA_DISABLE_EVENTLET_PATCHING=true, Nova 34's default for services);
 # the mode is decided once per process, so the tier runs pytest twice:
 #   1. every functional test in eventlet mode (the harness default);
-#   2. the driver's lifecycle and validation tests again in threading mode
-#      (the demo test already runs the demo in threading mode).
+#   2. the driver's lifecycle, events/concurrency and validation tests again
+#      in threading mode (the demo test already runs the demo that way).
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 PY=./.venv/bin/python
@@ -15,8 +15,9 @@ rc=0
 echo "--- functional (eventlet mode)"
 env -u OS_NOVA_DISABLE_EVENTLET_PATCHING $PY -m pytest -q -p no:cacheprovider \
     tests/functional || rc=1
-echo "--- functional (native threading mode: driver lifecycle + validation)"
+echo "--- functional (native threading mode: driver lifecycle, events, validation)"
 OS_NOVA_DISABLE_EVENTLET_PATCHING=true $PY -m pytest -q -p no:cacheprovider \
     tests/functional/driver/test_lifecycle.py \
+    tests/functional/driver/test_host_and_events.py \
     tests/functional/driver/test_validation.py || rc=1
 exit $rc

@@ -1,0 +1,117 @@
+"""Host resources, consoles, power changes made outside Nova, and
+concurrent operations -- through Nova and the simulator."""
+from tests.functional import base  # noqa: I100 (first: eventlet decision)
+
+from nova_xen_stubdom.driver import constants as dc
+
+
+class TestHostAndEvents(base.XenStubdomTestBase):
+
+    def test_resources_reported_to_nova_and_placement(self):
+        hyps = {h['hypervisor_hostname']: h for h in self.admin_api.api_get(
+            '/os-hypervisors/detail').body['hypervisors']}
+        self.assertEqual({'host1', 'host2'}, set(hyps))
+        for name, hyp in hyps.items():
+            self.assertEqual('xen', hyp['hypervisor_type'])
+            self.assertEqual(4017004, hyp['hypervisor_version'])
+            self.assertIn('up', hyp['uptime'] or '')
+            driver = self.computes_by_name[name].manager.driver
+            self.assertEqual(self.sim_host(name).address,
+                             driver.get_host_ip_addr())
+            self.assertTrue(driver.node_is_available(name))
+        rp = self._get_provider_uuid_by_host('host1')
+        inv = self._get_provider_inventory(rp)
+        self.assertEqual(8, inv['VCPU']['total'])
+        # 16 GiB host - 1 GiB dom0 (Xen's own overhead is 0 in the sim)
+        self.assertEqual(15 * 1024, inv['MEMORY_MB']['total'])
+        self.assertEqual(512, inv['DISK_GB']['total'])
+        reserved_before = inv['MEMORY_MB']['reserved']
+
+        flavor = self._create_flavor(memory_mb=512, vcpu=1, disk=1,
+                                     ephemeral=0,
+                                     extra_spec={'xen_stubdom:memory_mb':
+                                                 '192'})
+        server = self._create_server(flavor_id=flavor, networks='none',
+                                     host='host1')
+        # the stub domain's memory is reserved on the host's provider
+        self._run_periodics()
+        inv = self._get_provider_inventory(rp)
+        self.assertEqual(reserved_before + 192, inv['MEMORY_MB']['reserved'])
+        self.assertFlavorMatchesAllocation(
+            {'vcpus': 1, 'ram': 512, 'disk': 1, 'extra_specs': {}},
+            server['id'], rp)
+        self._delete_server(server)
+        self._run_periodics()
+        inv = self._get_provider_inventory(rp)
+        self.assertEqual(reserved_before, inv['MEMORY_MB']['reserved'])
+
+    def test_consoles(self):
+        flavor = self._create_flavor(memory_mb=256, vcpu=1, disk=1,
+                                     ephemeral=0)
+        server = self._create_server(flavor_id=flavor, networks='none')
+        out = self.api.post_server_action(
+            server['id'], {'os-getConsoleOutput': {}})['output']
+        self.assertIn('running', out)
+        # VNC: served by QEMU in the stub domain
+        compute = self.computes_by_name[server['OS-EXT-SRV-ATTR:host']]
+        from nova import context as nova_context
+        from nova import objects
+        inst = objects.Instance.get_by_uuid(
+            nova_context.get_admin_context(), server['id'])
+        console = compute.manager.driver.get_vnc_console(None, inst)
+        hv = self.sim_host(server['OS-EXT-SRV-ATTR:host']).hypervisor
+        guest, stub = self.xapi_vms(server)
+        qemu = hv.qemus[int(guest['domid'])]
+        self.assertEqual(int(stub['domid']), qemu.domid)
+        self.assertEqual(qemu.vnc.port, console.port)
+        resp = self.api.api_post(
+            '/servers/%s/remote-consoles' % server['id'],
+            {'remote_console': {'protocol': 'vnc', 'type': 'novnc'}})
+        self.assertIn('token', resp.body['remote_console']['url'])
+        self._delete_server(server)
+
+    def test_power_changes_outside_nova_reach_nova(self):
+        flavor = self._create_flavor(memory_mb=256, vcpu=1, disk=1,
+                                     ephemeral=0)
+        server = self._create_server(flavor_id=flavor, networks='none')
+        x = self.xapi()
+        guest, stub = self.xapi_vms(server, x)
+        # an admin halts the guest with xe: Nova hears it through the
+        # driver's event.from lifecycle events and stops the server
+        x.VM.hard_shutdown(guest['ref'])
+        server = self._wait_for_state_change(server, 'SHUTOFF')
+        # ... and the stub domain does not outlive its guest
+        self.wait_for_xapi(
+            lambda: x.VM.get_power_state(stub['ref']) == 'Halted',
+            what='the stub domain to halt')
+        server = self._start_server(server)
+        g, s = self.xapi_vms(server, x)
+        self.assertEqual(('Running', 'Running'),
+                         (g['power_state'], s['power_state']))
+        self._delete_server(server)
+
+    def test_concurrent_boots_and_deletes(self):
+        flavor = self._create_flavor(memory_mb=256, vcpu=1, disk=1,
+                                     ephemeral=0)
+        req = self._build_server(flavor_id=flavor, networks='none')
+        req['min_count'] = 4
+        self.api.post_server({'server': req})
+        servers = self.api.get_servers(detail=True)
+        self.assertEqual(4, len(servers))
+        servers = [self._wait_for_state_change(s, 'ACTIVE') for s in servers]
+        x = self.xapi()
+        for s in servers:
+            guest, stub = self.xapi_vms(s, x)
+            self.assertEqual(stub['uuid'], guest['other_config'][
+                dc.OC_STUBDOM])
+        # stop two while deleting the other two
+        for s in servers[:2]:
+            self.api.post_server_action(s['id'], {'os-stop': None})
+        for s in servers[2:]:
+            self.api.delete_server(s['id'])
+        for s in servers[:2]:
+            self._wait_for_state_change(s, 'SHUTOFF')
+        for s in servers[2:]:
+            self._wait_until_deleted(s)
+        for s in servers[:2]:
+            self._delete_server(s)
