@@ -159,6 +159,14 @@ class StubQemu:
                 self.qemu.close()
                 self.qemu = None
 
+    def guest_gone(self, guest: int) -> None:
+        with self.lock:
+            if self.qemu is not None and self.qemu.guest == guest:
+                self.qemu.close()
+                self.qemu = None
+                self.failed = None
+                self._console('guest domain %d is gone' % guest)
+
     def _console(self, text):
         self.dom.console.append('[qemu] ' + text)
 
@@ -186,6 +194,10 @@ class StubQemu:
                 argv = xs.read(self.base + '/dm-argv')
                 if not target or not argv or self.failed == (target, argv):
                     return
+                args = argv.split(DM_ARGV_SEP)
+                if '-xen-domid' in args[:-1] and \
+                        args[args.index('-xen-domid') + 1] != target:
+                    return      # an argv of an earlier guest domain
                 self.failed = (target, argv)
                 self._start(int(target), argv.split(DM_ARGV_SEP))
                 if self.qemu is not None:
@@ -364,6 +376,10 @@ def on_domain(dom, event: str) -> None:
         q = hv.qemus.pop(dom.domid, None)   # the guest of a dom0/stub QEMU
         if q is not None and q.domid == 0:
             q.close()
+        elif q is not None and q.domid in hv.stub_qemus:
+            # the guest died: its stub domain's QEMU stops serving it and
+            # waits to be pointed at a new guest domain (a reboot)
+            hv.stub_qemus[q.domid].guest_gone(dom.domid)
 
 
 def start_dom0_qemu(hv, guest_domid: int, rec) -> None:

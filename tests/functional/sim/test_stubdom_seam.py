@@ -224,3 +224,28 @@ def test_stubdom_init_channel_save(sim, x):
         x.VM.hard_shutdown(vm)
         x.VM.destroy(vm)
     x.VDI.destroy(vdi)
+
+
+def test_reboot_relinks_the_same_stubdom(sim, x):
+    vdi, guest, stub, host = _guest_and_stubdom(x)
+    x.VM.start_on(stub, host, False, False)
+    stub_domid = int(x.VM.get_domid(stub))
+    _plugin(x, host, 'link_stubdom', stubdom_domid=stub_domid,
+            guest_vm_uuid=x.VM.get_uuid(guest),
+            config=json.dumps({'memory_mb': 256, 'vcpus': 1,
+                               'disks': [{'bus': 'ide', 'index': 0}]}))
+    x.VM.start_on(guest, host, False, False)
+    first = int(x.VM.get_domid(guest))
+    x.VM.hard_reboot(guest)
+    second = int(x.VM.get_domid(guest))
+    assert second != first
+    h = sim.pools[0].host_by_ref(host)
+    assert introspect.device_models(h) == {second: stub_domid}
+    assert introspect.running_qemus(h) == {second: stub_domid}
+    assert _plugin(x, host, 'dm_state', stubdom_domid=stub_domid,
+                   guest_domid=second)['state'] == 'running'
+    for vm in (guest, stub):
+        x.VM.hard_shutdown(vm)
+        x.VM.destroy(vm)
+    x.VDI.destroy(vdi)
+    assert introspect.running_qemus(h) == {}
