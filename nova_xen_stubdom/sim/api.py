@@ -185,6 +185,8 @@ def is_generic_shape(msg: Message) -> bool:
         (n.startswith('remove_from_') and n[12:] in fields and count == 3) \
         or (n.startswith('add_') and n[4:] in fields and count == 3) or \
         (n.startswith('remove_') and n[7:] in fields and count == 3)
+
+
 def generic(ctx: Context, *args):
     msg = ctx.message
     cls, name = msg.cls, msg.name

@@ -12,7 +12,7 @@ import uuid as uuidlib
 from typing import Dict, List, Optional
 
 from nova_xen_stubdom.agent.backend import DomainInfo, HypervisorBackend
-from nova_xen_stubdom.sim.hypervisor import PAGE_SIZE, Frontend, Hypervisor
+from nova_xen_stubdom.sim.hypervisor import Frontend, Hypervisor
 
 
 class SimBackend(HypervisorBackend):
@@ -128,7 +128,7 @@ class SimBackend(HypervisorBackend):
         self.hypervisor.domain(domid).hvm_params.update(
             {int(k): int(v) for k, v in params.items()})
 
-    # -- xenstore (as dom0) ----------------------------------------------------
+    # -- xenstore (as dom0) --------------------------------------------------
     def xs_read(self, path: str) -> Optional[str]:
         return self.hypervisor.xenstore.read(path)
 
@@ -167,7 +167,7 @@ class SimBackend(HypervisorBackend):
         from nova_xen_stubdom.sim import storage
         return storage.vdi_path(self.host.pool, vdi_uuid)
 
-    # -- PCI pass-through ------------------------------------------------------
+    # -- PCI pass-through ----------------------------------------------------
     def iomem_permission(self, domid: int, first_mfn: int, nr_mfns: int,
                          allow: bool) -> None:
         self.hypervisor.domain(domid)

@@ -70,9 +70,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(sim.url, flush=True)
     for pool in sim.pools:
         for h in pool.hosts:
+            role = ' (master)' if h.is_master else ''
             print('# pool %d host %s %s%s' % (pool.index, h.uuid, h.url,
-                                             ' (master)' if h.is_master
-                                             else ''), flush=True)
+                                              role), flush=True)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())

@@ -9,7 +9,7 @@ import logging
 import os
 import shutil
 
-from nova_xen_stubdom.sim import api, storage, wire
+from nova_xen_stubdom.sim import api, storage
 from nova_xen_stubdom.sim.api import handler
 from nova_xen_stubdom.sim.errors import XapiError, handle_invalid
 from nova_xen_stubdom.sim.hypervisor import Frontend

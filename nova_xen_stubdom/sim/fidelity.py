@@ -27,7 +27,8 @@ GENERIC_ERRORS = frozenset({
     'MESSAGE_REMOVED', 'MESSAGE_DEPRECATED', 'SESSION_INVALID',
     'SESSION_NOT_REGISTERED', 'RBAC_PERMISSION_DENIED', 'FIELD_TYPE_ERROR',
     'HANDLE_INVALID', 'UUID_INVALID', 'INVALID_VALUE', 'INTERNAL_ERROR',
-    'NOT_IMPLEMENTED', 'MAP_DUPLICATE_KEY', 'DB_UNIQUENESS_CONSTRAINT_VIOLATION',
+    'NOT_IMPLEMENTED', 'MAP_DUPLICATE_KEY',
+    'DB_UNIQUENESS_CONSTRAINT_VIOLATION',
     'OTHER_OPERATION_IN_PROGRESS', 'OPERATION_NOT_ALLOWED', 'TASK_CANCELLED',
     'VM_BAD_POWER_STATE', 'VM_IS_TEMPLATE', 'HOST_NOT_ENOUGH_FREE_MEMORY',
     'NO_HOSTS_AVAILABLE', 'HOST_IS_SLAVE', 'HOST_OFFLINE', 'HOST_DISABLED',
@@ -118,7 +119,7 @@ def wire_type_problem(t: Type, v: Any, where: str) -> List[str]:
 
 
 def check_call(name: str, params: Sequence[Any]) -> List[str]:
-    """*params* as sent on the wire, session first where the message has one."""
+    """*params* as sent on the wire, session first if the message has one."""
     msg = load().message(name[6:] if name.startswith('Async.') else name)
     if msg is None:
         return ['%s: no such message in the datamodel' % name]

@@ -4,9 +4,8 @@ import time
 from nova_xen_stubdom.sim import plugins, wire
 from nova_xen_stubdom.sim.api import handler
 from nova_xen_stubdom.sim.errors import XapiError
-from nova_xen_stubdom.sim.pool import DOM0_MEMORY
 
-# -- session -------------------------------------------------------------------
+# -- session ------------------------------------------------------------------
 
 
 @handler('session.login_with_password')
@@ -29,7 +28,7 @@ def get_all_subject_identifiers(ctx):
     return []
 
 
-# -- host ----------------------------------------------------------------------
+# -- host ---------------------------------------------------------------------
 def _host(ctx, ref):
     h = ctx.pool.host_by_ref(ref)
     if h is None:
@@ -72,7 +71,7 @@ def uncooperative(ctx, host_ref):
     return []
 
 
-# -- task ----------------------------------------------------------------------
+# -- task ---------------------------------------------------------------------
 @handler('task.cancel')
 def task_cancel(ctx, task):
     ctx.pool.tasks.cancel(task)
@@ -90,7 +89,7 @@ def task_create(ctx, label, description):
     return ref
 
 
-# -- event ---------------------------------------------------------------------
+# -- event --------------------------------------------------------------------
 def _parse_token(token: str) -> int:
     if token == '':
         return 0
@@ -150,10 +149,6 @@ def event_from(ctx, classes, token, timeout):
 
 class _Raw(dict):
     """A value already in wire form (event.from's untyped batch)."""
-
-
-def pool_host_memory(host) -> int:
-    return host.config.memory - DOM0_MEMORY
 
 
 # -- the older event API (register / next / unregister) ----------------------

@@ -221,8 +221,8 @@ class Hypervisor:
         try:
             return self.domains[domid]
         except KeyError:
-            raise KeyError('no domain %d on host %s' % (domid,
-                                                         self.host_uuid))
+            raise KeyError('no domain %d on host %s'
+                           % (domid, self.host_uuid))
 
     def pause(self, domid: int) -> None:
         self.domain(domid).paused = True

@@ -154,8 +154,8 @@ class Pool:
             'memory_total': cfg.memory, 'live': True,
             'last_updated': wire.now()})
         h.ref = db.create('host', {
-            'uuid': h.uuid, 'name_label': 'sim-host-%d-%d' % (self.index,
-                                                               h.index),
+            'uuid': h.uuid,
+            'name_label': 'sim-host-%d-%d' % (self.index, h.index),
             'hostname': 'sim-host-%d-%d' % (self.index, h.index),
             'address': h.address, 'enabled': True, 'metrics': metrics,
             'API_version_major': 2, 'API_version_minor': 21,

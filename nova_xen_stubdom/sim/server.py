@@ -93,7 +93,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _jsonrpc(self, body):
         import json
-        sim, host = self.server.sim, self.server.host
+        host = self.server.host
         try:
             req = json.loads(body)
             method, params = req['method'], req.get('params', [])

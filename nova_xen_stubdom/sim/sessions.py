@@ -5,7 +5,7 @@ from typing import Dict, Optional
 
 from nova_xen_stubdom.sim import wire
 from nova_xen_stubdom.sim.errors import XapiError
-from nova_xen_stubdom.sim.schema import NULL_REF, Message
+from nova_xen_stubdom.sim.schema import Message
 
 #: XAPI's role names, most to least privileged
 ROLES = ('pool-admin', 'pool-operator', 'vm-power-admin', 'vm-admin',
@@ -105,7 +105,3 @@ class Sessions:
         with self.lock:
             s = self.live.get(ref)
             return s['user'] if s else ''
-
-
-def null_session() -> str:
-    return NULL_REF

@@ -162,8 +162,8 @@ def _guest_metrics(ctx, vm, hvm):
     fields = {'os_version': {'name': 'simulated guest'},
               'PV_drivers_detected': not hvm,
               'PV_drivers_up_to_date': not hvm,
-              'PV_drivers_version': {} if hvm else {'major': '8',
-                                                     'minor': '2'},
+              'PV_drivers_version': ({} if hvm else
+                                     {'major': '8', 'minor': '2'}),
               'networks': {}, 'live': True, 'last_updated': wire.now(),
               'can_use_hotplug_vbd': 'no' if hvm else 'yes',
               'can_use_hotplug_vif': 'no' if hvm else 'yes'}
@@ -477,7 +477,7 @@ def set_vcpus_at_startup(ctx, vm, value):
     ctx.db.set('VM', vm, VCPUs_at_startup=value)
 
 
-# -- migration inside a pool ---------------------------------------------------
+# -- migration inside a pool --------------------------------------------------
 def _refuse_pci(ctx, vm):
     if ctx.db.get('VM', vm)['other_config'].get('pci'):
         raise XapiError('VM_HAS_PCI_ATTACHED', vm)

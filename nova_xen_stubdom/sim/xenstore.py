@@ -12,7 +12,6 @@ import threading
 from typing import Callable, Dict, List, Optional
 
 
-
 class XenstoreError(Exception):
     """errno-like failure: ``ENOENT``, ``EACCES``, ``EINVAL``."""
 
@@ -199,7 +198,8 @@ class Xenstore:
     def _fire(self, path: str) -> None:
         with self.lock:
             watches = [w for w in self._watches
-                       if path == w[0] or path.startswith(w[0].rstrip('/') + '/')
+                       if path == w[0]
+                       or path.startswith(w[0].rstrip('/') + '/')
                        or w[0].startswith(path.rstrip('/') + '/')]
         for _prefix, cb in watches:
             try:

@@ -31,8 +31,8 @@ def test_concurrent_clients_never_overcommit_memory():
             t.start()
         for t in threads:
             t.join(20)
-        assert sorted(results.values()) == ['HOST_NOT_ENOUGH_FREE_MEMORY'] * 3 \
-            + ['ok'] * 3
+        assert sorted(results.values()) == \
+            ['HOST_NOT_ENOUGH_FREE_MEMORY'] * 3 + ['ok'] * 3
         host = admin.host.get_all()[0]
         assert int(admin.host.compute_free_memory(host)) == 0
         for vm in vms:

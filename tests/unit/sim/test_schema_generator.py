@@ -13,10 +13,9 @@ DATA = '/work/shared/data'
     DATA, 'xenapi-datamodel.json')), reason='XAPI datamodel export absent')
 def test_shipped_schema_is_what_the_generator_writes(tmp_path):
     out = tmp_path / 'schema.json'
-    subprocess.run([sys.executable,
-                    os.path.join(ROOT, 'tools', 'gen_datamodel_schema.py'),
-                    '--data', DATA, '--out', str(out)], check=True,
-                    stdout=subprocess.DEVNULL)
+    tool = os.path.join(ROOT, 'tools', 'gen_datamodel_schema.py')
+    subprocess.run([sys.executable, tool, '--data', DATA, '--out', str(out)],
+                   check=True, stdout=subprocess.DEVNULL)
     with open(os.path.join(ROOT, 'nova_xen_stubdom', 'sim',
                            'schema.json')) as f:
         shipped = json.load(f)
