@@ -259,7 +259,8 @@ def test_close_with_call_in_flight_logs_it_out(fake, make_client):
     assert fake.logins == 1
 
 
-def test_calls_are_recorded_with_types(fake, client):
+def test_calls_are_recorded_with_types(fake, make_client):
+    client = make_client(fake.url, record_globally=True)
     seen = []
     recorder.GLOBAL.add_hook(seen.append)
     try:
