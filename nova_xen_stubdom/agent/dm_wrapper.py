@@ -47,8 +47,9 @@ def launch(agent, guest_domid: int, guest_vm_uuid: str) -> Dict[str, object]:
             # back on failure
             from nova_xen_stubdom.agent import pci
 
-            def prepare():
+            def _pci_grants():
                 pci.on_dm_launch(agent, guest_domid, stub, link['config'])
+            prepare = _pci_grants
         stubdom.attach_target(agent, stub, guest_domid, link['config'],
                               prepare=prepare)
         LOG.info('domain %d (VM %s): device model in stub domain %d',

@@ -75,7 +75,7 @@ def build_dm_argv(guest_domid: int, config: Dict[str, Any]) -> List[str]:
             '-mon', 'chardev=libxl-cmd,mode=control',
             '-m', str(int(config['memory_mb'])),
             '-smp', '%d,maxcpus=%d' % (int(config['vcpus']),
-                                        int(config['vcpus']))]
+                                       int(config['vcpus']))]
     vga = VGA_MODELS.get(config.get('vga', 'std'))
     if vga is None:
         raise errors.InvalidArgument(name='vga', value=config.get('vga'),
@@ -170,7 +170,10 @@ def link(agent, stub_domid: int, guest_vm_uuid: str,
 
 
 def pending_link(agent, guest_vm_uuid: str) -> Optional[Dict[str, Any]]:
-    """The link recorded for *guest_vm_uuid*: ``{'stubdom_domid', 'config'}``."""
+    """The link recorded for *guest_vm_uuid*.
+
+    ``{'stubdom_domid': int, 'config': dict}`` or None.
+    """
     path = _link_path(guest_vm_uuid)
     stub = agent.backend.xs_read(path + '/stubdom-domid')
     if stub is None:

@@ -26,8 +26,8 @@ class _Out:
         self.t0 = time.monotonic()
 
     def __call__(self, text: str = '') -> None:
-        self.stream.write('[%6.2fs] %s\n' % (time.monotonic() - self.t0,
-                                            text))
+        self.stream.write('[%6.2fs] %s\n'
+                          % (time.monotonic() - self.t0, text))
         self.stream.flush()
 
     def detail(self, text: str) -> None:
@@ -183,15 +183,16 @@ def _make_case(out: _Out, result: dict):
                 'disk, stub domain 128 MiB (xen_stubdom:memory_mb)')
             from oslo_utils import uuidutils
             image_id = uuidutils.generate_uuid()
-            self.glance.create(None, {
-                'id': image_id, 'name': 'demo-raw-image',
-                'status': 'active', 'container_format': 'bare',
-                'disk_format': 'raw', 'size': 0, 'min_ram': 0,
-                'min_disk': 0, 'is_public': True,
-                'properties': {'hw_video_model': 'vga',
-                               'hw_disk_bus': 'ide',
-                               'hw_vif_model': 'e1000'}},
-                data=io.BytesIO(b'\xeb\x3c\x90' + b'\0' * ((1 << 20) - 3)))
+            meta = {'id': image_id, 'name': 'demo-raw-image',
+                    'status': 'active', 'container_format': 'bare',
+                    'disk_format': 'raw', 'size': 0, 'min_ram': 0,
+                    'min_disk': 0, 'is_public': True,
+                    'properties': {'hw_video_model': 'vga',
+                                   'hw_disk_bus': 'ide',
+                                   'hw_vif_model': 'e1000'}}
+            # 1 MiB that starts like a boot sector
+            data = io.BytesIO(b'\xeb\x3c\x90' + b'\0' * ((1 << 20) - 3))
+            self.glance.create(None, meta, data=data)
             out('created image demo-raw-image (raw, 1 MiB, hw_video_model='
                 'vga, hw_disk_bus=ide, hw_vif_model=e1000)')
             port = self.neutron.port_1

@@ -16,7 +16,7 @@ from nova import exception
 from nova.i18n import _
 from nova.virt import driver
 
-from nova_xen_stubdom import conf as xconf
+from nova_xen_stubdom import conf as xconf  # noqa: F401 (registers opts)
 from nova_xen_stubdom.driver import common
 from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.driver import events

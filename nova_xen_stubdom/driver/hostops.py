@@ -46,15 +46,15 @@ class HostOps:
             oc = rec.get('other_config') or {}
             if dc.OC_ROLE not in oc:
                 continue
-            if rec.get('resident_on') not in (self._ctx.host_ref,
-                                               'OpaqueRef:NULL', '', None):
+            if rec.get('resident_on') not in (
+                    self._ctx.host_ref, 'OpaqueRef:NULL', '', None):
                 continue
             out[ref] = rec
         return out
 
     # -- SR ---------------------------------------------------------------
     def select_sr(self) -> Optional[str]:
-        """The SR that holds instance disks ([xen_stubdom] sr_matching_filter)."""
+        """The SR for instance disks ([xen_stubdom] sr_matching_filter)."""
         flt = self._ctx.conf.xen_stubdom.sr_matching_filter
         kind, _, value = flt.partition(':')
         srs = self._ctx.cache.get_all('SR')

@@ -1,4 +1,7 @@
-"""Image → VDI: Glance download, then XAPI's HTTP import (``/import_raw_vdi``)."""
+"""Image → VDI: Glance download, then XAPI's HTTP import.
+
+The import is ``PUT /import_raw_vdi?vdi=REF&format=raw`` on the pool master.
+"""
 import os
 import tempfile
 

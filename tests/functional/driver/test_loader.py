@@ -1,7 +1,7 @@
 """``compute_driver = xen_stubdom.XenStubdomDriver`` resolves through Nova's
 own loader, for the developers' editable install (this venv) and for a
 normal ``pip install`` of the wheel."""
-from tests.functional import base  # noqa: I100 (eventlet decision first)
+from tests.functional import base  # noqa: F401,I100 (eventlet first)
 
 import os
 import shutil
@@ -37,6 +37,7 @@ class TestLoadInThisInstall(test.NoDBTestCase):
         super()._clear_attrs()
         if saved is not None:
             self.__dict__[name] = saved
+
     def test_load_compute_driver(self):
         self.flags(compute_driver='xen_stubdom.XenStubdomDriver')
         from nova.virt import fake

@@ -195,7 +195,7 @@ def test_dm_argv_ahci_and_uefi():
     assert argv[-2:] == ['-net', 'none']
 
 
-# -- device-model wrapper ------------------------------------------------------
+# -- device-model wrapper ---------------------------------------------------
 
 def test_wrapper_refuses_dom0_device_model(agent):
     guest = agent.backend.add_domain(GUEST_UUID, hvm=True)
