@@ -50,7 +50,14 @@ def _is_read_only(method: str) -> bool:
 
 def to_wire(value):
     """Encode *value* as XAPI expects: ints (int64) as decimal strings,
-    map keys as strings, recursively. bools stay bools."""
+    map keys as strings, recursively. bools stay bools.
+
+    :raises TypeError: *value* holds None, which XAPI has no encoding for
+        (the server would answer with an unmarshalling error).
+    """
+    if value is None:
+        raise TypeError('XAPI has no null value; pass OpaqueRef:NULL, '
+                        '"" or leave the key out')
     if isinstance(value, bool):
         return value
     if isinstance(value, int):
@@ -386,7 +393,10 @@ class XAPIClient:
                           *args):
         """:meth:`call` with an explicit socket timeout (long polls)."""
         self._record(method, args)
-        wire_args = [to_wire(a) for a in args]
+        try:
+            wire_args = [to_wire(a) for a in args]
+        except TypeError as exc:
+            raise TypeError('%s: %s' % (method, exc)) from None
         debug = LOG.isEnabledFor(logging.DEBUG)
         if debug:
             LOG.debug('XAPI call %s', redact.format_call(method, args))

@@ -373,3 +373,13 @@ def test_cache_after_close_does_not_log_in(fake, client):
     cache._thread.join(5)
     assert not cache.running          # the watcher gave up at once
     assert fake.logins == 0
+
+
+def test_none_is_refused_before_sending(fake, client):
+    vm = sorted(fake.vms)[0]
+    with pytest.raises(TypeError) as info:
+        client.call('VM.add_to_other_config', vm, 'k', None)
+    assert 'VM.add_to_other_config' in str(info.value)
+    with pytest.raises(TypeError):
+        client.call('VM.create', {'other_config': {'a': None}})
+    assert fake.count('VM.add_to_other_config') == 0
