@@ -163,6 +163,63 @@ class TestPciInventory(PciTestBase):
             self.assertNotIn(SATA, self._nova_devs(host))
 
 
+class TestPciCustomDevices(PciTestBase):
+    """Devices defined as JSON-able dicts, as a simulator config holds
+    them: a NIC on NUMA-less host with no IRQ line, and an NVMe drive that
+    holds a dom0 disk (so it is never offered)."""
+    HOST_CONFIGS = [
+        sim_pool.HostConfig(pci_devices=[
+            {'address': '0000:01:00.0', 'vendor_id': '8086',
+             'device_id': '1521', 'class_id': '020000', 'driver': 'igb',
+             'netdev': 'eth0', 'bars': [{'kind': 'mem',
+                                         'start': '0xfb000000',
+                                         'size': '0x100000'}], 'irq': 30},
+            {'address': '0000:05:00.0', 'vendor_id': '1af4',
+             'device_id': '1041', 'class_id': '020000',
+             'subsystem_vendor_id': '1af4', 'subsystem_device_id': '1100',
+             'bars': [{'kind': 'mem', 'start': '0xfd000000',
+                       'size': '0x4000'},
+                      {'kind': 'io', 'start': '0xc000', 'size': '0x20'}],
+             'irq': 0},
+            {'address': '0000:06:00.0', 'vendor_id': '144d',
+             'device_id': 'a808', 'class_id': '010802', 'driver': 'nvme',
+             'numa_node': 0, 'block_devices': ['nvme0n1'],
+             'bars': [{'kind': 'mem', 'start': '0xfe000000',
+                       'size': '0x4000'}], 'irq': 40}]),
+        sim_pool.HostConfig(pci_devices='none')]
+    ALIASES = [_alias('vnic', '1af4', '1041', 'type-PCI'),
+               _alias('nvme', '144d', 'a808', 'type-PCI')]
+    DEVICE_SPECS = [jsonutils.dumps({'vendor_id': '1af4'}),
+                    jsonutils.dumps({'vendor_id': '144d'}),
+                    jsonutils.dumps({'vendor_id': '8086'})]
+
+    def test_dict_defined_devices(self):
+        devs = self._nova_devs('host1')
+        self.assertEqual(['0000:05:00.0'], sorted(devs))
+        dev = devs['0000:05:00.0']
+        self.assertEqual(('1af4', '1041', 'type-PCI', None),
+                         (dev.vendor_id, dev.product_id, dev.dev_type,
+                          dev.numa_node))
+        self.assertEqual({}, self._nova_devs('host2'))
+        # the dom0 disk's controller cannot be asked for
+        failed = self._create_server(flavor_id=self._flavor('nvme:1'),
+                                     networks='none', expected_state='ERROR')
+        self.assertIn('No valid host', failed['fault']['message'])
+        server = self._create_server(flavor_id=self._flavor('vnic:1'),
+                                     networks='none')
+        self.assertEqual('host1', server['OS-EXT-SRV-ATTR:host'])
+        guest, stub = self._check_assigned(server, 'host1', ['0000:05:00.0'])
+        # no IRQ line: memory + I/O grants only
+        self.assertEqual({'iomem': [(0xfd000, 4)], 'ioport': [(0xc000, 32)],
+                          'irq': set()},
+                         {k: sorted(v) if k != 'irq' else v for k, v in
+                          self._pci('host1').grants[int(stub['domid'])]
+                          .items()})
+        for s in (server, failed):
+            self._delete_server(s)
+        self._check_released('host1', int(stub['domid']))
+
+
 class TestPciBoot(PciTestBase):
 
     def test_gpu_alias_lands_on_gpu_host_and_is_released(self):
