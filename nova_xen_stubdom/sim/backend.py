@@ -15,9 +15,15 @@ from nova_xen_stubdom.agent.backend import DomainInfo, HypervisorBackend
 from nova_xen_stubdom.sim.hypervisor import Frontend, Hypervisor
 
 
+class BackendFault(OSError):
+    """An injected hypervisor failure (``SimBackend.inject_fault``)."""
+
+
 class SimBackend(HypervisorBackend):
     def __init__(self, host=None, *, hypervisor: Optional[Hypervisor] = None,
                  pci=None, memory: int = 64 << 30, cpus: int = 8):
+        #: method name -> calls left before it fails (1 = the next call)
+        self.faults: Dict[str, int] = {}
         if host is not None:
             self.host = host
             self.hypervisor = host.hypervisor
@@ -36,6 +42,23 @@ class SimBackend(HypervisorBackend):
             import weakref
             weakref.finalize(self, shutil.rmtree, self.sysfs_root, True)
 
+    # -- fault injection -----------------------------------------------------
+    def inject_fault(self, method: str, after: int = 1) -> None:
+        """Make the *after*-th next call of *method* raise BackendFault
+        (e.g. ``fetch_dirty_bitmap`` in the middle of a migration)."""
+        if not callable(getattr(self, method, None)):
+            raise ValueError('no backend method %r' % method)
+        self.faults[method] = int(after)
+
+    def _maybe_fail(self, method: str) -> None:
+        left = self.faults.get(method)
+        if left is None:
+            return
+        if left <= 1:
+            del self.faults[method]
+            raise BackendFault('injected failure of %s' % method)
+        self.faults[method] = left - 1
+
     # -- domains -----------------------------------------------------------
     def _info(self, d) -> DomainInfo:
         return DomainInfo(domid=d.domid, vm_uuid=d.vm_uuid, hvm=d.hvm,
@@ -43,27 +66,33 @@ class SimBackend(HypervisorBackend):
                           vcpus=d.vcpus, paused=d.paused, target=d.target)
 
     def list_domains(self) -> List[DomainInfo]:
+        self._maybe_fail('list_domains')
         with self.hypervisor.lock:
             doms = sorted(self.hypervisor.domains.values(),
                           key=lambda d: d.domid)
         return [self._info(d) for d in doms]
 
     def domain_info(self, domid: int) -> DomainInfo:
+        self._maybe_fail('domain_info')
         return self._info(self.hypervisor.domain(domid))
 
     def pause(self, domid: int) -> None:
+        self._maybe_fail('pause')
         self.hypervisor.pause(domid)
 
     def unpause(self, domid: int) -> None:
+        self._maybe_fail('unpause')
         self.hypervisor.unpause(domid)
 
     def set_target(self, stub_domid: int, guest_domid: int) -> None:
+        self._maybe_fail('set_target')
         self.hypervisor.set_target(stub_domid, guest_domid)
 
     # additive: a domain to restore into, and its removal
     def create_domain(self, vm_uuid: str, hvm: bool, memory_bytes: int,
                       vcpus: int = 1, name: str = '',
                       paused: bool = True) -> int:
+        self._maybe_fail('create_domain')
         dom = self.hypervisor.create_domain(vm_uuid, hvm, memory_bytes,
                                             vcpus, name)
         if not paused:
@@ -71,9 +100,11 @@ class SimBackend(HypervisorBackend):
         return dom.domid
 
     def destroy_domain(self, domid: int) -> None:
+        self._maybe_fail('destroy_domain')
         self.hypervisor.destroy_domain(domid)
 
     def set_dirty_rate(self, domid: int, bytes_per_second: int) -> None:
+        self._maybe_fail('set_dirty_rate')
         if bytes_per_second < 0:
             raise ValueError('dirty rate must be >= 0')
         self.hypervisor.domain(domid).dirty_rate = int(bytes_per_second)
@@ -83,22 +114,26 @@ class SimBackend(HypervisorBackend):
 
     # -- guest memory and CPU state ------------------------------------------
     def map_memory(self, domid: int, writable: bool = False) -> memoryview:
+        self._maybe_fail('map_memory')
         dom = self.hypervisor.domain(domid)
         view = dom.memory()
         return view if writable else view.toreadonly()
 
     def enable_logdirty(self, domid: int) -> None:
+        self._maybe_fail('enable_logdirty')
         dom = self.hypervisor.domain(domid)
         with dom.lock:
             dom.logdirty = True
             dom.bitmap[:] = bytes(len(dom.bitmap))
 
     def disable_logdirty(self, domid: int) -> None:
+        self._maybe_fail('disable_logdirty')
         dom = self.hypervisor.domain(domid)
         with dom.lock:
             dom.logdirty = False
 
     def fetch_dirty_bitmap(self, domid: int, clear: bool = True) -> bytearray:
+        self._maybe_fail('fetch_dirty_bitmap')
         dom = self.hypervisor.domain(domid)
         with dom.lock:
             if not dom.logdirty:
@@ -110,47 +145,58 @@ class SimBackend(HypervisorBackend):
         return out
 
     def get_hvm_context(self, domid: int) -> bytes:
+        self._maybe_fail('get_hvm_context')
         dom = self.hypervisor.domain(domid)
         if not dom.hvm:
             raise ValueError('domain %d is not HVM' % domid)
         return bytes(dom.hvm_context)
 
     def set_hvm_context(self, domid: int, blob: bytes) -> None:
+        self._maybe_fail('set_hvm_context')
         dom = self.hypervisor.domain(domid)
         if not dom.hvm:
             raise ValueError('domain %d is not HVM' % domid)
         dom.hvm_context = bytes(blob)
 
     def get_hvm_params(self, domid: int) -> Dict[int, int]:
+        self._maybe_fail('get_hvm_params')
         return dict(self.hypervisor.domain(domid).hvm_params)
 
     def set_hvm_params(self, domid: int, params: Dict[int, int]) -> None:
+        self._maybe_fail('set_hvm_params')
         self.hypervisor.domain(domid).hvm_params.update(
             {int(k): int(v) for k, v in params.items()})
 
     # -- xenstore (as dom0) --------------------------------------------------
     def xs_read(self, path: str) -> Optional[str]:
+        self._maybe_fail('xs_read')
         return self.hypervisor.xenstore.read(path)
 
     def xs_write(self, path: str, value: str) -> None:
+        self._maybe_fail('xs_write')
         self.hypervisor.xenstore.write(path, value)
 
     def xs_rm(self, path: str) -> None:
+        self._maybe_fail('xs_rm')
         self.hypervisor.xenstore.rm(path)
 
     def xs_list(self, path: str) -> List[str]:
+        self._maybe_fail('xs_list')
         return self.hypervisor.xenstore.list(path)
 
     def xs_set_perms(self, path: str, perms: List[str]) -> None:
+        self._maybe_fail('xs_set_perms')
         self.hypervisor.xenstore.set_perms(path, perms)
 
     def xs_get_perms(self, path: str) -> List[str]:
+        self._maybe_fail('xs_get_perms')
         return self.hypervisor.xenstore.get_perms(path)
 
     # -- disks (additive; dom0's blkback) ------------------------------------
     def attach_disk(self, domid: int, path: str, devid: str) -> None:
         """Give *domid* a PV disk frontend ``devid`` (e.g. ``xvdb``) backed
         by the file *path* (a VDI's file: ``SimBackend.vdi_path``)."""
+        self._maybe_fail('attach_disk')
         for fe in self.hypervisor.frontends_of(domid):
             if fe.kind == 'vbd' and fe.devid == devid:
                 raise ValueError('domain %d already has disk %s'
@@ -158,6 +204,7 @@ class SimBackend(HypervisorBackend):
         self.hypervisor.add_frontend(Frontend(domid, 'vbd', devid, 0, path))
 
     def detach_disk(self, domid: int, devid: str) -> None:
+        self._maybe_fail('detach_disk')
         self.hypervisor.remove_frontend(domid, 'vbd', devid)
 
     def vdi_path(self, vdi_uuid: str) -> str:
@@ -170,23 +217,28 @@ class SimBackend(HypervisorBackend):
     # -- PCI pass-through ----------------------------------------------------
     def iomem_permission(self, domid: int, first_mfn: int, nr_mfns: int,
                          allow: bool) -> None:
+        self._maybe_fail('iomem_permission')
         self.hypervisor.domain(domid)
         self.pci.iomem_permission(domid, first_mfn, nr_mfns, allow)
 
     def ioport_permission(self, domid: int, first_port: int, nr_ports: int,
                           allow: bool) -> None:
+        self._maybe_fail('ioport_permission')
         self.hypervisor.domain(domid)
         self.pci.ioport_permission(domid, first_port, nr_ports, allow)
 
     def irq_permission(self, domid: int, pirq: int, allow: bool) -> None:
+        self._maybe_fail('irq_permission')
         self.hypervisor.domain(domid)
         self.pci.irq_permission(domid, pirq, allow)
 
     def assign_device(self, domid: int, sbdf: str) -> None:
+        self._maybe_fail('assign_device')
         self.hypervisor.domain(domid)
         self.pci.assign_device(domid, sbdf)
 
     def deassign_device(self, domid: int, sbdf: str) -> None:
+        self._maybe_fail('deassign_device')
         self.pci.deassign_device(domid, sbdf)
 
     def close(self) -> None:

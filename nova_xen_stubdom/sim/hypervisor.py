@@ -92,7 +92,7 @@ class Domain:
     def _workload(self) -> None:
         rng = random.Random(self.domid * 7919 + int(self.created))
         carry = 0.0
-        while not self._stop.wait(_TICK):
+        while not self._stop.wait(_TICK if self.dirty_rate else 5 * _TICK):
             if self.paused or not self.dirty_rate or self._mm is None:
                 continue
             carry += self.dirty_rate * _TICK / PAGE_SIZE

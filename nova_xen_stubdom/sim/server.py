@@ -429,6 +429,7 @@ class SimServer:
                         f for f in os.listdir(hv.mem_dir)
                         if f.endswith('.mem')),
                     'device_models': dict(hv.device_models),
+                    'qemus': {g: q.domid for g, q in hv.qemus.items()},
                     'pci_clean': h.pci.is_clean(),
                 }
         return out

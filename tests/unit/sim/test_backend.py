@@ -132,3 +132,16 @@ def test_pci_methods_delegate(be):
     assert be.pci.owner[gpu.address] == domid
     be.destroy_domain(domid)
     assert be.pci.is_clean()
+
+
+def test_fault_injection(be):
+    from nova_xen_stubdom.sim.backend import BackendFault
+    domid = be.create_domain('f', True, 1 << 20)
+    be.enable_logdirty(domid)
+    be.inject_fault('fetch_dirty_bitmap', after=2)
+    be.fetch_dirty_bitmap(domid)
+    with pytest.raises(BackendFault):
+        be.fetch_dirty_bitmap(domid)
+    be.fetch_dirty_bitmap(domid)
+    with pytest.raises(ValueError):
+        be.inject_fault('no_such_method')
