@@ -15,6 +15,7 @@ Importing raises ImportError saying how to build the extension when it is
 missing: there is no silent slow fallback (``reference`` is for tests).
 See doc/source/emucore.rst for the format decisions.
 """
+
 from nova_xen_stubdom.emucore import _native
 
 _ec = _native.load()
@@ -25,7 +26,9 @@ from nova_xen_stubdom.emucore.errors import AuthenticationError  # noqa: E402
 from nova_xen_stubdom.emucore.errors import RecordError  # noqa: E402
 from nova_xen_stubdom.emucore.errors import StreamError  # noqa: E402
 from nova_xen_stubdom.emucore.format import DHDR_TYPE_X86_HVM  # noqa: E402
-from nova_xen_stubdom.emucore.format import EMULATOR_ID_QEMU_UPSTREAM  # noqa: E402
+from nova_xen_stubdom.emucore.format import (  # noqa: E402
+    EMULATOR_ID_QEMU_UPSTREAM,
+)
 from nova_xen_stubdom.emucore.reader import Record  # noqa: E402
 from nova_xen_stubdom.emucore.reader import RestoreResult  # noqa: E402
 from nova_xen_stubdom.emucore.reader import StreamReader  # noqa: E402
@@ -43,9 +46,25 @@ PAGE_SIZE = _ec.PAGE_SIZE
 MAX_BATCH = _ec.MAX_BATCH
 
 __all__ = [
-    'AuthenticationError', 'DHDR_TYPE_X86_HVM', 'EMULATOR_ID_QEMU_UPSTREAM',
-    'FormatError', 'MAX_BATCH', 'PAGE_SIZE', 'Record', 'RecordError',
-    'RestoreResult', 'StreamError', 'StreamReader', 'StreamWriter', 'XbzrleCache',
-    'accels', 'bitmap', 'crc32c', 'format', 'is_zero', 'xbzrle_decode',
-    'xbzrle_encode', 'zero_page_flags',
+    'AuthenticationError',
+    'DHDR_TYPE_X86_HVM',
+    'EMULATOR_ID_QEMU_UPSTREAM',
+    'FormatError',
+    'MAX_BATCH',
+    'PAGE_SIZE',
+    'Record',
+    'RecordError',
+    'RestoreResult',
+    'StreamError',
+    'StreamReader',
+    'StreamWriter',
+    'XbzrleCache',
+    'accels',
+    'bitmap',
+    'crc32c',
+    'format',
+    'is_zero',
+    'xbzrle_decode',
+    'xbzrle_encode',
+    'zero_page_flags',
 ]

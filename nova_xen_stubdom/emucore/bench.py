@@ -10,6 +10,7 @@ figure is printed as GB/s of guest memory (10^9 bytes/s) and as a ratio to
 memcpy; then the bytes each mode wrote.  No pass/fail: the targets of issue
 4 are printed next to the measured ratios.
 """
+
 import argparse
 import os
 import platform
@@ -50,7 +51,7 @@ class BufferSink:
         n = len(data)
         if self.n + n > len(self.buf):
             raise RuntimeError('benchmark sink too small')
-        self.mv[self.n:self.n + n] = data
+        self.mv[self.n: self.n + n] = data
         self.n += n
 
     def reset(self) -> 'BufferSink':
@@ -58,7 +59,7 @@ class BufferSink:
         return self
 
     def data(self) -> memoryview:
-        return self.mv[:self.n]
+        return self.mv[: self.n]
 
 
 # Thread CPU time, not wall time: the figures are "GB/s on one core", and
@@ -95,23 +96,27 @@ def make_mix(kind: str, size: int, rnd: random.Random) -> bytearray:
             if p % 5 == 0:
                 continue
             off = p * 4096
-            mem[off:off + 4096] = templates[p % 16]
+            mem[off: off + 4096] = templates[p % 16]
             n = noise[p * 64]
             at = (n * 61) % 4000
-            mem[off + at:off + at + 24] = noise[p * 64 + 1:p * 64 + 25]
+            mem[off + at: off + at + 24] = noise[p * 64 + 1: p * 64 + 25]
         return mem
     if kind == 'text':
-        words = (b'the of and to in is xen domain page guest memory stream '
-                 b'migration nova compute stub qemu device record batch').split()
+        words = (
+            b'the of and to in is xen domain page guest memory stream '
+            b'migration nova compute stub qemu device record batch'
+        ).split()
         block = bytearray()
         while len(block) < (1 << 22):
-            line = b' '.join(rnd.choice(words) for _ in range(rnd.randrange(6, 14)))
+            line = b' '.join(
+                rnd.choice(words) for _ in range(rnd.randrange(6, 14))
+            )
             block += line + b'\n'
         del block[1 << 22:]
         mem = bytearray(size)
         for off in range(0, size, len(block)):
-            chunk = block[:size - off]
-            mem[off:off + len(chunk)] = chunk
+            chunk = block[: size - off]
+            mem[off: off + len(chunk)] = chunk
         return mem
     raise ValueError(kind)
 
@@ -122,18 +127,22 @@ def dirty_round(mem: bytearray, rnd: random.Random) -> None:
     noise = os.urandom(npages * 20)
     zero_pages = None
     from nova_xen_stubdom import emucore
+
     zero_pages = emucore.zero_page_flags(mem)
     for p in range(npages):
         if zero_pages[p]:
             continue
         off = p * 4096 + (noise[p * 20] * 13) % 4080
-        mem[off:off + 8] = noise[p * 20 + 1:p * 20 + 9]
+        mem[off: off + 8] = noise[p * 20 + 1: p * 20 + 9]
         off = p * 4096 + (noise[p * 20 + 10] * 7) % 4088
-        mem[off:off + 4] = noise[p * 20 + 11:p * 20 + 15]
+        mem[off: off + 4] = noise[p * 20 + 11: p * 20 + 15]
 
 
-def _stream(mem, mode: str, key: Optional[bytes], sink, cache=None, header=True):
+def _stream(
+    mem, mode: str, key: Optional[bytes], sink, cache=None, header=True
+):
     from nova_xen_stubdom import emucore
+
     w = emucore.StreamWriter(sink, mode=mode, key=key, xbzrle_cache=cache)
     w.write_header()
     w.write_static_data()
@@ -148,17 +157,21 @@ def _stream(mem, mode: str, key: Optional[bytes], sink, cache=None, header=True)
     return w
 
 
-def bench_mix(kind: str, size: int, repeat: int, rnd: random.Random) -> Dict[str, object]:
+def bench_mix(
+    kind: str, size: int, repeat: int, rnd: random.Random
+) -> Dict[str, object]:
     from nova_xen_stubdom import emucore
     from nova_xen_stubdom.emucore import bitmap
+
     res: Dict[str, object] = {}
     mem = make_mix(kind, size, rnd)
     target = bytearray(size)
     tv, mv = memoryview(target), memoryview(mem)
-    tv[:] = mv                                   # fault the target in
+    tv[:] = mv  # fault the target in
 
     def copy():
         tv[:] = mv
+
     res['memcpy'] = _timed(copy, repeat)[0]
 
     def copy_chunks():
@@ -167,66 +180,106 @@ def bench_mix(kind: str, size: int, repeat: int, rnd: random.Random) -> Dict[str
         # huge memcpy, so this is the ceiling for any record-sized copy.
         step = 1024 * 4096
         for off in range(0, size, step):
-            tv[off:off + step] = mv[off:off + step]
+            tv[off: off + step] = mv[off: off + step]
+
     res['memcpy 4MiB'] = _timed(copy_chunks, repeat)[0]
-    res['zero scan'], flags = _timed(lambda: emucore.zero_page_flags(mem), repeat)
+    res['zero scan'], flags = _timed(
+        lambda: emucore.zero_page_flags(mem), repeat
+    )
     res['zero pages'] = sum(flags)
 
     npages = size // 4096
-    bm = bytearray(a & b for a, b in zip(os.urandom(bitmap.bitmap_bytes(npages)),
-                                         os.urandom(bitmap.bitmap_bytes(npages))))
+    bm = bytearray(
+        a & b
+        for a, b in zip(
+            os.urandom(bitmap.bitmap_bytes(npages)),
+            os.urandom(bitmap.bitmap_bytes(npages)),
+        )
+    )
 
     def walk():
         return sum(len(b) for b in bitmap.iter_batches(bm, 1024, npages))
+
     res['bitmap walk'], res['bitmap dirty'] = _timed(walk, repeat)
 
     sink = BufferSink(size + size // 256 + (1 << 20))
     for mode, key in (('compat', None), ('full', KEY)):
-        name = 'compat' if mode == 'compat' else 'full'
-        res['%s encode' % name], _ = _timed(
-            lambda: _stream(mem, mode, key, sink.reset()), repeat)
-        data = sink.data()
-        res['%s bytes' % name] = len(data)
-        reader = emucore.StreamReader(data, key=key)
-        res['%s decode' % name], _ = _timed(lambda: reader.restore(target), repeat)
+        enc, nbytes, dec = _encode_decode(mem, target, mode, key, sink, repeat)
+        res['%s encode' % mode] = enc
+        res['%s bytes' % mode] = nbytes
+        res['%s decode' % mode] = dec
         if target != mem:
-            raise RuntimeError('%s decode of mix %s does not match' % (name, kind))
-        del reader, data
-    del sink
-
-    # XBZRLE: round 1 fills the cache (not timed), round 2 sends deltas.
-    cache = emucore.XbzrleCache(2 * size)
-    r1 = BufferSink(size + size // 256 + (1 << 20))
-    _stream(mem, 'full', None, r1, cache)
-    emucore.StreamReader(r1.data()).restore(target)
-    dirty_round(mem, rnd)
-    r2 = r1.reset()
-    t, w = _timed(lambda: _stream(mem, 'full', None, r2, cache), 1)
-    res['xbzrle encode'] = t
-    res['xbzrle stats'] = dict(w.stats)
-    res['xbzrle bytes'] = r2.n
-    compat2 = NullSink()
-    _stream(mem, 'compat', None, compat2)
-    res['compat round-2 bytes'] = compat2.n
-    data = r2.data()
-    res['xbzrle decode'], _ = _timed(
-        lambda: emucore.StreamReader(data).restore(target), 1)
+            raise RuntimeError(
+                '%s decode of mix %s does not match' % (mode, kind)
+            )
+    sink.reset()
+    res.update(_xbzrle_rounds(mem, target, rnd, sink))
     if target != mem:
         raise RuntimeError('xbzrle decode of mix %s does not match' % kind)
-    del data, r1, r2, cache
     return res
+
+
+def _encode_decode(
+    mem,
+    target,
+    mode: str,
+    key: Optional[bytes],
+    sink: 'BufferSink',
+    repeat: int,
+) -> Tuple[float, int, float]:
+    """(encode time, stream bytes, decode time) of one whole-memory stream."""
+    from nova_xen_stubdom import emucore
+
+    enc, _ = _timed(lambda: _stream(mem, mode, key, sink.reset()), repeat)
+    data = sink.data()
+    reader = emucore.StreamReader(data, key=key)
+    dec, _ = _timed(lambda: reader.restore(target), repeat)
+    return enc, len(data), dec
+
+
+def _xbzrle_rounds(
+    mem, target, rnd: random.Random, sink: 'BufferSink'
+) -> Dict[str, object]:
+    """Round 1 fills the cache (not timed), round 2 sends XBZRLE deltas."""
+    from nova_xen_stubdom import emucore
+
+    size = len(mem)
+    cache = emucore.XbzrleCache(2 * size)
+    _stream(mem, 'full', None, sink.reset(), cache)
+    emucore.StreamReader(sink.data()).restore(target)
+    dirty_round(mem, rnd)
+    t, w = _timed(lambda: _stream(mem, 'full', None, sink.reset(), cache), 1)
+    compat2 = NullSink()
+    _stream(mem, 'compat', None, compat2)
+    data = sink.data()
+    dec, _ = _timed(lambda: emucore.StreamReader(data).restore(target), 1)
+    return {
+        'xbzrle encode': t,
+        'xbzrle stats': dict(w.stats),
+        'xbzrle bytes': len(data),
+        'compat round-2 bytes': compat2.n,
+        'xbzrle decode': dec,
+    }
 
 
 def bitmap_1tib(repeat: int) -> List[Tuple[str, float]]:
     from nova_xen_stubdom.emucore import bitmap
+
     npages = 1 << 28
     bm = bitmap.new_bitmap(npages)
     rnd = random.Random(9)
-    for p in rnd.sample(range(npages), 1 << 18):        # 1 GiB dirty of 1 TiB
+    for p in rnd.sample(range(npages), 1 << 18):  # 1 GiB dirty of 1 TiB
         bm[p // 8] |= 1 << (p % 8)
     other = bytearray(bm)
-    out = [('walk (262144 dirty)', _timed(
-        lambda: sum(len(b) for b in bitmap.iter_batches(bm, 1024)), repeat)[0])]
+    out = [
+        (
+            'walk (262144 dirty)',
+            _timed(
+                lambda: sum(len(b) for b in bitmap.iter_batches(bm, 1024)),
+                repeat,
+            )[0],
+        )
+    ]
     out.append(('count', _timed(lambda: bitmap.count(bm), repeat)[0]))
     out.append(('merge', _timed(lambda: bitmap.merge(other, bm), repeat)[0]))
     out.append(('clear', _timed(lambda: bitmap.clear(other), repeat)[0]))
@@ -240,23 +293,51 @@ def _loadavg() -> str:
         return 'unknown'
 
 
-FIGURES = ('memcpy', 'memcpy 4MiB', 'zero scan', 'bitmap walk', 'compat encode', 'full encode',
-           'compat decode', 'full decode', 'xbzrle encode', 'xbzrle decode')
+FIGURES = (
+    'memcpy',
+    'memcpy 4MiB',
+    'zero scan',
+    'bitmap walk',
+    'compat encode',
+    'full encode',
+    'compat decode',
+    'full decode',
+    'xbzrle encode',
+    'xbzrle decode',
+)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog='nova-xen-stubdom bench emucore',
-                                     description=__doc__.split('\n\n')[0])
-    parser.add_argument('--size-mib', type=int, default=1024,
-                        help='guest memory per mix in MiB (default 1024)')
-    parser.add_argument('--mix', action='append', choices=MIXES,
-                        help='run only this mix (repeatable; default all)')
-    parser.add_argument('--repeat', type=int, default=1,
-                        help='repetitions per figure, best is kept (default 1)')
+    parser = argparse.ArgumentParser(
+        prog='nova-xen-stubdom bench emucore',
+        description=__doc__.split('\n\n')[0],
+    )
+    parser.add_argument(
+        '--size-mib',
+        type=int,
+        default=1024,
+        help='guest memory per mix in MiB (default 1024)',
+    )
+    parser.add_argument(
+        '--mix',
+        action='append',
+        choices=MIXES,
+        help='run only this mix (repeatable; default all)',
+    )
+    parser.add_argument(
+        '--repeat',
+        type=int,
+        default=1,
+        help='repetitions per figure, best is kept (default 1)',
+    )
     parser.add_argument('--seed', type=int, default=1)
-    parser.add_argument('--clock', choices=sorted(CLOCKS), default='cpu',
-                        help='cpu: the thread\'s CPU time (default, robust on a '
-                             'shared machine); wall: elapsed time')
+    parser.add_argument(
+        '--clock',
+        choices=sorted(CLOCKS),
+        default='cpu',
+        help='cpu: the thread\'s CPU time (default, robust on a '
+        'shared machine); wall: elapsed time',
+    )
     args = parser.parse_args(argv)
     global _clock
     _clock = CLOCKS[args.clock]
@@ -270,11 +351,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error('--size-mib must be at least 4')
     rnd = random.Random(args.seed)
     acc = ec.accels()
-    print('emucore benchmark: %d MiB of guest memory per mix, one core, Python %s, %s'
-          % (args.size_mib, platform.python_version(), platform.machine()))
-    print('accelerators: zero=%s crc32c=%s xbzrle=%s; GB/s = 10^9 bytes of guest memory '
-          'per second of %s time' % (acc['zero'], acc['crc32c'], acc['xbzrle'],
-                                     'thread CPU' if args.clock == 'cpu' else 'wall'))
+    print(
+        'emucore benchmark: %d MiB of guest memory per mix, one core, '
+        'Python %s, %s'
+        % (args.size_mib, platform.python_version(), platform.machine())
+    )
+    print(
+        'accelerators: zero=%s crc32c=%s xbzrle=%s; '
+        'GB/s = 10^9 bytes of guest memory '
+        'per second of %s time'
+        % (
+            acc['zero'],
+            acc['crc32c'],
+            acc['xbzrle'],
+            'thread CPU' if args.clock == 'cpu' else 'wall',
+        )
+    )
     print('load average at start: %s' % _loadavg())
     results = {}
     for kind in args.mix or MIXES:
@@ -288,21 +380,51 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             gbs = size / res[fig] / 1e9
             print('%-8s %-15s %9.2f %9.2f' % (kind, fig, gbs, gbs / base))
     print()
-    print('bytes written per mix (round 1 = whole memory; round 2 = pages with small changes)')
-    print('%-8s %7s %14s %14s %9s %14s %14s %9s' % (
-        'mix', 'zero%', 'compat r1', 'full r1', 'full/cmp', 'compat r2', 'xbzrle r2',
-        'xbz/cmp'))
+    print(
+        'bytes written per mix (round 1 = whole memory; '
+        'round 2 = pages with small changes)'
+    )
+    print(
+        '%-8s %7s %14s %14s %9s %14s %14s %9s'
+        % (
+            'mix',
+            'zero%',
+            'compat r1',
+            'full r1',
+            'full/cmp',
+            'compat r2',
+            'xbzrle r2',
+            'xbz/cmp',
+        )
+    )
     for kind, res in results.items():
-        print('%-8s %6.1f%% %14d %14d %9.3f %14d %14d %9.3f' % (
-            kind, 100.0 * res['zero pages'] / (size // 4096), res['compat bytes'],
-            res['full bytes'], res['full bytes'] / res['compat bytes'],
-            res['compat round-2 bytes'], res['xbzrle bytes'],
-            res['xbzrle bytes'] / res['compat round-2 bytes']))
+        print(
+            '%-8s %6.1f%% %14d %14d %9.3f %14d %14d %9.3f'
+            % (
+                kind,
+                100.0 * res['zero pages'] / (size // 4096),
+                res['compat bytes'],
+                res['full bytes'],
+                res['full bytes'] / res['compat bytes'],
+                res['compat round-2 bytes'],
+                res['xbzrle bytes'],
+                res['xbzrle bytes'] / res['compat round-2 bytes'],
+            )
+        )
     for kind, res in results.items():
         st = res['xbzrle stats']
-        print('  %s round 2: %d xbzrle, %d unchanged, %d raw (cache misses/overflows), '
-              '%d zero pages' % (kind, st['xbzrle_pages'], st['unchanged_pages'],
-                                 st['raw_pages'], st['zero_pages']))
+        print(
+            '  %s round 2: %d xbzrle, %d unchanged, '
+            '%d raw (cache misses/overflows), '
+            '%d zero pages'
+            % (
+                kind,
+                st['xbzrle_pages'],
+                st['unchanged_pages'],
+                st['raw_pages'],
+                st['zero_pages'],
+            )
+        )
     print()
     print('dirty bitmap of a 1 TiB guest (2^28 pages, 32 MiB):')
     for name, t in bitmap_1tib(args.repeat):
@@ -315,15 +437,34 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         r = {f: size / res[f] / 1e9 for f in FIGURES}
         checks = [('zero scan >= 0.8x memcpy', r['zero scan'] / base, 0.8)]
         if kind != 'zero':
-            checks.append(('compat encode >= 0.7x memcpy', r['compat encode'] / base, 0.7))
-        checks.append(('compat decode >= compat encode',
-                       r['compat decode'] / r['compat encode'], 1.0))
-        checks.append(('full decode >= full encode', r['full decode'] / r['full encode'], 1.0))
+            checks.append(
+                (
+                    'compat encode >= 0.7x memcpy',
+                    r['compat encode'] / base,
+                    0.7,
+                )
+            )
+        checks.append(
+            (
+                'compat decode >= compat encode',
+                r['compat decode'] / r['compat encode'],
+                1.0,
+            )
+        )
+        checks.append(
+            (
+                'full decode >= full encode',
+                r['full decode'] / r['full encode'],
+                1.0,
+            )
+        )
         if kind == 'typical':
             checks.append(('xbzrle encode >= 2 GB/s', r['xbzrle encode'], 2.0))
         for name, value, want in checks:
-            print('  %-8s %-32s %7.2f  %s' % (kind, name, value,
-                                              'met' if value >= want else 'NOT met'))
+            print(
+                '  %-8s %-32s %7.2f  %s'
+                % (kind, name, value, 'met' if value >= want else 'NOT met')
+            )
     return 0
 
 

@@ -4,6 +4,7 @@ That is the layout of Xen's log-dirty bitmap (unsigned longs on a
 little-endian host).  A 1 TiB guest (2^28 pages) is a 32 MiB bitmap; the
 walk returns PFNs in batches ready for ``StreamWriter.write_pages``.
 """
+
 import array
 from typing import Any, Iterator, Optional
 
@@ -35,21 +36,28 @@ def clear(bitmap: Any, npages: Optional[int] = None) -> None:
 
 
 def merge(dst: Any, src: Any, npages: Optional[int] = None) -> None:
-    """dst |= src over the first npages bits (the shorter buffer by default)."""
+    """dst |= src over the first npages bits (default: the shorter)."""
     _ec.bitmap_merge(dst, src, -1 if npages is None else npages)
 
 
-def pfns(bitmap: Any, start: int = 0, max_count: int = 1024,
-         npages: Optional[int] = None) -> 'tuple[array.array, int]':
-    """(array('Q') of up to max_count dirty pfns from start, where to resume)."""
-    raw, nxt = _ec.bitmap_pfns(bitmap, start, max_count, -1 if npages is None else npages)
+def pfns(
+    bitmap: Any,
+    start: int = 0,
+    max_count: int = 1024,
+    npages: Optional[int] = None,
+) -> 'tuple[array.array, int]':
+    """(array('Q') of up to max_count dirty pfns from start, next start)."""
+    raw, nxt = _ec.bitmap_pfns(
+        bitmap, start, max_count, -1 if npages is None else npages
+    )
     out = array.array('Q')
     out.frombytes(raw)
     return out, nxt
 
 
-def iter_batches(bitmap: Any, batch: int = 1024,
-                 npages: Optional[int] = None) -> Iterator[array.array]:
+def iter_batches(
+    bitmap: Any, batch: int = 1024, npages: Optional[int] = None
+) -> Iterator[array.array]:
     """Yield array('Q') batches of the dirty pfns, in ascending order."""
     start = 0
     limit = len(memoryview(bitmap).cast('B')) * 8 if npages is None else npages

@@ -6,19 +6,20 @@ v3), plus our optional records (type bit 31).  The C side has the same
 numbers in ``emucore/include/emucore_stream.h``; tests/native checks both
 agree and that every ``*_FORMAT`` has the size the spec states.
 """
+
 import struct
 
 # ---- common record header (both layers, little endian) ----------------
-RH_FORMAT = '<II'                    # type, length (body, without padding)
+RH_FORMAT = '<II'  # type, length (body, without padding)
 REC_TYPE_OPTIONAL = 0x80000000
 
 # ---- libxl layer -------------------------------------------------------
-LIBXL_HDR_FORMAT = '>QII'            # ident, version, options (big endian)
-LIBXL_HDR_IDENT = 0x4c6962786c466d74  # "LibxlFmt"
+LIBXL_HDR_FORMAT = '>QII'  # ident, version, options (big endian)
+LIBXL_HDR_IDENT = 0x4C6962786C466D74  # "LibxlFmt"
 LIBXL_HDR_VERSION = 2
 LIBXL_HDR_OPT_BE = 1 << 0
 LIBXL_HDR_OPT_LEGACY = 1 << 1
-LIBXL_HDR_OPT_RESZ_MASK = 0xfffffffc
+LIBXL_HDR_OPT_RESZ_MASK = 0xFFFFFFFC
 
 LIBXL_REC_TYPE_END = 0x00000000
 LIBXL_REC_TYPE_LIBXC_CONTEXT = 0x00000001
@@ -27,19 +28,19 @@ LIBXL_REC_TYPE_EMULATOR_CONTEXT = 0x00000003
 LIBXL_REC_TYPE_CHECKPOINT_END = 0x00000004
 LIBXL_REC_TYPE_CHECKPOINT_STATE = 0x00000005
 
-EMULATOR_HEADER_FORMAT = '<II'       # emulator id, index
+EMULATOR_HEADER_FORMAT = '<II'  # emulator id, index
 EMULATOR_ID_UNKNOWN = 0
 EMULATOR_ID_QEMU_TRAD = 1
 EMULATOR_ID_QEMU_UPSTREAM = 2
 
 # ---- libxc layer -------------------------------------------------------
-IHDR_FORMAT = '>QIIHHI'              # marker, id, version, options, res1, res2
-IHDR_MARKER = 0xffffffffffffffff
-IHDR_IDENT = 0x58454E46              # "XENF"
+IHDR_FORMAT = '>QIIHHI'  # marker, id, version, options, res1, res2
+IHDR_MARKER = 0xFFFFFFFFFFFFFFFF
+IHDR_IDENT = 0x58454E46  # "XENF"
 IHDR_VERSION = 3
 IHDR_OPT_BE = 1 << 0
 
-DHDR_FORMAT = '<IHHII'               # type, page_shift, res1, major, minor
+DHDR_FORMAT = '<IHHII'  # type, page_shift, res1, major, minor
 DHDR_TYPE_X86_PV = 1
 DHDR_TYPE_X86_HVM = 2
 DHDR_TYPE_X86_PVH = 3
@@ -55,39 +56,39 @@ REC_TYPE_X86_PV_VCPU_XSAVE = 0x00000006
 REC_TYPE_SHARED_INFO = 0x00000007
 REC_TYPE_X86_TSC_INFO = 0x00000008
 REC_TYPE_HVM_CONTEXT = 0x00000009
-REC_TYPE_HVM_PARAMS = 0x0000000a
-REC_TYPE_TOOLSTACK = 0x0000000b
-REC_TYPE_X86_PV_VCPU_MSRS = 0x0000000c
-REC_TYPE_VERIFY = 0x0000000d
-REC_TYPE_CHECKPOINT = 0x0000000e
-REC_TYPE_CHECKPOINT_DIRTY_PFN_LIST = 0x0000000f
+REC_TYPE_HVM_PARAMS = 0x0000000A
+REC_TYPE_TOOLSTACK = 0x0000000B
+REC_TYPE_X86_PV_VCPU_MSRS = 0x0000000C
+REC_TYPE_VERIFY = 0x0000000D
+REC_TYPE_CHECKPOINT = 0x0000000E
+REC_TYPE_CHECKPOINT_DIRTY_PFN_LIST = 0x0000000F
 REC_TYPE_STATIC_DATA_END = 0x00000010
 REC_TYPE_X86_CPUID_POLICY = 0x00000011
 REC_TYPE_X86_MSR_POLICY = 0x00000012
 
-PAGE_DATA_FORMAT = '<II'             # count, reserved
+PAGE_DATA_FORMAT = '<II'  # count, reserved
 PAGE_DATA_PFN_MASK = (1 << 52) - 1
 PAGE_DATA_TYPE_SHIFT = 60
-HVM_PARAMS_FORMAT = '<II'            # count, reserved
-HVM_PARAMS_ENTRY_FORMAT = '<QQ'      # index, value
-X86_TSC_INFO_FORMAT = '<IIQII'       # mode, khz, nsec, incarnation, reserved
-X86_CPUID_POLICY_ENTRY_FORMAT = '<IIIIII'   # leaf, subleaf, a, b, c, d
-X86_MSR_POLICY_ENTRY_FORMAT = '<IIQ'        # idx, flags, value (xen_msr_entry_t)
+HVM_PARAMS_FORMAT = '<II'  # count, reserved
+HVM_PARAMS_ENTRY_FORMAT = '<QQ'  # index, value
+X86_TSC_INFO_FORMAT = '<IIQII'  # mode, khz, nsec, incarnation, reserved
+X86_CPUID_POLICY_ENTRY_FORMAT = '<IIIIII'  # leaf, subleaf, a, b, c, d
+X86_MSR_POLICY_ENTRY_FORMAT = '<IIQ'  # idx, flags, value (xen_msr_entry_t)
 
 # ---- our optional records ("NX" marker 0x4e in bits 8..15) -------------
-REC_TYPE_NX_ZERO_RUNS = 0x80004e01
-REC_TYPE_NX_XBZRLE_PAGES = 0x80004e02
-REC_TYPE_NX_BATCH_CRC32C = 0x80004e03
-REC_TYPE_NX_AUTH_INIT = 0x80004e10
-REC_TYPE_NX_AUTH_TAG = 0x80004e11
+REC_TYPE_NX_ZERO_RUNS = 0x80004E01
+REC_TYPE_NX_XBZRLE_PAGES = 0x80004E02
+REC_TYPE_NX_BATCH_CRC32C = 0x80004E03
+REC_TYPE_NX_AUTH_INIT = 0x80004E10
+REC_TYPE_NX_AUTH_TAG = 0x80004E11
 
-ZERO_RUNS_FORMAT = '<II'             # count, reserved
-ZERO_RUN_ENTRY_FORMAT = '<QQ'        # start pfn, pages
-XBZRLE_PAGES_FORMAT = '<II'          # count, reserved (+ pfns, u16 lengths, pad, data)
-BATCH_CRC32C_FORMAT = '<II'          # crc32c, bytes covered
-AUTH_INIT_FORMAT = '<II16s'          # alg, flags, stream id
-AUTH_TAG_HEAD_FORMAT = '<II'         # seq, flags (MAC'd)
-AUTH_TAG_FORMAT = '<II32s'           # seq, flags, HMAC-SHA256
+ZERO_RUNS_FORMAT = '<II'  # count, reserved
+ZERO_RUN_ENTRY_FORMAT = '<QQ'  # start pfn, pages
+XBZRLE_PAGES_FORMAT = '<II'  # count, reserved (+ pfns, u16 lengths, pad, data)
+BATCH_CRC32C_FORMAT = '<II'  # crc32c, bytes covered
+AUTH_INIT_FORMAT = '<II16s'  # alg, flags, stream id
+AUTH_TAG_HEAD_FORMAT = '<II'  # seq, flags (MAC'd)
+AUTH_TAG_FORMAT = '<II32s'  # seq, flags, HMAC-SHA256
 AUTH_ALG_HMAC_SHA256 = 1
 AUTH_TAG_FLAG_FINAL = 1
 
@@ -133,14 +134,24 @@ _NX_NAMES = {
 
 # Sizes the specs (and emucore_stream.h) state, checked by tests/native.
 SPEC_SIZES = {
-    'RH_FORMAT': 8, 'LIBXL_HDR_FORMAT': 16, 'EMULATOR_HEADER_FORMAT': 8,
-    'IHDR_FORMAT': 24, 'DHDR_FORMAT': 16, 'PAGE_DATA_FORMAT': 8,
-    'HVM_PARAMS_FORMAT': 8, 'HVM_PARAMS_ENTRY_FORMAT': 16,
-    'X86_TSC_INFO_FORMAT': 24, 'X86_CPUID_POLICY_ENTRY_FORMAT': 24,
-    'X86_MSR_POLICY_ENTRY_FORMAT': 16, 'ZERO_RUNS_FORMAT': 8,
-    'ZERO_RUN_ENTRY_FORMAT': 16, 'XBZRLE_PAGES_FORMAT': 8,
-    'BATCH_CRC32C_FORMAT': 8, 'AUTH_INIT_FORMAT': 24,
-    'AUTH_TAG_HEAD_FORMAT': 8, 'AUTH_TAG_FORMAT': 40,
+    'RH_FORMAT': 8,
+    'LIBXL_HDR_FORMAT': 16,
+    'EMULATOR_HEADER_FORMAT': 8,
+    'IHDR_FORMAT': 24,
+    'DHDR_FORMAT': 16,
+    'PAGE_DATA_FORMAT': 8,
+    'HVM_PARAMS_FORMAT': 8,
+    'HVM_PARAMS_ENTRY_FORMAT': 16,
+    'X86_TSC_INFO_FORMAT': 24,
+    'X86_CPUID_POLICY_ENTRY_FORMAT': 24,
+    'X86_MSR_POLICY_ENTRY_FORMAT': 16,
+    'ZERO_RUNS_FORMAT': 8,
+    'ZERO_RUN_ENTRY_FORMAT': 16,
+    'XBZRLE_PAGES_FORMAT': 8,
+    'BATCH_CRC32C_FORMAT': 8,
+    'AUTH_INIT_FORMAT': 24,
+    'AUTH_TAG_HEAD_FORMAT': 8,
+    'AUTH_TAG_FORMAT': 40,
 }
 
 

@@ -20,6 +20,7 @@ Verify-before-apply:
   the receiver must discard the destination on any error (the migration
   engine does).
 """
+
 import collections
 import hmac
 import struct
@@ -35,8 +36,11 @@ from nova_xen_stubdom.emucore.errors import StreamError
 _ec = _native.load()
 
 _RH = struct.Struct(fmt.RH_FORMAT)
-_PAGE_RECORDS = (fmt.REC_TYPE_PAGE_DATA, fmt.REC_TYPE_NX_ZERO_RUNS,
-                 fmt.REC_TYPE_NX_XBZRLE_PAGES)
+_PAGE_RECORDS = (
+    fmt.REC_TYPE_PAGE_DATA,
+    fmt.REC_TYPE_NX_ZERO_RUNS,
+    fmt.REC_TYPE_NX_XBZRLE_PAGES,
+)
 # Largest body each page record can have with EMU_MAX_BATCH pages.
 _PAGE_BOUNDS = {
     fmt.REC_TYPE_PAGE_DATA: 8 + fmt.MAX_BATCH * (8 + fmt.PAGE_SIZE),
@@ -58,7 +62,9 @@ class Record:
 
     __slots__ = ('layer', 'rtype', 'offset', 'length', 'body', 'info')
 
-    def __init__(self, layer: str, rtype: int, offset: int, length: int, body: Any):
+    def __init__(
+        self, layer: str, rtype: int, offset: int, length: int, body: Any
+    ):
         self.layer = layer
         self.rtype = rtype
         self.offset = offset
@@ -75,8 +81,13 @@ class Record:
         return bool(self.rtype & fmt.REC_TYPE_OPTIONAL)
 
     def __repr__(self) -> str:
-        return '<Record %s %s @%d len=%d %s>' % (self.layer, self.name, self.offset,
-                                                  self.length, self.info)
+        return '<Record %s %s @%d len=%d %s>' % (
+            self.layer,
+            self.name,
+            self.offset,
+            self.length,
+            self.info,
+        )
 
 
 class RestoreResult:
@@ -96,8 +107,9 @@ class RestoreResult:
         self.authenticated = False
         self.tags = 0
         self.bytes = 0
-        self.stats: Dict[str, int] = dict(raw_pages=0, zero_pages=0, xbzrle_pages=0,
-                                          records=0, crc_checked=0)
+        self.stats: Dict[str, int] = dict(
+            raw_pages=0, zero_pages=0, xbzrle_pages=0, records=0, crc_checked=0
+        )
 
     @property
     def pages(self) -> int:
@@ -114,9 +126,12 @@ class _BufferSource:
 
     def read(self, n: int, what: str) -> memoryview:
         if n > len(self.mv) - self.pos:
-            raise StreamError('stream truncated: %s needs %d bytes, %d left'
-                              % (what, n, len(self.mv) - self.pos), offset=self.pos)
-        out = self.mv[self.pos:self.pos + n]
+            raise StreamError(
+                'stream truncated: %s needs %d bytes, %d left'
+                % (what, n, len(self.mv) - self.pos),
+                offset=self.pos,
+            )
+        out = self.mv[self.pos: self.pos + n]
         self.pos += n
         return out
 
@@ -137,20 +152,23 @@ class _FileSource:
         while got < n:
             c = self.f.read(n - got)
             if not c:
-                raise StreamError('stream truncated: %s needs %d bytes, got %d'
-                                  % (what, n, got), offset=self.pos)
+                raise StreamError(
+                    'stream truncated: %s needs %d bytes, got %d'
+                    % (what, n, got),
+                    offset=self.pos,
+                )
             chunks.append(c)
             got += len(c)
         self.pos += n
         return chunks[0] if len(chunks) == 1 else b''.join(chunks)
 
     def at_end(self) -> bool:
-        return True     # a socket may carry more after END: not ours to judge
+        return True  # a socket may carry more after END: not ours to judge
 
 
 def _is_buffer(source: Any) -> bool:
     if hasattr(source, 'read') and not hasattr(source, 'madvise'):
-        return False    # file-like (an mmap has read() too, but is a buffer)
+        return False  # file-like (an mmap has read() too, but is a buffer)
     try:
         memoryview(source)
         return True
@@ -166,9 +184,13 @@ class StreamReader:
     stream is refused (``allow_unverified=True`` only lists records).
     """
 
-    def __init__(self, source: Any, key: Optional[bytes] = None,
-                 max_segment_bytes: int = 256 << 20,
-                 max_record_bytes: int = 64 << 20):
+    def __init__(
+        self,
+        source: Any,
+        key: Optional[bytes] = None,
+        max_segment_bytes: int = 256 << 20,
+        max_record_bytes: int = 64 << 20,
+    ):
         self._source = source
         self._buffered = _is_buffer(source)
         self._key = key
@@ -201,25 +223,32 @@ class StreamReader:
             return self._run(mem_size, None, check=True)
 
     def records(self, verify_tags: bool = True) -> Iterator[Record]:
-        """Yield every record (for inspection); tags checked when a key is set."""
+        """Yield every record (inspection); tags checked given a key."""
         if not self._buffered:
             self._claim()
-        yield from self._parse(None, check=True, require_auth=verify_tags,
-                               result=RestoreResult())
+        yield from self._parse(
+            None, check=True, require_auth=verify_tags, result=RestoreResult()
+        )
 
-    # ---- internals ------------------------------------------------------------
+    # ---- internals ---------------------------------------------------
     def _claim(self) -> None:
         if self._used:
             raise RuntimeError('a file/socket stream can be read only once')
         self._used = True
 
-    def _run(self, mem_size: Optional[int], target: Optional[memoryview],
-             check: bool) -> RestoreResult:
+    def _run(
+        self,
+        mem_size: Optional[int],
+        target: Optional[memoryview],
+        check: bool,
+    ) -> RestoreResult:
         result = RestoreResult()
         staged: List[Record] = []
         staged_bytes = 0
         authenticated = self._key is not None
-        for rec in self._parse(mem_size, check=check, require_auth=check, result=result):
+        for rec in self._parse(
+            mem_size, check=check, require_auth=check, result=result
+        ):
             if rec.rtype in _PAGE_RECORDS and rec.layer == 'libxc':
                 if target is None:
                     continue
@@ -228,9 +257,13 @@ class StreamReader:
                     staged_bytes += rec.length
                     if staged_bytes > self._max_segment:
                         raise StreamError(
-                            'authenticated segment exceeds %d bytes without a tag'
-                            % self._max_segment, offset=rec.offset, rtype=rec.rtype,
-                            layer=rec.layer)
+                            'authenticated segment exceeds %d bytes '
+                            'without a tag'
+                            % self._max_segment,
+                            offset=rec.offset,
+                            rtype=rec.rtype,
+                            layer=rec.layer,
+                        )
                 else:
                     self._apply(rec, target)
             elif rec.rtype == fmt.REC_TYPE_NX_AUTH_TAG and target is not None:
@@ -240,7 +273,9 @@ class StreamReader:
                 staged.clear()
                 staged_bytes = 0
         if staged:
-            raise AuthenticationError('stream ended with unauthenticated page records')
+            raise AuthenticationError(
+                'stream ended with unauthenticated page records'
+            )
         return result
 
     def _apply(self, rec: Record, target: memoryview) -> None:
@@ -248,13 +283,30 @@ class StreamReader:
             _APPLY[rec.rtype](rec.body, target)
         except _ec.FormatError as exc:
             msg, off = exc.args
-            raise RecordError(msg, offset=rec.offset + 8 + off, rtype=rec.rtype,
-                              layer=rec.layer) from None
+            raise RecordError(
+                msg,
+                offset=rec.offset + 8 + off,
+                rtype=rec.rtype,
+                layer=rec.layer,
+            ) from None
 
-    def _parse(self, mem_size: Optional[int], check: bool, require_auth: bool,
-               result: RestoreResult) -> Iterator[Record]:
-        src = _BufferSource(self._source) if self._buffered else _FileSource(self._source)
-        mac = hmac.new(self._key, digestmod='sha256') if (self._key and check) else None
+    def _parse(
+        self,
+        mem_size: Optional[int],
+        check: bool,
+        require_auth: bool,
+        result: RestoreResult,
+    ) -> Iterator[Record]:
+        src = (
+            _BufferSource(self._source)
+            if self._buffered
+            else _FileSource(self._source)
+        )
+        mac = (
+            hmac.new(self._key, digestmod='sha256')
+            if (self._key and check)
+            else None
+        )
         state = _ParseState()
 
         def take(n: int, what: str, authed: bool = True) -> Any:
@@ -264,16 +316,26 @@ class StreamReader:
             return data
 
         ident, version, options = struct.unpack(
-            fmt.LIBXL_HDR_FORMAT, take(16, 'libxl header'))
+            fmt.LIBXL_HDR_FORMAT, take(16, 'libxl header')
+        )
         if ident != fmt.LIBXL_HDR_IDENT:
-            raise StreamError('bad libxl header: expected ident 0x%x, got 0x%x'
-                              % (fmt.LIBXL_HDR_IDENT, ident), offset=0)
+            raise StreamError(
+                'bad libxl header: expected ident 0x%x, got 0x%x'
+                % (fmt.LIBXL_HDR_IDENT, ident),
+                offset=0,
+            )
         if version != fmt.LIBXL_HDR_VERSION:
-            raise StreamError('bad libxl header: expected version %d, got %d'
-                              % (fmt.LIBXL_HDR_VERSION, version), offset=8)
+            raise StreamError(
+                'bad libxl header: expected version %d, got %d'
+                % (fmt.LIBXL_HDR_VERSION, version),
+                offset=8,
+            )
         if options & (fmt.LIBXL_HDR_OPT_RESZ_MASK | fmt.LIBXL_HDR_OPT_BE):
-            raise StreamError('libxl header options 0x%x: reserved bits or big endian'
-                              % options, offset=12)
+            raise StreamError(
+                'libxl header options 0x%x: reserved bits or big endian'
+                % options,
+                offset=12,
+            )
         layer = 'libxl'
         first = True
         while True:
@@ -282,21 +344,37 @@ class StreamReader:
             rtype, length = _RH.unpack(head)
             bound = self._bound(rtype)
             if length > bound:
-                raise StreamError('record length %d exceeds the bound %d' % (length, bound),
-                                  offset=offset, rtype=rtype, layer=layer)
+                raise StreamError(
+                    'record length %d exceeds the bound %d' % (length, bound),
+                    offset=offset,
+                    rtype=rtype,
+                    layer=layer,
+                )
             if rtype == fmt.REC_TYPE_NX_AUTH_TAG:
-                rec = self._read_tag(take, offset, length, layer, mac, state, require_auth)
+                rec = self._read_tag(
+                    take, offset, length, layer, mac, state, require_auth
+                )
                 result.tags += 1
                 yield rec
                 continue
-            if state.final_tag and not (layer == 'libxl' and rtype == fmt.LIBXL_REC_TYPE_END):
-                raise AuthenticationError('record after the final tag', offset=offset,
-                                          rtype=rtype, layer=layer)
+            if state.final_tag and not (
+                layer == 'libxl' and rtype == fmt.LIBXL_REC_TYPE_END
+            ):
+                raise AuthenticationError(
+                    'record after the final tag',
+                    offset=offset,
+                    rtype=rtype,
+                    layer=layer,
+                )
             data = take(fmt.padded(length), 'record body')
             body = data[:length]
             if any(data[length:]):
-                raise StreamError('record padding is not zero', offset=offset + 8 + length,
-                                  rtype=rtype, layer=layer)
+                raise StreamError(
+                    'record padding is not zero',
+                    offset=offset + 8 + length,
+                    rtype=rtype,
+                    layer=layer,
+                )
             rec = Record(layer, rtype, offset, length, body)
             result.stats['records'] += 1
             if first and layer == 'libxl':
@@ -308,17 +386,26 @@ class StreamReader:
                 if require_auth:
                     if state.auth and self._key is None:
                         raise AuthenticationError(
-                            'stream is authenticated but no key was given', offset=offset,
-                            rtype=rtype, layer=layer)
+                            'stream is authenticated but no key was given',
+                            offset=offset,
+                            rtype=rtype,
+                            layer=layer,
+                        )
                     if self._key is not None and not state.auth:
                         raise AuthenticationError(
-                            'a key was given but the stream is not authenticated',
-                            offset=offset, rtype=rtype, layer=layer)
+                            'a key was given but the stream is not '
+                            'authenticated',
+                            offset=offset,
+                            rtype=rtype,
+                            layer=layer,
+                        )
                 if rtype == fmt.REC_TYPE_NX_AUTH_INIT:
                     yield rec
                     continue
             if layer == 'libxc':
-                self._libxc_record(rec, head, data, mem_size, state, result, check)
+                self._libxc_record(
+                    rec, head, data, mem_size, state, result, check
+                )
                 yield rec
                 if rtype == fmt.REC_TYPE_END:
                     layer = 'libxl'
@@ -332,10 +419,16 @@ class StreamReader:
             yield rec
             if rtype == fmt.LIBXL_REC_TYPE_END:
                 if require_auth and state.auth and not state.final_tag:
-                    raise AuthenticationError('stream ends without a final tag',
-                                              offset=offset, rtype=rtype, layer=layer)
+                    raise AuthenticationError(
+                        'stream ends without a final tag',
+                        offset=offset,
+                        rtype=rtype,
+                        layer=layer,
+                    )
                 if not src.at_end():
-                    raise StreamError('data after the libxl END record', offset=src.pos)
+                    raise StreamError(
+                        'data after the libxl END record', offset=src.pos
+                    )
                 result.bytes = src.pos
                 return
 
@@ -348,99 +441,182 @@ class StreamReader:
 
     def _auth_init(self, rec: Record) -> None:
         if rec.length != struct.calcsize(fmt.AUTH_INIT_FORMAT):
-            raise RecordError('AUTH_INIT length %d, expected 24' % rec.length,
-                              offset=rec.offset, rtype=rec.rtype, layer=rec.layer)
+            raise RecordError(
+                'AUTH_INIT length %d, expected 24' % rec.length,
+                offset=rec.offset,
+                rtype=rec.rtype,
+                layer=rec.layer,
+            )
         alg, flags, sid = struct.unpack(fmt.AUTH_INIT_FORMAT, rec.body)
         if alg != fmt.AUTH_ALG_HMAC_SHA256 or flags:
-            raise RecordError('AUTH_INIT algorithm %d flags 0x%x: expected 1 (HMAC-SHA256), 0'
-                              % (alg, flags), offset=rec.offset, rtype=rec.rtype,
-                              layer=rec.layer)
+            raise RecordError(
+                'AUTH_INIT algorithm %d flags 0x%x: '
+                'expected 1 (HMAC-SHA256), 0'
+                % (alg, flags),
+                offset=rec.offset,
+                rtype=rec.rtype,
+                layer=rec.layer,
+            )
         rec.info['stream_id'] = bytes(sid).hex()
 
-    def _read_tag(self, take: Any, offset: int, length: int, layer: str, mac: Any,
-                  state: '_ParseState', require_auth: bool) -> Record:
+    def _read_tag(
+        self,
+        take: Any,
+        offset: int,
+        length: int,
+        layer: str,
+        mac: Any,
+        state: '_ParseState',
+        require_auth: bool,
+    ) -> Record:
         rtype = fmt.REC_TYPE_NX_AUTH_TAG
         if length != struct.calcsize(fmt.AUTH_TAG_FORMAT):
-            raise RecordError('AUTH_TAG length %d, expected 40' % length, offset=offset,
-                              rtype=rtype, layer=layer)
+            raise RecordError(
+                'AUTH_TAG length %d, expected 40' % length,
+                offset=offset,
+                rtype=rtype,
+                layer=layer,
+            )
         if not state.auth:
-            raise AuthenticationError('AUTH_TAG in a stream without AUTH_INIT',
-                                      offset=offset, rtype=rtype, layer=layer)
+            raise AuthenticationError(
+                'AUTH_TAG in a stream without AUTH_INIT',
+                offset=offset,
+                rtype=rtype,
+                layer=layer,
+            )
         if state.final_tag:
-            raise AuthenticationError('tag after the final tag', offset=offset,
-                                      rtype=rtype, layer=layer)
-        seq, flags = struct.unpack(fmt.AUTH_TAG_HEAD_FORMAT, take(8, 'tag head'))
+            raise AuthenticationError(
+                'tag after the final tag',
+                offset=offset,
+                rtype=rtype,
+                layer=layer,
+            )
+        seq, flags = struct.unpack(
+            fmt.AUTH_TAG_HEAD_FORMAT, take(8, 'tag head')
+        )
         tag = bytes(take(32, 'tag', authed=False))
         rec = Record(layer, rtype, offset, length, tag)
         rec.info.update(seq=seq, final=bool(flags & fmt.AUTH_TAG_FLAG_FINAL))
         if flags & ~fmt.AUTH_TAG_FLAG_FINAL:
-            raise RecordError('AUTH_TAG flags 0x%x' % flags, offset=offset + 12,
-                              rtype=rtype, layer=layer)
+            raise RecordError(
+                'AUTH_TAG flags 0x%x' % flags,
+                offset=offset + 12,
+                rtype=rtype,
+                layer=layer,
+            )
         if seq != state.seq:
-            raise AuthenticationError('AUTH_TAG sequence %d, expected %d' % (seq, state.seq),
-                                      offset=offset + 8, rtype=rtype, layer=layer)
+            raise AuthenticationError(
+                'AUTH_TAG sequence %d, expected %d' % (seq, state.seq),
+                offset=offset + 8,
+                rtype=rtype,
+                layer=layer,
+            )
         state.seq += 1
         if mac is not None:
             if not hmac.compare_digest(mac.copy().digest(), tag):
                 raise AuthenticationError(
-                    'authentication tag does not verify (wrong key or modified stream)',
-                    offset=offset, rtype=rtype, layer=layer)
+                    'authentication tag does not verify '
+                    '(wrong key or modified stream)',
+                    offset=offset,
+                    rtype=rtype,
+                    layer=layer,
+                )
             rec.info['verified'] = True
         elif require_auth:
-            raise AuthenticationError('stream is authenticated but no key was given',
-                                      offset=offset, rtype=rtype, layer=layer)
+            raise AuthenticationError(
+                'stream is authenticated but no key was given',
+                offset=offset,
+                rtype=rtype,
+                layer=layer,
+            )
         if flags & fmt.AUTH_TAG_FLAG_FINAL:
             state.final_tag = True
         return rec
 
-    def _libxc_headers(self, take: Any, src: Any, result: RestoreResult) -> None:
+    def _libxc_headers(
+        self, take: Any, src: Any, result: RestoreResult
+    ) -> None:
         off = src.pos
         marker, ident, version, options, res1, res2 = struct.unpack(
-            fmt.IHDR_FORMAT, take(24, 'libxc image header'))
+            fmt.IHDR_FORMAT, take(24, 'libxc image header')
+        )
         if marker != fmt.IHDR_MARKER or ident != fmt.IHDR_IDENT:
-            raise StreamError('bad libxc image header: expected marker/ident '
-                              '0x%x/0x%x, got 0x%x/0x%x' % (fmt.IHDR_MARKER, fmt.IHDR_IDENT,
-                                                             marker, ident), offset=off)
+            raise StreamError(
+                'bad libxc image header: expected marker/ident '
+                '0x%x/0x%x, got 0x%x/0x%x'
+                % (fmt.IHDR_MARKER, fmt.IHDR_IDENT, marker, ident),
+                offset=off,
+            )
         if version != fmt.IHDR_VERSION:
-            raise StreamError('libxc image version %d, expected %d'
-                              % (version, fmt.IHDR_VERSION), offset=off + 12)
+            raise StreamError(
+                'libxc image version %d, expected %d'
+                % (version, fmt.IHDR_VERSION),
+                offset=off + 12,
+            )
         if options or res1 or res2:
-            raise StreamError('libxc image header options/reserved 0x%x/0x%x/0x%x: '
-                              'expected little endian, zero' % (options, res1, res2),
-                              offset=off + 16)
+            raise StreamError(
+                'libxc image header options/reserved 0x%x/0x%x/0x%x: '
+                'expected little endian, zero' % (options, res1, res2),
+                offset=off + 16,
+            )
         dtype, shift, dres, major, minor = struct.unpack(
-            fmt.DHDR_FORMAT, take(16, 'libxc domain header'))
+            fmt.DHDR_FORMAT, take(16, 'libxc domain header')
+        )
         if dtype != fmt.DHDR_TYPE_X86_HVM:
-            raise StreamError('domain type %d, only x86 HVM (2) is supported' % dtype,
-                              offset=off + 24)
+            raise StreamError(
+                'domain type %d, only x86 HVM (2) is supported' % dtype,
+                offset=off + 24,
+            )
         if shift != 12 or dres:
-            raise StreamError('domain header page shift %d / reserved 0x%x, expected 12 / 0'
-                              % (shift, dres), offset=off + 28)
+            raise StreamError(
+                'domain header page shift %d / reserved 0x%x, expected 12 / 0'
+                % (shift, dres),
+                offset=off + 28,
+            )
         result.domain_type = dtype
         result.xen_version = (major, minor)
 
-    def _libxc_record(self, rec: Record, head: Any, data: Any, mem_size: Optional[int],
-                      state: '_ParseState', result: RestoreResult, check: bool) -> None:
+    def _libxc_record(
+        self,
+        rec: Record,
+        head: Any,
+        data: Any,
+        mem_size: Optional[int],
+        state: '_ParseState',
+        result: RestoreResult,
+        check: bool,
+    ) -> None:
         rtype, body, n = rec.rtype, rec.body, rec.length
 
         def bad(msg: str, off: int = 0) -> RecordError:
-            return RecordError(msg, offset=rec.offset + (8 + off if off else 0),
-                               rtype=rtype, layer='libxc')
+            return RecordError(
+                msg,
+                offset=rec.offset + (8 + off if off else 0),
+                rtype=rtype,
+                layer='libxc',
+            )
 
         if rtype in _PAGE_RECORDS:
             try:
                 pages = _APPLY[rtype](body, mem_size, dry_run=True)
             except _ec.FormatError as exc:
                 msg, off = exc.args
-                raise RecordError(msg, offset=rec.offset + 8 + off, rtype=rtype,
-                                  layer='libxc') from None
+                raise RecordError(
+                    msg,
+                    offset=rec.offset + 8 + off,
+                    rtype=rtype,
+                    layer='libxc',
+                ) from None
             if check:
                 # Kept (views, no copies for buffers) and checksummed only
                 # if a BATCH_CRC32C follows: compat streams pay nothing.
                 state.keep_for_crc(head)
                 state.keep_for_crc(data)
-            key = {fmt.REC_TYPE_PAGE_DATA: 'raw_pages', fmt.REC_TYPE_NX_ZERO_RUNS: 'zero_pages',
-                   fmt.REC_TYPE_NX_XBZRLE_PAGES: 'xbzrle_pages'}[rtype]
+            key = {
+                fmt.REC_TYPE_PAGE_DATA: 'raw_pages',
+                fmt.REC_TYPE_NX_ZERO_RUNS: 'zero_pages',
+                fmt.REC_TYPE_NX_XBZRLE_PAGES: 'xbzrle_pages',
+            }[rtype]
             result.stats[key] += pages
             rec.info['pages'] = pages
             return
@@ -452,14 +628,19 @@ class StreamReader:
             rec.info.update(crc='%08x' % crc, covered=covered)
             if check:
                 if covered != batch_len:
-                    raise bad('batch CRC32C covers %d bytes, the batch has %d'
-                              % (covered, batch_len))
+                    raise bad(
+                        'batch CRC32C covers %d bytes, the batch has %d'
+                        % (covered, batch_len)
+                    )
                 got_crc = 0
                 for part in batch:
                     got_crc = _ec.crc32c(part, got_crc)
                 if crc != got_crc:
-                    raise bad('batch CRC32C mismatch: record says %08x, computed %08x over '
-                              '%d bytes' % (crc, got_crc, batch_len))
+                    raise bad(
+                        'batch CRC32C mismatch: record says %08x, '
+                        'computed %08x over '
+                        '%d bytes' % (crc, got_crc, batch_len)
+                    )
                 result.stats['crc_checked'] += 1
         elif rtype == fmt.REC_TYPE_END:
             if n:
@@ -469,50 +650,73 @@ class StreamReader:
                 raise bad('STATIC_DATA_END with length %d, expected 0' % n)
         elif rtype == fmt.REC_TYPE_X86_CPUID_POLICY:
             if n == 0 or n % 24:
-                raise bad('X86_CPUID_POLICY length %d, expected a multiple of 24' % n)
+                raise bad(
+                    'X86_CPUID_POLICY length %d, expected a multiple of 24' % n
+                )
             result.cpuid_policy = bytes(body)
         elif rtype == fmt.REC_TYPE_X86_MSR_POLICY:
             if n == 0 or n % 16:
-                raise bad('X86_MSR_POLICY length %d, expected a multiple of 16' % n)
+                raise bad(
+                    'X86_MSR_POLICY length %d, expected a multiple of 16' % n
+                )
             result.msr_policy = bytes(body)
         elif rtype == fmt.REC_TYPE_X86_TSC_INFO:
             if n != 24:
                 raise bad('X86_TSC_INFO length %d, expected 24' % n)
-            mode, khz, nsec, inc, res = struct.unpack(fmt.X86_TSC_INFO_FORMAT, body)
+            mode, khz, nsec, inc, res = struct.unpack(
+                fmt.X86_TSC_INFO_FORMAT, body
+            )
             if res:
-                raise bad('X86_TSC_INFO reserved field 0x%x, expected 0' % res, 20)
+                raise bad(
+                    'X86_TSC_INFO reserved field 0x%x, expected 0' % res, 20
+                )
             result.tsc_info = (mode, khz, nsec, inc)
         elif rtype == fmt.REC_TYPE_HVM_PARAMS:
             if n < 8:
                 raise bad('HVM_PARAMS length %d, expected at least 8' % n)
             count, res = struct.unpack_from(fmt.HVM_PARAMS_FORMAT, body)
             if res:
-                raise bad('HVM_PARAMS reserved field 0x%x, expected 0' % res, 4)
+                raise bad(
+                    'HVM_PARAMS reserved field 0x%x, expected 0' % res, 4
+                )
             if n != 8 + 16 * count:
-                raise bad('HVM_PARAMS length %d, expected %d for %d entries'
-                          % (n, 8 + 16 * count, count))
-            result.hvm_params.extend(struct.iter_unpack(fmt.HVM_PARAMS_ENTRY_FORMAT,
-                                                        body[8:]))
+                raise bad(
+                    'HVM_PARAMS length %d, expected %d for %d entries'
+                    % (n, 8 + 16 * count, count)
+                )
+            result.hvm_params.extend(
+                struct.iter_unpack(fmt.HVM_PARAMS_ENTRY_FORMAT, body[8:])
+            )
             rec.info['count'] = count
         elif rtype == fmt.REC_TYPE_HVM_CONTEXT:
             if n == 0:
                 raise bad('HVM_CONTEXT with length 0')
             result.hvm_context = bytes(body)
         elif rtype & fmt.REC_TYPE_OPTIONAL:
-            rec.info['skipped'] = True     # unknown optional record: spec says ignore
+            rec.info['skipped'] = (
+                True  # unknown optional record: spec says ignore
+            )
         elif rtype in (fmt.REC_TYPE_VERIFY,):
             if n:
                 raise bad('VERIFY with length %d, expected 0' % n)
         else:
-            raise StreamError('libxc record %s is not valid in an x86 HVM stream'
-                              % fmt.rec_type_to_str('libxc', rtype), offset=rec.offset,
-                              rtype=rtype, layer='libxc')
+            raise StreamError(
+                'libxc record %s is not valid in an x86 HVM stream'
+                % fmt.rec_type_to_str('libxc', rtype),
+                offset=rec.offset,
+                rtype=rtype,
+                layer='libxc',
+            )
 
-    def _libxl_record(self, rec: Record, state: '_ParseState', result: RestoreResult) -> None:
+    def _libxl_record(
+        self, rec: Record, state: '_ParseState', result: RestoreResult
+    ) -> None:
         rtype, body, n = rec.rtype, rec.body, rec.length
 
         def bad(msg: str) -> RecordError:
-            return RecordError(msg, offset=rec.offset, rtype=rtype, layer='libxl')
+            return RecordError(
+                msg, offset=rec.offset, rtype=rtype, layer='libxl'
+            )
 
         if rtype == fmt.LIBXL_REC_TYPE_LIBXC_CONTEXT:
             if n:
@@ -525,13 +729,20 @@ class StreamReader:
                 raise bad('libxl END with length %d, expected 0' % n)
             if not state.libxc_done:
                 raise bad('libxl END before any LIBXC_CONTEXT')
-        elif rtype in (fmt.LIBXL_REC_TYPE_EMULATOR_XENSTORE_DATA,
-                       fmt.LIBXL_REC_TYPE_EMULATOR_CONTEXT):
+        elif rtype in (
+            fmt.LIBXL_REC_TYPE_EMULATOR_XENSTORE_DATA,
+            fmt.LIBXL_REC_TYPE_EMULATOR_CONTEXT,
+        ):
             if n < 8:
                 raise bad('%s length %d, expected at least 8' % (rec.name, n))
-            emu_id, index = struct.unpack_from(fmt.EMULATOR_HEADER_FORMAT, body)
-            if emu_id not in (fmt.EMULATOR_ID_UNKNOWN, fmt.EMULATOR_ID_QEMU_TRAD,
-                              fmt.EMULATOR_ID_QEMU_UPSTREAM):
+            emu_id, index = struct.unpack_from(
+                fmt.EMULATOR_HEADER_FORMAT, body
+            )
+            if emu_id not in (
+                fmt.EMULATOR_ID_UNKNOWN,
+                fmt.EMULATOR_ID_QEMU_TRAD,
+                fmt.EMULATOR_ID_QEMU_UPSTREAM,
+            ):
                 raise bad('unknown emulator id %d' % emu_id)
             rec.info.update(emulator_id=emu_id, index=index)
             result.emulator_id = emu_id
@@ -543,31 +754,47 @@ class StreamReader:
                     raise bad('xenstore data not NUL terminated')
                 parts = data[:-1].split(b'\0')
                 if len(parts) % 2:
-                    raise bad('xenstore data has an odd number (%d) of strings' % len(parts))
+                    raise bad(
+                        'xenstore data has an odd number (%d) of strings'
+                        % len(parts)
+                    )
                 try:
                     result.emulator_xenstore_data.update(
-                        (k.decode(), v.decode()) for k, v in zip(parts[::2], parts[1::2]))
+                        (k.decode(), v.decode())
+                        for k, v in zip(parts[::2], parts[1::2])
+                    )
                 except UnicodeDecodeError:
                     raise bad('xenstore data is not UTF-8') from None
                 rec.info['keys'] = len(parts) // 2
         elif rtype & fmt.REC_TYPE_OPTIONAL:
             rec.info['skipped'] = True
         else:
-            raise StreamError('libxl record %s is not supported' % rec.name,
-                              offset=rec.offset, rtype=rtype, layer='libxl')
+            raise StreamError(
+                'libxl record %s is not supported' % rec.name,
+                offset=rec.offset,
+                rtype=rtype,
+                layer='libxl',
+            )
 
 
 class _ParseState:
-    __slots__ = ('auth', 'seq', 'final_tag', 'batch', 'batch_len', 'batch_kept',
-                 'libxc_done')
+    __slots__ = (
+        'auth',
+        'seq',
+        'final_tag',
+        'batch',
+        'batch_len',
+        'batch_kept',
+        'libxc_done',
+    )
 
     def __init__(self) -> None:
         self.auth = False
         self.seq = 0
         self.final_tag = False
         self.batch: Deque[Any] = collections.deque()
-        self.batch_len = 0       # bytes of page records since the last other record
-        self.batch_kept = 0      # of which still held in batch
+        self.batch_len = 0  # bytes of page records since the last other record
+        self.batch_kept = 0  # of which still held in batch
         self.libxc_done = False
 
     def keep_for_crc(self, part: Any) -> None:
@@ -584,7 +811,7 @@ class _ParseState:
             self.batch_kept -= len(self.batch.popleft())
 
     def take_batch(self) -> Tuple[List[Any], int]:
-        """(parts, total length) of the batch, or ([], length) if not all kept."""
+        """(parts, total length) of the batch; no parts if not all kept."""
         parts = list(self.batch) if self.batch_kept == self.batch_len else []
         out = (parts, self.batch_len)
         self.batch.clear()

@@ -4,6 +4,7 @@ Slow and obviously correct: tests compare every accelerator of the C module
 against these on random inputs.  Production code never imports this module
 (there is no silent fallback; see ``_native``).
 """
+
 from typing import List, Optional, Tuple
 
 _CRC32C_POLY = 0x82F63B78
@@ -24,10 +25,10 @@ _TABLE = _crc_table()
 
 def crc32c(data: bytes, crc: int = 0) -> int:
     """CRC32C, bit-reflected, pre/post inverted (as iSCSI, RFC 3720)."""
-    c = crc ^ 0xffffffff
+    c = crc ^ 0xFFFFFFFF
     for b in bytes(data):
-        c = (c >> 8) ^ _TABLE[(c ^ b) & 0xff]
-    return c ^ 0xffffffff
+        c = (c >> 8) ^ _TABLE[(c ^ b) & 0xFF]
+    return c ^ 0xFFFFFFFF
 
 
 def is_zero(data: bytes) -> bool:
@@ -37,7 +38,7 @@ def is_zero(data: bytes) -> bool:
 def _uleb(v: int) -> bytes:
     out = bytearray()
     while True:
-        b = v & 0x7f
+        b = v & 0x7F
         v >>= 7
         if v:
             out.append(b | 0x80)
@@ -46,7 +47,9 @@ def _uleb(v: int) -> bytes:
             return bytes(out)
 
 
-def xbzrle_encode(old: bytes, new: bytes, limit: Optional[int] = None) -> Optional[bytes]:
+def xbzrle_encode(
+    old: bytes, new: bytes, limit: Optional[int] = None
+) -> Optional[bytes]:
     """QEMU's XBZRLE: (zrun, nzrun, new bytes)*, trailing zrun omitted."""
     old, new = bytes(old), bytes(new)
     n = len(new)
@@ -76,7 +79,7 @@ def _uleb_get(src: bytes, i: int) -> Tuple[int, int]:
         return src[i], 1
     if i + 1 >= len(src) or src[i + 1] & 0x80:
         raise ValueError('length longer than 2 bytes at %d' % i)
-    return (src[i] & 0x7f) | (src[i + 1] << 7), 2
+    return (src[i] & 0x7F) | (src[i + 1] << 7), 2
 
 
 def xbzrle_decode(delta: bytes, old: bytes) -> bytes:
@@ -98,14 +101,15 @@ def xbzrle_decode(delta: bytes, old: bytes) -> bytes:
         i += n
         if d + nz > len(page) or i + nz > len(src):
             raise ValueError('non-zero run past the page or input at %d' % i)
-        page[d:d + nz] = src[i:i + nz]
+        page[d: d + nz] = src[i: i + nz]
         d += nz
         i += nz
     return bytes(page)
 
 
-def bitmap_pfns(bm: bytes, npages: int, start: int = 0,
-                max_count: int = 1024) -> Tuple[List[int], int]:
+def bitmap_pfns(
+    bm: bytes, npages: int, start: int = 0, max_count: int = 1024
+) -> Tuple[List[int], int]:
     out = []
     p = start
     while p < npages:

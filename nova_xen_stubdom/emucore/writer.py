@@ -17,6 +17,7 @@ verify-stream-v2 and libxl's restore accept); ``mode='full'`` adds our
 optional records: zero-page runs, XBZRLE deltas, per-batch CRC32C and, with
 a key, HMAC-SHA256 tags.
 """
+
 import array
 import hmac
 import os
@@ -43,7 +44,9 @@ def as_pfn_bytes(pfns: Any) -> memoryview:
             return mv.cast('B')
         mv = mv.cast('B')
         if len(mv) % 8:
-            raise ValueError('pfn buffer of %d bytes is not a multiple of 8' % len(mv))
+            raise ValueError(
+                'pfn buffer of %d bytes is not a multiple of 8' % len(mv)
+            )
         return mv
     return memoryview(array.array('Q', pfns)).cast('B')
 
@@ -55,19 +58,28 @@ class StreamWriter:
     be fed from a worker thread while another thread writes device state.
     """
 
-    def __init__(self, out: BinaryIO, mode: str = 'compat', key: Optional[bytes] = None,
-                 domain_type: int = fmt.DHDR_TYPE_X86_HVM,
-                 xen_version: Tuple[int, int] = (4, 17),
-                 xbzrle_cache: Optional[Any] = None,
-                 segment_bytes: int = 32 << 20,
-                 compat_xenstore: str = 'empty'):
+    def __init__(
+        self,
+        out: BinaryIO,
+        mode: str = 'compat',
+        key: Optional[bytes] = None,
+        domain_type: int = fmt.DHDR_TYPE_X86_HVM,
+        xen_version: Tuple[int, int] = (4, 17),
+        xbzrle_cache: Optional[Any] = None,
+        segment_bytes: int = 32 << 20,
+        compat_xenstore: str = 'empty',
+    ):
         if mode not in MODES:
             raise ValueError('mode must be one of %s, not %r' % (MODES, mode))
         if mode == 'compat' and (key is not None or xbzrle_cache is not None):
-            raise ValueError('compatible mode writes no optional records: '
-                             'no key and no XBZRLE cache')
+            raise ValueError(
+                'compatible mode writes no optional records: '
+                'no key and no XBZRLE cache'
+            )
         if key is not None and len(key) < MIN_KEY_BYTES:
-            raise ValueError('stream key must be at least %d bytes' % MIN_KEY_BYTES)
+            raise ValueError(
+                'stream key must be at least %d bytes' % MIN_KEY_BYTES
+            )
         if compat_xenstore not in ('empty', 'spec'):
             raise ValueError("compat_xenstore must be 'empty' or 'spec'")
         self.mode = mode
@@ -84,14 +96,23 @@ class StreamWriter:
             self._flags = _ec.ENC_ZERO | _ec.ENC_CRC
             if xbzrle_cache is not None:
                 self._flags |= _ec.ENC_XBZRLE
-        self._buf: Optional[bytearray] = None     # batch buffer, allocated on first use
+        self._buf: Optional[bytearray] = (
+            None  # batch buffer, allocated on first use
+        )
         self._seq = 0
         self._since_tag = 0
         self._state = 'new'
         self.offset = 0
-        self.stats: Dict[str, int] = dict(bytes=0, pages=0, raw_pages=0, zero_pages=0,
-                                          xbzrle_pages=0, unchanged_pages=0,
-                                          xbzrle_overflows=0, tags=0)
+        self.stats: Dict[str, int] = dict(
+            bytes=0,
+            pages=0,
+            raw_pages=0,
+            zero_pages=0,
+            xbzrle_pages=0,
+            unchanged_pages=0,
+            xbzrle_overflows=0,
+            tags=0,
+        )
 
     # ---- low level -------------------------------------------------------
     def _emit(self, data: Any, mac: bool = True) -> None:
@@ -105,8 +126,10 @@ class StreamWriter:
 
     def _record(self, rtype: int, *parts: bytes) -> None:
         length = sum(len(p) for p in parts)
-        if length > 0xffffffff:
-            raise ValueError('record body of %d bytes does not fit 32 bits' % length)
+        if length > 0xFFFFFFFF:
+            raise ValueError(
+                'record body of %d bytes does not fit 32 bits' % length
+            )
         pad = fmt.padded(length) - length
         head = struct.pack(fmt.RH_FORMAT, rtype, length)
         small = length < 65536
@@ -121,16 +144,24 @@ class StreamWriter:
 
     def _expect(self, *states: str) -> None:
         if self._state not in states:
-            raise RuntimeError('stream writer is in state %r, expected %s'
-                               % (self._state, ' or '.join(states)))
+            raise RuntimeError(
+                'stream writer is in state %r, expected %s'
+                % (self._state, ' or '.join(states))
+            )
 
     def _tag(self, final: bool = False) -> None:
         if self._mac is None:
             return
-        head = struct.pack(fmt.RH_FORMAT, fmt.REC_TYPE_NX_AUTH_TAG,
-                           struct.calcsize(fmt.AUTH_TAG_FORMAT))
-        head += struct.pack(fmt.AUTH_TAG_HEAD_FORMAT, self._seq,
-                            fmt.AUTH_TAG_FLAG_FINAL if final else 0)
+        head = struct.pack(
+            fmt.RH_FORMAT,
+            fmt.REC_TYPE_NX_AUTH_TAG,
+            struct.calcsize(fmt.AUTH_TAG_FORMAT),
+        )
+        head += struct.pack(
+            fmt.AUTH_TAG_HEAD_FORMAT,
+            self._seq,
+            fmt.AUTH_TAG_FLAG_FINAL if final else 0,
+        )
         self._emit(head)
         self._emit(self._mac.copy().digest(), mac=False)
         self._seq += 1
@@ -139,39 +170,71 @@ class StreamWriter:
 
     # ---- public ------------------------------------------------------------
     def write_header(self) -> None:
-        """libxl header, [AUTH_INIT], LIBXC_CONTEXT, libxc image + domain header."""
+        """libxl header, [AUTH_INIT], LIBXC_CONTEXT, libxc headers."""
         with self._lock:
             self._expect('new')
-            self._emit(struct.pack(fmt.LIBXL_HDR_FORMAT, fmt.LIBXL_HDR_IDENT,
-                                   fmt.LIBXL_HDR_VERSION, 0))
+            self._emit(
+                struct.pack(
+                    fmt.LIBXL_HDR_FORMAT,
+                    fmt.LIBXL_HDR_IDENT,
+                    fmt.LIBXL_HDR_VERSION,
+                    0,
+                )
+            )
             if self._mac is not None:
-                self._record(fmt.REC_TYPE_NX_AUTH_INIT,
-                             struct.pack(fmt.AUTH_INIT_FORMAT, fmt.AUTH_ALG_HMAC_SHA256, 0,
-                                         os.urandom(16)))
+                self._record(
+                    fmt.REC_TYPE_NX_AUTH_INIT,
+                    struct.pack(
+                        fmt.AUTH_INIT_FORMAT,
+                        fmt.AUTH_ALG_HMAC_SHA256,
+                        0,
+                        os.urandom(16),
+                    ),
+                )
             self._record(fmt.LIBXL_REC_TYPE_LIBXC_CONTEXT)
             major, minor = self._xen_version
-            self._emit(struct.pack(fmt.IHDR_FORMAT, fmt.IHDR_MARKER, fmt.IHDR_IDENT,
-                                   fmt.IHDR_VERSION, 0, 0, 0)
-                       + struct.pack(fmt.DHDR_FORMAT, self._domain_type, 12, 0,
-                                     major, minor))
+            self._emit(
+                struct.pack(
+                    fmt.IHDR_FORMAT,
+                    fmt.IHDR_MARKER,
+                    fmt.IHDR_IDENT,
+                    fmt.IHDR_VERSION,
+                    0,
+                    0,
+                    0,
+                )
+                + struct.pack(
+                    fmt.DHDR_FORMAT, self._domain_type, 12, 0, major, minor
+                )
+            )
             self._state = 'libxc'
 
-    def write_static_data(self, cpuid_policy: bytes = b'', msr_policy: bytes = b'') -> None:
+    def write_static_data(
+        self, cpuid_policy: bytes = b'', msr_policy: bytes = b''
+    ) -> None:
         """[X86_CPUID_POLICY], [X86_MSR_POLICY], STATIC_DATA_END (libxc v3)."""
         with self._lock:
             self._expect('libxc')
             if cpuid_policy:
-                if len(cpuid_policy) % struct.calcsize(fmt.X86_CPUID_POLICY_ENTRY_FORMAT):
-                    raise ValueError('cpuid_policy is not a whole number of 24-byte leaves')
+                if len(cpuid_policy) % struct.calcsize(
+                    fmt.X86_CPUID_POLICY_ENTRY_FORMAT
+                ):
+                    raise ValueError(
+                        'cpuid_policy is not a whole number of 24-byte leaves'
+                    )
                 self._record(fmt.REC_TYPE_X86_CPUID_POLICY, cpuid_policy)
             if msr_policy:
-                if len(msr_policy) % struct.calcsize(fmt.X86_MSR_POLICY_ENTRY_FORMAT):
-                    raise ValueError('msr_policy is not a whole number of 16-byte entries')
+                if len(msr_policy) % struct.calcsize(
+                    fmt.X86_MSR_POLICY_ENTRY_FORMAT
+                ):
+                    raise ValueError(
+                        'msr_policy is not a whole number of 16-byte entries'
+                    )
                 self._record(fmt.REC_TYPE_X86_MSR_POLICY, msr_policy)
             self._record(fmt.REC_TYPE_STATIC_DATA_END)
 
     def write_pages(self, mem: Any, pfns: Any) -> int:
-        """Send pages pfns of mem (page p at byte p * 4096), in batches of 1024.
+        """Send pages pfns of mem (page p at byte p * 4096), 1024 a batch.
 
         mem is any buffer (mmap, bytearray, memoryview...) and is not copied
         beyond what goes to the stream.  pfns: array('Q'), a uint64 buffer or
@@ -180,32 +243,43 @@ class StreamWriter:
         """
         with self._lock:
             self._expect('libxc')
-            if (self._flags == 0 and isinstance(pfns, range) and pfns.step == 1
-                    and pfns.start >= 0):
-                # A whole-memory save: every batch is one run, nothing to check.
+            if (
+                self._flags == 0
+                and isinstance(pfns, range)
+                and pfns.step == 1
+                and pfns.start >= 0
+            ):
+                # Whole-memory save: every batch is one run, nothing to check.
                 pfns = _RangeBatches(pfns)
-            pv = pfns if isinstance(pfns, _RangeBatches) else as_pfn_bytes(pfns)
+            pv = (
+                pfns if isinstance(pfns, _RangeBatches) else as_pfn_bytes(pfns)
+            )
             start = self.offset
             step = fmt.MAX_BATCH * 8
             st = self.stats
             guest = memoryview(mem).cast('B') if self._flags == 0 else None
             for i in range(0, len(pv), step):
-                chunk = pv[i:i + step]
-                if guest is not None and self._send_run(guest, chunk,
-                                                        isinstance(pv, _RangeBatches)):
+                chunk = pv[i: i + step]
+                if guest is not None and self._send_run(
+                    guest, chunk, isinstance(pv, _RangeBatches)
+                ):
                     continue
                 if self._buf is None:
                     self._buf = bytearray(_ec.encode_bound(fmt.MAX_BATCH))
                 try:
                     n, raw, zero, xbz, unch, ovf = _ec.encode_batch(
-                        mem, chunk, self._buf, self._flags, self._cache)
+                        mem, chunk, self._buf, self._flags, self._cache
+                    )
                 except _ec.FormatError as exc:
                     if 'strictly increasing' not in exc.args[0]:
-                        raise ValueError('cannot encode batch: %s' % exc.args[0]) from None
+                        raise ValueError(
+                            'cannot encode batch: %s' % exc.args[0]
+                        ) from None
                     # Only order inside one batch matters to the receiver.
                     chunk = array.array('Q', sorted(set(chunk.cast('Q'))))
                     n, raw, zero, xbz, unch, ovf = _ec.encode_batch(
-                        mem, chunk, self._buf, self._flags, self._cache)
+                        mem, chunk, self._buf, self._flags, self._cache
+                    )
                 self._emit(memoryview(self._buf)[:n])
                 st['pages'] += raw + zero + xbz + unch
                 st['raw_pages'] += raw
@@ -217,7 +291,9 @@ class StreamWriter:
                     self._tag()
             return self.offset - start
 
-    def _send_run(self, guest: memoryview, chunk: memoryview, known_run: bool = False) -> bool:
+    def _send_run(
+        self, guest: memoryview, chunk: memoryview, known_run: bool = False
+    ) -> bool:
         """Compat mode, consecutive pfns: PAGE_DATA straight from guest memory.
 
         The record's pages are one contiguous slice of the guest buffer, so
@@ -231,10 +307,17 @@ class StreamWriter:
             return False
         if not known_run and chunk != memoryview(_ec.pfn_range(first, n)):
             return False
-        self._emit(struct.pack('<IIII', fmt.REC_TYPE_PAGE_DATA, 8 + n * (8 + fmt.PAGE_SIZE),
-                               n, 0))
-        self._emit(chunk)       # pfn words: type NOTAB is 0 in bits 60-63
-        self._emit(guest[first * fmt.PAGE_SIZE:(first + n) * fmt.PAGE_SIZE])
+        self._emit(
+            struct.pack(
+                '<IIII',
+                fmt.REC_TYPE_PAGE_DATA,
+                8 + n * (8 + fmt.PAGE_SIZE),
+                n,
+                0,
+            )
+        )
+        self._emit(chunk)  # pfn words: type NOTAB is 0 in bits 60-63
+        self._emit(guest[first * fmt.PAGE_SIZE: (first + n) * fmt.PAGE_SIZE])
         self.stats['pages'] += n
         self.stats['raw_pages'] += n
         return True
@@ -245,19 +328,27 @@ class StreamWriter:
             self._expect('libxc', 'libxl')
             self._tag()
 
-    def write_tsc_info(self, mode: int = 0, khz: int = 0, nsec: int = 0,
-                       incarnation: int = 0) -> None:
+    def write_tsc_info(
+        self, mode: int = 0, khz: int = 0, nsec: int = 0, incarnation: int = 0
+    ) -> None:
         with self._lock:
             self._expect('libxc')
-            self._record(fmt.REC_TYPE_X86_TSC_INFO,
-                         struct.pack(fmt.X86_TSC_INFO_FORMAT, mode, khz, nsec, incarnation, 0))
+            self._record(
+                fmt.REC_TYPE_X86_TSC_INFO,
+                struct.pack(
+                    fmt.X86_TSC_INFO_FORMAT, mode, khz, nsec, incarnation, 0
+                ),
+            )
 
     def write_hvm_params(self, params: Iterable[Tuple[int, int]]) -> None:
         with self._lock:
             self._expect('libxc')
             params = list(params)
             body = [struct.pack(fmt.HVM_PARAMS_FORMAT, len(params), 0)]
-            body += [struct.pack(fmt.HVM_PARAMS_ENTRY_FORMAT, i, v) for i, v in params]
+            body += [
+                struct.pack(fmt.HVM_PARAMS_ENTRY_FORMAT, i, v)
+                for i, v in params
+            ]
             self._record(fmt.REC_TYPE_HVM_PARAMS, b''.join(body))
 
     def write_hvm_context(self, blob: bytes) -> None:
@@ -274,10 +365,13 @@ class StreamWriter:
             self._record(fmt.REC_TYPE_END)
             self._state = 'libxl'
 
-    def write_emulator_xenstore_data(self, pairs: Optional[Mapping[str, str]] = None,
-                                     emulator_id: int = fmt.EMULATOR_ID_QEMU_UPSTREAM,
-                                     index: int = 0) -> None:
-        """EMULATOR_XENSTORE_DATA: key\\0value\\0 pairs relative to the DM path.
+    def write_emulator_xenstore_data(
+        self,
+        pairs: Optional[Mapping[str, str]] = None,
+        emulator_id: int = fmt.EMULATOR_ID_QEMU_UPSTREAM,
+        index: int = 0,
+    ) -> None:
+        """EMULATOR_XENSTORE_DATA: key\\0value\\0 pairs under the DM path.
 
         In compatible mode the record carries the emulator header only: Xen
         4.17's verify-stream-v2 (Python 3) rejects any non-empty data, so a
@@ -287,27 +381,44 @@ class StreamWriter:
         with self._lock:
             self._expect('libxl')
             pairs = dict(pairs or {})
-            if pairs and self.mode == 'compat' and self._compat_xenstore == 'empty':
+            if (
+                pairs
+                and self.mode == 'compat'
+                and self._compat_xenstore == 'empty'
+            ):
                 raise ValueError(
-                    'compatible mode writes EMULATOR_XENSTORE_DATA empty (Xen 4.17 '
-                    'verify-stream-v2 rejects any data); pass compat_xenstore="spec" '
-                    'or use full mode to carry %d key(s)' % len(pairs))
-            data = b''.join(k.encode() + b'\0' + v.encode() + b'\0'
-                            for k, v in sorted(pairs.items()))
-            self._record(fmt.LIBXL_REC_TYPE_EMULATOR_XENSTORE_DATA,
-                         struct.pack(fmt.EMULATOR_HEADER_FORMAT, emulator_id, index), data)
+                    'compatible mode writes EMULATOR_XENSTORE_DATA empty '
+                    '(Xen 4.17 verify-stream-v2 rejects any data); pass '
+                    'compat_xenstore="spec" '
+                    'or use full mode to carry %d key(s)' % len(pairs)
+                )
+            data = b''.join(
+                k.encode() + b'\0' + v.encode() + b'\0'
+                for k, v in sorted(pairs.items())
+            )
+            self._record(
+                fmt.LIBXL_REC_TYPE_EMULATOR_XENSTORE_DATA,
+                struct.pack(fmt.EMULATOR_HEADER_FORMAT, emulator_id, index),
+                data,
+            )
 
-    def write_emulator_context(self, blob: bytes,
-                               emulator_id: int = fmt.EMULATOR_ID_QEMU_UPSTREAM,
-                               index: int = 0) -> None:
+    def write_emulator_context(
+        self,
+        blob: bytes,
+        emulator_id: int = fmt.EMULATOR_ID_QEMU_UPSTREAM,
+        index: int = 0,
+    ) -> None:
         """EMULATOR_CONTEXT: the device model's saved state (QEMU's)."""
         with self._lock:
             self._expect('libxl')
-            self._record(fmt.LIBXL_REC_TYPE_EMULATOR_CONTEXT,
-                         struct.pack(fmt.EMULATOR_HEADER_FORMAT, emulator_id, index), blob)
+            self._record(
+                fmt.LIBXL_REC_TYPE_EMULATOR_CONTEXT,
+                struct.pack(fmt.EMULATOR_HEADER_FORMAT, emulator_id, index),
+                blob,
+            )
 
     def close(self) -> None:
-        """[final AUTH_TAG] and the libxl END record; flushes, does not close out."""
+        """[final AUTH_TAG] and libxl END; flushes, does not close out."""
         with self._lock:
             self._expect('libxl')
             self._tag(final=True)
@@ -333,5 +444,5 @@ class _RangeBatches:
         return len(self._r) * 8
 
     def __getitem__(self, sl: slice) -> memoryview:
-        sub = self._r[sl.start // 8:sl.stop // 8]
+        sub = self._r[sl.start // 8: sl.stop // 8]
         return memoryview(_ec.pfn_range(sub.start, len(sub)))

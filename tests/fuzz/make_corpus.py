@@ -5,6 +5,7 @@ ZERO_RUNS, XBZRLE_PAGES), record sequences, XBZRLE encodings and bitmaps,
 each prefixed by the harness's two selector bytes.  Re-run after a format
 change:  python tests/fuzz/make_corpus.py
 """
+
 import array
 import hashlib
 import os
@@ -20,7 +21,11 @@ def records(blob):
     off = 0
     while off + 8 <= len(blob):
         rtype, length = struct.unpack_from('<II', blob, off)
-        yield rtype, blob[off:off + 8 + ((length + 7) & ~7)], blob[off + 8:off + 8 + length]
+        yield (
+            rtype,
+            blob[off: off + 8 + ((length + 7) & ~7)],
+            blob[off + 8: off + 8 + length],
+        )
         off += 8 + ((length + 7) & ~7)
 
 
@@ -35,15 +40,17 @@ def main():
     out = bytearray(ec.encode_bound(1024))
     flags = ec.ENC_ZERO | ec.ENC_XBZRLE | ec.ENC_CRC
     n = ec.encode_batch(mem, array.array('Q', range(5)), out, flags, cache)[0]
-    mem[4096 + 7] ^= 0xff
-    mem[4096 + 3000:4096 + 3010] = b'0123456789'
-    m = ec.encode_batch(mem, array.array('Q', [1, 2, 3]), out[n:], flags, cache)[0]
-    blob = bytes(out[:n + m])
-    selector = {1: 0, 0x80004e01: 1, 0x80004e02: 2}
+    mem[4096 + 7] ^= 0xFF
+    mem[4096 + 3000: 4096 + 3010] = b'0123456789'
+    m = ec.encode_batch(
+        mem, array.array('Q', [1, 2, 3]), out[n:], flags, cache
+    )[0]
+    blob = bytes(out[: n + m])
+    selector = {1: 0, 0x80004E01: 1, 0x80004E02: 2}
     for rtype, whole, body in records(blob):
         if rtype in selector:
             seeds.append(bytes([0, selector[rtype]]) + body)
-    seeds.append(bytes([4, 0]) + blob)                 # record sequence
+    seeds.append(bytes([4, 0]) + blob)  # record sequence
     seeds.append(bytes([5, 0]) + blob[:200])
     plain = bytearray(ec.encode_bound(1024))
     k = ec.encode_batch(mem, array.array('Q', [0, 2]), plain, 0)[0]

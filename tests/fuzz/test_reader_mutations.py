@@ -2,6 +2,7 @@
 (or AuthenticationError) may come out, and a refused buffer stream writes
 nothing.  Runs in the native tier, also under the ASan/UBSan build.
 """
+
 import io
 import random
 
@@ -17,10 +18,14 @@ def _stream(mode, key, cache):
     rnd = random.Random(7)
     mem = bytearray(NPAGES * 4096)
     for p in range(0, NPAGES, 2):
-        mem[p * 4096:(p + 1) * 4096] = rnd.randbytes(4096)
+        mem[p * 4096: (p + 1) * 4096] = rnd.randbytes(4096)
     out = io.BytesIO()
-    w = emucore.StreamWriter(out, mode=mode, key=key,
-                             xbzrle_cache=emucore.XbzrleCache(1 << 16) if cache else None)
+    w = emucore.StreamWriter(
+        out,
+        mode=mode,
+        key=key,
+        xbzrle_cache=emucore.XbzrleCache(1 << 16) if cache else None,
+    )
     w.write_header()
     w.write_static_data()
     w.write_pages(mem, range(NPAGES))
@@ -38,8 +43,11 @@ def _stream(mode, key, cache):
     return out.getvalue()
 
 
-SEEDS = [(_stream('compat', None, False), None), (_stream('full', None, True), None),
-         (_stream('full', KEY, True), KEY)]
+SEEDS = [
+    (_stream('compat', None, False), None),
+    (_stream('full', None, True), None),
+    (_stream('full', KEY, True), KEY),
+]
 
 
 @st.composite
@@ -49,24 +57,46 @@ def mutated(draw):
     for _ in range(draw(st.integers(1, 4))):
         if not buf:
             break
-        op = draw(st.sampled_from(['flip', 'set32', 'cut', 'insert', 'delete']))
+        op = draw(
+            st.sampled_from(['flip', 'set32', 'cut', 'insert', 'delete'])
+        )
         pos = draw(st.integers(0, max(0, len(buf) - 1)))
         if op == 'flip':
             buf[pos] ^= 1 << draw(st.integers(0, 7))
         elif op == 'set32':
-            val = draw(st.sampled_from([0, 1, 7, 8, 1023, 1024, 1025, 4096, 0x7fffffff,
-                                        0xffffffff, 0x80004e02, 0x80004e11]))
-            buf[pos:pos + 4] = val.to_bytes(4, 'little')
+            val = draw(
+                st.sampled_from(
+                    [
+                        0,
+                        1,
+                        7,
+                        8,
+                        1023,
+                        1024,
+                        1025,
+                        4096,
+                        0x7FFFFFFF,
+                        0xFFFFFFFF,
+                        0x80004E02,
+                        0x80004E11,
+                    ]
+                )
+            )
+            buf[pos: pos + 4] = val.to_bytes(4, 'little')
         elif op == 'cut':
             del buf[pos:]
         elif op == 'insert':
             buf[pos:pos] = draw(st.binary(min_size=1, max_size=24))
         else:
-            del buf[pos:pos + draw(st.integers(1, 64))]
+            del buf[pos: pos + draw(st.integers(1, 64))]
     return bytes(buf), key, bytes(buf) != data
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=400,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(mutated(), st.booleans())
 def test_mutated_streams_fail_cleanly(case, as_file):
     data, key, changed = case
@@ -83,8 +113,9 @@ def test_mutated_streams_fail_cleanly(case, as_file):
             assert not any(dst)
     else:
         if key is not None:
-            assert not changed or data in [s for s, _ in SEEDS], \
+            assert not changed or data in [s for s, _ in SEEDS], (
                 'a modified authenticated stream was accepted'
+            )
 
 
 def test_seeds_restore():

@@ -1,4 +1,5 @@
-"""nova-xen-stubdom inspect-stream: lists records, says why a stream is refused."""
+"""inspect-stream: lists records, says why a stream is refused."""
+
 import io
 import json
 
@@ -12,8 +13,9 @@ def _image(tmp_path, key=KEY, tamper=None):
     mem = bytearray(40 * 4096)
     mem[4096:8192] = b'\x42' * 4096
     out = io.BytesIO()
-    w = emucore.StreamWriter(out, mode='full', key=key,
-                             xbzrle_cache=emucore.XbzrleCache(1 << 20))
+    w = emucore.StreamWriter(
+        out, mode='full', key=key, xbzrle_cache=emucore.XbzrleCache(1 << 20)
+    )
     w.write_header()
     w.write_static_data()
     w.write_pages(mem, range(40))
@@ -36,8 +38,16 @@ def test_lists_records_and_verifies_tags(tmp_path, capsys):
     path = _image(tmp_path)
     assert cli.main(['inspect-stream', path, '--key', KEY.hex()]) == 0
     out = capsys.readouterr().out
-    for name in ('NX_AUTH_INIT', 'LIBXC_CONTEXT', 'PAGE_DATA', 'NX_ZERO_RUNS',
-                 'NX_XBZRLE_PAGES', 'NX_BATCH_CRC32C', 'NX_AUTH_TAG', 'EMULATOR_CONTEXT'):
+    for name in (
+        'NX_AUTH_INIT',
+        'LIBXC_CONTEXT',
+        'PAGE_DATA',
+        'NX_ZERO_RUNS',
+        'NX_XBZRLE_PAGES',
+        'NX_BATCH_CRC32C',
+        'NX_AUTH_TAG',
+        'EMULATOR_CONTEXT',
+    ):
         assert name in out
     assert 'pages: 1 raw, 39 zero, 1 xbzrle' in out
     assert 'tags 2/2 verified' in out and 'verdict: ok' in out
@@ -45,7 +55,9 @@ def test_lists_records_and_verifies_tags(tmp_path, capsys):
 
 def test_wrong_key_is_refused_with_offset(tmp_path, capsys):
     path = _image(tmp_path)
-    assert cli.main(['inspect-stream', path, '--key', '11' * 32, '--json']) == 1
+    assert (
+        cli.main(['inspect-stream', path, '--key', '11' * 32, '--json']) == 1
+    )
     out = json.loads(capsys.readouterr().out)
     assert out['verdict'] == 'refused'
     assert out['error']['kind'] == 'AuthenticationError'
@@ -56,7 +68,7 @@ def test_truncated_and_no_key(tmp_path, capsys):
     path = _image(tmp_path)
     data = open(path, 'rb').read()
     short = tmp_path / 'short'
-    short.write_bytes(data[:len(data) // 2])
+    short.write_bytes(data[: len(data) // 2])
     assert cli.main(['inspect-stream', str(short)]) == 1
     assert 'REFUSED: StreamError: stream truncated' in capsys.readouterr().out
     assert cli.main(['inspect-stream', path]) == 0

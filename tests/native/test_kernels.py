@@ -5,6 +5,7 @@ module's preference tables with the ``_test_next_accel`` hook (as QEMU's
 test-bufferiszero does), so AVX2, SSE2/SSE4.2 and the portable C are all
 covered where the CPU has them.
 """
+
 import array
 import mmap
 import random
@@ -30,8 +31,10 @@ def _accel_sets():
 ACCEL_SETS = _accel_sets()
 
 
-@pytest.fixture(params=range(len(ACCEL_SETS)),
-                ids=['+'.join(sorted(set(s.values()))) for s in ACCEL_SETS])
+@pytest.fixture(
+    params=range(len(ACCEL_SETS)),
+    ids=['+'.join(sorted(set(s.values()))) for s in ACCEL_SETS],
+)
 def accel(request):
     ec._accel_reset()
     for _ in range(request.param):
@@ -57,18 +60,25 @@ def test_best_accel_matches_cpu():
 
 # ---- zero detection ------------------------------------------------------
 
+
 def test_is_zero_alignment_and_size_sweep(accel):
     backing = bytearray(64 + 1100)
     mv = memoryview(backing)
     sizes = list(range(1, 140)) + [255, 256, 257, 511, 512, 513, 1000, 1023]
     for align in range(64):
         for size in sizes:
-            buf = mv[align:align + size]
+            buf = mv[align: align + size]
             assert ec.is_zero(buf), (align, size)
             # Markers away from the pre-check's sampled bytes (0, mid, last)
             # so the accelerated loop itself must find them.
-            for pos in {1, 2, size // 3, size - 2, size - 3, (size * 3) // 4} - {
-                    0, size // 2, size - 1}:
+            for pos in {
+                1,
+                2,
+                size // 3,
+                size - 2,
+                size - 3,
+                (size * 3) // 4,
+            } - {0, size // 2, size - 1}:
                 if 0 <= pos < size:
                     buf[pos] = 0x80
                     assert not ec.is_zero(buf), (align, size, pos)
@@ -90,7 +100,9 @@ def test_zero_page_flags(accel):
     mem = bytearray(16 * 4096)
     for p in (1, 5, 15):
         mem[p * 4096 + 2049] = 7
-    assert list(ec.zero_page_flags(mem)) == [0 if p in (1, 5, 15) else 1 for p in range(16)]
+    assert list(ec.zero_page_flags(mem)) == [
+        0 if p in (1, 5, 15) else 1 for p in range(16)
+    ]
     pfns = array.array('Q', [15, 0, 5])
     assert list(ec.zero_page_flags(mem, pfns)) == [0, 1, 0]
     with pytest.raises(ValueError):
@@ -122,7 +134,7 @@ def test_crc32c_matches_reference_any_alignment(accel):
     for _ in range(200):
         a = rnd.randrange(0, 64)
         n = rnd.randrange(0, 2900)
-        data = memoryview(blob)[a:a + n]
+        data = memoryview(blob)[a: a + n]
         assert ec.crc32c(data) == ref.crc32c(data)
         cut = rnd.randrange(0, n + 1)
         assert ec.crc32c(data[cut:], ec.crc32c(data[:cut])) == ref.crc32c(data)
@@ -130,7 +142,9 @@ def test_crc32c_matches_reference_any_alignment(accel):
 
 def test_crc32c_large_releases_gil_path():
     data = random.Random(4).randbytes(1 << 20)
-    assert ec.crc32c(data) == ec.crc32c(data[1 << 19:], ec.crc32c(data[:1 << 19]))
+    assert ec.crc32c(data) == ec.crc32c(
+        data[1 << 19:], ec.crc32c(data[: 1 << 19])
+    )
 
 
 # ---- XBZRLE ---------------------------------------------------------------
@@ -141,7 +155,7 @@ ZERO = bytes(4096)
 def _page(changes):
     p = bytearray(4096)
     for off, data in changes:
-        p[off:off + len(data)] = data
+        p[off: off + len(data)] = data
     return bytes(p)
 
 
@@ -152,19 +166,61 @@ GOLDEN = [
     ('identical', ZERO, ZERO, 4096, b''),
     ('first byte', ZERO, _page([(0, b'\x01')]), 4096, b'\x00\x01\x01'),
     ('middle', ZERO, _page([(10, b'abc')]), 4096, b'\x0a\x03abc'),
-    ('two-byte zrun', ZERO, _page([(200, b'\xff')]), 4096, b'\xc8\x01\x01\xff'),
-    ('two runs', ZERO, _page([(0, b'XY'), (4095, b'Z')]), 4096,
-     b'\x00\x02XY\xfd\x1f\x01Z'),
-    ('long nzrun', ZERO, _page([(0, b'\x07' * 130)]), 4096, b'\x00\x82\x01' + b'\x07' * 130),
-    ('one-byte gap', ZERO, _page([(5, b'a'), (7, b'b')]), 4096, b'\x05\x01a\x01\x01b'),
-    ('whole page', ZERO, b'\xff' * 4096, 5000, b'\x00\x80\x20' + b'\xff' * 4096),
-    ('alternating', ZERO, bytes([i & 1 for i in range(4096)]), 8192, b'\x01\x01\x01' * 2048),
-    ('old nonzero', b'\x11' * 4096, _page([(4000, b'\x11' * 96)]), 4096,
-     b'\x00\xa0\x1f' + b'\x00' * 4000),   # 4000 = 31 * 128 + 32
+    (
+        'two-byte zrun',
+        ZERO,
+        _page([(200, b'\xff')]),
+        4096,
+        b'\xc8\x01\x01\xff',
+    ),
+    (
+        'two runs',
+        ZERO,
+        _page([(0, b'XY'), (4095, b'Z')]),
+        4096,
+        b'\x00\x02XY\xfd\x1f\x01Z',
+    ),
+    (
+        'long nzrun',
+        ZERO,
+        _page([(0, b'\x07' * 130)]),
+        4096,
+        b'\x00\x82\x01' + b'\x07' * 130,
+    ),
+    (
+        'one-byte gap',
+        ZERO,
+        _page([(5, b'a'), (7, b'b')]),
+        4096,
+        b'\x05\x01a\x01\x01b',
+    ),
+    (
+        'whole page',
+        ZERO,
+        b'\xff' * 4096,
+        5000,
+        b'\x00\x80\x20' + b'\xff' * 4096,
+    ),
+    (
+        'alternating',
+        ZERO,
+        bytes([i & 1 for i in range(4096)]),
+        8192,
+        b'\x01\x01\x01' * 2048,
+    ),
+    (
+        'old nonzero',
+        b'\x11' * 4096,
+        _page([(4000, b'\x11' * 96)]),
+        4096,
+        b'\x00\xa0\x1f' + b'\x00' * 4000,
+    ),  # 4000 = 31 * 128 + 32
 ]
 
 
-@pytest.mark.parametrize('name,old,new,limit,expected', GOLDEN, ids=[g[0] for g in GOLDEN])
+@pytest.mark.parametrize(
+    'name,old,new,limit,expected', GOLDEN, ids=[g[0] for g in GOLDEN]
+)
 def test_xbzrle_golden(accel, name, old, new, limit, expected):
     assert ref.xbzrle_encode(old, new, limit) == expected
     assert ec.xbzrle_encode(old, new, limit) == expected
@@ -174,24 +230,32 @@ def test_xbzrle_golden(accel, name, old, new, limit, expected):
     assert ref.xbzrle_decode(expected, old) == new
 
 
-@pytest.mark.parametrize('new,limit', [(b'\xff' * 4096, 4096),
-                                       (bytes([i & 1 for i in range(4096)]), 4096),
-                                       (_page([(0, b'\x01' * 100)]), 50)])
+@pytest.mark.parametrize(
+    'new,limit',
+    [
+        (b'\xff' * 4096, 4096),
+        (bytes([i & 1 for i in range(4096)]), 4096),
+        (_page([(0, b'\x01' * 100)]), 50),
+    ],
+)
 def test_xbzrle_overflow_is_none(accel, new, limit):
     assert ec.xbzrle_encode(ZERO, new, limit) is None
     assert ref.xbzrle_encode(ZERO, new, limit) is None
 
 
-@pytest.mark.parametrize('delta', [
-    b'\x00\x01a\x00\x01b',          # empty zrun after the start
-    b'\x05\x00',                    # empty nzrun
-    b'\x80\x80\x01\x01a',           # 3-byte ULEB128
-    b'\xff\x1f\x02ab',              # nzrun past the end of the page
-    b'\x00\x05ab',                  # nzrun longer than the input
-    b'\x05',                        # zrun without nzrun
-    b'\x80',                        # truncated ULEB128
-    b'\x80\x21\x01a',               # zrun 4224 past the page
-])
+@pytest.mark.parametrize(
+    'delta',
+    [
+        b'\x00\x01a\x00\x01b',  # empty zrun after the start
+        b'\x05\x00',  # empty nzrun
+        b'\x80\x80\x01\x01a',  # 3-byte ULEB128
+        b'\xff\x1f\x02ab',  # nzrun past the end of the page
+        b'\x00\x05ab',  # nzrun longer than the input
+        b'\x05',  # zrun without nzrun
+        b'\x80',  # truncated ULEB128
+        b'\x80\x21\x01a',  # zrun 4224 past the page
+    ],
+)
 def test_xbzrle_decode_rejects(delta):
     page = bytearray(b'\x33' * 4096)
     with pytest.raises(ec.FormatError):
@@ -209,7 +273,7 @@ def page_pairs(draw):
     for _ in range(draw(st.integers(0, 12))):
         off = draw(st.integers(0, size - 1))
         data = draw(st.binary(min_size=1, max_size=80))
-        new[off:off + len(data)] = data
+        new[off: off + len(data)] = data
         del new[size:]
     return bytes(old), bytes(new)
 
@@ -255,7 +319,9 @@ def test_xbzrle_decode_agrees_with_reference(delta):
 def test_xbzrle_cache_bounded_and_counts():
     c = ec.XbzrleCache(64 * 1024 + 100)
     s = c.stats()
-    assert s['slots'] == 16 and s['capacity_bytes'] == 64 * 1024 and len(c) == 0
+    assert (
+        s['slots'] == 16 and s['capacity_bytes'] == 64 * 1024 and len(c) == 0
+    )
     mem = bytearray(random.Random(5).randbytes(64 * 4096))
     out = bytearray(ec.encode_bound(1024))
     pfns = array.array('Q', range(64))
@@ -271,6 +337,7 @@ def test_xbzrle_cache_bounded_and_counts():
 
 
 # ---- dirty bitmaps --------------------------------------------------------
+
 
 @pytest.mark.parametrize('npages', [1, 7, 8, 63, 64, 65, 1000, 4097])
 def test_bitmap_ops_match_reference(npages):
@@ -321,9 +388,17 @@ def test_bitmap_npages_bound():
 
 # ---- buffer types, non-contiguous, threads --------------------------------
 
-@pytest.mark.parametrize('make', [bytes, bytearray, lambda b: memoryview(bytearray(b)),
-                                  lambda b: array.array('B', b)],
-                         ids=['bytes', 'bytearray', 'memoryview', 'array'])
+
+@pytest.mark.parametrize(
+    'make',
+    [
+        bytes,
+        bytearray,
+        lambda b: memoryview(bytearray(b)),
+        lambda b: array.array('B', b),
+    ],
+    ids=['bytes', 'bytearray', 'memoryview', 'array'],
+)
 def test_buffer_types(make):
     data = make(b'\x00' * 100 + b'123456789')
     assert not ec.is_zero(data)
@@ -354,8 +429,13 @@ def test_threads_share_cache_safely():
             out = bytearray(ec.encode_bound(1024))
             for _ in range(30):
                 pfns = array.array('Q', sorted(rnd.sample(range(256), 64)))
-                ec.encode_batch(mem, pfns, out, ec.ENC_ZERO | ec.ENC_XBZRLE | ec.ENC_CRC,
-                                cache)
+                ec.encode_batch(
+                    mem,
+                    pfns,
+                    out,
+                    ec.ENC_ZERO | ec.ENC_XBZRLE | ec.ENC_CRC,
+                    cache,
+                )
                 cache.stats()
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)

@@ -1,4 +1,5 @@
 """Stream writer/reader round trips, refusal of bad streams, record formats."""
+
 import io
 import os
 import struct
@@ -18,10 +19,10 @@ def make_mem(npages, seed=1):
     for p in range(npages):
         kind = p % 3
         if kind == 0:
-            mem[p * 4096:(p + 1) * 4096] = rnd.randbytes(4096)
+            mem[p * 4096: (p + 1) * 4096] = rnd.randbytes(4096)
         elif kind == 1 and p % 2:
             line = b'line %d of page %d: the quick brown fox\n' % (p, p)
-            mem[p * 4096:(p + 1) * 4096] = (line * 200)[:4096]
+            mem[p * 4096: (p + 1) * 4096] = (line * 200)[:4096]
     return mem
 
 
@@ -37,7 +38,7 @@ def write_stream(mem, mode='compat', key=None, cache=None, rounds=(), xs=None):
         w.write_pages(mem, pfns)
         w.end_round()
     w.write_tsc_info(mode=1, khz=2000000, nsec=5, incarnation=1)
-    w.write_hvm_params([(2, 0xfeff), (5, 1)])
+    w.write_hvm_params([(2, 0xFEFF), (5, 1)])
     w.write_hvm_context(b'hvm-context-blob')
     w.end_libxc()
     w.write_emulator_xenstore_data(xs)
@@ -50,24 +51,33 @@ def dirty_some(mem):
     """Change a few bytes in every 4th page; return the changed pfns."""
     pfns = list(range(0, len(mem) // 4096, 4))
     for p in pfns:
-        mem[p * 4096 + 100] ^= 0x5a
-        mem[p * 4096 + 3000:p * 4096 + 3004] = b'abcd'
+        mem[p * 4096 + 100] ^= 0x5A
+        mem[p * 4096 + 3000: p * 4096 + 3004] = b'abcd'
     return pfns
 
 
-@pytest.mark.parametrize('mode,key,use_cache', [
-    ('compat', None, False), ('full', None, False), ('full', None, True),
-    ('full', KEY, False), ('full', KEY, True)])
+@pytest.mark.parametrize(
+    'mode,key,use_cache',
+    [
+        ('compat', None, False),
+        ('full', None, False),
+        ('full', None, True),
+        ('full', KEY, False),
+        ('full', KEY, True),
+    ],
+)
 @pytest.mark.parametrize('as_file', [False, True])
 def test_round_trip(mode, key, use_cache, as_file):
     mem = make_mem(200)
     cache = emucore.XbzrleCache(1 << 20) if use_cache else None
-    data, w = write_stream(mem, mode, key, cache, rounds=[dirty_some, dirty_some])
+    data, w = write_stream(
+        mem, mode, key, cache, rounds=[dirty_some, dirty_some]
+    )
     dst = bytearray(len(mem))
     src = io.BytesIO(data) if as_file else data
     res = emucore.StreamReader(src, key=key).restore(dst)
     assert dst == mem
-    assert res.hvm_params == [(2, 0xfeff), (5, 1)]
+    assert res.hvm_params == [(2, 0xFEFF), (5, 1)]
     assert res.hvm_context == b'hvm-context-blob'
     assert res.tsc_info == (1, 2000000, 5, 1)
     assert res.emulator_context == b'QEVM device state'
@@ -79,14 +89,21 @@ def test_round_trip(mode, key, use_cache, as_file):
         assert res.stats['crc_checked'] > 0
     if use_cache:
         assert w.stats['xbzrle_pages'] > 0
-        assert res.stats['xbzrle_pages'] == w.stats['xbzrle_pages'] + w.stats['unchanged_pages']
+        assert (
+            res.stats['xbzrle_pages']
+            == w.stats['xbzrle_pages'] + w.stats['unchanged_pages']
+        )
 
 
 def test_full_mode_is_smaller():
     mem = make_mem(120)
     compat, _ = write_stream(bytearray(mem), 'compat')
-    full, _ = write_stream(bytearray(mem), 'full', cache=emucore.XbzrleCache(1 << 20),
-                           rounds=[dirty_some])
+    full, _ = write_stream(
+        bytearray(mem),
+        'full',
+        cache=emucore.XbzrleCache(1 << 20),
+        rounds=[dirty_some],
+    )
     compat2, _ = write_stream(bytearray(mem), 'compat', rounds=[dirty_some])
     assert len(full) < len(compat2)
     assert len(compat) < len(compat2)
@@ -94,11 +111,15 @@ def test_full_mode_is_smaller():
 
 def test_buffer_sources_mmap_memoryview(tmp_path):
     import mmap
+
     mem = make_mem(64)
     data, _ = write_stream(mem, 'full', KEY)
     p = tmp_path / 'img'
     p.write_bytes(data)
-    with open(p, 'rb') as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+    with (
+        open(p, 'rb') as f,
+        mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm,
+    ):
         dst = mmap.mmap(-1, len(mem))
         emucore.StreamReader(mm, key=KEY).restore(dst)
         assert dst[:] == bytes(mem)
@@ -119,7 +140,9 @@ def _restore_refused(data, key, exc=emucore.StreamError, as_file=False):
 def test_wrong_key_refused_before_any_write():
     data, _ = write_stream(make_mem(64), 'full', KEY)
     for as_file in (False, True):
-        dst, err = _restore_refused(data, b'x' * 32, emucore.AuthenticationError, as_file)
+        dst, err = _restore_refused(
+            data, b'x' * 32, emucore.AuthenticationError, as_file
+        )
         assert not any(dst)
         assert err.rtype == fmt.REC_TYPE_NX_AUTH_TAG and err.offset > 0
 
@@ -133,7 +156,9 @@ def test_tampered_byte_refused_before_any_write():
         assert not any(dst), pos
 
 
-@pytest.mark.parametrize('mode,key', [('compat', None), ('full', None), ('full', KEY)])
+@pytest.mark.parametrize(
+    'mode,key', [('compat', None), ('full', None), ('full', KEY)]
+)
 def test_truncated_refused_before_any_write(mode, key):
     data, _ = write_stream(make_mem(64), mode, key)
     for cut in (5, 16, 100, len(data) // 2, len(data) - 8, len(data) - 1):
@@ -153,7 +178,7 @@ def test_stripped_final_tag_refused():
     data, _ = write_stream(make_mem(16), 'full', KEY)
     tag_len = 8 + 40
     end = data[-8:]
-    stripped = data[:-8 - tag_len] + end
+    stripped = data[: -8 - tag_len] + end
     _restore_refused(stripped, KEY, emucore.AuthenticationError)
 
 
@@ -164,14 +189,19 @@ def test_compat_mode_has_no_optional_records():
     names = [(r.layer, r.name) for r in recs]
     assert names[0] == ('libxl', 'LIBXC_CONTEXT')
     assert ('libxc', 'STATIC_DATA_END') in names
-    assert names[-3:] == [('libxl', 'EMULATOR_XENSTORE_DATA'),
-                          ('libxl', 'EMULATOR_CONTEXT'), ('libxl', 'END')]
+    assert names[-3:] == [
+        ('libxl', 'EMULATOR_XENSTORE_DATA'),
+        ('libxl', 'EMULATOR_CONTEXT'),
+        ('libxl', 'END'),
+    ]
 
 
 def test_compat_refuses_xenstore_pairs_unless_spec():
     with pytest.raises(ValueError, match='verify-stream-v2'):
         write_stream(make_mem(4), 'compat', xs={'physmap/1/size': '1000'})
-    data, _ = write_stream(make_mem(4), 'full', xs={'physmap/1/size': '1000', 'a': 'b'})
+    data, _ = write_stream(
+        make_mem(4), 'full', xs={'physmap/1/size': '1000', 'a': 'b'}
+    )
     res = emucore.StreamReader(data).verify()
     assert res.emulator_xenstore_data == {'physmap/1/size': '1000', 'a': 'b'}
 
@@ -182,18 +212,24 @@ def test_format_sizes_match_spec():
 
 
 def test_header_constants_match_c_header():
-    hdr = os.path.join(os.path.dirname(emucore.__file__), 'include', 'emucore_stream.h')
+    hdr = os.path.join(
+        os.path.dirname(emucore.__file__), 'include', 'emucore_stream.h'
+    )
     text = open(hdr).read()
-    pairs = {'EMU_REC_ZERO_RUNS': fmt.REC_TYPE_NX_ZERO_RUNS,
-             'EMU_REC_XBZRLE_PAGES': fmt.REC_TYPE_NX_XBZRLE_PAGES,
-             'EMU_REC_BATCH_CRC32C': fmt.REC_TYPE_NX_BATCH_CRC32C,
-             'EMU_REC_AUTH_INIT': fmt.REC_TYPE_NX_AUTH_INIT,
-             'EMU_REC_AUTH_TAG': fmt.REC_TYPE_NX_AUTH_TAG,
-             'EMU_LIBXC_REC_PAGE_DATA': fmt.REC_TYPE_PAGE_DATA,
-             'EMU_LIBXC_REC_STATIC_DATA_END': fmt.REC_TYPE_STATIC_DATA_END,
-             'EMU_LIBXL_REC_EMULATOR_CONTEXT': fmt.LIBXL_REC_TYPE_EMULATOR_CONTEXT,
-             'EMU_LIBXC_IDENT': fmt.IHDR_IDENT, 'EMU_LIBXL_IDENT': fmt.LIBXL_HDR_IDENT}
+    pairs = {
+        'EMU_REC_ZERO_RUNS': fmt.REC_TYPE_NX_ZERO_RUNS,
+        'EMU_REC_XBZRLE_PAGES': fmt.REC_TYPE_NX_XBZRLE_PAGES,
+        'EMU_REC_BATCH_CRC32C': fmt.REC_TYPE_NX_BATCH_CRC32C,
+        'EMU_REC_AUTH_INIT': fmt.REC_TYPE_NX_AUTH_INIT,
+        'EMU_REC_AUTH_TAG': fmt.REC_TYPE_NX_AUTH_TAG,
+        'EMU_LIBXC_REC_PAGE_DATA': fmt.REC_TYPE_PAGE_DATA,
+        'EMU_LIBXC_REC_STATIC_DATA_END': fmt.REC_TYPE_STATIC_DATA_END,
+        'EMU_LIBXL_REC_EMULATOR_CONTEXT': fmt.LIBXL_REC_TYPE_EMULATOR_CONTEXT,
+        'EMU_LIBXC_IDENT': fmt.IHDR_IDENT,
+        'EMU_LIBXL_IDENT': fmt.LIBXL_HDR_IDENT,
+    }
     import re
+
     for name, value in pairs.items():
         m = re.search(r'#define %s\s+(0x[0-9a-fA-F]+)' % name, text)
         assert m, name
@@ -203,7 +239,11 @@ def test_header_constants_match_c_header():
 def test_errors_name_record_and_offset():
     data, _ = write_stream(make_mem(8), 'compat')
     recs = list(emucore.StreamReader(data).records())
-    pd = [r for r in recs if r.layer == 'libxc' and r.rtype == fmt.REC_TYPE_PAGE_DATA][0]
+    pd = [
+        r
+        for r in recs
+        if r.layer == 'libxc' and r.rtype == fmt.REC_TYPE_PAGE_DATA
+    ][0]
     bad = bytearray(data)
     # Reserved field of the PAGE_DATA body.
     bad[pd.offset + 8 + 4] = 1
@@ -253,7 +293,9 @@ def migration_rounds(draw):
         for p in dirty:
             kind = draw(st.sampled_from(['small', 'zero', 'random', 'same']))
             off = draw(st.integers(0, 4095))
-            writes.append((p, kind, off, draw(st.binary(min_size=1, max_size=64))))
+            writes.append(
+                (p, kind, off, draw(st.binary(min_size=1, max_size=64)))
+            )
         rounds.append((dirty, writes))
     return npages, rounds
 
@@ -261,17 +303,29 @@ def migration_rounds(draw):
 def _apply_write(mem, rnd, p, kind, off, data):
     base = p * 4096
     if kind == 'small':
-        mem[base + off:base + min(4096, off + len(data))] = data[:4096 - off]
+        mem[base + off: base + min(4096, off + len(data))] = data[
+            : 4096 - off
+        ]
     elif kind == 'zero':
-        mem[base:base + 4096] = bytes(4096)
+        mem[base: base + 4096] = bytes(4096)
     elif kind == 'random':
-        mem[base:base + 4096] = rnd.randbytes(4096)
+        mem[base: base + 4096] = rnd.randbytes(4096)
 
 
 @settings(max_examples=60, deadline=None)
-@given(migration_rounds(), st.sampled_from([('compat', None, False), ('full', None, True),
-                                            ('full', KEY, True), ('full', KEY, False)]),
-       st.integers(1, 1 << 20), st.booleans())
+@given(
+    migration_rounds(),
+    st.sampled_from(
+        [
+            ('compat', None, False),
+            ('full', None, True),
+            ('full', KEY, True),
+            ('full', KEY, False),
+        ]
+    ),
+    st.integers(1, 1 << 20),
+    st.booleans(),
+)
 def test_round_trip_property(case, mode, cache_bytes, as_file):
     npages, rounds = case
     mode_name, key, use_cache = mode
@@ -279,15 +333,20 @@ def test_round_trip_property(case, mode, cache_bytes, as_file):
     mem = make_mem(npages, seed=npages)
     cache = emucore.XbzrleCache(max(4096, cache_bytes)) if use_cache else None
     out = io.BytesIO()
-    w = emucore.StreamWriter(out, mode=mode_name, key=key, xbzrle_cache=cache,
-                             segment_bytes=rnd.choice([4096, 1 << 20]))
+    w = emucore.StreamWriter(
+        out,
+        mode=mode_name,
+        key=key,
+        xbzrle_cache=cache,
+        segment_bytes=rnd.choice([4096, 1 << 20]),
+    )
     w.write_header()
     w.write_static_data()
     w.write_pages(mem, range(npages))
     for dirty, writes in rounds:
         for p, kind, off, data in writes:
             _apply_write(mem, rnd, p, kind, off, data)
-        w.write_pages(mem, dirty)      # unsorted, duplicates allowed
+        w.write_pages(mem, dirty)  # unsorted, duplicates allowed
         w.end_round()
     w.end_libxc()
     w.write_emulator_xenstore_data()
@@ -295,16 +354,24 @@ def test_round_trip_property(case, mode, cache_bytes, as_file):
     w.close()
     dst = bytearray(len(mem))
     data = out.getvalue()
-    emucore.StreamReader(io.BytesIO(data) if as_file else data, key=key).restore(dst)
+    emucore.StreamReader(
+        io.BytesIO(data) if as_file else data, key=key
+    ).restore(dst)
     assert dst == mem
 
 
 def test_crc_catches_corruption_without_key():
     data, _ = write_stream(make_mem(32), 'full')
     recs = list(emucore.StreamReader(data).records())
-    pd = [r for r in recs if r.layer == 'libxc' and r.rtype == fmt.REC_TYPE_PAGE_DATA][0]
+    pd = [
+        r
+        for r in recs
+        if r.layer == 'libxc' and r.rtype == fmt.REC_TYPE_PAGE_DATA
+    ][0]
     bad = bytearray(data)
-    bad[pd.offset + pd.length - 5] ^= 0xff      # inside the last page of the record
+    bad[pd.offset + pd.length - 5] ^= (
+        0xFF  # inside the last page of the record
+    )
     dst, err = _restore_refused(bytes(bad), None, emucore.RecordError)
     assert err.rtype == fmt.REC_TYPE_NX_BATCH_CRC32C
     assert not any(dst)

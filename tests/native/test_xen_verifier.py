@@ -5,6 +5,7 @@ tools/ci/tier-native.sh unpacks the package under build/ and sets
 XEN_VERIFY_STREAM / XEN_PYTHONPATH / REQUIRE_XEN_VERIFIER=1, so in CI a
 missing verifier is a failure, not a skip.
 """
+
 import io
 import os
 import random
@@ -15,18 +16,34 @@ import pytest
 
 from nova_xen_stubdom import emucore
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DEFAULT = os.path.join(ROOT, 'build', 'xen-utils-4.17', 'usr', 'lib', 'xen-4.17')
+ROOT = os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+)
+DEFAULT = os.path.join(
+    ROOT, 'build', 'xen-utils-4.17', 'usr', 'lib', 'xen-4.17'
+)
 
 
 def _verifier():
-    exe = os.environ.get('XEN_VERIFY_STREAM', os.path.join(DEFAULT, 'bin', 'verify-stream-v2'))
-    pypath = os.environ.get('XEN_PYTHONPATH', os.path.join(DEFAULT, 'lib', 'python'))
-    if os.path.exists(exe) and os.path.isdir(os.path.join(pypath, 'xen', 'migration')):
+    exe = os.environ.get(
+        'XEN_VERIFY_STREAM', os.path.join(DEFAULT, 'bin', 'verify-stream-v2')
+    )
+    pypath = os.environ.get(
+        'XEN_PYTHONPATH', os.path.join(DEFAULT, 'lib', 'python')
+    )
+    if os.path.exists(exe) and os.path.isdir(
+        os.path.join(pypath, 'xen', 'migration')
+    ):
         return exe, pypath
     if os.environ.get('REQUIRE_XEN_VERIFIER') == '1':
-        pytest.fail('verify-stream-v2 not found at %s (tools/ci/tier-native.sh fetches it)' % exe)
-    pytest.skip('Xen verify-stream-v2 not unpacked (run tools/ci/tier-native.sh)')
+        pytest.fail(
+            'verify-stream-v2 not found at %s '
+            '(tools/ci/tier-native.sh fetches it)'
+            % exe
+        )
+    pytest.skip(
+        'Xen verify-stream-v2 not unpacked (run tools/ci/tier-native.sh)'
+    )
 
 
 def run_verifier(data, tmp_path, name='stream'):
@@ -36,13 +53,23 @@ def run_verifier(data, tmp_path, name='stream'):
     env = dict(os.environ, PYTHONPATH=pypath)
     # The script's shebang is /usr/bin/python3; run it with the system
     # python3 explicitly (Xen's modules need nothing beyond the stdlib).
-    py = '/usr/bin/python3' if os.path.exists('/usr/bin/python3') else sys.executable
-    return subprocess.run([py, exe, '-v', '-f', 'libxl', '-i', str(path)], env=env,
-                          capture_output=True, text=True, timeout=300)
+    py = (
+        '/usr/bin/python3'
+        if os.path.exists('/usr/bin/python3')
+        else sys.executable
+    )
+    return subprocess.run(
+        [py, exe, '-v', '-f', 'libxl', '-i', str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
-def guest_stream(npages, fill, rounds=0, params=None, cpuid=b'', msr=b'', seed=0,
-                 pfns=None):
+def guest_stream(
+    npages, fill, rounds=0, params=None, cpuid=b'', msr=b'', seed=0, pfns=None
+):
     rnd = random.Random(seed)
     mem = bytearray(npages * 4096)
     fill(mem, rnd)
@@ -54,11 +81,14 @@ def guest_stream(npages, fill, rounds=0, params=None, cpuid=b'', msr=b'', seed=0
     for r in range(rounds):
         dirty = sorted(rnd.sample(range(npages), max(1, npages // 10)))
         for p in dirty:
-            mem[p * 4096 + rnd.randrange(4096)] ^= 0xff
+            mem[p * 4096 + rnd.randrange(4096)] ^= 0xFF
         w.write_pages(mem, dirty)
     w.write_tsc_info(mode=0, khz=2400000, nsec=123456789, incarnation=2)
-    w.write_hvm_params(params if params is not None else
-                       [(2, 0xfeffc000), (5, 1), (12, 0xfeff0000), (35, 1)])
+    w.write_hvm_params(
+        params
+        if params is not None
+        else [(2, 0xFEFFC000), (5, 1), (12, 0xFEFF0000), (35, 1)]
+    )
     w.write_hvm_context(rnd.randbytes(1024 + 8 * npages % 7))
     w.end_libxc()
     w.write_emulator_xenstore_data()
@@ -82,13 +112,22 @@ def _typical(mem, rnd):
             continue
         page = bytearray(base)
         page[rnd.randrange(4000):][:16] = rnd.randbytes(16)
-        mem[p * 4096:(p + 1) * 4096] = page
+        mem[p * 4096: (p + 1) * 4096] = page
 
 
 def _text(mem, rnd):
-    words = [b'xen', b'stub', b'domain', b'nova', b'migrate', b'page', b'the', b'of']
+    words = [
+        b'xen',
+        b'stub',
+        b'domain',
+        b'nova',
+        b'migrate',
+        b'page',
+        b'the',
+        b'of',
+    ]
     text = b' '.join(rnd.choice(words) for _ in range(len(mem) // 4))
-    mem[:] = text[:len(mem)].ljust(len(mem), b'.')
+    mem[:] = text[: len(mem)].ljust(len(mem), b'.')
 
 
 GUESTS = {
@@ -96,9 +135,12 @@ GUESTS = {
     'random-300-pages': dict(npages=300, fill=_random),
     'typical-2048-pages-3-rounds': dict(npages=2048, fill=_typical, rounds=3),
     'text-777-pages': dict(npages=777, fill=_text, params=[]),
-    'with-cpuid-msr-policy': dict(npages=64, fill=_random,
-                                  cpuid=bytes(24 * 3), msr=bytes(16 * 2)),
-    'sparse-pfns': dict(npages=4096, fill=_typical, pfns=list(range(0, 4096, 7))),
+    'with-cpuid-msr-policy': dict(
+        npages=64, fill=_random, cpuid=bytes(24 * 3), msr=bytes(16 * 2)
+    ),
+    'sparse-pfns': dict(
+        npages=4096, fill=_typical, pfns=list(range(0, 4096, 7))
+    ),
 }
 
 
@@ -119,7 +161,7 @@ def test_verifier_really_checks(tmp_path):
     """Negative controls: the verifier runs and refuses what it should."""
     data = guest_stream(npages=8, fill=_random)
     bad = bytearray(data)
-    bad[16 + 8 + 12] = 9          # libxc image header version 9
+    bad[16 + 8 + 12] = 9  # libxc image header version 9
     res = run_verifier(bytes(bad), tmp_path, 'bad-version')
     assert res.returncode != 0
     assert 'Unknown image version' in res.stderr
