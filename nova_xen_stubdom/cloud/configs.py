@@ -140,6 +140,9 @@ def keystone_conf(lay: L.Layout) -> Sections:
         'database': {'connection': lay.db_url('keystone')},
         'token': {'provider': 'fernet'},
         'fernet_tokens': {'key_repository': lay.data / 'keystone' / 'fernet'},
+        # fernet_setup also writes receipt keys (default /etc/keystone)
+        'fernet_receipts': {'key_repository':
+                            lay.data / 'keystone' / 'fernet'},
         'credential': {'key_repository':
                        lay.data / 'keystone' / 'credential'},
         # bcrypt cost 4, not 12: tempest creates a user per test class

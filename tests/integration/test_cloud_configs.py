@@ -117,3 +117,17 @@ def test_tempest_conf_disables_the_plugin_for_the_fake_driver(tmp_path):
     conf = tempest_conf.tempest_conf(facts, tmp_path)
     assert conf['service_available']['xen_stubdom'] is False
     assert 'xen_stubdom' not in conf
+
+
+def test_nothing_is_written_outside_the_cloud_dir(lay):
+    """Every path in every generated file lies under the cloud's dir (or
+    the venvs): keystone's receipt keys once landed in /etc/keystone."""
+    files = configs.write_all(lay, 'xen_stubdom', 'http://127.0.0.1:9363')
+    allowed = (str(lay.root), str(lay.nova_venv), str(lay.keystone_venv))
+    for path in files.values():
+        for section in _read(path).values():
+            for value in section.values():
+                if value.startswith('/'):
+                    assert value.startswith(allowed), (path, value)
+    ks = _read(files['keystone'])
+    assert ks['fernet_receipts']['key_repository'].startswith(str(lay.root))
