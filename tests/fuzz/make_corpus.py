@@ -4,6 +4,9 @@ Seeds are real record bodies cut from streams our writer produces (PAGE_DATA,
 ZERO_RUNS, XBZRLE_PAGES), record sequences, XBZRLE encodings and bitmaps,
 each prefixed by the harness's two selector bytes.  Re-run after a format
 change:  python tests/fuzz/make_corpus.py
+The other files in corpus/ (named by libFuzzer's SHA-1) are inputs the
+fuzzer found, kept with ``fuzz_records -merge=1 NEW tests/fuzz/corpus
+build/fuzz/corpus`` so each CI run starts from their coverage.
 """
 
 import array
