@@ -17,6 +17,7 @@ from typing import Optional
 
 from nova_xen_stubdom.sim import api, devices, wire
 from nova_xen_stubdom.sim.api import handler
+from nova_xen_stubdom.sim.db import new_ref
 from nova_xen_stubdom.sim.errors import XapiError, handle_invalid
 from nova_xen_stubdom.sim.schema import NULL_REF
 
@@ -26,7 +27,8 @@ LOG = logging.getLogger(__name__)
 @contextlib.contextmanager
 def operation(ctx, vm: str, op: str):
     pool = ctx.pool
-    token = ctx.task or 'OpaqueRef:%s' % op
+    # XAPI runs even a synchronous call under an (internal) task
+    token = ctx.task or new_ref()
     with pool.lock:
         current = pool.vm_ops.get(vm)
         if current is not None:

@@ -75,3 +75,13 @@ def test_generic_share_of_datamodel_messages():
                                   if m.wire_name not in api.HANDLERS])
     assert cov['generic'] + cov['hand_written'] + \
         cov['not_implemented'] == cov['live_messages']
+
+
+def test_cli_help_and_bad_topology(capsys):
+    from nova_xen_stubdom.sim import cli
+    with pytest.raises(SystemExit) as e:
+        cli.main(['--help'])
+    assert e.value.code == 0
+    assert '--state-dir' in capsys.readouterr().out
+    assert cli.main(['--hosts', '1', '--pools', '2']) == 2
+    assert 'pools' in capsys.readouterr().err
