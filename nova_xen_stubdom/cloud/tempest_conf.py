@@ -77,6 +77,8 @@ def tempest_conf(facts: Dict[str, object], log_dir: Path) -> Dict[str, Dict]:
             'xen_stubdom': ours,
         },
         'network-feature-enabled': {'api_extensions': ''},
+        # tempest's serial-test lock (default /tmp/tempest-lock)
+        'oslo_concurrency': {'lock_path': log_dir / 'locks'},
         'validation': {'run_validation': False},
     }
     if ours:

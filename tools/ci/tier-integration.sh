@@ -96,7 +96,8 @@ log "cloud up (driver ${CLOUD_DRIVER:-xen_stubdom})"
 
 WS=$DIR/tempest-ws
 export HOME=$DIR/data/tempest-home       # tempest writes ~/.tempest
-mkdir -p "$HOME"
+export TMPDIR=$DIR/data/tempest-tmp      # and its locks under $TMPDIR
+mkdir -p "$HOME" "$TMPDIR"
 rm -rf "$WS" "$DIR/data/tempest-workspace.yaml"
 "$DIR/venv-tempest/bin/tempest" init --workspace-path \
     "$DIR/data/tempest-workspace.yaml" "$WS" >/dev/null || exit 1
