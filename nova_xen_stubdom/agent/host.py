@@ -18,15 +18,21 @@ class HostAgent:
 
     :param backend: the host's :class:`HypervisorBackend` (``xen`` or ``sim``).
     :param host_uuid: XAPI uuid of the host this agent runs on.
-    :param allow_dom0_device_model: host policy; when False (the default) a
-        guest without a stub domain gets no device model at all.
+    :param allow_dom0_device_model: host policy; when False a guest without
+        a stub domain gets no device model at all.  None (the default) reads
+        ``[xen_stubdom] allow_dom0_device_model`` (False unless set).
     """
 
     def __init__(self, backend: backend_mod.HypervisorBackend,
-                 host_uuid: str, *, allow_dom0_device_model: bool = False):
+                 host_uuid: str, *,
+                 allow_dom0_device_model: Optional[bool] = None):
         self.backend = backend
         self.host_uuid = host_uuid
-        self.allow_dom0_device_model = allow_dom0_device_model
+        if allow_dom0_device_model is None:
+            from nova_xen_stubdom import conf
+            allow_dom0_device_model = \
+                conf.CONF.xen_stubdom.allow_dom0_device_model
+        self.allow_dom0_device_model = bool(allow_dom0_device_model)
         self._locks: Dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 

@@ -21,6 +21,7 @@ class TestHostAndEvents(base.XenStubdomTestBase):
             self.assertTrue(driver.node_is_available(name))
         rp = self._get_provider_uuid_by_host('host1')
         inv = self._get_provider_inventory(rp)
+        driver1 = self.computes_by_name['host1'].manager.driver
         self.assertEqual(8, inv['VCPU']['total'])
         # 16 GiB host - 1 GiB dom0 (Xen's own overhead is 0 in the sim)
         self.assertEqual(15 * 1024, inv['MEMORY_MB']['total'])
@@ -33,8 +34,12 @@ class TestHostAndEvents(base.XenStubdomTestBase):
                                                  '192'})
         server = self._create_server(flavor_id=flavor, networks='none',
                                      host='host1')
-        # the stub domain's memory is reserved on the host's provider
+        # the stub domain's memory is reserved on the host's provider; the
+        # periodic tasks read the event cache: no per-VM XAPI call
+        seen = len(driver1._client.call_log.records)
         self._run_periodics()
+        names = [r[0] for r in driver1._client.call_log.records[seen:]]
+        self.assertEqual([], [n for n in names if n.startswith('VM')])
         inv = self._get_provider_inventory(rp)
         self.assertEqual(reserved_before + 192, inv['MEMORY_MB']['reserved'])
         self.assertFlavorMatchesAllocation(
@@ -115,3 +120,20 @@ class TestHostAndEvents(base.XenStubdomTestBase):
             self._wait_until_deleted(s)
         for s in servers[:2]:
             self._delete_server(s)
+
+    def test_no_device_model_in_dom0(self):
+        # an HVM VM made behind Nova's back, without a stub domain: the
+        # device-model wrapper refuses to start QEMU in dom0
+        from nova_xen_stubdom.sim import testing
+        x = self.xapi()
+        vm = x.VM.create(testing.vm_record(name='rogue', hvm=True))
+        self.addCleanup(x.VM.destroy, vm)
+        try:
+            x.VM.start(vm, False, False)
+        except Exception as exc:        # XenAPI.Failure
+            self.assertIn('allow_dom0_device_model', str(exc))
+        else:
+            self.fail('an HVM guest started with its QEMU in dom0')
+        self.assertEqual('Halted', x.VM.get_power_state(vm))
+        for h in self.sim.hosts:
+            self.assertNotIn(0, h.hypervisor.device_models.values())
