@@ -375,3 +375,44 @@ def test_crc_catches_corruption_without_key():
     dst, err = _restore_refused(bytes(bad), None, emucore.RecordError)
     assert err.rtype == fmt.REC_TYPE_NX_BATCH_CRC32C
     assert not any(dst)
+
+
+def test_socket_stream_applies_verified_segments_only():
+    """Live migration: segments are applied once their tag verifies; a bad
+    second round is refused before any of its pages is written."""
+    import socket
+    import threading
+
+    round1 = make_mem(64)
+    mem = bytearray(round1)
+    data, _ = write_stream(mem, 'full', KEY, rounds=[dirty_some])
+    assert mem != round1
+    recs = list(emucore.StreamReader(data, key=KEY).records())
+    first_tag = [r for r in recs if r.rtype == fmt.REC_TYPE_NX_AUTH_TAG][0]
+    second = [
+        r
+        for r in recs
+        if r.layer == 'libxc'
+        and r.rtype == fmt.REC_TYPE_PAGE_DATA
+        and r.offset > first_tag.offset
+    ][0]
+    bad = bytearray(data)
+    bad[second.offset + 8 + second.length - 1] ^= 1   # last byte of a page
+    a, b = socket.socketpair()
+    sender = threading.Thread(target=lambda: (a.sendall(bytes(bad)),
+                                              a.close()))
+    sender.start()
+    dst = bytearray(len(mem))
+    try:
+        with b, b.makefile('rb') as f:
+            reader = emucore.StreamReader(f, key=KEY)
+            try:
+                reader.restore(dst)
+            except emucore.StreamError as exc:
+                err = exc
+            else:
+                raise AssertionError('tampered stream accepted')
+    finally:
+        sender.join()
+    assert err.offset > first_tag.offset
+    assert dst == round1
