@@ -49,3 +49,16 @@ class DeviceModelRefused(AgentError):
                '%(domid)s (VM %(vm_uuid)s): it has no linked stub domain and '
                'allow_dom0_device_model is off')
     code = 'DOM0_DEVICE_MODEL_REFUSED'
+
+
+class XenUnavailable(AgentError):
+    """The ``xen`` backend was asked for outside a Xen dom0."""
+    msg_fmt = ('the xen backend only works in a Xen dom0 (with Xen 4.17 '
+               'libraries and %(privcmd)s): %(reason)s')
+    code = 'XEN_UNAVAILABLE'
+
+
+class HypervisorCallFailed(AgentError):
+    """A Xen library call failed; names the call and its errno."""
+    msg_fmt = '%(call)s failed: errno %(errno)d (%(strerror)s)%(detail)s'
+    code = 'HYPERVISOR_CALL_FAILED'
