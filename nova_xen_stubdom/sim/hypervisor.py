@@ -56,8 +56,13 @@ class Domain:
         self.logdirty = False
         self.lock = threading.Lock()
         self.bitmap = bytearray((self.max_pfn + 7) // 8)
-        self.hvm_context = _initial_hvm_context(domid, vm_uuid) if hvm else b''
-        self.hvm_params: Dict[int, int] = ({2: 0xfeffc, 1: 0} if hvm else {})
+        self.hvm_context = (_initial_hvm_context(domid, vm_uuid, vcpus)
+                            if hvm else b'')
+        # HVM_PARAM_STORE_PFN (1), STORE_EVTCHN (2), CONSOLE_PFN (17),
+        # CONSOLE_EVTCHN (18): the special pages sit at the top of RAM
+        self.hvm_params: Dict[int, int] = (
+            {1: self.max_pfn - 1, 2: 1, 17: self.max_pfn - 2, 18: 2}
+            if hvm else {})
         self.console: List[str] = []
         self.pages_dirtied = 0
         self.mem_path = ''
@@ -140,11 +145,51 @@ class Domain:
                 pass
 
 
-def _initial_hvm_context(domid: int, vm_uuid: str) -> bytes:
-    # A stand-in for Xen's HVM save records: a header + CPU blob whose bytes
-    # depend on the domain, so a restore can be checked byte for byte.
-    body = hashlib.sha256(('%s/%d' % (vm_uuid, domid)).encode()).digest() * 8
-    return struct.pack('<4sII', b'HVMC', 1, len(body)) + body
+#: Xen's HVM save format (xen/include/public/arch-x86/hvm/save.h): records
+#: of (typecode u16, instance u16, length u32) + body, HEADER first, END last
+HVM_SAVE_MAGIC = 0x54381286
+HVM_TYPE_END, HVM_TYPE_HEADER, HVM_TYPE_CPU = 0, 1, 2
+_HVM_CPU_SIZE = 1024
+
+
+def _hvm_record(typecode: int, instance: int, body: bytes) -> bytes:
+    return struct.pack('<HHI', typecode, instance, len(body)) + body
+
+
+def _initial_hvm_context(domid: int, vm_uuid: str, vcpus: int = 1) -> bytes:
+    """A blob shaped like Xen's HVM context: a HEADER record (magic,
+    version 1, changeset, cpuid, gtsc_khz), one CPU record per vCPU whose
+    registers depend on the domain (so a restore can be checked byte for
+    byte) and the END record."""
+    out = _hvm_record(HVM_TYPE_HEADER, 0, struct.pack(
+        '<IIQII', HVM_SAVE_MAGIC, 1, 0, 0x50654, 2600000))
+    for cpu in range(max(1, vcpus)):
+        seed = ('%s/%d/%d' % (vm_uuid, domid, cpu)).encode()
+        regs = b''.join(hashlib.sha256(seed + bytes([i])).digest()
+                        for i in range(_HVM_CPU_SIZE // 32))
+        out += _hvm_record(HVM_TYPE_CPU, cpu, regs)
+    return out + _hvm_record(HVM_TYPE_END, 0, b'')
+
+
+def walk_hvm_context(blob: bytes):
+    """[(typecode, instance, body)] of an HVM context; ValueError if the
+    records do not tile the blob or the END record is missing."""
+    out, off = [], 0
+    while off < len(blob):
+        if off + 8 > len(blob):
+            raise ValueError('truncated HVM record header at %d' % off)
+        typecode, instance, length = struct.unpack_from('<HHI', blob, off)
+        body = blob[off + 8:off + 8 + length]
+        if len(body) != length:
+            raise ValueError('HVM record at %d: length %d, %d bytes left'
+                             % (off, length, len(body)))
+        out.append((typecode, instance, body))
+        off += 8 + length
+        if typecode == HVM_TYPE_END:
+            if off != len(blob):
+                raise ValueError('data after the END record')
+            return out
+    raise ValueError('no END record')
 
 
 class Hypervisor:

@@ -79,8 +79,11 @@ def test_workload_dirties_pages_into_logdirty_bitmap(be):
 
 def test_hvm_context_and_params(be):
     domid = be.create_domain('uuid-3', True, 1 << 20)
+    from nova_xen_stubdom.sim.hypervisor import walk_hvm_context
     blob = be.get_hvm_context(domid)
-    assert blob[:4] == b'HVMC'
+    records = walk_hvm_context(blob)
+    assert [(t, i) for t, i, _b in records] == [(1, 0), (2, 0), (0, 0)]
+    assert records[0][2][:4] == (0x54381286).to_bytes(4, 'little')
     be.set_hvm_context(domid, b'new')
     assert be.get_hvm_context(domid) == b'new'
     be.set_hvm_params(domid, {5: 7})
