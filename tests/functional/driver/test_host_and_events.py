@@ -69,6 +69,20 @@ class TestHostAndEvents(base.XenStubdomTestBase):
         qemu = hv.qemus[int(guest['domid'])]
         self.assertEqual(int(stub['domid']), qemu.domid)
         self.assertEqual(qemu.vnc.port, console.port)
+        diag = compute.manager.driver.get_diagnostics(inst)
+        self.assertEqual((int(guest['domid']), int(stub['domid'])),
+                         (diag['domid'], diag['stubdom_domid']))
+        self.assertEqual(128, diag['stubdom_memory_mb'])
+        # the host rebooted under a running guest: Nova asks to restore it
+        compute.manager.driver.power_off(inst)
+        g, s = self.xapi_vms(server)
+        self.assertEqual(('Halted', 'Halted'),
+                         (g['power_state'], s['power_state']))
+        compute.manager.driver.resume_state_on_host_boot(None, inst, [],
+                                                         None)
+        g, s = self.xapi_vms(server)
+        self.assertEqual(('Running', 'Running'),
+                         (g['power_state'], s['power_state']))
         resp = self.api.api_post(
             '/servers/%s/remote-consoles' % server['id'],
             {'remote_console': {'protocol': 'vnc', 'type': 'novnc'}})
