@@ -7,7 +7,6 @@ backed by the VDI's file or the network's bridge.  VDIs are sparse files.
 import importlib
 import logging
 import os
-import shutil
 
 from nova_xen_stubdom.sim import api, storage
 from nova_xen_stubdom.sim.api import handler
@@ -269,8 +268,22 @@ def vdi_resize(ctx, vdi, size):
 
 
 @handler('VDI.copy')
-def vdi_copy(ctx, vdi, sr):
+def vdi_copy(ctx, vdi, sr, base_vdi, into_vdi):
+    """Copy *vdi*'s contents into a new VDI on *sr*, or into *into_vdi*
+    (which must be large enough; *base_vdi* is accepted and ignored: the
+    whole disk is copied)."""
     rec = ctx.db.snapshot('VDI', vdi)
+    if into_vdi != NULL_REF:
+        into = ctx.db.get('VDI', into_vdi)
+        if into['read_only']:
+            raise XapiError('VDI_READONLY', into_vdi)
+        if into['virtual_size'] < rec['virtual_size']:
+            raise XapiError('VDI_TOO_SMALL', into_vdi, rec['virtual_size'])
+        storage.sparse_copy(storage.vdi_path(ctx.pool, rec['uuid']),
+                            vdi_file(ctx, into_vdi))
+        return into_vdi
+    if sr == NULL_REF:
+        raise handle_invalid('SR', sr)
     new = api.generic_create(ctx, 'VDI', {
         'name_label': rec['name_label'],
         'name_description': rec['name_description'], 'SR': sr,
@@ -278,8 +291,8 @@ def vdi_copy(ctx, vdi, sr):
         'sharable': rec['sharable'], 'read_only': rec['read_only'],
         'other_config': rec['other_config'], 'xenstore_data': {},
         'sm_config': {}, 'tags': []})
-    shutil.copyfile(storage.vdi_path(ctx.pool, rec['uuid']),
-                    vdi_file(ctx, new))
+    storage.sparse_copy(storage.vdi_path(ctx.pool, rec['uuid']),
+                        vdi_file(ctx, new))
     return new
 
 

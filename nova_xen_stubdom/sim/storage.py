@@ -46,3 +46,31 @@ def remove_file(pool, uuid: str) -> None:
 
 def allocated_bytes(path: str) -> int:
     return os.stat(path).st_blocks * 512
+
+
+def sparse_copy(src: str, dst: str) -> None:
+    """Make *dst* read like *src* over src's size, writing only allocated
+    extents (a larger *dst* keeps its size; its old contents go)."""
+    size = os.path.getsize(src)
+    with open(src, 'rb') as fin, open(dst, 'r+b') as fout:
+        keep = max(size, os.path.getsize(dst))
+        fout.truncate(0)
+        fout.truncate(keep)
+        fd = fin.fileno()
+        off = 0
+        while off < size:
+            try:
+                data = os.lseek(fd, off, os.SEEK_DATA)
+            except OSError:     # ENXIO: only a hole is left
+                break
+            hole = min(os.lseek(fd, data, os.SEEK_HOLE), size)
+            fin.seek(data)
+            fout.seek(data)
+            left = hole - data
+            while left:
+                chunk = fin.read(min(left, 1 << 20))
+                if not chunk:
+                    break
+                fout.write(chunk)
+                left -= len(chunk)
+            off = hole

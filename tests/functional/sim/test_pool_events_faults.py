@@ -280,3 +280,24 @@ def test_event_from_star_and_jsonrpc(sim, x):
         err = json.loads(r.read())['error']
     assert err == {'code': 1, 'message': 'HANDLE_INVALID',
                    'data': ['VM', 'OpaqueRef:nope']}
+
+
+def test_vdi_copy_keeps_contents_and_sparseness(sim, session, x):
+    import os
+    from nova_xen_stubdom.sim import storage
+    sr = x.pool.get_default_SR(x.pool.get_all()[0])
+    vdi = x.VDI.create({'name_label': 'big', 'name_description': '',
+                        'SR': sr, 'virtual_size': str(1 << 30),
+                        'type': 'user', 'sharable': False,
+                        'read_only': False, 'other_config': {},
+                        'xenstore_data': {}, 'sm_config': {}, 'tags': []})
+    assert _put(sim, session, vdi, b'boot sector' * 100) == 200
+    null = 'OpaqueRef:NULL'
+    copy = x.VDI.copy(vdi, sr, null, null)
+    path = storage.vdi_path(sim.pools[0], x.VDI.get_uuid(copy))
+    assert os.path.getsize(path) == 1 << 30
+    assert os.stat(path).st_blocks * 512 < (1 << 20)
+    assert _get(sim, session, copy)[:1100] == b'boot sector' * 100
+    x.VDI.destroy(copy)
+    x.VDI.destroy(vdi)
+    assert not os.path.exists(path)
