@@ -85,3 +85,15 @@ def test_cli_help_and_bad_topology(capsys):
     assert '--state-dir' in capsys.readouterr().out
     assert cli.main(['--hosts', '1', '--pools', '2']) == 2
     assert 'pools' in capsys.readouterr().err
+
+
+def test_hand_written_handlers_take_the_datamodel_parameters():
+    import inspect
+    from nova_xen_stubdom.sim import api, server  # noqa: F401
+    s = schema.load()
+    for name, fn in api.HANDLERS.items():
+        msg = s.message(name)
+        assert msg is not None, name
+        declared = [n for _t, n in msg.params if n != 'session_id']
+        params = list(inspect.signature(fn).parameters.values())[1:]
+        assert len(params) == len(declared), (name, declared)
