@@ -21,6 +21,10 @@ Host policy comes from an optional ini file,
     [agent]
     # refuse QEMU in dom0 for guests without a stub domain (default)
     allow_dom0_device_model = false
+    # device-model wrapper: the dom0 QEMU (only used when allowed) and how
+    # long to wait for the stub domain's QEMU to report "running"
+    dom0_qemu = /usr/lib64/xen/bin/qemu-system-i386
+    dm_start_timeout = 60
 """
 import configparser
 import logging
@@ -62,6 +66,10 @@ def agent_config(path: str = AGENT_CONF) -> Dict[str, object]:
             'allow_dom0_device_model': parser.getboolean(
                 'agent', 'allow_dom0_device_model', fallback=False),
             'backend': parser.get('agent', 'backend', fallback='xen'),
+            # device-model wrapper (dm_wrapper_main)
+            'dom0_qemu': parser.get('agent', 'dom0_qemu', fallback=''),
+            'dm_start_timeout': parser.getfloat(
+                'agent', 'dm_start_timeout', fallback=60.0),
         }
     except (configparser.Error, ValueError) as exc:
         raise errors.AgentError('bad agent configuration %s: %s'

@@ -131,7 +131,8 @@ def test_xen_backend_off_xen_reports_xen_unavailable(dom0):
 def test_agent_config_and_inventory(tmp_path):
     conf = tmp_path / 'a.conf'
     assert xapi_plugin.agent_config(str(conf)) == {
-        'allow_dom0_device_model': False, 'backend': 'xen'}
+        'allow_dom0_device_model': False, 'backend': 'xen',
+        'dom0_qemu': '', 'dm_start_timeout': 60.0}
     conf.write_text('[agent]\nallow_dom0_device_model = yes\n')
     assert xapi_plugin.agent_config(str(conf))['allow_dom0_device_model']
     conf.write_text('[agent]\nallow_dom0_device_model = perhaps\n')
