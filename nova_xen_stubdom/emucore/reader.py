@@ -163,7 +163,15 @@ class _FileSource:
         return chunks[0] if len(chunks) == 1 else b''.join(chunks)
 
     def at_end(self) -> bool:
-        return True  # a socket may carry more after END: not ours to judge
+        # A regular file must end with the stream; a socket may carry more
+        # after END (the caller's protocol), which is not ours to read.
+        seekable = getattr(self.f, 'seekable', None)
+        try:
+            if seekable is None or not seekable():
+                return True
+        except (OSError, ValueError):
+            return True
+        return not self.f.read(1)
 
 
 def _is_buffer(source: Any) -> bool:

@@ -416,3 +416,10 @@ def test_socket_stream_applies_verified_segments_only():
         sender.join()
     assert err.offset > first_tag.offset
     assert dst == round1
+
+
+def test_trailing_data_after_end_refused_for_files():
+    data, _ = write_stream(make_mem(8), 'full', KEY)
+    for src in (data + b'\0', io.BytesIO(data + b'\0')):
+        with pytest.raises(emucore.StreamError, match='after the libxl END'):
+            emucore.StreamReader(src, key=KEY).restore(bytearray(8 * 4096))
