@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Sequence
 from nova_xen_stubdom.sim import api, control, faults as faultslib
 from nova_xen_stubdom.sim import persist, storage
 # importing registers the hand-written messages
-from nova_xen_stubdom.sim import devices, handlers, vm  # noqa: F401
+from nova_xen_stubdom.sim import copies, devices, handlers, vm  # noqa: F401
 from nova_xen_stubdom.sim.errors import XapiError
 from nova_xen_stubdom.sim.pool import HostConfig, HostRuntime, Pool
 

@@ -140,3 +140,38 @@ def test_pool_migrate_refuses_pci(x, sim):
                                                     vm]
     x.VM.hard_shutdown(vm)
     x.VM.destroy(vm)
+
+
+def test_clone_copy_snapshot(x, sim):
+    sr = x.pool.get_default_SR(x.pool.get_all()[0])
+    vdi = x.VDI.create({'name_label': 'root', 'name_description': '',
+                        'SR': sr, 'virtual_size': str(1 << 20),
+                        'type': 'user', 'sharable': False,
+                        'read_only': False, 'other_config': {},
+                        'xenstore_data': {}, 'sm_config': {}, 'tags': []})
+    vm = x.VM.create(testing.vm_record('orig', hvm=False))
+    x.VBD.create({'VM': vm, 'VDI': vdi, 'userdevice': '0', 'bootable': True,
+                  'mode': 'RW', 'type': 'Disk', 'unpluggable': True,
+                  'empty': False, 'other_config': {},
+                  'qos_algorithm_type': '', 'qos_algorithm_params': {}})
+    assert x.VM.get_allowed_VBD_devices(vm)[:2] == ['1', '2']
+    x.VM.start(vm, False, False)
+    assert _fail(x.VM.clone, vm, 'c')[0] == 'VM_BAD_POWER_STATE'
+    snap = x.VM.snapshot(vm, 'snap', [])
+    rec = x.VM.get_record(snap)
+    assert rec['is_a_snapshot'] and rec['snapshot_of'] == vm
+    snap_vdi = x.VBD.get_VDI(rec['VBDs'][0])
+    assert snap_vdi != vdi and x.VDI.get_snapshot_of(snap_vdi) == vdi
+    x.VM.hard_shutdown(vm)
+    clone = x.VM.clone(vm, 'clone')
+    assert x.VM.get_name_label(clone) == 'clone'
+    assert x.VM.get_memory_static_max(clone) == \
+        x.VM.get_memory_static_max(vm)
+    copy = x.VM.copy(vm, 'copy', sr)
+    for v in (snap, clone, copy, vm):
+        vdis = [x.VBD.get_VDI(b) for b in x.VM.get_VBDs(v)]
+        x.VM.destroy(v)
+        for d in vdis:
+            x.VDI.destroy(d)
+    leaks = sim.leaks()['pool0']
+    assert leaks['VM'] == [] and leaks['VDI'] == [] and leaks['VBD'] == []
