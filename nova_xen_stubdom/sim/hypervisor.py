@@ -205,6 +205,11 @@ class Hypervisor:
             mem_dir = tempfile.mkdtemp(prefix='nxs-sim-mem-', dir=base)
         os.makedirs(mem_dir, exist_ok=True)
         self.mem_dir = mem_dir
+        if not self._own_dir:
+            # memory of domains that died with an earlier simulator process
+            for name in os.listdir(mem_dir):
+                if name.endswith('.mem'):
+                    os.unlink(os.path.join(mem_dir, name))
         if self._own_dir:
             # a test that forgets shutdown() must not leave /dev/shm behind
             import shutil
