@@ -21,7 +21,7 @@ LOG = logging.getLogger(__name__)
 
 #: first and largest poll intervals, seconds
 POLL_MIN = 0.05
-POLL_MAX = 1.0
+POLL_MAX = 0.5
 #: seconds to wait for a cancelled task to settle before destroying it
 CANCEL_GRACE = 10.0
 
