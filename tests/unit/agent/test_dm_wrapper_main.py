@@ -183,3 +183,30 @@ def test_guest_gone_or_sigterm_ends_the_wrapper(tmp_path):
     stop.set()
     t.join(10)
     assert out['rc'] == 0
+
+
+def test_qmp_facade_replies(tmp_path):
+    agent, stub, guest = _linked(tmp_path)
+    facade = dwm.QmpFacade(agent, guest, stub, [])
+    names = [c['name'] for c in facade.handle(
+        {'execute': 'query-commands'})['return']]
+    assert names == list(dwm.QMP_COMMANDS)
+    # the stub domain's QEMU has not reported yet: not running
+    assert facade.handle({'execute': 'query-status'})['return'][
+        'status'] == 'paused'
+    err = facade.handle({'execute': 'xen-save-devices-state', 'id': 7})
+    assert err['id'] == 7 and 'stub domain' in err['error']['desc']
+    a, b = socket.socketpair()
+    with a, b:
+        t = threading.Thread(target=facade._serve, args=(a,), daemon=True)
+        t.start()
+        f = b.makefile('rwb')
+        assert 'QMP' in json.loads(f.readline())
+        f.write(b'{not json\n[1]\n')
+        f.flush()
+        for _ in range(2):
+            assert json.loads(f.readline())['error']['class'] == \
+                'GenericError'
+        b.shutdown(socket.SHUT_WR)
+        t.join(5)
+        assert not t.is_alive()
