@@ -111,6 +111,14 @@ migration_opts = [
                help='Per-migration cache of last-sent copies of re-dirtied '
                     'pages; pages sent again are XBZRLE-encoded against it. '
                     '0 turns XBZRLE off.'),
+    cfg.IntOpt('live_migration_stall_rounds', default=5, min=1,
+               help='Pre-copy gives up (pause and send the rest) after '
+                    'this many rounds in which the dirty set did not '
+                    'shrink by 10%: the guest dirties memory faster than '
+                    'the stream carries it.'),
+    cfg.FloatOpt('live_migration_max_mem_factor', default=3.0, min=1.0,
+                 help='Pre-copy gives up once the stream carried this many '
+                      'times the guest\'s memory (libxc uses 3).'),
     cfg.IntOpt('live_migration_connect_timeout', default=300, min=1,
                help='Seconds the destination agent waits for the source '
                     'to connect after pre_live_migration.'),

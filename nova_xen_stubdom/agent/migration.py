@@ -98,7 +98,8 @@ class LiveMigrationSource:
                  connect_timeout: float = 10, confirm_timeout: float = 60,
                  on_paused: Optional[Callable[[], None]] = None,
                  stop_and_copy: bool = False,
-                 device_resume: Optional[Callable[[], None]] = None) -> None:
+                 device_resume: Optional[Callable[[], None]] = None,
+                 stall_rounds: int = 5, max_mem_factor: float = 3.0) -> None:
         self.backend = backend
         self.domid = domid
         self.address = address
@@ -114,6 +115,10 @@ class LiveMigrationSource:
         self.connect_timeout = connect_timeout
         self.confirm_timeout = confirm_timeout
         self._on_paused = on_paused
+        #: pre-copy stops after this many rounds without the dirty set
+        #: shrinking, or once the stream carried max_mem_factor x memory
+        self.stall_rounds = stall_rounds
+        self.max_mem_factor = max_mem_factor
         #: undoes ``device_state`` (QEMU runs again) when the guest stays
         self._device_resume = device_resume
         #: pause first and send everything once (the baseline, and what
@@ -181,6 +186,7 @@ class LiveMigrationSource:
             self._check_abort()
             self.backend.pause(self.domid)
             paused_at = time.monotonic()
+            paused_cpu = time.process_time()
             if self._on_paused:
                 self._on_paused()
             round_no += 1
@@ -219,6 +225,9 @@ class LiveMigrationSource:
                     % e)
             self.stats.downtime_s = sw['running'] = \
                 time.monotonic() - paused_at
+            # CPU this process spent in the downtime: what the switch-over
+            # costs here, apart from waiting for the machine or the peer
+            sw['source_cpu'] = time.process_time() - paused_cpu
             self.stats.rounds = round_no
             self.stats.bytes_sent = writer.bytes_written
             c = sender.counters
@@ -285,10 +294,20 @@ class LiveMigrationSource:
         writer.tag()
         self._wait_round(round_no)
         rate = writer.bytes_written / max(time.monotonic() - t0, 1e-6)
+        budget = self.max_mem_factor * info.max_pfn * PAGE_SIZE
+        best = None
+        stalled = 0
         while True:
             dirty = mp.bitmap_to_pfns(
                 self.backend.fetch_dirty_bitmap(self.domid, clear=True),
                 info.max_pfn)
+            # Like libxc: give up pre-copying when it does not converge
+            # (the dirty set stopped shrinking, or the stream already
+            # carried max_mem_factor times the guest).
+            if best is None or dirty.size < best * 0.9:
+                best, stalled = dirty.size, 0
+            else:
+                stalled += 1
             self.progress.memory_remaining = dirty.size * PAGE_SIZE
             expect_ms = dirty.size * PAGE_SIZE / rate * 1000.0
             if expect_ms <= self.downtime_ms:
@@ -296,6 +315,11 @@ class LiveMigrationSource:
                 return round_no, dirty
             if round_no >= self.max_rounds:
                 self.stats.reason = 'round limit'
+                self.stats.forced = True
+                return round_no, dirty
+            if stalled >= self.stall_rounds or \
+                    writer.bytes_written > budget:
+                self.stats.reason = 'not converging'
                 self.stats.forced = True
                 return round_no, dirty
             if self._force.is_set():

@@ -100,6 +100,8 @@ def run_one(size_mib: int, rate_mb: float, args, baseline: bool) -> dict:
             backend, domid, '127.0.0.1', port, key,
             device_state=lambda: b'\0' * (64 << 10),
             downtime_ms=args.downtime_ms, max_rounds=args.max_rounds,
+            stall_rounds=args.stall_rounds,
+            max_mem_factor=args.max_mem_factor,
             bandwidth_bytes=args.bandwidth_mb * MB,
             xbzrle_cache_pages=args.xbzrle_cache_mb * MiB // PAGE,
             stop_and_copy=baseline)
@@ -138,6 +140,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument('--downtime-ms', type=int, default=30,
                    help='live_migration_downtime_ms for the live runs')
     p.add_argument('--max-rounds', type=int, default=30)
+    p.add_argument('--stall-rounds', type=int, default=5,
+                   help='rounds without the dirty set shrinking before '
+                        'pre-copy gives up')
+    p.add_argument('--max-mem-factor', type=float, default=3.0)
     p.add_argument('--bandwidth-mb', type=float, default=0,
                    help='bandwidth cap in MB/s (0: none)')
     p.add_argument('--xbzrle-cache-mb', type=int, default=64)

@@ -205,7 +205,11 @@ def migrate_send(agent, args) -> str:
                                 conf.live_migration_xbzrle_cache_mb)
         * MiB // 4096,
         confirm_timeout=_int(args, 'confirm_timeout',
-                             conf.live_migration_confirm_timeout))
+                             conf.live_migration_confirm_timeout),
+        stall_rounds=_int(args, 'stall_rounds',
+                          conf.live_migration_stall_rounds),
+        max_mem_factor=float(args.get('max_mem_factor',
+                                      conf.live_migration_max_mem_factor)))
     job = _Job('send', source)
     job_id = str(uuid.uuid4())
 

@@ -233,3 +233,15 @@ def test_bandwidth_cap_sleeps(monkeypatch):
     clock['t'] += 2.0
     sink(b'x' * 500)        # under the cap after two idle seconds
     assert len(slept) == 1
+
+
+def test_precopy_gives_up_when_not_converging(busy_pair):
+    p = busy_pair
+    p.src.always_dirty = list(range(0, 4096, 3))
+    target = p.target()
+    stats = p.source(target.port, downtime_ms=0, max_rounds=1000,
+                     stall_rounds=2).run()
+    assert stats.reason == 'not converging' and stats.forced
+    assert stats.rounds < 10
+    result = target.wait(10)
+    assert mf.digest(p.dst, result.domid) == mf.digest(p.src, p.domid)
