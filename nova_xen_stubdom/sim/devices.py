@@ -46,6 +46,7 @@ def _plug_vbd(ctx, vbd: str, host, domid: int) -> None:
     devname = _vbd_devname(rec['userdevice'])
     target = ''
     if not rec['empty'] and rec['VDI'] != NULL_REF:
+        _assert_attachable(ctx, vbd, rec)
         target = vdi_file(ctx, rec['VDI'])
     host.hypervisor.add_frontend(Frontend(domid, 'vbd', devname, 0, target,
                                           vbd))
@@ -60,6 +61,23 @@ def _plug_vif(ctx, vif: str, host, domid: int) -> None:
     host.hypervisor.add_frontend(Frontend(domid, 'vif', rec['device'], 0,
                                           bridge, vif))
     db.set('VIF', vif, currently_attached=True)
+
+
+def _assert_attachable(ctx, vbd: str, rec: dict) -> None:
+    """XAPI refuses a second read-write attachment of a VDI that is not
+    ``sharable`` (VDI_IN_USE)."""
+    db = ctx.db
+    vdi = db.get('VDI', rec['VDI'])
+    if vdi['sharable']:
+        return
+    if rec['mode'] == 'RW' and vdi['read_only']:
+        raise XapiError('VDI_READONLY', rec['VDI'])
+    for other in vdi['VBDs']:
+        if other == vbd or not db.exists('VBD', other):
+            continue
+        o = db.get('VBD', other)
+        if o['currently_attached'] and 'RW' in (o['mode'], rec['mode']):
+            raise XapiError('VDI_IN_USE', rec['VDI'], 'attach')
 
 
 def plug_all(ctx, vm: str, host, domid: int) -> None:

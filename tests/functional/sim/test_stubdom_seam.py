@@ -22,9 +22,11 @@ def _fail(fn, *args):
 
 def _vdi(x, size=8 << 20, name='disk'):
     sr = x.pool.get_default_SR(x.pool.get_all()[0])
+    # the guest and its stub domain both attach the disk (as the driver
+    # does): it must be sharable
     return x.VDI.create({'name_label': name, 'name_description': '',
                          'SR': sr, 'virtual_size': str(size), 'type': 'user',
-                         'sharable': False, 'read_only': False,
+                         'sharable': name == 'disk', 'read_only': False,
                          'other_config': {}, 'xenstore_data': {},
                          'sm_config': {}, 'tags': []})
 
@@ -249,3 +251,24 @@ def test_reboot_relinks_the_same_stubdom(sim, x):
         x.VM.destroy(vm)
     x.VDI.destroy(vdi)
     assert introspect.running_qemus(h) == {}
+
+
+def test_non_sharable_vdi_attached_twice_is_refused(sim, x):
+    disk = _vdi(x, name='private')
+    a = x.VM.create(testing.vm_record('a', hvm=False))
+    b = x.VM.create(testing.vm_record('b', hvm=False))
+    _vbd(x, a, disk, '0')
+    _vbd(x, b, disk, '0')
+    x.VM.start(a, False, False)
+    assert _fail(x.VM.start, b, False, False) == ['VDI_IN_USE', disk,
+                                                  'attach']
+    assert x.VM.get_power_state(b) == 'Halted'
+    for h in sim.hosts:
+        assert len(h.hypervisor.domains) == 1 + (
+            1 if x.VM.get_resident_on(a) == h.ref else 0)
+    x.VM.hard_shutdown(a)
+    x.VM.start(b, False, False)
+    x.VM.hard_shutdown(b)
+    for vm in (a, b):
+        x.VM.destroy(vm)
+    x.VDI.destroy(disk)
