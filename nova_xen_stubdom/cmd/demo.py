@@ -283,7 +283,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for key, label in (('spawn_calls', 'XAPI calls per spawn'),
                        ('destroy_calls', 'XAPI calls per destroy')):
         if key in result:
-            out.detail('%-22s %6d' % (label, len(result[key])))
+            counts: dict = {}
+            for name in result[key]:
+                counts[name] = counts.get(name, 0) + 1
+            out.detail('%-22s %6d  (%s)' % (
+                label, len(result[key]),
+                ', '.join('%s x%d' % kv for kv in counts.items())))
     out.detail('%-22s %s' % ('left behind', result.get('leaks') or
                              'nothing (no VM, VDI, VBD, VIF, domain, '
                              'session)'))

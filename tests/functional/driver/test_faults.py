@@ -36,7 +36,6 @@ AGENT_SPAWN_STEPS = [
 DESTROY_STEPS = [
     ('VM.get_by_name_label', 1),
     ('VM.hard_shutdown', 1),
-    ('VM.hard_shutdown', 2),
     ('VBD.destroy', 1),
     ('VIF.destroy', 1),
     ('VM.destroy', 1),
@@ -92,10 +91,15 @@ class TestFaults(base.XenStubdomTestBase):
                 if not k.endswith('.sessions')}
         self.assertEqual({}, left)
 
-    def _boot_expect_error(self, step_words):
-        port = self.neutron.port_1
+    def _networks(self, method):
+        # a Neutron port only where the step needs a NIC (keeps it quick)
+        if method and method.startswith('VIF'):
+            return [{'port': self.neutron.port_1['id']}]
+        return 'none'
+
+    def _boot_expect_error(self, step_words, method=None):
         server = self._create_server(flavor_id=self.flavor,
-                                     networks=[{'port': port['id']}],
+                                     networks=self._networks(method),
                                      expected_state='ERROR')
         server = self.api.get_server(server['id'])
         fault = server['fault']['message']
@@ -109,7 +113,8 @@ class TestFaults(base.XenStubdomTestBase):
         for method, nth, words in SPAWN_STEPS:
             seen = self._fail_nth(method, nth)
             try:
-                faults[(method, nth)] = self._boot_expect_error(words)
+                faults[(method, nth)] = self._boot_expect_error(words,
+                                                                method)
             finally:
                 self._clear()
             self.assertGreaterEqual(seen[0], nth, method)
@@ -129,10 +134,9 @@ class TestFaults(base.XenStubdomTestBase):
         self._delete_server(server)
 
     def test_destroy_fault_at_each_xapi_step(self):
-        port = self.neutron.port_1
         for method, nth in DESTROY_STEPS:
             server = self._create_server(flavor_id=self.flavor,
-                                         networks=[{'port': port['id']}])
+                                         networks=self._networks(method))
             self._fail_nth(method, nth)
             try:
                 self.api.delete_server(server['id'])
