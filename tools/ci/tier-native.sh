@@ -24,9 +24,15 @@ mkdir -p "$B"
 step "Xen verify-stream-v2 (xen-utils-4.17)"
 XEN=$B/xen-utils-4.17
 XEN_LIB=$XEN/usr/lib/xen-4.17
+# Downloaded .debs are also kept in the user cache (as the stubdom builder
+# does), so a fresh clone on the same machine needs no network.
+DEB_CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/nova-xen-stubdom/debs
 if [ ! -f "$XEN_LIB/bin/verify-stream-v2" ]; then
-    mkdir -p "$B/debs"
-    if ! (cd "$B/debs" && apt-get download xen-utils-4.17 >/dev/null 2>&1); then
+    mkdir -p "$B/debs" "$DEB_CACHE"
+    cp "$DEB_CACHE"/xen-utils-4.17_*.deb "$B/debs/" 2>/dev/null
+    if ls "$B"/debs/xen-utils-4.17_*.deb >/dev/null 2>&1; then
+        :
+    elif ! (cd "$B/debs" && apt-get download xen-utils-4.17 >/dev/null 2>&1); then
         # The package lists may be missing on a fresh machine.
         SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
         $SUDO apt-get update -qq >/dev/null 2>&1
@@ -34,7 +40,10 @@ if [ ! -f "$XEN_LIB/bin/verify-stream-v2" ]; then
             fail "apt-get download xen-utils-4.17"
     fi
     deb=$(ls "$B"/debs/xen-utils-4.17_*.deb 2>/dev/null | head -1)
-    [ -n "$deb" ] && dpkg-deb -x "$deb" "$XEN"
+    if [ -n "$deb" ]; then
+        cp -n "$deb" "$DEB_CACHE/" 2>/dev/null
+        dpkg-deb -x "$deb" "$XEN"
+    fi
 fi
 export XEN_VERIFY_STREAM=$XEN_LIB/bin/verify-stream-v2
 export XEN_PYTHONPATH=$XEN_LIB/lib/python
