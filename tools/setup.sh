@@ -16,8 +16,20 @@ done
 if [ -n "$missing" ]; then
     log "apt-get install:$missing"
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    # The Debian mirror is sometimes briefly unreachable: retry before failing.
+    for attempt in 1 2 3 4; do
+        $SUDO apt-get update -qq || true
+        if DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
+                --no-install-recommends $missing >/dev/null; then
+            break
+        fi
+        if [ "$attempt" = 4 ]; then
+            log "ERROR: could not install Debian packages:$missing"
+            exit 1
+        fi
+        log "apt-get failed (attempt $attempt), retrying in $((attempt * 20))s"
+        sleep $((attempt * 20))
+    done
 fi
 
 PY=${PYTHON:-python3}
