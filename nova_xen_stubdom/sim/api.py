@@ -7,6 +7,7 @@ session (``SESSION_INVALID``), role (``RBAC_PERMISSION_DENIED``), parameter
 types (``FIELD_TYPE_ERROR``), references (``HANDLE_INVALID``), then the
 hand-written handler registered for the message or the generic one.
 """
+import collections
 import copy
 import dataclasses
 import logging
@@ -27,6 +28,8 @@ HANDLERS: Dict[str, Callable] = {}
 #: class -> hook(ctx, ref) run after a generic create / before destroy
 AFTER_CREATE: Dict[str, Callable] = {}
 BEFORE_DESTROY: Dict[str, Callable] = {}
+#: wire name -> calls answered (successes and XAPI failures), process-wide
+CALLS = collections.Counter()
 #: calls that need no session
 UNAUTHENTICATED = {'session.login_with_password',
                    'session.slave_local_login_with_password',
@@ -74,6 +77,7 @@ def failure(err: XapiError) -> dict:
 def dispatch(pool, host, method: str, params: tuple, client: str = ''
              ) -> dict:
     """Run one XML-RPC call; always returns XAPI's envelope."""
+    CALLS[method] += 1
     try:
         return success(call(pool, host, method, list(params), client))
     except XapiError as e:

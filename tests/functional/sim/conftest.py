@@ -35,3 +35,19 @@ def session(sim):
 @pytest.fixture
 def x(session):
     return session.xenapi
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """``NOVA_XEN_STUBDOM_SIM_REPORT=FILE``: which XAPI messages the run
+    exercised on the simulator (the closing-note figure)."""
+    import os
+    path = os.environ.get('NOVA_XEN_STUBDOM_SIM_REPORT')
+    if not path:
+        return
+    from nova_xen_stubdom.sim import api
+    names = sorted(api.CALLS)
+    with open(path, 'w') as f:
+        f.write('%d distinct XAPI messages called, %d calls\n'
+                % (len(names), sum(api.CALLS.values())))
+        for n in names:
+            f.write('%s %d\n' % (n, api.CALLS[n]))
