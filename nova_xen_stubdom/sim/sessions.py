@@ -61,6 +61,11 @@ class Sessions:
                     s = None
                 else:
                     s['last'] = time.monotonic()
+                    rec = self.pool.db.tables['session'].get(ref)
+                    if rec is not None:
+                        # no event for it: XAPI does not wake event.from
+                        # watchers for every call either
+                        rec['last_active'] = wire.now()
         if s is None:
             if self.pool.db.exists('session', ref):
                 self.pool.db.destroy('session', ref)
