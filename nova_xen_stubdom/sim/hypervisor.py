@@ -54,7 +54,9 @@ class Domain:
         self.created = time.time()
         self.dirty_rate = hv.default_dirty_rate if domid else 0
         self.logdirty = False
-        self.lock = threading.Lock()
+        # held by the workload while it writes: pausing takes it, so once
+        # pause() returns no guest write is in flight (as with Xen's pause)
+        self.lock = threading.RLock()
         self.bitmap = bytearray((self.max_pfn + 7) // 8)
         self.hvm_context = (_initial_hvm_context(domid, vm_uuid, vcpus)
                             if hvm else b'')
@@ -107,14 +109,18 @@ class Domain:
             carry -= n
             pfns = [rng.randrange(self.max_pfn) for _ in range(n)]
             stamp = struct.pack('<QQ', self.domid, time.monotonic_ns())
-            mm = self._mm
-            for pfn in pfns:
-                off = pfn * PAGE_SIZE + rng.randrange(0, PAGE_SIZE - 16, 16)
-                try:
-                    mm[off:off + 16] = stamp
-                except (ValueError, TypeError):  # unmapped under us
-                    return
-            self.dirty(pfns)
+            with self.lock:
+                mm = self._mm
+                if self.paused or mm is None:
+                    continue
+                for pfn in pfns:
+                    off = pfn * PAGE_SIZE + rng.randrange(0, PAGE_SIZE - 16,
+                                                          16)
+                    try:
+                        mm[off:off + 16] = stamp
+                    except (ValueError, TypeError):  # unmapped under us
+                        return
+                self.dirty(pfns)
 
     def start_workload(self) -> None:
         if self._thread is None and self.domid != 0:
@@ -127,6 +133,10 @@ class Domain:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2)
+        with self.lock:
+            self._release_locked()
+
+    def _release_locked(self) -> None:
         if self._mm is not None:
             try:
                 self._mm.close()
@@ -275,7 +285,9 @@ class Hypervisor:
                            % (domid, self.host_uuid))
 
     def pause(self, domid: int) -> None:
-        self.domain(domid).paused = True
+        dom = self.domain(domid)
+        with dom.lock:
+            dom.paused = True
 
     def unpause(self, domid: int) -> None:
         dom = self.domain(domid)

@@ -78,9 +78,9 @@ def test_event_from_sees_other_session(sim, x):
 
 def test_task_cancel_and_other_operation_in_progress(sim, session, x):
     vm = x.VM.create(testing.vm_record('slow', hvm=False))
-    sim.faults.latency('VM.start', 0.5, count=1)
+    # the injected latency runs inside the task, which checks for cancel
+    sim.faults.latency('VM.start', 30.0, count=1)
     task = x.Async.VM.start(vm, False, False)
-    time.sleep(0.05)
     x.task.cancel(task)
     rec = testing.wait_task(session, task)
     assert rec['status'] == 'cancelled'
@@ -90,27 +90,34 @@ def test_task_cancel_and_other_operation_in_progress(sim, session, x):
     x.VM.start(vm, False, False)
     other = testing.login(sim).xenapi     # SDK sessions are not threadsafe
     done = threading.Event()
+    inside, release = threading.Event(), threading.Event()
     pool = sim.pools[0]
-    orig = pool.hosts[0].hypervisor.destroy_domain
 
-    def slow_destroy(domid):
-        time.sleep(0.4)
-        orig(domid)
+    def gated(orig):
+        def destroy_domain(domid):
+            inside.set()            # clean_shutdown is in flight ...
+            release.wait(10)        # ... until the test lets it finish
+            orig(domid)
+        return destroy_domain
     for h in pool.hosts:
-        h.hypervisor.destroy_domain = slow_destroy
+        h.hypervisor.destroy_domain = gated(h.hypervisor.destroy_domain)
     t = threading.Thread(target=lambda: (other.VM.clean_shutdown(vm),
                                          done.set()))
     t.start()
-    time.sleep(0.1)
+    assert inside.wait(10)
     details = _fail(x.VM.hard_shutdown, vm)
+    release.set()
     assert details[:4] == ['OTHER_OPERATION_IN_PROGRESS', 'VM', vm,
                            'clean_shutdown']
-    t.join(5)
+    t.join(10)
     assert done.is_set()
     for h in pool.hosts:
         del h.hypervisor.destroy_domain
     assert x.VM.get_power_state(vm) == 'Halted'
     x.VM.destroy(vm)
+    for key, leak in sim.leaks().items():
+        if key.startswith('host'):
+            assert leak['domains'] == [], key
 
 
 def test_fault_injection_in_process(sim, x):
@@ -135,10 +142,10 @@ def test_fault_injection_side_channel(sim, x):
     assert x.VM.get_all()
     hosts = proxy.sim.hosts()['Value']
     assert [h['master'] for h in hosts] == [True, False]
-    proxy.sim.latency('*', 0.3, 1, '')
-    t0 = time.monotonic()
+    proxy.sim.latency('VM.get_all', 0.1, 1, '')
+    assert [r.kind for r in sim.faults.rules] == ['latency']
     x.VM.get_all()
-    assert time.monotonic() - t0 >= 0.3
+    assert sim.faults.rules == []       # the delay was applied once
     # expire every session: the SDK logs in again by itself
     assert proxy.sim.expire_sessions()['Value'] == '1'
     assert sim.pools[0].sessions.count() == 0
