@@ -42,6 +42,7 @@ ROLE_INCOMING_GUEST = 'incoming-guest'
 ROLE_INCOMING_STUBDOM = 'incoming-stubdom'
 #: other_config key on the incoming guest: the receive job on its agent
 OC_RECEIVE_JOB = 'nova_xen_stubdom_receive_job'
+NULL_REF = 'OpaqueRef:NULL'
 #: poll interval of a running live migration (s)
 POLL = 0.1
 #: role prefix and VDI name suffix of a cold migration's source, set aside
@@ -391,6 +392,8 @@ class MigrationOps:
             key=migrate_data.migration_key,
             downtime_ms=conf.live_migration_downtime_ms,
             max_rounds=conf.live_migration_max_rounds,
+            stall_rounds=conf.live_migration_stall_rounds,
+            max_mem_factor=conf.live_migration_max_mem_factor,
             bandwidth_mbps=conf.live_migration_bandwidth_mbps,
             xbzrle_cache_mb=conf.live_migration_xbzrle_cache_mb,
             confirm_timeout=conf.live_migration_confirm_timeout,
@@ -578,9 +581,11 @@ class MigrationOps:
                                       key=key,
                                       expected_vm_uuid=built.guest_uuid)
             except (dexc.AgentCallFailed, xapi_errors.XAPIError) as exc:
-                # nothing changed: still Suspended, image untouched
-                raise exception.InstanceResumeFailure(reason=_(
-                    'the suspend image was refused: %s') % exc)
+                # nothing changed: still Suspended, image untouched (the
+                # rollback keeps Nova's vm_state SUSPENDED, not ERROR)
+                raise exception.InstanceFaultRollback(
+                    exception.InstanceResumeFailure(reason=_(
+                        'the suspend image was refused: %s') % exc))
             cfg = guest_config.resolve(instance.flavor, None)
             vifs = [(vif, None) for vif in network_info or []]
             self._call('VM.power_state_reset', built.guest)
@@ -598,7 +603,7 @@ class MigrationOps:
                               'suspend image kept', instance=instance)
                     self._vmops._stop(instance, built.guest, built.stubdom,
                                       built.guest_uuid)
-            self._call('VM.set_suspend_VDI', built.guest, 'OpaqueRef:NULL')
+            self._call('VM.set_suspend_VDI', built.guest, NULL_REF)
             self._call('VDI.destroy', vdi)
             instance.system_metadata.pop(SMETA_IMAGE_KEY, None)
         LOG.info('resumed', instance=instance)
@@ -619,12 +624,15 @@ class MigrationOps:
     def migrate_disk_and_power_off(self, context, instance, dest, flavor,
                                    network_info, block_device_info=None,
                                    timeout=0, retry_interval=0):
-        """Source: halt the guest, copy its disks for the destination.
+        """Source: halt the guest and hand its disks to the destination.
 
-        The source's VMs and disks are set aside (renamed, role
-        ``resize-source-*``) until confirm removes them or revert brings
-        them back.  *dest* is the destination's IP: nothing here needs it,
-        the pool's SR is reachable from both hosts.
+        Both hosts are in one XAPI pool: the disks stay on the pool's SR
+        and the destination attaches the same VDIs.  Until confirm or
+        revert, the source's VMs are set aside (role ``resize-source-*``)
+        and the disks renamed (``<name>-root.resize-source``), so that
+        neither host's lookups nor Nova's destroy on the destination (at
+        revert) can remove what the other side still needs.  *dest* is the
+        destination's IP: nothing here needs it.
         """
         old_gb = instance.flavor.root_gb
         if flavor.root_gb < old_gb:
@@ -639,25 +647,13 @@ class MigrationOps:
             self._vmops._stop(instance, built.guest, built.stubdom,
                               built.guest_uuid,
                               clean_timeout=timeout or None)
-            sr = self._vmops._hostops.select_sr()
-            copies = {}
-            try:
-                for vdi in built.vdis:
-                    copy = self._call_async('VDI.copy', vdi, sr)
-                    rec = self._call('VDI.get_record', vdi)
-                    self._call('VDI.set_name_label', copy, rec['name_label'])
-                    for k, v in (rec.get('other_config') or {}).items():
-                        self._call('VDI.add_to_other_config', copy, k, v)
-                    copies[self._call('VDI.get_uuid', copy)] = \
-                        rec['other_config'].get(dc.OC_DISK, 'root')
-                self._set_aside(built, aside=True)
-            except Exception:
-                with excutils.save_and_reraise_exception():
-                    for uuid in copies:
-                        self._call('VDI.destroy',
-                                   self._call('VDI.get_by_uuid', uuid))
-                    self._set_aside(built, aside=False)
-        return json.dumps({'vdis': copies})
+            disks = {}
+            for vdi in built.vdis:
+                oc = self._call('VDI.get_other_config', vdi)
+                disks[self._call('VDI.get_uuid', vdi)] = oc.get(dc.OC_DISK,
+                                                                'root')
+            self._set_aside(built, aside=True)
+        return json.dumps({'vdis': disks})
 
     def _set_aside(self, built, aside: bool) -> None:
         """Rename the source's VMs/disks out of the instance's way (or
@@ -763,14 +759,16 @@ class MigrationOps:
         LOG.info('cold migration finished here', instance=instance)
 
     def confirm_migration(self, context, migration, instance, network_info):
-        """Source: the move is confirmed; remove what was set aside."""
+        """Source: the move is confirmed; remove the set-aside VMs.  The
+        disks are the destination's now: they get their names back."""
         built = self._aside(instance)
         if built.empty():
             return
         with self._vmops._operation(instance):
+            vdis, built.vdis = built.vdis, []
             self._vmops._teardown(instance, built, raise_first=True)
-        LOG.info('resize confirmed: source VMs and disks removed',
-                 instance=instance)
+            self._set_aside(vmops_mod.Built(vdis=vdis), aside=False)
+        LOG.info('resize confirmed: source VMs removed', instance=instance)
 
     def finish_revert_migration(self, context, instance, network_info,
                                 migration, block_device_info=None,

@@ -38,7 +38,7 @@ def _guest(x, host, name, paused=False, memory=64 << 20, dirty_rate=0):
     sr = x.pool.get_default_SR(x.pool.get_all()[0])
     vdi = x.VDI.create({'name_label': name, 'name_description': '',
                         'SR': sr, 'virtual_size': str(8 << 20),
-                        'type': 'user', 'sharable': False,
+                        'type': 'user', 'sharable': True,
                         'read_only': False, 'other_config': {},
                         'xenstore_data': {}, 'sm_config': {}, 'tags': []})
     guest = x.VM.create(testing.vm_record(name, hvm=True, memory=memory))

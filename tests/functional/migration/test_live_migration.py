@@ -109,6 +109,8 @@ class TestLiveMigration(base.XenStubdomTestBase):
     def test_abort_keeps_the_guest_on_the_source(self):
         self.flags(group='xen_stubdom', live_migration_downtime_ms=1,
                    live_migration_max_rounds=10000,
+                   live_migration_stall_rounds=10000,
+                   live_migration_max_mem_factor=1000,
                    live_migration_bandwidth_mbps=8)
         server = self._boot()
         hv1, dom = self._domain(server, 'host1')
@@ -139,7 +141,9 @@ class TestLiveMigration(base.XenStubdomTestBase):
 
     def test_force_complete(self):
         self.flags(group='xen_stubdom', live_migration_downtime_ms=1,
-                   live_migration_max_rounds=10000)
+                   live_migration_max_rounds=10000,
+                   live_migration_stall_rounds=10000,
+                   live_migration_max_mem_factor=1000)
         server = self._boot()
         hv1, dom = self._domain(server, 'host1')
         dom.dirty_rate = 64 * MiB
@@ -160,7 +164,9 @@ class TestLiveMigration(base.XenStubdomTestBase):
         """XAPI restarts under a running pre-copy: the agents keep going,
         the driver logs in again and the migration completes."""
         self.flags(group='xen_stubdom', live_migration_downtime_ms=1,
-                   live_migration_max_rounds=10000)
+                   live_migration_max_rounds=10000,
+                   live_migration_stall_rounds=10000,
+                   live_migration_max_mem_factor=1000)
         server = self._boot()
         hv1, dom = self._domain(server, 'host1')
         dom.dirty_rate = 64 * MiB

@@ -1,0 +1,105 @@
+"""Suspend and resume through real Nova: the image is a Xen v2 stream in
+the guest's suspend VDI; a damaged image is refused and nothing is lost."""
+from tests.functional import base  # noqa: I100 (first: eventlet decision)
+
+import hashlib
+
+from nova_xen_stubdom.sim import devicemodel
+
+#: a byte inside the image's authenticated preamble (domain description)
+OFFSET = 200
+
+
+class TestSuspendResume(base.XenStubdomTestBase):
+    SIM_HOSTS = 1
+    COMPUTES = ('host1',)
+
+    def setUp(self):
+        super().setUp()
+        self.flavor = self._create_flavor(memory_mb=128, vcpu=1, disk=1)
+
+    def _guest_domain(self, server):
+        guest, _ = self.xapi_vms(server)
+        hv = self.sim_host('host1').hypervisor
+        return hv, hv.domain(int(guest['domid']))
+
+    def _fill(self, dom):
+        mem = dom.memory()
+        for pfn in range(0, dom.max_pfn, 5):
+            mem[pfn * 4096:pfn * 4096 + 32] = hashlib.sha256(
+                b'%d' % pfn).digest()
+        mem.release()
+
+    def _image_path(self, guest):
+        backend = self.sim_host('host1').agent().backend
+        x = self.xapi()
+        return backend.vdi_path(x.VDI.get_uuid(guest['suspend_VDI']))
+
+    def _suspend(self, server):
+        self.api.post_server_action(server['id'], {'suspend': {}})
+        return self._wait_for_state_change(server, 'SUSPENDED')
+
+    def test_suspend_resume_round_trip(self):
+        server = self._create_server(flavor_id=self.flavor, networks='none')
+        hv, dom = self._guest_domain(server)
+        self._fill(dom)
+        digest = hashlib.sha256(dom.memory()).hexdigest()
+        qemu = devicemodel.device_state(hv, dom.domid)
+
+        server = self._suspend(server)
+        guest, stub = self.xapi_vms(server)
+        self.assertEqual('Suspended', guest['power_state'])
+        self.assertEqual('Halted', stub['power_state'])
+        # guest and stub domain are gone from the host
+        self.assertEqual([], [d for d in hv.domains if d != 0])
+        with open(self._image_path(guest), 'rb') as f:
+            self.assertEqual(b'LibxlFmt', f.read(8))
+
+        self.api.post_server_action(server['id'], {'resume': {}})
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        guest, stub = self.xapi_vms(server)
+        self.assertEqual('Running', guest['power_state'])
+        self.assertEqual('Running', stub['power_state'])
+        self.assertEqual('OpaqueRef:NULL', guest['suspend_VDI'])
+        hv, dom = self._guest_domain(server)
+        self.assertFalse(dom.paused)
+        self.assertEqual(digest, hashlib.sha256(dom.memory()).hexdigest())
+        self.assertEqual(qemu, devicemodel.device_state(hv, dom.domid))
+        self._delete_server(server)
+
+    def test_corrupt_image_is_refused_and_kept(self):
+        server = self._create_server(flavor_id=self.flavor, networks='none')
+        server = self._suspend(server)
+        guest, _ = self.xapi_vms(server)
+        path = self._image_path(guest)
+        with open(path, 'r+b') as f:
+            f.seek(OFFSET)
+            byte = f.read(1)
+            f.seek(OFFSET)
+            f.write(bytes([byte[0] ^ 0x10]))
+        with open(path, 'rb') as f:
+            damaged = hashlib.sha256(f.read()).hexdigest()
+
+        self.api.post_server_action(server['id'], {'resume': {}})
+        server = self._wait_for_server_parameter(
+            server, {'status': 'SUSPENDED', 'OS-EXT-STS:task_state': None})
+        # Nova recorded why (the instance action's event failed)
+        actions = self.api.get_instance_actions(server['id'])
+        resume = [a for a in actions if a['action'] == 'resume'][0]
+        self.assertEqual('Error', resume['message'])
+        guest2, stub2 = self.xapi_vms(server)
+        self.assertEqual('Suspended', guest2['power_state'])
+        self.assertEqual(guest['suspend_VDI'], guest2['suspend_VDI'])
+        self.assertEqual('Halted', stub2['power_state'])
+        with open(path, 'rb') as f:
+            self.assertEqual(damaged, hashlib.sha256(f.read()).hexdigest())
+        hv = self.sim_host('host1').hypervisor
+        self.assertEqual([], [d for d in hv.domains if d != 0])
+
+        # repaired, the same image resumes
+        with open(path, 'r+b') as f:
+            f.seek(OFFSET)
+            f.write(byte)
+        self.api.post_server_action(server['id'], {'resume': {}})
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        self._delete_server(server)
