@@ -49,6 +49,8 @@ POLL = 0.1
 #: until confirm or revert
 RESIZE_SOURCE = 'resize-source-'
 RESIZE_SUFFIX = '.resize-source'
+#: the instance's disks (VDI other_config disk name) and their userdevice
+DISK_USERDEVICE = {'root': 0, 'ephemeral': 1}
 #: disk name (VDI name_label suffix, other_config) of suspend images
 SUSPEND_DISK = 'suspend'
 #: instance system_metadata key holding the suspend image's key (hex)
@@ -682,11 +684,12 @@ class MigrationOps:
             built.guest_uuid = rec['uuid']
         if RESIZE_SOURCE + dc.ROLE_STUBDOM in vms:
             built.stubdom = vms[RESIZE_SOURCE + dc.ROLE_STUBDOM][0]
-        for ref in self._call('VDI.get_by_name_label',
-                              '%s-root%s' % (instance.name, RESIZE_SUFFIX)):
-            oc = self._call('VDI.get_other_config', ref)
-            if oc.get(dc.OC_NOVA_UUID) == instance.uuid:
-                built.vdis.append(ref)
+        for disk in DISK_USERDEVICE:
+            for ref in self._call('VDI.get_by_name_label', '%s-%s%s' % (
+                    instance.name, disk, RESIZE_SUFFIX)):
+                oc = self._call('VDI.get_other_config', ref)
+                if oc.get(dc.OC_NOVA_UUID) == instance.uuid:
+                    built.vdis.append(ref)
         return built
 
     def finish_migration(self, context, migration, instance, disk_info,
@@ -700,12 +703,12 @@ class MigrationOps:
         host = self._ctx.host_ref
         with self._vmops._operation(instance):
             try:
-                root = None
+                disks = {}
                 for uuid, disk in copies.items():
                     ref = self._call('VDI.get_by_uuid', uuid)
                     built.vdis.append(ref)
-                    if disk == 'root':
-                        root = ref
+                    disks[disk] = ref
+                root = disks.get('root')
                 if root is None:
                     raise dexc.XenStubdomDriverError(reason=_(
                         'no root disk came with the migration'))
@@ -726,12 +729,17 @@ class MigrationOps:
                            stub_uuid)
                 self._call('VM.add_to_platform', guest, 'stubdom',
                            stub_uuid)
-                vbd = self._call('VBD.create', vmbuild.vbd_record(
-                    guest, root, 0, True, {}))
-                built.vbds.append(vbd)
-                built.vbds.append(self._call('VBD.create', vmbuild.vbd_record(
-                    stub, root, 0, False,
-                    {dc.OC_MIRROR_OF: self._call('VBD.get_uuid', vbd)})))
+                for disk, ref in sorted(disks.items(), key=lambda d:
+                                        DISK_USERDEVICE.get(d[0], 9)):
+                    dev = DISK_USERDEVICE.get(disk, len(built.vbds) // 2)
+                    vbd = self._call('VBD.create', vmbuild.vbd_record(
+                        guest, ref, dev, dev == 0, {}))
+                    built.vbds.append(vbd)
+                    built.vbds.append(self._call(
+                        'VBD.create', vmbuild.vbd_record(
+                            stub, ref, dev, False,
+                            {dc.OC_MIRROR_OF: self._call('VBD.get_uuid',
+                                                         vbd)})))
                 vifs = []
                 for index, vif in enumerate(network_info or []):
                     net_ref = self._vmops._network_ref(vif)
