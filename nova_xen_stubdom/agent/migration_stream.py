@@ -198,8 +198,14 @@ class StreamWriter:
     """
 
     def __init__(self, sink: Callable[[bytes], object],
-                 key: Optional[bytes] = None) -> None:
+                 key: Optional[bytes] = None, compat: bool = False) -> None:
+        if compat and key:
+            raise ValueError('a compatible stream carries no optional '
+                             'records, so no authentication tags')
         self._sink = sink
+        #: only records of Xen's spec: what Xen's own tools accept
+        #: (verify-stream-v2 refuses optional records it does not know)
+        self.compat = compat
         self._mac = hmac.new(key, digestmod=hashlib.sha256) if key else None
         self._seq = 0
         self.bytes_written = 0
@@ -235,6 +241,8 @@ class StreamWriter:
                               xen_version[0], xen_version[1]))
 
     def domain_info(self, info: dict) -> None:
+        if self.compat:
+            return
         self.record(XSD_DOMAIN_INFO, json.dumps(info, sort_keys=True).encode())
 
     def static_data_end(self) -> None:
@@ -256,6 +264,12 @@ class StreamWriter:
         pfns = np.asarray(pfns, dtype=np.int64)
         if not pfns.size:
             return
+        if self.compat:
+            # the spec has no zero-page record: send them as data
+            for i in range(0, pfns.size, 1024):
+                chunk = pfns[i:i + 1024]
+                self.page_data(chunk, bytes(PAGE_SIZE * chunk.size))
+            return
         breaks = np.flatnonzero(np.diff(pfns) != 1)
         firsts = np.concatenate((pfns[:1], pfns[breaks + 1]))
         lasts = np.concatenate((pfns[breaks], pfns[-1:]))
@@ -267,6 +281,8 @@ class StreamWriter:
                     runs.tobytes())
 
     def xbzrle_pages(self, pfns: List[int], deltas: List[bytes]) -> None:
+        if self.compat:
+            raise ValueError('XBZRLE records are not in Xen\'s spec')
         lens = np.array([len(d) for d in deltas], dtype='<u4')
         lens_b = lens.tobytes() + bytes(_pad(lens.nbytes))
         self.record(XSD_PAGE_XBZRLE,
@@ -275,6 +291,8 @@ class StreamWriter:
                     b''.join(deltas))
 
     def round_end(self, round_no: int, pages: int) -> None:
+        if self.compat:
+            return
         self.record(XSD_ROUND_END, struct.pack('<II', round_no, pages))
 
     # -- CPU / device state ---------------------------------------------------
