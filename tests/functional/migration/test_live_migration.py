@@ -185,6 +185,63 @@ class TestLiveMigration(base.XenStubdomTestBase):
         self.assertEqual('host2', server['OS-EXT-SRV-ATTR:host'])
         self._delete_server(server)
 
+    def _assert_rolled_back(self, server):
+        self._wait_migration(server, ['error', 'failed'])
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        self.assertEqual('host1', server['OS-EXT-SRV-ATTR:host'])
+        guest, _stub = self.xapi_vms(server)
+        hv1 = self.sim_host('host1').hypervisor
+        self.assertEqual('Running', guest['power_state'])
+        self.assertFalse(hv1.domain(int(guest['domid'])).paused)
+        self.wait_for_xapi(lambda: not self._incoming_vms(), timeout=30,
+                           what='incoming VMs removed')
+        self.wait_for_xapi(lambda: [d for d in self.sim_host(
+            'host2').hypervisor.domains if d != 0] == [], timeout=30,
+            what='destination domains gone')
+        return server
+
+    def test_destination_receiver_dies_mid_stream(self):
+        """The destination agent's receiver goes away during pre-copy."""
+        self.flags(group='xen_stubdom', live_migration_downtime_ms=1,
+                   live_migration_max_rounds=10000,
+                   live_migration_stall_rounds=10000,
+                   live_migration_max_mem_factor=1000)
+        server = self._boot()
+        hv1, dom = self._domain(server, 'host1')
+        dom.dirty_rate = 64 * MiB
+        self._start_live_migration(server)
+        self._wait_migration(server, ['running'])
+        ops = self.computes_by_name['host1'].manager.driver._migrationops
+        deadline = time.monotonic() + 20
+        while ops._sending.get(server['id']) is None:
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.05)
+        x = self.xapi()
+        incoming = [r for r in x.VM.get_all_records().values()
+                    if r['other_config'].get('nova_xen_stubdom_role') ==
+                    migrationops.ROLE_INCOMING_GUEST][0]
+        from nova_xen_stubdom.agent import plugin
+        plugin.call(self.sim_host('host2').agent(), plugin.PLUGIN,
+                    'migrate_receive_cancel', {'id': incoming[
+                        'other_config'][migrationops.OC_RECEIVE_JOB]})
+        server = self._assert_rolled_back(server)
+        self._delete_server(server)
+
+    def test_wrong_key_is_refused_and_rolled_back(self):
+        dest_ops = self.computes_by_name['host2'].manager.driver._migrationops
+        real = dest_ops.pre_live_migration
+
+        def tampered(*args, **kwargs):
+            data = real(*args, **kwargs)
+            data.migration_key = 'ab' * 32     # not the receiver's key
+            return data
+
+        dest_ops.pre_live_migration = tampered
+        server = self._boot()
+        self._start_live_migration(server)
+        server = self._assert_rolled_back(server)
+        self._delete_server(server)
+
     def test_pci_guest_is_refused(self):
         # refused by the destination check with a message naming the cause
         ops = self.computes_by_name['host2'].manager.driver._migrationops
