@@ -99,7 +99,10 @@ migration_opts = [
                help='Bandwidth cap of a migration stream in MiB/s; 0 means '
                     'no cap.'),
     cfg.IntOpt('live_migration_streams', default=1, min=1, max=16,
-               help='Parallel TCP streams per live migration.'),
+               help='Parallel TCP streams per live migration. Reserved: '
+                    'the agent uses one stream (on the hosts measured a '
+                    'single stream was not the bottleneck); other values '
+                    'are accepted and ignored.'),
     cfg.StrOpt('agent_listen_address', default='127.0.0.1',
                help='Address the dom0 agent listens on for incoming '
                     'migration streams.'),
