@@ -100,9 +100,8 @@ migration_opts = [
                     'no cap.'),
     cfg.IntOpt('live_migration_streams', default=1, min=1, max=16,
                help='Parallel TCP streams per live migration. Reserved: '
-                    'the agent uses one stream (on the hosts measured a '
-                    'single stream was not the bottleneck); other values '
-                    'are accepted and ignored.'),
+                    'this version\'s agent sends over one stream; other '
+                    'values are accepted and ignored.'),
     cfg.StrOpt('agent_listen_address', default='127.0.0.1',
                help='Address the dom0 agent listens on for incoming '
                     'migration streams.'),
