@@ -8,21 +8,27 @@ cd "$(dirname "$0")/.."
 
 log() { printf '[setup] %s\n' "$*"; }
 
-pkgs=$(grep -v '^\s*#' tools/apt-packages.txt | tr -s ' \n' ' ')
-missing=""
-for p in $pkgs; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
+wanted() { grep -v '^\s*#' tools/apt-packages.txt | tr -s ' \n' ' '; }
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+missing=""; optional=""
+for p in $(wanted); do
+    case "$p" in
+        \?*) installed "${p#?}" || optional="$optional ${p#?}" ;;
+        *) installed "$p" || missing="$missing $p" ;;
+    esac
 done
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+apt_install() {
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
+        --no-install-recommends "$@" >/dev/null
+}
 if [ -n "$missing" ]; then
     log "apt-get install:$missing"
-    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
     # The Debian mirror is sometimes briefly unreachable: retry before failing.
     for attempt in 1 2 3 4; do
         $SUDO apt-get update -qq || true
-        if DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
-                --no-install-recommends $missing >/dev/null; then
-            break
-        fi
+        # shellcheck disable=SC2086 # one word per package
+        apt_install $missing && break
         if [ "$attempt" = 4 ]; then
             log "ERROR: could not install Debian packages:$missing"
             exit 1
@@ -30,6 +36,15 @@ if [ -n "$missing" ]; then
         log "apt-get failed (attempt $attempt), retrying in $((attempt * 20))s"
         sleep $((attempt * 20))
     done
+fi
+if [ -n "$optional" ]; then
+    log "apt-get install (optional):$optional"
+    $SUDO apt-get update -qq || true
+    # shellcheck disable=SC2086 # one word per package
+    if ! apt_install $optional; then
+        log "WARNING: optional Debian packages not installed:$optional;"
+        log "WARNING: the checks that need them will be reported SKIPPED"
+    fi
 fi
 
 PY=${PYTHON:-python3}
