@@ -4,7 +4,6 @@ A plugged VBD/VIF becomes a PV frontend of the VM's domain in the host's
 hypervisor (``Hypervisor.frontends``: which domain holds which frontend),
 backed by the VDI's file or the network's bridge.  VDIs are sparse files.
 """
-import importlib
 import logging
 import os
 
@@ -315,23 +314,19 @@ def vdi_copy(ctx, vdi, sr, base_vdi, into_vdi):
 
 
 # -- device model -------------------------------------------------------------
-def _default_launcher(host):
-    try:
-        mod = importlib.import_module('nova_xen_stubdom.agent.dm_wrapper')
-        return mod.launch, getattr(mod, 'stop', None)
-    except ImportError:
-        def refuse(agent, guest_domid, guest_vm_uuid):
-            if host.config.allow_dom0_dm:
-                return {'mode': 'dom0'}
-            raise RuntimeError('no device-model wrapper installed and dom0 '
-                               'device models are not allowed on this host')
-        return refuse, None
+def _launcher(host):
+    """(launch, stop) of the device-model wrapper xenopsd runs on *host*:
+    the agent's (whose refusal of dom0 device models follows the host's
+    ``allow_dom0_dm``), or a test's ``HostConfig.dm_launcher`` (no stop)."""
+    if host.config.dm_launcher:
+        return host.config.dm_launcher, None
+    from nova_xen_stubdom.agent import dm_wrapper
+    return dm_wrapper.launch, dm_wrapper.stop
 
 
 def launch_device_model(ctx, host, vm, rec, domid: int) -> None:
     hv = host.hypervisor
-    launch, _stop = (host.config.dm_launcher, None) \
-        if host.config.dm_launcher else _default_launcher(host)
+    launch, _stop = _launcher(host)
     try:
         result = launch(host.agent(), domid, rec['uuid'])
     except Exception as e:
@@ -365,8 +360,7 @@ def _stop_device_model(host, domid: int, vm_uuid: str) -> None:
         dm = hv.device_models.get(domid)
     if dm is None:
         return
-    _launch, stop = (None, None) if host.config.dm_launcher else \
-        _default_launcher(host)
+    _launch, stop = _launcher(host)
     if stop is not None:
         try:
             stop(host.agent(), domid, vm_uuid)

@@ -10,7 +10,6 @@ defines it: status = the agent error's ``code`` (else the exception type),
 stdout empty, stderr = the message.
 """
 import importlib
-import inspect
 import logging
 
 from nova_xen_stubdom.sim.errors import XapiError
@@ -19,24 +18,13 @@ LOG = logging.getLogger(__name__)
 
 
 def default_agent(host):
+    """The real dom0 agent over this host's simulated hypervisor; the
+    host's ``HostConfig.allow_dom0_dm`` is its allow_dom0_device_model
+    (the agent would otherwise read [xen_stubdom] of this process)."""
+    from nova_xen_stubdom.agent.host import HostAgent
     from nova_xen_stubdom.sim.backend import SimBackend
-    backend = SimBackend(host)
-    try:
-        mod = importlib.import_module('nova_xen_stubdom.agent.host')
-    except ImportError:
-        return _NoAgent(backend, host.uuid)
-    cls = mod.HostAgent
-    kwargs = {'backend': backend, 'host_uuid': host.uuid}
-    params = inspect.signature(cls).parameters
-    if 'allow_dom0_device_model' in params:
-        kwargs['allow_dom0_device_model'] = host.config.allow_dom0_dm
-    return cls(**kwargs)
-
-
-class _NoAgent:
-    def __init__(self, backend, host_uuid):
-        self.backend = backend
-        self.host_uuid = host_uuid
+    return HostAgent(backend=SimBackend(host), host_uuid=host.uuid,
+                     allow_dom0_device_model=bool(host.config.allow_dom0_dm))
 
 
 def call_plugin(host, plugin: str, fn: str, args: dict) -> str:

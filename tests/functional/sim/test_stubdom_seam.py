@@ -167,18 +167,38 @@ def test_hvm_guest_without_stubdom_is_refused(sim, x):
     x.VM.destroy(guest)
 
 
-def test_dom0_device_model_when_host_allows():
+def test_dom0_device_model_follows_each_hosts_config():
+    """HostConfig.allow_dom0_dm reaches the real device-model wrapper of
+    that host only, whatever [xen_stubdom] allow_dom0_device_model of this
+    process says (the agent's fallback when it is not told)."""
+    from nova_xen_stubdom import conf
     from nova_xen_stubdom.sim.pool import HostConfig
-    with testing.running_sim(
-            hosts=1, host_configs=[HostConfig(allow_dom0_dm=True)]) as sim:
-        x = testing.login(sim).xenapi
-        guest = x.VM.create(testing.vm_record('dom0dm', hvm=True))
-        x.VM.start(guest, False, False)
-        domid = int(x.VM.get_domid(guest))
-        assert introspect.dom0_device_models(sim.host(0)) == [domid]
-        x.VM.hard_shutdown(guest)
-        assert introspect.dom0_device_models(sim.host(0)) == []
-        x.VM.destroy(guest)
+    conf.CONF.set_override('allow_dom0_device_model', True, 'xen_stubdom')
+    try:
+        with testing.running_sim(hosts=2, host_configs=[
+                HostConfig(allow_dom0_dm=True),
+                HostConfig(allow_dom0_dm=False)]) as sim:
+            allowed, strict = sim.host(0), sim.host(1)
+            assert allowed.agent().allow_dom0_device_model is True
+            assert strict.agent().allow_dom0_device_model is False
+            x = testing.login(sim).xenapi
+            guest = x.VM.create(testing.vm_record('dom0dm', hvm=True))
+            details = _fail(x.VM.start_on, guest, strict.ref, False, False)
+            assert details[0] == 'INTERNAL_ERROR'
+            assert 'DeviceModelRefused' in details[1]
+            assert introspect.domains(strict)[1:] == []
+            x.VM.start_on(guest, allowed.ref, False, False)
+            domid = int(x.VM.get_domid(guest))
+            # no stub domain: the device model is recorded as dom0's
+            assert allowed.hypervisor.device_models[domid] == 0
+            assert introspect.dom0_device_models(allowed) == [domid]
+            assert [d['domid'] for d in introspect.domains(allowed)] == \
+                [0, domid]
+            x.VM.hard_shutdown(guest)
+            assert introspect.dom0_device_models(allowed) == []
+            x.VM.destroy(guest)
+    finally:
+        conf.CONF.clear_override('allow_dom0_device_model', 'xen_stubdom')
 
 
 def test_call_plugin_failure(x):
