@@ -8,6 +8,7 @@ followed by keeping the scheme and port of the URL the client used.
 import dataclasses
 import os
 import threading
+import time
 from typing import Any, Callable, Dict, List, Optional
 
 from nova_xen_stubdom.sim import wire
@@ -56,6 +57,8 @@ class HostRuntime:
         self.placement_lock = threading.Lock()
         #: bumped by a toolstack restart: sessions of older epochs die
         self.toolstack_epoch = 0
+        #: epoch seconds of the simulated host's boot (simulator start)
+        self.boot_time = 0.0
         self.hypervisor = Hypervisor(self.uuid, config.memory, config.cpus,
                                      mem_dir=mem_dir,
                                      default_dirty_rate=config.dirty_rate)
@@ -130,7 +133,25 @@ class Pool:
                 return h
         return None
 
-    # -- first boot ----------------------------------------------------------
+    # -- boot -----------------------------------------------------------------
+    def boot(self) -> None:
+        """The hosts boot (a simulator start, fresh or from a state dir:
+        domains never survive it) and their toolstacks start."""
+        now = time.time()
+        for h in self.hosts:
+            h.boot_time = now
+            self.toolstack_started(h)
+
+    def toolstack_started(self, h: HostRuntime) -> None:
+        """What XAPI's start-up sync writes into its host's other_config:
+        ``boot_time`` (when the host booted: unchanged by a toolstack
+        restart) and ``agent_start_time`` (now), both OCaml
+        ``string_of_float`` of epoch seconds."""
+        rec = self.db.get('host', h.ref)
+        self.db.set('host', h.ref, other_config=dict(
+            rec['other_config'], boot_time=_ocaml_float(h.boot_time),
+            agent_start_time=_ocaml_float(time.time())))
+
     def build(self) -> None:
         """Create the objects a freshly installed pool has."""
         db = self.db
@@ -175,7 +196,7 @@ class Pool:
                          'features_pv': ''},
             'memory_overhead': 0,
             'sched_policy': 'credit',
-            'other_config': {'agent_start_time': '%d' % 0},
+            'other_config': {},
         })
         for n in range(cfg.cpus):
             cpu = db.create('host_cpu', {
@@ -235,3 +256,10 @@ class Pool:
         self.tasks.join_all(timeout=2)
         for h in self.hosts:
             h.hypervisor.shutdown()
+
+
+def _ocaml_float(value: float) -> str:
+    """OCaml's ``string_of_float`` (``%.12g``, a trailing dot when
+    integral), which XAPI uses for these other_config times."""
+    text = '%.12g' % value
+    return text if any(c in text for c in '.en') else text + '.'

@@ -332,6 +332,7 @@ class SimServer:
         for pool in self.pools:
             if not (pool.state_dir and persist.load(pool)):
                 pool.build()
+            pool.boot()
         self._bind()
         for srv in self._servers:
             t = threading.Thread(target=srv.serve_forever,
@@ -398,9 +399,7 @@ class SimServer:
                     if s['host'] == host.ref]
         for r in dead:
             pool.sessions.expire(r)
-        pool.db.set('host', host.ref, other_config=dict(
-            pool.db.get('host', host.ref)['other_config'],
-            agent_start_time=str(host.toolstack_epoch)))
+        pool.toolstack_started(host)
 
     def expire_sessions(self) -> int:
         return sum(p.sessions.expire() for p in self.pools)
