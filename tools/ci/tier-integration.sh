@@ -104,13 +104,15 @@ rm -rf "$WS" "$DIR/data/tempest-workspace.yaml"
 "${CLOUD[@]}" tempest-conf "$WS/etc/tempest.conf" || exit 1
 
 log "tempest run (concurrency ${TEMPEST_CONCURRENCY:-2})"
-(cd "$WS" && "$DIR/venv-tempest/bin/tempest" run \
+# bounded: a hung test must not eat CI's 90 minutes
+(cd "$WS" && timeout "${TEMPEST_TIMEOUT:-1500}" "$DIR/venv-tempest/bin/tempest" run \
     --concurrency "${TEMPEST_CONCURRENCY:-2}" \
     --regex "$TEMPEST_REGEX" --exclude-regex "$TEMPEST_EXCLUDE") \
     > "$DIR/tempest-run.log" 2>&1
 trc=$?
 grep -E '\.\.\. (FAILED|ok|SKIPPED)' "$DIR/tempest-run.log" |
-    sed -e 's/^{[0-9]*} //' > "$DIR/tempest-results.txt"
+    sed -e 's/^{[0-9]*} //' -e 's/^setUpClass (\([^)]*\))/\1/' \
+    > "$DIR/tempest-results.txt"
 grep -E '\.\.\. FAILED' "$DIR/tempest-results.txt" || true
 ours_ok=$(grep -c '^nova_xen_stubdom_tempest_plugin.*\.\.\. ok' "$DIR/tempest-results.txt")
 ours_fail=$(grep -c '^nova_xen_stubdom_tempest_plugin.*\.\.\. FAILED' "$DIR/tempest-results.txt")
@@ -123,6 +125,7 @@ log "tempest plugin (ours): $ours_ok passed, $ours_fail failed, $ours_skip skipp
 log "tempest upstream compute API: $up_ok passed, $up_fail failed, $up_skip skipped"
 echo "tempest: $((ours_ok + up_ok)) passed, $((ours_fail + up_fail)) failed, $((ours_skip + up_skip)) skipped"
 if [ "$trc" != 0 ]; then
+    tail -80 "$DIR/tempest-run.log"
     log "FAILED: tempest exited $trc (full log: $DIR/tempest-run.log, $WS/tempest.log)"
     exit 1
 fi
