@@ -19,7 +19,6 @@ failure before "go" leaves it running (unpaused if this migration paused
 it) and the destination destroys what it prepared.
 """
 import dataclasses
-import json
 import socket
 import struct
 import threading
@@ -27,6 +26,7 @@ import time
 import traceback
 from typing import Callable, Dict, Optional, Tuple
 
+import numpy as np
 from oslo_log import log as logging
 
 from nova_xen_stubdom.agent import backend as hv
@@ -436,7 +436,6 @@ class LiveMigrationSource:
 
 
 def _union(a, b):
-    import numpy as np
     if b is None or not b.size:
         return a
     return np.union1d(a, b)
@@ -644,10 +643,6 @@ class LiveMigrationTarget:
             except Exception:
                 LOG.exception('could not destroy domain %d of a failed '
                               'incoming migration', self.result.domid)
-
-
-def describe(result: TargetResult) -> str:
-    return json.dumps(dataclasses.asdict(result))
 
 
 # The agent's plugin functions for this engine register on import (the
