@@ -58,7 +58,10 @@ stubdom_opts = [
                     'rootfs (written by "nova-xen-stubdom build-stubdom").'),
     cfg.IntOpt('stubdom_memory_mb', default=128, min=32,
                help='Memory of each stub domain; a flavor may override it '
-                    'with the xen_stubdom:memory_mb extra spec.'),
+                    'with the xen_stubdom:memory_mb extra spec. The image '
+                    'built by "nova-xen-stubdom build-stubdom" needs at '
+                    'least 120 MiB (measured: its rootfs lives in RAM); '
+                    'smaller values are for smaller custom images.'),
     cfg.IntOpt('stubdom_vcpus', default=1, min=1, max=8,
                help='vCPUs of each stub domain; a flavor may override it '
                     'with xen_stubdom:vcpus.'),
