@@ -48,6 +48,23 @@ if [ -n "$optional" ]; then
 fi
 
 PY=${PYTHON:-python3}
+# A copy of the last venv that installed cleanly on this machine: when the
+# package index cannot be reached, a fresh checkout starts from it instead
+# of failing (pip then proves, with --no-index, that it satisfies every
+# requirement).
+SEED=${NXS_VENV_SEED:-$HOME/.cache/nova-xen-stubdom/venv-seed}
+VENV=$PWD/.venv
+
+relocate() {  # a venv copied from $1 to $2: fix the paths it records
+    local f
+    for f in "$2"/bin/*; do
+        [ -f "$f" ] && [ "$(head -c2 "$f")" = '#!' ] &&
+            sed -i "1s|$1/bin/|$2/bin/|" "$f"
+    done
+    sed -i "s|$1|$2|g" "$2/bin/activate" "$2/pyvenv.cfg"
+}
+pip_reqs() { "$VENV/bin/pip" install -q "$@" -r requirements.txt -r test-requirements.txt; }
+
 if [ ! -x .venv/bin/python ]; then
     log "creating .venv"
     $PY -m venv .venv
@@ -56,9 +73,22 @@ stamp=.venv/.requirements.sha256
 want=$(cat requirements.txt test-requirements.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     log "pip install (nova and test dependencies; about a minute)"
-    .venv/bin/pip install -q -U pip setuptools wheel
-    .venv/bin/pip install -q -r requirements.txt -r test-requirements.txt
-    echo "$want" > "$stamp"
+    if .venv/bin/pip install -q -U pip setuptools wheel && pip_reqs; then
+        echo "$want" > "$stamp"
+        log "keeping a copy of this venv in $SEED for offline set-ups"
+        rm -rf "$SEED.new" && mkdir -p "$(dirname "$SEED")"
+        cp -a "$VENV" "$SEED.new" && relocate "$VENV" "$SEED.new"
+        rm -rf "$SEED" && mv "$SEED.new" "$SEED" && relocate "$SEED.new" "$SEED"
+    elif [ -x "$SEED/bin/python" ]; then
+        log "WARNING: the package index is unreachable; starting from the"
+        log "WARNING: venv copy kept in $SEED"
+        rm -rf "$VENV" && cp -a "$SEED" "$VENV" && relocate "$SEED" "$VENV"
+        pip_reqs --no-index || { log "ERROR: $SEED lacks requirements"; exit 1; }
+        echo "$want" > "$stamp"
+    else
+        log "ERROR: pip install failed and no venv copy exists in $SEED"
+        exit 1
+    fi
 fi
 log "installing nova-xen-stubdom (editable) and building the C extension"
 .venv/bin/pip install -q --no-build-isolation --no-deps -e .
