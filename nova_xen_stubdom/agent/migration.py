@@ -20,23 +20,21 @@ it) and the destination destroys what it prepared.
 """
 import dataclasses
 import socket
-import struct
 import threading
 import time
 import traceback
 from typing import Callable, Dict, Optional, Tuple
 
-import numpy as np
 from oslo_log import log as logging
 
 from nova_xen_stubdom.agent import backend as hv
 from nova_xen_stubdom.agent import migration_pages as mp
-from nova_xen_stubdom.agent import migration_stream as ms
 from nova_xen_stubdom.agent import migration_wire as wire
 from nova_xen_stubdom.agent import saverestore
+from nova_xen_stubdom import emucore
 
 LOG = logging.getLogger(__name__)
-PAGE_SIZE = ms.PAGE_SIZE
+PAGE_SIZE = emucore.format.PAGE_SIZE
 
 
 class MigrationError(Exception):
@@ -163,16 +161,24 @@ class LiveMigrationSource:
                 raise MigrationError('destination agent refused: %s' % e)
             ctrl = wire.ControlChannel(sock, keys.control, 'src')
             sink = wire.RateLimitedSink(sock, self.bandwidth_bytes)
-            writer = ms.StreamWriter(sink, keys.stream)
+            cache = emucore.XbzrleCache(
+                self.xbzrle_cache_pages * PAGE_SIZE) \
+                if self.xbzrle_cache_pages and not self.stop_and_copy \
+                else None
+            writer = emucore.StreamWriter(sink, mode='full',
+                                          key=keys.stream,
+                                          xbzrle_cache=cache)
             self._ctrl = ctrl
             saverestore.write_preamble(writer, info)
+            # The destination prepares its domain once this segment (the
+            # domain description) verified.
+            writer.end_round()
 
             view = self.backend.map_memory(self.domid)
-            mem = mp.as_pages(view, info.max_pfn)
             self.backend.enable_logdirty(self.domid)
             logdirty = True
             self.backend.fetch_dirty_bitmap(self.domid, clear=True)
-            sender = mp.PageSender(mem, writer, self.xbzrle_cache_pages,
+            sender = mp.PageSender(view, info.max_pfn, writer,
                                    after_batch=lambda n: self._after_batch(
                                        writer, sender, paused_at is None))
             self._sender = sender
@@ -200,10 +206,10 @@ class LiveMigrationSource:
                     self.backend.fetch_dirty_bitmap(self.domid, clear=True),
                     info.max_pfn)
                 # Pages that were already due when pre-copy stopped.
-                rest = _union(rest, dirty)
-                self.stats.last_round_pages = int(rest.size)
-                sender.send(rest, xbzrle=False)
-            writer.round_end(round_no, self.stats.last_round_pages)
+                rest = mp.union(rest, dirty)
+                self.stats.last_round_pages = len(rest)
+                sender.send(rest)
+            writer.end_round()
             sw = self.stats.switchover
             sw['last_round'] = time.monotonic() - paused_at
             saverestore.write_trailer(
@@ -229,13 +235,13 @@ class LiveMigrationSource:
             # costs here, apart from waiting for the machine or the peer
             sw['source_cpu'] = time.process_time() - paused_cpu
             self.stats.rounds = round_no
-            self.stats.bytes_sent = writer.bytes_written
+            self.stats.bytes_sent = writer.offset
             c = sender.counters
             self.stats.pages_full, self.stats.pages_zero = c.full, c.zero
             self.stats.pages_xbzrle = c.xbzrle
             self.stats.bound_bytes = c.bound_bytes
             self.stats.total_s = time.monotonic() - start
-            self.progress = Progress(total, writer.bytes_written, 0, round_no,
+            self.progress = Progress(total, writer.offset, 0, round_no,
                                      'completed')
             self._report()
             LOG.info('live migration of domain %(d)d done: %(s)s',
@@ -254,7 +260,7 @@ class LiveMigrationSource:
             raise
         finally:
             if view is not None:
-                mem = sender = None  # noqa: F841 (drop exports of the view)
+                sender = None  # noqa: F841 (drop exports of the view)
                 self._sender = None
                 saverestore._release(view)
             if logdirty:
@@ -290,10 +296,8 @@ class LiveMigrationSource:
         self._set_progress(sender, writer, total, round_no, 'precopy')
         t0 = time.monotonic()
         sender.send_all()
-        writer.round_end(round_no, info.max_pfn)
-        writer.tag()
-        self._wait_round(round_no)
-        rate = writer.bytes_written / max(time.monotonic() - t0, 1e-6)
+        self._wait_round(self._end_round(writer))
+        rate = writer.offset / max(time.monotonic() - t0, 1e-6)
         budget = self.max_mem_factor * info.max_pfn * PAGE_SIZE
         best = None
         stalled = 0
@@ -304,12 +308,12 @@ class LiveMigrationSource:
             # Like libxc: give up pre-copying when it does not converge
             # (the dirty set stopped shrinking, or the stream already
             # carried max_mem_factor times the guest).
-            if best is None or dirty.size < best * 0.9:
-                best, stalled = dirty.size, 0
+            if best is None or len(dirty) < best * 0.9:
+                best, stalled = len(dirty), 0
             else:
                 stalled += 1
-            self.progress.memory_remaining = dirty.size * PAGE_SIZE
-            expect_ms = dirty.size * PAGE_SIZE / rate * 1000.0
+            self.progress.memory_remaining = len(dirty) * PAGE_SIZE
+            expect_ms = len(dirty) * PAGE_SIZE / rate * 1000.0
             if expect_ms <= self.downtime_ms:
                 self.stats.reason = 'converged'
                 return round_no, dirty
@@ -318,7 +322,7 @@ class LiveMigrationSource:
                 self.stats.forced = True
                 return round_no, dirty
             if stalled >= self.stall_rounds or \
-                    writer.bytes_written > budget:
+                    writer.offset > budget:
                 self.stats.reason = 'not converging'
                 self.stats.forced = True
                 return round_no, dirty
@@ -328,23 +332,30 @@ class LiveMigrationSource:
                 return round_no, dirty
             round_no += 1
             self._set_progress(sender, writer, total, round_no, 'precopy')
-            before = writer.bytes_written
+            before = writer.offset
             t0 = time.monotonic()
             sender.send(dirty)
-            writer.round_end(round_no, dirty.size)
-            writer.tag()
-            self._wait_round(round_no)
+            self._wait_round(self._end_round(writer))
             took = time.monotonic() - t0
             if took > 0.002:
                 # pages per second is what the next estimate needs; bytes
                 # of XBZRLE rounds understate it
-                rate = max(dirty.size * PAGE_SIZE,
-                           writer.bytes_written - before) / took
+                rate = max(len(dirty) * PAGE_SIZE,
+                           writer.offset - before) / took
 
     # -- helpers --------------------------------------------------------------
+    @staticmethod
+    def _end_round(writer: emucore.StreamWriter) -> int:
+        """Close the round's segment; returns how many tags the destination
+        must have verified and applied for the round to be in its memory."""
+        writer.end_round()
+        return writer.stats['tags']
+
     def _after_batch(self, writer, sender, live: bool) -> None:
-        writer.tag()
-        self.progress.memory_processed = writer.bytes_written
+        # Every batch is its own authenticated segment: the destination
+        # applies it as soon as it arrived whole.
+        writer.end_round()
+        self.progress.memory_processed = writer.offset
         while self._ctrl.pending():
             self._handle(self._ctrl.recv(1.0))
         self._check_abort()
@@ -353,24 +364,25 @@ class LiveMigrationSource:
 
     def _handle(self, msg: dict) -> None:
         """A message from the destination during the stream."""
-        if msg.get('msg') == 'round':
-            self._acked = int(msg.get('n', 0))
+        if msg.get('msg') == 'applied':
+            self._acked = int(msg.get('tags', 0))
             return
         if msg.get('msg') == 'error':
             raise MigrationError('destination failed: %s' % msg.get('reason'))
         raise MigrationError('unexpected message from the destination: %s'
                              % msg.get('msg'))
 
-    def _wait_round(self, round_no: int) -> None:
-        """Until the destination has applied round *round_no*."""
+    def _wait_round(self, tags: int) -> None:
+        """Until the destination has verified and applied *tags* segments
+        (emucore AUTH_TAGs), i.e. everything sent up to a round's end."""
         deadline = time.monotonic() + self.confirm_timeout
-        while self._acked < round_no:
+        while self._acked < tags:
             self._check_abort()
             left = deadline - time.monotonic()
             if left <= 0:
-                raise MigrationError('destination did not apply round %d '
-                                     'within %.0f s' % (round_no,
-                                                        self.confirm_timeout))
+                raise MigrationError('destination did not apply the round '
+                                     '(%d segments) within %.0f s'
+                                     % (tags, self.confirm_timeout))
             try:
                 msg = self._ctrl.recv(min(left, 0.2))
             except wire.WireError as e:
@@ -413,7 +425,7 @@ class LiveMigrationSource:
                 raise
             if msg.get('msg') == what:
                 return
-            if msg.get('msg') == 'round':
+            if msg.get('msg') == 'applied':
                 continue
             if msg.get('msg') == 'error':
                 raise MigrationError('destination failed: %s'
@@ -424,7 +436,7 @@ class LiveMigrationSource:
     def _set_progress(self, sender, writer, total, round_no, phase) -> None:
         self.progress.round = round_no
         self.progress.phase = phase
-        self.progress.memory_processed = writer.bytes_written
+        self.progress.memory_processed = writer.offset
         self._report()
 
     def _report(self) -> None:
@@ -433,12 +445,6 @@ class LiveMigrationSource:
                 self._progress_cb(dataclasses.replace(self.progress))
             except Exception:
                 LOG.exception('migration progress callback failed')
-
-
-def _union(a, b):
-    if b is None or not b.size:
-        return a
-    return np.union1d(a, b)
 
 
 @dataclasses.dataclass
@@ -549,39 +555,44 @@ class LiveMigrationTarget:
 
     def _receive(self, conn: socket.socket, keys: wire.SessionKeys) -> None:
         ctrl = wire.ControlChannel(conn, keys.control, 'dst')
-        consumer = saverestore.StreamConsumer(apply=True)
         holder = {'view': None}
         watcher = threading.Thread(target=self._watch_cancel, args=(conn,),
                                    daemon=True)
         watcher.start()
 
-        def on_info(info: dict) -> None:
-            if self.result.domid is not None:
-                raise ms.RecordError('second XSD_DOMAIN_INFO')
+        def prepare(res: emucore.RestoreResult):
+            # Runs once the first segment (headers and the domain
+            # description) verified, before any page is written.
+            info = res.domain_info
+            if info is None:
+                raise emucore.RecordError('stream carries no domain '
+                                          'description before its pages')
+            try:
+                max_pfn = int(info['max_pfn'])
+            except (KeyError, TypeError, ValueError) as e:
+                raise emucore.RecordError('bad NX_DOMAIN_INFO: %s' % e)
             domid = self._prepare(info)
             self.result.domid = domid
             dinfo = self.backend.domain_info(domid)
-            if dinfo.max_pfn < int(info['max_pfn']):
+            if dinfo.max_pfn < max_pfn:
                 raise MigrationError('prepared domain has %d pages, the '
-                                     'guest %d' % (dinfo.max_pfn,
-                                                   info['max_pfn']))
+                                     'guest %d' % (dinfo.max_pfn, max_pfn))
             holder['view'] = self.backend.map_memory(domid, writable=True)
-            consumer.attach(mp.as_pages(holder['view'], int(info['max_pfn'])))
+            return memoryview(holder['view'])[:max_pfn * PAGE_SIZE]
+
+        def applied(seq: int, res: emucore.RestoreResult) -> None:
+            # Tell the source how many segments are in memory: its rate
+            # estimate and switch-over wait on it.
+            ctrl.send({'msg': 'applied', 'tags': seq + 1})
 
         try:
-            reader = ms.StreamReader(wire.sock_reader(conn), keys.stream)
-            for segment in reader.segments():
-                for rec in segment:
-                    consumer.feed(rec, on_info=on_info)
-                    if rec.type == ms.XSD_ROUND_END:
-                        # Tell the source this round is in memory: its
-                        # rate estimate and switch-over wait on it.
-                        ctrl.send({'msg': 'round', 'n': struct.unpack_from(
-                            '<I', rec.body)[0]})
-            c = consumer.contents
+            res = emucore.StreamReader(wire.SocketSource(conn),
+                                       keys.stream).restore(
+                prepare=prepare, on_segment=applied)
+            c = saverestore.contents_of(res)
             domid = self.result.domid
-            self.result.pages = consumer.applier.pages
-            consumer.applier = None
+            self.result.pages = res.pages
+            res = None
             saverestore._release(holder['view'])
             holder['view'] = None
             self.backend.set_hvm_params(domid, c.hvm_params)
@@ -613,7 +624,6 @@ class LiveMigrationTarget:
                 conn.shutdown(socket.SHUT_WR)
             except OSError:
                 pass
-            consumer.applier = None
             saverestore._release(holder['view'])
             self._fail(reason, state='cancelled' if self._cancel.is_set()
                        else 'failed')

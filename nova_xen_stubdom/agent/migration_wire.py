@@ -173,22 +173,33 @@ class RateLimitedSink:
             self._sock.sendall(data)
         except OSError as e:
             raise WireError('connection to the destination failed: %s' % e)
-        self.sent += len(data)
+        self.sent += memoryview(data).nbytes
         if self._rate:
             # Sleep off whatever went out faster than the cap allows.
             ahead = self.sent / self._rate - (time.monotonic() - self._start)
             if ahead > 0.001:
                 time.sleep(ahead)
 
+    #: emucore's StreamWriter writes to a file-like object
+    write = __call__
 
-def sock_reader(sock: socket.socket):
-    """``read(n)`` for :class:`StreamReader` over a socket."""
-    def read(n: int) -> bytes:
+
+class SocketSource:
+    """The migration stream as a file for :class:`emucore.StreamReader`.
+
+    ``read(n)`` never returns more than *n* bytes, so nothing after the
+    stream's END (the control messages that follow on the same socket) is
+    consumed; a short read is retried by the reader, b'' is the end.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def read(self, n: int) -> bytes:
         try:
-            return sock.recv(min(n, 4 << 20))
+            return self._sock.recv(min(n, 4 << 20))
         except OSError as e:
             raise WireError('connection from the source failed: %s' % e)
-    return read
 
 
 def bind_in_range(address: str, port_min: int,

@@ -15,16 +15,18 @@ write pages.  A corrupt, truncated or foreign image is refused with
 import dataclasses
 import io
 import json
+import mmap
 import time
-from typing import BinaryIO, Callable, Dict, Optional
+from typing import Any, BinaryIO, Callable, Dict, Optional
 
 from oslo_log import log as logging
 
 from nova_xen_stubdom.agent import backend as hv
 from nova_xen_stubdom.agent import migration_pages as mp
-from nova_xen_stubdom.agent import migration_stream as ms
+from nova_xen_stubdom import emucore
 
 LOG = logging.getLogger(__name__)
+PAGE_SIZE = emucore.format.PAGE_SIZE
 
 
 class ImageError(Exception):
@@ -53,111 +55,52 @@ class ImageContents:
 def domain_info_record(info: hv.DomainInfo) -> dict:
     return {'vm_uuid': info.vm_uuid, 'max_pfn': info.max_pfn,
             'vcpus': info.vcpus, 'hvm': info.hvm,
-            'memory_bytes': info.max_pfn * ms.PAGE_SIZE}
+            'memory_bytes': info.max_pfn * PAGE_SIZE}
 
 
-def write_preamble(writer: ms.StreamWriter, info: hv.DomainInfo) -> None:
-    writer.libxl_header()
-    writer.libxc_header()
-    writer.domain_info(domain_info_record(info))
-    writer.static_data_end()
-    writer.tsc_info()
-    writer.tag()
+def write_preamble(writer: emucore.StreamWriter,
+                   info: hv.DomainInfo) -> None:
+    """Headers, the domain description (full mode) and the static data."""
+    writer.write_header()
+    if writer.mode == 'full':
+        writer.write_domain_info(domain_info_record(info))
+    writer.write_static_data()
 
 
-def write_trailer(writer: ms.StreamWriter, backend: hv.HypervisorBackend,
+def write_trailer(writer: emucore.StreamWriter, backend: hv.HypervisorBackend,
                   domid: int, device_state: bytes,
                   xenstore: Optional[Dict[str, str]]) -> None:
     """CPU context, params, device state and the ends (guest paused)."""
-    writer.hvm_context(backend.get_hvm_context(domid))
-    writer.hvm_params(backend.get_hvm_params(domid))
-    writer.libxc_end()
-    writer.emulator_xenstore(xenstore or {})
-    writer.emulator_context(device_state)
-    # The last tag precedes END (a Xen reader stops at END); END carries
-    # nothing, so every byte of content is covered.
-    writer.tag()
-    writer.libxl_end()
+    writer.write_tsc_info()
+    writer.write_hvm_context(backend.get_hvm_context(domid))
+    writer.write_hvm_params(sorted(backend.get_hvm_params(domid).items()))
+    writer.end_libxc()
+    writer.write_emulator_xenstore_data(xenstore or None)
+    writer.write_emulator_context(device_state)
+    # close() writes the final tag (every byte of content is covered) and
+    # the libxl END.
+    writer.close()
 
 
-class StreamConsumer:
-    """Folds the records of one stream into :class:`ImageContents` and,
-    once :meth:`attach` gave it memory, pages into that memory.
-
-    With ``apply=False`` records are only checked (the restore's first pass).
-    """
-
-    def __init__(self, apply: bool = True) -> None:
-        self.contents = ImageContents()
-        self.applier: Optional[mp.PageApplier] = None
-        self._apply = apply
-        self._max_pfn: Optional[int] = None
-        self._seen_end = False
-
-    @property
-    def max_pfn(self) -> Optional[int]:
-        return self._max_pfn
-
-    def attach(self, mem) -> None:
-        self.applier = mp.PageApplier(mem)
-
-    def feed(self, rec: ms.Record,
-             on_info: Optional[Callable[[dict], None]] = None) -> None:
-        c = self.contents
-        if c.complete:
-            raise ms.StreamError('data after the libxl END record')
-        if rec.level == 'libxc':
-            if rec.type == ms.XSD_DOMAIN_INFO:
-                try:
-                    c.info = json.loads(bytes(rec.body))
-                    self._max_pfn = int(c.info['max_pfn'])
-                except (ValueError, KeyError, TypeError) as e:
-                    raise ms.RecordError('bad XSD_DOMAIN_INFO: %s' % e)
-                if on_info:
-                    on_info(c.info)
-                return
-            if rec.type in (ms.REC_TYPE_PAGE_DATA, ms.XSD_PAGE_ZERO,
-                            ms.XSD_PAGE_XBZRLE):
-                if self._max_pfn is None:
-                    raise ms.RecordError('page record before XSD_DOMAIN_INFO')
-                if self._apply:
-                    if self.applier is None:
-                        raise ms.RecordError('page record before the target '
-                                             'domain was prepared')
-                    self.applier.apply(rec)
-                else:
-                    mp.check_record(rec, self._max_pfn)
-            elif rec.type == ms.REC_TYPE_HVM_CONTEXT:
-                c.hvm_context = bytes(rec.body)
-            elif rec.type == ms.REC_TYPE_HVM_PARAMS:
-                c.hvm_params = ms.decode_hvm_params(rec.body)
-            elif rec.type == ms.REC_TYPE_END:
-                if c.hvm_context is None or c.hvm_params is None:
-                    raise ms.RecordError('libxc stream ends without '
-                                         'HVM_CONTEXT and HVM_PARAMS')
-                self._seen_end = True
-            elif rec.type & ms.REC_TYPE_OPTIONAL or rec.type in (
-                    ms.REC_TYPE_STATIC_DATA_END, ms.REC_TYPE_X86_TSC_INFO):
-                pass
-            else:
-                raise ms.RecordError('unexpected libxc record %s in an HVM '
-                                     'stream' % rec.name)
-            return
-        if rec.type == ms.LREC_LIBXC_CONTEXT:
-            return
-        if rec.type == ms.LREC_EMULATOR_CONTEXT:
-            c.device_state = ms.decode_emulator(rec.body)
-        elif rec.type == ms.LREC_EMULATOR_XENSTORE_DATA:
-            c.xenstore = ms.decode_emulator_xenstore(rec.body)
-        elif rec.type == ms.LREC_END:
-            if not self._seen_end:
-                raise ms.RecordError('libxl END before the libxc END')
-            if c.device_state is None:
-                raise ms.RecordError('stream ends without EMULATOR_CONTEXT '
-                                     '(the device model\'s state)')
-            c.complete = True
-        elif not rec.type & ms.REC_TYPE_OPTIONAL:
-            raise ms.RecordError('unexpected libxl record %s' % rec.name)
+def contents_of(res: emucore.RestoreResult) -> ImageContents:
+    """The non-page parts of a verified stream, checked to be complete."""
+    if res.hvm_context is None:
+        raise emucore.RecordError('the libxc stream carries no HVM_CONTEXT')
+    if res.emulator_context is None:
+        raise emucore.RecordError('stream ends without EMULATOR_CONTEXT '
+                                  '(the device model\'s state)')
+    if res.domain_info is None:
+        raise emucore.RecordError('stream carries no domain description')
+    try:
+        int(res.domain_info['max_pfn'])
+    except (KeyError, TypeError, ValueError) as e:
+        raise emucore.RecordError('bad NX_DOMAIN_INFO: %s' % e)
+    return ImageContents(info=dict(res.domain_info),
+                         hvm_context=res.hvm_context,
+                         hvm_params=dict(res.hvm_params),
+                         device_state=res.emulator_context,
+                         xenstore=dict(res.emulator_xenstore_data),
+                         complete=True)
 
 
 def save_domain(backend: hv.HypervisorBackend, domid: int, out: BinaryIO,
@@ -181,14 +124,13 @@ def save_domain(backend: hv.HypervisorBackend, domid: int, out: BinaryIO,
         backend.pause(domid)
     view = None
     try:
-        writer = ms.StreamWriter(out.write, key)
+        writer = emucore.StreamWriter(out, mode='full', key=key)
         write_preamble(writer, info)
         view = backend.map_memory(domid)
-        mem = mp.as_pages(view, info.max_pfn)
-        sender = mp.PageSender(mem, writer, after_batch=lambda n: writer.tag())
+        sender = mp.PageSender(view, info.max_pfn, writer)
         sender.send_all()
         counters = sender.counters
-        del mem, sender
+        del sender
         write_trailer(writer, backend, domid, device_state(),
                       xenstore() if xenstore else None)
         out.flush()
@@ -203,9 +145,9 @@ def save_domain(backend: hv.HypervisorBackend, domid: int, out: BinaryIO,
     finally:
         _release(view)
     LOG.info('saved domain %(domid)d: %(bytes)d bytes in %(s).2f s',
-             {'domid': domid, 'bytes': writer.bytes_written,
+             {'domid': domid, 'bytes': writer.offset,
               's': time.monotonic() - start})
-    return SaveStats(writer.bytes_written, counters.pages, counters.zero,
+    return SaveStats(writer.offset, counters.pages, counters.zero,
                      time.monotonic() - start)
 
 
@@ -223,10 +165,10 @@ def export_domain(backend: hv.HypervisorBackend, domid: int, out: BinaryIO,
         backend.pause(domid)
     view = None
     try:
-        writer = ms.StreamWriter(out.write, compat=True)
+        writer = emucore.StreamWriter(out, mode='compat')
         write_preamble(writer, info)
         view = backend.map_memory(domid)
-        sender = mp.PageSender(mp.as_pages(view, info.max_pfn), writer)
+        sender = mp.PageSender(view, info.max_pfn, writer)
         sender.send_all()
         counters = sender.counters
         sender = None
@@ -236,7 +178,7 @@ def export_domain(backend: hv.HypervisorBackend, domid: int, out: BinaryIO,
         _release(view)
         if paused_here:
             backend.unpause(domid)
-    return SaveStats(writer.bytes_written, counters.pages, counters.zero,
+    return SaveStats(writer.offset, counters.pages, counters.zero,
                      time.monotonic() - start)
 
 
@@ -252,32 +194,105 @@ def _release(view) -> None:
 def verify_image(inp: BinaryIO, key: bytes,
                  expected_vm_uuid: Optional[str] = None,
                  max_pfn: Optional[int] = None) -> ImageContents:
-    """First pass: check the whole image, write nothing.
+    """Check the whole image (tags, framing, every page record, the VM it
+    belongs to, that it fits *max_pfn* pages), write nothing.
 
     Raises :class:`ImageError` naming what is wrong.
     """
-    consumer = StreamConsumer(apply=False)
-    try:
-        reader = ms.StreamReader(_reader(inp), key)
-        for segment in reader.segments():
-            for rec in segment:
-                consumer.feed(rec)
-    except ms.AuthError as e:
-        raise ImageError('save image failed authentication: %s' % e)
-    except ms.StreamError as e:
-        raise ImageError('save image is corrupt or truncated: %s' % e)
-    c = consumer.contents
-    if not c.complete:
-        raise ImageError('save image is incomplete')
-    if not c.info:
-        raise ImageError('save image carries no domain description')
-    if expected_vm_uuid and c.info.get('vm_uuid') != expected_vm_uuid:
-        raise ImageError('save image belongs to VM %s, not %s'
-                         % (c.info.get('vm_uuid'), expected_vm_uuid))
-    if max_pfn is not None and c.info['max_pfn'] > max_pfn:
-        raise ImageError('save image holds %d pages but the target domain '
-                         'has %d' % (c.info['max_pfn'], max_pfn))
+    with _image_buffer(inp) as buf:
+        try:
+            res = emucore.StreamReader(buf, key, allow_trailing=True).verify(
+                None if max_pfn is None else max_pfn * PAGE_SIZE)
+            return _check_image(res, expected_vm_uuid, max_pfn)
+        except emucore.StreamError as e:
+            raise _image_error(e)
+
+
+def _check_image(res: emucore.RestoreResult,
+                 expected_vm_uuid: Optional[str],
+                 max_pfn: Optional[int]) -> ImageContents:
+    c = contents_of(res)
+    _check_image_info(c.info, expected_vm_uuid, max_pfn)
     return c
+
+
+def _check_image_info(info: dict, expected_vm_uuid: Optional[str],
+                      max_pfn: Optional[int]) -> None:
+    if expected_vm_uuid and info.get('vm_uuid') != expected_vm_uuid:
+        raise ImageError('save image belongs to VM %s, not %s'
+                         % (info.get('vm_uuid'), expected_vm_uuid))
+    if max_pfn is not None and int(info['max_pfn']) > max_pfn:
+        raise ImageError('save image holds %d pages but the target domain '
+                         'has %d' % (info['max_pfn'], max_pfn))
+
+
+def _image_error(e: emucore.StreamError) -> ImageError:
+    if isinstance(e, emucore.AuthenticationError):
+        return ImageError('save image failed authentication: %s' % e)
+    if e.offset == 0 and str(e).startswith('bad libxl header'):
+        return ImageError('not a libxl migration stream: %s' % e)
+    return ImageError('save image is corrupt or truncated: %s' % e)
+
+
+def _early_refusal(buf: Any, expected_vm_uuid: Optional[str],
+                   max_pfn: int) -> None:
+    """Refuse a foreign or too big image by its (not yet authenticated)
+    domain description, which comes before any page: the full check would
+    otherwise stop at the first page beyond the target and call the image
+    corrupt.  Only ever refuses; what is accepted is checked again once
+    authenticated."""
+    try:
+        for rec in emucore.StreamReader(
+                buf, allow_trailing=True).records(verify_tags=False):
+            if rec.rtype == emucore.format.REC_TYPE_NX_DOMAIN_INFO:
+                _check_image_info(json.loads(bytes(rec.body)),
+                                  expected_vm_uuid, max_pfn)
+                return
+            if rec.layer == 'libxc' and rec.rtype in (
+                    emucore.format.REC_TYPE_PAGE_DATA,
+                    emucore.format.REC_TYPE_STATIC_DATA_END):
+                return
+    except (emucore.StreamError, ValueError):
+        return      # the full pass names what is wrong
+
+
+class _image_buffer:
+    """The image as a read-only buffer: an mmap of a real file (no copy,
+    the reader verifies it all before writing anything), the buffer of an
+    in-memory one.  An image in a VDI is followed by the rest of the volume,
+    so the readers ignore what follows the libxl END (no tag covers it)."""
+
+    def __init__(self, inp: BinaryIO) -> None:
+        self._inp = inp
+        self._map: Optional[mmap.mmap] = None
+        self._view: Optional[memoryview] = None
+
+    def __enter__(self) -> Any:
+        inp = self._inp
+        if isinstance(inp, io.BytesIO):
+            self._view = inp.getbuffer()
+            return self._view
+        try:
+            fd = inp.fileno()
+        except (AttributeError, io.UnsupportedOperation, OSError):
+            inp.seek(0)
+            return inp.read()
+        if inp.writable():
+            inp.flush()
+        try:
+            self._map = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        except ValueError:          # an empty file cannot be mapped
+            return b''
+        return self._map
+
+    def __exit__(self, *exc) -> None:
+        for obj in (self._view, self._map):
+            if obj is None:
+                continue
+            try:
+                obj.release() if obj is self._view else obj.close()
+            except BufferError:
+                pass     # a view of it is still referenced: GC frees it
 
 
 def restore_domain(backend: hv.HypervisorBackend, domid: int, inp: BinaryIO,
@@ -287,34 +302,29 @@ def restore_domain(backend: hv.HypervisorBackend, domid: int, inp: BinaryIO,
 
     Pages, HVM params and context are written; the device state and the
     emulator's xenstore data are returned for the new stubdom.  The domain
-    stays paused.  Nothing is written unless the whole image verified.
+    stays paused.  Nothing is written unless the whole image verified and
+    belongs to this VM (emucore verifies a buffer completely before it
+    applies anything; the checks run in between).
     """
     info = backend.domain_info(domid)
-    inp.seek(0)
-    verify_image(inp, key, expected_vm_uuid, max_pfn=info.max_pfn)
-    inp.seek(0)
-    view = backend.map_memory(domid, writable=True)
-    consumer = StreamConsumer(apply=True)
-    try:
-        consumer.attach(mp.as_pages(view, info.max_pfn))
-        reader = ms.StreamReader(_reader(inp), key)
-        for segment in reader.segments():
-            for rec in segment:
-                consumer.feed(rec)
-    except ms.StreamError as e:
-        # The image changed between the two passes.
-        raise ImageError('save image changed while being restored: %s' % e)
-    finally:
-        consumer.applier = None
-        _release(view)
-    c = consumer.contents
+    checked = {}
+
+    def check(res: emucore.RestoreResult) -> None:
+        checked['c'] = _check_image(res, expected_vm_uuid, info.max_pfn)
+
+    with _image_buffer(inp) as buf:
+        _early_refusal(buf, expected_vm_uuid, info.max_pfn)
+        view = backend.map_memory(domid, writable=True)
+        try:
+            mem = memoryview(view)[:info.max_pfn * PAGE_SIZE]
+            emucore.StreamReader(buf, key, allow_trailing=True).restore(
+                mem, prepare=check)
+        except emucore.StreamError as e:
+            raise _image_error(e)
+        finally:
+            mem = None
+            _release(view)
+    c = checked['c']
     backend.set_hvm_params(domid, c.hvm_params)
     backend.set_hvm_context(domid, c.hvm_context)
     return c
-
-
-def _reader(inp: BinaryIO):
-    read = getattr(inp, 'read1', None) or inp.read
-    if isinstance(inp, io.BytesIO):
-        read = inp.read
-    return read

@@ -81,6 +81,9 @@ REC_TYPE_NX_XBZRLE_PAGES = 0x80004E02
 REC_TYPE_NX_BATCH_CRC32C = 0x80004E03
 REC_TYPE_NX_AUTH_INIT = 0x80004E10
 REC_TYPE_NX_AUTH_TAG = 0x80004E11
+#: JSON object describing the domain (libxc layer, before STATIC_DATA_END)
+REC_TYPE_NX_DOMAIN_INFO = 0x80004E20
+DOMAIN_INFO_MAX = 65536
 
 ZERO_RUNS_FORMAT = '<II'  # count, reserved
 ZERO_RUN_ENTRY_FORMAT = '<QQ'  # start pfn, pages
@@ -130,6 +133,7 @@ _NX_NAMES = {
     REC_TYPE_NX_BATCH_CRC32C: 'NX_BATCH_CRC32C',
     REC_TYPE_NX_AUTH_INIT: 'NX_AUTH_INIT',
     REC_TYPE_NX_AUTH_TAG: 'NX_AUTH_TAG',
+    REC_TYPE_NX_DOMAIN_INFO: 'NX_DOMAIN_INFO',
 }
 
 # Sizes the specs (and emucore_stream.h) state, checked by tests/native.

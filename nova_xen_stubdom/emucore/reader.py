@@ -23,9 +23,10 @@ Verify-before-apply:
 
 import collections
 import hmac
+import json
 import struct
 import threading
-from typing import Any, Deque, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple
 
 from nova_xen_stubdom.emucore import _native
 from nova_xen_stubdom.emucore import format as fmt
@@ -104,6 +105,8 @@ class RestoreResult:
         self.emulator_id: Optional[int] = None
         self.emulator_xenstore_data: Dict[str, str] = {}
         self.emulator_context: Optional[bytes] = None
+        #: the NX_DOMAIN_INFO object, if the stream carries one
+        self.domain_info: Optional[Dict[str, Any]] = None
         self.authenticated = False
         self.tags = 0
         self.bytes = 0
@@ -115,6 +118,13 @@ class RestoreResult:
     def pages(self) -> int:
         s = self.stats
         return s['raw_pages'] + s['zero_pages'] + s['xbzrle_pages']
+
+
+def _writable(mem: Any) -> memoryview:
+    target = memoryview(mem)
+    if target.readonly:
+        raise ValueError('restore target memory must be writable')
+    return target.cast('B')
 
 
 class _BufferSource:
@@ -190,6 +200,11 @@ class StreamReader:
     key: the per-stream HMAC key.  With a key the stream must be
     authenticated and every tag must verify; without one an authenticated
     stream is refused (``allow_unverified=True`` only lists records).
+
+    allow_trailing: bytes after the libxl END are ignored instead of
+    refused -- a stream stored on a fixed-size volume (a save image in a
+    VDI) is followed by whatever the rest of the volume holds.  Nothing
+    after END is covered by a tag, and none of it is read.
     """
 
     def __init__(
@@ -198,7 +213,9 @@ class StreamReader:
         key: Optional[bytes] = None,
         max_segment_bytes: int = 256 << 20,
         max_record_bytes: int = 64 << 20,
+        allow_trailing: bool = False,
     ):
+        self._allow_trailing = allow_trailing
         self._source = source
         self._buffered = _is_buffer(source)
         self._key = key
@@ -208,20 +225,46 @@ class StreamReader:
         self._used = False
 
     # ---- public -------------------------------------------------------------
-    def restore(self, mem: Any) -> RestoreResult:
-        """Verify and apply the stream into mem (writable, the whole guest)."""
+    def restore(
+        self,
+        mem: Any = None,
+        prepare: Optional[Callable[[RestoreResult], Any]] = None,
+        on_segment: Optional[Callable[[int, RestoreResult], None]] = None,
+    ) -> RestoreResult:
+        """Verify and apply the stream into mem (writable, the whole guest).
+
+        prepare(result), if given, runs once before the first page is
+        written: for a buffer source after the WHOLE stream verified (the
+        result then holds everything but pages), for a file/socket source
+        when the first tag verified (keyed) or before the first page record
+        (no key) -- by then result.domain_info is known.  It may raise to
+        refuse (nothing is written) and, for a file/socket source given no
+        mem, returns the destination memory (live migration: the domain is
+        created once its description arrived).
+
+        on_segment(seq, result) runs after the pages a tag covers were
+        written (seq: that AUTH_TAG's sequence number): a live migration
+        receiver acknowledges what is in guest memory.
+        """
         with self._lock:
-            target = memoryview(mem)
-            if target.readonly:
-                raise ValueError('restore target memory must be writable')
-            target = target.cast('B')
+            target = None if mem is None else _writable(mem)
             if self._buffered:
+                if target is None:
+                    raise ValueError('a buffer source restores into mem')
                 # Pass 1 verifies everything, pass 2 only copies.
                 result = self._run(len(target), None, check=True)
-                self._run(len(target), target, check=False)
+                if prepare is not None:
+                    prepare(result)
+                self._run(len(target), target, check=False,
+                          on_segment=on_segment, result=result)
                 return result
             self._claim()
-            return self._run(len(target), target, check=True)
+            if target is None and prepare is None:
+                raise ValueError('restore needs mem or prepare')
+            return self._run(
+                None if target is None else len(target), target, check=True,
+                prepare=prepare, on_segment=on_segment,
+            )
 
     def verify(self, mem_size: Optional[int] = None) -> RestoreResult:
         """Walk and check the whole stream without writing anything."""
@@ -249,16 +292,33 @@ class StreamReader:
         mem_size: Optional[int],
         target: Optional[memoryview],
         check: bool,
+        prepare: Optional[Callable[[RestoreResult], Any]] = None,
+        on_segment: Optional[Callable[[int, RestoreResult], None]] = None,
+        result: Optional[RestoreResult] = None,
     ) -> RestoreResult:
+        # A second (copy) pass reports into the first pass's result; its own
+        # tallies would count everything twice.
+        out = result
         result = RestoreResult()
         staged: List[Record] = []
         staged_bytes = 0
         authenticated = self._key is not None
+        # prepare() is due once (file/socket sources; see restore()).
+        due = [prepare]
+
+        def ready() -> Optional[memoryview]:
+            if due[0] is not None:
+                got = due[0](result)
+                due[0] = None
+                if target is None and got is not None:
+                    return _writable(got)
+            return target
+
         for rec in self._parse(
             mem_size, check=check, require_auth=check, result=result
         ):
             if rec.rtype in _PAGE_RECORDS and rec.layer == 'libxc':
-                if target is None:
+                if target is None and due[0] is None:
                     continue
                 if authenticated and check:
                     staged.append(rec)
@@ -273,17 +333,29 @@ class StreamReader:
                             layer=rec.layer,
                         )
                 else:
+                    target = ready()
+                    if target is None:
+                        raise ValueError('prepare() returned no memory')
                     self._apply(rec, target)
-            elif rec.rtype == fmt.REC_TYPE_NX_AUTH_TAG and target is not None:
+            elif rec.rtype == fmt.REC_TYPE_NX_AUTH_TAG and (
+                target is not None or due[0] is not None
+            ):
                 # _parse verified this tag: everything staged is authentic.
+                target = ready()
+                if target is None:
+                    raise ValueError('prepare() returned no memory')
                 for s in staged:
                     self._apply(s, target)
                 staged.clear()
                 staged_bytes = 0
+                if on_segment is not None:
+                    on_segment(rec.info['seq'], out or result)
         if staged:
             raise AuthenticationError(
                 'stream ended with unauthenticated page records'
             )
+        if due[0] is not None:
+            ready()   # a stream without pages: prepare still runs once
         return result
 
     def _apply(self, rec: Record, target: memoryview) -> None:
@@ -433,7 +505,7 @@ class StreamReader:
                         rtype=rtype,
                         layer=layer,
                     )
-                if not src.at_end():
+                if not self._allow_trailing and not src.at_end():
                     raise StreamError(
                         'data after the libxl END record', offset=src.pos
                     )
@@ -700,6 +772,22 @@ class StreamReader:
             if n == 0:
                 raise bad('HVM_CONTEXT with length 0')
             result.hvm_context = bytes(body)
+        elif rtype == fmt.REC_TYPE_NX_DOMAIN_INFO:
+            if result.domain_info is not None:
+                raise bad('second NX_DOMAIN_INFO record')
+            if n > fmt.DOMAIN_INFO_MAX:
+                raise bad(
+                    'NX_DOMAIN_INFO length %d exceeds %d'
+                    % (n, fmt.DOMAIN_INFO_MAX)
+                )
+            try:
+                info = json.loads(bytes(body).decode('utf-8'))
+            except (UnicodeDecodeError, ValueError) as exc:
+                raise bad('NX_DOMAIN_INFO is not JSON: %s' % exc) from None
+            if not isinstance(info, dict):
+                raise bad('NX_DOMAIN_INFO is not a JSON object')
+            result.domain_info = info
+            rec.info['keys'] = sorted(info)
         elif rtype & fmt.REC_TYPE_OPTIONAL:
             rec.info['skipped'] = (
                 True  # unknown optional record: spec says ignore

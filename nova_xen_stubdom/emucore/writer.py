@@ -20,6 +20,7 @@ a key, HMAC-SHA256 tags.
 
 import array
 import hmac
+import json
 import os
 import struct
 import threading
@@ -101,6 +102,7 @@ class StreamWriter:
         )
         self._seq = 0
         self._since_tag = 0
+        self._domain_info_written = False
         self._state = 'new'
         self.offset = 0
         self.stats: Dict[str, int] = dict(
@@ -208,6 +210,31 @@ class StreamWriter:
                 )
             )
             self._state = 'libxc'
+
+    def write_domain_info(self, info: Mapping[str, Any]) -> None:
+        """NX_DOMAIN_INFO: a JSON object describing the domain (full mode).
+
+        Written once, before write_static_data(), so that a receiver can
+        refuse a foreign stream or prepare a domain of the right size before
+        any page arrives.  Compatible mode refuses it (optional record).
+        """
+        with self._lock:
+            self._expect('libxc')
+            if self.mode == 'compat':
+                raise ValueError(
+                    'compatible mode writes no optional records: '
+                    'no domain description'
+                )
+            if self._domain_info_written:
+                raise RuntimeError('the domain description is already written')
+            body = json.dumps(dict(info), sort_keys=True).encode()
+            if len(body) > fmt.DOMAIN_INFO_MAX:
+                raise ValueError(
+                    'domain description of %d bytes exceeds %d'
+                    % (len(body), fmt.DOMAIN_INFO_MAX)
+                )
+            self._record(fmt.REC_TYPE_NX_DOMAIN_INFO, body)
+            self._domain_info_written = True
 
     def write_static_data(
         self, cpuid_policy: bytes = b'', msr_policy: bytes = b''

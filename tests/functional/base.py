@@ -34,7 +34,7 @@ from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.sim import server as sim_server
 
 # The sim runs the dom0 agent in process; load its plugin modules now: Nova's
-# fixtures forbid os.uname(), which numpy (migration engine) calls on import.
+# fixtures forbid os.uname(), which an import at first use might call.
 plugin.functions()
 
 SIM_USER = 'root'

@@ -158,6 +158,14 @@ struct emu_auth_init { uint32_t alg; uint32_t flags; uint8_t stream_id[16]; };
 struct emu_auth_tag { uint32_t seq; uint32_t flags; uint8_t mac[32]; };
 #define EMU_AUTH_TAG_FINAL 1u
 
+/* libxc layer, before STATIC_DATA_END: the domain being moved, as a UTF-8
+ * JSON object (e.g. {"vm_uuid", "max_pfn", "vcpus", "hvm", "memory_bytes"})
+ * so a receiver can refuse a foreign image or prepare a domain of the right
+ * size before any page arrives.  At most one per stream, EMU_DOMAIN_INFO_MAX
+ * bytes. */
+#define EMU_REC_DOMAIN_INFO  0x80004e20u
+#define EMU_DOMAIN_INFO_MAX  65536u
+
 #define EMU_STATIC_ASSERT(c, m) _Static_assert(c, m)
 EMU_STATIC_ASSERT(sizeof(struct emu_libxl_hdr) == 16, "libxl header is 16 bytes");
 EMU_STATIC_ASSERT(sizeof(struct emu_libxc_ihdr) == 24, "image header is 24 bytes");
