@@ -57,6 +57,14 @@ class Context:
     def db(self):
         return self.pool.db
 
+    def host_of(self, ref: str):
+        """The HostRuntime of a host ref argument (HANDLE_INVALID if it is
+        no host of this pool)."""
+        h = self.pool.host_by_ref(ref)
+        if h is None:
+            raise handle_invalid('host', ref)
+        return h
+
     def check_cancel(self) -> None:
         if self.task and self.pool.tasks.cancel_requested(self.task):
             raise XapiError('TASK_CANCELLED', self.task)

@@ -19,7 +19,9 @@ Every answer uses XAPI's envelope (``Status``/``Value``); ints are sent as
 decimal strings like XAPI does.  ``host``/``count`` arguments: ``''`` means
 every host, a count of ``0`` or ``''`` means forever.
 """
+from nova_xen_stubdom.sim import api, wire
 from nova_xen_stubdom.sim import introspect as inspectlib
+from nova_xen_stubdom.sim.errors import XapiError
 
 
 def _count(c):
@@ -28,31 +30,17 @@ def _count(c):
     return int(c)
 
 
-def _s(v):
-    if isinstance(v, bool):
-        return v
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, dict):
-        return {str(k): _s(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_s(x) for x in v]
-    return '' if v is None else v
-
-
 def call(sim, method: str, params) -> dict:
     name = method[len('sim.'):]
     try:
         fn = _METHODS[name]
     except KeyError:
-        return {'Status': 'Failure',
-                'ErrorDescription': ['MESSAGE_METHOD_UNKNOWN', method]}
+        return api.failure(XapiError('MESSAGE_METHOD_UNKNOWN', method))
     try:
-        return {'Status': 'Success', 'Value': _s(fn(sim, *params))}
+        return api.success(wire.encode_any(fn(sim, *params)))
     except (TypeError, ValueError, KeyError) as e:
-        return {'Status': 'Failure',
-                'ErrorDescription': ['INTERNAL_ERROR', '%s: %s' % (
-                    type(e).__name__, e)]}
+        return api.failure(XapiError('INTERNAL_ERROR', '%s: %s' % (
+            type(e).__name__, e)))
 
 
 def _fail(sim, method, code, params=(), count=1, host=''):

@@ -46,7 +46,6 @@ def vdi_snapshot(ctx, vdi, driver_params):
 
 def _copy_vm(ctx, vm: str, new_name: str, sr=None, snapshot=False,
              ignore=()) -> str:
-    from nova_xen_stubdom.sim import vm as vmlib
     db = ctx.db
     rec = db.snapshot('VM', vm)
     if rec['is_control_domain']:
@@ -94,19 +93,9 @@ def _copy_vm(ctx, vm: str, new_name: str, sr=None, snapshot=False,
             created.append(('VIF', nf))
     except Exception:
         # a failed copy leaves nothing behind
-        from nova_xen_stubdom.sim import devices
         for cls, ref in reversed(created):
-            if not db.exists(cls, ref):
-                continue
-            if cls == 'VDI':
-                devices.destroy_vdi(ctx, ref)
-            elif cls == 'VBD':
-                devices.destroy_vbd(ctx, ref)
-            elif cls == 'VIF':
-                devices.destroy_vif(ctx, ref)
-            else:
-                vmlib._before_destroy(ctx, ref)
-                db.destroy(cls, ref)
+            if db.exists(cls, ref):
+                api.generic_destroy(ctx, cls, ref)
         raise
     return new
 

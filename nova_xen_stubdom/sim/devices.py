@@ -4,6 +4,7 @@ A plugged VBD/VIF becomes a PV frontend of the VM's domain in the host's
 hypervisor (``Hypervisor.frontends``: which domain holds which frontend),
 backed by the VDI's file or the network's bridge.  VDIs are sparse files.
 """
+import functools
 import logging
 import os
 
@@ -90,17 +91,19 @@ def plug_all(ctx, vm: str, host, domid: int) -> None:
 def unplug_all(ctx, vm: str, domid: int, host) -> None:
     db = ctx.db
     rec = db.get('VM', vm)
-    for vbd in rec['VBDs']:
-        if db.exists('VBD', vbd):
-            host.hypervisor.remove_frontend(domid, 'vbd',
-                                            db.get('VBD', vbd)['device'])
-            db.set('VBD', vbd, currently_attached=False)
-    for vif in rec['VIFs']:
-        if db.exists('VIF', vif):
-            host.hypervisor.remove_frontend(domid, 'vif',
-                                            db.get('VIF', vif)['device'])
-            db.set('VIF', vif, currently_attached=False)
+    for cls in ('VBD', 'VIF'):
+        for ref in rec[cls + 's']:
+            if db.exists(cls, ref):
+                _detach(ctx, cls, ref, host, domid)
     _stop_device_model(host, domid, rec['uuid'])
+
+
+def _detach(ctx, cls: str, ref: str, host, domid) -> None:
+    """The VBD/VIF's frontend leaves the domain (if it runs on *host*)."""
+    if host is not None:
+        host.hypervisor.remove_frontend(domid, cls.lower(),
+                                        ctx.db.get(cls, ref)['device'])
+    ctx.db.set(cls, ref, currently_attached=False)
 
 
 def _running_domain(ctx, vm: str):
@@ -110,112 +113,83 @@ def _running_domain(ctx, vm: str):
     return ctx.pool.host_by_ref(rec['resident_on']), rec['domid']
 
 
-@handler('VBD.plug')
-def vbd_plug(ctx, vbd):
-    rec = ctx.db.get('VBD', vbd)
+def _plug(ctx, cls: str, ref: str, attach) -> None:
+    """VBD.plug / VIF.plug: hot-plug into the VM's running domain."""
+    rec = ctx.db.get(cls, ref)
     if rec['currently_attached']:
-        raise XapiError('DEVICE_ALREADY_ATTACHED', vbd)
+        raise XapiError('DEVICE_ALREADY_ATTACHED', ref)
     host, domid = _running_domain(ctx, rec['VM'])
     if host is None:
         raise XapiError('VM_BAD_POWER_STATE', rec['VM'], 'running',
                         ctx.db.get('VM', rec['VM'])['power_state'].lower())
-    _plug_vbd(ctx, vbd, host, domid)
+    attach(ctx, ref, host, domid)
+
+
+def _unplug(ctx, cls: str, ref: str) -> None:
+    """VBD.unplug / VIF.unplug (and their _force)."""
+    rec = ctx.db.get(cls, ref)
+    if not rec['currently_attached']:
+        raise XapiError('DEVICE_ALREADY_DETACHED', ref)
+    host, domid = _running_domain(ctx, rec['VM'])
+    _detach(ctx, cls, ref, host, domid)
+
+
+@handler('VBD.plug')
+def vbd_plug(ctx, vbd):
+    _plug(ctx, 'VBD', vbd, _plug_vbd)
 
 
 @handler('VBD.unplug', 'VBD.unplug_force')
 def vbd_unplug(ctx, vbd):
-    rec = ctx.db.get('VBD', vbd)
-    if not rec['currently_attached']:
-        raise XapiError('DEVICE_ALREADY_DETACHED', vbd)
-    host, domid = _running_domain(ctx, rec['VM'])
-    if host is not None:
-        host.hypervisor.remove_frontend(domid, 'vbd', rec['device'])
-    ctx.db.set('VBD', vbd, currently_attached=False)
+    _unplug(ctx, 'VBD', vbd)
 
 
 @handler('VIF.plug')
 def vif_plug(ctx, vif):
-    rec = ctx.db.get('VIF', vif)
-    if rec['currently_attached']:
-        raise XapiError('DEVICE_ALREADY_ATTACHED', vif)
-    host, domid = _running_domain(ctx, rec['VM'])
-    if host is None:
-        raise XapiError('VM_BAD_POWER_STATE', rec['VM'], 'running',
-                        ctx.db.get('VM', rec['VM'])['power_state'].lower())
-    _plug_vif(ctx, vif, host, domid)
+    _plug(ctx, 'VIF', vif, _plug_vif)
 
 
 @handler('VIF.unplug', 'VIF.unplug_force')
 def vif_unplug(ctx, vif):
-    rec = ctx.db.get('VIF', vif)
-    if not rec['currently_attached']:
-        raise XapiError('DEVICE_ALREADY_DETACHED', vif)
-    host, domid = _running_domain(ctx, rec['VM'])
-    if host is not None:
-        host.hypervisor.remove_frontend(domid, 'vif', rec['device'])
-    ctx.db.set('VIF', vif, currently_attached=False)
+    _unplug(ctx, 'VIF', vif)
 
 
 # -- create / destroy hooks ---------------------------------------------------
-def _vbd_created(ctx, vbd):
+#: device class -> (its slot field, unique per VM; the class it is backed by)
+_DEVICES = {'VBD': ('userdevice', 'VDI'), 'VIF': ('device', 'network')}
+
+
+def _device_created(ctx, ref, cls):
+    """A new VBD/VIF: its slot is free on its VM (XAPI's
+    DEVICE_ALREADY_EXISTS); it is linked from its VM and what backs it (an
+    empty CD drive's VBD has no VDI)."""
+    slot, backing = _DEVICES[cls]
     db = ctx.db
-    rec = db.get('VBD', vbd)
+    rec = db.get(cls, ref)
     if rec['VM'] == NULL_REF:
         raise handle_invalid('VM', rec['VM'])
-    for other in db.get('VM', rec['VM'])['VBDs']:
-        if db.get('VBD', other)['userdevice'] == rec['userdevice']:
-            raise XapiError('DEVICE_ALREADY_EXISTS', rec['userdevice'])
-    rec['device'] = ''
+    for other in db.get('VM', rec['VM'])[cls + 's']:
+        if db.get(cls, other)[slot] == rec[slot]:
+            raise XapiError('DEVICE_ALREADY_EXISTS', rec[slot])
     rec['currently_attached'] = False
-    rec['allowed_operations'] = ['attach', 'plug']
-    db.link('VM', rec['VM'], 'VBDs', vbd)
-    if rec['VDI'] != NULL_REF:
-        db.link('VDI', rec['VDI'], 'VBDs', vbd)
+    if cls == 'VBD':
+        rec['device'] = ''
+        rec['allowed_operations'] = ['attach', 'plug']
+    db.link('VM', rec['VM'], cls + 's', ref)
+    db.link(backing, rec[backing], cls + 's', ref)
 
 
-def _vbd_destroying(ctx, vbd):
+def _device_destroying(ctx, ref, cls):
+    """A plugged VBD/VIF cannot be destroyed; else it leaves its VM's and
+    its backing's sets."""
+    _slot, backing = _DEVICES[cls]
     db = ctx.db
-    rec = db.get('VBD', vbd)
+    rec = db.get(cls, ref)
     if rec['currently_attached']:
         raise XapiError('OPERATION_NOT_ALLOWED',
-                        'VBD %s is attached' % rec['uuid'])
-    db.unlink('VM', rec['VM'], 'VBDs', vbd)
-    db.unlink('VDI', rec['VDI'], 'VBDs', vbd)
-
-
-def destroy_vbd(ctx, vbd):
-    with ctx.db.lock:
-        _vbd_destroying(ctx, vbd)
-        ctx.db.destroy('VBD', vbd)
-
-
-def _vif_created(ctx, vif):
-    db = ctx.db
-    rec = db.get('VIF', vif)
-    if rec['VM'] == NULL_REF:
-        raise handle_invalid('VM', rec['VM'])
-    for other in db.get('VM', rec['VM'])['VIFs']:
-        if db.get('VIF', other)['device'] == rec['device']:
-            raise XapiError('DEVICE_ALREADY_EXISTS', rec['device'])
-    rec['currently_attached'] = False
-    db.link('VM', rec['VM'], 'VIFs', vif)
-    db.link('network', rec['network'], 'VIFs', vif)
-
-
-def _vif_destroying(ctx, vif):
-    db = ctx.db
-    rec = db.get('VIF', vif)
-    if rec['currently_attached']:
-        raise XapiError('OPERATION_NOT_ALLOWED',
-                        'VIF %s is attached' % rec['uuid'])
-    db.unlink('VM', rec['VM'], 'VIFs', vif)
-    db.unlink('network', rec['network'], 'VIFs', vif)
-
-
-def destroy_vif(ctx, vif):
-    with ctx.db.lock:
-        _vif_destroying(ctx, vif)
-        ctx.db.destroy('VIF', vif)
+                        '%s %s is attached' % (cls, rec['uuid']))
+    db.unlink('VM', rec['VM'], cls + 's', ref)
+    db.unlink(backing, rec[backing], cls + 's', ref)
 
 
 def _vdi_created(ctx, vdi):
@@ -257,20 +231,14 @@ def _sr_usage(ctx, sr, minus=0):
         physical_utilisation=total)
 
 
-def destroy_vdi(ctx, vdi):
-    with ctx.db.lock:
-        _vdi_destroying(ctx, vdi)
-        ctx.db.destroy('VDI', vdi)
-
-
 def vdi_file(ctx, vdi: str) -> str:
     return storage.vdi_path(ctx.pool, ctx.db.get('VDI', vdi)['uuid'])
 
 
-api.AFTER_CREATE['VBD'] = _vbd_created
-api.BEFORE_DESTROY['VBD'] = _vbd_destroying
-api.AFTER_CREATE['VIF'] = _vif_created
-api.BEFORE_DESTROY['VIF'] = _vif_destroying
+for _cls in _DEVICES:
+    api.AFTER_CREATE[_cls] = functools.partial(_device_created, cls=_cls)
+    api.BEFORE_DESTROY[_cls] = functools.partial(_device_destroying,
+                                                 cls=_cls)
 api.AFTER_CREATE['VDI'] = _vdi_created
 api.BEFORE_DESTROY['VDI'] = _vdi_destroying
 

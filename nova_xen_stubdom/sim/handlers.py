@@ -29,21 +29,14 @@ def get_all_subject_identifiers(ctx):
 
 
 # -- host ---------------------------------------------------------------------
-def _host(ctx, ref):
-    h = ctx.pool.host_by_ref(ref)
-    if h is None:
-        raise XapiError('HANDLE_INVALID', 'host', ref)
-    return h
-
-
 @handler('host.call_plugin')
 def call_plugin(ctx, host_ref, plugin, fn, args):
-    return plugins.call_plugin(_host(ctx, host_ref), plugin, fn, args)
+    return plugins.call_plugin(ctx.host_of(host_ref), plugin, fn, args)
 
 
 @handler('host.compute_free_memory')
 def compute_free_memory(ctx, host_ref):
-    return _host(ctx, host_ref).free_memory()
+    return ctx.host_of(host_ref).free_memory()
 
 
 @handler('host.compute_memory_overhead')

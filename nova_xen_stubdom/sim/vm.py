@@ -18,7 +18,7 @@ from typing import Optional
 from nova_xen_stubdom.sim import api, devices, wire
 from nova_xen_stubdom.sim.api import handler
 from nova_xen_stubdom.sim.db import new_ref
-from nova_xen_stubdom.sim.errors import XapiError, handle_invalid
+from nova_xen_stubdom.sim.errors import XapiError
 from nova_xen_stubdom.sim.schema import NULL_REF
 
 LOG = logging.getLogger(__name__)
@@ -203,22 +203,26 @@ def _host_for_running(ctx, rec):
     return ctx.pool.host_by_ref(rec['resident_on'])
 
 
+def _power_on(ctx, vm, op: str, state: str, host_ref: Optional[str],
+              paused: bool, action) -> None:
+    """VM.start/resume (on a host with room) and VM.start_on/resume_on (on
+    *host_ref*): *action*(ctx, vm, host, paused) from power state *state*."""
+    host = ctx.host_of(host_ref) if host_ref is not None else None
+    with operation(ctx, vm, op):
+        rec = expect(ctx, vm, state)
+        if host is None:
+            host = _choose_host(ctx, rec, rec['memory_static_max'])
+        action(ctx, vm, host, paused)
+
+
 @handler('VM.start')
 def start(ctx, vm, start_paused, force):
-    with operation(ctx, vm, 'start'):
-        rec = expect(ctx, vm, 'Halted')
-        host = _choose_host(ctx, rec, rec['memory_static_max'])
-        boot(ctx, vm, host, start_paused)
+    _power_on(ctx, vm, 'start', 'Halted', None, start_paused, boot)
 
 
 @handler('VM.start_on')
 def start_on(ctx, vm, host_ref, start_paused, force):
-    host = ctx.pool.host_by_ref(host_ref)
-    if host is None:
-        raise handle_invalid('host', host_ref)
-    with operation(ctx, vm, 'start_on'):
-        expect(ctx, vm, 'Halted')
-        boot(ctx, vm, host, start_paused)
+    _power_on(ctx, vm, 'start_on', 'Halted', host_ref, start_paused, boot)
 
 
 @handler('VM.clean_shutdown', 'VM.shutdown')
@@ -298,20 +302,13 @@ def suspend(ctx, vm):
 
 @handler('VM.resume')
 def resume(ctx, vm, start_paused, force):
-    with operation(ctx, vm, 'resume'):
-        rec = expect(ctx, vm, 'Suspended')
-        host = _choose_host(ctx, rec, rec['memory_static_max'])
-        _resume(ctx, vm, host, start_paused)
+    _power_on(ctx, vm, 'resume', 'Suspended', None, start_paused, _resume)
 
 
 @handler('VM.resume_on')
 def resume_on(ctx, vm, host_ref, start_paused, force):
-    host = ctx.pool.host_by_ref(host_ref)
-    if host is None:
-        raise handle_invalid('host', host_ref)
-    with operation(ctx, vm, 'resume_on'):
-        expect(ctx, vm, 'Suspended')
-        _resume(ctx, vm, host, start_paused)
+    _power_on(ctx, vm, 'resume_on', 'Suspended', host_ref, start_paused,
+              _resume)
 
 
 def _resume(ctx, vm, host, paused):
@@ -328,7 +325,7 @@ def _drop_suspend_image(ctx, vm):
     vdi = ctx.db.get('VM', vm)['suspend_VDI']
     ctx.db.set('VM', vm, suspend_VDI=NULL_REF)
     if vdi != NULL_REF and ctx.db.exists('VDI', vdi):
-        devices.destroy_vdi(ctx, vdi)
+        api.generic_destroy(ctx, 'VDI', vdi)
 
 
 @handler('VM.power_state_reset')
@@ -372,15 +369,15 @@ def _before_destroy(ctx, vm):
         raise XapiError('VM_BAD_POWER_STATE', vm, 'halted',
                         rec['power_state'].lower())
     for vbd in list(rec['VBDs']):
-        devices.destroy_vbd(ctx, vbd)
+        api.generic_destroy(ctx, 'VBD', vbd)
     for vif in list(rec['VIFs']):
-        devices.destroy_vif(ctx, vif)
+        api.generic_destroy(ctx, 'VIF', vif)
     for ref in (rec['metrics'], rec['guest_metrics']):
         cls = db.class_of(ref)
         if cls:
             db.destroy(cls, ref)
     if rec['suspend_VDI'] != NULL_REF and db.exists('VDI', rec['suspend_VDI']):
-        devices.destroy_vdi(ctx, rec['suspend_VDI'])
+        api.generic_destroy(ctx, 'VDI', rec['suspend_VDI'])
 
 
 api.AFTER_CREATE['VM'] = _after_create
@@ -499,9 +496,7 @@ def assert_can_migrate(ctx, vm, dest, live, vdi_map, vif_map, options,
 def pool_migrate(ctx, vm, host_ref, options):
     """Live-move the domain to another host of the pool: memory, HVM
     context and devices follow; the domid changes."""
-    dest = ctx.pool.host_by_ref(host_ref)
-    if dest is None:
-        raise handle_invalid('host', host_ref)
+    dest = ctx.host_of(host_ref)
     with operation(ctx, vm, 'pool_migrate'):
         rec = expect(ctx, vm, 'Running')
         _refuse_pci(ctx, vm)

@@ -44,7 +44,7 @@ def encode(t: Type, v: Any) -> Any:
         return encode_record(t.name, v)
     if k == 'void':
         return ''
-    return _encode_any(v)
+    return encode_any(v)
 
 
 def _key(t: Type, k: Any) -> str:
@@ -53,15 +53,17 @@ def _key(t: Type, k: Any) -> str:
     return str(k)
 
 
-def _encode_any(v: Any) -> Any:
+def encode_any(v: Any) -> Any:
+    """A value of no declared type as XAPI puts it on the wire: ints as
+    decimal strings, None as '', containers recursively."""
     if isinstance(v, bool):
         return v
     if isinstance(v, int):
         return str(v)
     if isinstance(v, dict):
-        return {str(k): _encode_any(x) for k, x in v.items()}
+        return {str(k): encode_any(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
-        return [_encode_any(x) for x in v]
+        return [encode_any(x) for x in v]
     return '' if v is None else v
 
 
@@ -70,7 +72,7 @@ def encode_record(cls: str, rec: dict) -> dict:
     out = {}
     for name, value in rec.items():
         f = fields.get(name)
-        out[name] = encode(f.type, value) if f else _encode_any(value)
+        out[name] = encode(f.type, value) if f else encode_any(value)
     return out
 
 
