@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument('--driver', choices=sorted(DRIVERS), default='xen_stubdom',
                    help='compute driver: xen_stubdom (the project) or fake '
                         "(Nova's, to debug the cloud itself)")
+    u.add_argument('--no-keystone', action='store_true',
+                   help='DEGRADED: no keystone; nova-api runs without '
+                        'authtoken (for when keystone cannot be installed)')
     u.add_argument('--keep-on-failure', action='store_true',
                    help='leave the processes running when "up" fails')
     sub.add_parser('down', help='stop every process the cloud started')
@@ -42,6 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser('tempest-conf', help='write a tempest.conf for the '
                                             'running cloud')
     t.add_argument('out', help='path of the tempest.conf to write')
+    c = sub.add_parser('rest-checks',
+                       help="the tempest plugin's scenarios over plain "
+                            'REST against a cloud up with --no-keystone')
+    c.add_argument('-k', dest='only', default='',
+                   help='run only the checks whose name contains this')
     r = sub.add_parser('rss', help='print the total RSS in MiB of the '
                                    'cloud plus the process trees named')
     r.add_argument('--tree', type=int, action='append', default=[],
@@ -64,7 +72,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     progress = cloud.Progress(sys.stdout)
     if args.action == 'up':
         try:
-            cloud.up(lay, args.driver, progress)
+            cloud.up(lay, args.driver, progress,
+                     with_keystone=not args.no_keystone)
         except (procs.CloudError, OSError, ValueError) as e:
             progress('FAILED: %s' % e)
             for name in ('nova-compute-host1', 'nova-api', 'xapi-sim',
@@ -80,9 +89,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1 if cloud.down(lay, progress) else 0
     if args.action == 'status':
         return 1 if cloud.status(lay, sys.stdout) else 0
+    if args.action == 'rest-checks':
+        from nova_xen_stubdom.cloud import rest_checks
+        return rest_checks.main(lay, args.only, sys.stdout)
     if args.action == 'tempest-conf':
         if not lay.state_file.exists():
             progress('the cloud is not up (no %s)' % lay.state_file)
+            return 1
+        if '"keystone": null' in lay.state_file.read_text():
+            progress('the cloud runs without keystone (--no-keystone): '
+                     'tempest cannot authenticate against it')
             return 1
         progress('wrote %s' % tempest_conf.write(lay, Path(args.out)))
     return 0

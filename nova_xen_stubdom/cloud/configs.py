@@ -150,15 +150,43 @@ def keystone_conf(lay: L.Layout) -> Sections:
     }
 
 
-def write_all(lay: L.Layout, driver: str, sim_url: str) -> Dict[str, Path]:
-    """Write every config file; returns name -> path."""
+def paste_without_authtoken(text: str) -> str:
+    """Nova's api-paste.ini with ``authtoken`` dropped from its pipelines.
+
+    ``keystonecontext`` stays: it builds the request context from the
+    X-User-Id / X-Project-Id / X-Roles headers that authtoken would have
+    set, so a client sends those itself (the degraded no-keystone cloud).
+    """
+    out = []
+    dropped = 0
+    for line in text.splitlines(keepends=True):
+        if line.startswith('keystone =') and ' authtoken ' in line:
+            line = line.replace(' authtoken ', ' ')
+            dropped += 1
+        out.append(line)
+    if not dropped:
+        raise procs.CloudError('no pipeline with authtoken in api-paste.ini')
+    return ''.join(out)
+
+
+def write_all(lay: L.Layout, driver: str, sim_url: str,
+              keystone: bool = True) -> Dict[str, Path]:
+    """Write every config file; returns name -> path.
+
+    *keystone* False: nova-api's pipelines run without authtoken (the
+    degraded cloud used when keystone cannot be installed).
+    """
     paste = lay.nova_venv / 'etc' / 'nova' / 'api-paste.ini'
     if not paste.exists():
         raise procs.CloudError('%s not found: is %s a venv with nova '
                                'installed?' % (paste, lay.nova_venv))
     (lay.etc / 'nova').mkdir(parents=True, exist_ok=True)
-    # The stock pipeline (with authtoken), exactly as Nova ships it.
-    shutil.copyfile(paste, lay.etc / 'nova' / 'api-paste.ini')
+    if keystone:
+        # The stock pipeline (with authtoken), exactly as Nova ships it.
+        shutil.copyfile(paste, lay.etc / 'nova' / 'api-paste.ini')
+    else:
+        (lay.etc / 'nova' / 'api-paste.ini').write_text(
+            paste_without_authtoken(paste.read_text()))
     for d in ('nova', 'nova/locks', 'keystone/fernet',
               'keystone/credential'):
         (lay.data / d).mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,13 @@
 #      tests (servers, server actions, flavors, hypervisors)
 #   5. nova-xen-stubdom cloud down -- ALWAYS, also on failure or interrupt
 #
+# DEGRADED mode: when the package index is unreachable and the keystone or
+# tempest venv cannot be had (make-venvs.sh exits 2: no seed copy either),
+# the cloud comes up WITHOUT keystone (nova-api's pipeline minus authtoken,
+# placement on noauth2) and "cloud rest-checks" replays the tempest plugin's
+# scenarios over plain REST instead of tempest.  The tier then says so
+# loudly ("TEMPEST NOT RUN ...") and fails only if a REST check fails.
+#
 # Prints the tempest totals, the tier's wall time and the peak memory of the
 # cloud plus tempest.  Env: NXS_CLOUD_DIR (default .cloud), TEMPEST_REGEX,
 # TEMPEST_CONCURRENCY (default 2), CLOUD_DRIVER (xen_stubdom | fake).
@@ -58,7 +65,20 @@ if [ "${#need[@]}" -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
         apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null || exit 1
 fi
-./tools/cloud/make-venvs.sh "$DIR" || { log "FAILED: venvs"; exit 1; }
+DEGRADED=0
+./tools/cloud/make-venvs.sh "$DIR"
+case $? in
+    0) ;;
+    2)
+        DEGRADED=1
+        log "!!! DEGRADED: keystone/tempest venvs unavailable (package" \
+            "index unreachable): no-keystone cloud + REST checks, not tempest"
+        ;;
+    *)
+        log "FAILED: venvs"
+        exit 1
+        ;;
+esac
 V=$DIR/venv/bin
 CLOUD=("$V/nova-xen-stubdom" cloud --dir "$DIR")
 
@@ -71,8 +91,12 @@ teardown() {
     [ -n "$sampler" ] && kill "$sampler" 2>/dev/null && wait "$sampler" 2>/dev/null
     log "cloud down"
     "${CLOUD[@]}" down || { log "FAILED: cloud down left something behind"; rc=1; }
-    log "peak RSS of the cloud + tempest: $(cat "$peak_file" 2>/dev/null || echo '?') MiB"
+    log "peak RSS of the cloud + tempest (or rest-checks): $(cat "$peak_file" 2>/dev/null || echo '?') MiB"
     log "tier wall time: $((SECONDS - T0)) s; rc=$rc"
+    if [ "$DEGRADED" = 1 ]; then
+        echo "TEMPEST NOT RUN: package registry unreachable" \
+            "(keystone/tempest venvs unavailable)"
+    fi
     exit "$rc"
 }
 trap teardown EXIT
@@ -89,6 +113,24 @@ echo 0 > "$peak_file"
     done
 ) &
 sampler=$!
+
+if [ "$DEGRADED" = 1 ]; then
+    log "cloud up --no-keystone (driver xen_stubdom) -- DEGRADED"
+    "${CLOUD[@]}" up --no-keystone --driver xen_stubdom ||
+        { log "FAILED: cloud up"; exit 1; }
+    "${CLOUD[@]}" status
+    log "rest-checks: the tempest plugin's scenarios over REST"
+    timeout "${TEMPEST_TIMEOUT:-1500}" "${CLOUD[@]}" rest-checks \
+        2>"$DIR/rest-checks.err" |
+        tee "$DIR/rest-checks.log"
+    crc=${PIPESTATUS[0]}
+    if [ "$crc" != 0 ]; then
+        tail -40 "$DIR/rest-checks.err"
+        log "FAILED: rest-checks exited $crc (log: $DIR/rest-checks.log)"
+        exit 1
+    fi
+    exit 0
+fi
 
 log "cloud up (driver ${CLOUD_DRIVER:-xen_stubdom})"
 "${CLOUD[@]}" up --driver "${CLOUD_DRIVER:-xen_stubdom}" || { log "FAILED: cloud up"; exit 1; }

@@ -11,6 +11,18 @@
 #
 # A venv whose requirements have not changed is kept (stamp file); the
 # project wheel is rebuilt and reinstalled every time.
+#
+# Offline fallback: every venv built here is also kept as a SEED under
+# $NXS_VENV_SEEDS (default ~/.cache/nova-xen-stubdom/cloud-venvs/NAME).
+# When the package index does not answer and a seed exists, the seed is
+# copied in instead (loudly logged; its stamp is kept, so the next run with
+# the index back rebuilds it if the requirements moved on), then the fresh
+# project wheel goes in as usual.
+#
+# Exit status: 0 all three venvs ready; 2 the nova venv is ready but the
+# keystone and/or tempest venvs are not because the package index is
+# unreachable and there is no seed (the CI tier then runs its degraded
+# no-keystone REST checks instead of tempest); 1 anything else.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DIR=${1:-${NXS_CLOUD_DIR:-.cloud}}
@@ -27,6 +39,59 @@ NOVA_REQS=(-r requirements.txt "nova==34.0.0" openstack-placement "SQLAlchemy<2.
     PyMySQL uwsgi)
 KEYSTONE_REQS=(keystone PyMySQL)
 TEMPEST_REQS=(tempest)
+SEEDS=${NXS_VENV_SEEDS:-$HOME/.cache/nova-xen-stubdom/cloud-venvs}
+
+# The index pip would ask first (pip.conf's index-url, else PyPI).  Probed
+# once up front: with it down, pip retries every requirement for minutes.
+INDEX=$("$PY" -m pip config get global.index-url 2>/dev/null ||
+    echo https://pypi.org/simple/)
+index_reachable() {
+    "$PY" - "$INDEX" <<'PYEOF' >/dev/null 2>&1
+import sys, urllib.request
+urllib.request.urlopen(sys.argv[1], timeout=10).close()
+PYEOF
+}
+
+# copy venv $1 to $2 (which must not exist) and point its scripts, activate
+# and pyvenv.cfg at $3 (where it will live)
+copy_venv() {
+    local src=$1 dst=$2 final=$3 f
+    cp -a "$src" "$dst"
+    for f in "$dst"/bin/*; do
+        [ -f "$f" ] && [ ! -L "$f" ] && [ "$(head -c2 "$f")" = '#!' ] &&
+            sed -i "1s|$src/bin/|$final/bin/|" "$f"
+    done
+    sed -i "s|$src|$final|g" "$dst/bin/activate" "$dst/pyvenv.cfg"
+}
+
+save_seed() {  # name: keep a copy of DIR/name for offline rebuilds
+    local name=$1 seed=$SEEDS/$1
+    mkdir -p "$SEEDS"
+    rm -rf "$seed.tmp"
+    if copy_venv "$DIR/$name" "$seed.tmp" "$seed"; then
+        rm -rf "$seed"
+        mv "$seed.tmp" "$seed"
+        log "$name: seed saved to $seed"
+    else
+        rm -rf "$seed.tmp"
+        log "$name: could not save a seed to $seed (continuing)"
+    fi
+}
+
+use_seed() {  # name: DIR/name from its seed; 1 when there is none
+    local name=$1 seed=$SEEDS/$1 venv=$DIR/$1
+    [ -x "$seed/bin/python" ] || return 1
+    rm -rf "$venv.new"
+    copy_venv "$seed" "$venv.new" "$venv"
+    rm -rf "$venv"
+    mv "$venv.new" "$venv"
+    log "!!! $name: package index $INDEX UNREACHABLE -- using the SEED" \
+        "copy $seed (built $(date -u -r "$seed/pyvenv.cfg" +%FT%TZ)), not a" \
+        "fresh install"
+    [ "$(cat "$venv/.nxs-stamp" 2>/dev/null)" = "$2" ] ||
+        log "!!! $name: the seed was built for other requirements than" \
+            "the checkout's"
+}
 
 make_venv() {  # name, requirement args...
     local name=$1; shift
@@ -38,6 +103,18 @@ make_venv() {  # name, requirement args...
         return 0
     fi
     local t0=$SECONDS
+    if [ "$ONLINE" = 0 ]; then
+        # a venv that worked before beats a seed copy of the same or older
+        if [ -x "$venv/bin/python" ] && [ -f "$stamp" ]; then
+            log "!!! $name: package index $INDEX UNREACHABLE -- keeping the" \
+                "existing venv, built for other requirements than the" \
+                "checkout's"
+            return 0
+        fi
+        use_seed "$name" "$want" && return 0
+        log "$name: package index $INDEX unreachable and no seed in $SEEDS"
+        return 3
+    fi
     # build beside the old venv and swap only on success: a failed install
     # (say, the package index unreachable) keeps the venv that worked
     rm -rf "$venv.new"
@@ -45,6 +122,11 @@ make_venv() {  # name, requirement args...
     if ! pipq "$venv.new/bin/pip" install -U pip setuptools wheel ||
             ! pipq "$venv.new/bin/pip" install "$@"; then
         rm -rf "$venv.new"
+        if ! index_reachable; then
+            use_seed "$name" "$want" && return 0
+            log "$name: package index $INDEX unreachable and no seed in $SEEDS"
+            return 3
+        fi
         return 1
     fi
     rm -rf "$venv"
@@ -58,29 +140,46 @@ make_venv() {  # name, requirement args...
     sed -i "s|$venv.new|$venv|g" "$venv/bin/activate" "$venv/pyvenv.cfg"
     echo "$want" > "$stamp"
     log "$name: built in $((SECONDS - t0)) s"
+    save_seed "$name"
 }
+
+ONLINE=1
+index_reachable || { ONLINE=0; log "!!! package index $INDEX unreachable"; }
 
 # three independent installs: overlap their downloads
 make_venv venv "${NOVA_REQS[@]}" & p1=$!
 make_venv venv-keystone "${KEYSTONE_REQS[@]}" & p2=$!
 make_venv venv-tempest "${TEMPEST_REQS[@]}" & p3=$!
+wait "$p1" || { log "venv creation failed (see $DIR/pip.log)"; exit 1; }
 rc=0
-for p in $p1 $p2 $p3; do
-    wait "$p" || rc=1
+for p in $p2 $p3; do
+    wait "$p" || { r=$?; [ "$r" = 3 ] && [ "$rc" != 1 ] && rc=2 || rc=1; }
 done
-[ "$rc" = 0 ] || { log "venv creation failed (see $DIR/pip.log)"; exit 1; }
+[ "$rc" = 1 ] && { log "venv creation failed (see $DIR/pip.log)"; exit 1; }
 
 t0=$SECONDS
 rm -rf "$DIR/wheels"
-pipq "$DIR/venv/bin/pip" wheel --no-deps -w "$DIR/wheels" .
+# offline, the build requirements (pbr, setuptools) come from the venv
+iso=()
+[ "$ONLINE" = 1 ] || iso=(--no-build-isolation)
+pipq "$DIR/venv/bin/pip" wheel --no-deps "${iso[@]}" -w "$DIR/wheels" .
 whl=$(ls "$DIR"/wheels/nova_xen_stubdom-*.whl)
 pipq "$DIR/venv/bin/pip" install --force-reinstall --no-deps "$whl"
 "$DIR/venv/bin/pip" check >>"$DIR/pip.log" 2>&1 ||
     log "pip check reports conflicts in venv (see $DIR/pip.log)"
-pipq "$DIR/venv-tempest/bin/pip" install --force-reinstall --no-deps "$whl"
-log "installed $(basename "$whl") into venv and venv-tempest in $((SECONDS - t0)) s"
+if [ "$rc" = 0 ]; then
+    pipq "$DIR/venv-tempest/bin/pip" install --force-reinstall --no-deps "$whl"
+    log "installed $(basename "$whl") into venv and venv-tempest in $((SECONDS - t0)) s"
+else
+    log "installed $(basename "$whl") into venv in $((SECONDS - t0)) s"
+fi
 shim=$("$DIR/venv/bin/python" -c 'import nova.virt.xen_stubdom as m; print(m.__file__)')
 case $shim in
     "$DIR"/venv/*) log "loader shim: $shim" ;;
     *) log "loader shim imported from $shim, not from the venv"; exit 1 ;;
 esac
+if [ "$rc" = 2 ]; then
+    log "!!! keystone/tempest venvs UNAVAILABLE: package index unreachable," \
+        "no seed (exit 2)"
+fi
+exit "$rc"
