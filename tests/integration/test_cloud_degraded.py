@@ -101,3 +101,47 @@ def test_rest_checks_cover_the_plugin_scenarios():
                      'bad_extra_specs_refused',
                      'cold_migration_and_confirm'):
         assert 'check_' + scenario in names
+
+
+class _FakeChecks:
+    """Stands in for rest_checks.Checks (no cloud, no XAPI)."""
+
+    def __init__(self, facts, default_stub_mb):
+        self.cleaned = 0
+
+    def close(self):
+        pass
+
+    names = rest_checks.Checks.names
+
+    def cleanup(self):
+        self.cleaned += 1
+        return ['server s1: still there'] if self.cleaned == 3 else []
+
+    def check_passes(self):
+        pass
+
+    def check_refused(self):
+        rest_checks.expect(False, 'bad extra spec accepted', {'k': 'v'})
+
+    def check_crashes(self):
+        raise KeyError('OS-EXT-SRV-ATTR:host')
+
+
+def test_rest_checks_count_failures_and_cleanup_problems(monkeypatch):
+    monkeypatch.setattr(rest_checks, 'Checks', _FakeChecks)
+    out = io.StringIO()
+    passed, failed = rest_checks.run({}, 128, '', out)
+    text = out.getvalue()
+    # crashes (alphabetical: first), passes, refused (+ its cleanup)
+    assert (passed, failed) == (1, 3)
+    assert 'FAIL crashes' in text and 'KeyError' in text
+    assert "FAIL refused" in text and 'bad extra spec accepted' in text
+    assert 'FAIL cleanup after refused: server s1' in text
+    assert 'ok   passes' in text
+
+
+def test_rest_checks_only_runs_the_named(monkeypatch):
+    monkeypatch.setattr(rest_checks, 'Checks', _FakeChecks)
+    out = io.StringIO()
+    assert rest_checks.run({}, 128, 'pass', out) == (1, 0)
