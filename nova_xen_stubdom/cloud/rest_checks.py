@@ -64,8 +64,20 @@ class Nova:
     def action(self, sid: str, body: Dict[str, Any]) -> None:
         self.request('POST', '/servers/%s/action' % sid, body)
 
+    def failed_migration(self, sid: str) -> Optional[str]:
+        """The latest migration of *sid* if it failed (a failed live
+        migration leaves the server ACTIVE on its source)."""
+        migs = self.request('GET', '/os-migrations?instance_uuid=%s'
+                            % sid).json()['migrations']
+        bad = [m for m in migs if m['status'] in ('error', 'failed')]
+        return ('%s migration %s: %s -> %s' % (
+            bad[-1]['migration_type'], bad[-1]['status'],
+            bad[-1]['source_compute'], bad[-1]['dest_compute'])
+            if bad else None)
+
     def wait(self, sid: str, ok: Callable[[Dict[str, Any]], bool],
-             what: str, timeout: float = BUILD_TIMEOUT) -> Dict[str, Any]:
+             what: str, timeout: float = BUILD_TIMEOUT,
+             migrating: bool = False) -> Dict[str, Any]:
         deadline = time.monotonic() + timeout
         s = None
         while time.monotonic() < deadline:
@@ -77,16 +89,20 @@ class Nova:
                                   % (sid, what, s.get('fault')))
             if ok(s):
                 return s
+            failed = migrating and self.failed_migration(sid)
+            if failed:
+                raise CheckFailed('waiting for %s: %s' % (what, failed))
             time.sleep(0.5)
         raise CheckFailed('timed out after %.0f s waiting for %s; last: %s'
                           % (timeout, what, s and (
                               s['status'], s.get('OS-EXT-STS:task_state'),
                               s.get('OS-EXT-SRV-ATTR:host'))))
 
-    def wait_status(self, sid: str, status: str) -> Dict[str, Any]:
+    def wait_status(self, sid: str, status: str,
+                    migrating: bool = False) -> Dict[str, Any]:
         return self.wait(sid, lambda s: s['status'] == status and
                          not s.get('OS-EXT-STS:task_state'),
-                         '%s to be %s' % (sid, status))
+                         '%s to be %s' % (sid, status), migrating=migrating)
 
     def wait_gone(self, sid: str) -> None:
         deadline = time.monotonic() + BUILD_TIMEOUT
@@ -285,7 +301,7 @@ class Checks:
         self.nova.wait(sid, lambda s: (
             s['status'] == 'ACTIVE' and not s['OS-EXT-STS:task_state'] and
             s['OS-EXT-SRV-ATTR:host'] != source),
-            '%s to land on another host' % sid)
+            '%s to land on another host' % sid, migrating=True)
         self._moved(sid, source, before)
         self.delete(sid)
 
@@ -294,7 +310,7 @@ class Checks:
         sid, source = server['id'], server['OS-EXT-SRV-ATTR:host']
         (_, before), _ = self.guest_and_stubdom(sid)
         self.nova.action(sid, {'migrate': None})
-        s = self.nova.wait_status(sid, 'VERIFY_RESIZE')
+        s = self.nova.wait_status(sid, 'VERIFY_RESIZE', migrating=True)
         expect(s['OS-EXT-SRV-ATTR:host'] != source,
                'cold migration stayed on %s' % source)
         self.nova.action(sid, {'confirmResize': None})

@@ -88,9 +88,12 @@ use_seed() {  # name: DIR/name from its seed; 1 when there is none
     log "!!! $name: package index $INDEX UNREACHABLE -- using the SEED" \
         "copy $seed (built $(date -u -r "$seed/pyvenv.cfg" +%FT%TZ)), not a" \
         "fresh install"
-    [ "$(cat "$venv/.nxs-stamp" 2>/dev/null)" = "$2" ] ||
-        log "!!! $name: the seed was built for other requirements than" \
-            "the checkout's"
+    # no stamp (a seed saved by hand): say so; any stamp but the wanted one
+    # makes the next run with the index back rebuild the venv
+    [ -f "$venv/.nxs-stamp" ] || echo unknown > "$venv/.nxs-stamp"
+    [ "$(cat "$venv/.nxs-stamp")" = "$2" ] ||
+        log "!!! $name: the seed was built for other (or unknown)" \
+            "requirements than the checkout's"
 }
 
 make_venv() {  # name, requirement args...
