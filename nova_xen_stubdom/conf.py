@@ -101,10 +101,6 @@ migration_opts = [
     cfg.IntOpt('live_migration_bandwidth_mbps', default=0, min=0,
                help='Bandwidth cap of a migration stream in MiB/s; 0 means '
                     'no cap.'),
-    cfg.IntOpt('live_migration_streams', default=1, min=1, max=16,
-               help='Parallel TCP streams per live migration. Reserved: '
-                    'this version\'s agent sends over one stream; other '
-                    'values are accepted and ignored.'),
     cfg.StrOpt('agent_listen_address', default='127.0.0.1',
                help='Address the dom0 agent listens on for incoming '
                     'migration streams.'),
