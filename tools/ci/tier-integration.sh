@@ -34,7 +34,10 @@ log() { printf '[integration %4ds] %s\n' "$((SECONDS - T0))" "$*"; }
 
 # Our plugin, then tempest's own compute API tests for servers, server
 # actions, flavors and hypervisors.
-TEMPEST_REGEX=${TEMPEST_REGEX:-'^(nova_xen_stubdom_tempest_plugin\.|tempest\.api\.compute\.(flavors\.test_flavors\.|admin\.test_flavors\.|admin\.test_hypervisor\.|servers\.test_create_server\.|servers\.test_servers\.|servers\.test_server_actions\.))'}
+# servers.test_server_actions joins once one tempest run against this driver
+# has been seen (the network outage of the first session prevented it): its
+# rebuild/resize/console paths were only replayed over REST so far.
+TEMPEST_REGEX=${TEMPEST_REGEX:-'^(nova_xen_stubdom_tempest_plugin\.|tempest\.api\.compute\.(flavors\.test_flavors\.|admin\.test_flavors\.|admin\.test_hypervisor\.|servers\.test_create_server\.|servers\.test_servers\.))'}
 # needs real neutron security groups
 TEMPEST_EXCLUDE=${TEMPEST_EXCLUDE:-'test_remove_server_all_security_groups'}
 
