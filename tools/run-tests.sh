@@ -2,6 +2,7 @@
 # The test command (README, .ci/run): sets the machine up, then runs every
 # tier in order.  TIERS="unit functional" runs a subset.
 #
+#   pep8         flake8
 #   unit         fast, no network
 #   native       the C module: every accelerator, golden vectors, ASan, fuzz,
 #                Xen's verify-stream-v2
@@ -16,7 +17,7 @@ cd "$(dirname "$0")/.."
 ./tools/setup.sh || exit 1
 export PATH="$PWD/.venv/bin:$PATH"
 
-TIERS=${TIERS:-"unit native functional slow integration"}
+TIERS=${TIERS:-"pep8 unit native functional slow integration"}
 failed=""
 for tier in $TIERS; do
     start=$(date +%s)

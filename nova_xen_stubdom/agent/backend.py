@@ -61,7 +61,10 @@ class HypervisorBackend(metaclass=abc.ABCMeta):
 
     @abc.abstractmethod
     def set_target(self, stub_domid: int, guest_domid: int) -> None:
-        """Give *stub_domid* privilege over *guest_domid* (xc_domain_set_target)."""
+        """Give *stub_domid* privilege over *guest_domid*.
+
+        Xen's xc_domain_set_target.
+        """
 
     # -- guest memory and CPU state ------------------------------------------
     @abc.abstractmethod
@@ -154,7 +157,7 @@ class HypervisorBackend(metaclass=abc.ABCMeta):
 
     @abc.abstractmethod
     def assign_device(self, domid: int, sbdf: str) -> None:
-        """Put the PCI device (``dddd:bb:dd.f``) behind *domid*'s IOMMU context."""
+        """Put PCI device ``dddd:bb:dd.f`` behind *domid*'s IOMMU context."""
 
     @abc.abstractmethod
     def deassign_device(self, domid: int, sbdf: str) -> None:

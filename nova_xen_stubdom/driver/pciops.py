@@ -118,7 +118,7 @@ def live_migration_refusal(instance) -> str:
                                          'devices': devs}
 
 
-# -- inventory ------------------------------------------------------------------
+# -- inventory ---------------------------------------------------------------
 
 def _host_pifs(pifs: Dict[str, dict], host_ref: str) -> Dict[str, dict]:
     return {r: p for r, p in pifs.items() if p.get('host') == host_ref}
@@ -249,7 +249,8 @@ def build_devices(pci_records: Dict[str, dict], details: Dict[str, dict],
 class PciOps:
     """PCI pass-through of one compute host.
 
-    :param ctx: the driver's :class:`~nova_xen_stubdom.driver.common.DriverContext`.
+    :param ctx: the driver's
+        :class:`~nova_xen_stubdom.driver.common.DriverContext`.
     """
 
     def __init__(self, ctx) -> None:
@@ -291,7 +292,7 @@ class PciOps:
             sriovs=_records('network_sriov', 'sriov_logical_PIF_of'))
 
     def get_pci_passthrough_devices(self) -> str:
-        """The JSON for ``get_available_resource()['pci_passthrough_devices']``."""
+        """JSON for ``get_available_resource()['pci_passthrough_devices']``."""
         pcis = self._host_pci_records()
         if not pcis:
             return json.dumps([])

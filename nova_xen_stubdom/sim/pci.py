@@ -1,4 +1,4 @@
-"""The simulator's PCI side: host devices, the hypervisor's grant table, ownership.
+"""The simulator's PCI side: host devices, the grant table, ownership.
 
 Each simulated host has a :class:`PciHost`: the PCI functions it has (ids,
 class, NUMA node, SR-IOV PF/VF links, BARs, I/O ports, IRQ), the permissions

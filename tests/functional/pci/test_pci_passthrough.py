@@ -352,7 +352,7 @@ class TestPciSpawnFailures(PciTestBase):
     def test_device_held_by_another_xapi_vm(self):
         plain = self._create_server(
             flavor_id=self._create_flavor(memory_mb=512, vcpu=1, disk=1,
-                                             ephemeral=0),
+                                          ephemeral=0),
             networks='none', host='host1')
         x = self.xapi()
         guest, _ = self.xapi_vms(plain, x)
