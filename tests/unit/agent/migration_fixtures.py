@@ -1,111 +1,35 @@
 """Helpers of the save/restore and migration engine tests.
 
-``HvBackend`` implements the agent's HypervisorBackend ABC directly on the
-simulator's :class:`~nova_xen_stubdom.sim.hypervisor.Hypervisor` (real shm
-guest memory, a workload thread dirtying pages, a log-dirty bitmap), so the
-engine is tested against the same domains the simulator runs.
+``HvBackend`` is the simulator's own ``SimBackend`` on a bare simulated
+:class:`~nova_xen_stubdom.sim.hypervisor.Hypervisor` (real shm guest
+memory, a workload thread dirtying pages, a log-dirty bitmap), so the engine
+is tested against the same domains the simulator runs.
 """
 import random
 import socket
 import threading
 from typing import List, Optional
 
-from nova_xen_stubdom.agent import backend as hv
 from nova_xen_stubdom.sim import hypervisor as simhv
+from nova_xen_stubdom.sim.backend import SimBackend
 
 PAGE = 4096
 
 
-class HvBackend(hv.HypervisorBackend):
+class HvBackend(SimBackend):
+    """The simulator's own backend, plus PFNs that are dirty in every round
+    (a guest that never settles)."""
+
     def __init__(self, hyp: simhv.Hypervisor) -> None:
+        super().__init__(hypervisor=hyp)
         self.hyp = hyp
-        #: PFNs reported dirty by every fetch (a guest that never settles)
         self.always_dirty: List[int] = []
 
-    def list_domains(self) -> List[hv.DomainInfo]:
-        return [self.domain_info(d) for d in list(self.hyp.domains)]
-
-    def domain_info(self, domid: int) -> hv.DomainInfo:
-        d = self.hyp.domain(domid)
-        return hv.DomainInfo(d.domid, d.vm_uuid, d.hvm, d.max_pfn, d.vcpus,
-                             d.paused, d.target)
-
-    def pause(self, domid):
-        self.hyp.pause(domid)
-
-    def unpause(self, domid):
-        self.hyp.unpause(domid)
-
-    def set_target(self, stub, guest):
-        self.hyp.set_target(stub, guest)
-
-    def map_memory(self, domid, writable=False):
-        return self.hyp.domain(domid).memory()
-
-    def enable_logdirty(self, domid):
-        d = self.hyp.domain(domid)
-        with d.lock:
-            d.logdirty = True
-
-    def disable_logdirty(self, domid):
-        d = self.hyp.domain(domid)
-        with d.lock:
-            d.logdirty = False
-
     def fetch_dirty_bitmap(self, domid, clear=True):
-        d = self.hyp.domain(domid)
-        with d.lock:
-            bm = bytearray(d.bitmap)
-            if clear:
-                d.bitmap[:] = bytes(len(d.bitmap))
+        bm = super().fetch_dirty_bitmap(domid, clear)
         for pfn in self.always_dirty:
             bm[pfn >> 3] |= 1 << (pfn & 7)
         return bm
-
-    def get_hvm_context(self, domid):
-        return self.hyp.domain(domid).hvm_context
-
-    def set_hvm_context(self, domid, blob):
-        self.hyp.domain(domid).hvm_context = bytes(blob)
-
-    def get_hvm_params(self, domid):
-        return dict(self.hyp.domain(domid).hvm_params)
-
-    def set_hvm_params(self, domid, params):
-        self.hyp.domain(domid).hvm_params = dict(params)
-
-    def xs_read(self, path):
-        return self.hyp.xenstore.read(path)
-
-    def xs_write(self, path, value):
-        self.hyp.xenstore.write(path, value)
-
-    def xs_rm(self, path):
-        self.hyp.xenstore.rm(path)
-
-    def xs_list(self, path):
-        return self.hyp.xenstore.list(path)
-
-    def xs_set_perms(self, path, perms):
-        self.hyp.xenstore.set_perms(path, perms)
-
-    def xs_get_perms(self, path):
-        return self.hyp.xenstore.get_perms(path)
-
-    def iomem_permission(self, *a):
-        raise NotImplementedError
-
-    def ioport_permission(self, *a):
-        raise NotImplementedError
-
-    def irq_permission(self, *a):
-        raise NotImplementedError
-
-    def assign_device(self, *a):
-        raise NotImplementedError
-
-    def deassign_device(self, *a):
-        raise NotImplementedError
 
 
 def make_host(name: str, memory_mb: int = 1024) -> HvBackend:

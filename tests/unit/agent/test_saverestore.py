@@ -50,7 +50,8 @@ def test_round_trip_restores_memory_cpu_and_device_state(hosts):
     assert got.device_state == DEVICE_STATE
     assert got.xenstore == {'physmap/1': 'f0'}
     assert dst.get_hvm_context(target) == src.get_hvm_context(domid)
-    assert dst.get_hvm_params(target) == {2: 0xfeffc, 12: 7}
+    # as with xc_hvm_param_set, restored params overwrite; others keep theirs
+    assert {2: 0xfeffc, 12: 7}.items() <= dst.get_hvm_params(target).items()
     assert dst.domain_info(target).paused
 
 
