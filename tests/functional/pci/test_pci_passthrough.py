@@ -546,3 +546,52 @@ class TestPciTwoGpuHosts(PciTestBase):
         self.assertTrue(self._pci(dst).is_clean())
         self._delete_server(server)
         self._check_released(src)
+
+    # -- cold migration: the destination's claim is granted there, the
+    # source's released at once and re-claimed on revert
+    def _cold_migrate_gpu_server(self):
+        server = self._create_server(flavor_id=self._flavor('xgpu:1'),
+                                     networks='none')
+        self.assertEqual('host1', server['OS-EXT-SRV-ATTR:host'])
+        _, stub = self._check_assigned(server, 'host1', [GPU])
+        server = self._migrate_server(server, api=self.admin_api)
+        self.assertEqual('host2', server['OS-EXT-SRV-ATTR:host'])
+        # the destination's device serves the guest; the source's domains
+        # are gone and hold no grant while the move awaits confirmation
+        self._check_assigned(server, 'host2', [GPU])
+        self._check_released('host1', int(stub['domid']))
+        # Nova holds both claims until confirm or revert: the source's
+        # device stays allocated to the instance for a revert
+        self.assertEqual([GPU, GPU], self._inst_devs(server))
+        self.assertEqual(['allocated'], self._status('host1', GPU))
+        self.assertEqual(['allocated'], self._status('host2', GPU))
+        return server
+
+    def test_cold_migration_moves_the_device_then_confirm(self):
+        server = self._cold_migrate_gpu_server()
+        server = self._confirm_resize(server)
+        self.assertEqual('host2', server['OS-EXT-SRV-ATTR:host'])
+        self._check_assigned(server, 'host2', [GPU])
+        self._check_released('host1')
+        self.assertEqual([GPU], self._inst_devs(server))
+        # Nova frees the source's claim in memory and writes it back at its
+        # next resource periodic (the device on the host is free already)
+        self._run_periodics()
+        self.assertEqual(['available'], self._status('host1', GPU))
+        self._delete_server(server)
+        self._check_released('host2')
+        self.assertEqual(['available'], self._status('host2', GPU))
+
+    def test_cold_migration_revert_reclaims_the_source_device(self):
+        server = self._cold_migrate_gpu_server()
+        _, dest_stub = self.xapi_vms(server)
+        self.api.post_server_action(server['id'], {'revertResize': None})
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        self._wait_for_migration_status(server, ['reverted'])
+        self.assertEqual('host1', server['OS-EXT-SRV-ATTR:host'])
+        self._check_assigned(server, 'host1', [GPU])
+        self._check_released('host2', int(dest_stub['domid']))
+        self.assertEqual([GPU], self._inst_devs(server))
+        self.assertEqual(['available'], self._status('host2', GPU))
+        self._delete_server(server)
+        self._check_released('host1')
