@@ -17,6 +17,10 @@ CPU and device state, reports "ready", and unpauses on "go".
 The source guest keeps running until the destination reports "ready"; any
 failure before "go" leaves it running (unpaused if this migration paused
 it) and the destination destroys what it prepared.
+
+A guest that is paused when the migration starts does not change its
+memory: it goes in one pass (no pre-copy rounds), "go" tells the
+destination to leave it paused, and a failure leaves it paused here.
 """
 import dataclasses
 import socket
@@ -84,7 +88,8 @@ class MigrationStats:
 
 
 class LiveMigrationSource:
-    """Sends one running guest to a :class:`LiveMigrationTarget`."""
+    """Sends one guest (running or paused) to a
+    :class:`LiveMigrationTarget`."""
 
     def __init__(self, backend: hv.HypervisorBackend, domid: int,
                  address: str, port: int, key: bytes, *,
@@ -141,9 +146,8 @@ class LiveMigrationSource:
     def run(self) -> MigrationStats:
         start = time.monotonic()
         info = self.backend.domain_info(self.domid)
-        if info.paused:
-            raise MigrationError('domain %d is paused; only a running guest '
-                                 'is live-migrated' % self.domid)
+        #: paused by its owner: it stays paused, wherever it ends up
+        was_paused = info.paused
         total = info.max_pfn * PAGE_SIZE
         self.progress = Progress(total, 0, total, 0, 'connecting')
         try:
@@ -185,20 +189,22 @@ class LiveMigrationSource:
 
             round_no = 0
             dirty = None
-            if not self.stop_and_copy:
+            if not self.stop_and_copy and not was_paused:
                 round_no, dirty = self._precopy(info, sender, writer, total)
 
             # Stop-and-copy.
             self._check_abort()
-            self.backend.pause(self.domid)
+            if not was_paused:
+                self.backend.pause(self.domid)
             paused_at = time.monotonic()
             paused_cpu = time.process_time()
             if self._on_paused:
                 self._on_paused()
             round_no += 1
             self._set_progress(sender, writer, total, round_no, 'stopcopy')
-            if self.stop_and_copy:
-                self.stats.reason = 'stop-and-copy'
+            if self.stop_and_copy or was_paused:
+                self.stats.reason = 'paused guest' if was_paused \
+                    else 'stop-and-copy'
                 sender.send_all()
                 self.stats.last_round_pages = info.max_pfn
             else:
@@ -220,7 +226,7 @@ class LiveMigrationSource:
             self._expect(ctrl, 'ready', self.confirm_timeout)
             sw['ready'] = time.monotonic() - paused_at
             self._check_abort()
-            ctrl.send({'msg': 'go'})
+            ctrl.send({'msg': 'go', 'paused': was_paused})
             go_sent = True
             try:
                 self._expect(ctrl, 'running', self.confirm_timeout)
@@ -277,7 +283,8 @@ class LiveMigrationSource:
                         LOG.exception('could not resume the device model of '
                                       'domain %d', self.domid)
                 try:
-                    self.backend.unpause(self.domid)
+                    if not was_paused:
+                        self.backend.unpause(self.domid)
                 except Exception:
                     LOG.exception('could not unpause domain %d after a failed '
                                   'migration', self.domid)
@@ -451,6 +458,8 @@ class LiveMigrationSource:
 class TargetResult:
     state: str = 'waiting'          # waiting | running | failed | cancelled
     domid: Optional[int] = None
+    #: "running" with the guest left paused (it was paused on the source)
+    paused: bool = False
     error: Optional[str] = None
     pages: int = 0
 
@@ -605,7 +614,10 @@ class LiveMigrationTarget:
             if msg.get('msg') != 'go':
                 raise MigrationError('source sent %r instead of "go"'
                                      % msg.get('msg'))
-            self.backend.unpause(domid)
+            if msg.get('paused'):
+                self.result.paused = True
+            else:
+                self.backend.unpause(domid)
             self.result.state = 'running'
             try:
                 ctrl.send({'msg': 'running'})

@@ -171,10 +171,11 @@ def migrate_receive_cancel(agent, args) -> str:
 # -- live migration: source --
 @plugin.register('migrate_send')
 def migrate_send(agent, args) -> str:
-    """Start sending the running guest ``guest_vm_uuid`` to
-    ``address``:``port`` with ``key``; returns the job id."""
+    """Start sending the guest ``guest_vm_uuid`` (running, or paused:
+    it stays paused) to ``address``:``port`` with ``key``; returns the job
+    id."""
     conf = _conf()
-    src_info = _guest(agent, args, paused=False)
+    src_info = _guest(agent, args)
     backend = agent.backend
     domid = src_info.domid
     dev_timeout = _int(args, 'device_state_timeout',

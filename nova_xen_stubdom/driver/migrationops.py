@@ -163,7 +163,8 @@ class MigrationOps:
     def check_can_live_migrate_source(self, context, instance,
                                       dest_check_data,
                                       block_device_info=None):
-        """On the source: the guest runs here, same pool, no PCI."""
+        """On the source: the guest runs (or is paused) here, same pool,
+        no PCI."""
         self._refuse_pci(instance)
         if not isinstance(dest_check_data,
                           md_obj.XenStubdomLiveMigrateData):
@@ -172,10 +173,11 @@ class MigrationOps:
         self._host_by_uuid(dest_check_data.dest_host_uuid)
         found = self._vmops.guest_record(instance)
         state = found[1].get('power_state') if found else None
-        if state != xc.POWER_STATE_RUNNING:
+        if state not in (xc.POWER_STATE_RUNNING, xc.POWER_STATE_PAUSED):
             raise exception.MigrationPreCheckError(reason=_(
-                'instance %(uuid)s is %(state)s, only a running guest is '
-                'live-migrated') % {'uuid': instance.uuid, 'state': state})
+                'instance %(uuid)s is %(state)s, only a running or paused '
+                'guest is live-migrated') % {'uuid': instance.uuid,
+                                             'state': state})
         return dest_check_data
 
     # -- live migration: destination --
@@ -292,7 +294,10 @@ class MigrationOps:
             raise dexc.XenStubdomDriverError(reason=_(
                 'the incoming VMs of instance %s are gone') % instance.uuid)
         job = (guest[1].get('other_config') or {}).get(OC_RECEIVE_JOB)
+        left_paused = False
         if job:
+            left_paused = bool(self._ctx.call_plugin(
+                'migrate_receive_status', id=job).get('paused'))
             self._ctx.call_plugin('migrate_forget', id=job)
             self._call('VM.remove_from_other_config', guest[0],
                        OC_RECEIVE_JOB)
@@ -302,10 +307,11 @@ class MigrationOps:
         self._call('VM.remove_from_other_config', stub[0], dc.OC_ROLE)
         self._call('VM.add_to_other_config', stub[0], dc.OC_ROLE,
                    dc.ROLE_STUBDOM)
-        # the agent let the domain run at the switch-over; XAPI's record
-        # still says Paused (it was started paused)
-        if self._call('VM.get_power_state', guest[0]) == \
-                xc.POWER_STATE_PAUSED:
+        # the agent let the domain run at the switch-over (unless it was
+        # paused on the source); XAPI's record still says Paused (it was
+        # started paused)
+        if not left_paused and self._call(
+                'VM.get_power_state', guest[0]) == xc.POWER_STATE_PAUSED:
             self._call('VM.unpause', guest[0])
         LOG.info('live migration finished here', instance=instance)
 

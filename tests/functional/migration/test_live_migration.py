@@ -106,6 +106,32 @@ class TestLiveMigration(base.XenStubdomTestBase):
         self.assertGreater(mig.memory_processed, 0)
         self._delete_server(server)
 
+    def test_paused_guest_arrives_paused(self):
+        server = self._boot()
+        self.api.post_server_action(server['id'], {'pause': None})
+        server = self._wait_for_state_change(server, 'PAUSED')
+        hv1, dom = self._domain(server, 'host1')
+        self._fill(dom)
+        digest = self._digest(dom)
+        self._start_live_migration(server)
+        self._wait_migration(server, ['completed'])
+        server = self._wait_for_state_change(server, 'PAUSED')
+        self.assertEqual('host2', server['OS-EXT-SRV-ATTR:host'])
+        guest, _ = self.xapi_vms(server)
+        self.assertEqual('Paused', guest['power_state'])
+        hv2, dom2 = self._domain(server, 'host2')
+        # never ran on the destination before its owner unpauses it
+        self.assertTrue(dom2.paused)
+        self.assertEqual(digest, self._digest(dom2))
+        self.assertEqual([], [d for d in hv1.domains if d != 0])
+        self.assertEqual(0, self._migration_record(server).memory_remaining)
+        self.api.post_server_action(server['id'], {'unpause': None})
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        guest, _ = self.xapi_vms(server)
+        self.assertEqual('Running', guest['power_state'])
+        self.assertFalse(dom2.paused)
+        self._delete_server(server)
+
     def test_abort_keeps_the_guest_on_the_source(self):
         self.flags(group='xen_stubdom', live_migration_downtime_ms=1,
                    live_migration_max_rounds=10000,
