@@ -20,9 +20,5 @@ def console_log(agent, args: Dict[str, str]) -> str:
     try:
         text = agent.backend.read_console(domid)
     except NotImplementedError as exc:
-        # NOTE(driver): the simulator's backend exposes console lines
-        lines = getattr(agent.backend, 'console', None)
-        if lines is None:
-            raise errors.AgentError('no console access: %s' % exc)
-        text = '\n'.join(lines(domid)) + '\n'
+        raise errors.AgentError('no console access: %s' % exc)
     return json.dumps({'log': text[-MAX_CONSOLE_BYTES:]})

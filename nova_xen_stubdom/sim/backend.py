@@ -5,7 +5,8 @@ standalone for unit tests of the agent (``SimBackend()`` owns a private
 hypervisor and an empty PCI host).  Besides :class:`HypervisorBackend`'s
 methods it offers what a sim-only test or the agent's sim paths need:
 ``create_domain``, ``destroy_domain``, ``set_dirty_rate``, ``attach_disk``,
-``detach_disk``, ``console``, ``sysfs_root``, ``hypervisor``.
+``detach_disk``, ``console`` (the log as lines), ``sysfs_root``,
+``hypervisor``.
 """
 import tempfile
 import uuid as uuidlib
@@ -111,6 +112,9 @@ class SimBackend(HypervisorBackend):
 
     def console(self, domid: int) -> List[str]:
         return list(self.hypervisor.domain(domid).console)
+
+    def read_console(self, domid: int) -> str:
+        return ''.join(line + '\n' for line in self.console(domid))
 
     # -- guest memory and CPU state ------------------------------------------
     def map_memory(self, domid: int, writable: bool = False) -> memoryview:

@@ -311,7 +311,41 @@ class StubQemu:
         with self.hv.lock:
             self.hv.qemus[guest] = qemu
         self._console('device model for domain %d running' % guest)
+        if not restore:
+            # a restored guest carries on where it was: no second boot
+            self._guest_boots(guest, argv)
         self._set_state(d, 'running')
+
+    def _guest_boots(self, guest: int, argv) -> None:
+        """What a freshly started guest prints on its serial line: the
+        firmware QEMU was given, then a (clearly simulated) OS boot.  Nova's
+        get_console_output reads it like xenconsoled's log."""
+        dom = self.hv.domains.get(guest)
+        if dom is None:
+            return
+        uefi = any('OVMF' in a for a in argv)
+        lines = [
+            'UEFI firmware (OVMF), simulated' if uefi else
+            'SeaBIOS (simulated)',
+            'Booting from Hard Disk...',
+            '[    0.000000] Linux version 6.1.0 (simulated guest of the XAPI '
+            'simulator)',
+            '[    0.000000] Command line: root=/dev/sda1 console=ttyS0',
+            '[    0.000000] DMI: Xen HVM domU, device model in domain %d '
+            '(stub domain)' % self.dom.domid,
+            '[    0.210000] Booting paravirtualized kernel on Xen HVM',
+            '[    1.020000] xen_netfront: Initialising Xen virtual ethernet '
+            'driver',
+            '[    1.300000] EXT4-fs (sda1): mounted filesystem',
+            '',
+            '%s login:' % (dom.name or 'guest'),
+        ]
+        with dom.lock:
+            if dom.paused:
+                # it boots once the toolstack lets it run (Hypervisor.unpause)
+                dom.boot_log = lines
+                return
+        dom.console.extend(lines)
 
     def _load(self, qemu, disk: str) -> None:
         path = self._disk(disk)

@@ -66,6 +66,8 @@ class Domain:
             {1: self.max_pfn - 1, 2: 1, 17: self.max_pfn - 2, 18: 2}
             if hvm else {})
         self.console: List[str] = []
+        #: what the guest prints once it first runs (see devicemodel)
+        self.boot_log: List[str] = []
         self.pages_dirtied = 0
         self.mem_path = ''
         self._mm: Optional[mmap.mmap] = None
@@ -291,8 +293,11 @@ class Hypervisor:
 
     def unpause(self, domid: int) -> None:
         dom = self.domain(domid)
-        dom.paused = False
+        with dom.lock:
+            dom.paused = False
+            boot, dom.boot_log = dom.boot_log, []
         dom.console.append('[sim] domain %d running' % domid)
+        dom.console.extend(boot)
         for listener in list(self.listeners):
             listener(dom, 'unpause')
 

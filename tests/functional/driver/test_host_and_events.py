@@ -56,7 +56,17 @@ class TestHostAndEvents(base.XenStubdomTestBase):
         server = self._create_server(flavor_id=flavor, networks='none')
         out = self.api.post_server_action(
             server['id'], {'os-getConsoleOutput': {}})['output']
-        self.assertIn('running', out)
+        lines = out.splitlines()
+        # the hypervisor's lines, then the guest's boot over its serial
+        # line (firmware from the device model in the stub domain)
+        self.assertIn('created', lines[0])
+        self.assertIn('SeaBIOS (simulated)', lines)
+        self.assertTrue(lines[-1].endswith(' login:'), lines)
+        tail = self.api.post_server_action(
+            server['id'], {'os-getConsoleOutput': {'length': 3}})['output']
+        # Nova tails by '\n'-separated fields: the log ends with a newline
+        self.assertEqual(out.split('\n')[-3:], tail.split('\n'))
+        self.assertTrue(tail.endswith(' login:\n'), tail)
         # VNC: served by QEMU in the stub domain
         compute = self.computes_by_name[server['OS-EXT-SRV-ATTR:host']]
         from nova import context as nova_context
