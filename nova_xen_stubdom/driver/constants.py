@@ -17,6 +17,10 @@ OC_MIRROR_OF = 'nova_xen_stubdom_mirror_of'
 #: on VDIs: which disk of the instance ('root')
 OC_DISK = 'nova_xen_stubdom_disk'
 
+#: the instance's disks and their XAPI userdevice, on the guest and on its
+#: stub domain's mirror VBD alike (xvda, xvdb, xvdc in the stub domain)
+DISK_USERDEVICE = {'root': 0, 'ephemeral': 1, 'swap': 2}
+
 ROLE_GUEST = 'guest'
 ROLE_STUBDOM = 'stubdom'
 

@@ -7,12 +7,13 @@ repeated here because flavors created before the package was installed, or
 with validation off, still reach the driver.
 """
 import dataclasses
-from typing import Optional
+from typing import List, Optional, Tuple
 
 from nova import exception
 from nova.i18n import _
 
 from nova_xen_stubdom import conf as xconf
+from nova_xen_stubdom.driver.constants import DISK_USERDEVICE
 
 EXTRA_SPEC_NS = 'xen_stubdom'
 
@@ -41,6 +42,17 @@ class GuestConfig:
     vif_model: str = 'e1000'
     firmware: str = 'bios'
     viridian: bool = False
+    swap_mb: int = 0
+
+    def disks(self) -> List[Tuple[str, int]]:
+        """``(disk, userdevice)`` of every disk the flavor gives the
+        guest, in device order (the stub domain mirrors the same numbers)."""
+        out = [('root', DISK_USERDEVICE['root'])]
+        if self.ephemeral_gb:
+            out.append(('ephemeral', DISK_USERDEVICE['ephemeral']))
+        if self.swap_mb:
+            out.append(('swap', DISK_USERDEVICE['swap']))
+        return out
 
 
 def _int_spec(extra_specs: dict, key: str, lo: int, hi: int,
@@ -120,16 +132,12 @@ def resolve(flavor, image_meta: Optional[object], conf=None) -> GuestConfig:
             raise exception.ImageUnacceptable(
                 image_id=getattr(image_meta, 'id', '?'),
                 reason=_('image hypervisor type %s is not xen') % hv_type)
-    if int(flavor.swap or 0):
-        raise exception.InvalidRequest(
-            _('flavor %(flavor)s asks for %(swap)d MiB of swap: the Xen '
-              'stub-domain driver does not provide swap disks')
-            % {'flavor': flavor.name, 'swap': int(flavor.swap)})
     return GuestConfig(
         memory_mb=int(flavor.memory_mb),
         vcpus=int(flavor.vcpus),
         root_gb=int(flavor.root_gb),
         ephemeral_gb=int(flavor.ephemeral_gb or 0),
+        swap_mb=int(flavor.swap or 0),
         stubdom_memory_mb=stubdom_memory_mb(flavor, conf),
         stubdom_vcpus=_int_spec(specs, 'vcpus', STUBDOM_VCPUS_MIN,
                                 STUBDOM_VCPUS_MAX,

@@ -1,9 +1,13 @@
-"""Image → VDI: Glance download, then XAPI's HTTP import.
+"""What goes into a new VDI: a Glance image, or a swap signature.
 
-The import is ``PUT /import_raw_vdi?vdi=REF&format=raw`` on the pool master.
+Both travel through XAPI's HTTP import, ``PUT /import_raw_vdi?vdi=REF&
+format=raw`` on the pool master.
 """
+import io
 import os
+import struct
 import tempfile
+import uuid as uuidlib
 
 from oslo_log import log as logging
 
@@ -44,3 +48,35 @@ def import_image(context, ctx, instance, image_meta, vdi_ref: str,
         return size
     finally:
         os.unlink(path)
+
+
+#: Linux's swap header (include/linux/swap.h, union swap_header): after
+#: 1024 boot bytes, version, last_page, nr_badpages, uuid[16], label[16];
+#: the magic ends the first page
+SWAP_PAGE = 4096
+SWAP_MAGIC = b'SWAPSPACE2'
+SWAP_LABEL = b'nova-swap'
+
+
+def swap_header(size_bytes: int, uuid: bytes) -> bytes:
+    """The first page ``mkswap`` writes on a swap area of *size_bytes*."""
+    pages = size_bytes // SWAP_PAGE
+    if pages < 10:
+        raise ValueError('a swap area needs at least 10 pages, not %d'
+                         % pages)
+    page = bytearray(SWAP_PAGE)
+    struct.pack_into('<III16s16s', page, 1024, 1, pages - 1, 0, uuid,
+                     SWAP_LABEL)
+    page[SWAP_PAGE - len(SWAP_MAGIC):] = SWAP_MAGIC
+    return bytes(page)
+
+
+def format_swap(ctx, instance, vdi_ref: str, size_bytes: int) -> None:
+    """Make *vdi_ref* (fresh, zero-filled) a swap area the guest can
+    ``swapon`` at once, as Nova's other drivers do with ``mkswap``: only
+    the header page is written, through the same HTTP import as images."""
+    header = swap_header(size_bytes, uuidlib.UUID(instance.uuid).bytes)
+    ctx.http_put('/import_raw_vdi', io.BytesIO(header), len(header),
+                 vdi=vdi_ref, format='raw')
+    LOG.debug('swap signature written on VDI %s (%d MiB)', vdi_ref,
+              size_bytes >> 20, instance=instance)

@@ -49,8 +49,6 @@ POLL = 0.1
 #: until confirm or revert
 RESIZE_SOURCE = 'resize-source-'
 RESIZE_SUFFIX = '.resize-source'
-#: the instance's disks (VDI other_config disk name) and their userdevice
-DISK_USERDEVICE = {'root': 0, 'ephemeral': 1}
 #: disk name (VDI name_label suffix, other_config) of suspend images
 SUSPEND_DISK = 'suspend'
 #: instance system_metadata key holding the suspend image's key (hex)
@@ -245,28 +243,15 @@ class MigrationOps:
             vrec = self._call('VBD.get_record', vbd)
             if vrec.get('type') != 'Disk' or vrec.get('empty'):
                 continue
-            new = self._call('VBD.create', vmbuild.vbd_record(
-                guest, vrec['VDI'], int(vrec['userdevice']),
-                bool(vrec.get('bootable')), {}))
-            built.vbds.append(new)
-            new_uuid = self._call('VBD.get_uuid', new)
-            built.vbds.append(self._call('VBD.create', vmbuild.vbd_record(
-                stub, vrec['VDI'], int(vrec['userdevice']), False,
-                {dc.OC_MIRROR_OF: new_uuid})))
+            disk = self._call('VDI.get_other_config', vrec['VDI']).get(
+                dc.OC_DISK, 'disk')
+            self._vmops.attach_disk(built, vrec['VDI'], disk,
+                                    int(vrec['userdevice']))
         vifs = []
         for index, vif in enumerate(network_info or []):
             net_ref = self._vmops._network_ref(vif)
             vifs.append((vif, net_ref))
-            mtu = (vif.get('network') or {}).get('meta', {}).get('mtu') \
-                or 1500
-            ref = self._call('VIF.create', vmbuild.vif_record(
-                guest, net_ref, index, vif['address'], mtu,
-                {'nova_vif_id': vif['id']}))
-            built.vifs.append(ref)
-            vif_uuid = self._call('VIF.get_uuid', ref)
-            built.vifs.append(self._call('VIF.create', vmbuild.vif_record(
-                stub, net_ref, index, vif['address'], mtu,
-                {dc.OC_MIRROR_OF: vif_uuid})))
+            self._vmops.attach_nic(built, vif, net_ref, index)
         self._call_async('VM.start_on', stub, host, False, False)
         stub_domid = int(self._call('VM.get_domid', stub))
         self._ctx.call_plugin('link_stubdom', stubdom_domid=stub_domid,
@@ -642,14 +627,10 @@ class MigrationOps:
         revert) can remove what the other side still needs.  *dest* is the
         destination's IP: nothing here needs it.
         """
-        old_gb = instance.flavor.root_gb
-        if flavor.root_gb < old_gb:
+        refusal = resize_refusal(instance.flavor, flavor)
+        if refusal:
             raise exception.InstanceFaultRollback(
-                exception.ResizeError(reason=_(
-                    'shrinking the root disk from %(old)d GiB to %(new)d GiB '
-                    'is not supported (data would be lost); choose a flavor '
-                    'with a root disk of at least %(old)d GiB')
-                    % {'old': old_gb, 'new': flavor.root_gb}))
+                exception.ResizeError(reason=refusal))
         with self._vmops._operation(instance):
             built = self._vmops._require(instance)
             self._vmops._stop(instance, built.guest, built.stubdom,
@@ -690,7 +671,7 @@ class MigrationOps:
             built.guest_uuid = rec['uuid']
         if RESIZE_SOURCE + dc.ROLE_STUBDOM in vms:
             built.stubdom = vms[RESIZE_SOURCE + dc.ROLE_STUBDOM][0]
-        for disk in DISK_USERDEVICE:
+        for disk in dc.DISK_USERDEVICE:
             for ref in self._call('VDI.get_by_name_label', '%s-%s%s' % (
                     instance.name, disk, RESIZE_SUFFIX)):
                 oc = self._call('VDI.get_other_config', ref)
@@ -714,14 +695,19 @@ class MigrationOps:
                     ref = self._call('VDI.get_by_uuid', uuid)
                     built.vdis.append(ref)
                     disks[disk] = ref
-                root = disks.get('root')
-                if root is None:
+                missing = [d for d, _dev in cfg.disks() if d not in disks]
+                if missing:
                     raise dexc.XenStubdomDriverError(reason=_(
-                        'no root disk came with the migration'))
-                want = max(cfg.root_gb, 1) * dc.GiB
-                if resize_instance and want > int(
-                        self._call('VDI.get_virtual_size', root)):
-                    self._call('VDI.resize', root, want)
+                        'disks of the flavor did not come with the '
+                        'migration: %s') % ', '.join(missing))
+                if resize_instance:
+                    # grown disks (resize_refusal let nothing else through)
+                    for disk, want in (('root', max(cfg.root_gb, 1) * dc.GiB),
+                                       ('ephemeral',
+                                        cfg.ephemeral_gb * dc.GiB)):
+                        if disk in disks and want > int(self._call(
+                                'VDI.get_virtual_size', disks[disk])):
+                            self._call('VDI.resize', disks[disk], want)
                 guest = self._call('VM.create', vmbuild.guest_record(
                     instance, cfg, host))
                 built.guest = guest
@@ -735,32 +721,14 @@ class MigrationOps:
                            stub_uuid)
                 self._call('VM.add_to_platform', guest, 'stubdom',
                            stub_uuid)
-                for disk, ref in sorted(disks.items(), key=lambda d:
-                                        DISK_USERDEVICE.get(d[0], 9)):
-                    dev = DISK_USERDEVICE.get(disk, len(built.vbds) // 2)
-                    vbd = self._call('VBD.create', vmbuild.vbd_record(
-                        guest, ref, dev, dev == 0, {}))
-                    built.vbds.append(vbd)
-                    built.vbds.append(self._call(
-                        'VBD.create', vmbuild.vbd_record(
-                            stub, ref, dev, False,
-                            {dc.OC_MIRROR_OF: self._call('VBD.get_uuid',
-                                                         vbd)})))
+                for disk, userdevice in cfg.disks():
+                    self._vmops.attach_disk(built, disks[disk], disk,
+                                            userdevice)
                 vifs = []
                 for index, vif in enumerate(network_info or []):
                     net_ref = self._vmops._network_ref(vif)
                     vifs.append((vif, net_ref))
-                    mtu = (vif.get('network') or {}).get('meta', {}).get(
-                        'mtu') or 1500
-                    ref = self._call('VIF.create', vmbuild.vif_record(
-                        guest, net_ref, index, vif['address'], mtu,
-                        {'nova_vif_id': vif['id']}))
-                    built.vifs.append(ref)
-                    built.vifs.append(self._call(
-                        'VIF.create', vmbuild.vif_record(
-                            stub, net_ref, index, vif['address'], mtu,
-                            {dc.OC_MIRROR_OF: self._call('VIF.get_uuid',
-                                                         ref)})))
+                    self._vmops.attach_nic(built, vif, net_ref, index)
                 if power_on:
                     self._vmops._start(instance, built, cfg, vifs)
             except Exception:
@@ -796,6 +764,28 @@ class MigrationOps:
             if power_on:
                 self._vmops._restart(instance, built, None, network_info)
         LOG.info('resize reverted', instance=instance)
+
+
+def resize_refusal(old, new) -> Optional[str]:
+    """Why a resize from flavor *old* to *new* cannot keep the guest's
+    disks (None: it can).  Checked on the source before anything changes:
+    disks may grow, never shrink, appear or vanish."""
+    if new.root_gb < old.root_gb:
+        return _('shrinking the root disk from %(old)d GiB to %(new)d GiB '
+                 'is not supported (data would be lost); choose a flavor '
+                 'with a root disk of at least %(old)d GiB') % {
+                     'old': old.root_gb, 'new': new.root_gb}
+    old_eph, new_eph = int(old.ephemeral_gb or 0), int(new.ephemeral_gb or 0)
+    if bool(old_eph) != bool(new_eph) or new_eph < old_eph:
+        return _('the ephemeral disk can grow on resize, not shrink, appear '
+                 'or vanish (%(old)d GiB to %(new)d GiB asked)') % {
+                     'old': old_eph, 'new': new_eph}
+    old_swap, new_swap = int(old.swap or 0), int(new.swap or 0)
+    if old_swap != new_swap:
+        return _('changing the swap disk on resize (%(old)d MiB to '
+                 '%(new)d MiB) is not supported; choose a flavor with '
+                 '%(old)d MiB of swap') % {'old': old_swap, 'new': new_swap}
+    return None
 
 
 def _cpu_vendor(compute_info) -> Optional[str]:

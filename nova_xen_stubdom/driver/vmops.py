@@ -41,6 +41,11 @@ class SpawnStepFailed(dexc.XenStubdomDriverError):
                 '%(reason)s (everything created was removed)')
 
 
+def _direct(step: str, fn: Callable, *args, **kwargs):
+    """A step outside spawn's bookkeeping: just run it."""
+    return fn(*args, **kwargs)
+
+
 @dataclasses.dataclass
 class Built:
     """XAPI objects of one instance (as far as they exist)."""
@@ -137,7 +142,7 @@ class VMOps:
                     built.guest = ref
                 else:
                     built.stubdom = ref
-        for disk in ('root', 'ephemeral'):
+        for disk in dc.DISK_USERDEVICE:
             for ref in self._call('VDI.get_by_name_label',
                                   '%s-%s' % (instance.name, disk)):
                 oc = self._call('VDI.get_other_config', ref)
@@ -204,49 +209,28 @@ class VMOps:
                    'VM.add_to_other_config', guest, dc.OC_STUBDOM, stub_uuid)
                 do('VM.add_to_platform (guest)', self._call,
                    'VM.add_to_platform', guest, 'stubdom', stub_uuid)
-                vbd = do('VBD.create (guest root disk)', self._call,
-                         'VBD.create', vmbuild.vbd_record(
-                             guest, vdi, 0, True, {}))
-                built.vbds.append(vbd)
-                vbd_uuid = do('VBD.get_uuid', self._call, 'VBD.get_uuid',
-                              vbd)
-                built.vbds.append(do(
-                    'VBD.create (stub domain mirror of the root disk)',
-                    self._call, 'VBD.create', vmbuild.vbd_record(
-                        stub, vdi, 0, False,
-                        {dc.OC_MIRROR_OF: vbd_uuid})))
+                disks = {'root': vdi}
                 if cfg.ephemeral_gb:
-                    eph = do('VDI.create (ephemeral disk)', self._call,
-                             'VDI.create', vmbuild.vdi_record(
-                                 instance, sr_ref, cfg.ephemeral_gb * dc.GiB,
-                                 'ephemeral'))
-                    built.vdis.append(eph)
-                    vbd = do('VBD.create (guest ephemeral disk)',
-                             self._call, 'VBD.create', vmbuild.vbd_record(
-                                 guest, eph, 1, False, {}))
-                    built.vbds.append(vbd)
-                    vbd_uuid = do('VBD.get_uuid', self._call,
-                                  'VBD.get_uuid', vbd)
-                    built.vbds.append(do(
-                        'VBD.create (stub domain mirror of the ephemeral '
-                        'disk)', self._call, 'VBD.create',
-                        vmbuild.vbd_record(stub, eph, 1, False,
-                                           {dc.OC_MIRROR_OF: vbd_uuid})))
+                    disks['ephemeral'] = do(
+                        'VDI.create (ephemeral disk)', self._call,
+                        'VDI.create', vmbuild.vdi_record(
+                            instance, sr_ref, cfg.ephemeral_gb * dc.GiB,
+                            'ephemeral'))
+                    built.vdis.append(disks['ephemeral'])
+                if cfg.swap_mb:
+                    disks['swap'] = do(
+                        'VDI.create (swap disk)', self._call, 'VDI.create',
+                        vmbuild.vdi_record(instance, sr_ref,
+                                           cfg.swap_mb * dc.MiB, 'swap'))
+                    built.vdis.append(disks['swap'])
+                    do('swap signature (HTTP PUT /import_raw_vdi)',
+                       imageops.format_swap, self._ctx, instance,
+                       disks['swap'], cfg.swap_mb * dc.MiB)
+                for disk, userdevice in cfg.disks():
+                    self.attach_disk(built, disks[disk], disk, userdevice,
+                                     do)
                 for index, (vif, net_ref) in enumerate(vifs):
-                    mtu = (vif.get('network') or {}).get('meta', {}).get(
-                        'mtu') or 1500
-                    ref = do('VIF.create (guest NIC %d)' % index, self._call,
-                             'VIF.create', vmbuild.vif_record(
-                                 guest, net_ref, index, vif['address'], mtu,
-                                 {'nova_vif_id': vif['id']}))
-                    built.vifs.append(ref)
-                    vif_uuid = do('VIF.get_uuid', self._call,
-                                  'VIF.get_uuid', ref)
-                    built.vifs.append(do(
-                        'VIF.create (stub domain mirror of NIC %d)' % index,
-                        self._call, 'VIF.create', vmbuild.vif_record(
-                            stub, net_ref, index, vif['address'], mtu,
-                            {dc.OC_MIRROR_OF: vif_uuid})))
+                    self.attach_nic(built, vif, net_ref, index, do)
                 if power_on:
                     self._start(instance, built, cfg, vifs, do)
             except Exception as exc:
@@ -266,6 +250,40 @@ class VMOps:
                  {'guest': built.guest, 'stub': built.stubdom},
                  instance=instance)
 
+    def attach_disk(self, built: Built, vdi: str, disk: str,
+                    userdevice: int, do: Optional[Callable] = None) -> None:
+        """*vdi* on the guest at *userdevice* and, mirrored, on its stub
+        domain (whose QEMU emulates the disk from there)."""
+        do = do or _direct
+        vbd = do('VBD.create (guest %s disk)' % disk, self._call,
+                 'VBD.create', vmbuild.vbd_record(
+                     built.guest, vdi, userdevice, userdevice == 0, {}))
+        built.vbds.append(vbd)
+        vbd_uuid = do('VBD.get_uuid', self._call, 'VBD.get_uuid', vbd)
+        built.vbds.append(do(
+            'VBD.create (stub domain mirror of the %s disk)' % disk,
+            self._call, 'VBD.create', vmbuild.vbd_record(
+                built.stubdom, vdi, userdevice, False,
+                {dc.OC_MIRROR_OF: vbd_uuid})))
+
+    def attach_nic(self, built: Built, vif, net_ref: str, index: int,
+                   do: Optional[Callable] = None) -> None:
+        """Nova's *vif* as the guest's NIC *index* on *net_ref*, mirrored
+        on its stub domain (QEMU's emulated NIC is backed there)."""
+        do = do or _direct
+        mtu = (vif.get('network') or {}).get('meta', {}).get('mtu') or 1500
+        ref = do('VIF.create (guest NIC %d)' % index, self._call,
+                 'VIF.create', vmbuild.vif_record(
+                     built.guest, net_ref, index, vif['address'], mtu,
+                     {'nova_vif_id': vif['id']}))
+        built.vifs.append(ref)
+        vif_uuid = do('VIF.get_uuid', self._call, 'VIF.get_uuid', ref)
+        built.vifs.append(do(
+            'VIF.create (stub domain mirror of NIC %d)' % index,
+            self._call, 'VIF.create', vmbuild.vif_record(
+                built.stubdom, net_ref, index, vif['address'], mtu,
+                {dc.OC_MIRROR_OF: vif_uuid})))
+
     def _dm_config(self, instance, cfg, vifs) -> dict:
         config = {
             'name': instance.name,
@@ -274,8 +292,8 @@ class VMOps:
             'vga': cfg.video,
             'firmware': cfg.firmware,
             'boot': 'cd',
-            'disks': [{'bus': cfg.disk_bus, 'index': i}
-                      for i in range(2 if cfg.ephemeral_gb else 1)],
+            'disks': [{'bus': cfg.disk_bus, 'index': userdevice}
+                      for _disk, userdevice in cfg.disks()],
             'nics': [{'mac': vif['address'], 'model': cfg.vif_model,
                       'index': i} for i, (vif, _n) in enumerate(vifs)],
         }
@@ -286,9 +304,7 @@ class VMOps:
 
     def _start(self, instance, built: Built, cfg, vifs, do=None) -> None:
         """Stub domain first, link, then the guest; wait for the DM."""
-        if do is None:
-            def do(name, fn, *args, **kwargs):
-                return fn(*args, **kwargs)
+        do = do or _direct
         host = self._ctx.host_ref
         do('VM.start_on (stub domain)', self._ctx.call_async,
            'VM.start_on', built.stubdom, host, False, False)

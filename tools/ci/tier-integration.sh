@@ -39,9 +39,8 @@ log() { printf '[integration %4ds] %s\n' "$((SECONDS - T0))" "$*"; }
 # (the pool's shared SR makes it meaningless; the driver refuses it): our
 # plugin's live-migration scenarios cover the feature.
 TEMPEST_REGEX=${TEMPEST_REGEX:-'^(nova_xen_stubdom_tempest_plugin\.|tempest\.api\.compute\.(flavors\.test_flavors\.|admin\.test_flavors\.|admin\.test_hypervisor\.|admin\.test_migrations\.|servers\.test_create_server\.|servers\.test_servers\.|servers\.test_server_actions\.|servers\.test_delete_server\.|servers\.test_instance_actions\.))'}
-# security groups need a real neutron (the stand-in has none); the driver
-# refuses flavors with swap
-TEMPEST_EXCLUDE=${TEMPEST_EXCLUDE:-'test_remove_server_all_security_groups|test_cold_migration_with_swap'}
+# security groups need a real neutron (the stand-in has none)
+TEMPEST_EXCLUDE=${TEMPEST_EXCLUDE:-'test_remove_server_all_security_groups'}
 
 # -- 0. tests of the cloud tooling, the devstack plugin, the doc extensions
 log "pip install -r doc/requirements.txt; pytest tests/integration"

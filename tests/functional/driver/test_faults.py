@@ -20,7 +20,10 @@ SPAWN_STEPS = [
     ('VBD.create', 1, 'VBD.create (guest root disk)'),
     ('VBD.create', 2, 'VBD.create (stub domain mirror'),
     ('VDI.create', 3, 'VDI.create (ephemeral disk)'),
+    ('VDI.create', 4, 'VDI.create (swap disk)'),
+    ('VDI.create', 5, 'swap signature'),        # HTTP PUT /import_raw_vdi
     ('VBD.create', 3, 'VBD.create (guest ephemeral disk)'),
+    ('VBD.create', 5, 'VBD.create (guest swap disk)'),
     ('VIF.create', 1, 'VIF.create (guest NIC 0)'),
     ('VIF.create', 2, 'VIF.create (stub domain mirror of NIC 0)'),
     ('VM.start_on', 1, 'VM.start_on (stub domain)'),
@@ -50,7 +53,7 @@ class TestFaults(base.XenStubdomTestBase):
     def setUp(self):
         super().setUp()
         self.flavor = self._create_flavor(memory_mb=256, vcpu=1, disk=1,
-                                          ephemeral=1)
+                                          ephemeral=1, swap=16)
         self._orig_check = self.sim.faults.check_fail
         self.addCleanup(setattr, self.sim.faults, 'check_fail',
                         self._orig_check)

@@ -2,8 +2,10 @@
 from tests.functional import base  # noqa: I100 (first: eventlet decision)
 
 import json
+import struct
 
 from nova_xen_stubdom.driver import constants as dc
+from nova_xen_stubdom.sim import storage
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -13,7 +15,8 @@ class TestLifecycle(base.XenStubdomTestBase):
 
     def _flavor(self, **extra):
         return self._create_flavor(memory_mb=512, vcpu=2, disk=2,
-                                   ephemeral=1, extra_spec=extra or None)
+                                   ephemeral=1, swap=64,
+                                   extra_spec=extra or None)
 
     def _wiring(self, host, stub_domid):
         agent = self.sim_host(host).agent()
@@ -57,17 +60,31 @@ class TestLifecycle(base.XenStubdomTestBase):
         hv = self.sim_host(host).hypervisor
         self.assertEqual(int(stub['domid']),
                          hv.device_models[int(guest['domid'])])
-        # disks: root and ephemeral VDIs sized as the flavor, attached to
-        # both domains (the stub domain's QEMU emulates them)
+        # disks: root, ephemeral and swap VDIs sized as the flavor,
+        # attached to both domains (the stub domain's QEMU emulates them)
         vbds = sorted((x.VBD.get_record(r) for r in guest['VBDs']),
                       key=lambda v: v['userdevice'])
-        self.assertEqual(['0', '1'], [v['userdevice'] for v in vbds])
+        self.assertEqual(['0', '1', '2'], [v['userdevice'] for v in vbds])
         sizes = [x.VDI.get_record(v['VDI'])['virtual_size'] for v in vbds]
-        self.assertEqual([str(flavor_disk_gb * GiB), str(1 * GiB)], sizes)
+        self.assertEqual([str(flavor_disk_gb * GiB), str(1 * GiB),
+                          str(64 * MiB)], sizes)
         stub_vbds = sorted((x.VBD.get_record(r) for r in stub['VBDs']),
                            key=lambda v: v['userdevice'])
         self.assertEqual([v['VDI'] for v in vbds],
                          [v['VDI'] for v in stub_vbds])
+        for i in range(3):
+            self.assertIn('file=/dev/xvd%s,if=ide,index=%d' % ('abc'[i], i),
+                          ' '.join(argv))
+        # the swap disk carries mkswap's signature: swapon works at once
+        swap = x.VDI.get_record(vbds[2]['VDI'])
+        self.assertEqual('%s-swap' % guest['name_label'],
+                         swap['name_label'])
+        with open(storage.vdi_path(self.sim.pools[0], swap['uuid']),
+                  'rb') as f:
+            page = f.read(4096)
+        self.assertEqual(b'SWAPSPACE2', page[-10:])
+        self.assertEqual((1, 64 * MiB // 4096 - 1),
+                         struct.unpack_from('<II', page, 1024))
         # NICs: one per Nova vif with its MAC, mirrored on the stub domain
         vifs = [x.VIF.get_record(r) for r in guest['VIFs']]
         self.assertEqual(sorted(macs), sorted(v['MAC'] for v in vifs))

@@ -122,3 +122,47 @@ class TestColdMigration(base.XenStubdomTestBase):
         self.assertEqual('Running', guest['power_state'])
         self.assertEqual(str(2 * GiB), self._root_vdi(guest)['virtual_size'])
         self._delete_server(server)
+
+    def test_migrate_with_swap_then_confirm(self):
+        swap = self._create_flavor(memory_mb=128, vcpu=1, disk=1, swap=32)
+        server = self._create_server(flavor_id=swap, networks='none',
+                                     host='host1')
+        x = self.xapi()
+        guest, _ = self.xapi_vms(server)
+        disks = {x.VBD.get_userdevice(v): x.VBD.get_VDI(v)
+                 for v in guest['VBDs']}
+        self.api.post_server_action(server['id'], {'migrate': None})
+        server = self._wait_state(server, 'VERIFY_RESIZE')
+        self.assertEqual('host2', server['OS-EXT-SRV-ATTR:host'])
+        guest, stub = self.xapi_vms(server)
+        # root and swap come along: the same VDIs, the same devices, on
+        # the guest and mirrored on its stub domain
+        self.assertEqual(disks, {x.VBD.get_userdevice(v): x.VBD.get_VDI(v)
+                                 for v in guest['VBDs']})
+        self.assertEqual(sorted(disks.values()),
+                         sorted(x.VBD.get_VDI(v) for v in stub['VBDs']))
+        self.assertEqual(str(32 << 20),
+                         x.VDI.get_virtual_size(disks['2']))
+        self.api.post_server_action(server['id'], {'confirmResize': None})
+        server = self._wait_state(server, 'ACTIVE')
+        self._wait_status(server, ['confirmed'])
+        self.assertEqual('%s-swap' % guest['name_label'],
+                         x.VDI.get_name_label(disks['2']))
+        self._delete_server(server)
+
+    def test_swap_change_is_refused(self):
+        swap = self._create_flavor(memory_mb=128, vcpu=1, disk=1, swap=32)
+        more = self._create_flavor(memory_mb=128, vcpu=1, disk=1, swap=64)
+        server = self._create_server(flavor_id=swap, networks='none',
+                                     host='host1')
+        self.api.post_server_action(server['id'],
+                                    {'resize': {'flavorRef': more}})
+        self._wait_status(server, ['error'])
+        server = self._wait_state(server, 'ACTIVE')
+        self.assertEqual('host1', server['OS-EXT-SRV-ATTR:host'])
+        guest, stub = self.xapi_vms(server)
+        self.assertEqual(('Running', 'Running'),
+                         (guest['power_state'], stub['power_state']))
+        self.assertIn('changing the swap disk on resize (32 MiB to 64 MiB)',
+                      self.stdlog.logger.output)
+        self._delete_server(server)

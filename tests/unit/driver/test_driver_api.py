@@ -3,6 +3,7 @@ records checked against the XAPI datamodel, guest configuration."""
 import inspect
 import json
 import os
+import struct
 import traceback
 
 import pytest
@@ -16,6 +17,7 @@ from nova_xen_stubdom.driver import driver
 from nova_xen_stubdom.driver import events
 from nova_xen_stubdom.driver import exceptions as dexc
 from nova_xen_stubdom.driver import guest_config
+from nova_xen_stubdom.driver import imageops
 from nova_xen_stubdom.driver import migrationops
 from nova_xen_stubdom.driver import vmbuild
 from nova_xen_stubdom.xapi import errors as xapi_errors
@@ -116,9 +118,53 @@ def test_guest_config_bad_image_properties(props):
         guest_config.resolve(_Flavor(), _image(**props))
 
 
-def test_swap_refused():
-    with pytest.raises(exception.InvalidRequest, match='swap'):
-        guest_config.resolve(_Flavor(swap=512), _image())
+def test_disks_in_device_order():
+    def disks(**kw):
+        return guest_config.resolve(_Flavor(**kw), _image()).disks()
+    assert disks() == [('root', 0)]
+    assert disks(swap=512) == [('root', 0), ('swap', 2)]
+    assert disks(swap=512, ephemeral_gb=1) == [
+        ('root', 0), ('ephemeral', 1), ('swap', 2)]
+
+
+def test_swap_header_is_what_mkswap_writes():
+    uuid = bytes(range(16))
+    page = imageops.swap_header(512 << 20, uuid)
+    assert len(page) == 4096 and page.endswith(b'SWAPSPACE2')
+    version, last_page, bad, got_uuid, label = struct.unpack_from(
+        '<III16s16s', page, 1024)
+    assert (version, last_page, bad, got_uuid) == (1, 131071, 0, uuid)
+    assert label.rstrip(b'\0') == b'nova-swap'
+    assert page[:1024] == bytes(1024)       # boot sector untouched
+    with pytest.raises(ValueError, match='10 pages'):
+        imageops.swap_header(8 * 4096, uuid)
+
+
+def _resize_flavor(root_gb=3, ephemeral_gb=0, swap=0):
+    f = _Flavor(swap=swap, ephemeral_gb=ephemeral_gb)
+    f.root_gb = root_gb
+    return f
+
+
+@pytest.mark.parametrize('old,new,why', [
+    ({}, {}, None),
+    ({}, {'root_gb': 5}, None),
+    ({'ephemeral_gb': 1}, {'ephemeral_gb': 2}, None),
+    ({'swap': 512}, {'swap': 512, 'root_gb': 4}, None),
+    ({'root_gb': 5}, {'root_gb': 3}, 'shrinking the root disk'),
+    ({'ephemeral_gb': 2}, {'ephemeral_gb': 1}, 'ephemeral disk can grow'),
+    ({}, {'ephemeral_gb': 1}, 'ephemeral disk can grow'),
+    ({'ephemeral_gb': 1}, {}, 'ephemeral disk can grow'),
+    ({'swap': 512}, {'swap': 1024}, 'changing the swap disk'),
+    ({}, {'swap': 512}, 'changing the swap disk'),
+])
+def test_resize_refusal(old, new, why):
+    got = migrationops.resize_refusal(_resize_flavor(**old),
+                                      _resize_flavor(**new))
+    if why is None:
+        assert got is None
+    else:
+        assert why in got
 
 
 def _required_fields(cls_name):
