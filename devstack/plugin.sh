@@ -79,6 +79,9 @@ function configure_tempest_xen_stubdom {
     iniset "$TEMPEST_CONFIG" xen_stubdom xapi_username "$XEN_STUBDOM_XAPI_USER"
     iniset "$TEMPEST_CONFIG" xen_stubdom xapi_password "$XEN_STUBDOM_XAPI_PASSWORD"
     iniset "$TEMPEST_CONFIG" xen_stubdom stubdom_memory_mb "$XEN_STUBDOM_MEMORY_MB"
+    if [[ -n "$XEN_STUBDOM_TEMPEST_PCI_ALIAS" ]]; then
+        iniset "$TEMPEST_CONFIG" xen_stubdom pci_alias "$XEN_STUBDOM_TEMPEST_PCI_ALIAS"
+    fi
     if xen_stubdom_using_sim; then
         iniset "$TEMPEST_CONFIG" xen_stubdom host_map \
             "$(hostname -s):${XEN_STUBDOM_HOST_NAME:-sim-host-0-0}"

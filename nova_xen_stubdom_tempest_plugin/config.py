@@ -26,6 +26,10 @@ opts = [
                      'manages ([xen_stubdom] host_name of that compute), '
                      'e.g. host1:xcp-a,host2:xcp-b. A host not listed is '
                      'assumed to carry the same name in both.'),
+    cfg.StrOpt('pci_alias',
+               help='A [pci] alias of the cloud that every compute host can '
+                    'satisfy (one device per host is enough); the PCI '
+                    'pass-through tests skip when unset.'),
     cfg.IntOpt('xapi_timeout', default=60,
                help='Seconds to wait for XAPI state to follow Nova\'s.'),
 ]

@@ -14,6 +14,8 @@ ROLE_KEY = 'nova_xen_stubdom_role'
 NOVA_UUID_KEY = 'nova_uuid'
 STUBDOM_KEY = 'nova_xen_stubdom_stubdom'
 TARGET_KEY = 'nova_xen_stubdom_target'
+#: on the guest VM: its pass-through devices, "0/<sbdf>,1/<sbdf>"
+PCI_KEY = 'pci'
 PLUGIN = 'nova_xen_stubdom'
 
 Record = Dict[str, Any]
@@ -82,6 +84,14 @@ class XAPIReader:
         return json.loads(self.call('host.call_plugin', host_ref, PLUGIN,
                                     'stubdom_wiring',
                                     {'stubdom_domid': str(stub_domid)}))
+
+    def pci_grants(self, host_ref: str, guest_vm_uuid: str) -> Dict[str, Any]:
+        """The dom0 agent's record of what it granted for a guest:
+        ``{'guest_domid', 'stub_domid', 'devices': {sbdf: ...}}`` or
+        ``{}`` when nothing is granted."""
+        return json.loads(self.call('host.call_plugin', host_ref, PLUGIN,
+                                    'pci_grants',
+                                    {'guest_vm_uuid': guest_vm_uuid}))
 
     def wait(self, what: str, fetch: Callable[[], Any],
              ok: Callable[[Any], bool], timeout: float) -> Any:

@@ -3,6 +3,7 @@
 Nothing here is edited by hand: ``cloud up`` rewrites all of it on every
 run, so what a run used is exactly what ``etc/`` shows afterwards.
 """
+import json
 import shutil
 from pathlib import Path
 from typing import Dict, Mapping
@@ -85,6 +86,13 @@ def nova_conf(lay: L.Layout) -> Sections:
         'oslo_concurrency': {'lock_path': state / 'locks'},
         'conductor': {'workers': 1},
         'scheduler': {'workers': 1, 'discover_hosts_in_cells_interval': -1},
+        # PCI pass-through flavors: the API resolves the alias, the
+        # scheduler places by the hosts' device pools
+        'pci': {'alias': json.dumps(L.PCI_ALIAS, sort_keys=True)},
+        'filter_scheduler': {'enabled_filters': ','.join((
+            'ComputeFilter', 'ComputeCapabilitiesFilter',
+            'ImagePropertiesFilter', 'ServerGroupAntiAffinityFilter',
+            'ServerGroupAffinityFilter', 'PciPassthroughFilter'))},
     }
 
 
@@ -114,6 +122,13 @@ def compute_conf(lay: L.Layout, host: str, driver: str,
         'oslo_concurrency': {'lock_path': state / 'locks'},
     }
     if driver == 'xen_stubdom':
+        # the GPU of the simulated host is offered for pass-through
+        conf['pci'] = {
+            'alias': ctl['pci']['alias'],
+            'device_spec': json.dumps({
+                'vendor_id': L.PCI_ALIAS['vendor_id'],
+                'product_id': L.PCI_ALIAS['product_id']}, sort_keys=True),
+        }
         conf['xen_stubdom'] = {
             'connection_url': sim_url,
             'connection_username': L.XAPI_USER,

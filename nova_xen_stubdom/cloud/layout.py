@@ -35,6 +35,11 @@ COMPUTE_HOSTS = ('host1', 'host2')
 # Nova host -> name_label of the simulated XAPI host it manages (the
 # simulator names host k of pool p "sim-host-p-k").
 XAPI_HOSTS = {'host1': 'sim-host-0-0', 'host2': 'sim-host-0-1'}
+# Every simulated host has the simulator's "gpu" device set (a GPU and its
+# HDMI audio function); flavors ask for the GPU through this alias.
+SIM_PCI_SET = 'gpu'
+PCI_ALIAS = {'name': 'xgpu', 'vendor_id': '10de', 'product_id': '1eb8',
+             'device_type': 'type-PCI'}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -54,6 +54,7 @@ def start_sim(lay: L.Layout) -> None:
     procs.start(lay, 'xapi-sim', [
         lay.nova_bin('nova-xen-stubdom'), 'sim',
         '--hosts', str(len(L.COMPUTE_HOSTS)),
+        '--pci', L.SIM_PCI_SET,
         '--port', str(L.PORTS['xapi-sim']),
         '--username', L.XAPI_USER, '--password', L.XAPI_PASSWORD])
 

@@ -88,6 +88,7 @@ def tempest_conf(facts: Dict[str, object], log_dir: Path) -> Dict[str, Dict]:
             'xapi_password': facts['xapi_password'],
             'host_map': ','.join('%s:%s' % kv for kv in
                                  sorted(facts['xapi_hosts'].items())),
+            'pci_alias': L.PCI_ALIAS['name'],
         }
     return conf
 

@@ -57,6 +57,26 @@ def test_compute_conf_runs_our_driver_without_database_access(lay):
     assert len(states) == len(L.COMPUTE_HOSTS)
 
 
+def test_pci_alias_and_device_spec_agree_with_the_simulated_gpu(lay):
+    import json
+    from nova_xen_stubdom.sim import pci
+    gpu = [d for d in pci.host_devices(L.SIM_PCI_SET)
+           if d.class_id >> 16 == 0x03][0]
+    files = configs.write_all(lay, 'xen_stubdom', 'http://127.0.0.1:9363')
+    ctl = _read(files['nova'])
+    alias = json.loads(ctl['pci']['alias'])
+    assert (alias['vendor_id'], alias['product_id']) == (
+        '%04x' % gpu.vendor_id, '%04x' % gpu.device_id)
+    assert 'PciPassthroughFilter' in \
+        ctl['filter_scheduler']['enabled_filters'].split(',')
+    for host in L.COMPUTE_HOSTS:
+        cp = _read(files['compute-' + host])
+        spec = json.loads(cp['pci']['device_spec'])
+        assert (spec['vendor_id'], spec['product_id']) == (
+            alias['vendor_id'], alias['product_id'])
+        assert json.loads(cp['pci']['alias']) == alias
+
+
 def test_fake_driver_has_no_xapi_section(lay):
     files = configs.write_all(lay, 'fake', 'http://127.0.0.1:9363')
     cp = _read(files['compute-host1'])
@@ -110,6 +130,13 @@ def test_tempest_conf_enables_the_plugin_for_our_driver(tmp_path):
     assert conf['compute']['flavor_ref'] == '1'
     assert conf['compute']['flavor_ref_alt'] == '2'
     assert conf['compute']['min_compute_nodes'] == 2
+    assert conf['xen_stubdom']['pci_alias'] == L.PCI_ALIAS['name']
+    for feature in ('live_migration', 'cold_migration', 'resize', 'suspend',
+                    'console_output', 'pause'):
+        assert conf['compute-feature-enabled'][feature] is True, feature
+    # the pool's disks are shared: the driver refuses block migration
+    assert conf['compute-feature-enabled'][
+        'block_migration_for_live_migration'] is False
 
 
 def test_tempest_conf_disables_the_plugin_for_the_fake_driver(tmp_path):

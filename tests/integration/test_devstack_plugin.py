@@ -139,6 +139,15 @@ def test_test_config_enables_the_tempest_plugin(tmp_path):
     assert conf[('xen_stubdom', 'xapi_url')] == 'http://127.0.0.1:9363'
     assert conf[('xen_stubdom', 'xapi_password')] == 'secret'
     assert conf[('xen_stubdom', 'host_map')] == 'devstack-node:sim-host-0-0'
+    # no alias configured: the PCI test skips
+    assert ('xen_stubdom', 'pci_alias') not in conf
+
+
+def test_test_config_passes_the_pci_alias(tmp_path):
+    calls = run_phase(tmp_path, 'stack', 'test-config',
+                      env={'XEN_STUBDOM_TEMPEST_PCI_ALIAS': 'gpu'})
+    conf = inisets(calls, '/opt/stack/tempest/etc/tempest.conf')
+    assert conf[('xen_stubdom', 'pci_alias')] == 'gpu'
 
 
 def test_test_config_without_tempest_writes_nothing(tmp_path):

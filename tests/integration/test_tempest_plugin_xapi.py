@@ -82,6 +82,8 @@ def test_host_lookup_and_agent_wiring_call(sim):
         assert wiring['stubdom_domid'] == 4242
         assert wiring['target'] is None
         json.dumps(wiring)
+        # a VM the agent granted nothing for
+        assert reader.pci_grants(host, SERVER) == {}
     finally:
         reader.close()
 
