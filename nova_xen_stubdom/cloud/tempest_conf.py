@@ -54,7 +54,7 @@ def tempest_conf(facts: Dict[str, object], log_dir: Path) -> Dict[str, Dict]:
             'shelve': False,
             'shelve_migrate': False,
             'console_output': ours,
-            'vnc_console': False,
+            'vnc_console': ours,
             'spice_console': False,
             'serial_console': False,
             'rescue': False,
