@@ -13,7 +13,9 @@ import os
 import re
 import shutil
 import subprocess
-from typing import Callable, Iterable
+import urllib.error
+import urllib.request
+from typing import Callable, Iterable, Optional
 
 Progress = Callable[[str], None]
 
@@ -123,12 +125,62 @@ def _known(names: set[str]) -> set[str]:
     return set(re.findall(r"^Package: (\S+)$", out, re.M))
 
 
+#: apt's own cache of the .debs it installed: the same files, same names
+APT_ARCHIVES = "/var/cache/apt/archives"
+APT_SOURCES = ("/etc/apt/sources.list", "/etc/apt/sources.list.d")
+
+
+def mirror_uri(sources: Iterable[str] = APT_SOURCES) -> Optional[str]:
+    """The first http(s) mirror apt's sources name (one-line or deb822)."""
+    files = []
+    for path in sources:
+        if os.path.isdir(path):
+            files += sorted(os.path.join(path, f) for f in os.listdir(path)
+                            if f.endswith((".list", ".sources")))
+        elif os.path.isfile(path):
+            files.append(path)
+    for path in files:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                m = re.match(r"\s*(?:URIs:|deb(?:\s+\[[^]]*\])?)\s+"
+                             r"(https?://\S+)", line)
+                if m:
+                    return m.group(1)
+    return None
+
+
+def mirror_reachable(timeout: float = 10) -> bool:
+    """Whether apt's first mirror answers at all (any HTTP status): tells a
+    network outage from a mirror that lacks a package."""
+    uri = mirror_uri()
+    if uri is None:
+        return False
+    try:
+        urllib.request.urlopen(uri, timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def download(pkgs: Iterable[Package], cache_dir: str,
-             progress: Progress) -> dict[str, str]:
-    """Fetch each package's .deb into ``cache_dir/debs``; returns paths."""
+             progress: Progress,
+             archives: str = APT_ARCHIVES) -> dict[str, str]:
+    """Fetch each package's .deb into ``cache_dir/debs``; returns paths.
+
+    A .deb of exactly that version already in apt's *archives* (a package
+    this machine installed) is copied instead of downloaded.
+    """
     debdir = os.path.join(cache_dir, "debs")
     os.makedirs(debdir, exist_ok=True)
     pkgs = sorted(pkgs, key=lambda p: p.name)
+    for p in pkgs:
+        local = os.path.join(archives, p.deb_name)
+        target = os.path.join(debdir, p.deb_name)
+        if not os.path.exists(target) and os.path.isfile(local):
+            shutil.copyfile(local, target + ".tmp")
+            os.rename(target + ".tmp", target)
     want = [p for p in pkgs
             if not os.path.exists(os.path.join(debdir, p.deb_name))]
     if want:

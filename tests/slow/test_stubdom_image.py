@@ -18,6 +18,7 @@ from nova_xen_stubdom.stubdom import bootcheck
 from nova_xen_stubdom.stubdom import builder
 from nova_xen_stubdom.stubdom import cpio
 from nova_xen_stubdom.stubdom import elfdeps
+from nova_xen_stubdom.stubdom import packages
 
 CACHE = os.environ.get("NXS_STUBDOM_CACHE") or builder.default_cache_dir()
 
@@ -25,7 +26,15 @@ CACHE = os.environ.get("NXS_STUBDOM_CACHE") or builder.default_cache_dir()
 @pytest.fixture(scope="module")
 def image(tmp_path_factory):
     out = tmp_path_factory.mktemp("stubdom")
-    result = builder.build(str(out), CACHE)
+    try:
+        result = builder.build(str(out), CACHE)
+    except builder.BuildError as exc:
+        # an outage, not a defect: the tier says so instead of failing
+        if not packages.mirror_reachable():
+            pytest.skip("STUBDOM IMAGE NOT BUILT: the Debian mirror is "
+                        "unreachable and the packages are in no cache (%s)"
+                        % exc)
+        raise
     return out, result
 
 

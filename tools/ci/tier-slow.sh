@@ -6,4 +6,4 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export PATH="$PWD/.venv/bin:$PATH"
-exec timeout 900 python -m pytest -q -s -p no:cacheprovider tests/slow
+exec timeout 900 python -m pytest -q -s -rs -p no:cacheprovider tests/slow

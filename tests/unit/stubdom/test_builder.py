@@ -185,3 +185,53 @@ def test_download_uses_the_cache(monkeypatch, tmp_path):
     paths = packages.download([p], str(tmp_path), progress=msgs.append)
     assert paths == {"seabios": str(tmp_path / "debs" / p.deb_name)}
     assert "cached" in msgs[0]
+
+
+def test_download_takes_apt_archives_first(monkeypatch, tmp_path):
+    """A .deb of exactly the pinned version that apt already holds (the
+    machine installed it) is copied, not downloaded; other versions are
+    not taken."""
+    p = packages.Package("busybox-static", "1:1.35.0-4", "amd64")
+    other = packages.Package("seabios", "1.16", "all")
+    archives = tmp_path / "archives"
+    archives.mkdir()
+    (archives / p.deb_name).write_bytes(b"from apt")
+    (archives / "seabios_1.15_all.deb").write_bytes(b"wrong version")
+    asked = []
+
+    def run(cmd, cwd=None):
+        asked.extend(cmd[3:])
+        (tmp_path / "cache" / "debs" / other.deb_name).write_bytes(b"dl")
+    monkeypatch.setattr(packages, "_run", run)
+    paths = packages.download([p, other], str(tmp_path / "cache"),
+                              progress=lambda m: None,
+                              archives=str(archives))
+    assert asked == ["seabios=1.16"]
+    with open(paths["busybox-static"], "rb") as f:
+        assert f.read() == b"from apt"
+    assert "%3a" in p.deb_name
+
+
+def test_mirror_uri_from_deb822_and_one_line_sources(tmp_path):
+    d = tmp_path / "sources.list.d"
+    d.mkdir()
+    (d / "debian.sources").write_text(
+        "Types: deb\n# http://snapshot.example/\n"
+        "URIs: http://deb.example.org/debian\nSuites: bookworm\n")
+    assert packages.mirror_uri([str(d)]) == "http://deb.example.org/debian"
+    one = tmp_path / "sources.list"
+    one.write_text("# deb http://old/\n"
+                   "deb [arch=amd64] https://mirror.example/debian bookworm"
+                   " main\n")
+    assert packages.mirror_uri([str(one), str(d)]) == \
+        "https://mirror.example/debian"
+    assert packages.mirror_uri([str(tmp_path / "none")]) is None
+
+
+def test_mirror_reachable_tells_an_outage(monkeypatch):
+    # nothing listens on port 1 of loopback: connection refused
+    monkeypatch.setattr(packages, "mirror_uri",
+                        lambda: "http://127.0.0.1:1/debian")
+    assert packages.mirror_reachable(timeout=2) is False
+    monkeypatch.setattr(packages, "mirror_uri", lambda: None)
+    assert packages.mirror_reachable() is False
