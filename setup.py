@@ -16,6 +16,11 @@ from setuptools.command import build_py
 # directories, so the one shim package is added after pbr has filled in the
 # package list -- only that directory is shipped, never nova/__init__.py.
 _NOVA_SHIM_PACKAGE = 'nova.virt.xen_stubdom'
+# The stream format's header and the C sources ship with the package (pbr
+# adds every tracked file as package data); setuptools wants such data-only
+# directories declared as packages.
+_EXTRA_PACKAGES = (_NOVA_SHIM_PACKAGE, 'nova_xen_stubdom.emucore.include',
+                   'nova_xen_stubdom.emucore.src')
 
 
 # Nova's conductor, API and scheduler never load the compute driver, yet they
@@ -37,9 +42,9 @@ class _BuildPy(build_py.build_py):
 class _Distribution(setuptools.dist.Distribution):
     def finalize_options(self):
         super().finalize_options()
-        if self.packages is not None and \
-                _NOVA_SHIM_PACKAGE not in self.packages:
-            self.packages = list(self.packages) + [_NOVA_SHIM_PACKAGE]
+        if self.packages is not None:
+            self.packages = list(self.packages) + [
+                p for p in _EXTRA_PACKAGES if p not in self.packages]
         # after pbr has filled cmdclass from setup.cfg
         self.cmdclass['build_py'] = _BuildPy
 
