@@ -57,15 +57,6 @@ class PciTestBase(base.XenStubdomTestBase):
         super().setUp()
 
     # -- helpers ------------------------------------------------------------
-    def _wait_for_state_change(self, server, expected_status,
-                               max_retries=10, **kwargs):
-        # Nova's default polls for 5 s; a build that is rescheduled on a
-        # loaded 2-core CI machine can take longer (a limit, not a timing
-        # assertion)
-        return super()._wait_for_state_change(
-            server, expected_status, max_retries=max(max_retries, 120),
-            **kwargs)
-
     def _flavor(self, alias):
         return self._create_flavor(
             memory_mb=512, vcpu=1, disk=1, ephemeral=0,
