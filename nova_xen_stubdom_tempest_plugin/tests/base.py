@@ -62,6 +62,13 @@ class XenStubdomXAPITest(XenStubdomBaseTest):
             CONF.xen_stubdom.xapi_timeout)
         return vms['guest'], vms['stubdom']
 
+    def wait_stubdom_halted(self, stub_ref: str) -> None:
+        """A stub domain never outlives the running guest it serves."""
+        self.xapi.wait('the stub domain to stop with its guest',
+                       lambda: self.xapi.call('VM.get_power_state', stub_ref),
+                       lambda p: p == 'Halted',
+                       CONF.xen_stubdom.xapi_timeout)
+
     def assert_served_by_stubdom(self, server: Dict[str, Any]) -> None:
         """The running guest's device model runs in its own linked stub
         domain: not in dom0, and on the host Nova placed the server on."""

@@ -48,11 +48,7 @@ class StubdomGuestTest(base.XenStubdomXAPITest):
         self.servers_client.stop_server(sid)
         waiters.wait_for_server_status(self.servers_client, sid, 'SHUTOFF')
         (_, guest), (s_ref, _) = self.guest_and_stubdom(sid, 'Halted')
-        # a stub domain never outlives the running guest it serves
-        self.xapi.wait('the stub domain to stop with its guest',
-                       lambda: self.xapi.call('VM.get_power_state', s_ref),
-                       lambda p: p == 'Halted',
-                       CONF.xen_stubdom.xapi_timeout)
+        self.wait_stubdom_halted(s_ref)
 
         self.servers_client.start_server(sid)
         waiters.wait_for_server_status(self.servers_client, sid, 'ACTIVE')

@@ -36,10 +36,7 @@ class StubdomSuspendResumeTest(base.XenStubdomXAPITest):
         self.assertNotEqual(NULL, image)
         self.assertIn(image, [self.xapi.call('VDI.get_by_uuid', v['uuid'])
                               for v in self.xapi.vdis_of(sid)])
-        self.xapi.wait('the stub domain to stop with its guest',
-                       lambda: self.xapi.call('VM.get_power_state', s_ref),
-                       lambda p: p == 'Halted',
-                       CONF.xen_stubdom.xapi_timeout)
+        self.wait_stubdom_halted(s_ref)
 
         self.servers_client.resume_server(sid)
         waiters.wait_for_server_status(self.servers_client, sid, 'ACTIVE')

@@ -138,14 +138,20 @@ def test_wrong_key_is_refused(pair):
     pair.assert_source_running_dest_clean(target)
 
 
-def test_connection_cut_mid_stream(pair):
+def _cut_mid_stream(pair):
+    """Run a migration whose connection is cut after 3 MB; returns the
+    target, which must have failed."""
     target = pair.target()
     proxy = mf.Proxy(target.port, cut_after=3 * MB)
     with pytest.raises(migration.MigrationError):
         pair.source(proxy.port).run()
     proxy.close()
     assert target.wait(10).state == 'failed'
-    pair.assert_source_running_dest_clean(target)
+    return target
+
+
+def test_connection_cut_mid_stream(pair):
+    pair.assert_source_running_dest_clean(_cut_mid_stream(pair))
 
 
 @pytest.mark.parametrize('flip_at', [2 * MB, 5 * MB + 4099])
@@ -227,12 +233,7 @@ def test_paused_guest_moves_in_one_pass_and_stays_paused(pair):
 
 def test_paused_guest_stays_paused_after_a_failed_migration(pair):
     pair.src.pause(pair.domid)
-    target = pair.target()
-    proxy = mf.Proxy(target.port, cut_after=3 * MB)
-    with pytest.raises(migration.MigrationError):
-        pair.source(proxy.port).run()
-    proxy.close()
-    assert target.wait(10).state == 'failed'
+    _cut_mid_stream(pair)
     # not unpaused by the failure: it was paused before the migration
     assert pair.src.domain_info(pair.domid).paused
     assert not pair.src.hyp.domain(pair.domid).logdirty
