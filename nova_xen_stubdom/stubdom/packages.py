@@ -13,9 +13,7 @@ import os
 import re
 import shutil
 import subprocess
-import urllib.error
-import urllib.request
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable
 
 Progress = Callable[[str], None]
 
@@ -127,41 +125,26 @@ def _known(names: set[str]) -> set[str]:
 
 #: apt's own cache of the .debs it installed: the same files, same names
 APT_ARCHIVES = "/var/cache/apt/archives"
-APT_SOURCES = ("/etc/apt/sources.list", "/etc/apt/sources.list.d")
 
 
-def mirror_uri(sources: Iterable[str] = APT_SOURCES) -> Optional[str]:
-    """The first http(s) mirror apt's sources name (one-line or deb822)."""
-    files = []
-    for path in sources:
-        if os.path.isdir(path):
-            files += sorted(os.path.join(path, f) for f in os.listdir(path)
-                            if f.endswith((".list", ".sources")))
-        elif os.path.isfile(path):
-            files.append(path)
-    for path in files:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                m = re.match(r"\s*(?:URIs:|deb(?:\s+\[[^]]*\])?)\s+"
-                             r"(https?://\S+)", line)
-                if m:
-                    return m.group(1)
-    return None
+class RegistryUnreachable(BuildError):
+    """apt-get could not reach any repository: an outage, not a defect."""
 
 
-def mirror_reachable(timeout: float = 10) -> bool:
-    """Whether apt's first mirror answers at all (any HTTP status): tells a
-    network outage from a mirror that lacks a package."""
-    uri = mirror_uri()
-    if uri is None:
-        return False
-    try:
-        urllib.request.urlopen(uri, timeout=timeout).close()
-    except urllib.error.HTTPError:
-        return True
-    except (OSError, ValueError):
-        return False
-    return True
+#: how apt (LC_ALL=C) says a repository did not answer.  Only apt's own
+#: verdict counts: a proxy, a local mirror or apt.conf may route around a
+#: host that a probe of ours would find dead.
+_NETWORK_MESSAGES = (
+    "Temporary failure resolving", "Could not resolve", "Could not connect",
+    "Connection timed out", "Connection failed", "Unable to connect",
+    "No route to host", "Network is unreachable", "Connection refused",
+)
+
+
+def apt_unreachable(message: str) -> bool:
+    """Whether apt-get's error output says a repository was unreachable
+    (as opposed to, say, a package or version the repository lacks)."""
+    return any(m in message for m in _NETWORK_MESSAGES)
 
 
 def download(pkgs: Iterable[Package], cache_dir: str,
@@ -191,8 +174,12 @@ def download(pkgs: Iterable[Package], cache_dir: str,
                   *["%s=%s" % (p.name, p.version) for p in want]],
                  cwd=debdir)
         except BuildError as exc:
-            raise BuildError("%s (no network, or stale package lists: run"
-                             " 'apt-get update')" % exc)
+            if apt_unreachable(str(exc)):
+                raise RegistryUnreachable(
+                    "apt-get could not reach the package repositories and"
+                    " %d package(s) are in no cache: %s" % (len(want), exc))
+            raise BuildError("%s (stale package lists? run 'apt-get"
+                             " update')" % exc)
     else:
         progress("all %d package(s) cached in %s" % (len(pkgs), debdir))
     paths = {}

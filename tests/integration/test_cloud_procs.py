@@ -1,12 +1,12 @@
 """Process bookkeeping of the test cloud: start, stop and PIDs."""
 import socket
 import sys
-import time
 
 import pytest
 
 from nova_xen_stubdom.cloud import layout as L
 from nova_xen_stubdom.cloud import procs
+from tests import waiting
 
 
 @pytest.fixture
@@ -44,9 +44,9 @@ def test_stop_kills_what_ignores_sigterm_and_its_children(lay):
     assert len(kids) == 1
     line = procs.stop(lay, 'stubborn', timeout=1)
     assert 'killed' in line
-    time.sleep(0.2)
-    for p in [pid] + kids:
-        assert procs._starttime(p) is None
+    waiting.wait_until(
+        lambda: all(procs._starttime(p) is None for p in [pid] + kids),
+        'the killed process and its child to be gone')
 
 
 def test_second_start_is_refused(lay):

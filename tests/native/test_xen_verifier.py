@@ -1,70 +1,25 @@
 """Xen's own validator (verify-stream-v2 from Debian's xen-utils-4.17) on
 compatible-mode streams of several guests.
 
-tools/ci/tier-native.sh unpacks the package under build/ and sets
-XEN_VERIFY_STREAM / XEN_PYTHONPATH / REQUIRE_XEN_VERIFIER=1, so in CI a
-missing verifier is a failure, not a skip.
+tests/xen_verifier.py finds the verifier (Debian's package unpacked by
+tools/ci/tier-native.sh, or the copy in ../shared/xen-testbed/verifier);
+the tier sets REQUIRE_XEN_VERIFIER=1 when it found one, so in CI a verifier
+that vanished is a failure, not a skip.
 """
 
 import io
-import os
 import random
-import subprocess
-import sys
 
 import pytest
 
 from nova_xen_stubdom import emucore
-
-ROOT = os.path.dirname(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-)
-DEFAULT = os.path.join(
-    ROOT, 'build', 'xen-utils-4.17', 'usr', 'lib', 'xen-4.17'
-)
-
-
-def _verifier():
-    exe = os.environ.get(
-        'XEN_VERIFY_STREAM', os.path.join(DEFAULT, 'bin', 'verify-stream-v2')
-    )
-    pypath = os.environ.get(
-        'XEN_PYTHONPATH', os.path.join(DEFAULT, 'lib', 'python')
-    )
-    if os.path.exists(exe) and os.path.isdir(
-        os.path.join(pypath, 'xen', 'migration')
-    ):
-        return exe, pypath
-    if os.environ.get('REQUIRE_XEN_VERIFIER') == '1':
-        pytest.fail(
-            'verify-stream-v2 not found at %s '
-            '(tools/ci/tier-native.sh fetches it)'
-            % exe
-        )
-    pytest.skip(
-        'Xen verify-stream-v2 not unpacked (run tools/ci/tier-native.sh)'
-    )
+from tests import xen_verifier
 
 
 def run_verifier(data, tmp_path, name='stream'):
-    exe, pypath = _verifier()
     path = tmp_path / name
     path.write_bytes(data)
-    env = dict(os.environ, PYTHONPATH=pypath)
-    # The script's shebang is /usr/bin/python3; run it with the system
-    # python3 explicitly (Xen's modules need nothing beyond the stdlib).
-    py = (
-        '/usr/bin/python3'
-        if os.path.exists('/usr/bin/python3')
-        else sys.executable
-    )
-    return subprocess.run(
-        [py, exe, '-v', '-f', 'libxl', '-i', str(path)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return xen_verifier.verify(path)
 
 
 def guest_stream(

@@ -18,7 +18,8 @@
 # the cloud comes up WITHOUT keystone (nova-api's pipeline minus authtoken,
 # placement on noauth2) and "cloud rest-checks" replays the tempest plugin's
 # scenarios over plain REST instead of tempest.  The tier then says so
-# loudly ("TEMPEST NOT RUN ...") and fails only if a REST check fails.
+# loudly (tempest is reported NOT RUN in the summary and counted as
+# skipped) and fails only if a REST check fails.
 #
 # Prints the tempest totals, the tier's wall time and the peak memory of the
 # cloud plus tempest.  Env: NXS_CLOUD_DIR (default .cloud), TEMPEST_REGEX,
@@ -30,6 +31,7 @@ DIR=${NXS_CLOUD_DIR:-$ROOT/.cloud}
 mkdir -p "$DIR"
 DIR=$(cd "$DIR" && pwd)
 T0=$SECONDS
+. tools/ci/report.sh
 log() { printf '[integration %4ds] %s\n' "$((SECONDS - T0))" "$*"; }
 
 # Our plugin, then tempest's own compute API tests for servers, server
@@ -98,8 +100,8 @@ teardown() {
     log "peak RSS of the cloud + tempest (or rest-checks): $(cat "$peak_file" 2>/dev/null || echo '?') MiB"
     log "tier wall time: $((SECONDS - T0)) s; rc=$rc"
     if [ "$DEGRADED" = 1 ]; then
-        echo "TEMPEST NOT RUN: package registry unreachable" \
-            "(keystone/tempest venvs unavailable)"
+        report notrun "tempest (our plugin + the curated compute API set)" \
+            "pip could not reach the package index and no keystone/tempest venv seed exists; the plugin's scenarios ran as REST checks instead"
     fi
     exit "$rc"
 }
@@ -128,6 +130,9 @@ if [ "$DEGRADED" = 1 ]; then
         2>"$DIR/rest-checks.err" |
         tee "$DIR/rest-checks.log"
     crc=${PIPESTATUS[0]}
+    read -r rp rf < <(sed -n 's/^rest-checks: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' \
+        "$DIR/rest-checks.log" | tail -1)
+    report_counts rest-checks "${rp:-0}" "${rf:-0}" 0
     if [ "$crc" != 0 ]; then
         tail -40 "$DIR/rest-checks.err"
         log "FAILED: rest-checks exited $crc (log: $DIR/rest-checks.log)"
@@ -170,6 +175,13 @@ sed -n '/^======$/,$p' "$DIR/tempest-run.log" | sed -n '/^Totals/,/^Worker Balan
 log "tempest plugin (ours): $ours_ok passed, $ours_fail failed, $ours_skip skipped"
 log "tempest upstream compute API: $up_ok passed, $up_fail failed, $up_skip skipped"
 echo "tempest: $((ours_ok + up_ok)) passed, $((ours_fail + up_fail)) failed, $((ours_skip + up_skip)) skipped"
+# passes and failures as counts, each skip by name with tempest's reason
+report_counts tempest "$((ours_ok + up_ok))" "$((ours_fail + up_fail))" 0
+grep -E '\.\.\. SKIPPED' "$DIR/tempest-results.txt" | while IFS= read -r line; do
+    name=${line%% ... SKIPPED*}
+    why=${line#* ... SKIPPED}
+    report skipped "tempest ${name%%\[*}" "${why#: }"
+done
 if [ "$trc" != 0 ]; then
     tail -80 "$DIR/tempest-run.log"
     log "FAILED: tempest exited $trc (full log: $DIR/tempest-run.log, $WS/tempest.log)"

@@ -5,8 +5,8 @@
 #   2. the same tests against an AddressSanitizer+UBSan build (clang)
 #   3. libFuzzer on the record parsers, ~60 s (FUZZ_SECONDS), seed corpus in
 #      tests/fuzz/corpus; any crash fails the tier
-# Xen's verifier comes from Debian's xen-utils-4.17, downloaded with
-# `apt-get download` and unpacked under build/ (no root install).
+# Xen's verifier comes from Debian's xen-utils-4.17 (`apt-get download`,
+# unpacked under build/, no root install) or ../shared/xen-testbed.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -16,45 +16,36 @@ B=$ROOT/build
 rc=0
 step() { printf '\n--- native: %s\n' "$*"; }
 fail() { echo "FAILED: $*"; rc=1; }
+# a failed step that is no pytest test (pytest records its own failures)
+fail_check() { fail "$*"; report failed "$*"; }
+. tools/ci/report.sh
 
 step "build (normal)"
 mkdir -p "$B"
 "$PY" setup.py -q build_ext --inplace > "$B/build.log" 2>&1 || { cat "$B/build.log"; echo "build failed"; exit 1; }
 
 step "Xen verify-stream-v2 (xen-utils-4.17)"
+# Debian's package when apt-get can download it (kept in the user cache, as
+# the stubdom builder does, so a fresh clone on the same machine needs no
+# network); else the same Xen 4.17.7 files that ../shared/xen-testbed
+# carries; else the verifier checks are reported NOT RUN.  Only apt-get's
+# own verdict counts -- no probe of a mirror host.
 XEN=$B/xen-utils-4.17
 XEN_LIB=$XEN/usr/lib/xen-4.17
-# Downloaded .debs are also kept in the user cache (as the stubdom builder
-# does), so a fresh clone on the same machine needs no network.
 DEB_CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/nova-xen-stubdom/debs
-# The first Debian mirror apt uses, probed once when the .deb must be
-# downloaded: with the mirror unreachable (no DNS, no route) and the .deb in
-# no cache, the verifier checks are reported NOT RUN instead of failing the
-# tier; a reachable mirror that cannot serve the package still fails it.
-mirror_reachable() {
-    "$PY" -c 'import sys
-from nova_xen_stubdom.stubdom import packages
-sys.exit(0 if packages.mirror_reachable() else 1)'
-}
-XEN_VERIFIER_REQUIRED=1
+SHARED_VERIFIER=$ROOT/../shared/xen-testbed/verifier
 if [ ! -f "$XEN_LIB/bin/verify-stream-v2" ]; then
     mkdir -p "$B/debs" "$DEB_CACHE"
     cp "$DEB_CACHE"/xen-utils-4.17_*.deb /var/cache/apt/archives/xen-utils-4.17_*.deb \
         "$B/debs/" 2>/dev/null
-    if ls "$B"/debs/xen-utils-4.17_*.deb >/dev/null 2>&1; then
-        :
-    elif ! (cd "$B/debs" && apt-get download xen-utils-4.17 >/dev/null 2>&1); then
-        if ! mirror_reachable; then
-            XEN_VERIFIER_REQUIRED=0
-            echo "!!! VERIFY-STREAM-V2 NOT RUN: the Debian mirror is unreachable" \
-                "and xen-utils-4.17 is in no cache (its checks report SKIPPED)"
-        else
-            # The package lists may be missing on a fresh machine.
+    if ! ls "$B"/debs/xen-utils-4.17_*.deb >/dev/null 2>&1; then
+        # the package lists may be missing on a fresh machine: update once
+        (cd "$B/debs" && apt-get download xen-utils-4.17 >"$B/apt.log" 2>&1) || {
             SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-            $SUDO apt-get update -qq >/dev/null 2>&1
-            (cd "$B/debs" && apt-get download xen-utils-4.17 >/dev/null 2>&1) ||
-                fail "apt-get download xen-utils-4.17"
-        fi
+            $SUDO apt-get update -qq >>"$B/apt.log" 2>&1
+            (cd "$B/debs" && apt-get download xen-utils-4.17 >>"$B/apt.log" 2>&1) ||
+                echo "apt-get download xen-utils-4.17: $(grep -E '^(E|W):' "$B/apt.log" | tail -1)"
+        }
     fi
     deb=$(ls "$B"/debs/xen-utils-4.17_*.deb 2>/dev/null | head -1)
     if [ -n "$deb" ]; then
@@ -62,9 +53,21 @@ if [ ! -f "$XEN_LIB/bin/verify-stream-v2" ]; then
         dpkg-deb -x "$deb" "$XEN"
     fi
 fi
-export XEN_VERIFY_STREAM=$XEN_LIB/bin/verify-stream-v2
-export XEN_PYTHONPATH=$XEN_LIB/lib/python
-export REQUIRE_XEN_VERIFIER=$XEN_VERIFIER_REQUIRED
+if [ -f "$XEN_LIB/bin/verify-stream-v2" ]; then
+    export XEN_VERIFY_STREAM=$XEN_LIB/bin/verify-stream-v2
+    export XEN_PYTHONPATH=$XEN_LIB/lib/python
+    export REQUIRE_XEN_VERIFIER=1
+    echo "verify-stream-v2: Debian's xen-utils-4.17 ($XEN_VERIFY_STREAM)"
+elif [ -f "$SHARED_VERIFIER/verify-stream-v2" ]; then
+    export XEN_VERIFY_STREAM=$SHARED_VERIFIER/verify-stream-v2
+    export XEN_PYTHONPATH=$SHARED_VERIFIER
+    export REQUIRE_XEN_VERIFIER=1
+    echo "verify-stream-v2: the Xen 4.17.7 copy in ../shared/xen-testbed/verifier"
+else
+    export REQUIRE_XEN_VERIFIER=0
+    report notrun "Xen verify-stream-v2 checks" \
+        "xen-utils-4.17 could not be downloaded and is in no cache; no ../shared copy"
+fi
 
 step "pytest tests/native tests/fuzz (normal build)"
 "$PY" -m pytest -q -p no:cacheprovider tests/native tests/fuzz tests/bench/test_emucore_bench.py ||
@@ -73,7 +76,7 @@ step "pytest tests/native tests/fuzz (normal build)"
 step "build + pytest under AddressSanitizer/UBSan (clang)"
 ASAN_RT=$(clang -print-file-name=libclang_rt.asan-x86_64.so 2>/dev/null)
 if [ ! -f "$ASAN_RT" ]; then
-    fail "clang ASan runtime not found (Debian: clang libclang-rt-14-dev)"
+    fail_check "clang ASan runtime not found (Debian: clang libclang-rt-14-dev)"
 else
     # A private copy of the package, so the in-place build others import
     # stays untouched while the sanitized one is tested.
@@ -89,13 +92,13 @@ else
         where=$(env $export_env "$PY" -c 'import nova_xen_stubdom._emucore as e; print(e.__file__)')
         case "$where" in
             "$T"/*) echo "sanitized module: $where" ;;
-            *) fail "sanitized module not picked up ($where)" ;;
+            *) fail_check "sanitized module not picked up ($where)" ;;
         esac
         # --import-mode=append keeps the checkout behind the sanitized copy.
         env $export_env "$PY" -m pytest -q -p no:cacheprovider --import-mode=append \
             tests/native tests/fuzz || fail "tests (ASan/UBSan build)"
     else
-        fail "ASan/UBSan build"
+        fail_check "ASan/UBSan build"
     fi
 fi
 
@@ -111,15 +114,12 @@ if clang -g -O1 -std=gnu11 -fsanitize=fuzzer,address,undefined -fno-sanitize-rec
         -print_final_stats=1 -artifact_prefix="$B/fuzz/" \
         "$B/fuzz/corpus" tests/fuzz/corpus > "$B/fuzz/log" 2>&1; then
         grep -E '^(Done|stat::number_of_executed_units|stat::new_units_added)' "$B/fuzz/log"
+        report passed "libFuzzer on the record parsers (${FUZZ_SECONDS} s)"
     else
         tail -40 "$B/fuzz/log"
-        fail "libFuzzer found a crash (artifact in build/fuzz/)"
+        fail_check "libFuzzer found a crash (artifact in build/fuzz/)"
     fi
 else
-    fail "libFuzzer build"
-fi
-if [ "$XEN_VERIFIER_REQUIRED" = 0 ]; then
-    echo "VERIFY-STREAM-V2 NOT RUN: Debian mirror unreachable," \
-        "xen-utils-4.17 in no cache"
+    fail_check "libFuzzer build"
 fi
 exit $rc

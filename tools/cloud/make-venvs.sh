@@ -41,15 +41,18 @@ KEYSTONE_REQS=(keystone PyMySQL)
 TEMPEST_REQS=(tempest)
 SEEDS=${NXS_VENV_SEEDS:-$HOME/.cache/nova-xen-stubdom/cloud-venvs}
 
-# The index pip would ask first (pip.conf's index-url, else PyPI).  Probed
-# once up front: with it down, pip retries every requirement for minutes.
-INDEX=$("$PY" -m pip config get global.index-url 2>/dev/null ||
-    echo https://pypi.org/simple/)
+# Whether pip can fetch from its index: asked of pip itself (a tiny
+# download, no cache), so pip.conf, proxies and local mirrors count exactly
+# as they will for the installs; no host of ours is probed.  Asked once up
+# front: with the index down, pip retries every requirement for minutes.
 index_reachable() {
-    "$PY" - "$INDEX" <<'PYEOF' >/dev/null 2>&1
-import sys, urllib.request
-urllib.request.urlopen(sys.argv[1], timeout=10).close()
-PYEOF
+    local tmp rc
+    tmp=$(mktemp -d)
+    "$PY" -m pip download -q --disable-pip-version-check --no-cache-dir \
+        --no-deps --retries 0 --timeout 20 -d "$tmp" pip >/dev/null 2>&1
+    rc=$?
+    rm -rf "$tmp"
+    return $rc
 }
 
 # copy venv $1 to $2 (which must not exist) and point its scripts, activate
@@ -85,7 +88,7 @@ use_seed() {  # name: DIR/name from its seed; 1 when there is none
     copy_venv "$seed" "$venv.new" "$venv"
     rm -rf "$venv"
     mv "$venv.new" "$venv"
-    log "!!! $name: package index $INDEX UNREACHABLE -- using the SEED" \
+    log "!!! $name: package index UNREACHABLE (pip says) -- using the SEED" \
         "copy $seed (built $(date -u -r "$seed/pyvenv.cfg" +%FT%TZ)), not a" \
         "fresh install"
     # no stamp (a seed saved by hand): say so; any stamp but the wanted one
@@ -109,13 +112,13 @@ make_venv() {  # name, requirement args...
     if [ "$ONLINE" = 0 ]; then
         # a venv that worked before beats a seed copy of the same or older
         if [ -x "$venv/bin/python" ] && [ -f "$stamp" ]; then
-            log "!!! $name: package index $INDEX UNREACHABLE -- keeping the" \
+            log "!!! $name: package index UNREACHABLE (pip says) -- keeping the" \
                 "existing venv, built for other requirements than the" \
                 "checkout's"
             return 0
         fi
         use_seed "$name" "$want" && return 0
-        log "$name: package index $INDEX unreachable and no seed in $SEEDS"
+        log "$name: package index unreachable (pip says) and no seed in $SEEDS"
         return 3
     fi
     # build beside the old venv and swap only on success: a failed install
@@ -127,7 +130,7 @@ make_venv() {  # name, requirement args...
         rm -rf "$venv.new"
         if ! index_reachable; then
             use_seed "$name" "$want" && return 0
-            log "$name: package index $INDEX unreachable and no seed in $SEEDS"
+            log "$name: package index unreachable (pip says) and no seed in $SEEDS"
             return 3
         fi
         return 1
@@ -147,7 +150,7 @@ make_venv() {  # name, requirement args...
 }
 
 ONLINE=1
-index_reachable || { ONLINE=0; log "!!! package index $INDEX unreachable"; }
+index_reachable || { ONLINE=0; log "!!! package index unreachable (pip says)"; }
 
 # three independent installs: overlap their downloads
 make_venv venv "${NOVA_REQS[@]}" & p1=$!

@@ -10,6 +10,7 @@ from nova import objects
 
 from nova_xen_stubdom.driver import migrationops
 from nova_xen_stubdom.sim import devicemodel
+from tests import waiting
 
 MiB = 1 << 20
 
@@ -203,8 +204,18 @@ class TestLiveMigration(base.XenStubdomTestBase):
         while ops._sending.get(server['id']) is None:
             self.assertLess(time.monotonic(), deadline)
             time.sleep(0.05)
-        self.sim.restart_toolstack(self.sim_host('host1'))
-        time.sleep(0.5)
+        host = self.sim_host('host1')
+        self.sim.restart_toolstack(host)
+        # the migration must cross the restart: wait until the driver has
+        # met SESSION_INVALID and logged in again while pre-copy runs
+        sessions = host.pool.sessions
+
+        def logged_in_again():
+            with sessions.lock:
+                return any(s['epoch'] == host.toolstack_epoch
+                           for s in sessions.live.values())
+        waiting.wait_until(logged_in_again,
+                           'the driver to log in again after the restart')
         self.api.force_complete_migration(server['id'], mig['id'])
         self._wait_migration(server, ['completed'])
         server = self._wait_for_state_change(server, 'ACTIVE')

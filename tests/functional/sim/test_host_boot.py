@@ -7,6 +7,7 @@ import types
 import pytest
 
 from nova_xen_stubdom.sim import testing
+from tests import waiting
 
 
 def _times(x, host):
@@ -28,7 +29,7 @@ def test_boot_time_set_at_start_kept_over_toolstack_restart(tmp_path):
             boots[h.uuid] = boot
         target = sim.host(1)
         _boot, agent_before = _times(x, target.ref)
-        time.sleep(0.05)      # agent_start_time must visibly move
+        waiting.wait_for_clock_past(agent_before)  # it must visibly move
         sim.restart_toolstack(target)
         boot, agent_start = _times(x, target.ref)
         assert boot == boots[target.uuid]
@@ -37,7 +38,7 @@ def test_boot_time_set_at_start_kept_over_toolstack_restart(tmp_path):
         assert _times(x, sim.host(0).ref)[0] == boots[sim.host(0).uuid]
         session.xenapi.session.logout()
     # a new simulator process is a host reboot, even from a state dir
-    time.sleep(0.05)
+    waiting.wait_for_clock_past(max(boots.values()))
     with testing.running_sim(hosts=2, state_dir=str(tmp_path)) as sim:
         x = testing.login(sim).xenapi
         for h in sim.hosts:

@@ -9,6 +9,7 @@ import XenAPI
 import pytest
 
 from nova_xen_stubdom.sim import fidelity, testing
+from tests import waiting
 
 
 def _fail(fn, *args):
@@ -53,7 +54,8 @@ def test_event_from_sees_other_session(sim, x):
         got['batch'] = getattr(x.event, 'from')(['VM'], token, 10.0)
     t = threading.Thread(target=watch)
     t.start()
-    time.sleep(0.2)
+    # no pause needed: events after the token are returned whether the
+    # watcher is already blocked in event.from or calls it later
     vm = other.VM.create(testing.vm_record('seen'))
     t.join(10)
     events = got['batch']['events']
@@ -258,7 +260,10 @@ def test_idle_sessions_expire():
     with testing.running_sim(hosts=1, session_timeout=0.2) as sim:
         s = testing.login(sim)
         ref = s.handle
-        time.sleep(0.4)
+        # what is tested is the idle limit itself: wait until it has passed
+        idle_from = time.monotonic()
+        waiting.wait_until(lambda: time.monotonic() > idle_from + 0.2,
+                           'the 0.2 s idle limit to pass', interval=0.05)
         env = xmlrpc.client.ServerProxy(sim.url).VM.get_all(ref)
         assert env['ErrorDescription'] == ['SESSION_INVALID', ref]
         assert sim.pools[0].sessions.count() == 0

@@ -7,6 +7,7 @@ import pytest
 
 from nova_xen_stubdom.agent import migration
 from nova_xen_stubdom.agent import migration_wire as wire
+from tests import waiting
 from tests.unit.agent import migration_fixtures as mf
 
 MB = 1 << 20
@@ -133,7 +134,9 @@ def test_wrong_key_is_refused(pair):
     target = pair.target()
     with pytest.raises(migration.MigrationError, match='refused'):
         pair.source(target.port, key=wire.new_key()).run()
-    assert target.key_refusals == 1
+    # the receiver counts the refusal after replying to the source
+    waiting.wait_until(lambda: target.key_refusals == 1,
+                       'the receiver to count the refused source')
     assert not target.done          # still waiting for the real source
     pair.assert_source_running_dest_clean(target)
 

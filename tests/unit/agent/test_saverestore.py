@@ -5,6 +5,7 @@ import pytest
 
 from nova_xen_stubdom.agent import migration_wire as wire
 from nova_xen_stubdom.agent import saverestore
+from tests import xen_verifier
 from tests.unit.agent import migration_fixtures as mf
 
 MB = 1 << 20
@@ -177,34 +178,8 @@ def test_failed_save_leaves_guest_running(hosts):
     assert not src.domain_info(domid).paused
 
 
-def _xen_verifier():
-    """Xen's verify-stream-v2 (tools/ci/tier-native.sh unpacks it)."""
-    import os
-    root = os.path.dirname(os.path.dirname(os.path.dirname(
-        os.path.dirname(os.path.abspath(__file__)))))
-    base = os.path.join(root, 'build', 'xen-utils-4.17', 'usr', 'lib',
-                        'xen-4.17')
-    exe = os.environ.get('XEN_VERIFY_STREAM',
-                         os.path.join(base, 'bin', 'verify-stream-v2'))
-    pypath = os.environ.get('XEN_PYTHONPATH',
-                            os.path.join(base, 'lib', 'python'))
-    if os.path.exists(exe) and os.path.isdir(os.path.join(pypath, 'xen')):
-        return exe, pypath
-    if os.environ.get('REQUIRE_XEN_VERIFIER') == '1':
-        pytest.fail('verify-stream-v2 not found at %s' % exe)
-    pytest.skip('Xen verify-stream-v2 not unpacked '
-                '(run tools/ci/tier-native.sh)')
-
-
 def _verify(path):
-    import os
-    import subprocess
-    import sys
-    exe, pypath = _xen_verifier()
-    env = dict(os.environ, PYTHONPATH=pypath)
-    return subprocess.run([sys.executable, exe, '-f', 'libxl', '-i',
-                           str(path), '-v'], env=env, capture_output=True,
-                          text=True, timeout=120)
+    return xen_verifier.verify(path, timeout=120)
 
 
 def test_compatible_export_passes_xens_verifier(hosts, tmp_path):

@@ -1,10 +1,12 @@
 import inspect
+import time
 
 import pytest
 
 from nova_xen_stubdom.agent.backend import HypervisorBackend, load_backend
 from nova_xen_stubdom.sim.backend import SimBackend
 from nova_xen_stubdom.sim.hypervisor import PAGE_SIZE
+from tests import waiting
 
 
 @pytest.fixture
@@ -55,10 +57,8 @@ def test_workload_dirties_pages_into_logdirty_bitmap(be):
     be.enable_logdirty(domid)
     be.set_dirty_rate(domid, 2 << 20)
     dom = be.hypervisor.domain(domid)
-    import time
-    deadline = time.monotonic() + 5
-    while dom.pages_dirtied < 50 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    waiting.wait_until(lambda: dom.pages_dirtied >= 50,
+                       'the workload to dirty 50 pages')
     bitmap = be.fetch_dirty_bitmap(domid, clear=True)
     assert len(bitmap) == 2048 // 8
     dirty = [i for i in range(2048) if bitmap[i >> 3] & (1 << (i & 7))]
@@ -71,7 +71,8 @@ def test_workload_dirties_pages_into_logdirty_bitmap(be):
     # paused: no more dirtying
     be.pause(domid)
     be.fetch_dirty_bitmap(domid, clear=True)
-    time.sleep(0.1)
+    # an observation window of several workload ticks, not a hand-off
+    waiting.wait_for_clock_past(time.time() + 0.1)
     assert not any(be.fetch_dirty_bitmap(domid))
     be.set_dirty_rate(domid, 0)
     be.disable_logdirty(domid)

@@ -212,26 +212,42 @@ def test_download_takes_apt_archives_first(monkeypatch, tmp_path):
     assert "%3a" in p.deb_name
 
 
-def test_mirror_uri_from_deb822_and_one_line_sources(tmp_path):
-    d = tmp_path / "sources.list.d"
-    d.mkdir()
-    (d / "debian.sources").write_text(
-        "Types: deb\n# http://snapshot.example/\n"
-        "URIs: http://deb.example.org/debian\nSuites: bookworm\n")
-    assert packages.mirror_uri([str(d)]) == "http://deb.example.org/debian"
-    one = tmp_path / "sources.list"
-    one.write_text("# deb http://old/\n"
-                   "deb [arch=amd64] https://mirror.example/debian bookworm"
-                   " main\n")
-    assert packages.mirror_uri([str(one), str(d)]) == \
-        "https://mirror.example/debian"
-    assert packages.mirror_uri([str(tmp_path / "none")]) is None
+@pytest.mark.parametrize("message,outage", [
+    # apt-get download's own words (LC_ALL=C) in an outage...
+    ("W: Failed to fetch http://deb.example/pool/x.deb  Temporary failure"
+     " resolving 'deb.example'", True),
+    ("E: Failed to fetch http://10.0.0.1/x.deb  Could not connect to"
+     " 10.0.0.1:80 (10.0.0.1), connection timed out", True),
+    ("E: Failed to fetch http://h/x.deb  Unable to connect to h:http:", True),
+    # ... and when the repository answered but lacks what was asked
+    ("E: Failed to fetch http://h/x.deb  404  Not Found [IP: 1.2.3.4 80]",
+     False),
+    ("E: Can't select candidate version from package qemu-system-xen",
+     False),
+    ("E: Unable to locate package no-such-package", False),
+])
+def test_apt_unreachable_reads_apts_verdict(message, outage):
+    assert packages.apt_unreachable(message) is outage
 
 
-def test_mirror_reachable_tells_an_outage(monkeypatch):
-    # nothing listens on port 1 of loopback: connection refused
-    monkeypatch.setattr(packages, "mirror_uri",
-                        lambda: "http://127.0.0.1:1/debian")
-    assert packages.mirror_reachable(timeout=2) is False
-    monkeypatch.setattr(packages, "mirror_uri", lambda: None)
-    assert packages.mirror_reachable() is False
+def test_download_tells_an_outage_from_a_missing_package(monkeypatch,
+                                                         tmp_path):
+    p = packages.Package("qemu-system-xen", "1:7.2", "amd64")
+
+    def failing(words):
+        def run(cmd, cwd=None):
+            raise packages.BuildError("apt-get download -q failed (rc=100):"
+                                      " " + words)
+        return run
+    monkeypatch.setattr(packages, "_run", failing(
+        "E: Failed to fetch http://h/q.deb  Temporary failure resolving"
+        " 'h'"))
+    with pytest.raises(packages.RegistryUnreachable, match="no cache"):
+        packages.download([p], str(tmp_path), progress=lambda m: None,
+                          archives=str(tmp_path / "none"))
+    monkeypatch.setattr(packages, "_run", failing(
+        "E: Failed to fetch http://h/q.deb  404  Not Found"))
+    with pytest.raises(packages.BuildError) as err:
+        packages.download([p], str(tmp_path), progress=lambda m: None,
+                          archives=str(tmp_path / "none"))
+    assert not isinstance(err.value, packages.RegistryUnreachable)
