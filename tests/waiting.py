@@ -34,8 +34,10 @@ def wait_until(predicate: Callable[[], T], what: str,
         time.sleep(interval)
 
 
-def wait_for_clock_past(stamp: float) -> None:
-    """Return once ``time.time()`` is strictly later than ``stamp``: for
-    tests that compare wall-clock timestamps taken before and after."""
-    wait_until(lambda: time.time() > stamp, 'the wall clock to move past '
-               '%.6f' % stamp, interval=0.001)
+def wait_for_clock_past(stamp: float, resolution: float = 0.0) -> None:
+    """Return once ``time.time()`` is later than ``stamp`` by more than
+    ``resolution`` (the precision a timestamp is recorded with): for tests
+    that compare wall-clock timestamps taken before and after."""
+    wait_until(lambda: time.time() > stamp + resolution,
+               'the wall clock to move past %.6f + %g' % (stamp, resolution),
+               interval=0.001)
