@@ -65,6 +65,11 @@ class DriverContext:
         self._count('HTTP PUT ' + path)
         self.client.http_put(path, fileobj, length, **query)
 
+    def http_get(self, path: str, sink, **query) -> int:
+        """Stream an XAPI HTTP handler's answer into *sink*; bytes read."""
+        self._count('HTTP GET ' + path)
+        return self.client.http_get(path, sink, **query)
+
     def call_plugin(self, fn: str, **args) -> Dict:
         """Run agent function *fn* on this host; its JSON result, decoded.
 

@@ -2,7 +2,8 @@
 
 A façade (compute-hyperv's shape): every public method delegates to one ops
 object -- ``HostOps`` (resources), ``VMOps`` (guest lifecycle),
-``MigrationOps`` (suspend/resume/migrations), ``PciOps`` (pass-through) --
+``MigrationOps`` (suspend/resume/migrations), ``SnapshotOps`` (images),
+``PciOps`` (pass-through) --
 and one class decorator translates XAPI/agent failures into Nova exceptions.
 
 Operators set ``compute_driver = xen_stubdom.XenStubdomDriver``.
@@ -23,6 +24,7 @@ from nova_xen_stubdom.driver import events
 from nova_xen_stubdom.driver import exceptions as dexc
 from nova_xen_stubdom.driver import hostops
 from nova_xen_stubdom.driver import migrationops
+from nova_xen_stubdom.driver import snapshotops
 from nova_xen_stubdom.driver import vmops
 from nova_xen_stubdom.xapi import client as xapi_client
 
@@ -57,6 +59,7 @@ class XenStubdomDriver(driver.ComputeDriver):
         self._vmops = None
         self._pciops = None
         self._migrationops = None
+        self._snapshotops = None
         self._events = None
         self._init_lock = threading.Lock()
 
@@ -92,6 +95,7 @@ class XenStubdomDriver(driver.ComputeDriver):
         self._pciops = self._load_pciops(ctx)
         self._vmops = vmops.VMOps(ctx, self._hostops, self._pciops)
         self._migrationops = migrationops.MigrationOps(ctx, self._vmops)
+        self._snapshotops = snapshotops.SnapshotOps(ctx, self._vmops)
         self._events = events.LifecycleEvents(ctx, self._vmops,
                                               self._emit_async)
         self._events.start()
@@ -219,6 +223,11 @@ class XenStubdomDriver(driver.ComputeDriver):
 
     def get_diagnostics(self, instance):
         return self._vmops.get_diagnostics(instance)
+
+    # -- images (snapshotops) -------------------------------------------
+    def snapshot(self, context, instance, image_id, update_task_state):
+        return self._snapshotops.snapshot(context, instance, image_id,
+                                          update_task_state)
 
     # -- suspend / migrations (migrationops) ------------------------------
     def suspend(self, context, instance):
