@@ -3,6 +3,7 @@
 A façade (compute-hyperv's shape): every public method delegates to one ops
 object -- ``HostOps`` (resources), ``VMOps`` (guest lifecycle),
 ``MigrationOps`` (suspend/resume/migrations), ``SnapshotOps`` (images),
+``RescueOps`` (rescue/unrescue),
 ``PciOps`` (pass-through) --
 and one class decorator translates XAPI/agent failures into Nova exceptions.
 
@@ -13,9 +14,11 @@ import threading
 from oslo_log import log as logging
 
 from nova import conf as nova_conf
+from nova.compute import vm_states
 from nova import exception
 from nova.i18n import _
 from nova.virt import driver
+from nova.virt import hardware
 
 from nova_xen_stubdom import conf as xconf  # noqa: F401 (registers opts)
 from nova_xen_stubdom.driver import common
@@ -24,9 +27,11 @@ from nova_xen_stubdom.driver import events
 from nova_xen_stubdom.driver import exceptions as dexc
 from nova_xen_stubdom.driver import hostops
 from nova_xen_stubdom.driver import migrationops
+from nova_xen_stubdom.driver import rescueops
 from nova_xen_stubdom.driver import snapshotops
 from nova_xen_stubdom.driver import vmops
 from nova_xen_stubdom.xapi import client as xapi_client
+from nova_xen_stubdom.xapi import power as xpower
 
 LOG = logging.getLogger(__name__)
 CONF = nova_conf.CONF
@@ -60,6 +65,7 @@ class XenStubdomDriver(driver.ComputeDriver):
         self._pciops = None
         self._migrationops = None
         self._snapshotops = None
+        self._rescueops = None
         self._events = None
         self._init_lock = threading.Lock()
 
@@ -96,6 +102,8 @@ class XenStubdomDriver(driver.ComputeDriver):
         self._vmops = vmops.VMOps(ctx, self._hostops, self._pciops)
         self._migrationops = migrationops.MigrationOps(ctx, self._vmops)
         self._snapshotops = snapshotops.SnapshotOps(ctx, self._vmops)
+        self._rescueops = rescueops.RescueOps(ctx, self._vmops,
+                                              self._snapshotops)
         self._events = events.LifecycleEvents(ctx, self._vmops,
                                               self._emit_async)
         self._events.start()
@@ -164,6 +172,8 @@ class XenStubdomDriver(driver.ComputeDriver):
 
     def destroy(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, destroy_secrets=True):
+        # a rescue pair first: it holds the instance's root disk
+        self._rescueops.destroy(instance)
         self._vmops.destroy(instance)
 
     def cleanup(self, context, instance, network_info, block_device_info=None,
@@ -204,6 +214,12 @@ class XenStubdomDriver(driver.ComputeDriver):
 
     # -- information -----------------------------------------------------
     def get_info(self, instance, use_cache=True):
+        if instance.vm_state == vm_states.RESCUED:
+            # the instance runs as its rescue guest
+            state = self._rescueops.power_state(instance)
+            if state is not None:
+                return hardware.InstanceInfo(
+                    state=xpower.to_nova_power_state(state))
         return self._vmops.get_info(instance)
 
     def instance_exists(self, instance):
@@ -228,6 +244,14 @@ class XenStubdomDriver(driver.ComputeDriver):
     def snapshot(self, context, instance, image_id, update_task_state):
         return self._snapshotops.snapshot(context, instance, image_id,
                                           update_task_state)
+
+    def rescue(self, context, instance, network_info, image_meta,
+               rescue_password, block_device_info, share_info=None):
+        return self._rescueops.rescue(context, instance, network_info,
+                                      image_meta)
+
+    def unrescue(self, context, instance):
+        return self._rescueops.unrescue(context, instance)
 
     # -- suspend / migrations (migrationops) ------------------------------
     def suspend(self, context, instance):
