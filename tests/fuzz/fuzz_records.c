@@ -25,17 +25,17 @@ static struct emu_kernels kernels_for(unsigned sel)
     unsigned f = emu_cpu_features();
     size_t z = emu_accel_best(emu_zero_accels, emu_zero_accels_len, f);
     size_t c = emu_accel_best(emu_crc_accels, emu_crc_accels_len, f);
-    size_t r = emu_accel_best(emu_run_accels, emu_run_accels_len, f);
+    size_t r = emu_accel_best(emu_diff_accels, emu_diff_accels_len, f);
     /* sel steps down the tables, never past the portable last entry. */
     for (unsigned i = 0; i < sel; i++) {
         if (z + 1 < emu_zero_accels_len) z++;
         if (c + 1 < emu_crc_accels_len) c++;
-        if (r + 1 < emu_run_accels_len) r++;
+        if (r + 1 < emu_diff_accels_len) r++;
     }
     struct emu_kernels k = {
         (emu_zero_fn)emu_zero_accels[z].fn,
         (emu_crc_fn)emu_crc_accels[c].fn,
-        (emu_run_fn)emu_run_accels[r].fn,
+        (emu_diff_fn)emu_diff_accels[r].fn,
     };
     return k;
 }

@@ -19,10 +19,11 @@
 
 typedef bool (*emu_zero_fn)(const void *buf, size_t len);
 typedef uint32_t (*emu_crc_fn)(uint32_t crc, const void *buf, size_t len);
-/* First index >= off where a[i] != b[i] (want_equal == false) or where
- * a[i] == b[i] (want_equal == true); len when there is none. */
-typedef size_t (*emu_run_fn)(const uint8_t *a, const uint8_t *b, size_t off,
-                             size_t len, bool want_equal);
+/* Bit i of mask[i / 64] set iff a[i] != b[i], for i < len (len <
+ * EMU_XBZ_MAX_LEN); bits past len clear.  mask holds (len + 63) / 64
+ * words.  Returns whether any byte differs. */
+typedef bool (*emu_diff_fn)(const uint8_t *a, const uint8_t *b, size_t len,
+                            uint64_t *mask);
 
 struct emu_accel {
     const char *name;
@@ -34,6 +35,7 @@ struct emu_accel {
 #define EMU_CPU_SSE42  (1u << 1)
 #define EMU_CPU_AVX2   (1u << 2)
 #define EMU_CPU_POPCNT (1u << 3)
+#define EMU_CPU_AVX512BW (1u << 4)
 
 /* Feature bits of the running CPU (cpuid; 0 off x86). */
 unsigned emu_cpu_features(void);
@@ -42,8 +44,8 @@ extern const struct emu_accel emu_zero_accels[];
 extern const size_t emu_zero_accels_len;
 extern const struct emu_accel emu_crc_accels[];
 extern const size_t emu_crc_accels_len;
-extern const struct emu_accel emu_run_accels[];
-extern const size_t emu_run_accels_len;
+extern const struct emu_accel emu_diff_accels[];
+extern const size_t emu_diff_accels_len;
 
 /* Index of the first entry of table usable with features; the last entry
  * of every table is the portable one, needing nothing. */
@@ -53,7 +55,7 @@ size_t emu_accel_best(const struct emu_accel *table, size_t len, unsigned featur
 struct emu_kernels {
     emu_zero_fn zero;
     emu_crc_fn crc;
-    emu_run_fn run;
+    emu_diff_fn diff;
 };
 
 /* ---- zero detection ---------------------------------------------------- */
@@ -87,6 +89,9 @@ static inline uint32_t emu_crc32c(const struct emu_kernels *k, uint32_t crc,
 
 /* ---- XBZRLE ------------------------------------------------------------ */
 
+/* Pages longer than this do not fit XBZRLE's 2-byte ULEB128 lengths. */
+#define EMU_XBZ_MAX_LEN (1u << 14)
+
 /* Encode new against old (len bytes each) into dst (dlen bytes).
  * Returns the encoded length, 0 when the pages are equal, -1 when the
  * encoding would not fit in dlen ("doesn't fit": send the page raw). */
@@ -99,6 +104,11 @@ long emu_xbzrle_encode(const struct emu_kernels *k, const uint8_t *old,
  * with *err_off set to the offending byte of src. */
 long emu_xbzrle_decode(const uint8_t *src, size_t slen, uint8_t *dst,
                        size_t dlen, size_t *err_off);
+
+/* Apply src over dst once emu_xbzrle_decode(src, slen, NULL, dlen, ...)
+ * has validated it against the same dlen: the second pass of "validate,
+ * then apply" (a hostile stream changes nothing) skips every check. */
+void emu_xbzrle_apply_valid(const uint8_t *src, size_t slen, uint8_t *dst);
 
 /* ---- dirty bitmaps (bit i of byte i/8 is pfn i) ----------------------- */
 

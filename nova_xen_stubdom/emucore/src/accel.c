@@ -36,6 +36,11 @@ unsigned emu_cpu_features(void)
             if (b & bit_AVX2) {
                 f |= EMU_CPU_AVX2;
             }
+            /* AVX-512 also needs the opmask and ZMM state (XCR0 5..7). */
+            if ((b & bit_AVX512F) && (b & bit_AVX512BW) &&
+                (lo & 0xe0) == 0xe0) {
+                f |= EMU_CPU_AVX512BW;
+            }
         }
     }
     return f;

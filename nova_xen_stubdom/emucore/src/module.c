@@ -22,7 +22,7 @@ typedef struct {
     PyObject *FormatError;
     PyTypeObject *XbzrleCacheType;
     unsigned features;
-    size_t zero_idx, crc_idx, run_idx;
+    size_t zero_idx, crc_idx, diff_idx;
     struct emu_kernels k;
 } emu_state;
 
@@ -37,7 +37,7 @@ static void state_apply_accels(emu_state *st)
 {
     st->k.zero = (emu_zero_fn)emu_zero_accels[st->zero_idx].fn;
     st->k.crc = (emu_crc_fn)emu_crc_accels[st->crc_idx].fn;
-    st->k.run = (emu_run_fn)emu_run_accels[st->run_idx].fn;
+    st->k.diff = (emu_diff_fn)emu_diff_accels[st->diff_idx].fn;
 }
 
 /* Raise FormatError(msg, offset) from an emu_err. */
@@ -673,7 +673,7 @@ static PyObject *py_accels(PyObject *m, PyObject *Py_UNUSED(ignored))
     return Py_BuildValue("{s:s,s:s,s:s}",
                          "zero", emu_zero_accels[st->zero_idx].name,
                          "crc32c", emu_crc_accels[st->crc_idx].name,
-                         "xbzrle", emu_run_accels[st->run_idx].name);
+                         "xbzrle", emu_diff_accels[st->diff_idx].name);
 }
 
 static PyObject *py_test_next_accel(PyObject *m, PyObject *Py_UNUSED(ignored))
@@ -681,13 +681,13 @@ static PyObject *py_test_next_accel(PyObject *m, PyObject *Py_UNUSED(ignored))
     emu_state *st = get_state(m);
     size_t z = next_usable(emu_zero_accels, emu_zero_accels_len, st->zero_idx, st->features);
     size_t c = next_usable(emu_crc_accels, emu_crc_accels_len, st->crc_idx, st->features);
-    size_t r = next_usable(emu_run_accels, emu_run_accels_len, st->run_idx, st->features);
+    size_t r = next_usable(emu_diff_accels, emu_diff_accels_len, st->diff_idx, st->features);
     bool moved = false;
     /* Every family steps to its next usable entry; one that is already at
      * its portable (last) entry stays there.  False once nothing moved. */
     if (z < emu_zero_accels_len) { st->zero_idx = z; moved = true; }
     if (c < emu_crc_accels_len) { st->crc_idx = c; moved = true; }
-    if (r < emu_run_accels_len) { st->run_idx = r; moved = true; }
+    if (r < emu_diff_accels_len) { st->diff_idx = r; moved = true; }
     state_apply_accels(st);
     return PyBool_FromLong(moved);
 }
@@ -697,7 +697,7 @@ static PyObject *py_accel_reset(PyObject *m, PyObject *Py_UNUSED(ignored))
     emu_state *st = get_state(m);
     st->zero_idx = emu_accel_best(emu_zero_accels, emu_zero_accels_len, st->features);
     st->crc_idx = emu_accel_best(emu_crc_accels, emu_crc_accels_len, st->features);
-    st->run_idx = emu_accel_best(emu_run_accels, emu_run_accels_len, st->features);
+    st->diff_idx = emu_accel_best(emu_diff_accels, emu_diff_accels_len, st->features);
     state_apply_accels(st);
     Py_RETURN_NONE;
 }

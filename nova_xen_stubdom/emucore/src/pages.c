@@ -438,11 +438,9 @@ long emu_apply_xbzrle(const uint8_t *body, size_t len, uint8_t *mem,
         off = head;
         for (size_t i = 0; i < count; i++) {
             uint16_t l = get16(lens + 2 * i);
-            size_t bad;
             if (l) {
-                emu_xbzrle_decode(body + off, l,
-                                  mem + get64(body + 8 + 8 * i) * EMU_PAGE_SIZE,
-                                  EMU_PAGE_SIZE, &bad);
+                emu_xbzrle_apply_valid(body + off, l,
+                                       mem + get64(body + 8 + 8 * i) * EMU_PAGE_SIZE);
             }
             off += l;
         }
