@@ -59,10 +59,14 @@ class Context:
 
     def host_of(self, ref: str):
         """The HostRuntime of a host ref argument (HANDLE_INVALID if it is
-        no host of this pool)."""
+        no host of this pool, HOST_OFFLINE if it is down)."""
         h = self.pool.host_by_ref(ref)
         if h is None:
             raise handle_invalid('host', ref)
+        if h.down:
+            # message_forwarding.ml check_live: no forwarding to a member
+            # the master holds dead (sim/hostfail.py)
+            raise XapiError('HOST_OFFLINE', ref)
         return h
 
     def check_cancel(self) -> None:

@@ -52,6 +52,9 @@ MESSAGE_ERRORS = {
     'VM.set_memory_dynamic_range': _MEM, 'VM.set_memory': _MEM,
     'VM.set_memory_static_max': _MEM,
     'VM.set_VCPUs_max': _VCPU, 'VM.set_VCPUs_at_startup': _VCPU,
+    # ocaml/xapi/xapi_vm.ml power_state_reset
+    'VM.power_state_reset': frozenset({'CANNOT_RESET_CONTROL_DOMAIN',
+                                       'HOST_IS_LIVE', 'DOMAIN_EXISTS'}),
 }
 
 

@@ -57,6 +57,8 @@ class HostRuntime:
         self.placement_lock = threading.Lock()
         #: bumped by a toolstack restart: sessions of older epochs die
         self.toolstack_epoch = 0
+        #: crashed and not back yet (sim/hostfail.py)
+        self.down = False
         #: epoch seconds of the simulated host's boot (simulator start)
         self.boot_time = 0.0
         self.hypervisor = Hypervisor(self.uuid, config.memory, config.cpus,

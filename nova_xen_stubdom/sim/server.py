@@ -24,7 +24,7 @@ import xmlrpc.client
 from typing import Dict, List, Optional, Sequence
 
 from nova_xen_stubdom.sim import api, control, faults as faultslib
-from nova_xen_stubdom.sim import persist, storage
+from nova_xen_stubdom.sim import hostfail, persist, storage
 # importing registers the hand-written messages
 from nova_xen_stubdom.sim import copies, devices, handlers, vm  # noqa: F401
 from nova_xen_stubdom.sim.errors import XapiError
@@ -400,6 +400,15 @@ class SimServer:
         for r in dead:
             pool.sessions.expire(r)
         pool.toolstack_started(host)
+
+    def crash_host(self, host: HostRuntime) -> None:
+        """A member dies: its domains vanish, XAPI keeps its VMs Running
+        and resident on it, calls forwarded to it fail HOST_OFFLINE."""
+        hostfail.crash(host.pool, host)
+
+    def host_comes_back(self, host: HostRuntime) -> None:
+        """The dead member boots again: live, its former VMs Halted."""
+        hostfail.come_back(host.pool, host)
 
     def expire_sessions(self) -> int:
         return sum(p.sessions.expire() for p in self.pools)

@@ -15,7 +15,7 @@ import contextlib
 import logging
 from typing import Optional
 
-from nova_xen_stubdom.sim import api, devices, wire
+from nova_xen_stubdom.sim import api, devices, hostfail, wire
 from nova_xen_stubdom.sim.api import handler
 from nova_xen_stubdom.sim.db import new_ref
 from nova_xen_stubdom.sim.errors import XapiError
@@ -27,6 +27,8 @@ LOG = logging.getLogger(__name__)
 @contextlib.contextmanager
 def operation(ctx, vm: str, op: str):
     pool = ctx.pool
+    # a VM resident on a dead member: the call cannot be forwarded to it
+    hostfail.check_resident_live(ctx, vm)
     # XAPI runs even a synchronous call under an (internal) task
     token = ctx.task or new_ref()
     with pool.lock:
@@ -326,20 +328,6 @@ def _drop_suspend_image(ctx, vm):
     ctx.db.set('VM', vm, suspend_VDI=NULL_REF)
     if vdi != NULL_REF and ctx.db.exists('VDI', vdi):
         api.generic_destroy(ctx, 'VDI', vdi)
-
-
-@handler('VM.power_state_reset')
-def power_state_reset(ctx, vm):
-    rec = ctx.db.get('VM', vm)
-    host = ctx.pool.host_by_ref(rec['resident_on'])
-    if host is not None and rec['domid'] in host.hypervisor.domains:
-        raise XapiError('VM_BAD_POWER_STATE', vm, 'halted',
-                        rec['power_state'].lower())
-    with ctx.db.lock:
-        ctx.db.set('VM', vm, power_state='Halted', domid=-1,
-                   resident_on=NULL_REF)
-        if host is not None:
-            ctx.db.unlink('host', host.ref, 'resident_VMs', vm)
 
 
 # -- create / destroy hooks ---------------------------------------------------
