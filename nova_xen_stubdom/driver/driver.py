@@ -3,7 +3,7 @@
 A façade (compute-hyperv's shape): every public method delegates to one ops
 object -- ``HostOps`` (resources), ``VMOps`` (guest lifecycle),
 ``MigrationOps`` (suspend/resume/migrations), ``SnapshotOps`` (images),
-``RescueOps`` (rescue/unrescue),
+``RescueOps`` (rescue/unrescue), ``EvacuateOps`` (evacuate),
 ``PciOps`` (pass-through) --
 and one class decorator translates XAPI/agent failures into Nova exceptions.
 
@@ -14,6 +14,7 @@ import threading
 from oslo_log import log as logging
 
 from nova import conf as nova_conf
+from nova.compute import task_states
 from nova.compute import vm_states
 from nova import exception
 from nova.i18n import _
@@ -23,6 +24,7 @@ from nova.virt import hardware
 from nova_xen_stubdom import conf as xconf  # noqa: F401 (registers opts)
 from nova_xen_stubdom.driver import common
 from nova_xen_stubdom.driver import constants as dc
+from nova_xen_stubdom.driver import evacuateops
 from nova_xen_stubdom.driver import events
 from nova_xen_stubdom.driver import exceptions as dexc
 from nova_xen_stubdom.driver import hostops
@@ -45,7 +47,7 @@ class XenStubdomDriver(driver.ComputeDriver):
 
     capabilities = dict(driver.ComputeDriver.capabilities, **{
         'has_imagecache': False,
-        'supports_evacuate': False,
+        'supports_evacuate': True,
         'supports_migrate_to_same_host': False,
         'supports_attach_interface': False,
         'supports_device_tagging': False,
@@ -66,6 +68,7 @@ class XenStubdomDriver(driver.ComputeDriver):
         self._migrationops = None
         self._snapshotops = None
         self._rescueops = None
+        self._evacuateops = None
         self._events = None
         self._init_lock = threading.Lock()
 
@@ -104,6 +107,7 @@ class XenStubdomDriver(driver.ComputeDriver):
         self._snapshotops = snapshotops.SnapshotOps(ctx, self._vmops)
         self._rescueops = rescueops.RescueOps(ctx, self._vmops,
                                               self._snapshotops)
+        self._evacuateops = evacuateops.EvacuateOps(ctx, self._vmops)
         self._events = events.LifecycleEvents(ctx, self._vmops,
                                               self._emit_async)
         self._events.start()
@@ -223,7 +227,24 @@ class XenStubdomDriver(driver.ComputeDriver):
         return self._vmops.get_info(instance)
 
     def instance_exists(self, instance):
-        return self._vmops.instance_exists(instance)
+        # on this host: a pool shares its VMs, and an evacuation checks
+        # that the instance is not on the destination already
+        return instance.uuid in self._vmops.list_instance_uuids()
+
+    def instance_on_disk(self, instance):
+        return self._evacuateops.instance_on_disk(instance)
+
+    def rebuild(self, context, instance, image_meta, injected_files,
+                admin_password, allocations, bdms, detach_block_devices,
+                attach_block_devices, network_info=None, evacuate=False,
+                block_device_info=None, preserve_ephemeral=False,
+                accel_uuids=None, reimage_boot_volume=False):
+        if not evacuate:
+            # Nova's own rebuild: destroy, then spawn the new image
+            raise NotImplementedError()
+        instance.task_state = task_states.REBUILD_SPAWNING
+        instance.save(expected_task_state=[task_states.REBUILDING])
+        self._evacuateops.evacuate(context, instance, network_info)
 
     def list_instances(self):
         return self._vmops.list_instances()

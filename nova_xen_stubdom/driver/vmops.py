@@ -545,13 +545,6 @@ class VMOps:
         return sorted(rec['other_config'][dc.OC_NOVA_UUID]
                       for rec in self._our_guests().values())
 
-    def instance_exists(self, instance) -> bool:
-        try:
-            self.get_info(instance)
-            return True
-        except exception.InstanceNotFound:
-            return False
-
     def get_console_output(self, instance) -> bytes:
         built = self._require(instance)
         domid = int(self._call('VM.get_domid', built.guest))

@@ -16,8 +16,8 @@ What XAPI does (xapi-project/xen-api):
   be performed when a host is down"): ``CANNOT_RESET_CONTROL_DOMAIN`` for a
   control domain; for a Running/Paused VM resident on another host that is
   still alive, ``HOST_IS_LIVE [host]``; resident on the master with its
-  domain still running, ``DOMAIN_EXISTS [vm, domid]``; otherwise the VM is forced
-  to Halted (``Xapi_vm_lifecycle.force_state_reset``).
+  domain still running, ``DOMAIN_EXISTS [vm, domid]``; otherwise the VM is
+  forced to Halted (``Xapi_vm_lifecycle.force_state_reset``).
 * A member that comes back has rebooted: no domains; its start-up resync
   with xenopsd reports the VMs that were resident on it as Halted.
 

@@ -165,7 +165,22 @@ class Pool:
         for h in self.hosts:
             self._build_host(h, network)
         master = self.master
-        sr = db.get('host', master.ref)['local_cache_sr']
+        # A pool's VMs move between its hosts only with their disks on
+        # shared storage (NFS or iSCSI SR, shared=true, a PBD plugged on
+        # every host): the pool's default SR, as XCP-ng operators set up
+        # for migration and HA; each host keeps its local SR too.
+        sr = db.create('SR', {
+            'name_label': 'Pool shared storage', 'type': 'nfs',
+            'content_type': 'user', 'physical_size': 512 * GiB,
+            'shared': True, 'other_config': {}})
+        for h in self.hosts:
+            pbd = db.create('PBD', {
+                'SR': sr, 'host': h.ref, 'currently_attached': True,
+                'device_config': {'server': '192.0.2.10',
+                                  'serverpath': '/export/sim-pool-%d'
+                                  % self.index}})
+            db.link('SR', sr, 'PBDs', pbd)
+            db.link('host', h.ref, 'PBDs', pbd)
         db.set('pool', self.ref, master=master.ref, default_SR=sr,
                suspend_image_SR=sr, crash_dump_SR=sr)
         self._build_template()
