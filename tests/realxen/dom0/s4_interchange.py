@@ -23,6 +23,7 @@ import os
 import struct
 import sys
 import time
+from typing import Any, Dict, List
 
 from nova_xen_stubdom import emucore
 from nova_xen_stubdom.emucore import format as fmt
@@ -32,7 +33,7 @@ MBR_TEXT = b'HVM-GUEST-MBR-BOOTED'
 MBR_GPA = 0x7C00
 
 
-def data_pfns(stream):
+def data_pfns(stream: Any) -> List[int]:
     """PFNs that carry a page in stream's PAGE_DATA records, in order."""
     out = []
     for rec in emucore.StreamReader(stream).records():
@@ -45,7 +46,7 @@ def data_pfns(stream):
     return out
 
 
-def same_bytes(a, b, chunk=1 << 22):
+def same_bytes(a: Any, b: Any, chunk: int = 1 << 22) -> bool:
     if len(a) != len(b):
         return False
     return all(
@@ -53,14 +54,14 @@ def same_bytes(a, b, chunk=1 << 22):
     )
 
 
-def digest(mem, pfns):
+def digest(mem: Any, pfns: List[int]) -> str:
     h = hashlib.sha256()
     for p in pfns:
         h.update(mem[p * 4096: (p + 1) * 4096])
     return h.hexdigest()
 
 
-def sparse_memory(path, size):
+def sparse_memory(path: str, size: int) -> mmap.mmap:
     """A writable mapping of size bytes backed by a sparse file (unlinked)."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -71,7 +72,8 @@ def sparse_memory(path, size):
         os.close(fd)
 
 
-def write_from_memory(path, header, info, mem, pfns):
+def write_from_memory(path: str, header: bytes, info: Any, mem: Any,
+                      pfns: List[int]) -> Dict[str, int]:
     with open(path, 'wb') as out:
         out.write(header)
         w = emucore.StreamWriter(
@@ -92,7 +94,7 @@ def write_from_memory(path, header, info, mem, pfns):
         return w.stats
 
 
-def main(src, outdir, shm='/dev/shm'):
+def main(src: str, outdir: str, shm: str = '/dev/shm') -> Dict[str, Any]:
     res = {'python': sys.version.split()[0], 'checks': {}}
     checks = res['checks']
     t = time.time()
