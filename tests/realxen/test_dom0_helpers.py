@@ -24,7 +24,7 @@ STREAM = os.path.join(
 
 
 @pytest.mark.skipif(
-    not os.path.exists(STREAM), reason='NOT RUN: no xl stream at ' + STREAM
+    not os.path.exists(STREAM), reason='no xl stream at ' + STREAM
 )
 def test_s4_helper_on_shipped_xl_stream(tmp_path):
     src = tmp_path / 'xl.save'
