@@ -8,7 +8,8 @@ our daemon doing the linking: see doc/source/realxen.rst.
 
 import pytest
 
-S1 = ('S1-CREATE', 'S1-DM-RUNNING', 'S1-MBR-VIA-STUB', 'S1-NO-DM-IN-DOM0',
+S1 = ('S1-CREATE', 'S1-DM-RUNNING', 'S1-MBR-VIA-STUB', 'S1-SERIAL-VIA-STUB',
+      'S1-NO-DM-IN-DOM0',
       'S1-LEAK-CHECK', 'S1-DONE')
 
 

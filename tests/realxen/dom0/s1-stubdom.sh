@@ -9,16 +9,18 @@
 # qdisk in dom0) and boot the MBR, whose marker reaches Xen's debug port;
 # no device model for the guest runs in dom0.  `xl create` stands in for
 # XAPI's VM.start (xenopsd: domain build, then the device model).
-# EXPECT: S1-CREATE S1-DM-RUNNING S1-MBR-VIA-STUB S1-NO-DM-IN-DOM0 S1-LEAK-CHECK S1-DONE
+# EXPECT: S1-CREATE S1-DM-RUNNING S1-MBR-VIA-STUB S1-SERIAL-VIA-STUB S1-NO-DM-IN-DOM0 S1-LEAK-CHECK S1-DONE
 . /etc/realxen/lib.sh
 s1_t0=$(up)
 rx_snapshot S1
 W=/tmp/s1; rm -rf $W; mkdir -p $W
-# No emulated serial port: libxl would hand it to the stub as console 3
-# (-serial /dev/hvc3), and the stub's extra consoles fail to connect here
+# The guest's serial port: libxl hands it to the stub as console 3
+# (-serial /dev/hvc3), but the stub's extra consoles fail to connect here
 # (dom0 QEMU: "xen be: console-N: initialise() failed"; stub: xenconsole
-# probe -22).  The MBR's marker also goes to Xen's debug port (xl dmesg).
-HVMMEM=32 hvmcfg s1g | grep -v '^serial=' > $W/s1g.cfg
+# probe -22), so the stub init routes it to its own console 0, which dom0
+# logs in /var/log/xen/qemu-dm-s1g.log.  The MBR writes its marker to COM1
+# (emulated by the stub's QEMU) and to Xen's debug port (xl dmesg).
+HVMMEM=32 hvmcfg s1g > $W/s1g.cfg
 # The stub kernel is the testbed's 6.1.20 (privcmd built in), not the
 # Debian 6.1.187 guest kernel: that one's privcmd carries XSA-482 (restricted
 # to the target from open), which refuses the DOMID_INVALID probe of
@@ -44,6 +46,11 @@ else
   mark S1-MBR-VIA-STUB FAILED domid=$G after=$(el $t)
 fi
 xl dmesg | grep -E "\(d${G:-x}\) .*(HVM Loader|pci dev|SeaBIOS \(|ata0-0|Booting|HVM-GUEST)"
+if rx_until 30 grep -q HVM-GUEST-MBR-BOOTED /var/log/xen/qemu-dm-s1g.log; then
+  mark S1-SERIAL-VIA-STUB log=qemu-dm-s1g.log
+else
+  mark S1-SERIAL-VIA-STUB FAILED
+fi
 ps -o pid,args | grep -v grep | grep qemu-system
 if ps -o args | grep -v grep | grep qemu-system | grep -q -- "-xen-domid ${G:-x} "; then
   mark S1-NO-DM-IN-DOM0 FAILED
