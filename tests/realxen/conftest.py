@@ -2,7 +2,8 @@
 
 ``realxen_boot`` boots the Xen testbed once per session with our overlay in
 dom0 (the emucore package and its C extension for dom0's Python 3.11,
-Xen's verify-stream-v2, the dom0 helpers) and every scenario script in
+Xen's verify-stream-v2, the dom0 helpers, scenario 1's stub kernel), the
+stub-domain overlay in the guest initramfs, and every scenario script in
 ``SCENARIOS``; each test then asserts on its scenario's markers and files.
 With the testbed or its inputs missing the tests are skipped with the
 reason, and tools/ci/tier-realxen.sh prints it as NOT RUN.

@@ -2,7 +2,7 @@
 # realxen tier: real Xen 4.17 (the prebuilt testbed in ../shared/xen-testbed,
 # or $XEN_TESTBED) booted under qemu-system-x86_64 with TCG, dom0 running our
 # scenario scripts (tests/realxen/dom0) in ONE boot; pytest on the host judges
-# the markers and files dom0 hands back.  About 3-5 minutes on two cores;
+# the markers and files dom0 hands back.  About 2-2.5 minutes on two cores;
 # QEMU uses one core flat out and up to ~2 GB of RAM.  Without the testbed or
 # its inputs the tests are skipped and this prints REALXEN NOT RUN with the
 # reason.  Logs of the last run: build/realxen/boot*/ (serial.log, out/).

@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # realxen dom0 helpers (busybox sh), installed as /etc/realxen/lib.sh and
 # sourced by every scenario script after the testbed's own lib (mark, up, el,
 # waitlog, hvmcfg).  Markers: "XENPROBE <uptime> <NAME> key=value ...";

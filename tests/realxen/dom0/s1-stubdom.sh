@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # Scenario 1, libxl-linked variant (sourced by dom0 /init in a subshell): an
 # HVM guest whose device model is the testbed's QEMU 8.0.3 running in a PV
 # stub domain.  libxl builds and links both (device_model_stubdomain_override:

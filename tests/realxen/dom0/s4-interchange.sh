@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # Scenario 4, interchange with Xen's tools (sourced by dom0 /init in a subshell).
 # An HVM guest (the testbed's MBR: marker on COM1 and port 0xe9, then HVM-TICK
 # on 0xe9 about every 5 s) is saved by `xl save`; our reader parses the file
