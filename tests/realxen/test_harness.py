@@ -8,8 +8,12 @@ once and leave no process behind.
 """
 
 import os
+import signal
 import stat
+import subprocess
+import sys
 import textwrap
+import time
 
 from tests.realxen import testbed
 
@@ -51,11 +55,13 @@ def _fake_testbed(tmp_path):
 
 
 def _alive(pid):
+    """Running (a zombie whose parent was killed too counts as gone)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open('/proc/%d/stat' % pid) as f:
+            stat_ = f.read()
+    except OSError:
         return False
-    return True
+    return stat_[stat_.rfind(')') + 2] != 'Z'
 
 
 def _run(tmp_path, **env):
@@ -91,3 +97,41 @@ def test_stall_then_retry_passes(tmp_path):
 def test_unavailable_reasons(tmp_path):
     reason = testbed.unavailable(str(tmp_path / 'none'))
     assert reason.startswith('Xen testbed not found or incomplete')
+
+
+TERM_RUNNER = textwrap.dedent('''\
+    import sys, tempfile
+    sys.path.insert(0, sys.argv[1])
+    from tests.realxen import testbed
+    tb, state, overlay, keep = sys.argv[2:6]
+    tempfile.tempdir = state
+    try:
+        testbed.Testbed(tb, keep, log=print).run(
+            [], overlay, stall_s=300, timeout_s=600,
+            extra_env=dict(FAKE_STATE=state))
+    except testbed.Terminated as exc:
+        print('TERMINATED', exc, flush=True)
+        sys.exit(3)
+    ''')
+
+
+def test_sigterm_cleans_up(tmp_path):
+    """The tier's outer timeout (SIGTERM) still kills QEMU and the work dir."""
+    tb, state, overlay = _fake_testbed(tmp_path)
+    runner = tmp_path / 'runner.py'
+    runner.write_text(TERM_RUNNER)
+    proc = subprocess.Popen(
+        [sys.executable, str(runner), testbed.ROOT, tb, str(state), overlay,
+         str(tmp_path / 'keep')], stdout=subprocess.PIPE, text=True)
+    pids = state / 'qemu-pids'
+    deadline = time.monotonic() + 30
+    while not (pids.exists() and pids.read_text().strip()):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.1)  # polling for the fake QEMU to start
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 3 and 'TERMINATED' in out
+    qemu = int(pids.read_text().split()[0])
+    assert not _alive(qemu)
+    assert not [d for d in os.listdir(str(state))
+                if d.startswith('realxen.')]

@@ -57,6 +57,14 @@ class HarnessError(Exception):
     """The testbed could not be prepared or booted (not a scenario result)."""
 
 
+class Terminated(HarnessError):
+    """SIGTERM arrived during a run (CI's timeout): cleaned up, then raised."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated('terminated by signal %d during a testbed run' % signum)
+
+
 class Marker:
     __slots__ = ('name', 'uptime', 'args', 'raw')
 
@@ -263,6 +271,9 @@ class Testbed:
                     '%r: the testbed takes space-separated paths without '
                     "',' (QEMU option strings)" % path)
         work = tempfile.mkdtemp(prefix='realxen.')
+        # A SIGTERM (the tier's outer timeout) must still run the clean-up
+        # below: Python's default action would kill us with QEMU alive.
+        old_term = signal.signal(signal.SIGTERM, _on_sigterm)
         env = dict(os.environ)
         env.update(deb_env(self.tb))
         env.update(SUITE=suite, EXTRA_TESTS=' '.join(tests),
@@ -288,6 +299,7 @@ class Testbed:
             return BootResult(attempts, prepare_s)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+            signal.signal(signal.SIGTERM, old_term)
 
     def _boot(self, work: str, env: Dict[str, str], number: int,
               timeout_s: int, stall_s: int) -> Attempt:
@@ -330,6 +342,15 @@ class Testbed:
                 time.sleep(1)  # polling the log for progress, not a wait
             attempt.rc = proc.poll()
         finally:
+            if proc.poll() is None:
+                # QEMU first, so that `timeout` and the boot script reap
+                # their children and exit (no orphans); then what is left.
+                _kill([p for p in _session_pids(proc.pid)
+                       if _comm(p).startswith('qemu-system')])
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    pass
             _kill(_session_pids(proc.pid))
             if proc.poll() is None:
                 proc.kill()
