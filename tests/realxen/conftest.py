@@ -58,6 +58,14 @@ def build_overlay(dest: str, tb: str) -> str:
     os.makedirs(os.path.join(dest, 'etc', 'realxen'))
     shutil.copy(os.path.join(DOM0, 'lib.sh'),
                 os.path.join(dest, 'etc', 'realxen', 'lib.sh'))
+    # Knobs for by-hand runs, read by lib.sh in dom0: REALXEN_STUB_KERNEL=
+    # /guest/vmlinuz boots scenario 1's stub on the Debian guest kernel
+    # (reproduces the XSA-482 finding, doc/source/realxen.rst).
+    with open(os.path.join(dest, 'etc', 'realxen', 'env'), 'w') as f:
+        for var in ('REALXEN_STUB_KERNEL', 'REALXEN_HVMMEM'):
+            value = os.environ.get(var, '')
+            if value and value.replace('/', '').replace('.', '').isalnum():
+                f.write('RX_%s=%s\n' % (var[len('REALXEN_'):], value))
     return dest
 
 

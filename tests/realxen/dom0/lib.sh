@@ -4,6 +4,10 @@
 # waitlog, hvmcfg).  Markers: "XENPROBE <uptime> <NAME> key=value ...";
 # tests/realxen/testbed.py parses them on the host.
 
+# By-hand knobs from the host (tests/realxen/conftest.py build_overlay).
+# shellcheck disable=SC1091
+[ -f /etc/realxen/env ] && . /etc/realxen/env
+
 # Bounded wait for a condition: rx_until TIMEOUT_S CMD... -> 0 as soon as CMD
 # succeeds (polled every 0.5 s), 1 after TIMEOUT_S.
 rx_until() {

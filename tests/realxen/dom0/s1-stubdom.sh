@@ -47,7 +47,7 @@ else
   mark S1-MBR-VIA-STUB FAILED domid=$G after=$(el $t)
 fi
 xl dmesg | grep -E "\(d${G:-x}\) .*(HVM Loader|pci dev|SeaBIOS \(|ata0-0|Booting|HVM-GUEST)"
-if rx_until 30 grep -q HVM-GUEST-MBR-BOOTED /var/log/xen/qemu-dm-s1g.log; then
+if [ -n "$G" ] && rx_until 30 grep -q HVM-GUEST-MBR-BOOTED /var/log/xen/qemu-dm-s1g.log; then
   mark S1-SERIAL-VIA-STUB log=qemu-dm-s1g.log
 else
   mark S1-SERIAL-VIA-STUB FAILED
