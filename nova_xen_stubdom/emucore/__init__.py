@@ -10,6 +10,8 @@ loops are C (``nova_xen_stubdom._emucore``); this package is its API:
 * ``is_zero``, ``zero_page_flags``, ``crc32c`` - kernels with run-time SIMD
 * ``bitmap`` - dirty-bitmap walk/count/clear/merge
 * ``format`` - record types and struct formats (spec names)
+* ``rewrite_stream`` - re-emit a parsed stream through the writer, and
+  ``xlsave`` - xl's save-file header (interchange with ``xl save/restore``)
 
 Importing raises ImportError saying how to build the extension when it is
 missing: there is no silent slow fallback (``reference`` is for tests).
@@ -22,6 +24,7 @@ _ec = _native.load()
 
 from nova_xen_stubdom.emucore import bitmap  # noqa: E402
 from nova_xen_stubdom.emucore import format  # noqa: E402,A004
+from nova_xen_stubdom.emucore import xlsave  # noqa: E402
 from nova_xen_stubdom.emucore.errors import AuthenticationError  # noqa: E402
 from nova_xen_stubdom.emucore.errors import RecordError  # noqa: E402
 from nova_xen_stubdom.emucore.errors import StreamError  # noqa: E402
@@ -32,6 +35,7 @@ from nova_xen_stubdom.emucore.format import (  # noqa: E402
 from nova_xen_stubdom.emucore.reader import Record  # noqa: E402
 from nova_xen_stubdom.emucore.reader import RestoreResult  # noqa: E402
 from nova_xen_stubdom.emucore.reader import StreamReader  # noqa: E402
+from nova_xen_stubdom.emucore.rewrite import rewrite_stream  # noqa: E402
 from nova_xen_stubdom.emucore.writer import StreamWriter  # noqa: E402
 
 XbzrleCache = _ec.XbzrleCache
@@ -64,7 +68,9 @@ __all__ = [
     'crc32c',
     'format',
     'is_zero',
+    'rewrite_stream',
     'xbzrle_decode',
     'xbzrle_encode',
+    'xlsave',
     'zero_page_flags',
 ]

@@ -349,6 +349,64 @@ class StreamWriter:
         self.stats['raw_pages'] += n
         return True
 
+    def write_page_data(self, pfn_words: Any, data: Any) -> int:
+        """PAGE_DATA records of pfn words as given, with the pages' data.
+
+        For re-emitting pages that come from another stream (``rewrite``),
+        where there is no guest memory to index: pfn_words are the records'
+        uint64 words (pfn in bits 0-51, type in bits 60-63, as in Xen's
+        libxc spec), data the pages of the words whose type carries data
+        (NOTAB and the page-table types), in order.  XTAB, BROKEN and
+        XALLOC words have no data.  Split into records of at most 1024
+        words.  Refused with an XBZRLE cache (its copy of these pages would
+        go stale).  Returns bytes written.
+        """
+        with self._lock:
+            self._expect('libxc')
+            if self._cache is not None:
+                raise ValueError(
+                    'write_page_data bypasses the XBZRLE cache: '
+                    'use write_pages with a cache'
+                )
+            words = as_pfn_bytes(pfn_words)
+            pages = memoryview(data).cast('B')
+            n = len(words) // 8
+            # Per word: 0 no data, 1 data, 2 invalid (types 5-8 or reserved
+            # bits 52-59 set), from the word's two top bytes.
+            kinds = bytes(words[7::8]).translate(_WORD_KIND)
+            if 2 in kinds or (n and max(bytes(words[6::8])) >= 16):
+                raise ValueError(
+                    'pfn word with reserved bits or an invalid type (5-8)'
+                )
+            if kinds.count(1) * fmt.PAGE_SIZE != len(pages):
+                raise ValueError(
+                    'data of %d bytes for %d data-carrying pfn words'
+                    % (len(pages), kinds.count(1))
+                )
+            start = self.offset
+            at = 0
+            for i in range(0, n, fmt.MAX_BATCH):
+                count = min(fmt.MAX_BATCH, n - i)
+                nbytes = kinds.count(1, i, i + count) * fmt.PAGE_SIZE
+                self._emit(
+                    struct.pack(
+                        '<IIII',
+                        fmt.REC_TYPE_PAGE_DATA,
+                        8 + 8 * count + nbytes,
+                        count,
+                        0,
+                    )
+                )
+                self._emit(words[8 * i: 8 * (i + count)])
+                if nbytes:
+                    self._emit(pages[at: at + nbytes])
+                at += nbytes
+                self.stats['pages'] += nbytes // fmt.PAGE_SIZE
+                self.stats['raw_pages'] += nbytes // fmt.PAGE_SIZE
+                if self._since_tag >= self._segment_bytes:
+                    self._tag()
+            return self.offset - start
+
     def end_round(self) -> None:
         """Close an authenticated segment: the receiver may apply it now."""
         with self._lock:
@@ -454,6 +512,19 @@ class StreamWriter:
             flush = getattr(self._out, 'flush', None)
             if flush:
                 flush()
+
+
+def _word_kind(top: int) -> int:
+    """Kind (0 no data, 1 data, 2 invalid) of a pfn word's top byte."""
+    ptype = top >> 4
+    if top & 0xF or 5 <= ptype <= 8:
+        return 2
+    return 1 if (ptype & 7) <= 4 else 0
+
+
+# Type in bits 60-63 (the libxc spec's PAGE_DATA types; emucore pages.c
+# type_has_data agrees), bits 56-59 reserved.
+_WORD_KIND = bytes(_word_kind(b) for b in range(256))
 
 
 class _RangeBatches:

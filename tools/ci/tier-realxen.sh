@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# realxen tier: real Xen 4.17 (the prebuilt testbed in ../shared/xen-testbed,
+# or $XEN_TESTBED) booted under qemu-system-x86_64 with TCG, dom0 running our
+# scenario scripts (tests/realxen/dom0) in ONE boot; pytest on the host judges
+# the markers and files dom0 hands back.  About 2-2.5 minutes on two cores;
+# QEMU uses one core flat out and up to ~2 GB of RAM.  Without the testbed or
+# its inputs the tests are skipped and this prints REALXEN NOT RUN with the
+# reason.  Logs of the last run: build/realxen/boot*/ (serial.log, out/).
+set -uo pipefail
+cd "$(dirname "$0")/../.." || exit 1
+export PATH="$PWD/.venv/bin:$PATH"
+PY=${PYTHON:-$PWD/.venv/bin/python}
+mkdir -p build
+# dom0 runs the testbed's Python 3.11: the in-place extension must be 3.11's.
+"$PY" setup.py -q build_ext --inplace > build/realxen-build.log 2>&1 ||
+    { cat build/realxen-build.log; echo "build failed"; exit 1; }
+LOG=build/realxen-pytest.log
+timeout 1500 "$PY" -m pytest -q -s -rs -p no:cacheprovider tests/realxen 2>&1 | tee "$LOG"
+rc=${PIPESTATUS[0]}
+if grep -q 'NOT RUN: ' "$LOG"; then
+    echo "REALXEN NOT RUN: $(grep -o 'NOT RUN: .*' "$LOG" | head -1 | cut -c10-)"
+fi
+echo "realxen: $(grep -E '^[0-9]+ (passed|failed|skipped|error)|^=+ .* in [0-9.]+s' "$LOG" | tail -1 | tr -d '=')"
+exit "$rc"
