@@ -6,6 +6,8 @@
 #   unit         fast, no network
 #   native       the C module: every accelerator, golden vectors, ASan, fuzz,
 #                Xen's verify-stream-v2
+#   realxen      real Xen 4.17 under QEMU (TCG), ../shared/xen-testbed: our
+#                streams through xl save/restore, a stub-domain device model
 #   functional   real Nova in one process + driver + simulator over HTTP
 #   slow         stubdom image build and boot under QEMU
 #   integration  a multi-process cloud with tempest
@@ -19,7 +21,7 @@
 # failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-TIERS=${TIERS:-"pep8 unit native functional slow integration"}
+TIERS=${TIERS:-"pep8 unit native realxen functional slow integration"}
 RESULTS=$PWD/build/test-results
 rm -rf "$RESULTS" && mkdir -p "$RESULTS"
 
