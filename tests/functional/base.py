@@ -32,6 +32,7 @@ from nova_xen_stubdom import conf as xconf  # noqa: F401 (registers opts)
 from nova_xen_stubdom.agent import plugin
 from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.sim import server as sim_server
+from tests import waiting
 
 # The sim runs the dom0 agent in process; load its plugin modules now: Nova's
 # fixtures forbid os.uname(), which an import at first use might call.
@@ -151,14 +152,8 @@ class XenStubdomTestBase(integrated_helpers.ProviderUsageBaseTestCase):
         return guest, stub
 
     def wait_for_xapi(self, predicate, timeout=10.0, what='condition'):
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                self.fail('timed out waiting for %s' % what)
-            time.sleep(0.05)
+        return waiting.wait_until(predicate, what, timeout=timeout,
+                                  interval=0.05)
 
     # -- leak check -----------------------------------------------------------
     @staticmethod

@@ -48,6 +48,18 @@ static uint64_t diff_tail(const uint8_t *a, const uint8_t *b, size_t from,
     return any;
 }
 
+/* After whole 64-byte words from i (a multiple of 64): clear the words
+ * left and mark the tail's bytes. */
+static inline uint64_t diff_rest(const uint8_t *a, const uint8_t *b, size_t i,
+                                 size_t len, size_t words, uint64_t *mask)
+{
+    if (i >= len) {
+        return 0;
+    }
+    memset(mask + (i >> 6), 0, (words - (i >> 6)) * sizeof(*mask));
+    return diff_tail(a, b, i, len, mask);
+}
+
 static bool diff_int(const uint8_t *a, const uint8_t *b, size_t len,
                      uint64_t *mask)
 {
@@ -107,11 +119,7 @@ static bool diff_avx2(const uint8_t *a, const uint8_t *b, size_t len,
         any |= m;
         mask[i >> 6] = m;
     }
-    if (i < len) {
-        memset(mask + (i >> 6), 0, (words - (i >> 6)) * sizeof(*mask));
-        any |= diff_tail(a, b, i, len, mask);
-    }
-    return any != 0;
+    return (any | diff_rest(a, b, i, len, words, mask)) != 0;
 }
 
 __attribute__((target("avx512f,avx512bw")))
@@ -128,11 +136,7 @@ static bool diff_avx512(const uint8_t *a, const uint8_t *b, size_t len,
         any |= m;
         mask[i >> 6] = m;
     }
-    if (i < len) {
-        memset(mask + (i >> 6), 0, (words - (i >> 6)) * sizeof(*mask));
-        any |= diff_tail(a, b, i, len, mask);
-    }
-    return any != 0;
+    return (any | diff_rest(a, b, i, len, words, mask)) != 0;
 }
 #endif /* __x86_64__ || __i386__ */
 
