@@ -5,7 +5,8 @@
 # one where the CPU has avx512bw) and its single-pass decoder, with a check
 # that both encoders write the same bytes.
 #
-#   tools/bench-xbzrle.sh [REPS]                       ours only
+#   tools/bench-xbzrle.sh [REPS [MIX]]                 ours only
+#   CALLGRIND=1 tools/bench-xbzrle.sh 1 5%             instruction counts
 #   QEMU_XBZRLE=/path/to/qemu/migration/xbzrle.c tools/bench-xbzrle.sh
 #
 # QEMU's file is compiled from where it lies, against the few shim headers
@@ -14,6 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPS=${1:-5}
+MIX=${2:-}
 S=nova_xen_stubdom/emucore/src
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
@@ -70,4 +72,13 @@ H
 fi
 gcc "${CFLAGS[@]}" "${srcs[@]}" -o "$OUT/xbzrle-bench"
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores"
-"$OUT/xbzrle-bench" "$REPS"
+if [ -n "${CALLGRIND:-}" ]; then
+    # instruction counts of the timed loops alone, one mix, one repetition
+    valgrind --tool=callgrind --callgrind-out-file="$OUT/cg.out" \
+        --toggle-collect=time_encode --toggle-collect=time_decode \
+        --dump-instr=no "$OUT/xbzrle-bench" 1 "${MIX:-5%}" >/dev/null 2>&1
+    callgrind_annotate --inclusive=yes "$OUT/cg.out" 2>/dev/null |
+        grep -E 'PROGRAM TOTALS|xbzrle|time_(en|de)code|diff_' | head -20
+    exit 0
+fi
+"$OUT/xbzrle-bench" "$REPS" ${MIX:+"$MIX"}
