@@ -12,7 +12,7 @@ import tempfile
 import uuid as uuidlib
 from typing import Dict, List, Optional
 
-from nova_xen_stubdom.agent.backend import DomainInfo, HypervisorBackend
+from nova_xen_stubdom.dom0.hypervisor import DomainInfo, HypervisorBackend
 from nova_xen_stubdom.sim.hypervisor import Frontend, Hypervisor
 
 

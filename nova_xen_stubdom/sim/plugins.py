@@ -1,8 +1,8 @@
 """``host.call_plugin``: dispatch to this project's dom0 plugin.
 
 The simulator runs the real dom0 agent in process, one per host:
-``nova_xen_stubdom.agent.host.HostAgent(backend=SimBackend(host), ...)`` and
-``nova_xen_stubdom.agent.plugin.call(agent, plugin, fn, args) -> str``.  Both
+``nova_xen_stubdom.dom0.host.HostAgent(backend=SimBackend(host), ...)`` and
+``nova_xen_stubdom.dom0.registry.call(agent, plugin, fn, args) -> str``.  Both
 belong to the agent; tests may replace either per host
 (``HostRuntime.agent_factory`` / ``HostRuntime.plugin_dispatch``).  Plugin
 errors become ``XENAPI_PLUGIN_FAILURE [status, stdout, stderr]`` as XAPI
@@ -21,7 +21,7 @@ def default_agent(host):
     """The real dom0 agent over this host's simulated hypervisor; the
     host's ``HostConfig.allow_dom0_dm`` is its allow_dom0_device_model
     (the agent would otherwise read [xen_stubdom] of this process)."""
-    from nova_xen_stubdom.agent.host import HostAgent
+    from nova_xen_stubdom.dom0.host import HostAgent
     from nova_xen_stubdom.sim.backend import SimBackend
     return HostAgent(backend=SimBackend(host), host_uuid=host.uuid,
                      allow_dom0_device_model=bool(host.config.allow_dom0_dm))
@@ -32,7 +32,7 @@ def call_plugin(host, plugin: str, fn: str, args: dict) -> str:
     if dispatch is None:
         try:
             dispatch = importlib.import_module(
-                'nova_xen_stubdom.agent.plugin').call
+                'nova_xen_stubdom.dom0.registry').call
         except ImportError:
             raise XapiError('XENAPI_PLUGIN_FAILURE', 'ImportError', '',
                             'no dom0 plugin installed on this host')

@@ -2,7 +2,7 @@ import inspect
 
 import pytest
 
-from nova_xen_stubdom.agent.backend import HypervisorBackend, load_backend
+from nova_xen_stubdom.dom0.hypervisor import HypervisorBackend, load_backend
 from nova_xen_stubdom.sim.backend import SimBackend
 from nova_xen_stubdom.sim.hypervisor import PAGE_SIZE
 

@@ -15,8 +15,8 @@ import time
 
 from oslo_log import log as logging
 
-from nova_xen_stubdom.agent import errors
-from nova_xen_stubdom.stubdom import statedisk
+from nova_xen_stubdom.dom0 import errors
+from nova_xen_stubdom.dom0 import statedisk
 
 LOG = logging.getLogger(__name__)
 

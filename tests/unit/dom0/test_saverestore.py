@@ -3,9 +3,9 @@ import io
 
 import pytest
 
-from nova_xen_stubdom.agent import migration_wire as wire
-from nova_xen_stubdom.agent import saverestore
-from tests.unit.agent import migration_fixtures as mf
+from nova_xen_stubdom.dom0 import migration_channel as wire
+from nova_xen_stubdom.dom0 import saverestore
+from tests.unit.dom0 import migration_fixtures as mf
 
 MB = 1 << 20
 DEVICE_STATE = b'QEVM' + bytes(range(256)) * 40

@@ -4,13 +4,13 @@ import json
 
 import pytest
 
-from nova_xen_stubdom.agent import console  # noqa: F401 (registers)
-from nova_xen_stubdom.agent import dm_wrapper
-from nova_xen_stubdom.agent import errors
-from nova_xen_stubdom.agent import host
-from nova_xen_stubdom.agent import plugin
-from nova_xen_stubdom.agent import stubdom
-from tests.unit.agent import fakes
+from nova_xen_stubdom.dom0 import console  # noqa: F401 (registers)
+from nova_xen_stubdom.dom0 import device_model as dm_wrapper
+from nova_xen_stubdom.dom0 import errors
+from nova_xen_stubdom.dom0 import host
+from nova_xen_stubdom.dom0 import registry as plugin
+from nova_xen_stubdom.dom0 import stubdom_link as stubdom
+from tests.unit.dom0 import fakes
 
 GUEST_UUID = '11111111-2222-3333-4444-555555555555'
 CONFIG = {'name': 'instance-00000001', 'memory_mb': 512, 'vcpus': 2,
@@ -91,7 +91,7 @@ def test_missing_extension_module_is_skipped(monkeypatch):
     monkeypatch.setattr(plugin, '_loaded', False)
     monkeypatch.setattr(plugin, 'EXTENSION_MODULES',
                         plugin.EXTENSION_MODULES +
-                        ('nova_xen_stubdom.agent.not_written_yet',))
+                        ('nova_xen_stubdom.dom0.not_written_yet',))
     assert 'link_stubdom' in plugin.functions()
 
 

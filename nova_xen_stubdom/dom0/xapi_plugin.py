@@ -31,10 +31,10 @@ import logging
 import sys
 from typing import Callable, Dict, List, Optional
 
-from nova_xen_stubdom.agent import backend as backend_mod
-from nova_xen_stubdom.agent import errors
-from nova_xen_stubdom.agent import host
-from nova_xen_stubdom.agent import plugin
+from nova_xen_stubdom.dom0 import hypervisor as backend_mod
+from nova_xen_stubdom.dom0 import errors
+from nova_xen_stubdom.dom0 import host
+from nova_xen_stubdom.dom0 import registry as plugin
 
 LOG = logging.getLogger(__name__)
 

@@ -31,10 +31,10 @@ from typing import Callable, Dict, Optional, Tuple
 
 from oslo_log import log as logging
 
-from nova_xen_stubdom.agent import backend as hv
-from nova_xen_stubdom.agent import migration_pages as mp
-from nova_xen_stubdom.agent import migration_wire as wire
-from nova_xen_stubdom.agent import saverestore
+from nova_xen_stubdom.dom0 import hypervisor as hv
+from nova_xen_stubdom.dom0 import page_copy as mp
+from nova_xen_stubdom.dom0 import migration_channel as wire
+from nova_xen_stubdom.dom0 import saverestore
 from nova_xen_stubdom import emucore
 
 LOG = logging.getLogger(__name__)
@@ -669,4 +669,4 @@ class LiveMigrationTarget:
 
 # The agent's plugin functions for this engine register on import (the
 # plugin loader imports this module).
-from nova_xen_stubdom.agent import migration_plugin  # noqa: E402,F401
+from nova_xen_stubdom.dom0 import migration_calls  # noqa: E402,F401

@@ -22,7 +22,7 @@ import subprocess
 
 import pytest
 
-from nova_xen_stubdom.agent import xen_backend as xb
+from nova_xen_stubdom.dom0 import xen_backend as xb
 
 STRUCTS = {
     xb.XcDomainInfo: 'xc_domaininfo_t',

@@ -11,11 +11,11 @@ import uuid
 
 import pytest
 
-from nova_xen_stubdom.agent import backend as backend_mod
-from nova_xen_stubdom.agent import errors
-from nova_xen_stubdom.agent import xen_backend as xb
-from tests.unit.agent import xen_fakes
-from tests.unit.agent.xen_fakes import FakeXen, page_pattern
+from nova_xen_stubdom.dom0 import hypervisor as backend_mod
+from nova_xen_stubdom.dom0 import errors
+from nova_xen_stubdom.dom0 import xen_backend as xb
+from tests.unit.dom0 import xen_fakes
+from tests.unit.dom0.xen_fakes import FakeXen, page_pattern
 
 GUEST_UUID = str(uuid.uuid4())
 STUB_UUID = str(uuid.uuid4())
@@ -63,7 +63,7 @@ def test_every_abstract_method_is_implemented():
     abstract = backend_mod.HypervisorBackend.__abstractmethods__
     assert abstract and not xb.XenBackend.__abstractmethods__
     assert backend_mod.BACKENDS['xen'] == \
-        'nova_xen_stubdom.agent.xen_backend:XenBackend'
+        'nova_xen_stubdom.dom0.xen_backend:XenBackend'
 
 
 # -- domains ------------------------------------------------------------------

@@ -33,8 +33,8 @@ import os
 import re
 from typing import Dict, List, Optional, Tuple
 
-from nova_xen_stubdom.agent import errors
-from nova_xen_stubdom.agent import plugin
+from nova_xen_stubdom.dom0 import errors
+from nova_xen_stubdom.dom0 import registry as plugin
 
 LOG = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ import sys
 import time
 from typing import List, Optional, Sequence
 
-from nova_xen_stubdom.agent import backend as hv
-from nova_xen_stubdom.agent import migration
-from nova_xen_stubdom.agent import migration_wire as wire
+from nova_xen_stubdom.dom0 import hypervisor as hv
+from nova_xen_stubdom.dom0 import live_migration as migration
+from nova_xen_stubdom.dom0 import migration_channel as wire
 
 MiB = 1 << 20
 MB = 1000 * 1000

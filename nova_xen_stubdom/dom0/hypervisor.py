@@ -19,7 +19,7 @@ PAGE_SIZE = 4096
 #: name -> "module:Class"
 BACKENDS = {
     'sim': 'nova_xen_stubdom.sim.backend:SimBackend',
-    'xen': 'nova_xen_stubdom.agent.xen_backend:XenBackend',
+    'xen': 'nova_xen_stubdom.dom0.xen_backend:XenBackend',
 }
 
 

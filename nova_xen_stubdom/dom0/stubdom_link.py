@@ -21,8 +21,8 @@ it survives an agent restart.
 import json
 from typing import Any, Callable, Dict, List, Optional
 
-from nova_xen_stubdom.agent import errors
-from nova_xen_stubdom.agent import plugin
+from nova_xen_stubdom.dom0 import errors
+from nova_xen_stubdom.dom0 import registry as plugin
 
 LINKS_ROOT = '/nova-xen-stubdom/links'
 DM_ARGV_SEP = '\x1b'
@@ -126,7 +126,7 @@ def build_dm_argv(guest_domid: int, config: Dict[str, Any]) -> List[str]:
         argv += ['-net', 'none']
     if config.get('pci'):
         # pass-through functions: QEMU's xen-pci-passthrough devices
-        from nova_xen_stubdom.agent import pci
+        from nova_xen_stubdom.dom0 import pci_grants as pci
         argv += pci.qemu_device_args(list(config['pci']))
     return argv
 

@@ -13,7 +13,7 @@ import errno
 import mmap
 import uuid
 
-from nova_xen_stubdom.agent import xen_backend as xb
+from nova_xen_stubdom.dom0 import xen_backend as xb
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _mmap = _libc.mmap

@@ -4,7 +4,7 @@ XAPI runs ``/etc/xapi.d/plugins/<plugin>`` with string arguments and returns
 its string result; the simulator calls :func:`call` in process.  Functions
 are registered by the module that implements them::
 
-    from nova_xen_stubdom.agent import plugin
+    from nova_xen_stubdom.dom0 import registry as plugin
 
     @plugin.register('link_stubdom')
     def link_stubdom(agent, args):      # args: dict[str, str]
@@ -20,7 +20,7 @@ import logging
 import threading
 from typing import Callable, Dict, Tuple
 
-from nova_xen_stubdom.agent import errors
+from nova_xen_stubdom.dom0 import errors
 
 LOG = logging.getLogger(__name__)
 
@@ -29,12 +29,12 @@ PLUGIN = 'nova_xen_stubdom'
 
 #: modules that register plugin functions when imported
 EXTENSION_MODULES = (
-    'nova_xen_stubdom.agent.stubdom',
-    'nova_xen_stubdom.agent.dm_wrapper',
-    'nova_xen_stubdom.agent.console',
-    'nova_xen_stubdom.agent.pci',
-    'nova_xen_stubdom.agent.saverestore',
-    'nova_xen_stubdom.agent.migration',
+    'nova_xen_stubdom.dom0.stubdom_link',
+    'nova_xen_stubdom.dom0.device_model',
+    'nova_xen_stubdom.dom0.console',
+    'nova_xen_stubdom.dom0.pci_grants',
+    'nova_xen_stubdom.dom0.saverestore',
+    'nova_xen_stubdom.dom0.live_migration',
 )
 
 PluginFn = Callable[..., str]

@@ -4,10 +4,10 @@ import types
 
 import pytest
 
-from nova_xen_stubdom.agent import errors as agent_errors
-from nova_xen_stubdom.agent import plugin
+from nova_xen_stubdom.dom0 import errors as agent_errors
+from nova_xen_stubdom.dom0 import registry as plugin
 
-from nova_xen_stubdom.agent import pci as agent_pci
+from nova_xen_stubdom.dom0 import pci_grants as agent_pci
 from nova_xen_stubdom.sim import pci as sim_pci
 
 GUEST, STUB, OTHER = 5, 6, 9

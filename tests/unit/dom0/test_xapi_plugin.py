@@ -15,8 +15,8 @@ import xmlrpc.client
 
 import pytest
 
-from nova_xen_stubdom.agent import errors
-from nova_xen_stubdom.agent import xapi_plugin
+from nova_xen_stubdom.dom0 import errors
+from nova_xen_stubdom.dom0 import xapi_plugin
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
@@ -115,7 +115,7 @@ def test_every_registered_function_is_dispatched(dom0, monkeypatch):
         seen.update(table)
     monkeypatch.setattr(sys.modules['XenAPIPlugin'], 'dispatch', dispatch)
     assert xapi_plugin.main(['ignored']) == 0
-    from nova_xen_stubdom.agent import plugin
+    from nova_xen_stubdom.dom0 import registry as plugin
     assert set(seen) == set(plugin.functions())
     assert {'link_stubdom', 'dm_state', 'save_image'} <= set(seen)
 

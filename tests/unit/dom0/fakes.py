@@ -1,7 +1,7 @@
 """An in-memory HypervisorBackend for the agent's unit tests."""
 from typing import Dict, List, Optional
 
-from nova_xen_stubdom.agent import backend
+from nova_xen_stubdom.dom0 import hypervisor as backend
 
 
 class FakeBackend(backend.HypervisorBackend):

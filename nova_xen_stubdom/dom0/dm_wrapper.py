@@ -1,7 +1,7 @@
 """The device-model wrapper process: what xenopsd runs instead of QEMU.
 
 The host is configured to run ``nova-xen-stubdom-dm-wrapper`` (or
-``python3 -m nova_xen_stubdom.agent.dm_wrapper_main``) as the HVM device
+``python3 -m nova_xen_stubdom.dom0.dm_wrapper``) as the HVM device
 model.  It receives QEMU's command line and:
 
 1. finds the guest domain (``-xen-domid N``; a leading bare domid, as
@@ -39,9 +39,9 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional
 
-from nova_xen_stubdom.agent import dm_wrapper
-from nova_xen_stubdom.agent import errors
-from nova_xen_stubdom.agent import stubdom
+from nova_xen_stubdom.dom0 import device_model as dm_wrapper
+from nova_xen_stubdom.dom0 import errors
+from nova_xen_stubdom.dom0 import stubdom_link as stubdom
 
 LOG = logging.getLogger(__name__)
 
@@ -301,7 +301,7 @@ def main(argv: Optional[List[str]] = None, *, agent=None,
     """Process entry; *agent*, *execv* and *stop_event* are for tests."""
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-    from nova_xen_stubdom.agent import xapi_plugin
+    from nova_xen_stubdom.dom0 import xapi_plugin
     try:
         parsed = parse_argv(argv)
         cfg = xapi_plugin.agent_config(xapi_plugin.AGENT_CONF)

@@ -19,11 +19,11 @@ from typing import Dict
 
 from oslo_log import log as logging
 
-from nova_xen_stubdom.agent import errors
-from nova_xen_stubdom.agent import migration
-from nova_xen_stubdom.agent import migration_devstate as devstate
-from nova_xen_stubdom.agent import plugin
-from nova_xen_stubdom.agent import saverestore
+from nova_xen_stubdom.dom0 import errors
+from nova_xen_stubdom.dom0 import live_migration as migration
+from nova_xen_stubdom.dom0 import device_state as devstate
+from nova_xen_stubdom.dom0 import registry as plugin
+from nova_xen_stubdom.dom0 import saverestore
 from nova_xen_stubdom.conf import CONF
 
 LOG = logging.getLogger(__name__)

@@ -9,8 +9,8 @@ import contextlib
 import threading
 from typing import Dict, Iterator, Optional
 
-from nova_xen_stubdom.agent import backend as backend_mod
-from nova_xen_stubdom.agent import errors
+from nova_xen_stubdom.dom0 import hypervisor as backend_mod
+from nova_xen_stubdom.dom0 import errors
 
 
 class HostAgent:

@@ -52,9 +52,9 @@ import uuid as uuidlib
 import weakref
 from typing import Callable, Dict, List, Optional, Tuple
 
-from nova_xen_stubdom.agent import errors
-from nova_xen_stubdom.agent.backend import (PAGE_SIZE, DomainInfo,
-                                            HypervisorBackend)
+from nova_xen_stubdom.dom0 import errors
+from nova_xen_stubdom.dom0.hypervisor import (PAGE_SIZE, DomainInfo,
+                                              HypervisorBackend)
 
 LOG = logging.getLogger(__name__)
 

@@ -2,8 +2,8 @@
 import json
 from typing import Dict
 
-from nova_xen_stubdom.agent import errors
-from nova_xen_stubdom.agent import plugin
+from nova_xen_stubdom.dom0 import errors
+from nova_xen_stubdom.dom0 import registry as plugin
 
 #: Nova shows the tail of the log; keep the answer of call_plugin bounded
 MAX_CONSOLE_BYTES = 100 * 1024

@@ -11,8 +11,8 @@ no device model at all unless the host's policy allows dom0 device models.
 import logging
 from typing import Dict
 
-from nova_xen_stubdom.agent import errors
-from nova_xen_stubdom.agent import stubdom
+from nova_xen_stubdom.dom0 import errors
+from nova_xen_stubdom.dom0 import stubdom_link as stubdom
 
 LOG = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def launch(agent, guest_domid: int, guest_vm_uuid: str) -> Dict[str, object]:
             # grants for the guest's pass-through devices go to its stub
             # domain before QEMU starts; on_dm_launch rolls its own work
             # back on failure
-            from nova_xen_stubdom.agent import pci
+            from nova_xen_stubdom.dom0 import pci_grants as pci
 
             def _pci_grants():
                 pci.on_dm_launch(agent, guest_domid, stub, link['config'])
@@ -67,7 +67,7 @@ def stop(agent, guest_domid: int, guest_vm_uuid: str) -> None:
     """
     backend = agent.backend
     try:
-        from nova_xen_stubdom.agent import pci
+        from nova_xen_stubdom.dom0 import pci_grants as pci
     except ImportError:
         pci = None
     if pci is not None:

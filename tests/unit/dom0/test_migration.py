@@ -5,9 +5,9 @@ import threading
 
 import pytest
 
-from nova_xen_stubdom.agent import migration
-from nova_xen_stubdom.agent import migration_wire as wire
-from tests.unit.agent import migration_fixtures as mf
+from nova_xen_stubdom.dom0 import live_migration as migration
+from nova_xen_stubdom.dom0 import migration_channel as wire
+from tests.unit.dom0 import migration_fixtures as mf
 
 MB = 1 << 20
 DEV = b'DEVICE-STATE' * 100

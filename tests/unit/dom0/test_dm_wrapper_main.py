@@ -6,12 +6,12 @@ import time
 
 import pytest
 
-from nova_xen_stubdom.agent import dm_wrapper_main as dwm
-from nova_xen_stubdom.agent import errors
-from nova_xen_stubdom.agent import host
-from nova_xen_stubdom.agent import stubdom
-from nova_xen_stubdom.agent import xapi_plugin
-from tests.unit.agent import fakes
+from nova_xen_stubdom.dom0 import dm_wrapper as dwm
+from nova_xen_stubdom.dom0 import errors
+from nova_xen_stubdom.dom0 import host
+from nova_xen_stubdom.dom0 import stubdom_link as stubdom
+from nova_xen_stubdom.dom0 import xapi_plugin
+from tests.unit.dom0 import fakes
 
 GUEST_UUID = '6f1c1d9e-2b1e-4a57-9d53-2f0f5b7c0a01'
 CONFIG = {'name': 'instance-00000001', 'memory_mb': 512, 'vcpus': 1,

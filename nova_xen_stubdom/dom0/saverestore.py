@@ -21,8 +21,8 @@ from typing import Any, BinaryIO, Callable, Dict, Optional
 
 from oslo_log import log as logging
 
-from nova_xen_stubdom.agent import backend as hv
-from nova_xen_stubdom.agent import migration_pages as mp
+from nova_xen_stubdom.dom0 import hypervisor as hv
+from nova_xen_stubdom.dom0 import page_copy as mp
 from nova_xen_stubdom import emucore
 
 LOG = logging.getLogger(__name__)
