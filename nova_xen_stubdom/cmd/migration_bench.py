@@ -20,6 +20,7 @@ from typing import List, Optional, Sequence
 
 from nova_xen_stubdom.dom0 import hypervisor as hv
 from nova_xen_stubdom.dom0 import live_migration as migration
+from nova_xen_stubdom.dom0 import migration_target
 from nova_xen_stubdom.dom0 import migration_channel as wire
 
 MiB = 1 << 20
@@ -63,9 +64,9 @@ def _receiver(conn, key: bytes, memory: int) -> None:
         if cmd == 'quit':
             backend.close()
             return
-        target = migration.LiveMigrationTarget(
+        target = migration_target.LiveMigrationTarget(
             backend, key,
-            prepare_domain=lambda info: backend.create_domain(
+            prepare_domain=lambda info: backend.sim.create_domain(
                 info['vm_uuid'], True, info['memory_bytes'], info['vcpus']),
             restore_device_state=lambda domid, state, xs: None,
             destroy_domain=backend.destroy_domain, port_min=0, port_max=0)
@@ -76,7 +77,7 @@ def _receiver(conn, key: bytes, memory: int) -> None:
             if result.state == 'running' else None
         conn.send((result.state, result.error, digest))
         if result.domid is not None and result.state == 'running':
-            backend.destroy_domain(result.domid)
+            backend.sim.destroy_domain(result.domid)
 
 
 def run_one(size_mib: int, rate_mb: float, args, baseline: bool) -> dict:
@@ -89,9 +90,9 @@ def run_one(size_mib: int, rate_mb: float, args, baseline: bool) -> dict:
     proc.start()
     backend = _sim_backend('bench-src', memory * 2 + 256 * MiB)
     try:
-        domid = backend.create_domain('bench-vm', True, memory, 1)
+        domid = backend.sim.create_domain('bench-vm', True, memory, 1)
         _fill(backend, domid, memory // PAGE, args.nonzero)
-        backend.set_dirty_rate(domid, int(rate_mb * MB))
+        backend.sim.set_dirty_rate(domid, int(rate_mb * MB))
         backend.unpause(domid)
         time.sleep(args.warmup)
         parent.send('go')

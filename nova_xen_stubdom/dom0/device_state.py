@@ -9,11 +9,10 @@ magic, length, sha256) and sets ``D/state = saved``.  ``continue`` resumes
 it after a failed save; ``restore`` loads a state from such a disk.  The
 guest's memory never passes through the stub domain.
 """
+import logging
 import os
 import tempfile
 import time
-
-from oslo_log import log as logging
 
 from nova_xen_stubdom.dom0 import errors
 from nova_xen_stubdom.dom0 import statedisk

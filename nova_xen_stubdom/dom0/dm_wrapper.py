@@ -41,6 +41,7 @@ from typing import Callable, Dict, List, Optional
 
 from nova_xen_stubdom.dom0 import device_model as dm_wrapper
 from nova_xen_stubdom.dom0 import errors
+from nova_xen_stubdom.dom0 import logs
 from nova_xen_stubdom.dom0 import stubdom_link as stubdom
 
 LOG = logging.getLogger(__name__)
@@ -300,19 +301,19 @@ def main(argv: Optional[List[str]] = None, *, agent=None,
          stop_event: Optional[threading.Event] = None) -> int:
     """Process entry; *agent*, *execv* and *stop_event* are for tests."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    logs.setup('nova-xen-stubdom-dm-wrapper')
     from nova_xen_stubdom.dom0 import xapi_plugin
     try:
         parsed = parse_argv(argv)
-        cfg = xapi_plugin.agent_config(xapi_plugin.AGENT_CONF)
         agent = agent or xapi_plugin.make_agent()
+        cfg = agent.config
         vm_uuid = parsed.vm_uuid or agent.domain_info(parsed.domid).vm_uuid
         launched = dm_wrapper.launch(agent, parsed.domid, vm_uuid)
     except errors.AgentError as exc:
         sys.stderr.write('nova-xen-stubdom device-model wrapper: %s\n' % exc)
         return 1
     if launched['mode'] == 'dom0':
-        qemu = cfg.get('dom0_qemu') or DEFAULT_DOM0_QEMU
+        qemu = cfg.dom0_qemu or DEFAULT_DOM0_QEMU
         LOG.info('domain %d: QEMU in dom0 (%s), allowed by host policy',
                  parsed.domid, qemu)
         execv(qemu, [qemu] + argv)
@@ -321,7 +322,7 @@ def main(argv: Optional[List[str]] = None, *, agent=None,
         stop_event = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop_event.set())
     return serve(agent, parsed, vm_uuid, launched,
-                 start_timeout=cfg.get('dm_start_timeout', 60.0),
+                 start_timeout=cfg.dm_start_timeout,
                  stop_event=stop_event)
 
 

@@ -10,9 +10,10 @@ written once against :class:`HypervisorBackend`.
 Backends are found by name with :func:`load_backend`.
 """
 import abc
-import dataclasses
 import importlib
 from typing import Dict, List, Optional
+
+from nova_xen_stubdom.dom0 import records
 
 PAGE_SIZE = 4096
 
@@ -23,7 +24,7 @@ BACKENDS = {
 }
 
 
-@dataclasses.dataclass
+@records.record
 class DomainInfo:
     #: Xen domain id
     domid: int
@@ -140,6 +141,24 @@ class HypervisorBackend(metaclass=abc.ABCMeta):
         raise NotImplementedError('%s has no console access'
                                   % type(self).__name__)
 
+    # -- disks of stub domains (the state disk) -----------------------------
+    @abc.abstractmethod
+    def attach_disk(self, domid: int, path: str, devid: str) -> None:
+        """Give *domid* a PV disk frontend *devid* (e.g. ``xvdz``) backed by
+        the dom0 file or block device *path* (blkback, as libxl does)."""
+
+    @abc.abstractmethod
+    def detach_disk(self, domid: int, devid: str) -> None:
+        """Remove the disk :meth:`attach_disk` gave *domid*."""
+
+    @abc.abstractmethod
+    def vdi_path(self, vdi_uuid: str) -> str:
+        """The dom0 path of a raw VDI's contents (``KeyError`` if none)."""
+
+    # -- lifetime -----------------------------------------------------------
+    def close(self) -> None:
+        """Release library handles and mappings (default: nothing held)."""
+
     # -- PCI pass-through ---------------------------------------------------
     @abc.abstractmethod
     def iomem_permission(self, domid: int, first_mfn: int, nr_mfns: int,
@@ -165,10 +184,10 @@ class HypervisorBackend(metaclass=abc.ABCMeta):
 
 
 def load_backend(name: str, **kwargs) -> HypervisorBackend:
-    """Instantiate the backend registered under *name* (``sim`` or ``xen``)."""
-    try:
-        target = BACKENDS[name]
-    except KeyError:
+    """Instantiate the backend registered under *name* (``sim`` or
+    ``xen``), or named ``module:Class`` (agent.conf is root's file)."""
+    target = BACKENDS.get(name) or (name if ':' in name else None)
+    if target is None:
         raise ValueError('unknown hypervisor backend %r (known: %s)'
                          % (name, ', '.join(sorted(BACKENDS))))
     module, _, cls = target.partition(':')

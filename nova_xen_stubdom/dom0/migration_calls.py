@@ -10,21 +10,20 @@ Functions: ``migrate_receive``, ``migrate_receive_status``,
 ``migrate_abort``, ``migrate_force_complete``, ``migrate_forget``,
 ``save_image``, ``verify_image``, ``restore_image``.
 """
-import dataclasses
 import json
+import logging
 import threading
 import uuid
 import weakref
 from typing import Dict
 
-from oslo_log import log as logging
-
 from nova_xen_stubdom.dom0 import errors
 from nova_xen_stubdom.dom0 import live_migration as migration
+from nova_xen_stubdom.dom0 import migration_target
 from nova_xen_stubdom.dom0 import device_state as devstate
+from nova_xen_stubdom.dom0 import records
 from nova_xen_stubdom.dom0 import registry as plugin
 from nova_xen_stubdom.dom0 import saverestore
-from nova_xen_stubdom.conf import CONF
 
 LOG = logging.getLogger(__name__)
 MiB = 1 << 20
@@ -59,8 +58,35 @@ def _jobs(agent) -> Dict[str, _Job]:
         return _JOBS.setdefault(agent, {})
 
 
+def _lost(agent, args, kind: str):
+    """The journal entry of a job a previous daemon was running, or None."""
+    journal = getattr(agent, 'journal', None)
+    job_id = args.get('id', '')
+    if journal is None or not job_id:
+        return None
+    try:
+        entry = journal.read(job_id)
+    except ValueError:
+        return None
+    return entry if entry and entry.get('kind') == kind else None
+
+
+def _journal(agent, job_id: str, **fields) -> None:
+    journal = getattr(agent, 'journal', None)
+    if journal is None:
+        return
+    try:
+        journal.write(job_id, **fields)
+    except OSError:
+        LOG.exception('cannot journal job %s', job_id)
+
+
 def _job(agent, args, kind: str) -> _Job:
     job = _jobs(agent).get(args.get('id', ''))
+    lost = _lost(agent, args, kind) if job is None else None
+    if lost is not None:
+        raise MigrationAgentError(reason='%s job %s: %s (%s)' % (
+            kind, lost['id'], lost.get('state'), lost.get('error')))
     if job is None or job.kind != kind:
         raise errors.InvalidArgument(name='id', value=args.get('id'),
                                      reason='no such %s job on this host'
@@ -109,8 +135,9 @@ def _guest(agent, args, paused=None):
     return info
 
 
-def _conf():
-    return CONF.xen_stubdom
+def _conf(agent):
+    """The agent's defaults for settings a call does not carry."""
+    return agent.config
 
 
 # -- live migration: destination --
@@ -118,7 +145,7 @@ def _conf():
 def migrate_receive(agent, args) -> str:
     """Listen for the guest of ``guest_vm_uuid`` (a paused, fresh domain
     the driver started for it) with ``key``; returns id, address, port."""
-    conf = _conf()
+    conf = _conf(agent)
     dest = _guest(agent, args, paused=True)
     backend = agent.backend
     timeout = _int(args, 'device_state_timeout', conf.device_state_timeout)
@@ -130,7 +157,7 @@ def migrate_receive(agent, args) -> str:
                        'for it %d' % (info.get('max_pfn'), dest.max_pfn))
         return dest.domid
 
-    target = migration.LiveMigrationTarget(
+    target = migration_target.LiveMigrationTarget(
         backend, _key(args), prepare_domain=prepare,
         restore_device_state=lambda domid, state, xs: devstate.restore(
             backend, domid, state, timeout),
@@ -147,6 +174,8 @@ def migrate_receive(agent, args) -> str:
     address, port = target.start()
     job_id = str(uuid.uuid4())
     _jobs(agent)[job_id] = _Job('receive', target)
+    _journal(agent, job_id, kind='receive', state='running',
+             domid=dest.domid)
     LOG.info('receiving VM %(vm)s into domain %(d)d on %(a)s:%(p)d',
              {'vm': args['guest_vm_uuid'], 'd': dest.domid, 'a': address,
               'p': port})
@@ -155,17 +184,25 @@ def migrate_receive(agent, args) -> str:
 
 @plugin.register('migrate_receive_status')
 def migrate_receive_status(agent, args) -> str:
+    lost = None if args.get('id', '') in _jobs(agent) else \
+        _lost(agent, args, 'receive')
+    if lost is not None:
+        return json.dumps({'state': 'failed', 'domid': lost.get('domid'),
+                           'paused': True, 'error': lost.get('error'),
+                           'pages': 0})
     target = _job(agent, args, 'receive').obj
-    return json.dumps(dataclasses.asdict(target.result))
+    return json.dumps(records.asdict(target.result))
 
 
 @plugin.register('migrate_receive_cancel')
 def migrate_receive_cancel(agent, args) -> str:
     job = _jobs(agent).pop(args.get('id', ''), None)
+    if _lost(agent, args, 'receive') is not None:
+        agent.journal.remove(args['id'])
     if job is None or job.kind != 'receive':
         return json.dumps({'state': 'unknown'})
     job.obj.cancel()
-    return json.dumps(dataclasses.asdict(job.obj.result))
+    return json.dumps(records.asdict(job.obj.result))
 
 
 # -- live migration: source --
@@ -174,15 +211,17 @@ def migrate_send(agent, args) -> str:
     """Start sending the guest ``guest_vm_uuid`` (running, or paused:
     it stays paused) to ``address``:``port`` with ``key``; returns the job
     id."""
-    conf = _conf()
+    conf = _conf(agent)
     src_info = _guest(agent, args)
     backend = agent.backend
     domid = src_info.domid
     dev_timeout = _int(args, 'device_state_timeout',
                        conf.device_state_timeout)
     saved = {'device': False}
+    job_id = str(uuid.uuid4())
 
     def device_state() -> bytes:
+        _journal(agent, job_id, phase='device-saved')
         state = devstate.save(backend, domid,
                               _int(args, 'device_state_disk_mb',
                                    conf.device_state_disk_mb) * MiB,
@@ -210,9 +249,9 @@ def migrate_send(agent, args) -> str:
         stall_rounds=_int(args, 'stall_rounds',
                           conf.live_migration_stall_rounds),
         max_mem_factor=float(args.get('max_mem_factor',
-                                      conf.live_migration_max_mem_factor)))
+                                      conf.live_migration_max_mem_factor)),
+        on_phase=lambda phase: _journal(agent, job_id, phase=phase))
     job = _Job('send', source)
-    job_id = str(uuid.uuid4())
 
     def run() -> None:
         try:
@@ -226,20 +265,30 @@ def migrate_send(agent, args) -> str:
             LOG.warning('live migration of domain %(d)d failed: %(e)s',
                         {'d': domid, 'e': e})
             job.state, job.error = 'failed', str(e) or type(e).__name__
+        _journal(agent, job_id, state=job.state, error=job.error)
 
     job.thread = threading.Thread(target=run, daemon=True,
                                   name='migrate-send-%d' % domid)
     _jobs(agent)[job_id] = job
+    _journal(agent, job_id, kind='send', state='running', domid=domid,
+             phase='precopy')
     job.thread.start()
     return json.dumps({'id': job_id})
 
 
 @plugin.register('migrate_status')
 def migrate_status(agent, args) -> str:
+    lost = None if args.get('id', '') in _jobs(agent) else \
+        _lost(agent, args, 'send')
+    if lost is not None:
+        # a previous daemon ran it: what recovery made of it
+        return json.dumps({'state': lost.get('state'),
+                           'error': lost.get('error'), 'progress': {},
+                           'stats': {}})
     job = _job(agent, args, 'send')
     src = job.obj
     return json.dumps({'state': job.state, 'error': job.error,
-                       'progress': dataclasses.asdict(src.progress),
+                       'progress': records.asdict(src.progress),
                        'stats': src.stats.as_dict()})
 
 
@@ -260,6 +309,12 @@ def migrate_force_complete(agent, args) -> str:
 @plugin.register('migrate_forget')
 def migrate_forget(agent, args) -> str:
     job = _jobs(agent).pop(args.get('id', ''), None)
+    journal = getattr(agent, 'journal', None)
+    if journal is not None and args.get('id'):
+        try:
+            journal.remove(args['id'])
+        except ValueError:
+            pass
     if job is not None and job.kind == 'receive':
         job.obj.cancel()
     return json.dumps({'forgotten': job is not None})
@@ -283,7 +338,7 @@ def save_image(agent, args) -> str:
     The guest stays paused on success (the driver tears it down); on
     failure its device model and the guest run again.
     """
-    conf = _conf()
+    conf = _conf(agent)
     info = _guest(agent, args)
     backend = agent.backend
     timeout = _int(args, 'device_state_timeout', conf.device_state_timeout)
@@ -314,7 +369,7 @@ def save_image(agent, args) -> str:
                 raise
             raise MigrationAgentError(reason='save of domain %d failed: %s'
                                       % (info.domid, e))
-    return json.dumps(dataclasses.asdict(stats))
+    return json.dumps(records.asdict(stats))
 
 
 @plugin.register('verify_image')
@@ -338,7 +393,7 @@ def restore_image(agent, args) -> str:
     """Restore into the paused fresh domain of ``guest_vm_uuid`` (its new
     stub domain running) and load the device state; the guest stays
     paused for the driver to unpause through XAPI."""
-    conf = _conf()
+    conf = _conf(agent)
     info = _guest(agent, args, paused=True)
     path = _image_path(agent, args)
     with agent.lock(info.vm_uuid):
@@ -359,7 +414,7 @@ def restore_image(agent, args) -> str:
 def undo_save(agent, args) -> str:
     """After a successful ``save_image`` whose suspend could not be
     completed: the device model and the guest run again."""
-    conf = _conf()
+    conf = _conf(agent)
     info = _guest(agent, args)
     with agent.lock(info.vm_uuid):
         devstate.resume(agent.backend, info.domid,

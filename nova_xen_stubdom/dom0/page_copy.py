@@ -8,10 +8,11 @@ receiver's acknowledgements between batches.  The receiving side is
 :meth:`emucore.StreamReader.restore`.
 """
 import array
-import dataclasses
 from typing import Any, Callable, Optional
 
 from nova_xen_stubdom import emucore
+
+from nova_xen_stubdom.dom0 import records
 
 PAGE_SIZE = emucore.format.PAGE_SIZE
 #: pages per PAGE_DATA record (4 MiB): big enough to amortise the per-record
@@ -35,7 +36,7 @@ def union(a: array.array, b: Optional[array.array]) -> array.array:
     return array.array('Q', sorted(set(a).union(b)))
 
 
-@dataclasses.dataclass
+@records.record
 class PageCounters:
     #: pages sent as full PAGE_DATA
     full: int = 0

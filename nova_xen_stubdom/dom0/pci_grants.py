@@ -26,7 +26,6 @@ Device facts (ids, class, NUMA node, SR-IOV links, resources, which
 functions dom0 itself uses) come from Linux sysfs under ``sysfs_root``; the
 simulator writes the same layout for its hosts.
 """
-import dataclasses
 import json
 import logging
 import os
@@ -34,6 +33,7 @@ import re
 from typing import Dict, List, Optional, Tuple
 
 from nova_xen_stubdom.dom0 import errors
+from nova_xen_stubdom.dom0 import records
 from nova_xen_stubdom.dom0 import registry as plugin
 
 LOG = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def normalize_sbdf(address: str) -> str:
     return addr
 
 
-@dataclasses.dataclass
+@records.record
 class DeviceResources:
     sbdf: str
     #: memory BARs as (first_mfn, nr_mfns)

@@ -1,4 +1,4 @@
-"""The agent's XAPI host plugin: ``host.call_plugin`` lands here.
+"""The registry of plugin functions: what ``host.call_plugin`` reaches.
 
 XAPI runs ``/etc/xapi.d/plugins/<plugin>`` with string arguments and returns
 its string result; the simulator calls :func:`call` in process.  Functions
@@ -20,12 +20,13 @@ import logging
 import threading
 from typing import Callable, Dict, Tuple
 
+from nova_xen_stubdom.dom0 import constants
 from nova_xen_stubdom.dom0 import errors
 
 LOG = logging.getLogger(__name__)
 
 #: the plugin name the driver passes to host.call_plugin
-PLUGIN = 'nova_xen_stubdom'
+PLUGIN = constants.PLUGIN
 
 #: modules that register plugin functions when imported
 EXTENSION_MODULES = (
@@ -33,8 +34,7 @@ EXTENSION_MODULES = (
     'nova_xen_stubdom.dom0.device_model',
     'nova_xen_stubdom.dom0.console',
     'nova_xen_stubdom.dom0.pci_grants',
-    'nova_xen_stubdom.dom0.saverestore',
-    'nova_xen_stubdom.dom0.live_migration',
+    'nova_xen_stubdom.dom0.migration_calls',
 )
 
 PluginFn = Callable[..., str]

@@ -12,17 +12,16 @@ domain is large enough) and writes nothing; only then does the second pass
 write pages.  A corrupt, truncated or foreign image is refused with
 :class:`ImageError` and nothing is changed.
 """
-import dataclasses
 import io
 import json
+import logging
 import mmap
 import time
 from typing import Any, BinaryIO, Callable, Dict, Optional
 
-from oslo_log import log as logging
-
 from nova_xen_stubdom.dom0 import hypervisor as hv
 from nova_xen_stubdom.dom0 import page_copy as mp
+from nova_xen_stubdom.dom0 import records
 from nova_xen_stubdom import emucore
 
 LOG = logging.getLogger(__name__)
@@ -33,7 +32,7 @@ class ImageError(Exception):
     """A save image is unusable (corrupt, truncated, foreign, too big)."""
 
 
-@dataclasses.dataclass
+@records.record
 class SaveStats:
     bytes_written: int
     pages: int
@@ -41,14 +40,14 @@ class SaveStats:
     seconds: float
 
 
-@dataclasses.dataclass
+@records.record
 class ImageContents:
     """What an image holds besides pages."""
-    info: dict = dataclasses.field(default_factory=dict)
+    info: dict = records.field(default_factory=dict)
     hvm_context: Optional[bytes] = None
     hvm_params: Optional[Dict[int, int]] = None
     device_state: Optional[bytes] = None
-    xenstore: Dict[str, str] = dataclasses.field(default_factory=dict)
+    xenstore: Dict[str, str] = records.field(default_factory=dict)
     complete: bool = False
 
 

@@ -24,14 +24,13 @@ same format; the stub domain's init (``init.sh``) writes and reads it with
 busybox tools, and the unit tests check the two agree.
 """
 
-from __future__ import annotations
-
-import dataclasses
 import hashlib
 import io
 import os
 import struct
-from typing import BinaryIO
+from typing import BinaryIO, Union
+
+from nova_xen_stubdom.dom0 import records
 
 MAGIC = b"NXSDSTAT"
 VERSION = 1
@@ -48,7 +47,7 @@ class StateDiskError(ValueError):
     """The disk does not hold a valid, complete device state."""
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class StateHeader:
     version: int
     header_size: int
@@ -125,7 +124,7 @@ def unpack_image(image: bytes) -> bytes:
     return read_state(io.BytesIO(image))
 
 
-def write_state_file(path: str | os.PathLike, state: bytes) -> int:
+def write_state_file(path: Union[str, 'os.PathLike'], state: bytes) -> int:
     """Write a state disk image (a file dom0 then attaches as a disk).
 
     Returns the image size.  Written to a temporary name and renamed, so a
@@ -148,7 +147,7 @@ def write_state_file(path: str | os.PathLike, state: bytes) -> int:
     return len(data)
 
 
-def read_state_file(path: str | os.PathLike) -> bytes:
+def read_state_file(path: Union[str, 'os.PathLike']) -> bytes:
     """Read and verify the state from a disk image file or block device."""
     with open(path, "rb") as f:
         return read_state(f)

@@ -8,39 +8,36 @@ module) decodes it, calls ``handler(session, args)`` and prints the result.
 The installed file (``devstack/files/nova_xen_stubdom.xapi-plugin``) only
 calls :func:`main`, so everything testable lives here.
 
-Each call builds one :class:`HostAgent` over the ``xen`` backend (one call
-per process) and runs the function through :func:`plugin.call`.  Failures
-are raised as ``XenAPIPlugin.Failure('XENAPI_PLUGIN_FAILURE', [code, '',
-message])``: XAPI passes a plugin's ErrorDescription through unchanged, so
-the driver sees ``XENAPI_PLUGIN_FAILURE [status, stdout, stderr]`` exactly
-as the simulator reports it, with the agent error's ``code`` as status.
+The plugin is a thin forwarder: each call goes, unchanged, to the host's
+dom0 daemon (:mod:`.daemon`) over its root-only unix socket
+(:mod:`.daemon_protocol`), because XAPI runs the plugin as a fresh process
+per call and anything with a lifetime (a migration job) must outlive it.
+It imports only the standard library and the protocol, never the engine.
+Failures are raised as ``XenAPIPlugin.Failure('XENAPI_PLUGIN_FAILURE',
+[code, '', message])``: XAPI passes a plugin's ErrorDescription through
+unchanged, so the driver sees ``XENAPI_PLUGIN_FAILURE [status, stdout,
+stderr]`` exactly as the simulator reports it, with the agent error's
+``code`` as status (``DAEMON_UNAVAILABLE`` when the daemon is down).
 
-Host policy comes from an optional ini file,
-``/etc/nova-xen-stubdom/agent.conf``::
-
-    [agent]
-    # refuse QEMU in dom0 for guests without a stub domain (default)
-    allow_dom0_device_model = false
-    # device-model wrapper: the dom0 QEMU (only used when allowed) and how
-    # long to wait for the stub domain's QEMU to report "running"
-    dom0_qemu = /usr/lib64/xen/bin/qemu-system-i386
-    dm_start_timeout = 60
+Host policy comes from ``/etc/nova-xen-stubdom/agent.conf`` (see
+:mod:`nova_xen_stubdom.dom0.config`).
 """
-import configparser
 import logging
+import os
 import sys
 from typing import Callable, Dict, List, Optional
 
-from nova_xen_stubdom.dom0 import hypervisor as backend_mod
+from nova_xen_stubdom.dom0 import config as config_mod
+from nova_xen_stubdom.dom0 import constants
+from nova_xen_stubdom.dom0 import daemon_protocol
 from nova_xen_stubdom.dom0 import errors
-from nova_xen_stubdom.dom0 import host
-from nova_xen_stubdom.dom0 import registry as plugin
+from nova_xen_stubdom.dom0 import logs
 
 LOG = logging.getLogger(__name__)
 
-INVENTORY = '/etc/xensource-inventory'
-AGENT_CONF = '/etc/nova-xen-stubdom/agent.conf'
-PLUGIN_FAILURE = 'XENAPI_PLUGIN_FAILURE'
+INVENTORY = constants.INVENTORY
+AGENT_CONF = constants.AGENT_CONF
+PLUGIN_FAILURE = constants.PLUGIN_FAILURE
 
 
 def host_uuid(inventory: str = INVENTORY) -> str:
@@ -57,57 +54,41 @@ def host_uuid(inventory: str = INVENTORY) -> str:
     raise errors.AgentError('no INSTALLATION_UUID in %s' % inventory)
 
 
-def agent_config(path: str = AGENT_CONF) -> Dict[str, object]:
-    """Host policy from *path*; a missing file means the defaults."""
-    parser = configparser.ConfigParser()
-    try:
-        parser.read(path)
-        return {
-            'allow_dom0_device_model': parser.getboolean(
-                'agent', 'allow_dom0_device_model', fallback=False),
-            'backend': parser.get('agent', 'backend', fallback='xen'),
-            # device-model wrapper (dm_wrapper_main)
-            'dom0_qemu': parser.get('agent', 'dom0_qemu', fallback=''),
-            'dm_start_timeout': parser.getfloat(
-                'agent', 'dm_start_timeout', fallback=60.0),
-        }
-    except (configparser.Error, ValueError) as exc:
-        raise errors.AgentError('bad agent configuration %s: %s'
-                                % (path, exc))
-
-
 def make_agent(inventory: Optional[str] = None,
-               conf: Optional[str] = None) -> host.HostAgent:
-    cfg = agent_config(conf or AGENT_CONF)
-    return host.HostAgent(
-        backend_mod.load_backend(cfg['backend']),
-        host_uuid(inventory or INVENTORY),
-        allow_dom0_device_model=cfg['allow_dom0_device_model'])
+               conf: Optional[str] = None):
+    """A :class:`HostAgent` in this process (the device-model wrapper's);
+    it shares the daemon's per-domain file locks when the daemon's state
+    directory exists."""
+    from nova_xen_stubdom.dom0 import host
+    from nova_xen_stubdom.dom0 import hypervisor
+    cfg = config_mod.load(conf or AGENT_CONF)
+    lock_dir = os.path.join(cfg.state_dir, 'locks')
+    return host.HostAgent(hypervisor.load_backend(cfg.backend),
+                          host_uuid(inventory or INVENTORY), config=cfg,
+                          lock_dir=lock_dir if os.path.isdir(lock_dir)
+                          else None)
+
+
+def forward(fn: str, args: Dict[str, str]) -> str:
+    """Run *fn* in the host's daemon (the socket agent.conf names)."""
+    cfg = config_mod.load(AGENT_CONF)
+    return daemon_protocol.call(cfg.socket_path, fn, args)
 
 
 def handler(fn: str, failure_cls,
-            agent_factory: Optional[Callable[[], host.HostAgent]] = None
+            send: Optional[Callable[[str, Dict[str, str]], str]] = None
             ) -> Callable:
     """``handler(session, args) -> str`` for ``XenAPIPlugin.dispatch``."""
     def handle(_session, args: Dict[str, str]) -> str:
-        agent = None
         try:
-            agent = (agent_factory or make_agent)()
-            return plugin.call(agent, plugin.PLUGIN, fn, dict(args))
+            return (send or forward)(fn, dict(args))
         except errors.AgentError as exc:
-            LOG.warning('%s.%s failed: %s', plugin.PLUGIN, fn, exc)
+            LOG.warning('%s.%s failed: %s', constants.PLUGIN, fn, exc)
             raise failure_cls(PLUGIN_FAILURE, [exc.code, '', str(exc)])
         except Exception as exc:        # keep XAPI's three-field shape
-            LOG.exception('%s.%s failed', plugin.PLUGIN, fn)
+            LOG.exception('%s.%s failed', constants.PLUGIN, fn)
             raise failure_cls(PLUGIN_FAILURE, [type(exc).__name__, '',
                                                str(exc)])
-        finally:
-            close = getattr(getattr(agent, 'backend', None), 'close', None)
-            if close is not None:
-                try:
-                    close()
-                except Exception:
-                    LOG.exception('closing the hypervisor backend failed')
     handle.__name__ = fn
     return handle
 
@@ -124,9 +105,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if argv is not None:
         # XenAPIPlugin.dispatch reads the call from sys.argv[1]
         sys.argv[1:] = argv
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    logs.setup('nova-xen-stubdom-plugin')
     XenAPIPlugin.dispatch({fn: handler(fn, XenAPIPlugin.Failure)
-                           for fn in sorted(plugin.functions())})
+                           for fn in constants.PLUGIN_FUNCTIONS})
     return 0
 
 

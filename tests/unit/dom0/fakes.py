@@ -89,6 +89,15 @@ class FakeBackend(backend.HypervisorBackend):
     def read_console(self, domid):
         return self.consoles.get(domid, '')
 
+    def attach_disk(self, domid, path, devid):
+        self.calls.append(('attach_disk', domid, path, devid))
+
+    def detach_disk(self, domid, devid):
+        self.calls.append(('detach_disk', domid, devid))
+
+    def vdi_path(self, vdi_uuid):
+        raise KeyError(vdi_uuid)
+
     def iomem_permission(self, *a):
         raise NotImplementedError
 

@@ -6,6 +6,7 @@ import threading
 import pytest
 
 from nova_xen_stubdom.dom0 import live_migration as migration
+from nova_xen_stubdom.dom0 import migration_target
 from nova_xen_stubdom.dom0 import migration_channel as wire
 from tests.unit.dom0 import migration_fixtures as mf
 
@@ -34,7 +35,7 @@ class Pair:
                                           info['vcpus']).domid
 
     def target(self, **kw):
-        t = migration.LiveMigrationTarget(
+        t = migration_target.LiveMigrationTarget(
             self.dst, self.key, prepare_domain=self.prepare,
             restore_device_state=lambda d, s, x: self.restored.append(s),
             destroy_domain=self.dst.hyp.destroy_domain,

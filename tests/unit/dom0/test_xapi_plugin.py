@@ -9,13 +9,19 @@ import io
 import json
 import os
 import runpy
+import shutil
+import subprocess
 import sys
+import tempfile
 import types
 import xmlrpc.client
 
 import pytest
 
+from nova_xen_stubdom.dom0 import config
+from nova_xen_stubdom.dom0 import daemon
 from nova_xen_stubdom.dom0 import errors
+from nova_xen_stubdom.dom0 import hypervisor
 from nova_xen_stubdom.dom0 import xapi_plugin
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
@@ -59,14 +65,27 @@ def dom0(tmp_path, monkeypatch):
     inv = tmp_path / 'xensource-inventory'
     inv.write_text("PRIMARY_DISK='/dev/sda'\nINSTALLATION_UUID='%s'\n"
                    % HOST_UUID)
+    # AF_UNIX paths are short (108 bytes): not under pytest's tmp_path
+    run = tempfile.mkdtemp(prefix='nxs-')
+    sock = os.path.join(run, 'agent.sock')
     conf = tmp_path / 'agent.conf'
-    conf.write_text('[agent]\nbackend = sim\n')
+    conf.write_text('[agent]\nbackend = fake\nsocket_path = %s\n'
+                    'state_dir = %s\n' % (sock, tmp_path / 'state'))
+    # an in-memory backend (stdlib only: these tests run on Python 3.6)
+    monkeypatch.setitem(hypervisor.BACKENDS, 'fake',
+                        'tests.unit.dom0.fakes:FakeBackend')
     monkeypatch.setattr(xapi_plugin, 'INVENTORY', str(inv))
     monkeypatch.setattr(xapi_plugin, 'AGENT_CONF', str(conf))
     monkeypatch.setitem(sys.modules, 'XenAPIPlugin',
                         _stand_in_xenapiplugin())
     monkeypatch.setattr(sys, 'argv', list(sys.argv))
-    return conf
+    d = daemon.build(config.load(str(conf)), str(inv))
+    d.start()
+    try:
+        yield conf
+    finally:
+        d.stop()
+        shutil.rmtree(run, ignore_errors=True)
 
 
 def _run(fn, args, launcher=False):
@@ -120,24 +139,59 @@ def test_every_registered_function_is_dispatched(dom0, monkeypatch):
     assert {'link_stubdom', 'dm_state', 'save_image'} <= set(seen)
 
 
-def test_xen_backend_off_xen_reports_xen_unavailable(dom0):
-    dom0.write_text('[agent]\nallow_dom0_device_model = false\n')
+def test_xen_backend_off_xen_reports_xen_unavailable(tmp_path):
+    conf = tmp_path / 'agent.conf'
+    conf.write_text('[agent]\nbackend = xen\n')
+    with pytest.raises(errors.XenUnavailable,
+                       match='only works in a Xen dom0'):
+        daemon.build(config.load(str(conf)))
+
+
+def test_daemon_down_is_daemon_unavailable(dom0):
+    dom0.write_text('[agent]\nsocket_path = /nonexistent/agent.sock\n')
     resp = _run('stubdom_wiring', {'stubdom_domid': '3'})
     desc = resp['ErrorDescription']
-    assert desc[:2] == ['XENAPI_PLUGIN_FAILURE', 'XEN_UNAVAILABLE']
-    assert 'only works in a Xen dom0' in desc[3]
+    assert desc[:3] == ['XENAPI_PLUGIN_FAILURE', 'DAEMON_UNAVAILABLE', '']
+    assert '/nonexistent/agent.sock' in desc[3]
+
+
+def test_plugin_process_imports_no_engine():
+    """The forwarder stays thin: what XAPI forks per call loads neither
+    the registry nor the engine (checked in a fresh interpreter)."""
+    code = ('import sys; from nova_xen_stubdom.dom0 import xapi_plugin; '
+            'bad = [m for m in sys.modules if m.startswith('
+            '"nova_xen_stubdom.") and m.split(".")[-1] in ("registry", '
+            '"host", "live_migration", "saverestore", "emucore", '
+            '"xen_backend")]; print(bad); sys.exit(1 if bad else 0)')
+    out = subprocess.run([sys.executable, '-c', code], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         universal_newlines=True, timeout=60)
+    assert out.returncode == 0, out.stdout
+
+
+def test_plugin_function_list_is_the_registry():
+    from nova_xen_stubdom.dom0 import constants
+    from nova_xen_stubdom.dom0 import registry as plugin
+    assert sorted(constants.PLUGIN_FUNCTIONS) == sorted(plugin.functions())
 
 
 def test_agent_config_and_inventory(tmp_path):
     conf = tmp_path / 'a.conf'
-    assert xapi_plugin.agent_config(str(conf)) == {
-        'allow_dom0_device_model': False, 'backend': 'xen',
-        'dom0_qemu': '', 'dm_start_timeout': 60.0}
-    conf.write_text('[agent]\nallow_dom0_device_model = yes\n')
-    assert xapi_plugin.agent_config(str(conf))['allow_dom0_device_model']
+    cfg = config.load(str(conf))
+    assert cfg == config.AgentConfig()
+    assert (cfg.backend, cfg.allow_dom0_device_model, cfg.dom0_qemu,
+            cfg.dm_start_timeout) == ('xen', False, '', 60.0)
+    conf.write_text('[agent]\nallow_dom0_device_model = yes\n'
+                    'agent_port_min = 40000\n')
+    cfg = config.load(str(conf))
+    assert cfg.allow_dom0_device_model is True
+    assert cfg.agent_port_min == 40000
     conf.write_text('[agent]\nallow_dom0_device_model = perhaps\n')
     with pytest.raises(errors.AgentError):
-        xapi_plugin.agent_config(str(conf))
+        config.load(str(conf))
+    conf.write_text('[agent]\nno_such_key = 1\n')
+    with pytest.raises(errors.AgentError, match='no_such_key'):
+        config.load(str(conf))
     inv = tmp_path / 'inv'
     inv.write_text('INSTALLATION_UUID="abc"\n')
     assert xapi_plugin.host_uuid(str(inv)) == 'abc'
@@ -149,7 +203,7 @@ def test_agent_config_and_inventory(tmp_path):
 
 
 def test_agent_built_with_host_policy(dom0):
-    dom0.write_text('[agent]\nbackend = sim\n'
+    dom0.write_text('[agent]\nbackend = fake\n'
                     'allow_dom0_device_model = true\n')
     agent = xapi_plugin.make_agent()
     try:

@@ -14,6 +14,8 @@ import pytest
 from nova_xen_stubdom.dom0 import hypervisor as backend_mod
 from nova_xen_stubdom.dom0 import errors
 from nova_xen_stubdom.dom0 import xen_backend as xb
+from nova_xen_stubdom.dom0 import xen_devices
+from nova_xen_stubdom.dom0 import xen_libs as xl
 from tests.unit.dom0 import xen_fakes
 from tests.unit.dom0.xen_fakes import FakeXen, page_pattern
 
@@ -43,20 +45,20 @@ def be(xen):
 # -- struct layouts mirror the Xen 4.17 headers (x86_64) ---------------------
 def test_struct_sizes_match_headers():
     # struct xen_domctl_getdomaininfo, XEN_DOMCTL_INTERFACE_VERSION 0x15
-    assert ctypes.sizeof(xb.XcDomainInfo) == 112
-    assert xb.XcDomainInfo.flags.offset == 4
-    assert xb.XcDomainInfo.tot_pages.offset == 8
-    assert xb.XcDomainInfo.nr_online_vcpus.offset == 64
-    assert xb.XcDomainInfo.handle.offset == 76
-    assert xb.XcDomainInfo.cpupool.offset == 92
-    assert xb.XcDomainInfo.gpaddr_bits.offset == 96
-    assert xb.XcDomainInfo.arch_config.offset == 104
+    assert ctypes.sizeof(xl.XcDomainInfo) == 112
+    assert xl.XcDomainInfo.flags.offset == 4
+    assert xl.XcDomainInfo.tot_pages.offset == 8
+    assert xl.XcDomainInfo.nr_online_vcpus.offset == 64
+    assert xl.XcDomainInfo.handle.offset == 76
+    assert xl.XcDomainInfo.cpupool.offset == 92
+    assert xl.XcDomainInfo.gpaddr_bits.offset == 96
+    assert xl.XcDomainInfo.arch_config.offset == 104
     # struct xc_hypercall_buffer: hbuf, param_shadow, int dir, ubuf, sz
-    assert ctypes.sizeof(xb.XcHypercallBuffer) == 40
-    assert xb.XcHypercallBuffer.ubuf.offset == 24
-    assert ctypes.sizeof(xb.XcShadowOpStats) == 8
-    assert ctypes.sizeof(xb.XsPermissions) == 8
-    assert ctypes.sizeof(xb.xen_pfn_t) == 8
+    assert ctypes.sizeof(xl.XcHypercallBuffer) == 40
+    assert xl.XcHypercallBuffer.ubuf.offset == 24
+    assert ctypes.sizeof(xl.XcShadowOpStats) == 8
+    assert ctypes.sizeof(xl.XsPermissions) == 8
+    assert ctypes.sizeof(xl.xen_pfn_t) == 8
 
 
 def test_every_abstract_method_is_implemented():
@@ -106,7 +108,34 @@ def test_pause_unpause_set_target(be, xen):
     be.pause(5)
     assert be.domain_info(5).paused
     be.set_target(6, 5)
+    # the hypervisor's privilege first, then xenstored's (libxl_dm.c)
+    names = [c[0] for c in xen.calls]
+    assert names.index('xc_domain_set_target') < names.index('xs_set_target')
     assert ('xc_domain_set_target', xen_fakes.XCH, 6, 5) in xen.calls
+    assert ('xs_set_target', xen_fakes.XSH, 6, 5) in xen.calls
+    assert xen.targets == {6: 5}
+
+
+def test_xs_set_target_failure_is_reported(be, xen):
+    xen.fail['xs_set_target'] = errno.EACCES
+    with pytest.raises(errors.HypervisorCallFailed, match='xs_set_target'):
+        be.set_target(6, 5)
+
+
+def test_read_console_maps_the_ring_page_read_only(be, xen):
+    with pytest.raises(NotImplementedError):
+        be.read_console(6)              # no console/ring-ref
+    # the fake fills a frame with its number as 64-bit words: this one
+    # reads as out_prod = 3 and output bytes 'A', 0, 0
+    frame = (3 << 32) | 0x41
+    xen.xenstore['/local/domain/6/console/ring-ref'] = str(frame)
+    text = be.read_console(6)
+    maps = [c for c in xen.calls if c[0] == 'xenforeignmemory_map2']
+    assert len(maps) == 1 and maps[-1][4] == xl.PROT_READ
+    assert [c[0] for c in xen.calls[-2:]] == ['xenforeignmemory_unmap',
+                                              'munmap']
+    assert text == 'A\x00\x00'
+    assert text == xen_devices.console_tail(xen_fakes.page_pattern(frame))
 
 
 def test_esrch_is_named_and_a_keyerror(be):
@@ -137,8 +166,8 @@ def test_dirty_bitmap_clean_and_peek(be, xen):
     got = {i for i in range(100) if bm[i // 8] >> (i % 8) & 1}
     assert got == {0, 9, 63, 64, 99}
     ops = [c[3] for c in xen.calls if c[0] == 'xc_logdirty_control']
-    assert ops == [xb.XEN_DOMCTL_SHADOW_OP_ENABLE_LOGDIRTY,
-                   xb.XEN_DOMCTL_SHADOW_OP_PEEK]
+    assert ops == [xl.XEN_DOMCTL_SHADOW_OP_ENABLE_LOGDIRTY,
+                   xl.XEN_DOMCTL_SHADOW_OP_PEEK]
     assert xen.dirty[7]                      # peek keeps the log
     bm2 = be.fetch_dirty_bitmap(7)
     assert bm2 == bm
@@ -150,7 +179,7 @@ def test_dirty_bitmap_clean_and_peek(be, xen):
     be.disable_logdirty(7)
     assert xen.hbufs == {}
     assert [c[3] for c in xen.calls if c[0] == 'xc_logdirty_control'][-1] \
-        == xb.XEN_DOMCTL_SHADOW_OP_OFF
+        == xl.XEN_DOMCTL_SHADOW_OP_OFF
 
 
 def test_dirty_bitmap_without_logdirty_fails_clearly(be, xen):
@@ -162,9 +191,9 @@ def test_dirty_bitmap_without_logdirty_fails_clearly(be, xen):
 
 def test_bitmap_from_xen_masks_tail():
     raw = b'\xff' * 16
-    assert xb.bitmap_from_xen(raw, 10) == bytearray(b'\xff\x03')
-    assert xb.bitmap_from_xen(raw, 16) == bytearray(b'\xff\xff')
-    assert xb.bitmap_from_xen(b'', 9) == bytearray(2)
+    assert xl.bitmap_from_xen(raw, 10) == bytearray(b'\xff\x03')
+    assert xl.bitmap_from_xen(raw, 16) == bytearray(b'\xff\xff')
+    assert xl.bitmap_from_xen(b'', 9) == bytearray(2)
 
 
 # -- HVM state ----------------------------------------------------------------
@@ -178,11 +207,11 @@ def test_hvm_context_roundtrip(be, xen):
 
 
 def test_hvm_params(be, xen):
-    xen.params[(5, xb.HVM_PARAM_STORE_PFN)] = 0xfeffc
-    xen.params[(5, xb.HVM_PARAM_MCA_CAP)] = 1 << 40
+    xen.params[(5, xl.HVM_PARAM_STORE_PFN)] = 0xfeffc
+    xen.params[(5, xl.HVM_PARAM_MCA_CAP)] = 1 << 40
     assert be.get_hvm_params(5) == {1: 0xfeffc, 38: 1 << 40}
     asked = [c[3] for c in xen.calls if c[0] == 'xc_hvm_param_get']
-    assert asked == list(xb.SAVED_HVM_PARAMS)
+    assert asked == list(xl.SAVED_HVM_PARAMS)
     be.set_hvm_params(6, {'9': '3', 1: 1 << 33})
     assert xen.params[(6, 9)] == 3 and xen.params[(6, 1)] == 1 << 33
 
@@ -244,14 +273,14 @@ def test_pci_grants_marshalling(be, xen):
     ('abcd:80:02.0', 0xabcd8010),
 ])
 def test_sbdf_encoding(sbdf, code):
-    assert xb.encode_sbdf(sbdf) == code
+    assert xl.encode_sbdf(sbdf) == code
 
 
 @pytest.mark.parametrize('bad', ['0000:03:20.0', '03:00', 'x:03:00.0',
                                  '0000:03:00.8'])
 def test_sbdf_rejected(bad):
     with pytest.raises(errors.InvalidArgument):
-        xb.encode_sbdf(bad)
+        xl.encode_sbdf(bad)
 
 
 def test_assign_deassign(xen):
@@ -261,8 +290,8 @@ def test_assign_deassign(xen):
     strict.assign_device(5, '0000:03:00.1')
     be.deassign_device(5, '0000:03:00.1')
     assert [c[1:] for c in xen.calls if c[0] == 'xc_assign_device'] == [
-        (xen_fakes.XCH, 5, 0x301, xb.XEN_DOMCTL_DEV_RDM_RELAXED),
-        (xen_fakes.XCH, 5, 0x301, xb.XEN_DOMCTL_DEV_RDM_STRICT)]
+        (xen_fakes.XCH, 5, 0x301, xl.XEN_DOMCTL_DEV_RDM_RELAXED),
+        (xen_fakes.XCH, 5, 0x301, xl.XEN_DOMCTL_DEV_RDM_STRICT)]
     assert ('xc_deassign_device', xen_fakes.XCH, 5, 0x301) in xen.calls
 
 
@@ -275,24 +304,24 @@ def _map_calls(xen):
 def test_map_memory_chunked_contiguous_readonly(xen):
     be = xb.XenBackend(xen.libs(), map_chunk_pages=4)
     view = be.map_memory(5)                       # 10 pages
-    assert view.readonly and len(view) == 10 * xb.PAGE_SIZE
+    assert view.readonly and len(view) == 10 * xl.PAGE_SIZE
     for pfn in range(10):
-        assert view[pfn * xb.PAGE_SIZE:(pfn + 1) * xb.PAGE_SIZE] == \
+        assert view[pfn * xl.PAGE_SIZE:(pfn + 1) * xl.PAGE_SIZE] == \
             page_pattern(pfn)
     calls = _map_calls(xen)
     assert [n for _, n in calls] == [4, 4, 2]
     base = calls[0][0]
-    assert [a for a, _ in calls] == [base, base + 4 * xb.PAGE_SIZE,
-                                     base + 8 * xb.PAGE_SIZE]
+    assert [a for a, _ in calls] == [base, base + 4 * xl.PAGE_SIZE,
+                                     base + 8 * xl.PAGE_SIZE]
     prots = {c[4] for c in xen.calls if c[0] == 'xenforeignmemory_map2'}
-    assert prots == {xb.PROT_READ}
+    assert prots == {xl.PROT_READ}
     assert be.holes(view) == []
     view.release()
     unmaps = [(c[2], c[3]) for c in xen.calls
               if c[0] == 'xenforeignmemory_unmap']
-    assert unmaps == [(base, 4), (base + 4 * xb.PAGE_SIZE, 4),
-                      (base + 8 * xb.PAGE_SIZE, 2)]
-    assert ('munmap', base, 10 * xb.PAGE_SIZE) in xen.calls
+    assert unmaps == [(base, 4), (base + 4 * xl.PAGE_SIZE, 4),
+                      (base + 8 * xl.PAGE_SIZE, 2)]
+    assert ('munmap', base, 10 * xl.PAGE_SIZE) in xen.calls
     assert be._mappings == {}
 
 
@@ -303,8 +332,8 @@ def test_map_memory_writable_and_gc_release(xen):
     view[5] = 0xAA
     assert view[5] == 0xAA
     assert {c[4] for c in xen.calls if c[0] == 'xenforeignmemory_map2'} == \
-        {xb.PROT_READ | xb.PROT_WRITE}
-    part = view[xb.PAGE_SIZE:]
+        {xl.PROT_READ | xl.PROT_WRITE}
+    part = view[xl.PAGE_SIZE:]
     del view
     gc.collect()
     assert not xen.names('xenforeignmemory_unmap')   # slice keeps it alive
@@ -319,8 +348,8 @@ def test_map_memory_holes_read_as_zeros(xen):
     view = be.map_memory(5)
     assert be.holes(view) == [2, 3, 7]
     for pfn in range(10):
-        page = view[pfn * xb.PAGE_SIZE:(pfn + 1) * xb.PAGE_SIZE]
-        expected = bytes(xb.PAGE_SIZE) if pfn in xen.holes[5] else \
+        page = view[pfn * xl.PAGE_SIZE:(pfn + 1) * xl.PAGE_SIZE]
+        expected = bytes(xl.PAGE_SIZE) if pfn in xen.holes[5] else \
             page_pattern(pfn)
         assert page == expected, pfn
     # runs mapped around the holes: [0,1] [4,5,6] [8,9]
@@ -371,7 +400,7 @@ def test_open_failure_is_clear(xen):
 
 
 def test_missing_libraries_are_clear(monkeypatch):
-    monkeypatch.setitem(xb.SONAMES, 'xenctrl', ('libxenctrl-nope.so.0',))
+    monkeypatch.setitem(xl.SONAMES, 'xenctrl', ('libxenctrl-nope.so.0',))
     with pytest.raises(errors.XenUnavailable) as exc:
         backend_mod.load_backend('xen')
     msg = str(exc.value)
@@ -383,13 +412,13 @@ def test_missing_symbol_is_clear(xen):
     class Lib:
         pass
     with pytest.raises(errors.XenUnavailable) as exc:
-        xb.XenLibraries(Lib(), Lib(), Lib(), Lib())
+        xl.XenLibraries(Lib(), Lib(), Lib(), Lib())
     assert 'has no symbol' in str(exc.value)
 
 
 def _real_libs_present():
     try:
-        xb.XenLibraries.load()
+        xl.XenLibraries.load()
         return True
     except errors.XenUnavailable:
         return False
@@ -399,9 +428,9 @@ def _real_libs_present():
                     reason='Xen 4.17 libraries not installed '
                            '(tools/apt-packages.txt: libxen-dev)')
 def test_real_libraries_resolve_and_refuse_without_hypervisor(tmp_path):
-    libs = xb.XenLibraries.load()
-    for group in xb.PROTOTYPES:
-        for sym in xb.PROTOTYPES[group]:
+    libs = xl.XenLibraries.load()
+    for group in xl.PROTOTYPES:
+        for sym in xl.PROTOTYPES[group]:
             assert callable(getattr(libs, sym))
     # no /dev/xen/privcmd here (and never a hypervisor in CI)
     with pytest.raises(errors.XenUnavailable) as exc:
@@ -411,3 +440,17 @@ def test_real_libraries_resolve_and_refuse_without_hypervisor(tmp_path):
     with pytest.raises(errors.XenUnavailable) as exc:
         xb.XenBackend(privcmd=str(tmp_path))
     assert 'xc_interface_open failed' in str(exc.value)
+
+
+def test_readonly_view_outlives_its_parent_through_slices(be, xen):
+    view = be.map_memory(5)
+    page = view[xl.PAGE_SIZE:2 * xl.PAGE_SIZE]
+    del view
+    gc.collect()
+    assert not [c for c in xen.calls if c[0] == 'xenforeignmemory_unmap']
+    assert page == xen_fakes.page_pattern(1)
+    assert page.readonly
+    page.release()
+    del page
+    gc.collect()
+    assert [c for c in xen.calls if c[0] == 'xenforeignmemory_unmap']

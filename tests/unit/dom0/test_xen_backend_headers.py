@@ -22,14 +22,14 @@ import subprocess
 
 import pytest
 
-from nova_xen_stubdom.dom0 import xen_backend as xb
+from nova_xen_stubdom.dom0 import xen_libs as xl
 
 STRUCTS = {
-    xb.XcDomainInfo: 'xc_domaininfo_t',
-    xb.XenArchDomainConfig: 'struct xen_arch_domainconfig',
-    xb.XcHypercallBuffer: 'xc_hypercall_buffer_t',
-    xb.XcShadowOpStats: 'xc_shadow_op_stats_t',
-    xb.XsPermissions: 'struct xs_permissions',
+    xl.XcDomainInfo: 'xc_domaininfo_t',
+    xl.XenArchDomainConfig: 'struct xen_arch_domainconfig',
+    xl.XcHypercallBuffer: 'xc_hypercall_buffer_t',
+    xl.XcShadowOpStats: 'xc_shadow_op_stats_t',
+    xl.XsPermissions: 'struct xs_permissions',
 }
 SCALARS = [
     (ctypes.c_bool, 'bool'), (ctypes.c_uint8, 'uint8_t'),
@@ -111,7 +111,7 @@ def generate_c() -> str:
                          '"%s.%s");' % (cname, field,
                                         getattr(cls, field).offset, cname,
                                         field))
-    for group in xb.PROTOTYPES.values():
+    for group in xl.PROTOTYPES.values():
         for sym, (restype, argtypes) in group.items():
             args = ', '.join(_decl(sym, i, t)
                              for i, t in enumerate(argtypes)) or 'void'
@@ -131,7 +131,7 @@ def _include_dirs():
 
 def test_generated_check_covers_every_symbol():
     src = generate_c()
-    for group in xb.PROTOTYPES.values():
+    for group in xl.PROTOTYPES.values():
         for sym in group:
             assert '= %s;' % sym in src
     assert 'long long (*check_xc_logdirty_control)(xc_interface *, ' \
@@ -150,5 +150,6 @@ def test_prototypes_and_structs_match_xen_headers(tmp_path):
     cmd = [cc, '-std=gnu11', '-fsyntax-only', '-Werror', '-Wall',
            '-Wno-unused-variable', '-Wincompatible-pointer-types']
     cmd += ['-I%s' % d for d in _include_dirs()] + [str(src)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -13,7 +13,7 @@ import errno
 import mmap
 import uuid
 
-from nova_xen_stubdom.dom0 import xen_backend as xb
+from nova_xen_stubdom.dom0 import xen_libs as xl
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _mmap = _libc.mmap
@@ -31,7 +31,7 @@ XCH, FMEM, XSH = 0x1000, 0x2000, 0x3000
 
 
 def page_pattern(pfn: int) -> bytes:
-    return pfn.to_bytes(8, 'little') * (xb.PAGE_SIZE // 8)
+    return pfn.to_bytes(8, 'little') * (xl.PAGE_SIZE // 8)
 
 
 class FakeLib:
@@ -39,7 +39,7 @@ class FakeLib:
 
     def __init__(self, group: str, impl):
         self._keep = []
-        for sym, (restype, argtypes) in xb.PROTOTYPES[group].items():
+        for sym, (restype, argtypes) in xl.PROTOTYPES[group].items():
             proto = ctypes.CFUNCTYPE(restype, *argtypes)
             fn = proto(self._recorder(impl, sym, restype))
             self._keep.append(fn)
@@ -71,6 +71,7 @@ class FakeXen:
         self.domains = {}       # domid -> dict
         self.xenstore = {}      # path -> value
         self.perms = {}         # path -> [(id, bits)]
+        self.targets = {}       # xs_set_target: stub domid -> guest domid
         self.params = {}        # (domid, param) -> value
         self.contexts = {}      # domid -> bytes
         self.set_contexts = {}
@@ -83,14 +84,14 @@ class FakeXen:
 
     def add_domain(self, domid, *, hvm=True, max_gpfn=15, vcpus=1,
                    paused=False, dying=False, vm_uuid=None):
-        flags = (xb.XEN_DOMINF_hvm_guest if hvm else 0) | \
-            (xb.XEN_DOMINF_paused if paused else 0) | \
-            (xb.XEN_DOMINF_dying if dying else 0)
+        flags = (xl.XEN_DOMINF_hvm_guest if hvm else 0) | \
+            (xl.XEN_DOMINF_paused if paused else 0) | \
+            (xl.XEN_DOMINF_dying if dying else 0)
         self.domains[domid] = dict(flags=flags, max_gpfn=max_gpfn,
                                    vcpus=vcpus, vm_uuid=vm_uuid)
 
-    def libs(self) -> xb.XenLibraries:
-        return xb.XenLibraries(FakeLib('xenctrl', self),
+    def libs(self) -> xl.XenLibraries:
+        return xl.XenLibraries(FakeLib('xenctrl', self),
                                FakeLib('xenforeignmemory', self),
                                FakeLib('xenstore', self), FakeLib('c', self),
                                get_errno=lambda: self.errno)
@@ -136,10 +137,10 @@ class FakeXen:
         return 0
 
     def xc_domain_pause(self, xch, domid):
-        return self._flag(domid, xb.XEN_DOMINF_paused, True)
+        return self._flag(domid, xl.XEN_DOMINF_paused, True)
 
     def xc_domain_unpause(self, xch, domid):
-        return self._flag(domid, xb.XEN_DOMINF_paused, False)
+        return self._flag(domid, xl.XEN_DOMINF_paused, False)
 
     def xc_domain_set_target(self, xch, domid, target):
         if domid not in self.domains or target not in self.domains:
@@ -147,23 +148,23 @@ class FakeXen:
         return 0
 
     def xc__hypercall_buffer_alloc_pages(self, xch, b, nr_pages):
-        buf = ctypes.create_string_buffer(nr_pages * xb.PAGE_SIZE)
+        buf = ctypes.create_string_buffer(nr_pages * xl.PAGE_SIZE)
         addr = ctypes.addressof(buf)
         self.hbufs[addr] = buf
         b[0].hbuf = addr
         return addr
 
     def xc__hypercall_buffer_free_pages(self, xch, b, nr_pages):
-        assert len(self.hbufs[b[0].hbuf]) == nr_pages * xb.PAGE_SIZE
+        assert len(self.hbufs[b[0].hbuf]) == nr_pages * xl.PAGE_SIZE
         del self.hbufs[b[0].hbuf]
 
     def xc_logdirty_control(self, xch, domid, op, hbuf, pages, mode, stats):
         if domid not in self.domains:
             return self._err(errno.ESRCH)
-        if op == xb.XEN_DOMCTL_SHADOW_OP_ENABLE_LOGDIRTY:
+        if op == xl.XEN_DOMCTL_SHADOW_OP_ENABLE_LOGDIRTY:
             self.dirty[domid] = set()
             return 0
-        if op == xb.XEN_DOMCTL_SHADOW_OP_OFF:
+        if op == xl.XEN_DOMCTL_SHADOW_OP_OFF:
             self.dirty.pop(domid, None)
             return 0
         if domid not in self.dirty:
@@ -177,7 +178,7 @@ class FakeXen:
         raw = b''.join(w.to_bytes(8, 'little') for w in words)
         ctypes.memmove(buf, raw, len(raw))
         stats[0].dirty_count = len(self.dirty[domid])
-        if op == xb.XEN_DOMCTL_SHADOW_OP_CLEAN:
+        if op == xl.XEN_DOMCTL_SHADOW_OP_CLEAN:
             self.dirty[domid] = set()
         return pages
 
@@ -226,9 +227,9 @@ class FakeXen:
 
     def xenforeignmemory_map2(self, fmem, domid, addr, prot, flags, n, arr,
                               err):
-        assert flags & xb.MAP_FIXED and addr
-        got = _mmap(addr, n * xb.PAGE_SIZE, mmap.PROT_READ | mmap.PROT_WRITE,
-                    mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | xb.MAP_FIXED,
+        assert flags & xl.MAP_FIXED and addr
+        got = _mmap(addr, n * xl.PAGE_SIZE, mmap.PROT_READ | mmap.PROT_WRITE,
+                    mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | xl.MAP_FIXED,
                     -1, 0)
         assert got == addr
         holes = self.holes.get(domid, ())
@@ -237,13 +238,13 @@ class FakeXen:
                 err[i] = -errno.EINVAL
                 continue
             err[i] = 0
-            ctypes.memmove(addr + i * xb.PAGE_SIZE, page_pattern(arr[i]),
-                           xb.PAGE_SIZE)
-        assert _mprotect(addr, n * xb.PAGE_SIZE, prot) == 0
+            ctypes.memmove(addr + i * xl.PAGE_SIZE, page_pattern(arr[i]),
+                           xl.PAGE_SIZE)
+        assert _mprotect(addr, n * xl.PAGE_SIZE, prot) == 0
         return addr
 
     def xenforeignmemory_unmap(self, fmem, addr, n):
-        return _munmap(addr, n * xb.PAGE_SIZE)
+        return _munmap(addr, n * xl.PAGE_SIZE)
 
     # -- libxenstore ----------------------------------------------------------
     def _alloc(self, buf):
@@ -300,7 +301,7 @@ class FakeXen:
         if perms is None:
             self.errno = errno.ENOENT
             return None
-        arr = (xb.XsPermissions * len(perms))()
+        arr = (xl.XsPermissions * len(perms))()
         for i, (domid, bits) in enumerate(perms):
             arr[i].id, arr[i].perms = domid, bits
         num[0] = len(perms)
@@ -309,6 +310,10 @@ class FakeXen:
     def xs_set_permissions(self, xsh, t, path, perms, num):
         self.perms[path.decode()] = [(perms[i].id, perms[i].perms)
                                      for i in range(num)]
+        return True
+
+    def xs_set_target(self, xsh, domid, target):
+        self.targets[domid] = target
         return True
 
     # -- libc -----------------------------------------------------------------
