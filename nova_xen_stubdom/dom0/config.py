@@ -28,6 +28,9 @@ from nova_xen_stubdom.dom0 import errors
 from nova_xen_stubdom.dom0 import records
 
 SECTION = 'agent'
+#: environment variable naming another agent.conf (the simulator gives
+#: each simulated host's plugin processes their own)
+CONF_ENV = 'NOVA_XEN_STUBDOM_AGENT_CONF'
 _MIG = constants.MIGRATION_DEFAULTS
 
 

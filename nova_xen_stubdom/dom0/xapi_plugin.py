@@ -71,7 +71,7 @@ def make_agent(inventory: Optional[str] = None,
 
 def forward(fn: str, args: Dict[str, str]) -> str:
     """Run *fn* in the host's daemon (the socket agent.conf names)."""
-    cfg = config_mod.load(AGENT_CONF)
+    cfg = config_mod.load(os.environ.get(config_mod.CONF_ENV) or AGENT_CONF)
     return daemon_protocol.call(cfg.socket_path, fn, args)
 
 

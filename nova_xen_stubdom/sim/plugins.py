@@ -8,6 +8,11 @@ belong to the agent; tests may replace either per host
 errors become ``XENAPI_PLUGIN_FAILURE [status, stdout, stderr]`` as XAPI
 defines it: status = the agent error's ``code`` (else the exception type),
 stdout empty, stderr = the message.
+
+With ``NOVA_XEN_STUBDOM_SIM_PLUGIN_PROCESS=1`` (or ``HostRuntime.
+plugin_process = True``) a call instead runs the real plugin launcher as a
+fresh process that forwards to the host's dom0 daemon
+(:mod:`.dom0_process`), exactly as XAPI runs host plugins.
 """
 import importlib
 import logging
@@ -15,6 +20,9 @@ import logging
 from nova_xen_stubdom.sim.errors import XapiError
 
 LOG = logging.getLogger(__name__)
+
+#: this project's plugin (``/etc/xapi.d/plugins/nova_xen_stubdom``)
+PLUGIN = 'nova_xen_stubdom'
 
 
 def default_agent(host):
@@ -29,6 +37,11 @@ def default_agent(host):
 
 def call_plugin(host, plugin: str, fn: str, args: dict) -> str:
     dispatch = host.plugin_dispatch
+    if dispatch is None and plugin == PLUGIN:
+        from nova_xen_stubdom.sim import dom0_process
+        if dom0_process.enabled(host):
+            # as XAPI: the plugin is a fresh process, the daemon keeps jobs
+            return dom0_process.call(host, fn, args)
     if dispatch is None:
         try:
             dispatch = importlib.import_module(
