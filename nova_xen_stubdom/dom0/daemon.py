@@ -197,13 +197,14 @@ class Daemon:
 
     def handle(self, request: dict) -> dict:
         fn, args = request.get('fn'), request.get('args')
-        if not isinstance(fn, str) or not isinstance(args, dict):
+        plugin = request.get('plugin', registry.PLUGIN)
+        if not isinstance(fn, str) or not isinstance(args, dict) or \
+                plugin not in (registry.PLUGIN, registry.DM_PLUGIN):
             return {'error': {'code': 'INVALID_ARGUMENT',
-                              'message': 'request needs fn (string) and '
-                                         'args (object)'}}
+                              'message': 'request needs fn (string), args '
+                                         '(object) and a known plugin'}}
         try:
-            return {'ok': registry.call(self.agent, registry.PLUGIN, fn,
-                                        args)}
+            return {'ok': registry.call(self.agent, plugin, fn, args)}
         except errors.AgentError as exc:
             return {'error': {'code': exc.code, 'message': str(exc)}}
         except Exception as exc:        # registry.call wraps; belt and braces

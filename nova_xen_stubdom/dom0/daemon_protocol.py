@@ -2,7 +2,8 @@
 
 One request per connection on the daemon's root-only unix socket: a
 4-byte big-endian length, then UTF-8 JSON.  Request ``{"fn": str,
-"args": {str: str}}`` (the arguments of ``host.call_plugin``); reply
+"args": {str: str}}`` (the arguments of ``host.call_plugin``; the wrapper
+adds ``"plugin": "nova_xen_stubdom.dm"`` for its own functions); reply
 ``{"ok": str}`` or ``{"error": {"code": str, "message": str}}``, where
 ``code`` is the :class:`AgentError` code the plugin hands to XAPI as the
 status of ``XENAPI_PLUGIN_FAILURE``.  Standard library only: the plugin
@@ -65,7 +66,8 @@ def recv_message(sock: socket.socket) -> Dict:
 
 
 def call(path: str, fn: str, args: Dict[str, str],
-         timeout: Optional[float] = 600.0) -> str:
+         timeout: Optional[float] = 600.0,
+         plugin: Optional[str] = None) -> str:
     """Run *fn* in the daemon listening on *path*; its string result.
 
     :raises DaemonUnavailable: nothing listens, or the connection broke.
@@ -76,7 +78,10 @@ def call(path: str, fn: str, args: Dict[str, str],
     try:
         try:
             sock.connect(path)
-            send_message(sock, {'fn': fn, 'args': dict(args)})
+            request = {'fn': fn, 'args': dict(args)}
+            if plugin:
+                request['plugin'] = plugin
+            send_message(sock, request)
             reply = recv_message(sock)
         except (OSError, EOFError, ValueError) as exc:
             raise DaemonUnavailable(path=path, reason=str(exc))

@@ -8,10 +8,12 @@ bridges to the QEMU inside the stub domain (libxl uses
 ``vchan-socket-proxy`` for the same job).  A guest without a stub domain gets
 no device model at all unless the host's policy allows dom0 device models.
 """
+import json
 import logging
 from typing import Dict
 
 from nova_xen_stubdom.dom0 import errors
+from nova_xen_stubdom.dom0 import registry
 from nova_xen_stubdom.dom0 import stubdom_link as stubdom
 
 LOG = logging.getLogger(__name__)
@@ -83,3 +85,26 @@ def stop(agent, guest_domid: int, guest_vm_uuid: str) -> None:
             backend.xs_rm(stub_root + '/target')
             backend.xs_rm(stub_root + '/dm-argv')
             backend.xs_rm('%s/device-model/%d' % (stub_root, guest_domid))
+
+
+# -- the wrapper process asks the daemon (registry plugin DM_PLUGIN, which
+# the XAPI plugin does not expose) so that links and PCI grants are made
+# and revoked by the one process that owns them
+def _domain_args(args: Dict[str, str]):
+    try:
+        return int(args['guest_domid']), args['guest_vm_uuid']
+    except (KeyError, ValueError):
+        raise errors.InvalidArgument(name='guest_domid/guest_vm_uuid',
+                                     value=args, reason='both required, '
+                                     'the domid an integer')
+
+
+@registry.register('dm_launch', plugin=registry.DM_PLUGIN)
+def dm_launch(agent, args: Dict[str, str]) -> str:
+    return json.dumps(launch(agent, *_domain_args(args)))
+
+
+@registry.register('dm_stop', plugin=registry.DM_PLUGIN)
+def dm_stop(agent, args: Dict[str, str]) -> str:
+    stop(agent, *_domain_args(args))
+    return json.dumps({'stopped': True})

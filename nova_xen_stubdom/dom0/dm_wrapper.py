@@ -7,8 +7,9 @@ model.  It receives QEMU's command line and:
 1. finds the guest domain (``-xen-domid N``; a leading bare domid, as
    xenopsd's qemu-wrapper convention passes it, is accepted too) and its
    VM uuid (``-uuid`` or the domain's handle);
-2. calls :func:`dm_wrapper.launch`: a guest with a linked stub domain gets
-   nothing started in dom0; without one it is refused (exit status 1)
+2. asks the host's dom0 daemon (``dm_launch``; in process when no daemon
+   runs) for :func:`device_model.launch`: a guest with a linked stub domain
+   gets nothing started in dom0; without one it is refused (exit status 1)
    unless the host allows dom0 device models, in which case the real QEMU
    (``[agent] dom0_qemu``) is exec'd with the same arguments;
 3. waits for the QEMU inside the stub domain to report ``running``
@@ -18,7 +19,7 @@ model.  It receives QEMU's command line and:
 4. listens on every QMP socket of the command line (``-chardev
    socket,id=X,path=P,server...`` used by ``-mon chardev=X,mode=control``,
    or ``-qmp unix:P,server``) until ``quit``, SIGTERM, or the guest domain
-   going away; then undoes the link (:func:`dm_wrapper.stop`).
+   going away; then undoes the link (``dm_stop``, :func:`device_model.stop`).
 
 About the QMP endpoint: the stub domain's QEMU speaks QMP only to the stub
 domain's init (a local pipe; see ``stubdom/init.sh``), and no channel
@@ -39,9 +40,11 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional
 
+from nova_xen_stubdom.dom0 import daemon_protocol
 from nova_xen_stubdom.dom0 import device_model as dm_wrapper
 from nova_xen_stubdom.dom0 import errors
 from nova_xen_stubdom.dom0 import logs
+from nova_xen_stubdom.dom0 import registry
 from nova_xen_stubdom.dom0 import stubdom_link as stubdom
 
 LOG = logging.getLogger(__name__)
@@ -293,7 +296,35 @@ def serve(agent, parsed: DmArgs, vm_uuid: str, launched: Dict, *,
         try:
             backend.xs_rm(DOM0_STATE_PATH % guest)
         finally:
-            dm_wrapper.stop(agent, guest, vm_uuid)
+            _stop(agent, guest, vm_uuid)
+
+
+def _daemon_socket(agent) -> Optional[str]:
+    """The host daemon's socket when it runs: the daemon, which owns links
+    and PCI grants, makes and revokes them; without it (a host set up
+    without the daemon, the tests) the wrapper does the work itself."""
+    path = agent.config.socket_path
+    return path if os.path.exists(path) else None
+
+
+def _launch(agent, domid: int, vm_uuid: str) -> Dict:
+    sock = _daemon_socket(agent)
+    if sock is None:
+        return dm_wrapper.launch(agent, domid, vm_uuid)
+    return json.loads(daemon_protocol.call(
+        sock, 'dm_launch', {'guest_domid': str(domid),
+                            'guest_vm_uuid': vm_uuid},
+        plugin=registry.DM_PLUGIN))
+
+
+def _stop(agent, domid: int, vm_uuid: str) -> None:
+    sock = _daemon_socket(agent)
+    if sock is None:
+        dm_wrapper.stop(agent, domid, vm_uuid)
+        return
+    daemon_protocol.call(sock, 'dm_stop', {'guest_domid': str(domid),
+                                           'guest_vm_uuid': vm_uuid},
+                         plugin=registry.DM_PLUGIN)
 
 
 def main(argv: Optional[List[str]] = None, *, agent=None,
@@ -308,7 +339,7 @@ def main(argv: Optional[List[str]] = None, *, agent=None,
         agent = agent or xapi_plugin.make_agent()
         cfg = agent.config
         vm_uuid = parsed.vm_uuid or agent.domain_info(parsed.domid).vm_uuid
-        launched = dm_wrapper.launch(agent, parsed.domid, vm_uuid)
+        launched = _launch(agent, parsed.domid, vm_uuid)
     except errors.AgentError as exc:
         sys.stderr.write('nova-xen-stubdom device-model wrapper: %s\n' % exc)
         return 1

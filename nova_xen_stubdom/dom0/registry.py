@@ -28,6 +28,9 @@ LOG = logging.getLogger(__name__)
 #: the plugin name the driver passes to host.call_plugin
 PLUGIN = constants.PLUGIN
 
+#: functions only the device-model wrapper asks the daemon for
+DM_PLUGIN = constants.PLUGIN + '.dm'
+
 #: modules that register plugin functions when imported
 EXTENSION_MODULES = (
     'nova_xen_stubdom.dom0.stubdom_link',

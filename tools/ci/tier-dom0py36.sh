@@ -4,7 +4,9 @@
 #   1. every module of nova_xen_stubdom/dom0 imports on 3.6 with nothing
 #      but the standard library (no oslo, no Nova, no simulator);
 #   2. the _emucore extension is built for 3.6 (tools/dom0/build_emucore.py);
-#   3. the dom0 unit tests (tests/unit/dom0) run under pytest 7.0.x in a
+#   3. _emucore builds and loads on every CPython 3.6 .. 3.13 the machine
+#      has (tools/dom0/emucore-matrix.sh; a missing one is NOT RUN);
+#   4. the dom0 unit tests (tests/unit/dom0) run under pytest 7.0.x in a
 #      3.6 virtual environment (tools/dom0/py36-venv.sh).
 # Tests that need the simulator (Python >= 3.7) are deselected here by
 # name and run in the unit tier; the list is printed.
@@ -55,6 +57,10 @@ if bad:
     sys.exit('dom0 code imported %s' % ', '.join(bad))
 print('%d dom0 modules import on %s' % (len(mods), sys.version.split()[0]))
 PY
+
+echo "--- dom0py36: _emucore on CPython 3.6 .. 3.13"
+tools/dom0/emucore-matrix.sh || { echo "dom0py36: FAILED: emucore matrix"
+                                  exit 1; }
 
 echo "--- dom0py36: tests/unit/dom0 (deselected, simulator needed: $SIM_ONLY)"
 ignore=()

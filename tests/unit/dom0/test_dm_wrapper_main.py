@@ -210,3 +210,36 @@ def test_qmp_facade_replies(tmp_path):
         b.shutdown(socket.SHUT_WR)
         t.join(5)
         assert not t.is_alive()
+
+
+def test_wrapper_asks_the_daemon_when_it_runs(tmp_path):
+    """With the host's daemon up, the daemon decides and owns the link;
+    the wrapper's own agent only reads."""
+    import shutil
+    import tempfile
+
+    from nova_xen_stubdom.dom0 import config
+    from nova_xen_stubdom.dom0 import daemon
+
+    run = tempfile.mkdtemp(prefix='nxs-')
+    try:
+        sock = run + '/agent.sock'
+        backend = fakes.FakeBackend()
+        guest = backend.add_domain(GUEST_UUID, hvm=True)
+        d = daemon.Daemon(host.HostAgent(backend, 'h',
+                                         allow_dom0_device_model=True),
+                          sock, run + '/state')
+        d.start()
+        try:
+            # the wrapper's agent forbids dom0 QEMU; the daemon's policy
+            # (the host's) allows it, and it is the daemon that decides
+            mine = host.HostAgent(backend, 'h', config=config.AgentConfig(
+                socket_path=sock))
+            execs = []
+            assert dwm.main(_argv(guest, tmp_path), agent=mine,
+                            execv=lambda *a: execs.append(a)) == 0
+            assert execs and execs[0][0] == dwm.DEFAULT_DOM0_QEMU
+        finally:
+            d.stop()
+    finally:
+        shutil.rmtree(run, ignore_errors=True)
