@@ -16,7 +16,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 
 # need the simulator (its dataclasses): run by the unit tier on the Nova side
-SIM_ONLY="tests/unit/dom0/test_migration.py tests/unit/dom0/test_saverestore.py tests/unit/dom0/test_pci_agent.py"
+SIM_ONLY="tests/unit/dom0/test_pci_agent.py"
 
 PYV=$(tools/dom0/py36-venv.sh)
 case $? in

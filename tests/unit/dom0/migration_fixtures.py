@@ -3,25 +3,43 @@
 ``HvBackend`` is the simulator's own ``SimBackend`` on a bare simulated
 :class:`~nova_xen_stubdom.sim.hypervisor.Hypervisor` (real shm guest
 memory, a workload thread dirtying pages, a log-dirty bitmap), so the engine
-is tested against the same domains the simulator runs.
+is tested against the same domains the simulator runs.  On dom0's Python
+3.6, where the simulator does not import, it is the stdlib-only
+:class:`~tests.unit.dom0.memhost.MemBackend` with the same surface.
 """
 import random
 import socket
 import threading
 from typing import List, Optional
 
-from nova_xen_stubdom.sim import hypervisor as simhv
-from nova_xen_stubdom.sim.backend import SimBackend
+try:
+    from nova_xen_stubdom.sim import hypervisor as simhv
+    from nova_xen_stubdom.sim.backend import SimBackend as _Base
+
+    def _hypervisor(name: str, memory: int):
+        return simhv.Hypervisor(name, memory, 2)
+
+    def _base_kwargs(hyp) -> dict:
+        return {'hypervisor': hyp}
+except ImportError:         # Python 3.6: the simulator needs dataclasses
+    from tests.unit.dom0 import memhost
+    _Base = memhost.MemBackend
+
+    def _hypervisor(name: str, memory: int):
+        return memhost.MemHypervisor(name)
+
+    def _base_kwargs(hyp) -> dict:
+        return {'hypervisor': hyp}
 
 PAGE = 4096
 
 
-class HvBackend(SimBackend):
-    """The simulator's own backend, plus PFNs that are dirty in every round
-    (a guest that never settles)."""
+class HvBackend(_Base):
+    """The simulator's own backend (or the 3.6 stand-in), plus PFNs that are
+    dirty in every round (a guest that never settles)."""
 
-    def __init__(self, hyp: simhv.Hypervisor) -> None:
-        super().__init__(hypervisor=hyp)
+    def __init__(self, hyp) -> None:
+        super().__init__(**_base_kwargs(hyp))
         self.hyp = hyp
         self.always_dirty: List[int] = []
 
@@ -33,7 +51,7 @@ class HvBackend(SimBackend):
 
 
 def make_host(name: str, memory_mb: int = 1024) -> HvBackend:
-    return HvBackend(simhv.Hypervisor(name, memory_mb << 20, 2))
+    return HvBackend(_hypervisor(name, memory_mb << 20))
 
 
 def fill(backend: HvBackend, domid: int, seed: int = 1,
@@ -44,7 +62,9 @@ def fill(backend: HvBackend, domid: int, seed: int = 1,
     rng = random.Random(seed)
     for pfn in range(d.max_pfn):
         if rng.random() < nonzero_fraction:
-            mem[pfn * PAGE:(pfn + 1) * PAGE] = rng.randbytes(PAGE)
+            # Random.randbytes (3.9+) is exactly this
+            mem[pfn * PAGE:(pfn + 1) * PAGE] = rng.getrandbits(
+                PAGE * 8).to_bytes(PAGE, 'little')
     del mem
 
 

@@ -203,8 +203,9 @@ def _verify(path):
     exe, pypath = _xen_verifier()
     env = dict(os.environ, PYTHONPATH=pypath)
     return subprocess.run([sys.executable, exe, '-f', 'libxl', '-i',
-                           str(path), '-v'], env=env, capture_output=True,
-                          text=True, timeout=120)
+                           str(path), '-v'], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True,
+                          timeout=120)
 
 
 def test_compatible_export_passes_xens_verifier(hosts, tmp_path):
