@@ -1,9 +1,9 @@
 """Names and numbers both sides of the XAPI seam agree on.
 
-Standard library only and import-free, so that the Nova side (driver,
-``conf``) and the dom0 payload (Python 3.6 in XCP-ng 8.3's dom0) can both
-import it.  ``tests/unit/dom0/test_constants.py`` checks that the Nova
-options' defaults still equal the dom0 defaults below.
+Standard library only and import-free, so that the Nova side (``conf``)
+and the dom0 payload (Python 3.6 in XCP-ng 8.3's dom0) can both import it;
+``tests/unit/dom0/test_records_config.py`` checks that the driver's plugin
+name is this one.
 """
 
 #: the plugin name the driver passes to ``host.call_plugin``; the file
@@ -34,10 +34,10 @@ PLUGIN_FUNCTIONS = (
 #: the error XAPI reports for a failing plugin: [status, stdout, stderr]
 PLUGIN_FAILURE = 'XENAPI_PLUGIN_FAILURE'
 
-#: defaults of the migration and save/restore settings; the Nova side's
-#: ``[xen_stubdom]`` options of the same names have the same defaults and
-#: the driver passes its values as plugin arguments, so agent.conf only
-#: matters for calls that omit them
+#: defaults of the migration and save/restore settings: the Nova side's
+#: ``[xen_stubdom]`` options of the same names take them from here
+#: (``nova_xen_stubdom/conf.py``); the driver passes its values as plugin
+#: arguments, so agent.conf only matters for calls that omit them
 MIGRATION_DEFAULTS = {
     'agent_listen_address': '127.0.0.1',
     'agent_port_min': 49500,
