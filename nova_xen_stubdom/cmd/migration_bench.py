@@ -69,7 +69,8 @@ def _receiver(conn, key: bytes, memory: int) -> None:
             prepare_domain=lambda info: backend.sim.create_domain(
                 info['vm_uuid'], True, info['memory_bytes'], info['vcpus']),
             restore_device_state=lambda domid, state, xs: None,
-            destroy_domain=backend.destroy_domain, port_min=0, port_max=0)
+            destroy_domain=backend.sim.destroy_domain, port_min=0,
+            port_max=0)
         _, port = target.start()
         conn.send(port)
         result = target.wait(600)
