@@ -7,7 +7,9 @@ kept by a simulated workload, a xenstore tree with permissions).  Everything
 above this seam -- stubdom wiring, PCI grants, save/restore, migration -- is
 written once against :class:`HypervisorBackend`.
 
-Backends are found by name with :func:`load_backend`.
+Backends are found by name with :func:`load_backend`: ``xen`` here; the
+simulator registers ``sim`` when it is imported (dom0 code never imports
+the simulator), and ``module:Class`` names any other.
 """
 import abc
 import importlib
@@ -17,9 +19,8 @@ from nova_xen_stubdom.dom0 import records
 
 PAGE_SIZE = 4096
 
-#: name -> "module:Class"
+#: name -> "module:Class" (``sim`` is added by nova_xen_stubdom.sim.backend)
 BACKENDS = {
-    'sim': 'nova_xen_stubdom.sim.backend:SimBackend',
     'xen': 'nova_xen_stubdom.dom0.xen_backend:XenBackend',
 }
 

@@ -14,6 +14,7 @@ import tempfile
 import uuid as uuidlib
 from typing import Dict, List, Optional
 
+from nova_xen_stubdom.dom0 import hypervisor as dom0_hypervisor
 from nova_xen_stubdom.dom0.hypervisor import DomainInfo, HypervisorBackend
 from nova_xen_stubdom.sim.hypervisor import Frontend, Hypervisor
 
@@ -265,3 +266,7 @@ class SimControls:
 
     def console(self, domid: int) -> List[str]:
         return list(self._backend.hypervisor.domain(domid).console)
+
+
+# the dom0 side finds this backend by name without importing the simulator
+dom0_hypervisor.BACKENDS['sim'] = __name__ + ':SimBackend'
