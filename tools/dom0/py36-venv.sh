@@ -13,8 +13,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 VENV=${PY36_VENV:-$PWD/build/py36-venv}
-PYTEST_SPEC='pytest>=7.0,<7.1'
-PIP_SPEC='pip>=21.3,<22'
+PYTEST_SPEC='pytest==7.0.1'
+PIP_SPEC='pip==21.3.1'
+CONSTRAINTS=$PWD/tools/dom0/py36-constraints.txt
 WHEELS=${XDG_CACHE_HOME:-$HOME/.cache}/nova-xen-stubdom/py36-wheels
 
 find_py36() {
@@ -38,7 +39,7 @@ offline_install() {
     "$VENV/bin/python" -m pip install -q --no-index --find-links "$WHEELS" \
         "$PIP_SPEC" >&2 2>/dev/null || true
     "$VENV/bin/python" -m pip install -q --no-index --find-links "$WHEELS" \
-        "$PYTEST_SPEC" >&2
+        -c "$CONSTRAINTS" "$PYTEST_SPEC" >&2
 }
 online_install() {
     mkdir -p "$WHEELS"
@@ -46,9 +47,9 @@ online_install() {
     # 21.3 honours Requires-Python
     timeout 300 "$VENV/bin/python" -m pip install -q "$PIP_SPEC" >&2 &&
     timeout 300 "$VENV/bin/python" -m pip download -q -d "$WHEELS" \
-        "$PIP_SPEC" "$PYTEST_SPEC" >&2 &&
+        -c "$CONSTRAINTS" "$PIP_SPEC" "$PYTEST_SPEC" >&2 &&
     "$VENV/bin/python" -m pip install -q --no-index --find-links "$WHEELS" \
-        "$PYTEST_SPEC" >&2
+        -c "$CONSTRAINTS" "$PYTEST_SPEC" >&2
 }
 if ! "$VENV/bin/python" -c 'import pytest' 2>/dev/null; then
     offline_install || online_install || {
