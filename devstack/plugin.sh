@@ -67,10 +67,11 @@ function install_xen_stubdom_dom0 {
     scp "$XEN_STUBDOM_IMAGE_DIR"/nova-xen-stubdom-kernel \
         "$XEN_STUBDOM_IMAGE_DIR"/nova-xen-stubdom-rootfs.cpio.gz \
         "root@$host:$XEN_STUBDOM_BOOT_DIR/"
-    # the agent package and its XAPI host plugin launcher
+    # the agent package, its daemon's unit and the XAPI host plugin launcher
     scp "$wheel_dir"/nova_xen_stubdom-*.whl "$XEN_STUBDOM_DIR/devstack/files/nova_xen_stubdom.xapi-plugin" \
+        "$XEN_STUBDOM_DIR/devstack/files/nova-xen-stubdom-agent.service" \
         "root@$host:/tmp/nova-xen-stubdom/"
-    ssh "root@$host" "python3 -m pip install --no-deps /tmp/nova-xen-stubdom/nova_xen_stubdom-*.whl && install -m 0755 /tmp/nova-xen-stubdom/nova_xen_stubdom.xapi-plugin /etc/xapi.d/plugins/nova_xen_stubdom"
+    ssh "root@$host" "python3 -m pip install --no-deps /tmp/nova-xen-stubdom/nova_xen_stubdom-*.whl && install -m 0644 /tmp/nova-xen-stubdom/nova-xen-stubdom-agent.service /etc/systemd/system/ && systemctl daemon-reload && systemctl enable --now nova-xen-stubdom-agent && install -m 0755 /tmp/nova-xen-stubdom/nova_xen_stubdom.xapi-plugin /etc/xapi.d/plugins/nova_xen_stubdom"
 }
 
 function configure_tempest_xen_stubdom {

@@ -5,6 +5,11 @@ All options of the project live here; ``list_opts`` feeds
 """
 from oslo_config import cfg
 
+from nova_xen_stubdom.dom0 import constants as dom0_constants
+
+#: defaults the dom0 agent uses for calls that omit a value (agent.conf)
+_DOM0 = dom0_constants.MIGRATION_DEFAULTS
+
 GROUP = 'xen_stubdom'
 
 xen_stubdom_group = cfg.OptGroup(
@@ -93,46 +98,59 @@ storage_opts = [
 ]
 
 migration_opts = [
-    cfg.IntOpt('live_migration_downtime_ms', default=300, min=1,
+    cfg.IntOpt('live_migration_downtime_ms',
+               default=_DOM0['live_migration_downtime_ms'], min=1,
                help='Pre-copy stops when the remaining dirty memory can be '
                     'sent within this many milliseconds.'),
-    cfg.IntOpt('live_migration_max_rounds', default=30, min=1,
+    cfg.IntOpt('live_migration_max_rounds',
+               default=_DOM0['live_migration_max_rounds'], min=1,
                help='Pre-copy rounds before switching to stop-and-copy.'),
-    cfg.IntOpt('live_migration_bandwidth_mbps', default=0, min=0,
+    cfg.IntOpt('live_migration_bandwidth_mbps',
+               default=_DOM0['live_migration_bandwidth_mbps'], min=0,
                help='Bandwidth cap of a migration stream in MiB/s; 0 means '
                     'no cap.'),
-    cfg.StrOpt('agent_listen_address', default='127.0.0.1',
+    cfg.StrOpt('agent_listen_address',
+               default=_DOM0['agent_listen_address'],
                help='Address the dom0 agent listens on for incoming '
                     'migration streams.'),
-    cfg.PortOpt('agent_port_min', default=49500,
+    cfg.PortOpt('agent_port_min',
+                default=_DOM0['agent_port_min'],
                 help='Lowest TCP port for incoming migration streams.'),
-    cfg.PortOpt('agent_port_max', default=49599,
+    cfg.PortOpt('agent_port_max',
+                default=_DOM0['agent_port_max'],
                 help='Highest TCP port for incoming migration streams.'),
-    cfg.IntOpt('live_migration_xbzrle_cache_mb', default=64, min=0,
+    cfg.IntOpt('live_migration_xbzrle_cache_mb',
+               default=_DOM0['live_migration_xbzrle_cache_mb'], min=0,
                help='Per-migration cache of last-sent copies of re-dirtied '
                     'pages; pages sent again are XBZRLE-encoded against it. '
                     '0 turns XBZRLE off.'),
-    cfg.IntOpt('live_migration_stall_rounds', default=5, min=1,
+    cfg.IntOpt('live_migration_stall_rounds',
+               default=_DOM0['live_migration_stall_rounds'], min=1,
                help='Pre-copy gives up (pause and send the rest) after '
                     'this many rounds in which the dirty set did not '
                     'shrink by 10%: the guest dirties memory faster than '
                     'the stream carries it.'),
-    cfg.FloatOpt('live_migration_max_mem_factor', default=3.0, min=1.0,
+    cfg.FloatOpt('live_migration_max_mem_factor',
+                 default=_DOM0['live_migration_max_mem_factor'], min=1.0,
                  help='Pre-copy gives up once the stream carried this many '
                       'times the guest\'s memory (libxc uses 3).'),
-    cfg.IntOpt('live_migration_connect_timeout', default=300, min=1,
+    cfg.IntOpt('live_migration_connect_timeout',
+               default=_DOM0['live_migration_connect_timeout'], min=1,
                help='Seconds the destination agent waits for the source '
                     'to connect after pre_live_migration.'),
-    cfg.IntOpt('live_migration_confirm_timeout', default=60, min=1,
+    cfg.IntOpt('live_migration_confirm_timeout',
+               default=_DOM0['live_migration_confirm_timeout'], min=1,
                help='Seconds the source waits for the destination to '
                     'report the guest restored and then running.'),
     cfg.IntOpt('live_migration_progress_interval', default=2, min=1,
                help='Seconds between progress updates written to Nova\'s '
                     'migration record during a live migration.'),
-    cfg.IntOpt('device_state_disk_mb', default=32, min=1,
+    cfg.IntOpt('device_state_disk_mb',
+               default=_DOM0['device_state_disk_mb'], min=1,
                help='Size of the disk attached to a stub domain to carry '
                     'its device model\'s state during a save.'),
-    cfg.IntOpt('device_state_timeout', default=30, min=1,
+    cfg.IntOpt('device_state_timeout',
+               default=_DOM0['device_state_timeout'], min=1,
                help='Seconds to wait for the device model in a stub '
                     'domain to save or load its state.'),
 ]

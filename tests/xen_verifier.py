@@ -61,7 +61,9 @@ def verify(path: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the verifier on a libxl-framed stream file."""
     exe, pypath = require()
     env = dict(os.environ, PYTHONPATH=pypath)
-    # Xen's modules need nothing beyond the stdlib: any python3 runs them.
+    # Xen's modules need nothing beyond the stdlib: any python3 runs them
+    # (the dom0 tests run this on Python 3.6: no capture_output/text)
     return subprocess.run([sys.executable, exe, '-v', '-f', 'libxl', '-i',
-                           str(path)], env=env, capture_output=True,
-                          text=True, timeout=timeout)
+                           str(path)], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True,
+                          timeout=timeout)

@@ -22,7 +22,7 @@ from docutils.parsers.rst import Directive
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, '..', '..'))
-PACKAGES = ('nova_xen_stubdom/driver', 'nova_xen_stubdom/agent',
+PACKAGES = ('nova_xen_stubdom/driver', 'nova_xen_stubdom/dom0',
             'nova_xen_stubdom/xapi')
 SCHEMA = 'nova_xen_stubdom/sim/schema.json'
 _NAME = re.compile(r'^(?:Async\.)?([A-Za-z_]+)\.([a-z_]+)$')

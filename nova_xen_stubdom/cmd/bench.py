@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 BENCHMARKS = {
     'emucore': ('nova_xen_stubdom.emucore.bench',
                 'native data plane throughput against memcpy'),
-    'migration': ('nova_xen_stubdom.agent.migration_bench',
+    'migration': ('nova_xen_stubdom.cmd.migration_bench',
                   'live migration on the simulator against stop-and-copy'),
 }
 

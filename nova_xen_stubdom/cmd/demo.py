@@ -43,7 +43,7 @@ def _make_case(out: _Out, result: dict):
     import XenAPI
 
     from nova_xen_stubdom import conf as xconf  # noqa: F401 (options)
-    from nova_xen_stubdom.agent import plugin
+    from nova_xen_stubdom.dom0 import registry as plugin
     from nova_xen_stubdom.driver import constants as dc
     from nova_xen_stubdom.sim import server as sim_server
 

@@ -24,7 +24,7 @@ from oslo_utils import excutils
 from nova import exception
 from nova.i18n import _
 
-from nova_xen_stubdom.agent import migration_wire
+from nova_xen_stubdom.dom0 import migration_channel as migration_wire
 from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.driver import exceptions as dexc
 from nova_xen_stubdom.driver import guest_config

@@ -48,6 +48,8 @@ xbzrle_decode = _ec.xbzrle_decode
 accels = _ec.accels
 PAGE_SIZE = _ec.PAGE_SIZE
 MAX_BATCH = _ec.MAX_BATCH
+#: only on Python < 3.8, which lacks memoryview.toreadonly()
+readonly_memory = getattr(_ec, 'readonly_memory', None)
 
 __all__ = [
     'AuthenticationError',

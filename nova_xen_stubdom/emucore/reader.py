@@ -24,6 +24,7 @@ Verify-before-apply:
 import collections
 import hmac
 import json
+import mmap
 import struct
 import threading
 from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple
@@ -185,8 +186,12 @@ class _FileSource:
 
 
 def _is_buffer(source: Any) -> bool:
-    if hasattr(source, 'read') and not hasattr(source, 'madvise'):
-        return False  # file-like (an mmap has read() too, but is a buffer)
+    if isinstance(source, mmap.mmap):
+        # an mmap has read() too, but is a buffer (mmap.madvise, which
+        # told them apart before, is 3.8+; dom0's Python is 3.6)
+        return True
+    if hasattr(source, 'read'):
+        return False  # file-like
     try:
         memoryview(source)
         return True

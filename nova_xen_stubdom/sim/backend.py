@@ -2,22 +2,25 @@
 
 Built by the simulator for each host (``SimBackend(host_runtime)``), or
 standalone for unit tests of the agent (``SimBackend()`` owns a private
-hypervisor and an empty PCI host).  Besides :class:`HypervisorBackend`'s
-methods it offers what a sim-only test or the agent's sim paths need:
-``create_domain``, ``destroy_domain``, ``set_dirty_rate``, ``attach_disk``,
-``detach_disk``, ``console`` (the log as lines), ``sysfs_root``,
-``hypervisor``.
+hypervisor and an empty PCI host).  Its public methods are exactly
+:class:`HypervisorBackend`'s (a unit test holds it to that, so the agent
+cannot come to depend on something only the simulator has); what only a
+simulation has -- ``create_domain``, ``destroy_domain``, ``set_dirty_rate``,
+``console`` (the log as lines), ``inject_fault`` -- lives on
+``backend.sim`` (:class:`SimControls`), beside the attributes
+``sysfs_root`` and ``hypervisor``.
 """
 import tempfile
 import uuid as uuidlib
 from typing import Dict, List, Optional
 
-from nova_xen_stubdom.agent.backend import DomainInfo, HypervisorBackend
+from nova_xen_stubdom.dom0 import hypervisor as dom0_hypervisor
+from nova_xen_stubdom.dom0.hypervisor import DomainInfo, HypervisorBackend
 from nova_xen_stubdom.sim.hypervisor import Frontend, Hypervisor
 
 
 class BackendFault(OSError):
-    """An injected hypervisor failure (``SimBackend.inject_fault``)."""
+    """An injected hypervisor failure (``SimBackend.sim.inject_fault``)."""
 
 
 class SimBackend(HypervisorBackend):
@@ -25,6 +28,8 @@ class SimBackend(HypervisorBackend):
                  pci=None, memory: int = 64 << 30, cpus: int = 8):
         #: method name -> calls left before it fails (1 = the next call)
         self.faults: Dict[str, int] = {}
+        #: simulation-only controls (not part of the hypervisor seam)
+        self.sim = SimControls(self)
         if host is not None:
             self.host = host
             self.hypervisor = host.hypervisor
@@ -42,14 +47,6 @@ class SimBackend(HypervisorBackend):
             import shutil
             import weakref
             weakref.finalize(self, shutil.rmtree, self.sysfs_root, True)
-
-    # -- fault injection -----------------------------------------------------
-    def inject_fault(self, method: str, after: int = 1) -> None:
-        """Make the *after*-th next call of *method* raise BackendFault
-        (e.g. ``fetch_dirty_bitmap`` in the middle of a migration)."""
-        if not callable(getattr(self, method, None)):
-            raise ValueError('no backend method %r' % method)
-        self.faults[method] = int(after)
 
     def _maybe_fail(self, method: str) -> None:
         left = self.faults.get(method)
@@ -89,32 +86,9 @@ class SimBackend(HypervisorBackend):
         self._maybe_fail('set_target')
         self.hypervisor.set_target(stub_domid, guest_domid)
 
-    # additive: a domain to restore into, and its removal
-    def create_domain(self, vm_uuid: str, hvm: bool, memory_bytes: int,
-                      vcpus: int = 1, name: str = '',
-                      paused: bool = True) -> int:
-        self._maybe_fail('create_domain')
-        dom = self.hypervisor.create_domain(vm_uuid, hvm, memory_bytes,
-                                            vcpus, name)
-        if not paused:
-            self.hypervisor.unpause(dom.domid)
-        return dom.domid
-
-    def destroy_domain(self, domid: int) -> None:
-        self._maybe_fail('destroy_domain')
-        self.hypervisor.destroy_domain(domid)
-
-    def set_dirty_rate(self, domid: int, bytes_per_second: int) -> None:
-        self._maybe_fail('set_dirty_rate')
-        if bytes_per_second < 0:
-            raise ValueError('dirty rate must be >= 0')
-        self.hypervisor.domain(domid).dirty_rate = int(bytes_per_second)
-
-    def console(self, domid: int) -> List[str]:
-        return list(self.hypervisor.domain(domid).console)
-
+    # -- console -------------------------------------------------------------
     def read_console(self, domid: int) -> str:
-        return ''.join(line + '\n' for line in self.console(domid))
+        return ''.join(line + '\n' for line in self.sim.console(domid))
 
     # -- guest memory and CPU state ------------------------------------------
     def map_memory(self, domid: int, writable: bool = False) -> memoryview:
@@ -251,3 +225,48 @@ class SimBackend(HypervisorBackend):
             self.hypervisor.shutdown()
             import shutil
             shutil.rmtree(self.sysfs_root, ignore_errors=True)
+
+
+class SimControls:
+    """What only a simulated host has: domains made without XAPI, a guest
+    workload's dirty rate, the console as lines, injected failures."""
+
+    def __init__(self, backend: 'SimBackend') -> None:
+        self._backend = backend
+
+    def inject_fault(self, method: str, after: int = 1) -> None:
+        """Make the *after*-th next call of *method* raise BackendFault
+        (e.g. ``fetch_dirty_bitmap`` in the middle of a migration)."""
+        be = self._backend
+        if not callable(getattr(be, method, None)) and \
+                not callable(getattr(self, method, None)):
+            raise ValueError('no backend method %r' % method)
+        be.faults[method] = int(after)
+
+    def create_domain(self, vm_uuid: str, hvm: bool, memory_bytes: int,
+                      vcpus: int = 1, name: str = '',
+                      paused: bool = True) -> int:
+        self._backend._maybe_fail('create_domain')
+        hyp = self._backend.hypervisor
+        dom = hyp.create_domain(vm_uuid, hvm, memory_bytes, vcpus, name)
+        if not paused:
+            hyp.unpause(dom.domid)
+        return dom.domid
+
+    def destroy_domain(self, domid: int) -> None:
+        self._backend._maybe_fail('destroy_domain')
+        self._backend.hypervisor.destroy_domain(domid)
+
+    def set_dirty_rate(self, domid: int, bytes_per_second: int) -> None:
+        self._backend._maybe_fail('set_dirty_rate')
+        if bytes_per_second < 0:
+            raise ValueError('dirty rate must be >= 0')
+        hyp = self._backend.hypervisor
+        hyp.domain(domid).dirty_rate = int(bytes_per_second)
+
+    def console(self, domid: int) -> List[str]:
+        return list(self._backend.hypervisor.domain(domid).console)
+
+
+# the dom0 side finds this backend by name without importing the simulator
+dom0_hypervisor.BACKENDS['sim'] = __name__ + ':SimBackend'

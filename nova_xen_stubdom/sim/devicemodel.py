@@ -46,7 +46,7 @@ _HEADER = '<8sIIQ32s'
 
 def pack_state_image(state: bytes) -> bytes:
     try:
-        from nova_xen_stubdom.stubdom import statedisk
+        from nova_xen_stubdom.dom0 import statedisk
         return statedisk.build_image(state)
     except ImportError:
         head = struct.pack(_HEADER, _MAGIC, 1, 512, len(state),

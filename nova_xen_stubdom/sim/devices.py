@@ -288,7 +288,7 @@ def _launcher(host):
     ``allow_dom0_dm``), or a test's ``HostConfig.dm_launcher`` (no stop)."""
     if host.config.dm_launcher:
         return host.config.dm_launcher, None
-    from nova_xen_stubdom.agent import dm_wrapper
+    from nova_xen_stubdom.dom0 import device_model as dm_wrapper
     return dm_wrapper.launch, dm_wrapper.stop
 
 

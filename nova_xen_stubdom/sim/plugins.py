@@ -1,13 +1,18 @@
 """``host.call_plugin``: dispatch to this project's dom0 plugin.
 
 The simulator runs the real dom0 agent in process, one per host:
-``nova_xen_stubdom.agent.host.HostAgent(backend=SimBackend(host), ...)`` and
-``nova_xen_stubdom.agent.plugin.call(agent, plugin, fn, args) -> str``.  Both
+``nova_xen_stubdom.dom0.host.HostAgent(backend=SimBackend(host), ...)`` and
+``nova_xen_stubdom.dom0.registry.call(agent, plugin, fn, args) -> str``.  Both
 belong to the agent; tests may replace either per host
 (``HostRuntime.agent_factory`` / ``HostRuntime.plugin_dispatch``).  Plugin
 errors become ``XENAPI_PLUGIN_FAILURE [status, stdout, stderr]`` as XAPI
 defines it: status = the agent error's ``code`` (else the exception type),
 stdout empty, stderr = the message.
+
+With ``NOVA_XEN_STUBDOM_SIM_PLUGIN_PROCESS=1`` (or ``HostRuntime.
+plugin_process = True``) a call instead runs the real plugin launcher as a
+fresh process that forwards to the host's dom0 daemon
+(:mod:`.dom0_process`), exactly as XAPI runs host plugins.
 """
 import importlib
 import logging
@@ -16,12 +21,15 @@ from nova_xen_stubdom.sim.errors import XapiError
 
 LOG = logging.getLogger(__name__)
 
+#: this project's plugin (``/etc/xapi.d/plugins/nova_xen_stubdom``)
+PLUGIN = 'nova_xen_stubdom'
+
 
 def default_agent(host):
     """The real dom0 agent over this host's simulated hypervisor; the
     host's ``HostConfig.allow_dom0_dm`` is its allow_dom0_device_model
     (the agent would otherwise read [xen_stubdom] of this process)."""
-    from nova_xen_stubdom.agent.host import HostAgent
+    from nova_xen_stubdom.dom0.host import HostAgent
     from nova_xen_stubdom.sim.backend import SimBackend
     return HostAgent(backend=SimBackend(host), host_uuid=host.uuid,
                      allow_dom0_device_model=bool(host.config.allow_dom0_dm))
@@ -29,10 +37,15 @@ def default_agent(host):
 
 def call_plugin(host, plugin: str, fn: str, args: dict) -> str:
     dispatch = host.plugin_dispatch
+    if dispatch is None and plugin == PLUGIN:
+        from nova_xen_stubdom.sim import dom0_process
+        if dom0_process.enabled(host):
+            # as XAPI: the plugin is a fresh process, the daemon keeps jobs
+            return dom0_process.call(host, fn, args)
     if dispatch is None:
         try:
             dispatch = importlib.import_module(
-                'nova_xen_stubdom.agent.plugin').call
+                'nova_xen_stubdom.dom0.registry').call
         except ImportError:
             raise XapiError('XENAPI_PLUGIN_FAILURE', 'ImportError', '',
                             'no dom0 plugin installed on this host')

@@ -271,7 +271,9 @@ class Pool:
 
     def shutdown(self) -> None:
         self.tasks.join_all(timeout=2)
+        from nova_xen_stubdom.sim import dom0_process
         for h in self.hosts:
+            dom0_process.stop(h)        # before its hypervisor goes
             h.hypervisor.shutdown()
 
 

@@ -11,7 +11,7 @@
 #
 # Device state for save/restore travels on a virtual disk dom0 attaches for
 # the operation, not on consoles (format: doc/source/stubdom.rst and
-# nova_xen_stubdom/stubdom/statedisk.py):
+# nova_xen_stubdom/dom0/statedisk.py):
 #   restore: dom0 attaches the disk before boot and writes
 #            ~/nova-xen-stubdom/restore-disk = <vdev, e.g. xvdb>; the init
 #            verifies it and gives the state to QEMU with -incoming in place

@@ -29,7 +29,7 @@ import time
 import XenAPI
 
 from nova_xen_stubdom import conf as xconf  # noqa: F401 (registers opts)
-from nova_xen_stubdom.agent import plugin
+from nova_xen_stubdom.dom0 import registry as plugin
 from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.sim import server as sim_server
 from tests import waiting

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "emucore.h"
+#include "py_compat.h"
 
 /* Below this many bytes, dropping and re-taking the GIL costs more than
  * the work (a single 4 KiB page is a few hundred nanoseconds). */
@@ -702,7 +703,95 @@ static PyObject *py_accel_reset(PyObject *m, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* ---- read-only views of foreign memory -------------------------------- */
+
+#if PY_VERSION_HEX < 0x03080000
+
+/* memoryview.toreadonly() arrived in Python 3.8; dom0's Python is 3.6.
+ * A ReadOnlyMemory exports [address, address+size) as a read-only buffer
+ * and keeps `owner` (the object whose lifetime bounds the mapping) alive
+ * for as long as any view derived from it exists.  A static type: type
+ * slots for the buffer protocol only reached PyType_FromSpec in 3.9.
+ * Compiled only where it is needed (before 3.8). */
+#include <structmember.h>
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *owner;
+    void *buf;
+    Py_ssize_t len;
+} RoMemObject;
+
+static int romem_getbuffer(RoMemObject *o, Py_buffer *view, int flags)
+{
+    return PyBuffer_FillInfo(view, (PyObject *)o, o->buf, o->len, 1, flags);
+}
+
+static void romem_dealloc(RoMemObject *o)
+{
+    Py_XDECREF(o->owner);
+    PyObject_Del(o);
+}
+
+static PyMemberDef romem_members[] = {
+    {"owner", T_OBJECT, offsetof(RoMemObject, owner), READONLY,
+     "the object that keeps the memory mapped"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyBufferProcs romem_as_buffer = {
+    (getbufferproc)romem_getbuffer, NULL,
+};
+
+static PyTypeObject RoMemType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    "nova_xen_stubdom._emucore.ReadOnlyMemory", /* tp_name */
+    sizeof(RoMemObject),                        /* tp_basicsize */
+    0,                                          /* tp_itemsize */
+    (destructor)romem_dealloc,                  /* tp_dealloc */
+    .tp_as_buffer = &romem_as_buffer,
+    .tp_members = romem_members,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Read-only buffer over memory kept alive by an owner object.",
+};
+
+static PyObject *py_readonly_memory(PyObject *Py_UNUSED(m), PyObject *args)
+{
+    PyObject *owner;
+    unsigned long long address;
+    Py_ssize_t size;
+    if (!PyArg_ParseTuple(args, "OKn:readonly_memory", &owner, &address,
+                          &size)) {
+        return NULL;
+    }
+    if (address == 0 || size < 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "readonly_memory: address must be non-zero and "
+                        "size non-negative");
+        return NULL;
+    }
+    if (PyType_Ready(&RoMemType) < 0) {
+        return NULL;
+    }
+    RoMemObject *o = PyObject_New(RoMemObject, &RoMemType);
+    if (!o) {
+        return NULL;
+    }
+    Py_INCREF(owner);
+    o->owner = owner;
+    o->buf = (void *)(uintptr_t)address;
+    o->len = size;
+    return (PyObject *)o;
+}
+#endif /* < 3.8 */
+
 static PyMethodDef emu_methods[] = {
+#if PY_VERSION_HEX < 0x03080000
+    {"readonly_memory", py_readonly_memory, METH_VARARGS,
+     "readonly_memory(owner, address, size)\n--\n\n"
+     "A read-only buffer over raw memory that keeps owner alive (for\n"
+     "memoryview() on Pythons without memoryview.toreadonly)."},
+#endif
     {"is_zero", py_is_zero, METH_VARARGS,
      "is_zero(buf)\n--\n\nWhether every byte of buf is zero."},
     {"zero_page_flags", (PyCFunction)(void (*)(void))py_zero_page_flags,

@@ -4,8 +4,8 @@ from tests.functional import base  # noqa: I100 (first: eventlet decision)
 
 import json
 
-from nova_xen_stubdom.agent import errors as agent_errors
-from nova_xen_stubdom.agent import plugin
+from nova_xen_stubdom.dom0 import errors as agent_errors
+from nova_xen_stubdom.dom0 import registry as plugin
 from nova_xen_stubdom.sim.errors import XapiError
 
 # (XAPI message, n-th call of it during spawn, words the fault must name)

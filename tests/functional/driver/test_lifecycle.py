@@ -20,7 +20,7 @@ class TestLifecycle(base.XenStubdomTestBase):
 
     def _wiring(self, host, stub_domid):
         agent = self.sim_host(host).agent()
-        from nova_xen_stubdom.agent import plugin
+        from nova_xen_stubdom.dom0 import registry as plugin
         return json.loads(plugin.call(agent, plugin.PLUGIN, 'stubdom_wiring',
                                       {'stubdom_domid': str(stub_domid)}))
 

@@ -12,7 +12,7 @@ import time
 import pytest
 import XenAPI
 
-from nova_xen_stubdom.agent import migration_wire as wire
+from nova_xen_stubdom.dom0 import migration_channel as wire
 from nova_xen_stubdom.sim import devicemodel, testing
 
 

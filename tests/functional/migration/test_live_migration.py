@@ -257,7 +257,7 @@ class TestLiveMigration(base.XenStubdomTestBase):
         incoming = [r for r in x.VM.get_all_records().values()
                     if r['other_config'].get('nova_xen_stubdom_role') ==
                     migrationops.ROLE_INCOMING_GUEST][0]
-        from nova_xen_stubdom.agent import plugin
+        from nova_xen_stubdom.dom0 import registry as plugin
         plugin.call(self.sim_host('host2').agent(), plugin.PLUGIN,
                     'migrate_receive_cancel', {'id': incoming[
                         'other_config'][migrationops.OC_RECEIVE_JOB]})

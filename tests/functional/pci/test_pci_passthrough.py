@@ -14,7 +14,7 @@ from oslo_serialization import jsonutils
 from nova import context as nova_context
 from nova import objects
 
-from nova_xen_stubdom.agent import plugin
+from nova_xen_stubdom.dom0 import registry as plugin
 from nova_xen_stubdom.sim import pool as sim_pool
 
 GPU = '0000:81:00.0'

@@ -211,7 +211,8 @@ def test_call_plugin_failure(x):
 
 def test_stubdom_init_channel_save(sim, x):
     """The stub domain init's save protocol (stubdom.channel) is served."""
-    from nova_xen_stubdom.stubdom import channel, statedisk
+    from nova_xen_stubdom.stubdom import channel
+    from nova_xen_stubdom.dom0 import statedisk
     vdi, guest, stub, host = _guest_and_stubdom(x)
     x.VM.start_on(stub, host, False, False)
     stub_domid = int(x.VM.get_domid(stub))

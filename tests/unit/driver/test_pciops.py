@@ -5,7 +5,7 @@ import types
 
 import pytest
 
-from nova_xen_stubdom.agent import pci as agent_pci
+from nova_xen_stubdom.dom0 import pci_grants as agent_pci
 from nova_xen_stubdom.driver import pciops
 from nova_xen_stubdom.sim import pci as sim_pci
 

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from nova_xen_stubdom.agent.backend import HypervisorBackend, load_backend
+from nova_xen_stubdom.dom0.hypervisor import HypervisorBackend, load_backend
 from nova_xen_stubdom.sim.backend import SimBackend
 from nova_xen_stubdom.sim.hypervisor import PAGE_SIZE
 from tests import waiting
@@ -26,7 +26,7 @@ def test_implements_every_abstract_method():
 
 
 def test_domain_memory_is_a_shared_file(be):
-    domid = be.create_domain('uuid-1', True, 4 << 20, vcpus=2)
+    domid = be.sim.create_domain('uuid-1', True, 4 << 20, vcpus=2)
     info = be.domain_info(domid)
     assert (info.hvm, info.max_pfn, info.vcpus, info.paused) == (
         True, 1024, 2, True)
@@ -44,18 +44,18 @@ def test_domain_memory_is_a_shared_file(be):
     ro = be.map_memory(domid)
     assert ro.readonly
     ro.release()
-    be.destroy_domain(domid)
+    be.sim.destroy_domain(domid)
     assert not os.path.exists(path)
     with pytest.raises(KeyError):
         be.domain_info(domid)
 
 
 def test_workload_dirties_pages_into_logdirty_bitmap(be):
-    domid = be.create_domain('uuid-2', True, 8 << 20, paused=False)
+    domid = be.sim.create_domain('uuid-2', True, 8 << 20, paused=False)
     with pytest.raises(RuntimeError):
         be.fetch_dirty_bitmap(domid)
     be.enable_logdirty(domid)
-    be.set_dirty_rate(domid, 2 << 20)
+    be.sim.set_dirty_rate(domid, 2 << 20)
     dom = be.hypervisor.domain(domid)
     waiting.wait_until(lambda: dom.pages_dirtied >= 50,
                        'the workload to dirty 50 pages')
@@ -74,12 +74,12 @@ def test_workload_dirties_pages_into_logdirty_bitmap(be):
     # an observation window of several workload ticks, not a hand-off
     waiting.wait_for_clock_past(time.time() + 0.1)
     assert not any(be.fetch_dirty_bitmap(domid))
-    be.set_dirty_rate(domid, 0)
+    be.sim.set_dirty_rate(domid, 0)
     be.disable_logdirty(domid)
 
 
 def test_hvm_context_and_params(be):
-    domid = be.create_domain('uuid-3', True, 1 << 20)
+    domid = be.sim.create_domain('uuid-3', True, 1 << 20)
     from nova_xen_stubdom.sim.hypervisor import walk_hvm_context
     blob = be.get_hvm_context(domid)
     records = walk_hvm_context(blob)
@@ -89,14 +89,14 @@ def test_hvm_context_and_params(be):
     assert be.get_hvm_context(domid) == b'new'
     be.set_hvm_params(domid, {5: 7})
     assert be.get_hvm_params(domid)[5] == 7
-    pv = be.create_domain('uuid-4', False, 1 << 20)
+    pv = be.sim.create_domain('uuid-4', False, 1 << 20)
     with pytest.raises(ValueError):
         be.get_hvm_context(pv)
 
 
 def test_xenstore_and_target(be):
-    guest = be.create_domain('g', True, 1 << 20)
-    stub = be.create_domain('s', False, 1 << 20)
+    guest = be.sim.create_domain('g', True, 1 << 20)
+    stub = be.sim.create_domain('s', False, 1 << 20)
     be.xs_write('/local/domain/%d/data/x' % guest, '1')
     assert be.xs_read('/local/domain/%d/data/x' % guest) == '1'
     assert 'data' in be.xs_list('/local/domain/%d' % guest)
@@ -111,41 +111,41 @@ def test_xenstore_and_target(be):
     assert xs.read('/local/domain/%d/data/x' % guest, caller=stub) == '1'
     be.xs_rm('/local/domain/%d/data/x' % guest)
     assert be.xs_read('/local/domain/%d/data/x' % guest) is None
-    be.destroy_domain(guest)
+    be.sim.destroy_domain(guest)
     assert be.xs_read('/local/domain/%d' % guest) is None
     assert [d.domid for d in be.list_domains()] == [0, stub]
 
 
 def test_disks_and_console(be):
-    domid = be.create_domain('d', False, 1 << 20)
+    domid = be.sim.create_domain('d', False, 1 << 20)
     be.attach_disk(domid, '/tmp/x.img', 'xvdb')
     with pytest.raises(ValueError):
         be.attach_disk(domid, '/tmp/x.img', 'xvdb')
     assert be.xs_read('/local/domain/%d/device/vbd/xvdb/state' % domid) == '4'
     be.detach_disk(domid, 'xvdb')
     assert be.hypervisor.frontends_of(domid) == []
-    assert 'created' in be.console(domid)[0]
+    assert 'created' in be.sim.console(domid)[0]
 
 
 def test_pci_methods_delegate(be):
     from nova_xen_stubdom.sim import pci
     gpu = pci.gpu()[0]
     be.pci.add_device(gpu)
-    domid = be.create_domain('p', True, 1 << 20)
+    domid = be.sim.create_domain('p', True, 1 << 20)
     be.assign_device(domid, gpu.address)
     assert be.pci.owner[gpu.address] == domid
-    be.destroy_domain(domid)
+    be.sim.destroy_domain(domid)
     assert be.pci.is_clean()
 
 
 def test_fault_injection(be):
     from nova_xen_stubdom.sim.backend import BackendFault
-    domid = be.create_domain('f', True, 1 << 20)
+    domid = be.sim.create_domain('f', True, 1 << 20)
     be.enable_logdirty(domid)
-    be.inject_fault('fetch_dirty_bitmap', after=2)
+    be.sim.inject_fault('fetch_dirty_bitmap', after=2)
     be.fetch_dirty_bitmap(domid)
     with pytest.raises(BackendFault):
         be.fetch_dirty_bitmap(domid)
     be.fetch_dirty_bitmap(domid)
     with pytest.raises(ValueError):
-        be.inject_fault('no_such_method')
+        be.sim.inject_fault('no_such_method')

@@ -18,7 +18,7 @@ import pytest
 
 from nova_xen_stubdom.stubdom import builder
 from nova_xen_stubdom.stubdom import channel
-from nova_xen_stubdom.stubdom import statedisk
+from nova_xen_stubdom.dom0 import statedisk
 
 BUSYBOX = shutil.which("busybox")
 pytestmark = pytest.mark.skipif(BUSYBOX is None,

@@ -4,7 +4,7 @@ import struct
 
 import pytest
 
-from nova_xen_stubdom.stubdom import statedisk as sd
+from nova_xen_stubdom.dom0 import statedisk as sd
 
 
 def test_header_layout_matches_the_documented_offsets():

@@ -1,0 +1,200 @@
+"""``nova-xen-stubdom bench migration``: live migration on the simulator.
+
+Two simulated hosts, each in its own process (as two dom0s would be), talk
+over loopback TCP.  For each guest size and dirty rate the same guest is
+moved twice in the same run: by live migration (pre-copy) and by plain
+stop-and-copy (the baseline).  Reported per run: total time, downtime
+(source pause to destination running, as the source sees it), stream bytes
+against the bound of plain pages (4 KiB per non-zero page plus 4 KiB per
+page sent again after being re-dirtied; XBZRLE deltas can undercut it),
+rounds.  The destination's memory is checked
+against the paused source's after each move.
+"""
+import argparse
+import hashlib
+import multiprocessing
+import random
+import sys
+import time
+from typing import List, Optional, Sequence
+
+from nova_xen_stubdom.dom0 import hypervisor as hv
+from nova_xen_stubdom.dom0 import live_migration as migration
+from nova_xen_stubdom.dom0 import migration_target
+from nova_xen_stubdom.dom0 import migration_channel as wire
+
+MiB = 1 << 20
+MB = 1000 * 1000
+PAGE = hv.PAGE_SIZE
+
+
+def _sim_backend(name: str, memory: int):
+    """A standalone simulated host (its own hypervisor, shm guest memory)."""
+    from nova_xen_stubdom.sim import backend as sim_backend
+    return sim_backend.SimBackend(memory=memory, cpus=2)
+
+
+def _fill(backend, domid: int, max_pfn: int, fraction: float) -> None:
+    """Random bytes in about *fraction* of the pages, the rest zero."""
+    view = backend.map_memory(domid, writable=True)
+    try:
+        mem = memoryview(view).cast('B')
+        rng = random.Random(42)
+        for pfn in range(max_pfn):
+            if rng.random() < fraction:
+                mem[pfn * PAGE:(pfn + 1) * PAGE] = rng.randbytes(PAGE)
+        del mem
+    finally:
+        view.release()
+
+
+def _digest(backend, domid: int) -> str:
+    view = backend.map_memory(domid)
+    try:
+        return hashlib.sha256(view).hexdigest()
+    finally:
+        view.release()
+
+
+def _receiver(conn, key: bytes, memory: int) -> None:
+    """Destination host: receive one guest, report, then wait for 'quit'."""
+    backend = _sim_backend('bench-dst', memory * 2 + 256 * MiB)
+    while True:
+        cmd = conn.recv()
+        if cmd == 'quit':
+            backend.close()
+            return
+        target = migration_target.LiveMigrationTarget(
+            backend, key,
+            prepare_domain=lambda info: backend.sim.create_domain(
+                info['vm_uuid'], True, info['memory_bytes'], info['vcpus']),
+            restore_device_state=lambda domid, state, xs: None,
+            destroy_domain=backend.sim.destroy_domain, port_min=0,
+            port_max=0)
+        _, port = target.start()
+        conn.send(port)
+        result = target.wait(600)
+        digest = _digest(backend, result.domid) \
+            if result.state == 'running' else None
+        conn.send((result.state, result.error, digest))
+        if result.domid is not None and result.state == 'running':
+            backend.sim.destroy_domain(result.domid)
+
+
+def run_one(size_mib: int, rate_mb: float, args, baseline: bool) -> dict:
+    key = wire.new_key()
+    memory = size_mib * MiB
+    parent, child = multiprocessing.Pipe()
+    ctx = multiprocessing.get_context('fork')
+    proc = ctx.Process(target=_receiver, args=(child, key, memory),
+                       daemon=True)
+    proc.start()
+    backend = _sim_backend('bench-src', memory * 2 + 256 * MiB)
+    try:
+        domid = backend.sim.create_domain('bench-vm', True, memory, 1)
+        _fill(backend, domid, memory // PAGE, args.nonzero)
+        backend.sim.set_dirty_rate(domid, int(rate_mb * MB))
+        backend.unpause(domid)
+        time.sleep(args.warmup)
+        parent.send('go')
+        port = parent.recv()
+        src = migration.LiveMigrationSource(
+            backend, domid, '127.0.0.1', port, key,
+            device_state=lambda: b'\0' * (64 << 10),
+            downtime_ms=args.downtime_ms, max_rounds=args.max_rounds,
+            stall_rounds=args.stall_rounds,
+            max_mem_factor=args.max_mem_factor,
+            bandwidth_bytes=args.bandwidth_mb * MB,
+            xbzrle_cache_pages=args.xbzrle_cache_mb * MiB // PAGE,
+            stop_and_copy=baseline)
+        stats = src.run()
+        state, error, digest = parent.recv()
+        ok = state == 'running' and digest == _digest(backend, domid)
+        parent.send('quit')
+        proc.join(30)
+        return dict(size=size_mib, rate=rate_mb,
+                    mode='stop-and-copy' if baseline else 'live',
+                    ok=ok, error=error, stats=stats)
+    finally:
+        if proc.is_alive():
+            proc.terminate()
+        backend.close()
+
+
+def _row(r: dict) -> str:
+    s = r['stats']
+    ratio = s.bytes_sent / s.bound_bytes if s.bound_bytes else float('nan')
+    return ('%6d %7g %-13s %8.3f %10.1f %9.1f %9.1f %7.4f %6d %7d %5s  %s'
+            % (r['size'], r['rate'], r['mode'], s.total_s,
+               s.downtime_s * 1000, s.bytes_sent / MiB,
+               s.bound_bytes / MiB, ratio, s.rounds, s.last_round_pages,
+               'yes' if r['ok'] else 'NO', s.reason))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(
+        prog='nova-xen-stubdom bench migration',
+        description=__doc__.split('\n\n')[0])
+    p.add_argument('--sizes', default='256,1024',
+                   help='guest sizes in MiB (comma-separated)')
+    p.add_argument('--rates', default='0,50,200',
+                   help='dirty rates in MB/s (comma-separated)')
+    p.add_argument('--downtime-ms', type=int, default=30,
+                   help='live_migration_downtime_ms for the live runs')
+    p.add_argument('--max-rounds', type=int, default=30)
+    p.add_argument('--stall-rounds', type=int, default=5,
+                   help='rounds without the dirty set shrinking before '
+                        'pre-copy gives up')
+    p.add_argument('--max-mem-factor', type=float, default=3.0)
+    p.add_argument('--bandwidth-mb', type=float, default=0,
+                   help='bandwidth cap in MB/s (0: none)')
+    p.add_argument('--xbzrle-cache-mb', type=int, default=64)
+    p.add_argument('--nonzero', type=float, default=0.5,
+                   help='fraction of the guest\'s pages holding data')
+    p.add_argument('--warmup', type=float, default=0.2,
+                   help='seconds the workload runs before the migration')
+    p.add_argument('--verbose', action='store_true',
+                   help='also print where the downtime goes')
+    p.add_argument('--no-baseline', action='store_true',
+                   help='skip the stop-and-copy runs')
+    args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
+    sizes = [int(x) for x in args.sizes.split(',') if x]
+    rates = [float(x) for x in args.rates.split(',') if x]
+    print('live migration on the simulator over loopback (source and '
+          'destination in separate processes); downtime target %d ms'
+          % args.downtime_ms)
+    print('%6s %7s %-13s %8s %10s %9s %9s %7s %6s %7s %5s  %s'
+          % ('MiB', 'MB/s', 'mode', 'total_s', 'downtime', 'sent_MiB',
+             'bound_MiB', 'ratio', 'rounds', 'last_pg', 'ok', 'stop reason'))
+    results: List[dict] = []
+    failed = False
+    for size in sizes:
+        for rate in rates:
+            for baseline in ([False] if args.no_baseline else [False, True]):
+                r = run_one(size, rate, args, baseline)
+                results.append(r)
+                print(_row(r))
+                if args.verbose:
+                    print('       switch-over (ms from pause): %s' % ', '.join(
+                        '%s %.1f' % (k, v * 1000) for k, v in
+                        r['stats'].switchover.items()))
+                sys.stdout.flush()
+                failed |= not r['ok']
+    live = [r for r in results if r['mode'] == 'live']
+    base = {(r['size'], r['rate']): r for r in results
+            if r['mode'] != 'live'}
+    if base:
+        print('\nlive vs stop-and-copy (same guest, same run): downtime '
+              'ratio, total-time ratio')
+        for r in live:
+            b = base.get((r['size'], r['rate']))
+            if b:
+                print('%6d MiB %7g MB/s  downtime %.3fx  total %.2fx'
+                      % (r['size'], r['rate'],
+                         r['stats'].downtime_s / b['stats'].downtime_s,
+                         r['stats'].total_s / b['stats'].total_s))
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""The dom0 agent's access to the hypervisor: one interface, two backends.
+
+``xen`` talks to a real hypervisor (libxenctrl, xenstore, foreign memory
+mappings) and only works inside a real dom0; ``sim`` drives the embedded
+simulator's domains (guest memory in shared-memory files, a log-dirty bitmap
+kept by a simulated workload, a xenstore tree with permissions).  Everything
+above this seam -- stubdom wiring, PCI grants, save/restore, migration -- is
+written once against :class:`HypervisorBackend`.
+
+Backends are found by name with :func:`load_backend`: ``xen`` here; the
+simulator registers ``sim`` when it is imported (dom0 code never imports
+the simulator), and ``module:Class`` names any other.
+"""
+import abc
+import importlib
+from typing import Dict, List, Optional
+
+from nova_xen_stubdom.dom0 import records
+
+PAGE_SIZE = 4096
+
+#: name -> "module:Class" (``sim`` is added by nova_xen_stubdom.sim.backend)
+BACKENDS = {
+    'xen': 'nova_xen_stubdom.dom0.xen_backend:XenBackend',
+}
+
+
+@records.record
+class DomainInfo:
+    #: Xen domain id
+    domid: int
+    #: XAPI VM uuid this domain runs (xenstore /vm path), '' if unknown
+    vm_uuid: str
+    #: True for HVM guests, False for PV (stub domains are PV)
+    hvm: bool
+    #: guest memory size in pages (PFNs 0 .. max_pfn-1)
+    max_pfn: int
+    vcpus: int
+    paused: bool
+    #: domid this stub domain serves (its xenstore ``target``), or None
+    target: Optional[int] = None
+
+
+class HypervisorBackend(metaclass=abc.ABCMeta):
+    """What the dom0 agent needs from one host's hypervisor."""
+
+    # -- domains -----------------------------------------------------------
+    @abc.abstractmethod
+    def list_domains(self) -> List[DomainInfo]:
+        """Every domain on the host, dom0 included."""
+
+    @abc.abstractmethod
+    def domain_info(self, domid: int) -> DomainInfo:
+        """Raise ``KeyError`` if the domain does not exist."""
+
+    @abc.abstractmethod
+    def pause(self, domid: int) -> None:
+        ...
+
+    @abc.abstractmethod
+    def unpause(self, domid: int) -> None:
+        ...
+
+    @abc.abstractmethod
+    def set_target(self, stub_domid: int, guest_domid: int) -> None:
+        """Give *stub_domid* privilege over *guest_domid*.
+
+        Xen's xc_domain_set_target.
+        """
+
+    # -- guest memory and CPU state ------------------------------------------
+    @abc.abstractmethod
+    def map_memory(self, domid: int, writable: bool = False) -> memoryview:
+        """Map the whole guest physical memory (max_pfn * PAGE_SIZE bytes).
+
+        The caller releases the view; the mapping stays valid until then.
+        """
+
+    @abc.abstractmethod
+    def enable_logdirty(self, domid: int) -> None:
+        ...
+
+    @abc.abstractmethod
+    def disable_logdirty(self, domid: int) -> None:
+        ...
+
+    @abc.abstractmethod
+    def fetch_dirty_bitmap(self, domid: int, clear: bool = True) -> bytearray:
+        """The log-dirty bitmap (bit n = PFN n, little-endian bit order).
+
+        With *clear*, dirty tracking restarts from an empty bitmap atomically.
+        """
+
+    @abc.abstractmethod
+    def get_hvm_context(self, domid: int) -> bytes:
+        """The HVM save records (CPU, LAPIC, ...) as Xen's HVM_CONTEXT blob."""
+
+    @abc.abstractmethod
+    def set_hvm_context(self, domid: int, blob: bytes) -> None:
+        ...
+
+    @abc.abstractmethod
+    def get_hvm_params(self, domid: int) -> Dict[int, int]:
+        ...
+
+    @abc.abstractmethod
+    def set_hvm_params(self, domid: int, params: Dict[int, int]) -> None:
+        ...
+
+    # -- xenstore -----------------------------------------------------------
+    @abc.abstractmethod
+    def xs_read(self, path: str) -> Optional[str]:
+        """None when the node does not exist."""
+
+    @abc.abstractmethod
+    def xs_write(self, path: str, value: str) -> None:
+        ...
+
+    @abc.abstractmethod
+    def xs_rm(self, path: str) -> None:
+        ...
+
+    @abc.abstractmethod
+    def xs_list(self, path: str) -> List[str]:
+        ...
+
+    @abc.abstractmethod
+    def xs_set_perms(self, path: str, perms: List[str]) -> None:
+        """Xenstore permission list, e.g. ``['n0', 'r5']`` (owner first)."""
+
+    @abc.abstractmethod
+    def xs_get_perms(self, path: str) -> List[str]:
+        ...
+
+    # -- consoles (optional) ------------------------------------------------
+    def read_console(self, domid: int) -> str:
+        """The domain's console output so far (xenconsoled's log).
+
+        Not abstract: a backend without console access raises
+        NotImplementedError and the driver reports no console output.
+        """
+        raise NotImplementedError('%s has no console access'
+                                  % type(self).__name__)
+
+    # -- disks of stub domains (the state disk) -----------------------------
+    @abc.abstractmethod
+    def attach_disk(self, domid: int, path: str, devid: str) -> None:
+        """Give *domid* a PV disk frontend *devid* (e.g. ``xvdz``) backed by
+        the dom0 file or block device *path* (blkback, as libxl does)."""
+
+    @abc.abstractmethod
+    def detach_disk(self, domid: int, devid: str) -> None:
+        """Remove the disk :meth:`attach_disk` gave *domid*."""
+
+    @abc.abstractmethod
+    def vdi_path(self, vdi_uuid: str) -> str:
+        """The dom0 path of a raw VDI's contents (``KeyError`` if none)."""
+
+    # -- lifetime -----------------------------------------------------------
+    def close(self) -> None:
+        """Release library handles and mappings (default: nothing held)."""
+
+    # -- PCI pass-through ---------------------------------------------------
+    @abc.abstractmethod
+    def iomem_permission(self, domid: int, first_mfn: int, nr_mfns: int,
+                         allow: bool) -> None:
+        ...
+
+    @abc.abstractmethod
+    def ioport_permission(self, domid: int, first_port: int, nr_ports: int,
+                          allow: bool) -> None:
+        ...
+
+    @abc.abstractmethod
+    def irq_permission(self, domid: int, pirq: int, allow: bool) -> None:
+        ...
+
+    @abc.abstractmethod
+    def assign_device(self, domid: int, sbdf: str) -> None:
+        """Put PCI device ``dddd:bb:dd.f`` behind *domid*'s IOMMU context."""
+
+    @abc.abstractmethod
+    def deassign_device(self, domid: int, sbdf: str) -> None:
+        ...
+
+
+def load_backend(name: str, **kwargs) -> HypervisorBackend:
+    """Instantiate the backend registered under *name* (``sim`` or
+    ``xen``), or named ``module:Class`` (agent.conf is root's file)."""
+    target = BACKENDS.get(name) or (name if ':' in name else None)
+    if target is None:
+        raise ValueError('unknown hypervisor backend %r (known: %s)'
+                         % (name, ', '.join(sorted(BACKENDS))))
+    module, _, cls = target.partition(':')
+    return getattr(importlib.import_module(module), cls)(**kwargs)

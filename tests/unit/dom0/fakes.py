@@ -1,0 +1,114 @@
+"""An in-memory HypervisorBackend for the agent's unit tests."""
+from typing import Dict, List, Optional
+
+from nova_xen_stubdom.dom0 import hypervisor as backend
+
+
+class FakeBackend(backend.HypervisorBackend):
+    def __init__(self) -> None:
+        self.domains: Dict[int, backend.DomainInfo] = {
+            0: backend.DomainInfo(0, '', False, 1024, 1, False)}
+        self.xs: Dict[str, str] = {}
+        self.perms: Dict[str, List[str]] = {}
+        self.calls: List[tuple] = []
+        self.consoles: Dict[int, str] = {}
+        self._next = 1
+
+    def add_domain(self, vm_uuid: str, hvm: bool) -> int:
+        domid = self._next
+        self._next += 1
+        self.domains[domid] = backend.DomainInfo(domid, vm_uuid, hvm, 256,
+                                                 1, False)
+        return domid
+
+    def list_domains(self):
+        return list(self.domains.values())
+
+    def domain_info(self, domid):
+        return self.domains[domid]
+
+    def pause(self, domid):
+        self.domains[domid].paused = True
+
+    def unpause(self, domid):
+        self.domains[domid].paused = False
+
+    def set_target(self, stub_domid, guest_domid):
+        self.calls.append(('set_target', stub_domid, guest_domid))
+        self.domains[stub_domid].target = guest_domid
+
+    def map_memory(self, domid, writable=False):
+        raise NotImplementedError
+
+    def enable_logdirty(self, domid):
+        raise NotImplementedError
+
+    def disable_logdirty(self, domid):
+        raise NotImplementedError
+
+    def fetch_dirty_bitmap(self, domid, clear=True):
+        raise NotImplementedError
+
+    def get_hvm_context(self, domid):
+        raise NotImplementedError
+
+    def set_hvm_context(self, domid, blob):
+        raise NotImplementedError
+
+    def get_hvm_params(self, domid):
+        raise NotImplementedError
+
+    def set_hvm_params(self, domid, params):
+        raise NotImplementedError
+
+    def xs_read(self, path) -> Optional[str]:
+        return self.xs.get(path)
+
+    def xs_write(self, path, value):
+        self.xs[path] = value
+
+    def xs_rm(self, path):
+        for key in [k for k in self.xs if k == path or
+                    k.startswith(path + '/')]:
+            del self.xs[key]
+        for key in [k for k in self.perms if k == path or
+                    k.startswith(path + '/')]:
+            del self.perms[key]
+
+    def xs_list(self, path):
+        prefix = path.rstrip('/') + '/'
+        return sorted({k[len(prefix):].split('/')[0] for k in self.xs
+                       if k.startswith(prefix)})
+
+    def xs_set_perms(self, path, perms):
+        self.perms[path] = list(perms)
+
+    def xs_get_perms(self, path):
+        return self.perms.get(path, ['n0'])
+
+    def read_console(self, domid):
+        return self.consoles.get(domid, '')
+
+    def attach_disk(self, domid, path, devid):
+        self.calls.append(('attach_disk', domid, path, devid))
+
+    def detach_disk(self, domid, devid):
+        self.calls.append(('detach_disk', domid, devid))
+
+    def vdi_path(self, vdi_uuid):
+        raise KeyError(vdi_uuid)
+
+    def iomem_permission(self, *a):
+        raise NotImplementedError
+
+    def ioport_permission(self, *a):
+        raise NotImplementedError
+
+    def irq_permission(self, *a):
+        raise NotImplementedError
+
+    def assign_device(self, *a):
+        raise NotImplementedError
+
+    def deassign_device(self, *a):
+        raise NotImplementedError

@@ -1,0 +1,211 @@
+"""A stdlib-only host for the engine tests on dom0's Python 3.6.
+
+The save/restore and migration tests normally run the engine against the
+simulator's own domains (``SimBackend`` on a bare simulated hypervisor);
+the simulator needs Python >= 3.7.  On 3.6 they run against this: the same
+small surface (``create_domain``, ``destroy_domain``, ``domain(d)`` with
+``memory()``, ``logdirty``, ``domains``, ``shutdown``) over anonymous
+mmap()ed guest memory, a log-dirty bitmap, HVM context records shaped as
+Xen's (header, one CPU record per vCPU that depends on the domain, end) and
+the special-page HVM params.  No workload thread: these tests drive dirty
+pages explicitly (``HvBackend.always_dirty``).
+"""
+import hashlib
+import mmap
+import struct
+import threading
+from typing import Dict, List, Optional
+
+from nova_xen_stubdom.dom0 import hypervisor as hv
+
+PAGE = hv.PAGE_SIZE
+HVM_TYPE_END, HVM_TYPE_HEADER, HVM_TYPE_CPU = 0, 1, 2
+HVM_SAVE_MAGIC = 0x54381286
+
+
+def _record(typecode: int, instance: int, body: bytes) -> bytes:
+    return struct.pack('<HHI', typecode, instance, len(body)) + body
+
+
+class MemDomain:
+    def __init__(self, domid: int, vm_uuid: str, hvm: bool,
+                 memory_bytes: int, vcpus: int) -> None:
+        self.domid = domid
+        self.vm_uuid = vm_uuid
+        self.hvm = hvm
+        self.max_pfn = max(1, memory_bytes // PAGE)
+        self.vcpus = vcpus
+        self.paused = True
+        self.target: Optional[int] = None
+        self.logdirty = False
+        self.lock = threading.RLock()
+        self.bitmap = bytearray((self.max_pfn + 7) // 8)
+        self._mm = mmap.mmap(-1, self.max_pfn * PAGE) if domid else None
+        ctx = _record(HVM_TYPE_HEADER, 0, struct.pack(
+            '<IIQII', HVM_SAVE_MAGIC, 1, 0, 0x50654, 2600000))
+        for cpu in range(max(1, vcpus)):
+            seed = ('%s/%d/%d' % (vm_uuid, domid, cpu)).encode()
+            ctx += _record(HVM_TYPE_CPU, cpu, b''.join(
+                hashlib.sha256(seed + bytes([i])).digest()
+                for i in range(32)))
+        self.hvm_context = ctx + _record(HVM_TYPE_END, 0, b'') if hvm \
+            else b''
+        self.hvm_params: Dict[int, int] = (
+            {1: self.max_pfn - 1, 2: 1, 17: self.max_pfn - 2, 18: 2}
+            if hvm else {})
+
+    def memory(self) -> memoryview:
+        if self._mm is None:
+            raise KeyError(self.domid)
+        return memoryview(self._mm)
+
+    def close(self) -> None:
+        if self._mm is not None:
+            try:
+                self._mm.close()
+            except BufferError:
+                pass            # a view is still out; the GC frees it
+            self._mm = None
+
+
+class MemHypervisor:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.domains = {0: MemDomain(0, '', False, PAGE, 1)}
+        self._next = 1
+        self.lock = threading.Lock()
+
+    def create_domain(self, vm_uuid: str, hvm: bool, memory_bytes: int,
+                      vcpus: int = 1, name: str = '') -> MemDomain:
+        with self.lock:
+            domid, self._next = self._next, self._next + 1
+            dom = self.domains[domid] = MemDomain(domid, vm_uuid, hvm,
+                                                  memory_bytes, vcpus)
+        return dom
+
+    def destroy_domain(self, domid: int) -> None:
+        with self.lock:
+            dom = self.domains.pop(domid)
+        dom.close()
+
+    def domain(self, domid: int) -> MemDomain:
+        return self.domains[domid]
+
+    def shutdown(self) -> None:
+        for domid in [d for d in self.domains if d]:
+            self.destroy_domain(domid)
+
+
+class MemBackend(hv.HypervisorBackend):
+    """:class:`HypervisorBackend` over a :class:`MemHypervisor`."""
+
+    def __init__(self, hypervisor: MemHypervisor) -> None:
+        self.hyp = self.hypervisor = hypervisor
+        self.xs: Dict[str, str] = {}
+        self.perms: Dict[str, List[str]] = {}
+
+    def _info(self, d: MemDomain) -> hv.DomainInfo:
+        return hv.DomainInfo(d.domid, d.vm_uuid, d.hvm,
+                             d.max_pfn if d.domid else 0, d.vcpus,
+                             d.paused, d.target)
+
+    def list_domains(self):
+        return [self._info(d) for _, d in sorted(self.hyp.domains.items())]
+
+    def domain_info(self, domid):
+        return self._info(self.hyp.domain(domid))
+
+    def pause(self, domid):
+        self.hyp.domain(domid).paused = True
+
+    def unpause(self, domid):
+        self.hyp.domain(domid).paused = False
+
+    def set_target(self, stub_domid, guest_domid):
+        self.hyp.domain(stub_domid).target = guest_domid
+
+    def map_memory(self, domid, writable=False):
+        view = self.hyp.domain(domid).memory()
+        if writable or not hasattr(view, 'toreadonly'):
+            # 3.6 has no toreadonly; the engine's reads do not write
+            return view
+        return view.toreadonly()
+
+    def enable_logdirty(self, domid):
+        d = self.hyp.domain(domid)
+        with d.lock:
+            d.logdirty = True
+            d.bitmap[:] = bytes(len(d.bitmap))
+
+    def disable_logdirty(self, domid):
+        self.hyp.domain(domid).logdirty = False
+
+    def fetch_dirty_bitmap(self, domid, clear=True):
+        d = self.hyp.domain(domid)
+        with d.lock:
+            if not d.logdirty:
+                raise RuntimeError('log-dirty mode is off for domain %d'
+                                   % domid)
+            out = bytearray(d.bitmap)
+            if clear:
+                d.bitmap[:] = bytes(len(d.bitmap))
+        return out
+
+    def get_hvm_context(self, domid):
+        return bytes(self.hyp.domain(domid).hvm_context)
+
+    def set_hvm_context(self, domid, blob):
+        self.hyp.domain(domid).hvm_context = bytes(blob)
+
+    def get_hvm_params(self, domid):
+        return dict(self.hyp.domain(domid).hvm_params)
+
+    def set_hvm_params(self, domid, params):
+        self.hyp.domain(domid).hvm_params.update(
+            {int(k): int(v) for k, v in params.items()})
+
+    def xs_read(self, path):
+        return self.xs.get(path)
+
+    def xs_write(self, path, value):
+        self.xs[path] = value
+
+    def xs_rm(self, path):
+        for key in [k for k in self.xs if k == path or
+                    k.startswith(path + '/')]:
+            del self.xs[key]
+
+    def xs_list(self, path):
+        prefix = path.rstrip('/') + '/'
+        return sorted({k[len(prefix):].split('/')[0] for k in self.xs
+                       if k.startswith(prefix)})
+
+    def xs_set_perms(self, path, perms):
+        self.perms[path] = list(perms)
+
+    def xs_get_perms(self, path):
+        return self.perms.get(path, ['n0'])
+
+    def attach_disk(self, domid, path, devid):
+        raise NotImplementedError
+
+    def detach_disk(self, domid, devid):
+        raise NotImplementedError
+
+    def vdi_path(self, vdi_uuid):
+        raise KeyError(vdi_uuid)
+
+    def iomem_permission(self, *a):
+        raise NotImplementedError
+
+    def ioport_permission(self, *a):
+        raise NotImplementedError
+
+    def irq_permission(self, *a):
+        raise NotImplementedError
+
+    def assign_device(self, *a):
+        raise NotImplementedError
+
+    def deassign_device(self, *a):
+        raise NotImplementedError

@@ -1,0 +1,67 @@
+"""host.call_plugin as XAPI runs it: a fresh plugin process per call that
+forwards to the host's dom0 daemon; a job outlives the call that made it."""
+import json
+import os
+
+import pytest
+
+from nova_xen_stubdom.sim import dom0_process
+from nova_xen_stubdom.sim import testing
+
+
+@pytest.fixture
+def sim(monkeypatch):
+    monkeypatch.setenv(dom0_process.ENV, '1')
+    with testing.running_sim(hosts=1) as s:
+        yield s
+
+
+def _host(sim):
+    return sim.pools[0].hosts[0]
+
+
+def test_plugin_runs_as_a_process_and_jobs_persist(sim):
+    x = testing.login(sim)
+    try:
+        host_ref = x.xenapi.host.get_all()[0]
+        call = x.xenapi.host.call_plugin
+        host = _host(sim)
+        backend = host.agent().backend
+        out = json.loads(call(host_ref, 'nova_xen_stubdom', 'stubdom_wiring',
+                              {'stubdom_domid': '0'}))
+        assert out['stubdom_domid'] == 0
+        daemon = host.dom0_process.daemon
+        assert os.path.exists(daemon.socket_path)
+        # the plugin process forwarded it: the daemon's agent is the host's
+        assert daemon.agent is host.agent()
+
+        domid = backend.sim.create_domain('vm-in', True, 4 << 20)
+        started = json.loads(call(host_ref, 'nova_xen_stubdom',
+                                  'migrate_receive', {
+                                      'guest_vm_uuid': 'vm-in',
+                                      'key': '11' * 32,
+                                      'listen_address': '127.0.0.1'}))
+        # another plugin process finds the job the first one started
+        status = json.loads(call(host_ref, 'nova_xen_stubdom',
+                                 'migrate_receive_status',
+                                 {'id': started['id']}))
+        assert status['state'] == 'waiting'
+        cancelled = json.loads(call(host_ref, 'nova_xen_stubdom',
+                                    'migrate_receive_cancel',
+                                    {'id': started['id']}))
+        assert cancelled['state'] in ('cancelled', 'failed')
+        backend.sim.destroy_domain(domid)
+
+        with pytest.raises(Exception) as exc:
+            call(host_ref, 'nova_xen_stubdom', 'no_such_fn', {})
+        assert 'UNKNOWN_XENAPI_PLUGIN_FUNCTION' in str(exc.value)
+        with pytest.raises(Exception) as exc:
+            call(host_ref, 'nova_xen_stubdom', 'dm_state',
+                 {'stubdom_domid': 'x'})
+        assert 'XENAPI_PLUGIN_FAILURE' in str(exc.value)
+        assert 'INVALID_ARGUMENT' in str(exc.value)
+    finally:
+        x.xenapi.session.logout()
+    run_dir = host.dom0_process.run_dir
+    sim.stop()
+    assert not os.path.exists(run_dir)          # daemon stopped, cleaned
