@@ -4,6 +4,7 @@
 #
 #   pep8         flake8
 #   unit         fast, no network
+#   dom0py36     the dom0 payload on a real Python 3.6 (XCP-ng 8.3's dom0)
 #   native       the C module: every accelerator, golden vectors, ASan, fuzz,
 #                Xen's verify-stream-v2
 #   realxen      real Xen 4.17 under QEMU (TCG), ../shared/xen-testbed: our
@@ -21,7 +22,7 @@
 # failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-TIERS=${TIERS:-"pep8 unit native realxen functional slow integration"}
+TIERS=${TIERS:-"pep8 unit dom0py36 native realxen functional slow integration"}
 RESULTS=$PWD/build/test-results
 rm -rf "$RESULTS" && mkdir -p "$RESULTS"
 

@@ -14,6 +14,7 @@
 # cached): the tier prints "dom0py36: NOT RUN: <why>" and exits 0.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
+. tools/ci/report.sh
 
 # need the simulator (its dataclasses): run by the unit tier on the Nova side
 SIM_ONLY="tests/unit/dom0/test_pci_agent.py"
@@ -21,10 +22,11 @@ SIM_ONLY="tests/unit/dom0/test_pci_agent.py"
 PYV=$(tools/dom0/py36-venv.sh)
 case $? in
     0) ;;
-    2) echo "dom0py36: NOT RUN: no Python 3.6 interpreter (pyenv 3.6 or" \
-            "\$PYTHON36)"; exit 0 ;;
-    3) echo "dom0py36: NOT RUN: pytest 7.0 could not be installed for 3.6" \
-            "(package index unreachable and nothing cached)"; exit 0 ;;
+    2) report notrun "dom0py36 (the dom0 payload on Python 3.6)" \
+            "no Python 3.6 interpreter (pyenv 3.6 or \$PYTHON36)"; exit 0 ;;
+    3) report notrun "dom0py36 (the dom0 payload on Python 3.6)" \
+            "pytest 7.0 could not be installed for 3.6 (package index" \
+            "unreachable and nothing cached)"; exit 0 ;;
     *) echo "dom0py36: FAILED to prepare the 3.6 environment"; exit 1 ;;
 esac
 echo "--- dom0py36: $("$PYV" -c 'import sys; print(sys.version.split()[0])')"

@@ -17,6 +17,9 @@ PYTEST_SPEC='pytest==7.0.1'
 PIP_SPEC='pip==21.3.1'
 CONSTRAINTS=$PWD/tools/dom0/py36-constraints.txt
 WHEELS=${XDG_CACHE_HOME:-$HOME/.cache}/nova-xen-stubdom/py36-wheels
+# a copy of the last venv that installed cleanly, for offline fresh clones
+# (as tools/setup.sh keeps one of the project venv)
+SEED=${XDG_CACHE_HOME:-$HOME/.cache}/nova-xen-stubdom/py36-venv-seed
 
 find_py36() {
     local c
@@ -51,11 +54,31 @@ online_install() {
     "$VENV/bin/python" -m pip install -q --no-index --find-links "$WHEELS" \
         -c "$CONSTRAINTS" "$PYTEST_SPEC" >&2
 }
+# copy venv $1 to $2 and point its scripts and pyvenv.cfg at $2
+copy_venv() {
+    local f
+    rm -rf "$2" && cp -a "$1" "$2" || return 1
+    for f in "$2"/bin/*; do
+        [ -f "$f" ] && [ ! -L "$f" ] && [ "$(head -c2 "$f")" = '#!' ] &&
+            sed -i "1s|$1/bin/|$2/bin/|" "$f"
+    done
+    sed -i "s|$1|$2|g" "$2/pyvenv.cfg" "$2/bin/activate" 2>/dev/null
+    return 0
+}
+seed_install() {
+    [ -x "$SEED/bin/python" ] || return 1
+    echo "py36-venv: no package index and no wheels: using the venv copy" \
+         "kept in $SEED" >&2
+    copy_venv "$SEED" "$VENV" && "$VENV/bin/python" -c 'import pytest'
+}
 if ! "$VENV/bin/python" -c 'import pytest' 2>/dev/null; then
-    offline_install || online_install || {
-        echo "cannot install $PYTEST_SPEC into $VENV (no package index and" \
-             "no wheels in $WHEELS)" >&2
+    if offline_install || online_install; then
+        copy_venv "$VENV" "$SEED" ||
+            echo "py36-venv: could not keep a copy in $SEED" >&2
+    elif ! seed_install; then
+        echo "cannot install $PYTEST_SPEC into $VENV (no package index," \
+             "no wheels in $WHEELS, no venv copy in $SEED)" >&2
         exit 3
-    }
+    fi
 fi
 echo "$VENV/bin/python"
