@@ -24,6 +24,7 @@ from nova_xen_stubdom.driver import exceptions as dexc
 from nova_xen_stubdom.driver import hostops
 from nova_xen_stubdom.driver import migrationops
 from nova_xen_stubdom.driver import vmops
+from nova_xen_stubdom.stubdom import image as stubdom_image
 from nova_xen_stubdom.xapi import client as xapi_client
 
 LOG = logging.getLogger(__name__)
@@ -67,6 +68,12 @@ class XenStubdomDriver(driver.ComputeDriver):
         if not group.connection_url:
             raise exception.InvalidConfiguration(
                 _('[xen_stubdom] connection_url is not set'))
+        for opt in ('stubdom_kernel', 'stubdom_ramdisk'):
+            problem = stubdom_image.boot_path_problem(group[opt])
+            if problem:
+                raise exception.InvalidConfiguration(
+                    _('[xen_stubdom] %(opt)s: %(problem)s')
+                    % {'opt': opt, 'problem': problem})
         client = xapi_client.XAPIClient.from_conf(CONF)
         try:
             name = group.host_name or host

@@ -15,7 +15,7 @@ import contextlib
 import logging
 from typing import Optional
 
-from nova_xen_stubdom.sim import api, devices, wire
+from nova_xen_stubdom.sim import api, bootfiles, devices, wire
 from nova_xen_stubdom.sim.api import handler
 from nova_xen_stubdom.sim.db import new_ref
 from nova_xen_stubdom.sim.errors import XapiError
@@ -113,6 +113,10 @@ def boot(ctx, vm: str, host, paused: bool, reason: str = 'start'):
     ctx.check_cancel()
     hv = host.hypervisor
     hvm = is_hvm(rec)
+    if not hvm:
+        # xapi_xenops.builder_of_vm: direct-boot files only from the allowed
+        # dom0 directory, checked before xenopsd builds anything
+        bootfiles.direct_boot_files(rec)
     # the memory check and the allocation are one step per host
     with host.placement_lock:
         available = host.free_memory()

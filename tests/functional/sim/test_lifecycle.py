@@ -175,3 +175,40 @@ def test_clone_copy_snapshot(x, sim):
             x.VDI.destroy(d)
     leaks = sim.leaks()['pool0']
     assert leaks['VM'] == [] and leaks['VDI'] == [] and leaks['VBD'] == []
+
+
+@pytest.mark.parametrize('kernel', [
+    '/usr/lib/xen/boot/nova-xen-stubdom-kernel',  # the driver's old default
+    '/boot/guest/vmlinuz',          # accepted only up to XAPI v24.19
+    '/var/lib/xcp/guest/../../../boot/xen.gz',
+    'vmlinuz',
+])
+def test_direct_boot_kernel_outside_allowed_dir_refused(x, kernel):
+    """xen-api ocaml/xapi/xapi_xenops.ml, builder_of_vm ->
+    make_direct_boot_record -> kernel_path: a direct-boot kernel must
+    resolve under /var/lib/xcp/guest/, else INVALID_VALUE and no domain."""
+    rec = testing.vm_record('pvk', hvm=False)
+    rec['PV_kernel'] = kernel
+    vm = x.VM.create(rec)
+    details = _fail(x.VM.start, vm, False, False)
+    assert details[:3] == ['INVALID_VALUE', 'kernel', kernel]
+    assert 'allowed kernel directories' in details[3] or \
+        details[3] == 'File does not exist'
+    assert x.VM.get_power_state(vm) == 'Halted'
+    x.VM.destroy(vm)
+
+
+def test_direct_boot_ramdisk_checked_too(x):
+    rec = testing.vm_record('pvr', hvm=False)
+    rec['PV_ramdisk'] = '/boot/initrd.img'
+    vm = x.VM.create(rec)
+    assert _fail(x.VM.start, vm, False, False)[:3] == [
+        'INVALID_VALUE', 'ramdisk', '/boot/initrd.img']
+    rec = testing.vm_record('pvr2', hvm=False)
+    rec['PV_ramdisk'] = '/var/lib/xcp/guest/initrd.img'
+    ok = x.VM.create(rec)
+    x.VM.start(ok, False, False)
+    assert x.VM.get_power_state(ok) == 'Running'
+    x.VM.hard_shutdown(ok)
+    for v in (vm, ok):
+        x.VM.destroy(v)
