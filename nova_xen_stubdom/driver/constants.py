@@ -16,6 +16,14 @@ OC_TARGET = 'nova_xen_stubdom_target'
 OC_MIRROR_OF = 'nova_xen_stubdom_mirror_of'
 #: on VDIs: which disk of the instance ('root')
 OC_DISK = 'nova_xen_stubdom_disk'
+#: on the guest VM: its pass-through devices (``0/0000:81:00.0,1/...``),
+#: handled by the dom0 agent.  Not ``pci``: that key is xenopsd's own
+#: unmanaged pass-through (xen-api ocaml/xapi/xapi_xenops.ml pcis_of_vm),
+#: which would assign the devices to the guest a second time.
+OC_PCI = 'nova_xen_stubdom_pci'
+#: xenopsd's key: never written by the driver; read to find devices other
+#: VMs hold, and removed from our guests written by older versions
+OC_XENOPSD_PCI = 'pci'
 
 #: the instance's disks and their XAPI userdevice, on the guest and on its
 #: stub domain's mirror VBD alike (xvda, xvdb, xvdc in the stub domain)

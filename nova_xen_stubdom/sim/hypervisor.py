@@ -234,6 +234,9 @@ class Hypervisor:
         self._next_domid = 1
         #: guest domid -> domid running its device model (0 = dom0)
         self.device_models: Dict[int, int] = {}
+        #: QMP commands xenopsd sent device models: (guest domid, command,
+        #: arguments) -- see sim/xenopsd_pci.py
+        self.xenopsd_qmp: List[tuple] = []
         self.frontends: List[Frontend] = []
         #: the host's PCI functions, grants and assignments
         #: (``sim.pci.PciHost``; set by the host)

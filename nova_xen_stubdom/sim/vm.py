@@ -15,7 +15,7 @@ import contextlib
 import logging
 from typing import Optional
 
-from nova_xen_stubdom.sim import api, bootfiles, devices, wire
+from nova_xen_stubdom.sim import api, bootfiles, devices, wire, xenopsd_pci
 from nova_xen_stubdom.sim.api import handler
 from nova_xen_stubdom.sim.db import new_ref
 from nova_xen_stubdom.sim.errors import XapiError
@@ -132,11 +132,15 @@ def boot(ctx, vm: str, host, paused: bool, reason: str = 'start'):
         ctx.progress(0.6)
         if hvm:
             devices.launch_device_model(ctx, host, vm, rec, dom.domid)
+        # xenops_server VM_start: PCI_plug of other_config:pci after the
+        # device model
+        xenopsd_pci.plug(ctx, host, vm, rec, dom.domid, hvm)
         if not paused:
             hv.unpause(dom.domid)
     except Exception:
         devices.unplug_all(ctx, vm, dom.domid, host)
         hv.destroy_domain(dom.domid)
+        xenopsd_pci.unplugged(ctx, vm)
         raise
     with db.lock:
         live = db.get('VM', vm)
@@ -188,6 +192,7 @@ def teardown(ctx, vm: str, final_state: str = 'Halted') -> None:
     if host is not None and rec['domid'] >= 0:
         devices.unplug_all(ctx, vm, rec['domid'], host)
         host.hypervisor.destroy_domain(rec['domid'])
+    xenopsd_pci.unplugged(ctx, vm)
     with db.lock:
         live = db.get('VM', vm)
         live.update(power_state=final_state, domid=-1,
@@ -482,7 +487,9 @@ def set_vcpus_at_startup(ctx, vm, value):
 
 # -- migration inside a pool --------------------------------------------------
 def _refuse_pci(ctx, vm):
-    if ctx.db.get('VM', vm)['other_config'].get('pci'):
+    # xapi_vm_lifecycle.ml check_operation_error: suspend, checkpoint,
+    # pool_migrate and migrate_send with a (non SR-IOV) attached PCI
+    if ctx.db.get('VM', vm)['attached_PCIs']:
         raise XapiError('VM_HAS_PCI_ATTACHED', vm)
 
 
