@@ -21,6 +21,12 @@ OC_DISK = 'nova_xen_stubdom_disk'
 #: unmanaged pass-through (xen-api ocaml/xapi/xapi_xenops.ml pcis_of_vm),
 #: which would assign the devices to the guest a second time.
 OC_PCI = 'nova_xen_stubdom_pci'
+#: on a suspended guest VM (XAPI power state Halted): uuid of the VDI we
+#: own that holds its save image.  Not XAPI's Suspended state: XAPI's
+#: suspend drives xenopsd's own save (QMP to a dom0 QEMU) and
+#: VM.set_suspend_VDI accepts only an identical image -- see
+#: doc/source/xapi-behaviour.rst.
+OC_SUSPEND_IMAGE = 'nova_xen_stubdom_suspend_image'
 #: xenopsd's key: never written by the driver; read to find devices other
 #: VMs hold, and removed from our guests written by older versions
 OC_XENOPSD_PCI = 'pci'

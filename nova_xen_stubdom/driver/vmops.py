@@ -432,10 +432,27 @@ class VMOps:
             return
         self._call('%s.destroy' % cls, ref)
 
+    def suspend_image(self, guest_ref: str) -> Optional[str]:
+        """The VDI holding the suspended guest's image, or None."""
+        try:
+            uuid = self._call('VM.get_other_config', guest_ref).get(
+                dc.OC_SUSPEND_IMAGE)
+            return self._call('VDI.get_by_uuid', uuid) if uuid else None
+        except xapi_errors.HandleInvalid:
+            return None
+        except xapi_errors.XAPIError as exc:
+            if exc.code == 'UUID_INVALID':
+                return None
+            raise
+
     def destroy(self, instance) -> None:
         """Remove the guest, its stub domain and disks (idempotent)."""
         with self._operation(instance, 'destroy'):
             built = self._find_fresh(instance)
+            if built.guest:
+                image = self.suspend_image(built.guest)
+                if image:
+                    built.vdis.append(image)
             if built.empty():
                 LOG.warning('destroy: no XAPI objects for this instance',
                             instance=instance)
@@ -458,6 +475,14 @@ class VMOps:
                  network_info=None) -> None:
         cfg = guest_config.resolve(instance.flavor, image_meta)
         vifs = [(vif, None) for vif in network_info or []]
+        image = self.suspend_image(built.guest)
+        if image:
+            # a fresh boot (hard reboot of a suspended instance) makes the
+            # saved state meaningless, as with libvirt's managed save
+            LOG.info('discarding the suspend image', instance=instance)
+            self._call('VM.remove_from_other_config', built.guest,
+                       dc.OC_SUSPEND_IMAGE)
+            self._call('VDI.destroy', image)
         try:
             self._start(instance, built, cfg, vifs)
         except Exception:
@@ -519,10 +544,19 @@ class VMOps:
             if not built.guest:
                 raise exception.InstanceNotFound(instance_id=instance.uuid)
             state = self._power_state(built.guest)
+            try:
+                oc = self._call('VM.get_other_config', built.guest)
+            except xapi_errors.HandleInvalid:
+                oc = {}
         else:
             state = found[1].get('power_state')
+            oc = found[1].get('other_config') or {}
+        nova_state = xpower.to_nova_power_state(state)
+        if state == xc.POWER_STATE_HALTED and oc.get(dc.OC_SUSPEND_IMAGE):
+            # halted through XAPI with its image in our VDI: suspended
+            nova_state = power_state.SUSPENDED
         return hardware.InstanceInfo(
-            state=xpower.to_nova_power_state(state),
+            state=nova_state,
             internal_id=found[0] if found else None)
 
     def _our_guests(self) -> Dict[str, dict]:

@@ -47,6 +47,9 @@ _MEM = frozenset({'MEMORY_CONSTRAINT_VIOLATION'})
 _VCPU = frozenset({'VALUE_NOT_SUPPORTED'})
 MESSAGE_ERRORS = {
     'host.call_plugin': frozenset({'XENAPI_PLUGIN_FAILURE'}),
+    # ocaml/xapi/xapi_vm.ml set_suspend_VDI
+    'VM.set_suspend_VDI': frozenset({
+        'SUSPEND_VDI_REPLACEMENT_IS_NOT_IDENTICAL', 'VDI_INCOMPATIBLE_TYPE'}),
     'VM.call_plugin': frozenset({'XENAPI_PLUGIN_FAILURE'}),
     'VM.set_memory_limits': _MEM, 'VM.set_memory_static_range': _MEM,
     'VM.set_memory_dynamic_range': _MEM, 'VM.set_memory': _MEM,
@@ -54,6 +57,14 @@ MESSAGE_ERRORS = {
     'VM.set_VCPUs_max': _VCPU, 'VM.set_VCPUs_at_startup': _VCPU,
 }
 
+
+#: XAPI errors defined in ocaml/xapi-consts/api_errors.ml whose parameter
+#: list the datamodel does not document (xapi-errors.json lists them under
+#: ``names_without_parameters_listed``): parameter count from the source.
+ERRORS_WITHOUT_PARAMS = {
+    # ocaml/xapi/xapi_vm.ml set_suspend_VDI: ["<uuid> : <md5>"; same]
+    'SUSPEND_VDI_REPLACEMENT_IS_NOT_IDENTICAL': 2,
+}
 
 #: (message, error) -> parameter count XAPI really raises where its source
 #: differs from the error's declared parameter list.
@@ -202,10 +213,14 @@ def check_error(message: str, description: Sequence[str]) -> List[str]:
     if not description:
         return ['%s: empty ErrorDescription' % message]
     code, params = description[0], list(description[1:])
-    if code not in schema.errors:
+    if code not in schema.errors and code not in ERRORS_WITHOUT_PARAMS:
         return ['%s: %s is not an XAPI error' % (message, code)]
     problems = []
-    expected = schema.errors[code]
+    expected = schema.errors.get(code)
+    if code in ERRORS_WITHOUT_PARAMS and \
+            len(params) != ERRORS_WITHOUT_PARAMS[code]:
+        problems.append('%s: %s has %d parameters, got %d' % (
+            message, code, ERRORS_WITHOUT_PARAMS[code], len(params)))
     name = message[6:] if message.startswith('Async.') else message
     if SOURCE_ARITY.get((name, code)) == len(params):
         expected = None

@@ -12,6 +12,7 @@ VBDs/VIFs as frontends of that domain, and for an HVM guest asks the host's
 device-model launcher where the device model runs.
 """
 import contextlib
+import hashlib
 import logging
 from typing import Optional
 
@@ -335,6 +336,38 @@ def _drop_suspend_image(ctx, vm):
     ctx.db.set('VM', vm, suspend_VDI=NULL_REF)
     if vdi != NULL_REF and ctx.db.exists('VDI', vdi):
         api.generic_destroy(ctx, 'VDI', vdi)
+
+
+def _vdi_checksum(ctx, vdi: str) -> str:
+    """``VDI.checksum`` (internal message): MD5 of the whole VDI
+    (ocaml/xapi/xapi_vdi.ml checksum: ``Digest.file`` of the attached
+    device)."""
+    h = hashlib.md5()
+    with open(devices.vdi_file(ctx, vdi), 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            h.update(block)
+    return h.hexdigest()
+
+
+@handler('VM.set_suspend_VDI')
+def set_suspend_vdi(ctx, vm, value):
+    """ocaml/xapi/xapi_vm.ml set_suspend_VDI: only for a Suspended VM, not
+    a cbt_metadata VDI, and only a replacement with identical content (the
+    two VDIs' checksums are compared)."""
+    rec = expect(ctx, vm, 'Suspended')
+    vdi = ctx.db.get('VDI', value)
+    if vdi['type'] == 'cbt_metadata':
+        raise XapiError('VDI_INCOMPATIBLE_TYPE', vm, 'cbt_metadata')
+    src = rec['suspend_VDI']
+    if src != value:
+        src_sum = _vdi_checksum(ctx, src)
+        dst_sum = _vdi_checksum(ctx, value)
+        if src_sum != dst_sum:
+            raise XapiError(
+                'SUSPEND_VDI_REPLACEMENT_IS_NOT_IDENTICAL',
+                '%s : %s' % (ctx.db.get('VDI', src)['uuid'], src_sum),
+                '%s : %s' % (vdi['uuid'], dst_sum))
+    ctx.db.set('VM', vm, suspend_VDI=value)
 
 
 @handler('VM.power_state_reset')

@@ -212,3 +212,34 @@ def test_direct_boot_ramdisk_checked_too(x):
     x.VM.hard_shutdown(ok)
     for v in (vm, ok):
         x.VM.destroy(v)
+
+
+def test_set_suspend_vdi_only_identical_content(x, sim):
+    """xen-api ocaml/xapi/xapi_vm.ml set_suspend_VDI: Suspended VMs only;
+    the replacement must have the same checksum as the current image."""
+    vm = x.VM.create(testing.vm_record('susp', hvm=False))
+    x.VM.start(vm, False, False)
+    sr = x.pool.get_suspend_image_SR(x.pool.get_all()[0])
+    other = x.VDI.create({
+        'name_label': 'ours', 'name_description': '', 'SR': sr,
+        'virtual_size': str(4 << 20), 'type': 'user', 'sharable': False,
+        'read_only': False, 'other_config': {}, 'xenstore_data': {},
+        'sm_config': {}, 'tags': []})
+    assert _fail(x.VM.set_suspend_VDI, vm, other) == [
+        'VM_BAD_POWER_STATE', vm, 'suspended', 'running']
+    x.VM.suspend(vm)
+    own = x.VM.get_suspend_VDI(vm)
+    details = _fail(x.VM.set_suspend_VDI, vm, other)
+    assert details[0] == 'SUSPEND_VDI_REPLACEMENT_IS_NOT_IDENTICAL'
+    assert details[1].startswith(x.VDI.get_uuid(own) + ' : ')
+    assert details[2].startswith(x.VDI.get_uuid(other) + ' : ')
+    assert x.VM.get_suspend_VDI(vm) == own
+    # an identical copy is accepted
+    copy = x.VDI.copy(own, sr, 'OpaqueRef:NULL', 'OpaqueRef:NULL')
+    x.VM.set_suspend_VDI(vm, copy)
+    assert x.VM.get_suspend_VDI(vm) == copy
+    x.VM.resume(vm, False, False)
+    x.VM.hard_shutdown(vm)
+    x.VM.destroy(vm)
+    for v in (own, other):
+        x.VDI.destroy(v)
