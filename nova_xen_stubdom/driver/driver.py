@@ -23,6 +23,7 @@ from nova_xen_stubdom.driver import events
 from nova_xen_stubdom.driver import exceptions as dexc
 from nova_xen_stubdom.driver import hostops
 from nova_xen_stubdom.driver import migrationops
+from nova_xen_stubdom.driver import pciops
 from nova_xen_stubdom.driver import vmops
 from nova_xen_stubdom.stubdom import image as stubdom_image
 from nova_xen_stubdom.xapi import client as xapi_client
@@ -108,10 +109,8 @@ class XenStubdomDriver(driver.ComputeDriver):
 
     @staticmethod
     def _load_pciops(ctx):
-        try:
-            from nova_xen_stubdom.driver import pciops
-        except ImportError:
-            return None
+        # a plain import: an instance with claimed PCI devices must never
+        # boot without them because this module failed to import
         return pciops.PciOps(ctx)
 
     def _emit_async(self, event):

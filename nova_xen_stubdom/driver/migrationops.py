@@ -14,6 +14,7 @@ pool's SR, as with XAPI's own pool migration); block migration and guests
 with PCI pass-through devices are refused with a clear message.
 """
 import json
+import secrets
 import threading
 import time
 from typing import Dict, Optional, Tuple
@@ -24,7 +25,6 @@ from oslo_utils import excutils
 from nova import exception
 from nova.i18n import _
 
-from nova_xen_stubdom.agent import migration_wire
 from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.driver import exceptions as dexc
 from nova_xen_stubdom.driver import guest_config
@@ -53,6 +53,15 @@ RESIZE_SUFFIX = '.resize-source'
 SUSPEND_DISK = 'suspend'
 #: instance system_metadata key holding the suspend image's key (hex)
 SMETA_IMAGE_KEY = 'xen_stubdom_image_key'
+#: bytes of a per-migration / per-image key (the dom0 side wants at least
+#: 16; the driver reaches dom0 only through XAPI, so it does not import the
+#: dom0 code)
+KEY_BYTES = 32
+
+
+def new_key() -> bytes:
+    """A fresh per-migration / per-image key."""
+    return secrets.token_bytes(KEY_BYTES)
 
 
 class OperationNotSupportedYet(NotImplementedError):
@@ -193,7 +202,7 @@ class MigrationOps:
             try:
                 guest_uuid = self._build_incoming(instance, network_info,
                                                   source[1], built)
-                key = migration_wire.new_key()
+                key = new_key()
                 recv = self._ctx.call_plugin(
                     'migrate_receive', guest_vm_uuid=guest_uuid,
                     key=key.hex(),
@@ -528,7 +537,7 @@ class MigrationOps:
             sr = self._vmops._hostops.select_sr()
             vdi = self._call('VDI.create', vmbuild.vdi_record(
                 instance, sr, memory + 64 * MiB, SUSPEND_DISK))
-            key = migration_wire.new_key().hex()
+            key = new_key().hex()
             try:
                 vdi_uuid = self._call('VDI.get_uuid', vdi)
                 self._ctx.call_plugin(

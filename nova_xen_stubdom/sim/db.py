@@ -10,9 +10,9 @@ import threading
 import uuid as uuidlib
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from nova_xen_stubdom.sim import schema as schemalib
+from nova_xen_stubdom.datamodel import schema as schemalib
 from nova_xen_stubdom.sim.errors import XapiError, handle_invalid
-from nova_xen_stubdom.sim.schema import NULL_REF, EPOCH, Type
+from nova_xen_stubdom.datamodel.schema import NULL_REF, EPOCH, Type
 
 _UUID_RE = re.compile(r'^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-'
                       r'[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')

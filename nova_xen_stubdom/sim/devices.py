@@ -12,7 +12,7 @@ from nova_xen_stubdom.sim import api, storage
 from nova_xen_stubdom.sim.api import handler
 from nova_xen_stubdom.sim.errors import XapiError, handle_invalid
 from nova_xen_stubdom.sim.hypervisor import Frontend
-from nova_xen_stubdom.sim.schema import NULL_REF
+from nova_xen_stubdom.datamodel.schema import NULL_REF
 
 LOG = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from typing import Dict, Optional
 
 from nova_xen_stubdom.sim import wire
 from nova_xen_stubdom.sim.errors import XapiError
-from nova_xen_stubdom.sim.schema import Message
+from nova_xen_stubdom.datamodel.schema import Message
 
 #: XAPI's role names, most to least privileged
 ROLES = ('pool-admin', 'pool-operator', 'vm-power-admin', 'vm-admin',

@@ -20,7 +20,7 @@ from nova_xen_stubdom.sim import api, bootfiles, devices, wire, xenopsd_pci
 from nova_xen_stubdom.sim.api import handler
 from nova_xen_stubdom.sim.db import new_ref
 from nova_xen_stubdom.sim.errors import XapiError
-from nova_xen_stubdom.sim.schema import NULL_REF
+from nova_xen_stubdom.datamodel.schema import NULL_REF
 
 LOG = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ def entries():
     found, title, body = [], None, []
     for i, line in enumerate(lines):
         nxt = lines[i + 1] if i + 1 < len(lines) else ''
-        if nxt and set(nxt) == {'-'} and len(nxt) >= len(line) > 0:
+        if nxt and set(nxt) == {'-'} and line:
             if title:
                 found.append((title, '\n'.join(body)))
             title, body = line, []
