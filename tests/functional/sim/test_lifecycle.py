@@ -243,3 +243,27 @@ def test_set_suspend_vdi_only_identical_content(x, sim):
     x.VM.destroy(vm)
     for v in (own, other):
         x.VDI.destroy(v)
+
+
+def test_session_gc_per_originator(sim):
+    """xen-api ocaml/xapi/db_gc_util.ml timeout_sessions: at most 500
+    sessions per originator (root logins); the least recently active go
+    and answer SESSION_INVALID; other originators are counted apart."""
+    import xmlrpc.client
+    from nova_xen_stubdom.sim import sessions
+    proxy = xmlrpc.client.ServerProxy(sim.url)
+
+    def login(orig):
+        r = proxy.session.login_with_password(
+            testing.USERNAME, testing.PASSWORD, '2.0', orig)
+        assert r['Status'] == 'Success'
+        return r['Value']
+    other = login('someone-else')
+    first = login('gc-test')
+    refs = [login('gc-test') for _ in range(sessions.MAX_PER_ORIGINATOR)]
+    r = proxy.VM.get_all(first)
+    assert r['ErrorDescription'] == ['SESSION_INVALID', first]
+    for ref in (refs[0], refs[-1], other):
+        assert proxy.VM.get_all(ref)['Status'] == 'Success'
+    for ref in refs + [other]:
+        proxy.session.logout(ref)
