@@ -47,6 +47,10 @@ _MEM = frozenset({'MEMORY_CONSTRAINT_VIOLATION'})
 _VCPU = frozenset({'VALUE_NOT_SUPPORTED'})
 MESSAGE_ERRORS = {
     'host.call_plugin': frozenset({'XENAPI_PLUGIN_FAILURE'}),
+    # xapi_vm_lifecycle.ml check_op_for_feature (via with_vm_operation)
+    'VM.clean_shutdown': frozenset({'VM_LACKS_FEATURE'}),
+    'VM.clean_reboot': frozenset({'VM_LACKS_FEATURE'}),
+    'VM.shutdown': frozenset({'VM_LACKS_FEATURE'}),
     # ocaml/xapi/xapi_vm.ml set_suspend_VDI
     'VM.set_suspend_VDI': frozenset({
         'SUSPEND_VDI_REPLACEMENT_IS_NOT_IDENTICAL', 'VDI_INCOMPATIBLE_TYPE'}),

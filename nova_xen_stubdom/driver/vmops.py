@@ -357,7 +357,11 @@ class VMOps:
         state = self._power_state(vm_ref)
         if state in (None, xc.POWER_STATE_HALTED):
             return
-        if clean_timeout and state == xc.POWER_STATE_RUNNING:
+        if clean_timeout and state == xc.POWER_STATE_RUNNING and \
+                not self._can_clean_shutdown(vm_ref):
+            LOG.info('%s cannot be shut down cleanly (no PV drivers, no '
+                     'feature-shutdown/-poweroff): halting it', vm_ref)
+        elif clean_timeout and state == xc.POWER_STATE_RUNNING:
             try:
                 self._ctx.call_async('VM.clean_shutdown', vm_ref,
                                      timeout=clean_timeout)
@@ -371,6 +375,17 @@ class VMOps:
         if state == xc.POWER_STATE_SUSPENDED:
             return
         self._ctx.call_async('VM.hard_shutdown', vm_ref)
+
+    def _can_clean_shutdown(self, vm_ref: str) -> bool:
+        """XAPI asks a guest to shut down only if it has PV drivers or
+        advertises the feature (xapi_vm_lifecycle.ml check_op_for_feature);
+        otherwise VM.clean_shutdown answers VM_LACKS_FEATURE.  Its
+        allowed_operations says which."""
+        try:
+            ops = self._call('VM.get_allowed_operations', vm_ref)
+        except xapi_errors.XAPIError:
+            return True     # let the call itself decide
+        return 'clean_shutdown' in ops
 
     def _stop(self, instance, guest: Optional[str], stub: Optional[str],
               guest_uuid: Optional[str],

@@ -72,10 +72,42 @@ _ALLOWED = {
 }
 
 
+#: what a guest must advertise (VM_guest_metrics.other = "1") for XAPI to
+#: ask it to shut down / reboot: xapi_vm_lifecycle.ml check_op_for_feature
+_FEATURES = {
+    'clean_shutdown': ('feature-shutdown', 'feature-poweroff'),
+    'clean_reboot': ('feature-shutdown', 'feature-reboot'),
+}
+
+
+def lacks_feature(db, rec: dict, op: str) -> bool:
+    """``check_op_for_feature`` (strict, as ``with_vm_operation`` uses it):
+    a live guest that has not definitely booted PV
+    (``VM_metrics.current_domain_type``), has no PV drivers
+    (``PV_drivers_version`` major/minor, ``Xapi_pv_driver_version``) and
+    advertises none of the op's features cannot be asked to shut down or
+    reboot cleanly: ``VM_LACKS_FEATURE [vm]``."""
+    if op not in _FEATURES or rec['power_state'] not in ('Running',
+                                                         'Paused'):
+        return False
+    metrics = (db.get('VM_metrics', rec['metrics'])
+               if db.exists('VM_metrics', rec['metrics']) else {})
+    if metrics.get('current_domain_type') in ('pv', 'pvh', 'pv_in_pvh'):
+        return False
+    gm = (db.get('VM_guest_metrics', rec['guest_metrics'])
+          if db.exists('VM_guest_metrics', rec['guest_metrics']) else {})
+    version = gm.get('PV_drivers_version') or {}
+    if 'major' in version and 'minor' in version:
+        return False
+    other = gm.get('other') or {}
+    return not any(other.get(f) == '1' for f in _FEATURES[op])
+
+
 def update_allowed_operations(db, vm: str) -> None:
     rec = db.get('VM', vm)
     ops = [] if rec['is_a_template'] or rec['is_control_domain'] else \
         list(_ALLOWED.get(rec['power_state'], []))
+    ops = [op for op in ops if not lacks_feature(db, rec, op)]
     if rec['current_operations']:
         ops = []
     rec['allowed_operations'] = ops
@@ -238,7 +270,9 @@ def start_on(ctx, vm, host_ref, start_paused, force):
 @handler('VM.clean_shutdown', 'VM.shutdown')
 def clean_shutdown(ctx, vm):
     with operation(ctx, vm, 'clean_shutdown'):
-        expect(ctx, vm, 'Running')
+        rec = expect(ctx, vm, 'Running')
+        if lacks_feature(ctx.db, rec, 'clean_shutdown'):
+            raise XapiError('VM_LACKS_FEATURE', vm)
         ctx.check_cancel()
         teardown(ctx, vm)
 
@@ -259,6 +293,8 @@ def hard_shutdown(ctx, vm):
 def _reboot(ctx, vm, op, states):
     with operation(ctx, vm, op):
         rec = expect(ctx, vm, *states)
+        if lacks_feature(ctx.db, rec, op):
+            raise XapiError('VM_LACKS_FEATURE', vm)
         ctx.check_cancel()
         host = _host_for_running(ctx, rec)
         teardown(ctx, vm)

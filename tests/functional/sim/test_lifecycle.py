@@ -267,3 +267,26 @@ def test_session_gc_per_originator(sim):
         assert proxy.VM.get_all(ref)['Status'] == 'Success'
     for ref in refs + [other]:
         proxy.session.logout(ref)
+
+
+def test_clean_shutdown_needs_pv_drivers_or_a_feature(x, sim):
+    """xen-api ocaml/xapi/xapi_vm_lifecycle.ml check_op_for_feature: an
+    HVM guest without PV drivers that advertises neither feature-shutdown
+    nor feature-poweroff/-reboot cannot be shut down or rebooted cleanly
+    (VM_LACKS_FEATURE), and allowed_operations says so; PV guests can."""
+    sim.pools[0].hosts[0].config.allow_dom0_dm = True
+    hvm = x.VM.create(testing.vm_record('hvm', hvm=True))
+    x.VM.start(hvm, False, False)
+    assert 'clean_shutdown' not in x.VM.get_allowed_operations(hvm)
+    assert 'hard_shutdown' in x.VM.get_allowed_operations(hvm)
+    assert _fail(x.VM.clean_shutdown, hvm) == ['VM_LACKS_FEATURE', hvm]
+    assert _fail(x.VM.clean_reboot, hvm) == ['VM_LACKS_FEATURE', hvm]
+    gm = x.VM.get_guest_metrics(hvm)
+    sim.pools[0].db.get('VM_guest_metrics', gm)['other'] = {
+        'feature-poweroff': '1'}
+    x.VM.clean_shutdown(hvm)
+    pv = x.VM.create(testing.vm_record('pv', hvm=False))
+    x.VM.start(pv, False, False)
+    x.VM.clean_shutdown(pv)
+    for v in (hvm, pv):
+        x.VM.destroy(v)
