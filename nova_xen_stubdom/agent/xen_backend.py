@@ -23,6 +23,7 @@ list_domains         xc_domain_getinfolist (batches), xc_domain_maximum_gpfn,
 domain_info          xc_domain_getinfolist(domid, 1), xc_domain_maximum_gpfn
 pause / unpause      xc_domain_pause / xc_domain_unpause
 set_target           xc_domain_set_target
+xs_set_target        xs_set_target (xenstored does not follow the above)
 map_memory           mmap (reservation), xenforeignmemory_map2 (MAP_FIXED
                      chunks), xenforeignmemory_unmap + munmap on release
 enable_logdirty      xc_logdirty_control(SHADOW_OP_ENABLE_LOGDIRTY)
@@ -224,6 +225,7 @@ PROTOTYPES: Dict[str, Dict[str, Tuple]] = {
         'xs_write': (ctypes.c_bool, [_p, _u32, ctypes.c_char_p,
                                      ctypes.c_char_p, ctypes.c_uint]),
         'xs_rm': (ctypes.c_bool, [_p, _u32, ctypes.c_char_p]),
+        'xs_set_target': (ctypes.c_bool, [_p, _u32, _u32]),
         'xs_directory': (_p, [_p, _u32, ctypes.c_char_p,
                               ctypes.POINTER(ctypes.c_uint)]),
         'xs_get_permissions': (_p, [_p, _u32, ctypes.c_char_p,
@@ -508,6 +510,11 @@ class XenBackend(HypervisorBackend):
         self._xc('xc_domain_set_target', stub_domid, guest_domid,
                  detail='stub domain %d -> guest %d' % (stub_domid,
                                                         guest_domid))
+
+    def xs_set_target(self, stub_domid: int, guest_domid: int) -> None:
+        if not self.libs.xs_set_target(self.xsh, stub_domid, guest_domid):
+            raise self._xs_fail('xs_set_target', '%d -> %d' % (
+                stub_domid, guest_domid))
 
     # -- guest memory ---------------------------------------------------------
     def map_memory(self, domid: int, writable: bool = False) -> memoryview:

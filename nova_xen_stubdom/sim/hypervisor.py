@@ -333,9 +333,13 @@ class Hypervisor:
         dom.release()
 
     def set_target(self, stub: int, guest: int) -> None:
+        """``xc_domain_set_target``: the hypervisor's privilege only.
+        xenstored learns of a target from its own ``XS_SET_TARGET``
+        (``xs_set_target``), which libxl sends as well (xen-project/xen
+        tools/libs/light/libxl_dm.c libxl__spawn_stub_dm); see
+        :meth:`SimBackend.xs_set_target`."""
         self.domain(guest)
         self.domain(stub).target = guest
-        self.xenstore.set_target(stub, guest)
 
     def memory_used(self) -> int:
         with self.lock:

@@ -107,6 +107,8 @@ def test_pause_unpause_set_target(be, xen):
     assert be.domain_info(5).paused
     be.set_target(6, 5)
     assert ('xc_domain_set_target', xen_fakes.XCH, 6, 5) in xen.calls
+    be.xs_set_target(6, 5)
+    assert ('xs_set_target', xen_fakes.XSH, 6, 5) in xen.calls
 
 
 def test_esrch_is_named_and_a_keyerror(be):
