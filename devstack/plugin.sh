@@ -38,6 +38,8 @@ function configure_xen_stubdom {
     iniset "$conf" xen_stubdom stubdom_memory_mb "$XEN_STUBDOM_MEMORY_MB"
     iniset "$conf" xen_stubdom stubdom_vcpus "$XEN_STUBDOM_VCPUS"
     iniset "$conf" xen_stubdom allow_dom0_device_model "$XEN_STUBDOM_ALLOW_DOM0_DM"
+    iniset "$conf" xen_stubdom stubdom_kernel "$XEN_STUBDOM_BOOT_DIR/nova-xen-stubdom-kernel"
+    iniset "$conf" xen_stubdom stubdom_ramdisk "$XEN_STUBDOM_BOOT_DIR/nova-xen-stubdom-rootfs.cpio.gz"
     if xen_stubdom_using_sim; then
         # the simulator serves plain http on loopback; its first host
         iniset "$conf" xen_stubdom verify_tls False

@@ -54,13 +54,16 @@ connection_opts = [
 
 stubdom_opts = [
     cfg.StrOpt('stubdom_kernel',
-               default='/usr/lib/xen/boot/nova-xen-stubdom-kernel',
+               default='/var/lib/xcp/guest/nova-xen-stubdom-kernel',
                help='Path, on the XAPI host, of the Linux stub domain kernel '
-                    '(written by "nova-xen-stubdom build-stubdom").'),
+                    '(written by "nova-xen-stubdom build-stubdom"). XAPI '
+                    'direct-boots kernels only from under '
+                    '/var/lib/xcp/guest/; other paths are refused.'),
     cfg.StrOpt('stubdom_ramdisk',
-               default='/usr/lib/xen/boot/nova-xen-stubdom-rootfs.cpio.gz',
+               default='/var/lib/xcp/guest/nova-xen-stubdom-rootfs.cpio.gz',
                help='Path, on the XAPI host, of the Linux stub domain '
-                    'rootfs (written by "nova-xen-stubdom build-stubdom").'),
+                    'rootfs (written by "nova-xen-stubdom build-stubdom"). '
+                    'Must be under /var/lib/xcp/guest/, as the kernel.'),
     cfg.IntOpt('stubdom_memory_mb', default=128, min=32,
                help='Memory of each stub domain; a flavor may override it '
                     'with the xen_stubdom:memory_mb extra spec. The image '

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Regenerate the compact XAPI schema the simulator ships.
+"""Regenerate the compact XAPI schema the package ships (``datamodel/``).
 
 Reads XAPI's datamodel export (``xenapi-datamodel.json``) and error table
-(``xapi-errors.json``) and writes ``nova_xen_stubdom/sim/schema.json`` with
-names and types only -- classes, fields (type, qualifier, default, lifecycle
-state), messages (parameters, result type, errors, roles, implicit flag,
-lifecycle state), enums and error parameter names.  No prose is kept.
+(``xapi-errors.json``) and writes ``nova_xen_stubdom/datamodel/schema.json``
+with names and types only -- classes, fields (type, qualifier, default,
+lifecycle state), messages (parameters, result type, errors, roles,
+implicit flag, lifecycle state), enums and error parameter names.  No prose
+is kept.
 
     python tools/gen_datamodel_schema.py [--data DIR] [--out FILE]
 """
@@ -16,7 +17,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA = '/work/shared/data'
-DEFAULT_OUT = os.path.join(HERE, '..', 'nova_xen_stubdom', 'sim',
+DEFAULT_OUT = os.path.join(HERE, '..', 'nova_xen_stubdom', 'datamodel',
                            'schema.json')
 
 # lifecycle states shortened: Published_s -> published, ...

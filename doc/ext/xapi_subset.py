@@ -5,7 +5,7 @@ XAPI (driver, agent, xapi client) and collects every string literal passed to a
 call (``client.call('VM.start', ...)``, ``call_async``, helpers taking the
 message name) of the form ``Class.message`` whose class is in the XAPI
 datamodel
-(``nova_xen_stubdom/sim/schema.json``, the simulator's copy of it).  Each
+(``nova_xen_stubdom/datamodel/schema.json``, the simulator's copy of it).  Each
 message is shown with its parameters and the roles allowed to call it, so
 the page states exactly what an operator's XAPI account must be granted.
 A literal naming a datamodel class but an unknown message is a build error:
@@ -24,7 +24,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, '..', '..'))
 PACKAGES = ('nova_xen_stubdom/driver', 'nova_xen_stubdom/dom0',
             'nova_xen_stubdom/xapi')
-SCHEMA = 'nova_xen_stubdom/sim/schema.json'
+SCHEMA = 'nova_xen_stubdom/datamodel/schema.json'
 _NAME = re.compile(r'^(?:Async\.)?([A-Za-z_]+)\.([a-z_]+)$')
 
 

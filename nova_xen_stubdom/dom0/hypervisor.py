@@ -68,6 +68,11 @@ class HypervisorBackend(metaclass=abc.ABCMeta):
         Xen's xc_domain_set_target.
         """
 
+    @abc.abstractmethod
+    def xs_set_target(self, stub_domid: int, guest_domid: int) -> None:
+        """Tell xenstored the same (``xs_set_target``): it does not learn
+        of the hypervisor's target, and libxl sends both."""
+
     # -- guest memory and CPU state ------------------------------------------
     @abc.abstractmethod
     def map_memory(self, domid: int, writable: bool = False) -> memoryview:

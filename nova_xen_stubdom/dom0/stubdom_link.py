@@ -204,6 +204,7 @@ def attach_target(agent, stub_domid: int, guest_domid: int,
             stub=stub_domid, reason='guest domain %d is gone' % guest_domid)
     argv = build_dm_argv(guest_domid, config)
     backend.set_target(stub_domid, guest_domid)
+    backend.xs_set_target(stub_domid, guest_domid)
     stub_root = '/local/domain/%d' % stub_domid
     guest_root = '/local/domain/%d' % guest_domid
     backend.xs_write(stub_root + '/target', str(guest_domid))

@@ -22,14 +22,8 @@ list_domains         xc_domain_getinfolist (batches), xc_domain_maximum_gpfn,
                      xs_read (``vm``, ``target``)
 domain_info          xc_domain_getinfolist(domid, 1), xc_domain_maximum_gpfn
 pause / unpause      xc_domain_pause / xc_domain_unpause
-set_target           xc_domain_set_target, then xs_set_target (as libxl's
-                     libxl__spawn_stub_dm does: the hypervisor's privilege
-                     and xenstored's, so the stub domain may write the
-                     guest's nodes)
-attach/detach_disk   xenstore (blkback protocol, see ``xen_devices``)
-vdi_path             the storage manager's raw VDI paths (``xen_devices``)
-read_console         xs_read(console/ring-ref), xenforeignmemory_map2 of
-                     that one page read-only, xenforeignmemory_unmap
+set_target           xc_domain_set_target
+xs_set_target        xs_set_target (xenstored does not follow the above)
 map_memory           mmap (reservation), xenforeignmemory_map2 (MAP_FIXED
                      chunks), xenforeignmemory_unmap + munmap on release
 enable_logdirty      xc_logdirty_control(SHADOW_OP_ENABLE_LOGDIRTY)
@@ -232,8 +226,6 @@ class XenBackend(HypervisorBackend):
         detail = 'stub domain %d -> guest %d' % (stub_domid, guest_domid)
         self._xc('xc_domain_set_target', stub_domid, guest_domid,
                  detail=detail)
-        if not self.libs.xs_set_target(self.xsh, stub_domid, guest_domid):
-            raise self._fail('xs_set_target', detail)
 
     # -- disks and consoles (xen_devices) ---------------------------------
     def attach_disk(self, domid: int, path: str, devid: str) -> None:
@@ -277,6 +269,11 @@ class XenBackend(HypervisorBackend):
         finally:
             self.libs.munmap(base, PAGE_SIZE)
         return xen_devices.console_tail(page)
+
+    def xs_set_target(self, stub_domid: int, guest_domid: int) -> None:
+        if not self.libs.xs_set_target(self.xsh, stub_domid, guest_domid):
+            raise self._xs_fail('xs_set_target', '%d -> %d' % (
+                stub_domid, guest_domid))
 
     # -- guest memory ---------------------------------------------------------
     def map_memory(self, domid: int, writable: bool = False) -> memoryview:

@@ -16,6 +16,20 @@ OC_TARGET = 'nova_xen_stubdom_target'
 OC_MIRROR_OF = 'nova_xen_stubdom_mirror_of'
 #: on VDIs: which disk of the instance ('root')
 OC_DISK = 'nova_xen_stubdom_disk'
+#: on the guest VM: its pass-through devices (``0/0000:81:00.0,1/...``),
+#: handled by the dom0 agent.  Not ``pci``: that key is xenopsd's own
+#: unmanaged pass-through (xen-api ocaml/xapi/xapi_xenops.ml pcis_of_vm),
+#: which would assign the devices to the guest a second time.
+OC_PCI = 'nova_xen_stubdom_pci'
+#: on a suspended guest VM (XAPI power state Halted): uuid of the VDI we
+#: own that holds its save image.  Not XAPI's Suspended state: XAPI's
+#: suspend drives xenopsd's own save (QMP to a dom0 QEMU) and
+#: VM.set_suspend_VDI accepts only an identical image -- see
+#: doc/source/xapi-behaviour.rst.
+OC_SUSPEND_IMAGE = 'nova_xen_stubdom_suspend_image'
+#: xenopsd's key: never written by the driver; read to find devices other
+#: VMs hold, and removed from our guests written by older versions
+OC_XENOPSD_PCI = 'pci'
 
 #: the instance's disks and their XAPI userdevice, on the guest and on its
 #: stub domain's mirror VBD alike (xvda, xvdb, xvdc in the stub domain)

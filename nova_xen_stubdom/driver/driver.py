@@ -29,9 +29,11 @@ from nova_xen_stubdom.driver import events
 from nova_xen_stubdom.driver import exceptions as dexc
 from nova_xen_stubdom.driver import hostops
 from nova_xen_stubdom.driver import migrationops
+from nova_xen_stubdom.driver import pciops
 from nova_xen_stubdom.driver import rescueops
 from nova_xen_stubdom.driver import snapshotops
 from nova_xen_stubdom.driver import vmops
+from nova_xen_stubdom.stubdom import image as stubdom_image
 from nova_xen_stubdom.xapi import client as xapi_client
 from nova_xen_stubdom.xapi import power as xpower
 
@@ -79,6 +81,12 @@ class XenStubdomDriver(driver.ComputeDriver):
         if not group.connection_url:
             raise exception.InvalidConfiguration(
                 _('[xen_stubdom] connection_url is not set'))
+        for opt in ('stubdom_kernel', 'stubdom_ramdisk'):
+            problem = stubdom_image.boot_path_problem(group[opt])
+            if problem:
+                raise exception.InvalidConfiguration(
+                    _('[xen_stubdom] %(opt)s: %(problem)s')
+                    % {'opt': opt, 'problem': problem})
         client = xapi_client.XAPIClient.from_conf(CONF)
         try:
             name = group.host_name or host
@@ -117,10 +125,8 @@ class XenStubdomDriver(driver.ComputeDriver):
 
     @staticmethod
     def _load_pciops(ctx):
-        try:
-            from nova_xen_stubdom.driver import pciops
-        except ImportError:
-            return None
+        # a plain import: an instance with claimed PCI devices must never
+        # boot without them because this module failed to import
         return pciops.PciOps(ctx)
 
     def _emit_async(self, event):

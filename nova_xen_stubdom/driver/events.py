@@ -69,6 +69,8 @@ class LifecycleEvents:
         name = transition(old, new)
         if name is None:
             return
+        if new == xc.POWER_STATE_HALTED and oc.get(dc.OC_SUSPEND_IMAGE):
+            return      # our suspend: halted with its image kept (get_info)
         uuid = oc.get(dc.OC_NOVA_UUID)
         if not uuid or self._vmops.is_busy(uuid):
             return      # our own operation: Nova knows

@@ -40,16 +40,21 @@ class HostOps:
         return self._ctx.cache.get('host_metrics', host.get('metrics')) or {}
 
     def _our_vms(self) -> Dict[str, dict]:
-        """VMs of this driver resident on (or placed on) this host."""
+        """VMs of this driver resident on this host, or not resident
+        anywhere (halted: XAPI's ``resident_on`` is NULL) but placed here
+        (``affinity``, which the driver sets to the instance's host).  A
+        halted VM of another host's instance is not ours to count."""
         out = {}
+        host = self._ctx.host_ref
         for ref, rec in self._ctx.cache.get_all('VM').items():
             oc = rec.get('other_config') or {}
             if dc.OC_ROLE not in oc:
                 continue
-            if rec.get('resident_on') not in (
-                    self._ctx.host_ref, 'OpaqueRef:NULL', '', None):
-                continue
-            out[ref] = rec
+            resident = rec.get('resident_on')
+            if resident == host or (
+                    resident in ('OpaqueRef:NULL', '', None)
+                    and rec.get('affinity') == host):
+                out[ref] = rec
         return out
 
     # -- SR ---------------------------------------------------------------

@@ -14,6 +14,7 @@ pool's SR, as with XAPI's own pool migration); block migration and guests
 with PCI pass-through devices are refused with a clear message.
 """
 import json
+import secrets
 import threading
 import time
 from typing import Dict, Optional, Tuple
@@ -24,7 +25,6 @@ from oslo_utils import excutils
 from nova import exception
 from nova.i18n import _
 
-from nova_xen_stubdom.dom0 import migration_channel as migration_wire
 from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.driver import exceptions as dexc
 from nova_xen_stubdom.driver import guest_config
@@ -53,6 +53,15 @@ RESIZE_SUFFIX = '.resize-source'
 SUSPEND_DISK = 'suspend'
 #: instance system_metadata key holding the suspend image's key (hex)
 SMETA_IMAGE_KEY = 'xen_stubdom_image_key'
+#: bytes of a per-migration / per-image key (the dom0 side wants at least
+#: 16; the driver reaches dom0 only through XAPI, so it does not import the
+#: dom0 code)
+KEY_BYTES = 32
+
+
+def new_key() -> bytes:
+    """A fresh per-migration / per-image key."""
+    return secrets.token_bytes(KEY_BYTES)
 
 
 class OperationNotSupportedYet(NotImplementedError):
@@ -193,7 +202,7 @@ class MigrationOps:
             try:
                 guest_uuid = self._build_incoming(instance, network_info,
                                                   source[1], built)
-                key = migration_wire.new_key()
+                key = new_key()
                 recv = self._ctx.call_plugin(
                     'migrate_receive', guest_vm_uuid=guest_uuid,
                     key=key.hex(),
@@ -506,8 +515,17 @@ class MigrationOps:
 
     # -- suspend / resume / cold migration --
     def suspend(self, context, instance):
-        """Save the guest (memory, CPU, device state) into its suspend
-        VDI; guest and stub domain go away, the VM shows Suspended."""
+        """Save the guest (memory, CPU, device state) into a VDI we own,
+        then halt guest and stub domain through XAPI.
+
+        Not XAPI's VM.suspend: that drives xenopsd's own save, which asks
+        a dom0 QEMU for the device state over QMP, and XAPI accepts no
+        other image in its place (VM.set_suspend_VDI refuses a replacement
+        whose content differs: SUSPEND_VDI_REPLACEMENT_IS_NOT_IDENTICAL).
+        XAPI sees a Halted guest whose ``other_config`` names the image
+        (``dc.OC_SUSPEND_IMAGE``); ``get_info`` reports it SUSPENDED.  See
+        doc/source/xapi-behaviour.rst.
+        """
         with self._vmops._operation(instance):
             built = self._vmops._require(instance)
             if self._call('VM.get_power_state', built.guest) != \
@@ -519,7 +537,7 @@ class MigrationOps:
             sr = self._vmops._hostops.select_sr()
             vdi = self._call('VDI.create', vmbuild.vdi_record(
                 instance, sr, memory + 64 * MiB, SUSPEND_DISK))
-            key = migration_wire.new_key().hex()
+            key = new_key().hex()
             try:
                 vdi_uuid = self._call('VDI.get_uuid', vdi)
                 self._ctx.call_plugin(
@@ -530,21 +548,18 @@ class MigrationOps:
                 with excutils.save_and_reraise_exception():
                     self._call('VDI.destroy', vdi)
             try:
-                # XAPI's state machine: Suspended, with our image as its
-                # suspend VDI (XAPI's own image of the paused guest is
-                # replaced: it lacks the stub domain's device state)
-                self._call_async('VM.suspend', built.guest)
-                own = self._call('VM.get_suspend_VDI', built.guest)
-                self._call('VM.set_suspend_VDI', built.guest, vdi)
-                if own and own != vdi and own != 'OpaqueRef:NULL':
-                    self._call('VDI.destroy', own)
+                # the key first: the Halted event then carries it, so
+                # nobody takes the halt for a shutdown
+                self._call('VM.add_to_other_config', built.guest,
+                           dc.OC_SUSPEND_IMAGE, vdi_uuid)
+                self._call_async('VM.hard_shutdown', built.guest)
             except Exception:
                 with excutils.save_and_reraise_exception():
                     LOG.error('suspend failed after the save; the guest '
                               'runs on', instance=instance)
-                    self._call('VDI.destroy', vdi)
-                    if self._call('VM.get_power_state', built.guest) != \
-                            xc.POWER_STATE_SUSPENDED:
+                    self._forget_image(built.guest, vdi)
+                    if self._call('VM.get_power_state', built.guest) == \
+                            xc.POWER_STATE_RUNNING:
                         self._ctx.call_plugin(
                             'undo_save', guest_vm_uuid=built.guest_uuid)
             self._vmops._stop(instance, None, built.stubdom,
@@ -552,17 +567,27 @@ class MigrationOps:
             instance.system_metadata[SMETA_IMAGE_KEY] = key
         LOG.info('suspended into VDI %s', vdi_uuid, instance=instance)
 
+    def _forget_image(self, guest: str, vdi: Optional[str]) -> None:
+        oc = self._call('VM.get_other_config', guest)
+        if dc.OC_SUSPEND_IMAGE in oc:
+            self._call('VM.remove_from_other_config', guest,
+                       dc.OC_SUSPEND_IMAGE)
+        if vdi:
+            self._call('VDI.destroy', vdi)
+
     def resume(self, context, instance, network_info,
                block_device_info=None, share_info=None):
-        """A new stub domain, the device state fed back, memory and CPU
-        restored from the suspend image (checked completely first)."""
+        """Start stub domain and (paused) guest through XAPI, feed the
+        device state back and restore memory and CPU from the suspend
+        image (checked completely first), then unpause."""
         with self._vmops._operation(instance):
             built = self._vmops._require(instance)
             state = self._call('VM.get_power_state', built.guest)
-            if state != xc.POWER_STATE_SUSPENDED:
+            vdi = self._vmops.suspend_image(built.guest)
+            if state != xc.POWER_STATE_HALTED or not vdi:
                 raise exception.InstanceResumeFailure(reason=_(
-                    'the guest VM is %s, not Suspended') % state)
-            vdi = self._call('VM.get_suspend_VDI', built.guest)
+                    'the guest VM is %s and has no suspend image of this '
+                    'driver') % state)
             key = (instance.system_metadata or {}).get(SMETA_IMAGE_KEY)
             if not key:
                 raise exception.InstanceResumeFailure(reason=_(
@@ -574,14 +599,13 @@ class MigrationOps:
                                       key=key,
                                       expected_vm_uuid=built.guest_uuid)
             except (dexc.AgentCallFailed, xapi_errors.XAPIError) as exc:
-                # nothing changed: still Suspended, image untouched (the
-                # rollback keeps Nova's vm_state SUSPENDED, not ERROR)
+                # nothing changed: still halted with its image, untouched
+                # (the rollback keeps Nova's vm_state SUSPENDED, not ERROR)
                 raise exception.InstanceFaultRollback(
                     exception.InstanceResumeFailure(reason=_(
                         'the suspend image was refused: %s') % exc))
             cfg = guest_config.resolve(instance.flavor, None)
             vifs = [(vif, None) for vif in network_info or []]
-            self._call('VM.power_state_reset', built.guest)
             try:
                 self._start_paused(instance, built, cfg, vifs)
                 self._ctx.call_plugin(
@@ -596,8 +620,7 @@ class MigrationOps:
                               'suspend image kept', instance=instance)
                     self._vmops._stop(instance, built.guest, built.stubdom,
                                       built.guest_uuid)
-            self._call('VM.set_suspend_VDI', built.guest, NULL_REF)
-            self._call('VDI.destroy', vdi)
+            self._forget_image(built.guest, vdi)
             instance.system_metadata.pop(SMETA_IMAGE_KEY, None)
         LOG.info('resumed', instance=instance)
 

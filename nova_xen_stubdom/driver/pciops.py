@@ -22,11 +22,14 @@ device_spec`` says:
   and the PF of an excluded VF (the PF's reset takes its VFs with it).
 
 Assignment.  On spawn the driver writes exactly ``instance.pci_devices``
-into the guest's ``other_config:pci`` (``0/0000:81:00.0,1/...``, xenopsd's
-form) after checking that each device still exists and that no other VM
-holds it; the agent grants the stub domain its resources when the guest's
-domain is built (see ``agent/pci.py``).  :meth:`PciOps.release` undoes both
-and is safe to call on every exit path.
+into the guest's ``other_config:nova_xen_stubdom_pci`` (``0/0000:81:00.0,...``)
+after checking that each device still exists and that no other VM holds it;
+the agent assigns them and grants the stub domain their resources when the
+guest's domain is built (see ``agent/pci.py``).  Never ``other_config:pci``:
+that is xenopsd's own pass-through, which would assign the devices to the
+guest itself a second time (Xen: EBUSY) and fail the start -- see
+doc/source/xapi-behaviour.rst.  :meth:`PciOps.release` undoes both and is
+safe to call on every exit path.
 """
 import json
 from typing import Dict, Iterable, List, Optional, Tuple
@@ -35,9 +38,11 @@ from nova import exception
 from nova.i18n import _
 from oslo_log import log as logging
 
+from nova_xen_stubdom.driver import constants as dc
+
 LOG = logging.getLogger(__name__)
 
-OC_PCI = 'pci'
+OC_PCI = dc.OC_PCI
 NULL_REF = 'OpaqueRef:NULL'
 
 TYPE_PCI = 'type-PCI'
@@ -68,13 +73,13 @@ def normalize_address(address: str) -> str:
 
 
 def format_other_config(addresses: Iterable[str]) -> str:
-    """xenopsd's ``other_config:pci`` form: ``0/0000:81:00.0,1/...``."""
+    """``0/0000:81:00.0,1/...`` (the form xenopsd's key uses, too)."""
     return ','.join('%d/%s' % (i, normalize_address(a))
                     for i, a in enumerate(addresses))
 
 
 def parse_other_config(value: Optional[str]) -> List[str]:
-    """Addresses in an ``other_config:pci`` value, in slot order."""
+    """Addresses in such a value, in slot order."""
     out = []
     for item in (value or '').split(','):
         item = item.strip()
@@ -303,7 +308,9 @@ class PciOps:
     # assignment
     def _holders(self, exclude_ref: str) -> Dict[str, Tuple[str, str]]:
         """``{address: (vm name_label, power_state)}`` held by other VMs
-        running or paused on this host."""
+        running or paused on this host: through our key, xenopsd's
+        ``other_config:pci`` or XAPI's ``VM.attached_PCIs``."""
+        pci_ids = None
         out = {}
         for ref, vm in self._ctx.call('VM.get_all_records').items():
             if ref == exclude_ref or vm.get('is_a_template'):
@@ -312,16 +319,24 @@ class PciOps:
                 continue
             if vm.get('resident_on') != self._ctx.host_ref:
                 continue
-            for addr in parse_other_config(
-                    (vm.get('other_config') or {}).get(OC_PCI)):
+            oc = vm.get('other_config') or {}
+            addrs = (parse_other_config(oc.get(OC_PCI))
+                     + parse_other_config(oc.get(dc.OC_XENOPSD_PCI)))
+            if vm.get('attached_PCIs'):
+                if pci_ids is None:
+                    pci_ids = {r: normalize_address(p.get('pci_id', ''))
+                               for r, p in self._host_pci_records().items()}
+                addrs += [pci_ids[r] for r in vm['attached_PCIs']
+                          if r in pci_ids]
+            for addr in addrs:
                 out[addr] = (vm.get('name_label', ref),
                              vm.get('power_state'))
         return out
 
     def assign(self, instance, guest_ref: str) -> List[str]:
         """Write the instance's claimed devices into the guest's
-        ``other_config:pci`` after checking each exists on this host and is
-        free.  Returns the addresses (empty: nothing to do).
+        ``other_config:nova_xen_stubdom_pci`` after checking each exists on
+        this host and is free.  Returns the addresses (empty: nothing to do).
 
         :raises PciPassthroughUnavailable: a device vanished or another VM
             holds it; nothing was changed.
@@ -348,18 +363,21 @@ class PciOps:
         value = format_other_config(addrs)
         self._clear_other_config(guest_ref)
         self._ctx.call('VM.add_to_other_config', guest_ref, OC_PCI, value)
-        LOG.info('PCI devices %s assigned (other_config:pci=%s)', addrs,
-                 value, instance=instance)
+        LOG.info('PCI devices %s assigned (other_config:%s=%s)', addrs,
+                 OC_PCI, value, instance=instance)
         return addrs
 
     def _clear_other_config(self, guest_ref: str) -> None:
         oc = self._ctx.call('VM.get_other_config', guest_ref)
-        if OC_PCI in oc:
-            self._ctx.call('VM.remove_from_other_config', guest_ref, OC_PCI)
+        # xenopsd's key on our own guest: what older versions wrote
+        for key in (OC_PCI, dc.OC_XENOPSD_PCI):
+            if key in oc:
+                self._ctx.call('VM.remove_from_other_config', guest_ref, key)
 
     def release(self, instance, guest_ref: Optional[str]) -> None:
         """Drop the guest's devices: revoke any grants its domain still has
-        and clear ``other_config:pci``.  Idempotent, never raises for a VM
+        and clear our ``other_config`` key (and xenopsd's, if an older
+        version wrote it).  Idempotent, never raises for a VM
         that is already gone (every exit path calls it)."""
         if not guest_ref:
             return
@@ -369,8 +387,9 @@ class PciOps:
             if 'HANDLE_INVALID' in str(exc):
                 return
             raise
-        addrs = parse_other_config((rec.get('other_config') or {}).get(
-            OC_PCI))
+        oc = rec.get('other_config') or {}
+        addrs = (parse_other_config(oc.get(OC_PCI))
+                 + parse_other_config(oc.get(dc.OC_XENOPSD_PCI)))
         if not addrs and not instance_addresses(instance):
             return
         try:
@@ -384,5 +403,8 @@ class PciOps:
             LOG.warning('PCI release: revoking grants failed: %s', exc,
                         instance=instance)
         if addrs:
-            self._ctx.call('VM.remove_from_other_config', guest_ref, OC_PCI)
+            for key in (OC_PCI, dc.OC_XENOPSD_PCI):
+                if key in oc:
+                    self._ctx.call('VM.remove_from_other_config', guest_ref,
+                                   key)
             LOG.info('PCI devices %s released', addrs, instance=instance)

@@ -357,7 +357,11 @@ class VMOps:
         state = self._power_state(vm_ref)
         if state in (None, xc.POWER_STATE_HALTED):
             return
-        if clean_timeout and state == xc.POWER_STATE_RUNNING:
+        if clean_timeout and state == xc.POWER_STATE_RUNNING and \
+                not self._can_clean_shutdown(vm_ref):
+            LOG.info('%s cannot be shut down cleanly (no PV drivers, no '
+                     'feature-shutdown/-poweroff): halting it', vm_ref)
+        elif clean_timeout and state == xc.POWER_STATE_RUNNING:
             try:
                 self._ctx.call_async('VM.clean_shutdown', vm_ref,
                                      timeout=clean_timeout)
@@ -371,6 +375,17 @@ class VMOps:
         if state == xc.POWER_STATE_SUSPENDED:
             return
         self._ctx.call_async('VM.hard_shutdown', vm_ref)
+
+    def _can_clean_shutdown(self, vm_ref: str) -> bool:
+        """XAPI asks a guest to shut down only if it has PV drivers or
+        advertises the feature (xapi_vm_lifecycle.ml check_op_for_feature);
+        otherwise VM.clean_shutdown answers VM_LACKS_FEATURE.  Its
+        allowed_operations says which."""
+        try:
+            ops = self._call('VM.get_allowed_operations', vm_ref)
+        except xapi_errors.XAPIError:
+            return True     # let the call itself decide
+        return 'clean_shutdown' in ops
 
     def _stop(self, instance, guest: Optional[str], stub: Optional[str],
               guest_uuid: Optional[str],
@@ -432,10 +447,27 @@ class VMOps:
             return
         self._call('%s.destroy' % cls, ref)
 
+    def suspend_image(self, guest_ref: str) -> Optional[str]:
+        """The VDI holding the suspended guest's image, or None."""
+        try:
+            uuid = self._call('VM.get_other_config', guest_ref).get(
+                dc.OC_SUSPEND_IMAGE)
+            return self._call('VDI.get_by_uuid', uuid) if uuid else None
+        except xapi_errors.HandleInvalid:
+            return None
+        except xapi_errors.XAPIError as exc:
+            if exc.code == 'UUID_INVALID':
+                return None
+            raise
+
     def destroy(self, instance) -> None:
         """Remove the guest, its stub domain and disks (idempotent)."""
         with self._operation(instance, 'destroy'):
             built = self._find_fresh(instance)
+            if built.guest:
+                image = self.suspend_image(built.guest)
+                if image:
+                    built.vdis.append(image)
             if built.empty():
                 LOG.warning('destroy: no XAPI objects for this instance',
                             instance=instance)
@@ -458,6 +490,14 @@ class VMOps:
                  network_info=None) -> None:
         cfg = guest_config.resolve(instance.flavor, image_meta)
         vifs = [(vif, None) for vif in network_info or []]
+        image = self.suspend_image(built.guest)
+        if image:
+            # a fresh boot (hard reboot of a suspended instance) makes the
+            # saved state meaningless, as with libvirt's managed save
+            LOG.info('discarding the suspend image', instance=instance)
+            self._call('VM.remove_from_other_config', built.guest,
+                       dc.OC_SUSPEND_IMAGE)
+            self._call('VDI.destroy', image)
         try:
             self._start(instance, built, cfg, vifs)
         except Exception:
@@ -519,10 +559,19 @@ class VMOps:
             if not built.guest:
                 raise exception.InstanceNotFound(instance_id=instance.uuid)
             state = self._power_state(built.guest)
+            try:
+                oc = self._call('VM.get_other_config', built.guest)
+            except xapi_errors.HandleInvalid:
+                oc = {}
         else:
             state = found[1].get('power_state')
+            oc = found[1].get('other_config') or {}
+        nova_state = xpower.to_nova_power_state(state)
+        if state == xc.POWER_STATE_HALTED and oc.get(dc.OC_SUSPEND_IMAGE):
+            # halted through XAPI with its image in our VDI: suspended
+            nova_state = power_state.SUSPENDED
         return hardware.InstanceInfo(
-            state=xpower.to_nova_power_state(state),
+            state=nova_state,
             internal_id=found[0] if found else None)
 
     def _our_guests(self) -> Dict[str, dict]:

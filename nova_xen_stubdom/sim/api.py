@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Optional
 from nova_xen_stubdom.sim import wire
 from nova_xen_stubdom.sim.errors import XapiError, handle_invalid
 from nova_xen_stubdom.sim.faults import DropConnection
-from nova_xen_stubdom.sim.schema import NULL_REF, Message, load
+from nova_xen_stubdom.datamodel.schema import NULL_REF, Message, load
 
 LOG = logging.getLogger(__name__)
 

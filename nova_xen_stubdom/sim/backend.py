@@ -86,6 +86,13 @@ class SimBackend(HypervisorBackend):
         self._maybe_fail('set_target')
         self.hypervisor.set_target(stub_domid, guest_domid)
 
+    def xs_set_target(self, stub_domid: int, guest_domid: int) -> None:
+        self._maybe_fail('xs_set_target')
+        # xenstored checks both domains exist (do_set_target)
+        self.hypervisor.domain(stub_domid)
+        self.hypervisor.domain(guest_domid)
+        self.hypervisor.xenstore.set_target(stub_domid, guest_domid)
+
     # -- console -------------------------------------------------------------
     def read_console(self, domid: int) -> str:
         return ''.join(line + '\n' for line in self.sim.console(domid))

@@ -11,7 +11,7 @@ import copy as copylib
 from nova_xen_stubdom.sim import api, storage, wire
 from nova_xen_stubdom.sim.api import handler
 from nova_xen_stubdom.sim.errors import XapiError
-from nova_xen_stubdom.sim.schema import NULL_REF
+from nova_xen_stubdom.datamodel.schema import NULL_REF
 
 _VDI_KEEP = ('name_label', 'name_description', 'virtual_size', 'type',
              'sharable', 'read_only', 'other_config', 'xenstore_data',

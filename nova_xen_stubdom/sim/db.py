@@ -10,14 +10,18 @@ import threading
 import uuid as uuidlib
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from nova_xen_stubdom.sim import schema as schemalib
+from nova_xen_stubdom.datamodel import schema as schemalib
 from nova_xen_stubdom.sim.errors import XapiError, handle_invalid
-from nova_xen_stubdom.sim.schema import NULL_REF, EPOCH, Type
+from nova_xen_stubdom.datamodel.schema import NULL_REF, EPOCH, Type
 
 _UUID_RE = re.compile(r'^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-'
                       r'[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')
-#: tombstones older than this many generations are forgotten
-_TOMBSTONE_KEEP = 100000
+#: XAPI keeps each table's recent deletions in a queue: at 512 entries it
+#: is cut back to the newest 256 (xen-api ocaml/database/db_cache_types.ml
+#: Table.remove); older deletions are forgotten and event.from no longer
+#: reports them -- silently (fold_over_deleted), never EVENTS_LOST
+DELETED_QUEUE_UPPER = 512
+DELETED_QUEUE_LOWER = 256
 
 
 def new_ref() -> str:
@@ -108,7 +112,8 @@ class Database:
         #: (class, ref) -> generation of the add
         self.created_gen: Dict[Tuple[str, str], int] = {}
         #: [(generation, class, ref, last record)]
-        self.tombstones: List[Tuple[int, str, str, dict]] = []
+        #: (generation, class, ref, record, generation created)
+        self.tombstones: List[Tuple[int, str, str, dict, int]] = []
         self.generation = 0
         #: called (cls, ref, op) after every change, under the lock
         self.listeners: List[Callable[[str, str, str], None]] = []
@@ -151,10 +156,13 @@ class Database:
             del self.ref_class[ref]
             self.generation += 1
             self.gen_of.pop((cls, ref), None)
-            self.created_gen.pop((cls, ref), None)
-            self.tombstones.append((self.generation, cls, ref, rec))
-            if len(self.tombstones) > 2 * _TOMBSTONE_KEEP:
-                del self.tombstones[:_TOMBSTONE_KEEP]
+            created = self.created_gen.pop((cls, ref), 0)
+            self.tombstones.append((self.generation, cls, ref, rec, created))
+            mine = [t for t in self.tombstones if t[1] == cls]
+            if len(mine) + 1 >= DELETED_QUEUE_UPPER:
+                drop = {id(t) for t in mine[:-DELETED_QUEUE_LOWER]}
+                self.tombstones = [t for t in self.tombstones
+                                   if id(t) not in drop]
             self._notify(cls, ref, 'del')
 
     def exists(self, cls: str, ref: str) -> bool:
@@ -242,15 +250,14 @@ class Database:
                         else 'mod'
                     out.append((g, cls, ref, op,
                                 copy.deepcopy(self.tables[cls][ref])))
-            for g, cls, ref, rec in self.tombstones:
-                if g > gen and (classes is None or cls.lower() in classes
-                                or ref in classes):
+            for g, cls, ref, rec, created in self.tombstones:
+                # fold_over_deleted: only objects that existed at *gen*
+                if g > gen and created <= gen and (
+                        classes is None or cls.lower() in classes
+                        or ref in classes):
                     out.append((g, cls, ref, 'del', rec))
         out.sort(key=lambda x: x[0])
         return out
-
-    def oldest_tombstone_gen(self) -> int:
-        return self.tombstones[0][0] if self.tombstones else 0
 
     @staticmethod
     def valid_uuid(text: str) -> bool:

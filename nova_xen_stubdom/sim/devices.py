@@ -12,7 +12,7 @@ from nova_xen_stubdom.sim import api, storage
 from nova_xen_stubdom.sim.api import handler
 from nova_xen_stubdom.sim.errors import XapiError, handle_invalid
 from nova_xen_stubdom.sim.hypervisor import Frontend
-from nova_xen_stubdom.sim.schema import NULL_REF
+from nova_xen_stubdom.datamodel.schema import NULL_REF
 
 LOG = logging.getLogger(__name__)
 
@@ -313,13 +313,26 @@ def launch_device_model(ctx, host, vm, rec, domid: int) -> None:
     from nova_xen_stubdom.sim import devicemodel
     if dm == 0:
         devicemodel.start_dom0_qemu(hv, domid, rec)
-    sbdfs = parse_pci(rec['other_config'].get('pci', ''))
+    # what QEMU in a stub domain passes through is what pcifront shows it:
+    # the pciback backend wired for the stub domain (libxl's layout)
+    sbdfs = stubdom_pci_devices(hv, dm) if dm else []
     if sbdfs:
         from nova_xen_stubdom.sim.pci import SimPciError
         try:
-            host.pci.check_guest_start(domid, dm or None, sbdfs)
+            host.pci.check_guest_start(domid, dm, sbdfs)
         except SimPciError as e:
             raise XapiError(e.code, *e.params)
+
+
+def stubdom_pci_devices(hv, stub_domid: int):
+    """sbdfs in ``/local/domain/0/backend/pci/<stub>/0/dev-N``."""
+    be = '/local/domain/0/backend/pci/%d/0' % stub_domid
+    try:
+        n = int(hv.xenstore.read(be + '/num_devs') or 0)
+    except ValueError:
+        return []
+    devs = (hv.xenstore.read('%s/dev-%d' % (be, i)) for i in range(n))
+    return [d for d in devs if d]
 
 
 def _stop_device_model(host, domid: int, vm_uuid: str) -> None:
@@ -336,14 +349,6 @@ def _stop_device_model(host, domid: int, vm_uuid: str) -> None:
             LOG.exception('device-model wrapper stop for domain %d', domid)
     from nova_xen_stubdom.sim import devicemodel
     devicemodel.stop_dom0_qemu(hv, domid)
-
-
-def parse_pci(text: str):
-    """XAPI's other_config:pci ``0/0000:81:00.0,1/0000:81:00.1`` -> sbdfs."""
-    out = []
-    for item in filter(None, (text or '').split(',')):
-        out.append(item.split('/', 1)[-1].strip())
-    return out
 
 
 # -- consoles -----------------------------------------------------------------

@@ -27,7 +27,7 @@ The simulator's operations :func:`crash` and :func:`come_back` (on
 from nova_xen_stubdom.sim import devicemodel
 from nova_xen_stubdom.sim.api import handler
 from nova_xen_stubdom.sim.errors import XapiError
-from nova_xen_stubdom.sim.schema import NULL_REF
+from nova_xen_stubdom.datamodel.schema import NULL_REF
 
 
 def is_live(pool, host) -> bool:

@@ -234,6 +234,9 @@ class Hypervisor:
         self._next_domid = 1
         #: guest domid -> domid running its device model (0 = dom0)
         self.device_models: Dict[int, int] = {}
+        #: QMP commands xenopsd sent device models: (guest domid, command,
+        #: arguments) -- see sim/xenopsd_pci.py
+        self.xenopsd_qmp: List[tuple] = []
         self.frontends: List[Frontend] = []
         #: the host's PCI functions, grants and assignments
         #: (``sim.pci.PciHost``; set by the host)
@@ -330,9 +333,13 @@ class Hypervisor:
         dom.release()
 
     def set_target(self, stub: int, guest: int) -> None:
+        """``xc_domain_set_target``: the hypervisor's privilege only.
+        xenstored learns of a target from its own ``XS_SET_TARGET``
+        (``xs_set_target``), which libxl sends as well (xen-project/xen
+        tools/libs/light/libxl_dm.c libxl__spawn_stub_dm); see
+        :meth:`SimBackend.xs_set_target`."""
         self.domain(guest)
         self.domain(stub).target = guest
-        self.xenstore.set_target(stub, guest)
 
     def memory_used(self) -> int:
         with self.lock:

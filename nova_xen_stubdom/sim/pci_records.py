@@ -6,7 +6,7 @@ network interface: ``eth0`` is the management PIF on the pool network;
 others get a network of their own.  An SR-IOV PF's PIF lists its VFs'
 ``PCI`` records in ``other_config:sriov_vfs``; VFs have no PIF.
 """
-from nova_xen_stubdom.sim.schema import NULL_REF
+from nova_xen_stubdom.datamodel.schema import NULL_REF
 
 
 def build(pool, host, network: str) -> None:

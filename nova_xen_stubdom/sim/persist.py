@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 
-from nova_xen_stubdom.sim.schema import NULL_REF
+from nova_xen_stubdom.datamodel.schema import NULL_REF
 
 LOG = logging.getLogger(__name__)
 FORMAT = 1

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional
 from nova_xen_stubdom.sim import wire
 from nova_xen_stubdom.sim.db import Database, new_uuid
 from nova_xen_stubdom.sim.hypervisor import Hypervisor
-from nova_xen_stubdom.sim.schema import NULL_REF
+from nova_xen_stubdom.datamodel.schema import NULL_REF
 from nova_xen_stubdom.sim.sessions import Sessions
 from nova_xen_stubdom.sim.tasks import Tasks
 

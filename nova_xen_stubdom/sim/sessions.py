@@ -5,7 +5,14 @@ from typing import Dict, Optional
 
 from nova_xen_stubdom.sim import wire
 from nova_xen_stubdom.sim.errors import XapiError
-from nova_xen_stubdom.sim.schema import Message
+from nova_xen_stubdom.datamodel.schema import Message
+
+#: Session limits of XAPI's session GC (ocaml/xapi/xapi_globs.ml
+#: max_sessions_per_originator, max_sessions_per_user_name, max_sessions =
+#: max_tasks * 2)
+MAX_PER_ORIGINATOR = 500
+MAX_PER_USER_NAME = 500
+MAX_SESSIONS = 400
 
 #: XAPI's role names, most to least privileged
 ROLES = ('pool-admin', 'pool-operator', 'vm-power-admin', 'vm-admin',
@@ -46,8 +53,42 @@ class Sessions:
             self.live[ref] = {'role': role, 'host': host.ref,
                               'last': time.monotonic(),
                               'epoch': host.toolstack_epoch,
-                              'user': username}
+                              'user': username, 'pool': pool_login,
+                              'originator': originator}
+        self._gc(self._group(self.live[ref]))
         return ref
+
+    @staticmethod
+    def _group(s: dict) -> tuple:
+        """``Db_gc_util.timeout_sessions``: pool sessions, anonymous root
+        sessions (no originator), per originator (root) or per user name
+        (anyone else) -- each group with its limit."""
+        root = s['user'] in ('', 'root')
+        if s['pool']:
+            return ('internal', MAX_SESSIONS)
+        if root and not s['originator']:
+            return ('external', MAX_SESSIONS)
+        if root:
+            return ('originator:' + s['originator'], MAX_PER_ORIGINATOR)
+        return ('username:' + s['user'], MAX_PER_USER_NAME)
+
+    def _gc(self, group: tuple) -> None:
+        """``Db_gc_util.timeout_sessions_common``: past the group's limit,
+        the least recently active sessions are destroyed (their next use
+        answers SESSION_INVALID).  XAPI runs this every 30 s
+        (``Db_gc.db_GC_TIMER``); the simulator at each login, which is
+        stricter.  Not modelled: sessions with a pending task are spared."""
+        with self.lock:
+            members = sorted(
+                (s['last'], r) for r, s in self.live.items()
+                if self._group(s) == group)
+            over = max(0, len(members) - group[1])
+            excess = [r for _, r in members[:over]]
+            for r in excess:
+                del self.live[r]
+        for r in excess:
+            if self.pool.db.exists('session', r):
+                self.pool.db.destroy('session', r)
 
     def check(self, ref: str, host) -> str:
         with self.lock:

@@ -16,6 +16,8 @@ PASSWORD = 'sim-password'
 RO_USER = 'auditor'
 RO_PASSWORD = 'ro-password'
 MiB = 1 << 20
+#: a direct-boot kernel where XAPI accepts one (sim/bootfiles.py)
+PV_KERNEL = '/var/lib/xcp/guest/vmlinuz'
 
 
 @contextlib.contextmanager
@@ -54,7 +56,7 @@ def vm_record(name: str = 'vm', hvm: bool = True, memory: int = 256 * MiB,
         'VCPUs_at_startup': str(vcpus),
         'actions_after_shutdown': 'destroy',
         'actions_after_reboot': 'restart', 'actions_after_crash': 'destroy',
-        'PV_bootloader': '', 'PV_kernel': '' if hvm else '/boot/vmlinuz',
+        'PV_bootloader': '', 'PV_kernel': '' if hvm else PV_KERNEL,
         'PV_ramdisk': '', 'PV_args': '', 'PV_bootloader_args': '',
         'PV_legacy_args': '',
         'HVM_boot_policy': 'BIOS order' if hvm else '',

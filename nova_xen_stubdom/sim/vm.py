@@ -12,14 +12,16 @@ VBDs/VIFs as frontends of that domain, and for an HVM guest asks the host's
 device-model launcher where the device model runs.
 """
 import contextlib
+import hashlib
 import logging
 from typing import Optional
 
-from nova_xen_stubdom.sim import api, devices, hostfail, wire
+from nova_xen_stubdom.sim import (api, bootfiles, devices, hostfail, wire,
+                                  xenopsd_pci)
 from nova_xen_stubdom.sim.api import handler
 from nova_xen_stubdom.sim.db import new_ref
 from nova_xen_stubdom.sim.errors import XapiError
-from nova_xen_stubdom.sim.schema import NULL_REF
+from nova_xen_stubdom.datamodel.schema import NULL_REF
 
 LOG = logging.getLogger(__name__)
 
@@ -73,10 +75,42 @@ _ALLOWED = {
 }
 
 
+#: what a guest must advertise (VM_guest_metrics.other = "1") for XAPI to
+#: ask it to shut down / reboot: xapi_vm_lifecycle.ml check_op_for_feature
+_FEATURES = {
+    'clean_shutdown': ('feature-shutdown', 'feature-poweroff'),
+    'clean_reboot': ('feature-shutdown', 'feature-reboot'),
+}
+
+
+def lacks_feature(db, rec: dict, op: str) -> bool:
+    """``check_op_for_feature`` (strict, as ``with_vm_operation`` uses it):
+    a live guest that has not definitely booted PV
+    (``VM_metrics.current_domain_type``), has no PV drivers
+    (``PV_drivers_version`` major/minor, ``Xapi_pv_driver_version``) and
+    advertises none of the op's features cannot be asked to shut down or
+    reboot cleanly: ``VM_LACKS_FEATURE [vm]``."""
+    if op not in _FEATURES or rec['power_state'] not in ('Running',
+                                                         'Paused'):
+        return False
+    metrics = (db.get('VM_metrics', rec['metrics'])
+               if db.exists('VM_metrics', rec['metrics']) else {})
+    if metrics.get('current_domain_type') in ('pv', 'pvh', 'pv_in_pvh'):
+        return False
+    gm = (db.get('VM_guest_metrics', rec['guest_metrics'])
+          if db.exists('VM_guest_metrics', rec['guest_metrics']) else {})
+    version = gm.get('PV_drivers_version') or {}
+    if 'major' in version and 'minor' in version:
+        return False
+    other = gm.get('other') or {}
+    return not any(other.get(f) == '1' for f in _FEATURES[op])
+
+
 def update_allowed_operations(db, vm: str) -> None:
     rec = db.get('VM', vm)
     ops = [] if rec['is_a_template'] or rec['is_control_domain'] else \
         list(_ALLOWED.get(rec['power_state'], []))
+    ops = [op for op in ops if not lacks_feature(db, rec, op)]
     if rec['current_operations']:
         ops = []
     rec['allowed_operations'] = ops
@@ -115,6 +149,10 @@ def boot(ctx, vm: str, host, paused: bool, reason: str = 'start'):
     ctx.check_cancel()
     hv = host.hypervisor
     hvm = is_hvm(rec)
+    if not hvm:
+        # xapi_xenops.builder_of_vm: direct-boot files only from the allowed
+        # dom0 directory, checked before xenopsd builds anything
+        bootfiles.direct_boot_files(rec)
     # the memory check and the allocation are one step per host
     with host.placement_lock:
         available = host.free_memory()
@@ -130,11 +168,15 @@ def boot(ctx, vm: str, host, paused: bool, reason: str = 'start'):
         ctx.progress(0.6)
         if hvm:
             devices.launch_device_model(ctx, host, vm, rec, dom.domid)
+        # xenops_server VM_start: PCI_plug of other_config:pci after the
+        # device model
+        xenopsd_pci.plug(ctx, host, vm, rec, dom.domid, hvm)
         if not paused:
             hv.unpause(dom.domid)
     except Exception:
         devices.unplug_all(ctx, vm, dom.domid, host)
         hv.destroy_domain(dom.domid)
+        xenopsd_pci.unplugged(ctx, vm)
         raise
     with db.lock:
         live = db.get('VM', vm)
@@ -186,6 +228,7 @@ def teardown(ctx, vm: str, final_state: str = 'Halted') -> None:
     if host is not None and rec['domid'] >= 0:
         devices.unplug_all(ctx, vm, rec['domid'], host)
         host.hypervisor.destroy_domain(rec['domid'])
+    xenopsd_pci.unplugged(ctx, vm)
     with db.lock:
         live = db.get('VM', vm)
         live.update(power_state=final_state, domid=-1,
@@ -230,7 +273,9 @@ def start_on(ctx, vm, host_ref, start_paused, force):
 @handler('VM.clean_shutdown', 'VM.shutdown')
 def clean_shutdown(ctx, vm):
     with operation(ctx, vm, 'clean_shutdown'):
-        expect(ctx, vm, 'Running')
+        rec = expect(ctx, vm, 'Running')
+        if lacks_feature(ctx.db, rec, 'clean_shutdown'):
+            raise XapiError('VM_LACKS_FEATURE', vm)
         ctx.check_cancel()
         teardown(ctx, vm)
 
@@ -251,6 +296,8 @@ def hard_shutdown(ctx, vm):
 def _reboot(ctx, vm, op, states):
     with operation(ctx, vm, op):
         rec = expect(ctx, vm, *states)
+        if lacks_feature(ctx.db, rec, op):
+            raise XapiError('VM_LACKS_FEATURE', vm)
         ctx.check_cancel()
         host = _host_for_running(ctx, rec)
         teardown(ctx, vm)
@@ -328,6 +375,38 @@ def _drop_suspend_image(ctx, vm):
     ctx.db.set('VM', vm, suspend_VDI=NULL_REF)
     if vdi != NULL_REF and ctx.db.exists('VDI', vdi):
         api.generic_destroy(ctx, 'VDI', vdi)
+
+
+def _vdi_checksum(ctx, vdi: str) -> str:
+    """``VDI.checksum`` (internal message): MD5 of the whole VDI
+    (ocaml/xapi/xapi_vdi.ml checksum: ``Digest.file`` of the attached
+    device)."""
+    h = hashlib.md5()
+    with open(devices.vdi_file(ctx, vdi), 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            h.update(block)
+    return h.hexdigest()
+
+
+@handler('VM.set_suspend_VDI')
+def set_suspend_vdi(ctx, vm, value):
+    """ocaml/xapi/xapi_vm.ml set_suspend_VDI: only for a Suspended VM, not
+    a cbt_metadata VDI, and only a replacement with identical content (the
+    two VDIs' checksums are compared)."""
+    rec = expect(ctx, vm, 'Suspended')
+    vdi = ctx.db.get('VDI', value)
+    if vdi['type'] == 'cbt_metadata':
+        raise XapiError('VDI_INCOMPATIBLE_TYPE', vm, 'cbt_metadata')
+    src = rec['suspend_VDI']
+    if src != value:
+        src_sum = _vdi_checksum(ctx, src)
+        dst_sum = _vdi_checksum(ctx, value)
+        if src_sum != dst_sum:
+            raise XapiError(
+                'SUSPEND_VDI_REPLACEMENT_IS_NOT_IDENTICAL',
+                '%s : %s' % (ctx.db.get('VDI', src)['uuid'], src_sum),
+                '%s : %s' % (vdi['uuid'], dst_sum))
+    ctx.db.set('VM', vm, suspend_VDI=value)
 
 
 # -- create / destroy hooks ---------------------------------------------------
@@ -466,7 +545,9 @@ def set_vcpus_at_startup(ctx, vm, value):
 
 # -- migration inside a pool --------------------------------------------------
 def _refuse_pci(ctx, vm):
-    if ctx.db.get('VM', vm)['other_config'].get('pci'):
+    # xapi_vm_lifecycle.ml check_operation_error: suspend, checkpoint,
+    # pool_migrate and migrate_send with a (non SR-IOV) attached PCI
+    if ctx.db.get('VM', vm)['attached_PCIs']:
         raise XapiError('VM_HAS_PCI_ATTACHED', vm)
 
 

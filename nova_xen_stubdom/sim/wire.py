@@ -13,7 +13,7 @@ import xmlrpc.client
 from typing import Any
 
 from nova_xen_stubdom.sim.errors import XapiError
-from nova_xen_stubdom.sim.schema import Type, load
+from nova_xen_stubdom.datamodel.schema import Type, load
 
 
 def now() -> str:

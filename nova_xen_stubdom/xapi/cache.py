@@ -13,7 +13,13 @@ its own — its long polls would otherwise pin a pool slot — and:
 
 On ``EVENTS_LOST``, an unparsable token, an expired session or a lost
 connection it logs in again if needed and resynchronises from step 1,
-reporting the differences to subscribers as add/mod/del events.
+reporting the differences to subscribers as add/mod/del events.  It also
+resynchronises every ``resync_interval`` seconds: XAPI's ``event.from``
+never reports ``EVENTS_LOST`` -- a table remembers only its last few hundred
+deletions, older ones are silently left out (xen-api
+``ocaml/database/db_cache_types.ml`` ``Table.remove``,
+``ocaml/xapi/xapi_event.ml`` ``from_inner``) -- so a burst of deletions
+between two polls would otherwise leave ghosts in the cache for good.
 """
 import copy
 import threading
@@ -35,6 +41,8 @@ DEFAULT_CLASSES = ('VM', 'VM_metrics', 'VM_guest_metrics', 'host',
 
 #: seconds between attempts while the host is unreachable
 RECONNECT_INTERVAL = 1.0
+#: seconds between full reloads (lost deletions cannot be detected)
+RESYNC_INTERVAL = 600.0
 
 
 class CacheEvent(NamedTuple):
@@ -67,8 +75,11 @@ class RecordCache:
     """
 
     def __init__(self, client, classes: Optional[Iterable[str]] = None,
-                 poll_timeout: float = 30.0) -> None:
+                 poll_timeout: float = 30.0,
+                 resync_interval: float = RESYNC_INTERVAL) -> None:
         self._client = client
+        self.resync_interval = float(resync_interval)
+        self._last_sync = 0.0
         self.classes = tuple(classes or DEFAULT_CLASSES)
         self._by_lower = {c.lower(): c for c in self.classes}
         self.poll_timeout = float(poll_timeout)
@@ -248,6 +259,7 @@ class RecordCache:
                                              table[ref], None))
                 self._records[cls] = dict(records)
             self.token = token
+            self._last_sync = time.monotonic()
             self.resyncs += 1
             self.generation += 1
             self._ready.set()
@@ -291,12 +303,13 @@ class RecordCache:
                 self._ensure_session()
                 if self._stop.is_set():
                     break
-                if need_sync:
+                if need_sync or time.monotonic() - self._last_sync > \
+                        self.resync_interval:
                     self._resync()
                     need_sync = False
                 batch = self._call(
                     'event.from', list(self.classes), self.token,
-                    self.poll_timeout,
+                    min(self.poll_timeout, self.resync_interval),
                     timeout=self.poll_timeout + self._client.call_timeout)
                 if self._stop.is_set():
                     break

@@ -526,7 +526,7 @@ class XAPIClient:
     # ------------------------------------------------------------- cache
 
     def start_cache(self, classes: Optional[Sequence[str]] = None,
-                    poll_timeout: float = 30.0):
+                    poll_timeout: float = 30.0, **kwargs):
         """Start (once) and return the ``event.from`` record cache."""
         from nova_xen_stubdom.xapi import cache as xcache
         if self._pool.closed:
@@ -534,7 +534,8 @@ class XAPIClient:
         with self._lock:
             if self._cache is None:
                 self._cache = xcache.RecordCache(self, classes,
-                                                 poll_timeout=poll_timeout)
+                                                 poll_timeout=poll_timeout,
+                                                 **kwargs)
                 created = True
             else:
                 created = False

@@ -9,7 +9,8 @@ argument (``VM.create``) has only fields of T with the right types and every
 field XAPI requires at construction (RW or RO/constructor without default).
 
 The datamodel comes from the simulator's compact schema
-(:mod:`nova_xen_stubdom.sim.schema`), the same one the simulator serves.
+(:mod:`nova_xen_stubdom.datamodel.schema`), the same one the simulator
+serves; the client layer imports nothing of the simulator.
 """
 import json
 from typing import Iterable, List, Optional
@@ -18,7 +19,7 @@ from nova_xen_stubdom.xapi import recorder
 
 
 def _schema():
-    from nova_xen_stubdom.sim import schema
+    from nova_xen_stubdom.datamodel import schema
     return schema.load()
 
 
@@ -144,9 +145,9 @@ def check_call(rec: recorder.CallRecord, schema=None) -> List[str]:
     if not problems:
         # NOTE(xapi): the simulator's own (coarser) checker must agree;
         # a disagreement means one of the two checkers is wrong.
-        from nova_xen_stubdom.sim import fidelity as sim_fidelity
+        from nova_xen_stubdom.datamodel import fidelity as dm_fidelity
         problems = ['%s (simulator checker)' % p
-                    for p in sim_fidelity.check_call_types(
+                    for p in dm_fidelity.check_call_types(
                         name, rec.param_types,
                         with_session=not _has_session(msg))]
     return problems

@@ -23,8 +23,8 @@ import re
 import pytest
 
 import nova_xen_stubdom
-from nova_xen_stubdom.sim import fidelity as sim_fidelity
-from nova_xen_stubdom.sim import schema as sim_schema
+from nova_xen_stubdom.datamodel import fidelity as dm_fidelity
+from nova_xen_stubdom.datamodel import schema as sim_schema
 from nova_xen_stubdom.sim import testing
 from nova_xen_stubdom.xapi import client as xapi_client
 from nova_xen_stubdom.xapi import fidelity
@@ -206,7 +206,7 @@ def test_client_layer_calls_are_faithful(whole_run_calls):
             record_problems = []
             for cls in cache.classes:
                 for ref, rec in cache.get_all(cls).items():
-                    record_problems += sim_fidelity.check_record(
+                    record_problems += dm_fidelity.check_record(
                         cls, rec, '%s %s' % (cls, ref))
             assert record_problems == []
             assert cache.get_all('host') and cache.get_all('VM')

@@ -88,6 +88,11 @@ def test_post_config_sets_the_driver_and_starts_the_simulator(tmp_path):
     assert conf[('xen_stubdom', 'host_name')] == 'sim-host-0-0'
     assert conf[('xen_stubdom', 'stubdom_memory_mb')] == '128'
     assert conf[('xen_stubdom', 'allow_dom0_device_model')] == 'False'
+    # XAPI direct-boots kernels only from /var/lib/xcp/guest/
+    assert conf[('xen_stubdom', 'stubdom_kernel')] == \
+        '/var/lib/xcp/guest/nova-xen-stubdom-kernel'
+    assert conf[('xen_stubdom', 'stubdom_ramdisk')] == \
+        '/var/lib/xcp/guest/nova-xen-stubdom-rootfs.cpio.gz'
     sim = [c for c in calls if c[0] == 'run_process']
     assert len(sim) == 1 and sim[0][1] == 'xen-stubdom-sim'
     assert sim[0][2].endswith('/nova-xen-stubdom') and sim[0][3] == 'sim'
@@ -127,7 +132,7 @@ def test_extra_installs_the_dom0_side_on_a_real_host(tmp_path):
     kernel = [w for w in words if w.startswith('scp') and
               'nova-xen-stubdom-kernel' in w]
     assert kernel and kernel[0].endswith(
-        'root@xcp-01.example.org:/usr/lib/xen/boot/')
+        'root@xcp-01.example.org:/var/lib/xcp/guest/')
     assert any('/etc/xapi.d/plugins/nova_xen_stubdom' in w
                for w in words if w.startswith('ssh'))
 

@@ -45,6 +45,17 @@ class TestHostAndEvents(base.XenStubdomTestBase):
         self.assertFlavorMatchesAllocation(
             {'vcpus': 1, 'ram': 512, 'disk': 1, 'extra_specs': {}},
             server['id'], rp)
+        # stopped, its VMs are resident nowhere (XAPI: resident_on NULL):
+        # host1 keeps the reservation (affinity), host2 never takes it
+        rp2 = self._get_provider_uuid_by_host('host2')
+        reserved2 = self._get_provider_inventory(rp2)['MEMORY_MB'][
+            'reserved']
+        server = self._stop_server(server)
+        self._run_periodics()
+        self.assertEqual(reserved_before + 192, self._get_provider_inventory(
+            rp)['MEMORY_MB']['reserved'])
+        self.assertEqual(reserved2, self._get_provider_inventory(
+            rp2)['MEMORY_MB']['reserved'])
         self._delete_server(server)
         self._run_periodics()
         inv = self._get_provider_inventory(rp)

@@ -103,6 +103,12 @@ class TestLifecycle(base.XenStubdomTestBase):
         g2, s2 = self.xapi_vms(server)
         self.assertEqual('Halted', g2['power_state'])
         self.assertEqual('Halted', s2['power_state'])
+        # an HVM guest without PV drivers cannot be asked to shut down
+        # (xapi_vm_lifecycle.ml check_op_for_feature): the driver reads
+        # allowed_operations instead of provoking VM_LACKS_FEATURE
+        self.assertNotIn('VM_LACKS_FEATURE',
+                         [d[0] for p in self.sim.pools
+                          for _m, d in p.error_log])
         server = self._start_server(server)
         self._check_built(server)
 

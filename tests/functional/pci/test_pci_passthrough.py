@@ -15,6 +15,7 @@ from nova import context as nova_context
 from nova import objects
 
 from nova_xen_stubdom.dom0 import registry as plugin
+from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.sim import pool as sim_pool
 
 GPU = '0000:81:00.0'
@@ -94,7 +95,10 @@ class PciTestBase(base.XenStubdomTestBase):
         gdom, sdom = int(guest['domid']), int(stub['domid'])
         self.assertEqual(','.join('%d/%s' % (i, a)
                                   for i, a in enumerate(addrs)),
-                         guest['other_config']['pci'])
+                         guest['other_config'][dc.OC_PCI])
+        # never xenopsd's own key: it would assign the devices again
+        # (sim/xenopsd_pci.py, doc/source/xapi-behaviour.rst)
+        self.assertNotIn('pci', guest['other_config'])
         pci = self._pci(host)
         self.assertEqual({a: gdom for a in addrs}, pci.owner)
         for a in addrs:
@@ -273,7 +277,7 @@ class TestPciBoot(PciTestBase):
         server = self._stop_server(server)
         self._check_released('host1', int(stub['domid']))
         guest, _ = self.xapi_vms(server)
-        self.assertNotIn('pci', guest['other_config'])
+        self.assertNotIn(dc.OC_PCI, guest['other_config'])
 
         server = self._start_server(server)
         guest2, stub2 = self._check_assigned(server, 'host1', [GPU])
@@ -380,22 +384,20 @@ class TestPciSpawnFailures(PciTestBase):
         self._delete_server(server)
 
     def test_device_used_without_grants_is_refused_by_xen(self):
-        # a driver bug: the guest's other_config:pci names the GPU but the
-        # stub domain's link config does not, so no grant is made; the
-        # simulated Xen must refuse to run the guest with the device
-        from nova_xen_stubdom.driver import vmops
-        real = vmops.VMOps._dm_config
+        # an agent bug: the device is wired to the stub domain's pcifront
+        # but the stub domain was not granted its resources; the simulated
+        # Xen refuses QEMU's mappings, so the guest cannot start
+        from nova_xen_stubdom.agent import pci as agent_pci
+        real = agent_pci.grant_plan
 
-        def without_pci(ops, *args, **kwargs):
-            config = real(ops, *args, **kwargs)
-            config.pop('pci', None)
-            return config
-        self.stub_out('nova_xen_stubdom.driver.vmops.VMOps._dm_config',
-                      without_pci)
+        def guest_only(res, guest_domid, stub_domid):
+            return [(op, args) for op, args in
+                    real(res, guest_domid, stub_domid)
+                    if args[0] != stub_domid]
+        self.stub_out('nova_xen_stubdom.agent.pci.grant_plan', guest_only)
         server = self._create_server(flavor_id=self._flavor('xgpu:1'),
                                      networks='none', expected_state='ERROR')
-        self._assert_failed_cleanly(server, 'host1', [GPU],
-                                    'is not assigned to domain')
+        self._assert_failed_cleanly(server, 'host1', [GPU], 'lacks')
         self._delete_server(server)
 
     def test_fault_injected_mid_assignment(self):

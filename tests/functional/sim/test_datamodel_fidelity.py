@@ -5,7 +5,8 @@ import sys
 
 import XenAPI
 
-from nova_xen_stubdom.sim import fidelity, schema, testing
+from nova_xen_stubdom.datamodel import schema
+from nova_xen_stubdom.sim import fidelity, testing
 
 
 def _populate(x):

@@ -175,3 +175,118 @@ def test_clone_copy_snapshot(x, sim):
             x.VDI.destroy(d)
     leaks = sim.leaks()['pool0']
     assert leaks['VM'] == [] and leaks['VDI'] == [] and leaks['VBD'] == []
+
+
+@pytest.mark.parametrize('kernel', [
+    '/usr/lib/xen/boot/nova-xen-stubdom-kernel',  # the driver's old default
+    '/boot/guest/vmlinuz',          # accepted only up to XAPI v24.19
+    '/var/lib/xcp/guest/../../../boot/xen.gz',
+    'vmlinuz',
+])
+def test_direct_boot_kernel_outside_allowed_dir_refused(x, kernel):
+    """xen-api ocaml/xapi/xapi_xenops.ml, builder_of_vm ->
+    make_direct_boot_record -> kernel_path: a direct-boot kernel must
+    resolve under /var/lib/xcp/guest/, else INVALID_VALUE and no domain."""
+    rec = testing.vm_record('pvk', hvm=False)
+    rec['PV_kernel'] = kernel
+    vm = x.VM.create(rec)
+    details = _fail(x.VM.start, vm, False, False)
+    assert details[:3] == ['INVALID_VALUE', 'kernel', kernel]
+    assert 'allowed kernel directories' in details[3] or \
+        details[3] == 'File does not exist'
+    assert x.VM.get_power_state(vm) == 'Halted'
+    x.VM.destroy(vm)
+
+
+def test_direct_boot_ramdisk_checked_too(x):
+    rec = testing.vm_record('pvr', hvm=False)
+    rec['PV_ramdisk'] = '/boot/initrd.img'
+    vm = x.VM.create(rec)
+    assert _fail(x.VM.start, vm, False, False)[:3] == [
+        'INVALID_VALUE', 'ramdisk', '/boot/initrd.img']
+    rec = testing.vm_record('pvr2', hvm=False)
+    rec['PV_ramdisk'] = '/var/lib/xcp/guest/initrd.img'
+    ok = x.VM.create(rec)
+    x.VM.start(ok, False, False)
+    assert x.VM.get_power_state(ok) == 'Running'
+    x.VM.hard_shutdown(ok)
+    for v in (vm, ok):
+        x.VM.destroy(v)
+
+
+def test_set_suspend_vdi_only_identical_content(x, sim):
+    """xen-api ocaml/xapi/xapi_vm.ml set_suspend_VDI: Suspended VMs only;
+    the replacement must have the same checksum as the current image."""
+    vm = x.VM.create(testing.vm_record('susp', hvm=False))
+    x.VM.start(vm, False, False)
+    sr = x.pool.get_suspend_image_SR(x.pool.get_all()[0])
+    other = x.VDI.create({
+        'name_label': 'ours', 'name_description': '', 'SR': sr,
+        'virtual_size': str(4 << 20), 'type': 'user', 'sharable': False,
+        'read_only': False, 'other_config': {}, 'xenstore_data': {},
+        'sm_config': {}, 'tags': []})
+    assert _fail(x.VM.set_suspend_VDI, vm, other) == [
+        'VM_BAD_POWER_STATE', vm, 'suspended', 'running']
+    x.VM.suspend(vm)
+    own = x.VM.get_suspend_VDI(vm)
+    details = _fail(x.VM.set_suspend_VDI, vm, other)
+    assert details[0] == 'SUSPEND_VDI_REPLACEMENT_IS_NOT_IDENTICAL'
+    assert details[1].startswith(x.VDI.get_uuid(own) + ' : ')
+    assert details[2].startswith(x.VDI.get_uuid(other) + ' : ')
+    assert x.VM.get_suspend_VDI(vm) == own
+    # an identical copy is accepted
+    copy = x.VDI.copy(own, sr, 'OpaqueRef:NULL', 'OpaqueRef:NULL')
+    x.VM.set_suspend_VDI(vm, copy)
+    assert x.VM.get_suspend_VDI(vm) == copy
+    x.VM.resume(vm, False, False)
+    x.VM.hard_shutdown(vm)
+    x.VM.destroy(vm)
+    for v in (own, other):
+        x.VDI.destroy(v)
+
+
+def test_session_gc_per_originator(sim):
+    """xen-api ocaml/xapi/db_gc_util.ml timeout_sessions: at most 500
+    sessions per originator (root logins); the least recently active go
+    and answer SESSION_INVALID; other originators are counted apart."""
+    import xmlrpc.client
+    from nova_xen_stubdom.sim import sessions
+    proxy = xmlrpc.client.ServerProxy(sim.url)
+
+    def login(orig):
+        r = proxy.session.login_with_password(
+            testing.USERNAME, testing.PASSWORD, '2.0', orig)
+        assert r['Status'] == 'Success'
+        return r['Value']
+    other = login('someone-else')
+    first = login('gc-test')
+    refs = [login('gc-test') for _ in range(sessions.MAX_PER_ORIGINATOR)]
+    r = proxy.VM.get_all(first)
+    assert r['ErrorDescription'] == ['SESSION_INVALID', first]
+    for ref in (refs[0], refs[-1], other):
+        assert proxy.VM.get_all(ref)['Status'] == 'Success'
+    for ref in refs + [other]:
+        proxy.session.logout(ref)
+
+
+def test_clean_shutdown_needs_pv_drivers_or_a_feature(x, sim):
+    """xen-api ocaml/xapi/xapi_vm_lifecycle.ml check_op_for_feature: an
+    HVM guest without PV drivers that advertises neither feature-shutdown
+    nor feature-poweroff/-reboot cannot be shut down or rebooted cleanly
+    (VM_LACKS_FEATURE), and allowed_operations says so; PV guests can."""
+    sim.pools[0].hosts[0].config.allow_dom0_dm = True
+    hvm = x.VM.create(testing.vm_record('hvm', hvm=True))
+    x.VM.start(hvm, False, False)
+    assert 'clean_shutdown' not in x.VM.get_allowed_operations(hvm)
+    assert 'hard_shutdown' in x.VM.get_allowed_operations(hvm)
+    assert _fail(x.VM.clean_shutdown, hvm) == ['VM_LACKS_FEATURE', hvm]
+    assert _fail(x.VM.clean_reboot, hvm) == ['VM_LACKS_FEATURE', hvm]
+    gm = x.VM.get_guest_metrics(hvm)
+    sim.pools[0].db.get('VM_guest_metrics', gm)['other'] = {
+        'feature-poweroff': '1'}
+    x.VM.clean_shutdown(hvm)
+    pv = x.VM.create(testing.vm_record('pv', hvm=False))
+    x.VM.start(pv, False, False)
+    x.VM.clean_shutdown(pv)
+    for v in (hvm, pv):
+        x.VM.destroy(v)

@@ -313,3 +313,41 @@ def test_vdi_copy_keeps_contents_and_sparseness(sim, session, x):
     x.VDI.destroy(copy)
     x.VDI.destroy(vdi)
     assert not os.path.exists(path)
+
+
+def test_event_from_forgets_old_deletions_without_events_lost(sim, x):
+    """xen-api ocaml/database/db_cache_types.ml Table.remove: each table
+    keeps its last deletions (cut to 256 at 512); xapi_event.ml from_inner
+    (fold_over_deleted) then silently omits older ones -- event.from never
+    answers EVENTS_LOST -- and never reports objects created after the
+    token."""
+    ev = getattr(x.event, 'from')
+    token = ev(['network'], '', 0)['token']
+    made = [x.network.create({'name_label': 'n%d' % i,
+                              'name_description': '', 'MTU': '1500',
+                              'other_config': {}, 'bridge': '',
+                              'managed': True, 'tags': []})
+            for i in range(3)]
+    later = ev(['network'], '', 0)['token']
+    for ref in made:
+        x.network.destroy(ref)
+    # created after *token*: their deletion is not reported from it
+    dels = [e for e in ev(['network'], token, 0)['events']
+            if e['operation'] == 'del']
+    assert dels == []
+    assert sorted(e['ref'] for e in ev(
+        ['network'], later, 0)['events'] if e['operation'] == 'del') == \
+        sorted(made)
+    # 600 more deletions: only the newest few hundred are remembered
+    refs = [x.network.create({'name_label': 'm%d' % i,
+                              'name_description': '', 'MTU': '1500',
+                              'other_config': {}, 'bridge': '',
+                              'managed': True, 'tags': []})
+            for i in range(600)]
+    mid = ev(['network'], '', 0)['token']
+    for ref in refs:
+        x.network.destroy(ref)
+    dels = [e['ref'] for e in ev(['network'], mid, 0)['events']
+            if e['operation'] == 'del']
+    assert 256 <= len(dels) < 512
+    assert refs[-1] in dels and refs[0] not in dels

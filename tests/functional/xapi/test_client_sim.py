@@ -233,3 +233,23 @@ def test_sdk_login_password_not_in_client_repr(sim, make_client):
     c.call('VM.get_all')
     assert testing.PASSWORD not in repr(c)
     assert isinstance(XenAPI.Session(sim.url), XenAPI.Session)
+
+
+def test_event_cache_resyncs_to_drop_deletions_xapi_forgot(sim, make_client):
+    """XAPI's event.from silently omits deletions older than a table's
+    deleted queue (xen-api ocaml/database/db_cache_types.ml Table.remove)
+    and never answers EVENTS_LOST: only a periodic full reload removes
+    such a ghost from the cache."""
+    c = make_client()
+    vm = c.call('VM.create', _vm_record('ghost', hvm=False))
+    cache = c.start_cache(classes=('VM',), poll_timeout=1,
+                          resync_interval=0.5)
+    assert cache.wait_ready(10)
+    cache.wait_for('VM', vm, lambda r: r is not None, 10)
+    db = sim.pools[0].db
+    with db.lock:
+        # the deletion happened long ago: XAPI no longer remembers it
+        del db.tables['VM'][vm]
+        del db.ref_class[vm]
+        db.gen_of.pop(('VM', vm), None)
+    assert cache.wait_for('VM', vm, lambda r: r is None, 10) is None

@@ -37,6 +37,9 @@ class FakeBackend(backend.HypervisorBackend):
         self.calls.append(('set_target', stub_domid, guest_domid))
         self.domains[stub_domid].target = guest_domid
 
+    def xs_set_target(self, stub_domid, guest_domid):
+        self.calls.append(('xs_set_target', stub_domid, guest_domid))
+
     def map_memory(self, domid, writable=False):
         raise NotImplementedError
 

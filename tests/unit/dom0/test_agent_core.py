@@ -218,7 +218,8 @@ def test_wrapper_attaches_linked_stubdom(agent):
     out = dm_wrapper.launch(agent, guest, GUEST_UUID)
     assert out['mode'] == 'stubdom' and out['stubdom_domid'] == stub
     be = agent.backend
-    assert be.calls == [('set_target', stub, guest)]
+    assert be.calls == [('set_target', stub, guest),
+                        ('xs_set_target', stub, guest)]
     assert be.xs['/local/domain/%d/target' % stub] == str(guest)
     assert be.xs['/local/domain/%d/image/device-model-domid'
                  % guest] == str(stub)

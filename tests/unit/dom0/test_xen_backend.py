@@ -107,8 +107,10 @@ def test_pause_unpause_set_target(be, xen):
     assert not be.domain_info(5).paused
     be.pause(5)
     assert be.domain_info(5).paused
+    # the hypervisor's privilege, then xenstored's, as libxl_dm.c sends
+    # them (stubdom_link calls both)
     be.set_target(6, 5)
-    # the hypervisor's privilege first, then xenstored's (libxl_dm.c)
+    be.xs_set_target(6, 5)
     names = [c[0] for c in xen.calls]
     assert names.index('xc_domain_set_target') < names.index('xs_set_target')
     assert ('xc_domain_set_target', xen_fakes.XCH, 6, 5) in xen.calls
@@ -119,7 +121,7 @@ def test_pause_unpause_set_target(be, xen):
 def test_xs_set_target_failure_is_reported(be, xen):
     xen.fail['xs_set_target'] = errno.EACCES
     with pytest.raises(errors.HypervisorCallFailed, match='xs_set_target'):
-        be.set_target(6, 5)
+        be.xs_set_target(6, 5)
 
 
 def test_read_console_maps_the_ring_page_read_only(be, xen):

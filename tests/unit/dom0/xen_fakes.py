@@ -307,13 +307,14 @@ class FakeXen:
         num[0] = len(perms)
         return self._alloc(arr)
 
+    def xs_set_target(self, xsh, domid, target):
+        self.targets = getattr(self, 'targets', {})
+        self.targets[domid] = target
+        return True
+
     def xs_set_permissions(self, xsh, t, path, perms, num):
         self.perms[path.decode()] = [(perms[i].id, perms[i].perms)
                                      for i in range(num)]
-        return True
-
-    def xs_set_target(self, xsh, domid, target):
-        self.targets[domid] = target
         return True
 
     # -- libc -----------------------------------------------------------------

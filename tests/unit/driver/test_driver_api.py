@@ -25,7 +25,7 @@ from nova_xen_stubdom.xapi import errors as xapi_errors
 objects.register_all()
 SCHEMA = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.dirname(os.path.abspath(__file__))))),
-    'nova_xen_stubdom', 'sim', 'schema.json')
+    'nova_xen_stubdom', 'datamodel', 'schema.json')
 
 
 def _public_methods(cls):

@@ -6,6 +6,7 @@ import types
 import pytest
 
 from nova_xen_stubdom.dom0 import pci_grants as agent_pci
+from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.driver import pciops
 from nova_xen_stubdom.sim import pci as sim_pci
 
@@ -76,13 +77,14 @@ class FakeCtx:
         raise AssertionError(fn)
 
     def add_vm(self, ref, power_state='Halted', pci='', resident_on=HOST,
-               domid=-1):
+               domid=-1, key=dc.OC_PCI, attached=()):
         self.records['VM'][ref] = {
             'name_label': ref.split(':')[1], 'power_state': power_state,
             'resident_on': resident_on if power_state != 'Halted' else NULL,
             'is_a_template': False, 'domid': str(domid),
             'uuid': 'uuid-' + ref.split(':')[1],
-            'other_config': {'pci': pci} if pci else {}}
+            'other_config': {key: pci} if pci else {},
+            'attached_PCIs': list(attached)}
 
 
 def _devices(ctx):
@@ -207,11 +209,40 @@ def test_assign_writes_exactly_the_claimed_devices(tmp_path):
                      'OpaqueRef:guest')
     assert got == ['0000:3c:00.0', '0000:3c:00.2']
     assert ctx.records['VM']['OpaqueRef:guest']['other_config'] == {
-        'pci': '0/0000:3c:00.0,1/0000:3c:00.2'}
+        dc.OC_PCI: '0/0000:3c:00.0,1/0000:3c:00.2'}
     # re-assign (hard reboot) replaces, never duplicates
     ops.assign(_instance('0000:3c:00.1'), 'OpaqueRef:guest')
     assert ctx.records['VM']['OpaqueRef:guest']['other_config'] == {
-        'pci': '0/0000:3c:00.1'}
+        dc.OC_PCI: '0/0000:3c:00.1'}
+
+
+def test_never_xenopsd_key_and_legacy_key_removed(tmp_path):
+    """other_config:pci is xenopsd's own pass-through (xen-api
+    ocaml/xapi/xapi_xenops.ml pcis_of_vm): never written; an older
+    version's value on our guest is removed."""
+    assert dc.OC_PCI != 'pci'
+    ctx = FakeCtx(sim_pci.host_devices('gpu'), tmp_path)
+    ctx.add_vm('OpaqueRef:guest', pci='0/0000:81:00.0', key='pci')
+    pciops.PciOps(ctx).assign(_instance('0000:81:00.0'), 'OpaqueRef:guest')
+    assert ctx.records['VM']['OpaqueRef:guest']['other_config'] == {
+        dc.OC_PCI: '0/0000:81:00.0'}
+
+
+@pytest.mark.parametrize('how', ['xenopsd-key', 'attached_PCIs'])
+def test_device_held_through_xenopsd_is_refused(tmp_path, how):
+    ctx = FakeCtx(sim_pci.host_devices('gpu'), tmp_path)
+    ctx.add_vm('OpaqueRef:guest')
+    if how == 'xenopsd-key':
+        ctx.add_vm('OpaqueRef:other', 'Running', pci='0/0000:81:00.0',
+                   key='pci')
+    else:
+        ref = [r for r, p in ctx.records['PCI'].items()
+               if p['pci_id'] == '0000:81:00.0'][0]
+        ctx.add_vm('OpaqueRef:other', 'Running', attached=[ref])
+    with pytest.raises(pciops.PciPassthroughUnavailable,
+                       match='VM other .Running. holds it'):
+        pciops.PciOps(ctx).assign(_instance('0000:81:00.0'),
+                                  'OpaqueRef:guest')
 
 
 def test_assign_refuses_vanished_device(tmp_path):

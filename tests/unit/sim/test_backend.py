@@ -107,6 +107,7 @@ def test_xenstore_and_target(be):
     with pytest.raises(Exception):
         xs.read('/local/domain/%d/data/x' % guest, caller=stub)
     be.set_target(stub, guest)
+    be.xs_set_target(stub, guest)     # xenstored's own (see below)
     assert be.domain_info(stub).target == guest
     assert xs.read('/local/domain/%d/data/x' % guest, caller=stub) == '1'
     be.xs_rm('/local/domain/%d/data/x' % guest)
@@ -149,3 +150,23 @@ def test_fault_injection(be):
     be.fetch_dirty_bitmap(domid)
     with pytest.raises(ValueError):
         be.sim.inject_fault('no_such_method')
+
+
+def test_xenstored_does_not_follow_the_hypervisor_target(be):
+    """xenstored learns a stub domain's target only from XS_SET_TARGET
+    (xen-project/xen tools/xenstore xenstored_domain.c do_set_target);
+    xc_domain_set_target is the hypervisor's alone, so libxl sends both
+    (tools/libs/light/libxl_dm.c libxl__spawn_stub_dm)."""
+    from nova_xen_stubdom.sim.xenstore import XenstoreError
+    guest = be.sim.create_domain('g', True, 4 << 20)
+    stub = be.sim.create_domain('s', False, 4 << 20)
+    xs = be.hypervisor.xenstore
+    path = '/local/domain/%d/secret' % guest
+    be.xs_write(path, 'x')
+    be.xs_set_perms(path, ['n%d' % guest])
+    be.set_target(stub, guest)
+    assert be.domain_info(stub).target == guest
+    with pytest.raises(XenstoreError):
+        xs.read(path, caller=stub)
+    be.xs_set_target(stub, guest)
+    assert xs.read(path, caller=stub) == 'x'

@@ -16,14 +16,14 @@ def test_shipped_schema_is_what_the_generator_writes(tmp_path):
     tool = os.path.join(ROOT, 'tools', 'gen_datamodel_schema.py')
     subprocess.run([sys.executable, tool, '--data', DATA, '--out', str(out)],
                    check=True, stdout=subprocess.DEVNULL)
-    with open(os.path.join(ROOT, 'nova_xen_stubdom', 'sim',
+    with open(os.path.join(ROOT, 'nova_xen_stubdom', 'datamodel',
                            'schema.json')) as f:
         shipped = json.load(f)
     assert json.loads(out.read_text()) == shipped
 
 
 def test_schema_has_no_prose():
-    with open(os.path.join(ROOT, 'nova_xen_stubdom', 'sim',
+    with open(os.path.join(ROOT, 'nova_xen_stubdom', 'datamodel',
                            'schema.json')) as f:
         text = f.read()
     # names and types only: the datamodel's descriptions are left out

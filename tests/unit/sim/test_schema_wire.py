@@ -2,7 +2,8 @@ import xmlrpc.client
 
 import pytest
 
-from nova_xen_stubdom.sim import db as dblib, fidelity, schema, wire
+from nova_xen_stubdom.datamodel import schema
+from nova_xen_stubdom.sim import db as dblib, fidelity, wire
 from nova_xen_stubdom.sim.errors import XapiError
 
 

@@ -49,7 +49,7 @@ def test_unfaithful_calls_are_caught(name, args, needle):
 
 
 def test_full_vm_create_record_passes():
-    from nova_xen_stubdom.sim import schema
+    from nova_xen_stubdom.datamodel import schema
     s = schema.load()
     record = {}
     samples = {'string': 'x', 'int': 1, 'float': 1.0, 'bool': False,

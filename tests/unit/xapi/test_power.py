@@ -24,7 +24,7 @@ def test_mapping_with_fallback(xapi_state, nova_state):
 
 
 def test_every_datamodel_power_state_is_mapped():
-    from nova_xen_stubdom.sim import schema
+    from nova_xen_stubdom.datamodel import schema
     for state in schema.load().enums['vm_power_state']:
         assert power.to_nova_power_state(state) != power_state.NOSTATE
     assert set(constants.POWER_STATES) == set(

@@ -1,0 +1,23 @@
+"""The client layer and the driver reach dom0 only through XAPI and never
+import the simulator: the datamodel has its own home
+(nova_xen_stubdom.datamodel) that both use."""
+import subprocess
+import sys
+
+PROBE = r'''
+import sys
+from nova_xen_stubdom.driver import driver, migrationops  # noqa: F401
+from nova_xen_stubdom.xapi import client, fidelity, recorder
+assert fidelity.message_exists('VM.start') is None
+fidelity.check_calls([])
+bad = sorted(m for m in sys.modules
+             if m.startswith(('nova_xen_stubdom.sim',
+                              'nova_xen_stubdom.agent')))
+print(' '.join(bad))
+'''
+
+
+def test_driver_and_client_import_neither_simulator_nor_dom0_side():
+    out = subprocess.run([sys.executable, '-c', PROBE], check=True,
+                         capture_output=True, text=True)
+    assert out.stdout.strip() == ''
