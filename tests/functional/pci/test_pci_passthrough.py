@@ -387,14 +387,15 @@ class TestPciSpawnFailures(PciTestBase):
         # an agent bug: the device is wired to the stub domain's pcifront
         # but the stub domain was not granted its resources; the simulated
         # Xen refuses QEMU's mappings, so the guest cannot start
-        from nova_xen_stubdom.agent import pci as agent_pci
+        from nova_xen_stubdom.dom0 import pci_grants as agent_pci
         real = agent_pci.grant_plan
 
         def guest_only(res, guest_domid, stub_domid):
             return [(op, args) for op, args in
                     real(res, guest_domid, stub_domid)
                     if args[0] != stub_domid]
-        self.stub_out('nova_xen_stubdom.agent.pci.grant_plan', guest_only)
+        self.stub_out('nova_xen_stubdom.dom0.pci_grants.grant_plan',
+                      guest_only)
         server = self._create_server(flavor_id=self._flavor('xgpu:1'),
                                      networks='none', expected_state='ERROR')
         self._assert_failed_cleanly(server, 'host1', [GPU], 'lacks')
