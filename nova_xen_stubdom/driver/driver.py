@@ -3,7 +3,7 @@
 A façade (compute-hyperv's shape): every public method delegates to one ops
 object -- ``HostOps`` (resources), ``VMOps`` (guest lifecycle),
 ``MigrationOps`` (suspend/resume/migrations), ``SnapshotOps`` (images),
-``RescueOps`` (rescue/unrescue),
+``RescueOps`` (rescue/unrescue), ``VolumeOps`` (Cinder volumes),
 ``PciOps`` (pass-through) --
 and one class decorator translates XAPI/agent failures into Nova exceptions.
 
@@ -30,6 +30,7 @@ from nova_xen_stubdom.driver import migrationops
 from nova_xen_stubdom.driver import rescueops
 from nova_xen_stubdom.driver import snapshotops
 from nova_xen_stubdom.driver import vmops
+from nova_xen_stubdom.driver import volumeops
 from nova_xen_stubdom.xapi import client as xapi_client
 from nova_xen_stubdom.xapi import power as xpower
 
@@ -54,6 +55,11 @@ class XenStubdomDriver(driver.ComputeDriver):
         'supports_pcpus': False,
         'supports_accelerators': False,
         'supports_image_type_raw': True,
+        # NOTE(driver): volumes are attached (iSCSI, volumeops); extend,
+        # multi-attach and tagged attach are not offered
+        'supports_extend_volume': False,
+        'supports_tagged_attach_volume': False,
+        'supports_bfv_rescue': False,
     })
 
     def __init__(self, virtapi, read_only=False):
@@ -66,6 +72,7 @@ class XenStubdomDriver(driver.ComputeDriver):
         self._migrationops = None
         self._snapshotops = None
         self._rescueops = None
+        self._volumeops = None
         self._events = None
         self._init_lock = threading.Lock()
 
@@ -104,6 +111,7 @@ class XenStubdomDriver(driver.ComputeDriver):
         self._snapshotops = snapshotops.SnapshotOps(ctx, self._vmops)
         self._rescueops = rescueops.RescueOps(ctx, self._vmops,
                                               self._snapshotops)
+        self._volumeops = volumeops.VolumeOps(ctx, self._vmops)
         self._events = events.LifecycleEvents(ctx, self._vmops,
                                               self._emit_async)
         self._events.start()
@@ -168,7 +176,8 @@ class XenStubdomDriver(driver.ComputeDriver):
               admin_password, allocations, network_info=None,
               block_device_info=None, power_on=True, accel_info=None):
         self._vmops.spawn(context, instance, image_meta, network_info,
-                          power_on=power_on)
+                          power_on=power_on,
+                          block_device_info=block_device_info)
 
     def destroy(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, destroy_secrets=True):
@@ -252,6 +261,25 @@ class XenStubdomDriver(driver.ComputeDriver):
 
     def unrescue(self, context, instance):
         return self._rescueops.unrescue(context, instance)
+
+    # -- volumes (volumeops) ----------------------------------------------
+    def get_volume_connector(self, instance):
+        return self._volumeops.get_volume_connector(instance)
+
+    def attach_volume(self, context, connection_info, instance, mountpoint,
+                      disk_bus=None, device_type=None, encryption=None):
+        if encryption:
+            raise exception.VolumeEncryptionNotSupported(
+                volume_type='encrypted',
+                volume_id=(connection_info.get('data') or {}).get(
+                    'volume_id', '?'))
+        return self._volumeops.attach_volume(connection_info, instance,
+                                             mountpoint)
+
+    def detach_volume(self, context, connection_info, instance, mountpoint,
+                      encryption=None):
+        return self._volumeops.detach_volume(connection_info, instance,
+                                             mountpoint)
 
     # -- suspend / migrations (migrationops) ------------------------------
     def suspend(self, context, instance):
