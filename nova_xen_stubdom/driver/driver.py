@@ -184,6 +184,9 @@ class XenStubdomDriver(driver.ComputeDriver):
         # a rescue pair first: it holds the instance's root disk
         self._rescueops.destroy(instance)
         self._vmops.destroy(instance)
+        # the VMs' volume SRs went with their VBDs; an SR left by an
+        # earlier, interrupted delete goes now
+        self._volumeops.forget_unused(block_device_info)
 
     def cleanup(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, migrate_data=None, destroy_vifs=True,
@@ -293,6 +296,12 @@ class XenStubdomDriver(driver.ComputeDriver):
     def migrate_disk_and_power_off(self, context, instance, dest, flavor,
                                    network_info, block_device_info=None,
                                    timeout=0, retry_interval=0):
+        try:
+            volumeops.refuse_volumes(block_device_info,
+                                     _('resize / migrate'))
+        except exception.MigrationPreCheckError as exc:
+            # nothing was touched: Nova puts the server back as it was
+            raise exception.InstanceFaultRollback(inner_exception=exc)
         return self._migrationops.migrate_disk_and_power_off(
             context, instance, dest, flavor, network_info,
             block_device_info, timeout, retry_interval)
@@ -309,6 +318,7 @@ class XenStubdomDriver(driver.ComputeDriver):
     def check_can_live_migrate_source(self, context, instance,
                                       dest_check_data,
                                       block_device_info=None):
+        volumeops.refuse_volumes(block_device_info, _('live migration'))
         return self._migrationops.check_can_live_migrate_source(
             context, instance, dest_check_data, block_device_info)
 

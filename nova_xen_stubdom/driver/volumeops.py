@@ -36,6 +36,7 @@ from oslo_utils import excutils
 
 from nova import exception
 from nova.i18n import _
+from nova.virt import driver as virt_driver
 
 from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.driver import vmops as vmops_mod
@@ -44,6 +45,16 @@ from nova_xen_stubdom.xapi import constants as xc
 from nova_xen_stubdom.xapi import errors as xapi_errors
 
 LOG = logging.getLogger(__name__)
+
+
+def refuse_volumes(block_device_info, operation: str) -> None:
+    """Moving a server with volumes to another host is not done yet: the
+    destination would have to introduce the volumes' SRs before the guest
+    arrives (untested), so it is refused up front."""
+    if virt_driver.block_device_info_get_mapping(block_device_info):
+        raise exception.MigrationPreCheckError(reason=_(
+            '%s of a server with Cinder volumes is not supported by the '
+            'xen_stubdom driver yet') % operation)
 
 
 class VolumeOps:
@@ -152,3 +163,16 @@ class VolumeOps:
             if sr is not None:
                 self._storage.purge(sr)
         LOG.info('volume %s detached', target.volume_id, instance=instance)
+
+    def forget_unused(self, block_device_info) -> None:
+        """Forget the SRs of *block_device_info*'s volumes no VBD uses."""
+        for bdm in virt_driver.block_device_info_get_mapping(
+                block_device_info):
+            try:
+                target = volumeutils.parse_connection_info(
+                    bdm.get('connection_info'))
+            except exception.NovaException:
+                continue        # nothing of ours can exist for it
+            sr = self._storage.find_sr(target)
+            if sr is not None:
+                self._storage.purge(sr, quiet=True)

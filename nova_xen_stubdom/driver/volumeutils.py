@@ -90,6 +90,7 @@ def parse_connection_info(connection_info) -> VolumeTarget:
     """Cinder's *connection_info*, checked before anything is touched.
 
     :raises VolumeDriverNotFound: a ``driver_volume_type`` we do not attach.
+    :raises VolumeEncryptionNotSupported: an encrypted volume.
     :raises InvalidVolume: a field is missing or malformed, or the volume
         is read-only (XAPI refuses read-only disks on HVM guests:
         ``DISK_VBD_MUST_BE_READWRITE_FOR_HVM``, ``xapi_vbd.ml`` ``plug``).
@@ -135,6 +136,9 @@ def parse_connection_info(connection_info) -> VolumeTarget:
                 'volume %s: only CHAP with auth_username and '
                 'auth_password is supported') % volume_id)
         chap = (data['auth_username'], data['auth_password'])
+    if data.get('encrypted'):
+        raise exception.VolumeEncryptionNotSupported(
+            volume_type=kind, volume_id=volume_id)
     if data.get('access_mode', 'rw') != 'rw':
         raise exception.InvalidVolume(reason=_(
             'volume %s is read-only: XAPI attaches disks of HVM guests '
