@@ -26,7 +26,7 @@ def _iqn(volume_id):
     return 'iqn.2010-10.org.openstack:volume-%s' % volume_id
 
 
-class TestVolumes(base.XenStubdomTestBase):
+class _VolumeTestBase(base.XenStubdomTestBase):
     SIM_HOSTS = 1
     COMPUTES = ('host1',)
     MAX_ATTEMPTS = 1
@@ -132,7 +132,8 @@ class TestVolumes(base.XenStubdomTestBase):
                          self._volume_vbds(server, x))
         self.assertEqual(set(), self.array.sessions)
 
-    # -- tests ------------------------------------------------------------
+
+class TestVolumes(_VolumeTestBase):
     def test_connector_names_the_host_initiator(self):
         compute = self.computes_by_name['host1']
         connector = compute.manager.driver.get_volume_connector(None)
@@ -232,6 +233,29 @@ class TestVolumes(base.XenStubdomTestBase):
         self._delete_server(server)
         self.assertEqual(MARKER, target.read(1, len(MARKER)))
 
+    def test_fault_while_booting_from_volume_leaves_nothing(self):
+        target = self._export(BOOT_VOL, size=1 << 30)
+        x = self.xapi()
+        for method in ('PBD.plug', 'SR.scan', 'VM.start_on'):
+            with self.subTest(step=method):
+                self._fail_nth(method, 1)
+                try:
+                    server = self._build_server(networks='none')
+                    server['imageRef'] = ''
+                    server['block_device_mapping_v2'] = [{
+                        'boot_index': 0, 'uuid': BOOT_VOL,
+                        'source_type': 'volume',
+                        'destination_type': 'volume'}]
+                    server = self.api.post_server({'server': server})
+                    server = self._wait_for_state_change(server, 'ERROR')
+                finally:
+                    self.sim.faults.check_fail = self._orig_check
+                self.assertEqual([], self._volume_srs(x))
+                self.assertEqual((None, None), self.xapi_vms(server, x))
+                self.assertEqual(set(), self.array.sessions)
+                self._delete_server(server)
+        self.assertEqual(MARKER, target.read(1, len(MARKER)))
+
     def test_delete_with_a_volume_attached(self):
         server = self._create_server(networks='none')
         target = self._export(VOL)
@@ -295,4 +319,28 @@ class TestVolumes(base.XenStubdomTestBase):
         self._attach(server, VOL)
         self._wait_attach_done(server, VOL)
         self.assertEqual(1, len(self._volume_srs(x)))
+        self._delete_server(server)
+
+
+class TestVolumesStayPut(_VolumeTestBase):
+    """A server with volumes is not moved to another host (yet)."""
+    SIM_HOSTS = 2
+    COMPUTES = ('host1', 'host2')
+
+    def test_migrate_with_a_volume_is_refused(self):
+        server = self._create_server(networks='none', host='host1')
+        self._export(VOL)
+        self._attach(server, VOL)
+        self._wait_attach_done(server, VOL)
+        self.api.post_server_action(server['id'], {'migrate': None})
+        waiting.wait_until(
+            lambda: [m for m in self.api.get_migrations()
+                     if m['instance_uuid'] == server['id'] and
+                     m['status'] == 'error'],
+            'the refused migration to be marked error')
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        self.assertEqual('host1', server['OS-EXT-SRV-ATTR:host'])
+        x = self.xapi()
+        vbds = self._volume_vbds(server, x)
+        self.assertTrue(vbds['guest'][0]['currently_attached'])
         self._delete_server(server)
