@@ -226,6 +226,7 @@ class VolumeStorage:
         """``(sr, vdi)`` of *target*, introduced and plugged as needed.
         On failure, an SR left unused is forgotten again."""
         sr = self.find_sr(target)
+        made_pbd = None
         try:
             if sr is None:
                 sr = do('SR.introduce', self._call, 'SR.introduce',
@@ -233,7 +234,7 @@ class VolumeStorage:
                         label, VOLUME_SR_TYPE, '', False, {})
             pbd = self._host_pbd(sr)
             if pbd is None:
-                pbd = do('PBD.create', self._call, 'PBD.create', {
+                pbd = made_pbd = do('PBD.create', self._call, 'PBD.create', {
                     'SR': sr, 'host': self._ctx.host_ref,
                     'device_config': target.device_config(),
                     'other_config': {}})
@@ -245,9 +246,24 @@ class VolumeStorage:
                True)
             return sr, vdi
         except Exception:
+            if made_pbd is not None:
+                # this host had no PBD: nothing here uses the SR (it may be
+                # in use on another host of the pool, and stays then)
+                self._forget_pbd(made_pbd)
             if sr is not None:
                 self.purge(sr, quiet=True)
             raise
+
+    def _forget_pbd(self, pbd: str) -> None:
+        try:
+            if self._call('PBD.get_currently_attached', pbd):
+                self._call('PBD.unplug', pbd)
+            self._call('PBD.destroy', pbd)
+        except xapi_errors.HandleInvalid:
+            pass
+        except Exception as exc:
+            LOG.error('could not remove PBD %(pbd)s: %(exc)s',
+                      {'pbd': pbd, 'exc': exc})
 
     def _host_pbd(self, sr: str) -> Optional[str]:
         for pbd in self._call('SR.get_PBDs', sr):

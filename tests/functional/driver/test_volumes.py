@@ -344,3 +344,31 @@ class TestVolumesStayPut(_VolumeTestBase):
         vbds = self._volume_vbds(server, x)
         self.assertTrue(vbds['guest'][0]['currently_attached'])
         self._delete_server(server)
+
+    def test_one_target_on_two_hosts_is_refused_cleanly(self):
+        # a volume SR is introduced unshared, as the old driver did: a
+        # second host of the pool cannot plug it while the first has it
+        # (xapi_pbd.ml check_sharing_constraint: SR_NOT_SHARABLE)
+        iqn = _iqn('shared-target')
+        target = self.array.add_target(iqn, portal='%s:3260' % PORTAL_HOST)
+        vol2 = 'c8f5e54c-8f6e-4a5c-9a4d-2b7f7b0b7a02'
+        for lun, vol in ((1, VOL), (2, vol2)):
+            target.add_lun(lun, 1 << 20, data=MARKER)
+            self.infos[vol] = {'driver_volume_type': 'iscsi', 'data': {
+                'target_portal': '%s:3260' % PORTAL_HOST,
+                'target_iqn': iqn, 'target_lun': lun, 'volume_id': vol}}
+        a = self._create_server(networks='none', host='host1')
+        b = self._create_server(networks='none', host='host2')
+        self._attach(a, VOL)
+        self._wait_attach_done(a, VOL)
+        self._attach_fails(b, vol2, 1)
+        x = self.xapi()
+        [sr] = self._volume_srs(x)
+        self.assertEqual([self.sim.hosts[0].ref],
+                         [x.PBD.get_host(p) for p in sr['PBDs']])
+        self.assertEqual({(self.sim.hosts[0].uuid, iqn)},
+                         self.array.sessions)
+        self.assertTrue(
+            self._volume_vbds(a, x)['guest'][0]['currently_attached'])
+        self._delete_server(b)
+        self._delete_server(a)
