@@ -14,6 +14,8 @@ OC_STUBDOM = 'nova_xen_stubdom_stubdom'
 OC_TARGET = 'nova_xen_stubdom_target'
 #: on stubdom VBDs/VIFs: uuid of the guest VBD/VIF they mirror
 OC_MIRROR_OF = 'nova_xen_stubdom_mirror_of'
+#: on the VBDs (guest and stub-domain mirror) of a Cinder volume: its id
+OC_VOLUME_ID = 'nova_xen_stubdom_volume_id'
 #: on VDIs: which disk of the instance ('root')
 OC_DISK = 'nova_xen_stubdom_disk'
 #: on the guest VM: its pass-through devices (``0/0000:81:00.0,1/...``),

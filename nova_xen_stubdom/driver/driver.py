@@ -4,6 +4,7 @@ A façade (compute-hyperv's shape): every public method delegates to one ops
 object -- ``HostOps`` (resources), ``VMOps`` (guest lifecycle),
 ``MigrationOps`` (suspend/resume/migrations), ``SnapshotOps`` (images),
 ``RescueOps`` (rescue/unrescue), ``EvacuateOps`` (evacuate),
+``VolumeOps`` (Cinder volumes),
 ``PciOps`` (pass-through) --
 and one class decorator translates XAPI/agent failures into Nova exceptions.
 
@@ -33,6 +34,7 @@ from nova_xen_stubdom.driver import pciops
 from nova_xen_stubdom.driver import rescueops
 from nova_xen_stubdom.driver import snapshotops
 from nova_xen_stubdom.driver import vmops
+from nova_xen_stubdom.driver import volumeops
 from nova_xen_stubdom.stubdom import image as stubdom_image
 from nova_xen_stubdom.xapi import client as xapi_client
 from nova_xen_stubdom.xapi import power as xpower
@@ -58,6 +60,11 @@ class XenStubdomDriver(driver.ComputeDriver):
         'supports_pcpus': False,
         'supports_accelerators': False,
         'supports_image_type_raw': True,
+        # NOTE(driver): volumes are attached (iSCSI, volumeops); extend,
+        # multi-attach and tagged attach are not offered
+        'supports_extend_volume': False,
+        'supports_tagged_attach_volume': False,
+        'supports_bfv_rescue': False,
     })
 
     def __init__(self, virtapi, read_only=False):
@@ -71,6 +78,7 @@ class XenStubdomDriver(driver.ComputeDriver):
         self._snapshotops = None
         self._rescueops = None
         self._evacuateops = None
+        self._volumeops = None
         self._events = None
         self._init_lock = threading.Lock()
 
@@ -116,6 +124,7 @@ class XenStubdomDriver(driver.ComputeDriver):
         self._rescueops = rescueops.RescueOps(ctx, self._vmops,
                                               self._snapshotops)
         self._evacuateops = evacuateops.EvacuateOps(ctx, self._vmops)
+        self._volumeops = volumeops.VolumeOps(ctx, self._vmops)
         self._events = events.LifecycleEvents(ctx, self._vmops,
                                               self._emit_async)
         self._events.start()
@@ -178,13 +187,17 @@ class XenStubdomDriver(driver.ComputeDriver):
               admin_password, allocations, network_info=None,
               block_device_info=None, power_on=True, accel_info=None):
         self._vmops.spawn(context, instance, image_meta, network_info,
-                          power_on=power_on)
+                          power_on=power_on,
+                          block_device_info=block_device_info)
 
     def destroy(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, destroy_secrets=True):
         # a rescue pair first: it holds the instance's root disk
         self._rescueops.destroy(instance)
         self._vmops.destroy(instance)
+        # the VMs' volume SRs went with their VBDs; an SR left by an
+        # earlier, interrupted delete goes now
+        self._volumeops.forget_unused(block_device_info)
 
     def cleanup(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, migrate_data=None, destroy_vifs=True,
@@ -248,6 +261,12 @@ class XenStubdomDriver(driver.ComputeDriver):
         if not evacuate:
             # Nova's own rebuild: destroy, then spawn the new image
             raise NotImplementedError()
+        if (block_device_info or {}).get('block_device_mapping'):
+            # a volume's SR is this pool member's own iSCSI session
+            # (volumeops): re-attaching it elsewhere is not built yet
+            raise dexc.XenStubdomDriverError(
+                reason=_('evacuating an instance with volumes attached is '
+                         'not supported'))
         instance.task_state = task_states.REBUILD_SPAWNING
         instance.save(expected_task_state=[task_states.REBUILDING])
         self._evacuateops.evacuate(context, instance, network_info)
@@ -280,6 +299,25 @@ class XenStubdomDriver(driver.ComputeDriver):
     def unrescue(self, context, instance):
         return self._rescueops.unrescue(context, instance)
 
+    # -- volumes (volumeops) ----------------------------------------------
+    def get_volume_connector(self, instance):
+        return self._volumeops.get_volume_connector(instance)
+
+    def attach_volume(self, context, connection_info, instance, mountpoint,
+                      disk_bus=None, device_type=None, encryption=None):
+        if encryption:
+            raise exception.VolumeEncryptionNotSupported(
+                volume_type='encrypted',
+                volume_id=(connection_info.get('data') or {}).get(
+                    'volume_id', '?'))
+        return self._volumeops.attach_volume(connection_info, instance,
+                                             mountpoint)
+
+    def detach_volume(self, context, connection_info, instance, mountpoint,
+                      encryption=None):
+        return self._volumeops.detach_volume(connection_info, instance,
+                                             mountpoint)
+
     # -- suspend / migrations (migrationops) ------------------------------
     def suspend(self, context, instance):
         return self._migrationops.suspend(context, instance)
@@ -292,6 +330,12 @@ class XenStubdomDriver(driver.ComputeDriver):
     def migrate_disk_and_power_off(self, context, instance, dest, flavor,
                                    network_info, block_device_info=None,
                                    timeout=0, retry_interval=0):
+        try:
+            volumeops.refuse_volumes(block_device_info,
+                                     _('resize / migrate'))
+        except exception.MigrationPreCheckError as exc:
+            # nothing was touched: Nova puts the server back as it was
+            raise exception.InstanceFaultRollback(inner_exception=exc)
         return self._migrationops.migrate_disk_and_power_off(
             context, instance, dest, flavor, network_info,
             block_device_info, timeout, retry_interval)
@@ -308,6 +352,7 @@ class XenStubdomDriver(driver.ComputeDriver):
     def check_can_live_migrate_source(self, context, instance,
                                       dest_check_data,
                                       block_device_info=None):
+        volumeops.refuse_volumes(block_device_info, _('live migration'))
         return self._migrationops.check_can_live_migrate_source(
             context, instance, dest_check_data, block_device_info)
 

@@ -27,6 +27,7 @@ from nova_xen_stubdom.driver import exceptions as dexc
 from nova_xen_stubdom.driver import guest_config
 from nova_xen_stubdom.driver import imageops
 from nova_xen_stubdom.driver import vmbuild
+from nova_xen_stubdom.driver import volumeutils
 from nova_xen_stubdom.xapi import constants as xc
 from nova_xen_stubdom.xapi import errors as xapi_errors
 from nova_xen_stubdom.xapi import power as xpower
@@ -55,6 +56,9 @@ class Built:
     vdis: List[str] = dataclasses.field(default_factory=list)
     vbds: List[str] = dataclasses.field(default_factory=list)
     vifs: List[str] = dataclasses.field(default_factory=list)
+    #: volume SRs this operation connected (forgotten on rollback when
+    #: unused)
+    srs: List[str] = dataclasses.field(default_factory=list)
 
     def empty(self) -> bool:
         return not (self.guest or self.stubdom or self.vdis)
@@ -65,6 +69,8 @@ class VMOps:
         self._ctx = ctx
         self._hostops = hostops
         self._pciops = pciops
+        #: SR/PBD/VDI of Cinder volumes (volumeops attaches them)
+        self.volumes = volumeutils.VolumeStorage(ctx)
         #: instance uuids with a driver operation in flight: their power
         #: changes are ours, not lifecycle events from outside Nova
         self._busy: Dict[str, int] = {}
@@ -166,9 +172,13 @@ class VMOps:
             bridge=bridge or wanted or '?')
 
     def spawn(self, context, instance, image_meta, network_info,
-              power_on: bool = True) -> None:
+              power_on: bool = True, block_device_info=None) -> None:
         # Everything checkable is checked before anything is created.
         cfg = guest_config.resolve(instance.flavor, image_meta)
+        volumes = volumeutils.plan(block_device_info, [
+            n for disk, n in cfg.disks() if disk != 'root'])
+        boot_volume = volumes[0] if volumes and \
+            volumes[0].userdevice == 0 else None
         sr_ref = self._hostops.select_sr()
         if sr_ref is None:
             raise dexc.XenStubdomDriverError(
@@ -184,13 +194,24 @@ class VMOps:
 
         with self._operation(instance, 'spawn'):
             try:
-                size = max(cfg.root_gb, 1) * dc.GiB
-                vdi = do('VDI.create (root disk)', self._call, 'VDI.create',
-                         vmbuild.vdi_record(instance, sr_ref, size, 'root'))
-                built.vdis.append(vdi)
-                do('image import (HTTP PUT /import_raw_vdi)',
-                   imageops.import_image, context, self._ctx,
-                   instance, image_meta, vdi, size)
+                vdis = {}
+                for vol in volumes:
+                    # boot from volume: the root disk is the volume's VDI
+                    sr, vdis[vol.userdevice] = self.volumes.connect(
+                        vol.target, 'volume %s of %s' % (
+                            vol.target.volume_id, instance.name), do)
+                    built.srs.append(sr)
+                if boot_volume is None:
+                    size = max(cfg.root_gb, 1) * dc.GiB
+                    vdi = do('VDI.create (root disk)', self._call,
+                             'VDI.create', vmbuild.vdi_record(
+                                 instance, sr_ref, size, 'root'))
+                    built.vdis.append(vdi)
+                    do('image import (HTTP PUT /import_raw_vdi)',
+                       imageops.import_image, context, self._ctx,
+                       instance, image_meta, vdi, size)
+                else:
+                    vdi = vdis[0]
                 guest = do('VM.create (HVM guest)', self._call, 'VM.create',
                            vmbuild.guest_record(instance, cfg,
                                                 self._ctx.host_ref))
@@ -227,8 +248,15 @@ class VMOps:
                        imageops.format_swap, self._ctx, instance,
                        disks['swap'], cfg.swap_mb * dc.MiB)
                 for disk, userdevice in cfg.disks():
-                    self.attach_disk(built, disks[disk], disk, userdevice,
-                                     do)
+                    self.attach_disk(
+                        built, disks[disk], disk, userdevice, do,
+                        volume_id=boot_volume.target.volume_id
+                        if boot_volume and userdevice == 0 else None)
+                for vol in volumes:
+                    if vol is not boot_volume:
+                        self.attach_disk(built, vdis[vol.userdevice],
+                                         'volume', vol.userdevice, do,
+                                         volume_id=vol.target.volume_id)
                 for index, (vif, net_ref) in enumerate(vifs):
                     self.attach_nic(built, vif, net_ref, index, do)
                 if power_on:
@@ -251,20 +279,27 @@ class VMOps:
                  instance=instance)
 
     def attach_disk(self, built: Built, vdi: str, disk: str,
-                    userdevice: int, do: Optional[Callable] = None) -> None:
+                    userdevice: int, do: Optional[Callable] = None,
+                    volume_id: Optional[str] = None) -> None:
         """*vdi* on the guest at *userdevice* and, mirrored, on its stub
-        domain (whose QEMU emulates the disk from there)."""
+        domain (whose QEMU emulates the disk from there).  A Cinder
+        volume's VBDs carry its id; beside the boot disk they are
+        ``unpluggable`` (detach from a running guest)."""
         do = do or _direct
+        tag = {dc.OC_VOLUME_ID: volume_id} if volume_id else {}
+        rec = vmbuild.vbd_record(built.guest, vdi, userdevice,
+                                 userdevice == 0, dict(tag))
+        rec['unpluggable'] = bool(volume_id) and userdevice != 0
         vbd = do('VBD.create (guest %s disk)' % disk, self._call,
-                 'VBD.create', vmbuild.vbd_record(
-                     built.guest, vdi, userdevice, userdevice == 0, {}))
+                 'VBD.create', rec)
         built.vbds.append(vbd)
         vbd_uuid = do('VBD.get_uuid', self._call, 'VBD.get_uuid', vbd)
+        rec = vmbuild.vbd_record(built.stubdom, vdi, userdevice, False,
+                                 dict(tag, **{dc.OC_MIRROR_OF: vbd_uuid}))
+        rec['unpluggable'] = bool(volume_id) and userdevice != 0
         built.vbds.append(do(
             'VBD.create (stub domain mirror of the %s disk)' % disk,
-            self._call, 'VBD.create', vmbuild.vbd_record(
-                built.stubdom, vdi, userdevice, False,
-                {dc.OC_MIRROR_OF: vbd_uuid})))
+            self._call, 'VBD.create', rec))
 
     def attach_nic(self, built: Built, vif, net_ref: str, index: int,
                    do: Optional[Callable] = None) -> None:
@@ -284,7 +319,8 @@ class VMOps:
                 built.stubdom, net_ref, index, vif['address'], mtu,
                 {dc.OC_MIRROR_OF: vif_uuid})))
 
-    def _dm_config(self, instance, cfg, vifs) -> dict:
+    def _dm_config(self, instance, cfg, vifs,
+                   guest: Optional[str] = None) -> dict:
         config = {
             'name': instance.name,
             'memory_mb': cfg.memory_mb,
@@ -297,6 +333,10 @@ class VMOps:
             'nics': [{'mac': vif['address'], 'model': cfg.vif_model,
                       'index': i} for i, (vif, _n) in enumerate(vifs)],
         }
+        if guest:
+            # attached volumes beside the flavor's disks
+            config['disks'] += self.volumes.dm_disks(
+                guest, cfg.disk_bus, [n for _d, n in cfg.disks()])
         if self._pciops is not None and hasattr(self._pciops,
                                                 'instance_addresses'):
             config['pci'] = self._pciops.instance_addresses(instance)
@@ -312,7 +352,7 @@ class VMOps:
                             'VM.get_domid', built.stubdom))
         do('agent link_stubdom', self._ctx.call_plugin, 'link_stubdom',
            stubdom_domid=stub_domid, guest_vm_uuid=built.guest_uuid,
-           config=self._dm_config(instance, cfg, vifs))
+           config=self._dm_config(instance, cfg, vifs, built.guest))
         if self._pciops is not None and hasattr(self._pciops, 'assign'):
             do('PCI assign', self._pciops.assign, instance, built.guest)
         do('VM.start_on (HVM guest)', self._ctx.call_async, 'VM.start_on',
@@ -420,10 +460,13 @@ class VMOps:
                                        'VM.get_uuid', built.guest)
         attempt('stop', self._stop, instance, built.guest, built.stubdom,
                 built.guest_uuid)
+        volume_srs = set(built.srs)
         for vm in (built.guest, built.stubdom):
             if not vm:
                 continue
             vbds = attempt('VM.get_VBDs', self._call, 'VM.get_VBDs', vm)
+            volume_srs |= attempt('volume SRs', self.volumes.volume_srs,
+                                  vbds or []) or set()
             vifs = attempt('VM.get_VIFs', self._call, 'VM.get_VIFs', vm)
             for vbd in vbds or []:
                 attempt('VBD.destroy', self._call, 'VBD.destroy', vbd)
@@ -437,6 +480,10 @@ class VMOps:
             attempt('VIF.destroy', self._destroy_if_exists, 'VIF', vif)
         for vdi in built.vdis:
             attempt('VDI.destroy', self._call, 'VDI.destroy', vdi)
+        # volumes stay on their array; XAPI forgets their SRs once no VBD
+        # uses them
+        for sr in sorted(volume_srs):
+            attempt('volume SR.forget', self.volumes.purge, sr)
         if failures and raise_first:
             raise failures[0]
 

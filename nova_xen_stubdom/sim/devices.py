@@ -47,7 +47,7 @@ def _plug_vbd(ctx, vbd: str, host, domid: int) -> None:
     target = ''
     if not rec['empty'] and rec['VDI'] != NULL_REF:
         _assert_attachable(ctx, vbd, rec)
-        target = vdi_file(ctx, rec['VDI'])
+        target = vdi_file(ctx, rec['VDI'], host)
     host.hypervisor.add_frontend(Frontend(domid, 'vbd', devname, 0, target,
                                           vbd))
     db.set('VBD', vbd, currently_attached=True, device=devname)
@@ -231,8 +231,18 @@ def _sr_usage(ctx, sr, minus=0):
         physical_utilisation=total)
 
 
-def vdi_file(ctx, vdi: str) -> str:
-    return storage.vdi_path(ctx.pool, ctx.db.get('VDI', vdi)['uuid'])
+#: SR type -> fn(ctx, vdi, host) giving the file behind a VDI of an SR
+#: whose VDIs are not files of the pool's VDI directory (sim/iscsi.py)
+VDI_BACKINGS = {}
+
+
+def vdi_file(ctx, vdi: str, host=None) -> str:
+    rec = ctx.db.get('VDI', vdi)
+    if ctx.db.exists('SR', rec['SR']):
+        backing = VDI_BACKINGS.get(ctx.db.get('SR', rec['SR'])['type'])
+        if backing is not None:
+            return backing(ctx, vdi, host)
+    return storage.vdi_path(ctx.pool, rec['uuid'])
 
 
 for _cls in _DEVICES:

@@ -213,7 +213,12 @@ class Pool:
                          'features_pv': ''},
             'memory_overhead': 0,
             'sched_policy': 'credit',
-            'other_config': {},
+            # the host's iSCSI initiator name, set at install and kept
+            # here by XAPI (what the old Nova driver's volume connector
+            # read)
+            'other_config': {'iscsi_iqn': 'iqn.2026-12.org.xcp-ng.sim:'
+                                          'host-%d-%d' % (self.index,
+                                                          h.index)},
         })
         for n in range(cfg.cpus):
             cpu = db.create('host_cpu', {

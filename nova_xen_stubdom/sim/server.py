@@ -27,6 +27,7 @@ from nova_xen_stubdom.sim import api, control, faults as faultslib
 from nova_xen_stubdom.sim import hostfail, persist, storage
 # importing registers the hand-written messages
 from nova_xen_stubdom.sim import copies, devices, handlers, vm  # noqa: F401
+from nova_xen_stubdom.sim import iscsi
 from nova_xen_stubdom.sim.errors import XapiError
 from nova_xen_stubdom.sim.pool import HostConfig, HostRuntime, Pool
 
@@ -377,6 +378,7 @@ class SimServer:
         if self._persister is not None:
             self._persister.stop()
             self._persister = None
+        iscsi.close_arrays(self.pools)
         for pool in self.pools:
             pool.shutdown()
             if getattr(pool, 'vdi_dir_is_temp', False):
@@ -429,6 +431,7 @@ class SimServer:
                 'sessions': p.sessions.count(),
                 'pending_tasks': db.find('task', status='pending'),
             }
+            out['pool%d' % p.index].update(iscsi.leaks(p))
             for h in p.hosts:
                 hv = h.hypervisor
                 out['host%s' % h.address] = {

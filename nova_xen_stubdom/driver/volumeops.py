@@ -1,0 +1,178 @@
+"""Cinder volumes on an HVM guest and its stub domain.
+
+A volume is a VDI of a per-target ``iscsi`` SR (:mod:`volumeutils`).  It
+reaches the instance as two VBDs, like every disk of ours:
+
+* the **guest's** VBD at the userdevice Nova's mountpoint names
+  (``/dev/xvdb`` -> 1), ``unpluggable`` so it can leave a running guest;
+* the **stub domain's mirror** VBD at the same userdevice: QEMU in the stub
+  domain emulates the disk (IDE/AHCI) from it for a guest without PV
+  drivers.
+
+Hot attach (guest running): only the guest's VBD is plugged
+(``VBD.plug``): the volume appears to the guest through its **PV block
+frontend** at once.  The mirror is created but left unplugged: QEMU's
+emulated IDE and AHCI disks are not hot-pluggable (QEMU has no hotplug
+handler for ``ide-hd``, and an AHCI port cannot be added to a running
+controller), so an emulated disk cannot appear in a running guest anyway;
+the stub domain attaches the mirror at its next start and QEMU emulates
+the volume from the instance's next boot (the device-model config lists
+the guest's volume VBDs, :meth:`volumeutils.VolumeStorage.dm_disks`).
+A guest without PV drivers therefore sees a hot-attached volume only after
+a reboot -- the same limit an HVM guest has on XAPI with QEMU in dom0.
+
+Attach to a stopped instance creates both VBDs; they plug when it starts.
+Detach unplugs what is plugged (the guest's VBD, and the mirror when the
+stub domain attached it at a later start), destroys both VBDs, then
+forgets the SR when no other VBD uses it.  A failure at any step of an
+attach removes what the attach created (VBDs, and the SR with its PBD and
+VDI records when nothing else uses it); bad connection_info is refused
+before anything is touched.
+"""
+from typing import Callable, List, Optional
+
+from oslo_log import log as logging
+from oslo_utils import excutils
+
+from nova import exception
+from nova.i18n import _
+from nova.virt import driver as virt_driver
+
+from nova_xen_stubdom.driver import constants as dc
+from nova_xen_stubdom.driver import vmops as vmops_mod
+from nova_xen_stubdom.driver import volumeutils
+from nova_xen_stubdom.xapi import constants as xc
+from nova_xen_stubdom.xapi import errors as xapi_errors
+
+LOG = logging.getLogger(__name__)
+
+
+def refuse_volumes(block_device_info, operation: str) -> None:
+    """Moving a server with volumes to another host is not done yet: the
+    destination would have to introduce the volumes' SRs before the guest
+    arrives (untested), so it is refused up front."""
+    if virt_driver.block_device_info_get_mapping(block_device_info):
+        raise exception.MigrationPreCheckError(reason=_(
+            '%s of a server with Cinder volumes is not supported by the '
+            'xen_stubdom driver yet') % operation)
+
+
+class VolumeOps:
+    def __init__(self, ctx, vmops) -> None:
+        self._ctx = ctx
+        self._vmops = vmops
+        self._storage: volumeutils.VolumeStorage = vmops.volumes
+
+    def _call(self, method: str, *args):
+        return self._ctx.call(method, *args)
+
+    def get_volume_connector(self, instance) -> dict:
+        return self._storage.connector()
+
+    # -- attach -------------------------------------------------------------
+    def _check_slot(self, built: vmops_mod.Built, userdevice: int,
+                    volume_id: str) -> None:
+        for vm in (built.guest, built.stubdom):
+            for vbd in self._call('VM.get_VBDs', vm):
+                rec = self._call('VBD.get_record', vbd)
+                if rec['other_config'].get(dc.OC_VOLUME_ID) == volume_id:
+                    raise exception.InvalidVolume(reason=_(
+                        'volume %s is already attached to this instance')
+                        % volume_id)
+                if rec['userdevice'] == str(userdevice):
+                    raise exception.InvalidDevicePath(
+                        path='userdevice %d (in use)' % userdevice)
+
+    def attach_volume(self, connection_info, instance,
+                      mountpoint: str) -> None:
+        target = volumeutils.parse_connection_info(connection_info)
+        userdevice = volumeutils.userdevice_of(mountpoint)
+        with self._vmops._operation(instance, 'attach_volume'):
+            built = self._vmops._require(instance)
+            self._check_slot(built, userdevice, target.volume_id)
+            running = self._vmops._power_state(built.guest) in (
+                xc.POWER_STATE_RUNNING, xc.POWER_STATE_PAUSED)
+            made = vmops_mod.Built(guest=built.guest,
+                                   stubdom=built.stubdom)
+            step = ['start']
+
+            def do(name: str, fn: Callable, *args, **kwargs):
+                step[0] = name
+                return fn(*args, **kwargs)
+            sr = None
+            try:
+                sr, vdi = self._storage.connect(
+                    target, 'volume %s of %s' % (target.volume_id,
+                                                 instance.name), do)
+                self._vmops.attach_disk(made, vdi, 'volume', userdevice,
+                                        do, volume_id=target.volume_id)
+                if running:
+                    do('VBD.plug (guest PV frontend)', self._call,
+                       'VBD.plug', made.vbds[0])
+            except Exception as exc:
+                with excutils.save_and_reraise_exception():
+                    LOG.error('attach of volume %(vol)s failed at step '
+                              '"%(step)s": %(exc)s; removing what it made',
+                              {'vol': target.volume_id, 'step': step[0],
+                               'exc': exc}, instance=instance)
+                    self._remove_vbds(instance, made.vbds)
+                    if sr is not None:
+                        self._storage.purge(sr, quiet=True)
+        LOG.info('volume %(vol)s attached at userdevice %(dev)d (%(how)s)',
+                 {'vol': target.volume_id, 'dev': userdevice,
+                  'how': 'hot-plugged' if running else 'from next start'},
+                 instance=instance)
+
+    def _remove_vbds(self, instance, vbds: List[str]) -> None:
+        for vbd in vbds:
+            try:
+                if self._call('VBD.get_currently_attached', vbd):
+                    self._call('VBD.unplug', vbd)
+                self._call('VBD.destroy', vbd)
+            except xapi_errors.HandleInvalid:
+                continue
+            except Exception as exc:
+                LOG.error('could not remove VBD %(vbd)s: %(exc)s',
+                          {'vbd': vbd, 'exc': exc}, instance=instance)
+
+    # -- detach -------------------------------------------------------------
+    def _volume_vbds(self, built: vmops_mod.Built, volume_id: str
+                     ) -> List[str]:
+        out = []
+        for vm in (built.guest, built.stubdom):
+            for vbd in self._call('VM.get_VBDs', vm):
+                oc = self._call('VBD.get_other_config', vbd)
+                if oc.get(dc.OC_VOLUME_ID) == volume_id:
+                    out.append(vbd)
+        return out
+
+    def detach_volume(self, connection_info, instance,
+                      mountpoint: Optional[str]) -> None:
+        target = volumeutils.parse_connection_info(connection_info)
+        with self._vmops._operation(instance, 'detach_volume'):
+            built = self._vmops._require(instance)
+            vbds = self._volume_vbds(built, target.volume_id)
+            if not vbds:
+                LOG.warning('detach: volume %s is not attached here',
+                            target.volume_id, instance=instance)
+            for vbd in vbds:
+                if self._call('VBD.get_currently_attached', vbd):
+                    self._call('VBD.unplug', vbd)
+                self._call('VBD.destroy', vbd)
+            sr = self._storage.find_sr(target)
+            if sr is not None:
+                self._storage.purge(sr)
+        LOG.info('volume %s detached', target.volume_id, instance=instance)
+
+    def forget_unused(self, block_device_info) -> None:
+        """Forget the SRs of *block_device_info*'s volumes no VBD uses."""
+        for bdm in virt_driver.block_device_info_get_mapping(
+                block_device_info):
+            try:
+                target = volumeutils.parse_connection_info(
+                    bdm.get('connection_info'))
+            except exception.NovaException:
+                continue        # nothing of ours can exist for it
+            sr = self._storage.find_sr(target)
+            if sr is not None:
+                self._storage.purge(sr, quiet=True)

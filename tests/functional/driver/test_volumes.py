@@ -1,0 +1,374 @@
+"""Cinder volumes through Nova: iSCSI connection_info (what Cinder's LVM /
+iSCSI drivers return) pointing at the simulator's iSCSI array, attached
+the XAPI way (SR.introduce, PBD.create/plug, SR.scan, VBD.create/plug) to
+the guest and mirrored on its stub domain.  Attach to a running and to a
+stopped server, detach, boot from volume, delete with a volume attached,
+bad connection_info refused with nothing changed, and a fault at every
+XAPI step of an attach leaving nothing behind (the base class's leak check
+also covers volume SRs, PBDs and iSCSI sessions after every test)."""
+from tests.functional import base  # noqa: I100 (first: eventlet decision)
+
+from nova.tests.fixtures import cinder as cinder_fixture
+
+from nova_xen_stubdom.driver import constants as dc
+from nova_xen_stubdom.sim import iscsi
+from nova_xen_stubdom.sim.errors import XapiError
+from tests import waiting
+
+VOL = 'c8f5e54c-8f6e-4a5c-9a4d-2b7f7b0b7a01'
+BOOT_VOL = cinder_fixture.CinderFixture.IMAGE_BACKED_VOL
+PORTAL_HOST = '192.0.2.20'
+MARKER = b'volume marker\n'
+
+
+def _iqn(volume_id):
+    # Cinder's LVM driver: iscsi_target_prefix + volume_name_template
+    return 'iqn.2010-10.org.openstack:volume-%s' % volume_id
+
+
+class _VolumeTestBase(base.XenStubdomTestBase):
+    SIM_HOSTS = 1
+    COMPUTES = ('host1',)
+    MAX_ATTEMPTS = 1
+
+    def setUp(self):
+        super().setUp()
+        self.array = iscsi.array(self.sim)
+        self.infos = {}
+        # Nova's Cinder fixture answers attachment_update with the
+        # connection_info its class keeps per volume id
+        self.stub_out('nova.tests.fixtures.cinder.CinderFixture.'
+                      'VOLUME_CONNECTION_INFO', self.infos)
+        self.infos['fake'] = {'driver_volume_type': 'fake', 'data': {}}
+        self._orig_check = self.sim.faults.check_fail
+        self.addCleanup(setattr, self.sim.faults, 'check_fail',
+                        self._orig_check)
+
+    # -- helpers ----------------------------------------------------------
+    def _export(self, volume_id, lun=1, chap=None, size=64 << 20):
+        """Cinder exports *volume_id*: a target with one LUN on the array,
+        and the connection_info its iSCSI driver would return."""
+        target = self.array.add_target(
+            _iqn(volume_id), portal='%s:3260' % PORTAL_HOST, chap=chap)
+        target.add_lun(lun, size, name='volume-%s' % volume_id,
+                       data=MARKER)
+        data = {'target_discovered': False,
+                'target_portal': '%s:3260' % PORTAL_HOST,
+                'target_iqn': _iqn(volume_id), 'target_lun': lun,
+                'volume_id': volume_id, 'access_mode': 'rw',
+                'encrypted': False, 'qos_specs': None}
+        if chap:
+            data.update(auth_method='CHAP', auth_username=chap[0],
+                        auth_password=chap[1])
+        self.infos[volume_id] = {'driver_volume_type': 'iscsi',
+                                 'data': data}
+        return target
+
+    def _volume_vbds(self, server, x):
+        """role -> [VBD records] of the server's volume VBDs."""
+        guest, stub = self.xapi_vms(server, x)
+        out = {}
+        for role, vm in (('guest', guest), ('stubdom', stub)):
+            out[role] = [r for r in (x.VBD.get_record(v) for v in vm['VBDs'])
+                         if dc.OC_VOLUME_ID in r['other_config']]
+        return out
+
+    def _volume_srs(self, x):
+        return [r for r in x.SR.get_all_records().values()
+                if r['type'] == 'iscsi']
+
+    def _frontends(self, server, x):
+        """domid -> targets of its vbd frontends (guest, stub domain)."""
+        hv = self.sim.hosts[0].hypervisor
+        guest, stub = self.xapi_vms(server, x)
+        return {role: sorted(f.target for f in hv.frontends
+                             if f.domid == int(vm['domid'])
+                             and f.kind == 'vbd')
+                for role, vm in (('guest', guest), ('stubdom', stub))}
+
+    def _attach(self, server, volume_id):
+        self.api.post_server_volume(
+            server['id'], {'volumeAttachment': {'volumeId': volume_id}})
+        waiting.wait_until(
+            lambda: self.api.get_server_volumes(server['id']),
+            'the volume attachment to be recorded')
+
+    def _wait_attach_done(self, server, volume_id, n=1):
+        self.notifier.wait_for_versioned_notifications(
+            'instance.volume_attach.end', n_events=n)
+
+    def _attach_fails(self, server, volume_id, n):
+        self.api.post_server_volume(
+            server['id'], {'volumeAttachment': {'volumeId': volume_id}})
+        self.notifier.wait_for_versioned_notifications(
+            'instance.volume_attach.error', n_events=n)
+        waiting.wait_until(
+            lambda: not self.api.get_server_volumes(server['id']),
+            'Nova to drop the failed attachment')
+
+    def _detach(self, server, volume_id, n=1):
+        self.api.delete_server_volume(server['id'], volume_id)
+        self.notifier.wait_for_versioned_notifications(
+            'instance.volume_detach.end', n_events=n)
+        waiting.wait_until(
+            lambda: not self.api.get_server_volumes(server['id']),
+            'the volume to leave the server')
+
+    def _fail_nth(self, method, nth):
+        seen = [0]
+
+        def check(name, host):
+            if name == method:
+                seen[0] += 1
+                if seen[0] == nth:
+                    raise XapiError('INTERNAL_ERROR', 'injected fault in %s'
+                                    % method)
+            return self._orig_check(name, host)
+        self.sim.faults.check_fail = check
+
+    def _assert_nothing_of_volumes(self, server, x):
+        self.assertEqual([], self._volume_srs(x))
+        self.assertEqual({'guest': [], 'stubdom': []},
+                         self._volume_vbds(server, x))
+        self.assertEqual(set(), self.array.sessions)
+
+
+class TestVolumes(_VolumeTestBase):
+    def test_connector_names_the_host_initiator(self):
+        compute = self.computes_by_name['host1']
+        connector = compute.manager.driver.get_volume_connector(None)
+        x = self.xapi()
+        host = x.host.get_record(self.sim.hosts[0].ref)
+        self.assertEqual(host['other_config']['iscsi_iqn'],
+                         connector['initiator'])
+        self.assertEqual(host['address'], connector['ip'])
+        self.assertEqual(host['hostname'], connector['host'])
+
+    def test_attach_to_running_server_then_detach(self):
+        server = self._create_server(networks='none')
+        target = self._export(VOL, chap=('chapuser', 'chapsecret'))
+        self._attach(server, VOL)
+        self._wait_attach_done(server, VOL)
+        x = self.xapi()
+        [sr] = self._volume_srs(x)
+        self.assertEqual(1, len(sr['PBDs']))
+        pbd = x.PBD.get_record(sr['PBDs'][0])
+        self.assertTrue(pbd['currently_attached'])
+        self.assertEqual(_iqn(VOL), pbd['device_config']['targetIQN'])
+        vbds = self._volume_vbds(server, x)
+        [guest_vbd], [mirror] = vbds['guest'], vbds['stubdom']
+        self.assertEqual(('1', '1'), (guest_vbd['userdevice'],
+                                      mirror['userdevice']))
+        self.assertEqual(guest_vbd['VDI'], mirror['VDI'])
+        self.assertEqual(guest_vbd['uuid'],
+                         mirror['other_config'][dc.OC_MIRROR_OF])
+        # hot-plugged into the guest's PV frontend; QEMU's emulated disk
+        # comes with the next boot (IDE/AHCI are not hot-pluggable)
+        self.assertTrue(guest_vbd['currently_attached'])
+        self.assertFalse(mirror['currently_attached'])
+        lun = target.luns[1].path
+        self.assertIn(lun, self._frontends(server, x)['guest'])
+        self.assertNotIn(lun, self._frontends(server, x)['stubdom'])
+        self.assertEqual({(self.sim.hosts[0].uuid, _iqn(VOL))},
+                         self.array.sessions)
+
+        # a reboot rebuilds the stub domain: it now emulates the volume
+        self.api.post_server_action(server['id'],
+                                    {'reboot': {'type': 'HARD'}})
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        fronts = self._frontends(server, x)
+        self.assertIn(lun, fronts['guest'])
+        self.assertIn(lun, fronts['stubdom'])
+
+        self._detach(server, VOL)
+        self._assert_nothing_of_volumes(server, x)
+        self.assertEqual(MARKER, target.read(1, len(MARKER)))
+        self._delete_server(server)
+
+    def test_attach_to_stopped_server_plugs_at_start(self):
+        server = self._create_server(networks='none')
+        self.api.post_server_action(server['id'], {'os-stop': None})
+        server = self._wait_for_state_change(server, 'SHUTOFF')
+        target = self._export(VOL)
+        self._attach(server, VOL)
+        self._wait_attach_done(server, VOL)
+        x = self.xapi()
+        vbds = self._volume_vbds(server, x)
+        self.assertEqual([False, False], [
+            v['currently_attached'] for v in vbds['guest'] + vbds['stubdom']])
+        self.api.post_server_action(server['id'], {'os-start': None})
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        fronts = self._frontends(server, x)
+        lun = target.luns[1].path
+        self.assertIn(lun, fronts['guest'])
+        self.assertIn(lun, fronts['stubdom'])
+        self._detach(server, VOL)
+        self._assert_nothing_of_volumes(server, x)
+        self._delete_server(server)
+
+    def test_boot_from_volume(self):
+        target = self._export(BOOT_VOL, size=1 << 30)
+        server = self._build_server(networks='none')
+        server['imageRef'] = ''
+        server['block_device_mapping_v2'] = [{
+            'boot_index': 0, 'uuid': BOOT_VOL, 'source_type': 'volume',
+            'destination_type': 'volume'}]
+        server = self.api.post_server({'server': server})
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        x = self.xapi()
+        guest, stub = self.xapi_vms(server, x)
+        disks = {}
+        for role, vm in (('guest', guest), ('stubdom', stub)):
+            for vbd in vm['VBDs']:
+                rec = x.VBD.get_record(vbd)
+                disks[role, rec['userdevice']] = rec
+        root = disks['guest', '0']
+        self.assertEqual(BOOT_VOL, root['other_config'][dc.OC_VOLUME_ID])
+        self.assertTrue(root['bootable'])
+        self.assertEqual(root['VDI'], disks['stubdom', '0']['VDI'])
+        # no image was imported: the only VDI is the LUN's
+        self.assertEqual([root['VDI']], x.VDI.get_all())
+        self.assertIn(target.luns[1].path,
+                      self._frontends(server, x)['stubdom'])
+        self._delete_server(server)
+        self.assertEqual(MARKER, target.read(1, len(MARKER)))
+
+    def test_fault_while_booting_from_volume_leaves_nothing(self):
+        target = self._export(BOOT_VOL, size=1 << 30)
+        x = self.xapi()
+        for method in ('PBD.plug', 'SR.scan', 'VM.start_on'):
+            with self.subTest(step=method):
+                self._fail_nth(method, 1)
+                try:
+                    server = self._build_server(networks='none')
+                    server['imageRef'] = ''
+                    server['block_device_mapping_v2'] = [{
+                        'boot_index': 0, 'uuid': BOOT_VOL,
+                        'source_type': 'volume',
+                        'destination_type': 'volume'}]
+                    server = self.api.post_server({'server': server})
+                    server = self._wait_for_state_change(server, 'ERROR')
+                finally:
+                    self.sim.faults.check_fail = self._orig_check
+                self.assertEqual([], self._volume_srs(x))
+                self.assertEqual((None, None), self.xapi_vms(server, x))
+                self.assertEqual(set(), self.array.sessions)
+                self._delete_server(server)
+        self.assertEqual(MARKER, target.read(1, len(MARKER)))
+
+    def test_delete_with_a_volume_attached(self):
+        server = self._create_server(networks='none')
+        target = self._export(VOL)
+        self._attach(server, VOL)
+        self._wait_attach_done(server, VOL)
+        self._delete_server(server)
+        x = self.xapi()
+        self.assertEqual([], self._volume_srs(x))
+        self.assertEqual(MARKER, target.read(1, len(MARKER)))
+
+    def test_bad_connection_info_changes_nothing(self):
+        server = self._create_server(networks='none')
+        x = self.xapi()
+        before = (x.SR.get_all(), x.VBD.get_all(), x.PBD.get_all())
+        bad = {
+            'a0000000-0000-4000-8000-000000000001': {
+                'driver_volume_type': 'rbd', 'data': {'name': 'v'}},
+            'a0000000-0000-4000-8000-000000000002': {
+                'driver_volume_type': 'iscsi',
+                'data': {'target_portal': '%s:3260' % PORTAL_HOST,
+                         'target_lun': 1}},
+            'a0000000-0000-4000-8000-000000000003': {
+                'driver_volume_type': 'iscsi',
+                'data': {'target_portal': '%s:x' % PORTAL_HOST,
+                         'target_iqn': _iqn('x'), 'target_lun': 1}},
+        }
+        self.infos.update(bad)
+        # a target the array does not have: refused by the iSCSI login
+        self.infos['a0000000-0000-4000-8000-000000000004'] = {
+            'driver_volume_type': 'iscsi',
+            'data': {'target_portal': '%s:3260' % PORTAL_HOST,
+                     'target_iqn': _iqn('missing'), 'target_lun': 1}}
+        for n, vol in enumerate(sorted(self.infos), start=1):
+            if vol == 'fake':
+                continue
+            self._attach_fails(server, vol, n)
+            self.assertEqual(before, (x.SR.get_all(), x.VBD.get_all(),
+                                      x.PBD.get_all()), vol)
+        server = self.api.get_server(server['id'])
+        self.assertEqual('ACTIVE', server['status'])
+        self._delete_server(server)
+
+    def test_fault_at_each_attach_step_leaves_nothing(self):
+        server = self._create_server(networks='none')
+        self._export(VOL)
+        x = self.xapi()
+        steps = [('SR.introduce', 1), ('PBD.create', 1), ('PBD.plug', 1),
+                 ('SR.scan', 1), ('VDI.set_sharable', 1), ('VBD.create', 1),
+                 ('VBD.get_uuid', 1), ('VBD.create', 2), ('VBD.plug', 1)]
+        for n, (method, nth) in enumerate(steps, start=1):
+            with self.subTest(step=method, nth=nth):
+                self._fail_nth(method, nth)
+                try:
+                    self._attach_fails(server, VOL, n)
+                finally:
+                    self.sim.faults.check_fail = self._orig_check
+                self._assert_nothing_of_volumes(server, x)
+                self.assertEqual(
+                    'ACTIVE', self.api.get_server(server['id'])['status'])
+        # and the same volume attaches fine afterwards
+        self._attach(server, VOL)
+        self._wait_attach_done(server, VOL)
+        self.assertEqual(1, len(self._volume_srs(x)))
+        self._delete_server(server)
+
+
+class TestVolumesStayPut(_VolumeTestBase):
+    """A server with volumes is not moved to another host (yet)."""
+    SIM_HOSTS = 2
+    COMPUTES = ('host1', 'host2')
+
+    def test_migrate_with_a_volume_is_refused(self):
+        server = self._create_server(networks='none', host='host1')
+        self._export(VOL)
+        self._attach(server, VOL)
+        self._wait_attach_done(server, VOL)
+        self.api.post_server_action(server['id'], {'migrate': None})
+        waiting.wait_until(
+            lambda: [m for m in self.api.get_migrations()
+                     if m['instance_uuid'] == server['id'] and
+                     m['status'] == 'error'],
+            'the refused migration to be marked error')
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        self.assertEqual('host1', server['OS-EXT-SRV-ATTR:host'])
+        x = self.xapi()
+        vbds = self._volume_vbds(server, x)
+        self.assertTrue(vbds['guest'][0]['currently_attached'])
+        self._delete_server(server)
+
+    def test_one_target_on_two_hosts_is_refused_cleanly(self):
+        # a volume SR is introduced unshared, as the old driver did: a
+        # second host of the pool cannot plug it while the first has it
+        # (xapi_pbd.ml check_sharing_constraint: SR_NOT_SHARABLE)
+        iqn = _iqn('shared-target')
+        target = self.array.add_target(iqn, portal='%s:3260' % PORTAL_HOST)
+        vol2 = 'c8f5e54c-8f6e-4a5c-9a4d-2b7f7b0b7a02'
+        for lun, vol in ((1, VOL), (2, vol2)):
+            target.add_lun(lun, 1 << 20, data=MARKER)
+            self.infos[vol] = {'driver_volume_type': 'iscsi', 'data': {
+                'target_portal': '%s:3260' % PORTAL_HOST,
+                'target_iqn': iqn, 'target_lun': lun, 'volume_id': vol}}
+        a = self._create_server(networks='none', host='host1')
+        b = self._create_server(networks='none', host='host2')
+        self._attach(a, VOL)
+        self._wait_attach_done(a, VOL)
+        self._attach_fails(b, vol2, 1)
+        x = self.xapi()
+        [sr] = self._volume_srs(x)
+        self.assertEqual([self.sim.hosts[0].ref],
+                         [x.PBD.get_host(p) for p in sr['PBDs']])
+        self.assertEqual({(self.sim.hosts[0].uuid, iqn)},
+                         self.array.sessions)
+        self.assertTrue(
+            self._volume_vbds(a, x)['guest'][0]['currently_attached'])
+        self._delete_server(b)
+        self._delete_server(a)
