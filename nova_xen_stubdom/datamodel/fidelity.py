@@ -62,6 +62,18 @@ MESSAGE_ERRORS = {
     # ocaml/xapi/xapi_vm.ml power_state_reset
     'VM.power_state_reset': frozenset({'CANNOT_RESET_CONTROL_DOMAIN',
                                        'HOST_IS_LIVE', 'DOMAIN_EXISTS'}),
+    # iSCSI SRs (sim/iscsi.py): xapi_sr.ml introduce/scan, xapi_pbd.ml
+    # create_common/plug, xapi_vdi.ml introduce_dbonly, SM backend failures
+    'SR.introduce': frozenset({'SR_UUID_EXISTS'}),
+    'SR.scan': frozenset({'SR_NOT_ATTACHED', 'SR_BACKEND_FAILURE'}),
+    'PBD.create': frozenset({'PBD_EXISTS', 'VALUE_NOT_SUPPORTED'}),
+    'PBD.plug': frozenset({'SR_BACKEND_FAILURE', 'SR_NOT_SHARABLE'}),
+    'VDI.introduce': frozenset({'LOCATION_NOT_UNIQUE', 'SR_HAS_NO_PBDS',
+                                'SR_BACKEND_FAILURE'}),
+    'VDI.destroy': frozenset({'SR_OPERATION_NOT_SUPPORTED'}),
+    'VBD.plug': frozenset({'SR_NOT_ATTACHED'}),
+    'VM.start': frozenset({'SR_NOT_ATTACHED'}),
+    'VM.start_on': frozenset({'SR_NOT_ATTACHED'}),
 }
 
 

@@ -55,11 +55,11 @@ import threading
 import uuid as uuidlib
 from typing import Dict, Optional, Set, Tuple
 
-from nova_xen_stubdom.sim import api, devices, fidelity
+from nova_xen_stubdom.sim import api, devices
 from nova_xen_stubdom.sim.api import handler
 from nova_xen_stubdom.sim.db import Database
 from nova_xen_stubdom.sim.errors import XapiError
-from nova_xen_stubdom.sim.schema import NULL_REF
+from nova_xen_stubdom.datamodel.schema import NULL_REF
 
 SR_TYPE = 'iscsi'
 DEFAULT_PORT = 3260
@@ -73,21 +73,8 @@ SM_NO_TARGET = '95'
 SM_CHAP_FAILED = '70'
 SM_LUN_MISSING = '78'
 
-# Errors XAPI raises from these messages that their datamodel entries do
-# not list (the sources above); the fidelity check accepts them there.
-for _msg, _codes in {
-        'SR.introduce': {'SR_UUID_EXISTS'},
-        'SR.scan': {'SR_NOT_ATTACHED', 'SR_BACKEND_FAILURE'},
-        'PBD.create': {'PBD_EXISTS', 'VALUE_NOT_SUPPORTED'},
-        'PBD.plug': {'SR_BACKEND_FAILURE', 'SR_NOT_SHARABLE'},
-        'VDI.introduce': {'LOCATION_NOT_UNIQUE', 'SR_HAS_NO_PBDS',
-                          'SR_BACKEND_FAILURE'},
-        'VDI.destroy': {'SR_OPERATION_NOT_SUPPORTED'},
-        'VBD.plug': {'SR_NOT_ATTACHED'},
-        'VM.start': {'SR_NOT_ATTACHED'},
-        'VM.start_on': {'SR_NOT_ATTACHED'}}.items():
-    fidelity.MESSAGE_ERRORS[_msg] = frozenset(
-        fidelity.MESSAGE_ERRORS.get(_msg, frozenset()) | _codes)
+# The errors these messages raise beyond their datamodel entries are
+# listed in datamodel/fidelity.py MESSAGE_ERRORS (the sources above).
 
 
 # -- the array -----------------------------------------------------------
