@@ -2,8 +2,9 @@
 
 ``up`` needs the Debian packages mariadb-server and rabbitmq-server, a venv
 with nova, placement, uwsgi, PyMySQL and this project installed (by default
-the venv this command runs from) and a keystone venv (``--keystone-venv``).
-``tools/ci/tier-integration.sh`` builds those on a fresh machine.
+the venv this command runs from), a keystone venv (``--keystone-venv``) and
+a glance venv (``--glance-venv``).  ``tools/cloud/make-venvs.sh`` builds
+those on a fresh machine.
 """
 import argparse
 import os
@@ -30,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
                         'venv running this command)')
     p.add_argument('--keystone-venv', default='',
                    help='venv with keystone (default: DIR/venv-keystone)')
+    p.add_argument('--glance-venv', default='',
+                   help='venv with glance (default: DIR/venv-glance)')
     sub = p.add_subparsers(dest='action', required=True)
     u = sub.add_parser('up', help='start everything, fresh databases')
     u.add_argument('--driver', choices=sorted(DRIVERS), default='xen_stubdom',
@@ -38,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument('--no-keystone', action='store_true',
                    help='DEGRADED: no keystone; nova-api runs without '
                         'authtoken (for when keystone cannot be installed)')
+    u.add_argument('--glance-standin', action='store_true',
+                   help='STAND-IN glance (serves the test image, not a '
+                        'real service): for when glance cannot be '
+                        'installed')
     u.add_argument('--keep-on-failure', action='store_true',
                    help='leave the processes running when "up" fails')
     sub.add_parser('down', help='stop every process the cloud started')
@@ -59,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
-    lay = L.Layout.create(args.dir, args.nova_venv, args.keystone_venv)
+    lay = L.Layout.create(args.dir, args.nova_venv, args.keystone_venv,
+                          args.glance_venv)
     if args.action == 'rss':
         # sampled every few seconds by the CI tier: imports stay light
         pids = services.all_pids(lay)
@@ -73,11 +81,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.action == 'up':
         try:
             cloud.up(lay, args.driver, progress,
-                     with_keystone=not args.no_keystone)
+                     with_keystone=not args.no_keystone,
+                     real_glance=not args.glance_standin)
         except (procs.CloudError, OSError, ValueError) as e:
             progress('FAILED: %s' % e)
             for name in ('nova-compute-host1', 'nova-api', 'xapi-sim',
-                         'keystone'):
+                         'keystone', 'glance-api'):
                 tail = cloud._log_tail(lay, name, 8)
                 if tail:
                     sys.stdout.write(tail + '\n')
