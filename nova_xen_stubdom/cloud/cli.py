@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
                             'REST against a cloud up with --no-keystone')
     c.add_argument('-k', dest='only', default='',
                    help='run only the checks whose name contains this')
+    sub.add_parser('volume-backends',
+                   help="what this machine's kernel lacks for Cinder's "
+                        'one-machine backends (exit 1: every one blocked)')
     r = sub.add_parser('rss', help='print the total RSS in MiB of the '
                                    'cloud plus the process trees named')
     r.add_argument('--tree', type=int, action='append', default=[],
@@ -75,6 +78,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             pids += [root] + procs.children(root)
         print('%.1f' % procs.rss_mib(sorted(set(pids))))
         return 0
+    if args.action == 'volume-backends':
+        from nova_xen_stubdom.cloud import volume_backends
+        found = volume_backends.blockers()
+        print(volume_backends.summary(found))
+        return 0 if any(not why for why in found.values()) else 1
     from nova_xen_stubdom.cloud import cloud
     from nova_xen_stubdom.cloud import tempest_conf
     progress = cloud.Progress(sys.stdout)
