@@ -92,6 +92,15 @@ case $? in
                 "the glance STAND-IN serves the test image"
         fi
         ;;
+    3)
+        # nothing to bring a cloud up with: say so, do not fail the tier on
+        # an outage (the tooling tests and the docs above did run)
+        report notrun "the integration cloud and tempest" \
+            "pip could not reach the package index and no seed of the cloud's nova venv exists ($(tr '\n' ' ' < "$DIR/venvs-unavailable")unavailable)"
+        log "!!! NOT RUN: the cloud and tempest (no nova venv: package" \
+            "index unreachable, no seed); tier wall time $((SECONDS - T0)) s"
+        exit 0
+        ;;
     *)
         log "FAILED: venvs"
         exit 1

@@ -25,7 +25,8 @@
 # no seed: their names are then in DIR/venvs-unavailable, one a line (the CI
 # tier runs the glance stand-in without venv-glance, and its degraded
 # no-keystone REST checks instead of tempest without venv-keystone or
-# venv-tempest); 1 anything else.
+# venv-tempest); 3 not even the nova venv can be had (index unreachable,
+# no seed: the tier reports the cloud NOT RUN); 1 anything else.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DIR=${1:-${NXS_CLOUD_DIR:-.cloud}}
@@ -169,19 +170,30 @@ declare -A optional
 make_venv venv-keystone "${KEYSTONE_REQS[@]}" & optional[venv-keystone]=$!
 make_venv venv-glance "${GLANCE_REQS[@]}" & optional[venv-glance]=$!
 make_venv venv-tempest "${TEMPEST_REQS[@]}" & optional[venv-tempest]=$!
-wait "$p1" || { log "venv creation failed (see $DIR/pip.log)"; exit 1; }
 rc=0
+r=0
+wait "$p1" || r=$?
+if [ "$r" != 0 ]; then
+    [ "$r" = 3 ] || { log "venv creation failed (see $DIR/pip.log)"; exit 1; }
+    echo venv >> "$UNAVAILABLE"
+    rc=3
+fi
 for name in venv-keystone venv-glance venv-tempest; do
     wait "${optional[$name]}" && continue
     r=$?
     if [ "$r" = 3 ]; then
         echo "$name" >> "$UNAVAILABLE"
-        [ "$rc" != 1 ] && rc=2
+        [ "$rc" = 0 ] && rc=2
     else
         rc=1
     fi
 done
 [ "$rc" = 1 ] && { log "venv creation failed (see $DIR/pip.log)"; exit 1; }
+if [ "$rc" = 3 ]; then
+    log "!!! the nova venv is UNAVAILABLE: package index unreachable (pip" \
+        "says), no seed; no cloud can run (exit 3)"
+    exit 3
+fi
 
 t0=$SECONDS
 rm -rf "$DIR/wheels"
