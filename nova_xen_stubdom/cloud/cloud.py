@@ -167,8 +167,13 @@ def up(lay: L.Layout, driver: str, progress: Progress,
     installed: no keystone process, nova-api without authtoken (requests
     carry ``NOAUTH_HEADERS``), placement on noauth2 as always.
     *real_glance* False serves the test image from the glance STAND-IN
-    instead (for when Glance's venv cannot be had).
+    instead (for when Glance's venv cannot be had, and always without
+    keystone: Glance's own unauthenticated pipeline is refused image
+    creation by its default policies).
     """
+    if real_glance and not with_keystone:
+        raise procs.CloudError('real glance needs keystone: with '
+                               '--no-keystone add --glance-standin')
     running = _running(lay)
     if running:
         raise procs.CloudError('already running: %s (run "nova-xen-stubdom '
@@ -181,7 +186,7 @@ def up(lay: L.Layout, driver: str, progress: Progress,
     sim_url = lay.url('xapi-sim')
     configs.write_all(lay, driver, sim_url, keystone=with_keystone)
     if real_glance:
-        glance.write_config(lay, keystone=with_keystone)
+        glance.write_config(lay)
     progress('config files written under %s' % lay.etc)
 
     infra.start_mariadb(lay)
@@ -245,7 +250,7 @@ def up(lay: L.Layout, driver: str, progress: Progress,
     if real_glance:
         image_id = progress.step(
             'test image uploaded through glance', lambda: glance.upload_image(
-                lay, keystone.admin_token(lay) if with_keystone else None))
+                lay, keystone.admin_token(lay)))
         dead = _dead_of(lay, started + ['glance-api'])
     else:
         image_id = standins.IMAGE_ID

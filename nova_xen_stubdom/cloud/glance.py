@@ -9,7 +9,7 @@ would, and records the id Glance gave it.
 """
 import hashlib
 import shutil
-from typing import Dict, Optional
+from typing import Dict
 
 import requests
 
@@ -28,10 +28,9 @@ def conf_dir(lay: L.Layout) -> str:
     return str(lay.etc / 'glance')
 
 
-def glance_api_conf(lay: L.Layout, keystone: bool = True
-                    ) -> configs.Sections:
+def glance_api_conf(lay: L.Layout) -> configs.Sections:
     data = lay.data / 'glance'
-    conf: Dict[str, Dict[str, object]] = {
+    return {
         'DEFAULT': {
             'debug': False,
             'enabled_backends': '%s:file' % STORE,
@@ -48,20 +47,18 @@ def glance_api_conf(lay: L.Layout, keystone: bool = True
         'os_glance_tasks_store': {
             'filesystem_store_datadir': data / 'tasks'},
         'oslo_concurrency': {'lock_path': data / 'locks'},
+        # authtoken + context.  Glance's unauthenticated pipeline is no
+        # use without keystone: its context has no project and no roles,
+        # and Glance's default policies refuse it add_image (measured).
         'paste_deploy': {
             'config_file': lay.etc / 'glance' / 'glance-api-paste.ini',
-            # "keystone": authtoken + context; '' is Glance's own
-            # unauthenticated pipeline (the degraded no-keystone cloud)
-            'flavor': 'keystone' if keystone else '',
+            'flavor': 'keystone',
         },
+        'keystone_authtoken': configs.keystone_authtoken(lay, 'glance'),
     }
-    if keystone:
-        conf['keystone_authtoken'] = configs.keystone_authtoken(
-            lay, 'glance')
-    return conf
 
 
-def write_config(lay: L.Layout, keystone: bool = True) -> Dict[str, object]:
+def write_config(lay: L.Layout) -> Dict[str, object]:
     """glance-api.conf and the stock paste file; returns name -> path."""
     paste = lay.glance_venv / 'etc' / 'glance' / 'glance-api-paste.ini'
     if not paste.exists():
@@ -74,7 +71,7 @@ def write_config(lay: L.Layout, keystone: bool = True) -> Dict[str, object]:
     for d in ('images', 'staging', 'tasks', 'locks'):
         (lay.data / 'glance' / d).mkdir(parents=True, exist_ok=True)
     return {'glance': configs.write(lay.etc / 'glance' / 'glance-api.conf',
-                                    glance_api_conf(lay, keystone))}
+                                    glance_api_conf(lay))}
 
 
 def db_sync(lay: L.Layout) -> None:
@@ -83,16 +80,15 @@ def db_sync(lay: L.Layout) -> None:
               lay.log('glance-manage'))
 
 
-def upload_image(lay: L.Layout, token: Optional[str]) -> str:
+def upload_image(lay: L.Layout, token: str) -> str:
     """Create the test image through Glance's API and upload its bytes.
 
-    *token* is a keystone token of the admin project, None on the
-    degraded cloud (Glance's unauthenticated pipeline).  Returns the
-    image's id once Glance reports it ``active`` with the size and
-    checksum of what was sent; raises ``CloudError`` otherwise.
+    *token* is a keystone token of the admin project.  Returns the image's
+    id once Glance reports it ``active`` with the size, hash and properties
+    of what was sent; raises ``CloudError`` otherwise.
     """
     base = lay.url('glance', '/v2/images')
-    headers = {'X-Auth-Token': token} if token else {}
+    headers = {'X-Auth-Token': token}
     body: Dict[str, object] = {
         'name': hvm_image.NAME, 'visibility': 'public',
         'disk_format': hvm_image.DISK_FORMAT,
