@@ -95,8 +95,8 @@ def test_glance_runs_under_uwsgi_from_its_own_venv(lay, monkeypatch):
     assert argv[argv.index('--http-socket') + 1] == '127.0.0.1:%d' % \
         L.PORTS['glance']
     assert 'OS_GLANCE_CONFIG_DIR=%s' % (lay.etc / 'glance') in argv
-    # streamed (chunked) uploads reach the app
-    assert '--http-chunked-input' in argv
+    # Glance waits for each chunk of a streamed upload this long
+    assert argv[argv.index('--socket-timeout') + 1] == '30'
 
 
 def test_glance_is_in_the_catalog_with_a_service_user():
