@@ -59,7 +59,8 @@ def glance_api_conf(lay: L.Layout) -> configs.Sections:
 
 
 def write_config(lay: L.Layout) -> Dict[str, object]:
-    """glance-api.conf and the stock paste file; returns name -> path."""
+    """glance-api.conf, the stock paste file and empty stores; returns
+    name -> path."""
     paste = lay.glance_venv / 'etc' / 'glance' / 'glance-api-paste.ini'
     if not paste.exists():
         raise procs.CloudError(
@@ -68,6 +69,9 @@ def write_config(lay: L.Layout) -> Dict[str, object]:
             % (paste, lay.glance_venv))
     (lay.etc / 'glance').mkdir(parents=True, exist_ok=True)
     shutil.copyfile(paste, lay.etc / 'glance' / 'glance-api-paste.ini')
+    # every up starts Glance on an empty database: the files of an earlier
+    # run's images would be orphans
+    shutil.rmtree(lay.data / 'glance', ignore_errors=True)
     for d in ('images', 'staging', 'tasks', 'locks'):
         (lay.data / 'glance' / d).mkdir(parents=True, exist_ok=True)
     return {'glance': configs.write(lay.etc / 'glance' / 'glance-api.conf',

@@ -69,6 +69,15 @@ def test_every_glance_path_lies_under_the_cloud_dir(lay):
         assert (lay.root / d).is_dir()
 
 
+def test_each_up_starts_with_empty_stores(lay):
+    glance.write_config(lay)
+    old = lay.data / 'glance' / 'images' / 'an-earlier-run'
+    old.write_bytes(b'x')
+    glance.write_config(lay)
+    assert not old.exists()
+    assert (lay.data / 'glance' / 'images').is_dir()
+
+
 def test_real_glance_needs_keystone(lay):
     """Glance's no-auth pipeline is refused add_image by its policies:
     the no-keystone cloud must use the stand-in, and says so."""
