@@ -1,9 +1,9 @@
 """A multi-process test cloud on loopback: ``nova-xen-stubdom cloud``.
 
-MariaDB and RabbitMQ (Debian's packages), keystone, placement and nova-api
-under uwsgi, nova-conductor, nova-scheduler and two nova-compute processes
-running ``xen_stubdom.XenStubdomDriver`` against the embedded XAPI simulator,
-plus minimal glance/neutron stand-ins.  Every process is started by this
+MariaDB and RabbitMQ (Debian's packages), keystone, glance, placement and
+nova-api under uwsgi, nova-conductor, nova-scheduler and two nova-compute
+processes running ``xen_stubdom.XenStubdomDriver`` against the embedded XAPI
+simulator, plus a minimal neutron stand-in.  Every process is started by this
 package, recorded by PID under ``<dir>/run`` and stopped by that PID.
 
 This is test infrastructure (the integration tier and developers' manual

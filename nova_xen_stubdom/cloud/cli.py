@@ -2,8 +2,9 @@
 
 ``up`` needs the Debian packages mariadb-server and rabbitmq-server, a venv
 with nova, placement, uwsgi, PyMySQL and this project installed (by default
-the venv this command runs from) and a keystone venv (``--keystone-venv``).
-``tools/ci/tier-integration.sh`` builds those on a fresh machine.
+the venv this command runs from), a keystone venv (``--keystone-venv``) and
+a glance venv (``--glance-venv``).  ``tools/cloud/make-venvs.sh`` builds
+those on a fresh machine.
 """
 import argparse
 import os
@@ -30,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
                         'venv running this command)')
     p.add_argument('--keystone-venv', default='',
                    help='venv with keystone (default: DIR/venv-keystone)')
+    p.add_argument('--glance-venv', default='',
+                   help='venv with glance (default: DIR/venv-glance)')
     sub = p.add_subparsers(dest='action', required=True)
     u = sub.add_parser('up', help='start everything, fresh databases')
     u.add_argument('--driver', choices=sorted(DRIVERS), default='xen_stubdom',
@@ -38,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument('--no-keystone', action='store_true',
                    help='DEGRADED: no keystone; nova-api runs without '
                         'authtoken (for when keystone cannot be installed)')
+    u.add_argument('--glance-standin', action='store_true',
+                   help='STAND-IN glance (serves the test image, not a '
+                        'real service): for when glance cannot be '
+                        'installed')
     u.add_argument('--keep-on-failure', action='store_true',
                    help='leave the processes running when "up" fails')
     sub.add_parser('down', help='stop every process the cloud started')
@@ -50,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
                             'REST against a cloud up with --no-keystone')
     c.add_argument('-k', dest='only', default='',
                    help='run only the checks whose name contains this')
+    sub.add_parser('volume-backends',
+                   help="what this machine's kernel lacks for Cinder's "
+                        'one-machine backends (exit 1: every one blocked)')
     r = sub.add_parser('rss', help='print the total RSS in MiB of the '
                                    'cloud plus the process trees named')
     r.add_argument('--tree', type=int, action='append', default=[],
@@ -59,7 +69,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
-    lay = L.Layout.create(args.dir, args.nova_venv, args.keystone_venv)
+    lay = L.Layout.create(args.dir, args.nova_venv, args.keystone_venv,
+                          args.glance_venv)
     if args.action == 'rss':
         # sampled every few seconds by the CI tier: imports stay light
         pids = services.all_pids(lay)
@@ -67,17 +78,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             pids += [root] + procs.children(root)
         print('%.1f' % procs.rss_mib(sorted(set(pids))))
         return 0
+    if args.action == 'volume-backends':
+        from nova_xen_stubdom.cloud import volume_backends
+        found = volume_backends.blockers()
+        print(volume_backends.summary(found))
+        return 0 if any(not why for why in found.values()) else 1
     from nova_xen_stubdom.cloud import cloud
     from nova_xen_stubdom.cloud import tempest_conf
     progress = cloud.Progress(sys.stdout)
     if args.action == 'up':
         try:
             cloud.up(lay, args.driver, progress,
-                     with_keystone=not args.no_keystone)
+                     with_keystone=not args.no_keystone,
+                     real_glance=not args.glance_standin)
         except (procs.CloudError, OSError, ValueError) as e:
             progress('FAILED: %s' % e)
             for name in ('nova-compute-host1', 'nova-api', 'xapi-sim',
-                         'keystone'):
+                         'keystone', 'glance-api'):
                 tail = cloud._log_tail(lay, name, 8)
                 if tail:
                     sys.stdout.write(tail + '\n')

@@ -8,6 +8,7 @@ from typing import Callable, Dict, List, Optional, TextIO
 import requests
 
 from nova_xen_stubdom.cloud import configs
+from nova_xen_stubdom.cloud import glance
 from nova_xen_stubdom.cloud import infra
 from nova_xen_stubdom.cloud import keystone
 from nova_xen_stubdom.cloud import layout as L
@@ -76,6 +77,36 @@ def _db_sync(lay: L.Layout) -> None:
     _nova_manage(lay, 'db', 'sync')
 
 
+class _Background:
+    """A start-up step run beside the others; ``join`` re-raises its error
+    in the caller's thread."""
+
+    def __init__(self, name: str, fn: Callable[[], None]) -> None:
+        self.error: Optional[BaseException] = None
+
+        def run() -> None:
+            try:
+                fn()
+            except BaseException as e:      # re-raised by join()
+                self.error = e
+
+        self.thread = threading.Thread(target=run, name=name)
+        self.thread.start()
+
+    def join(self) -> None:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+def _glance_up(lay: L.Layout, progress: Progress) -> None:
+    progress.step('glance: db_sync', lambda: glance.db_sync(lay))
+    services.start_glance(lay)
+    progress.step('glance-api answering', lambda: procs.wait_for(
+        'glance-api', lambda: procs.http_answers(lay.url('glance')), 120,
+        _dead_of(lay, ['glance-api'])))
+
+
 def _keystone_up(lay: L.Layout, progress: Progress) -> None:
     progress.step('keystone: db_sync, fernet keys, bootstrap',
                   lambda: keystone.bootstrap(lay))
@@ -128,13 +159,21 @@ def _create_flavors(lay: L.Layout, with_keystone: bool = True
 
 
 def up(lay: L.Layout, driver: str, progress: Progress,
-       with_keystone: bool = True) -> Dict[str, object]:
+       with_keystone: bool = True,
+       real_glance: bool = True) -> Dict[str, object]:
     """Start everything; returns the facts also written to ``cloud.json``.
 
     *with_keystone* False is the DEGRADED cloud for when keystone cannot be
     installed: no keystone process, nova-api without authtoken (requests
     carry ``NOAUTH_HEADERS``), placement on noauth2 as always.
+    *real_glance* False serves the test image from the glance STAND-IN
+    instead (for when Glance's venv cannot be had, and always without
+    keystone: Glance's own unauthenticated pipeline is refused image
+    creation by its default policies).
     """
+    if real_glance and not with_keystone:
+        raise procs.CloudError('real glance needs keystone: with '
+                               '--no-keystone add --glance-standin')
     running = _running(lay)
     if running:
         raise procs.CloudError('already running: %s (run "nova-xen-stubdom '
@@ -146,6 +185,8 @@ def up(lay: L.Layout, driver: str, progress: Progress,
     lay.logs.mkdir()
     sim_url = lay.url('xapi-sim')
     configs.write_all(lay, driver, sim_url, keystone=with_keystone)
+    if real_glance:
+        glance.write_config(lay)
     progress('config files written under %s' % lay.etc)
 
     infra.start_mariadb(lay)
@@ -155,31 +196,32 @@ def up(lay: L.Layout, driver: str, progress: Progress,
     progress('mariadb answering (%.1f s)' % waited)
     progress.step('databases created', lambda: infra.create_databases(lay))
 
-    # keystone's setup and Nova's schema migrations are independent: overlap
-    ks_error: List[BaseException] = []
-
-    def ks() -> None:
-        if not with_keystone:
-            progress('keystone NOT STARTED (degraded: nova-api without '
-                     'authtoken)')
-            return
-        try:
-            _keystone_up(lay, progress)
-        except BaseException as e:      # re-raised in the main thread
-            ks_error.append(e)
-
-    ks_thread = threading.Thread(target=ks, name='keystone-setup')
-    ks_thread.start()
+    # keystone's and glance's setup and Nova's schema migrations are
+    # independent: overlap them
+    background = []
+    if with_keystone:
+        background.append(_Background(
+            'keystone-setup', lambda: _keystone_up(lay, progress)))
+    else:
+        progress('keystone NOT STARTED (degraded: nova-api without '
+                 'authtoken)')
+    if real_glance:
+        background.append(_Background(
+            'glance-setup', lambda: _glance_up(lay, progress)))
+    else:
+        progress('glance NOT STARTED: the glance STAND-IN serves the test '
+                 'image')
     try:
         progress.step('rabbitmq answering', lambda: infra.wait_rabbitmq(lay))
         progress.step('placement and nova schemas, cells',
                       lambda: _db_sync(lay))
     finally:
-        ks_thread.join()
-    if ks_error:
-        raise ks_error[0]
+        for job in background:
+            job.thread.join()
+    for job in background:
+        job.join()
 
-    services.start_standins(lay)
+    services.start_standins(lay, glance=not real_glance)
     if driver == 'xen_stubdom':
         services.start_sim(lay)
         progress.step('XAPI simulator answering', lambda: procs.wait_for(
@@ -205,6 +247,13 @@ def up(lay: L.Layout, driver: str, progress: Progress,
                   lambda: _nova_manage(lay, 'cell_v2', 'discover_hosts'))
     flavors = progress.step('tempest flavors',
                             lambda: _create_flavors(lay, with_keystone))
+    if real_glance:
+        image_id = progress.step(
+            'test image uploaded through glance', lambda: glance.upload_image(
+                lay, keystone.admin_token(lay)))
+        dead = _dead_of(lay, started + ['glance-api'])
+    else:
+        image_id = standins.IMAGE_ID
     gone = dead()
     if gone:
         raise procs.CloudError('%s died during start-up' % gone)
@@ -217,7 +266,9 @@ def up(lay: L.Layout, driver: str, progress: Progress,
         'xapi_url': sim_url if driver == 'xen_stubdom' else None,
         'xapi_username': L.XAPI_USER,
         'xapi_password': L.XAPI_PASSWORD,
-        'image_id': standins.IMAGE_ID,
+        'image': lay.url('glance'),
+        'glance': 'real' if real_glance else 'stand-in',
+        'image_id': image_id,
         'flavors': flavors,
         'compute_hosts': list(L.COMPUTE_HOSTS),
         'xapi_hosts': dict(L.XAPI_HOSTS),
@@ -237,7 +288,7 @@ def down(lay: L.Layout, progress: Progress) -> List[int]:
     computes = [n for n in services.NOVA_SERVICES
                 if n.startswith('nova-compute-')]
     rest = [n for n in services.NOVA_SERVICES if n not in computes]
-    for wave in (computes, rest + ['keystone']):
+    for wave in (computes, rest + ['keystone', 'glance-api']):
         for line in procs.stop_many(lay, wave):
             progress(line)
     for line in infra.stop_rabbitmq(lay):

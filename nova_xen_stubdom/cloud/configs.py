@@ -75,8 +75,9 @@ def nova_conf(lay: L.Layout) -> Sections:
             'auth_type': 'admin_token', 'endpoint': lay.url('placement'),
             'token': 'admin', 'region_name': 'RegionOne',
         },
-        # the glance STAND-IN (keystoneauth adapter; api_servers is
-        # deprecated)
+        # Glance (real, or its stand-in when Glance cannot be installed);
+        # Nova passes the user's token on (keystoneauth adapter;
+        # api_servers is deprecated)
         'glance': {'endpoint_override': lay.url('glance')},
         # the neutron STAND-IN: admin_token, no keystone round trip
         'neutron': {

@@ -14,10 +14,10 @@ from nova_xen_stubdom.cloud import procs
 SERVICES: Dict[str, Tuple[str, str, str]] = {
     'compute': ('nova', 'nova-api', '/v2.1'),
     'placement': ('placement', 'placement', ''),
-    'image': ('glance', 'glance', ''),        # stand-in
-    'network': ('neutron', 'neutron', ''),    # stand-in
+    'image': ('glance', 'glance', ''),
+    'network': ('neutron', 'neutron', ''),    # STAND-IN
 }
-SERVICE_USERS = ('nova', 'placement')
+SERVICE_USERS = ('nova', 'placement', 'glance')
 
 
 def bootstrap(lay: L.Layout) -> None:

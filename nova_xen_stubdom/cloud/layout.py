@@ -25,7 +25,8 @@ PORTS: Dict[str, int] = {
 
 DB_USER = 'os'
 DB_PASSWORD = 'os'
-DATABASES = ('keystone', 'placement', 'nova_api', 'nova', 'nova_cell0')
+DATABASES = ('keystone', 'glance', 'placement', 'nova_api', 'nova',
+             'nova_cell0')
 RABBIT_USER = 'guest'
 RABBIT_PASSWORD = 'guest'
 ADMIN_PASSWORD = 'admin'
@@ -49,15 +50,18 @@ class Layout:
     root: Path
     nova_venv: Path
     keystone_venv: Path
+    glance_venv: Path
 
     @classmethod
     def create(cls, root: str, nova_venv: str = '',
-               keystone_venv: str = '') -> 'Layout':
+               keystone_venv: str = '', glance_venv: str = '') -> 'Layout':
         r = Path(root).resolve()
         return cls(root=r,
                    nova_venv=Path(nova_venv or sys.prefix).resolve(),
                    keystone_venv=Path(keystone_venv or
-                                      r / 'venv-keystone').resolve())
+                                      r / 'venv-keystone').resolve(),
+                   glance_venv=Path(glance_venv or
+                                    r / 'venv-glance').resolve())
 
     @property
     def etc(self) -> Path:
@@ -85,6 +89,9 @@ class Layout:
 
     def keystone_bin(self, name: str) -> str:
         return str(self.keystone_venv / 'bin' / name)
+
+    def glance_bin(self, name: str) -> str:
+        return str(self.glance_venv / 'bin' / name)
 
     def pidfile(self, name: str) -> Path:
         return self.run / ('%s.pid' % name)

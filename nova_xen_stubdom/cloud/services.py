@@ -1,6 +1,6 @@
 """The OpenStack processes of the test cloud and how each one is started."""
 import sys
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 from nova_xen_stubdom.cloud import layout as L
 from nova_xen_stubdom.cloud import procs
@@ -9,11 +9,20 @@ from nova_xen_stubdom.cloud import procs
 NOVA_SERVICES = ('standins', 'xapi-sim', 'placement-api', 'nova-conductor',
                  'nova-scheduler', 'nova-api') + tuple(
     'nova-compute-%s' % h for h in L.COMPUTE_HOSTS)
-ALL_PROCESSES = ('mariadb', 'epmd', 'rabbitmq', 'keystone') + NOVA_SERVICES
+ALL_PROCESSES = ('mariadb', 'epmd', 'rabbitmq', 'keystone',
+                 'glance-api') + NOVA_SERVICES
+
+# A streamed (chunked) upload, as Nova's snapshot sends, is read by Glance
+# itself through uwsgi.chunked_read() (glance/common/wsgi.py), which waits
+# for each chunk up to uwsgi's socket timeout: 4 s by default, too short
+# for a snapshot streamed from a busy 2-core machine.  (uwsgi's
+# --http-chunked-input and friends belong to its HTTP router, not to
+# --http-socket: chunked uploads were measured to work without them.)
+GLANCE_UWSGI_OPTIONS = ['--socket-timeout', '30']
 
 
 def uwsgi(lay: L.Layout, name: str, port: int, module: str, venv: str,
-          env: List[str]) -> List[str]:
+          env: List[str], extra: Sequence[str] = ()) -> List[str]:
     argv = [lay.nova_bin('uwsgi'), '--master', '--enable-threads',
             '--processes', '1', '--threads', '4', '--die-on-term',
             '--need-app', '--lazy-apps', '--virtualenv', venv,
@@ -25,7 +34,7 @@ def uwsgi(lay: L.Layout, name: str, port: int, module: str, venv: str,
             '--module', module, '--procname-prefix', name + '-']
     for e in env:
         argv += ['--env', e]
-    return argv
+    return argv + list(extra)
 
 
 def nova_cmd(lay: L.Layout, binary: str, name: str,
@@ -42,12 +51,22 @@ def start_keystone(lay: L.Layout) -> None:
         ['OS_KEYSTONE_CONFIG_DIR=%s' % (lay.etc / 'keystone')]))
 
 
-def start_standins(lay: L.Layout) -> None:
-    procs.start(lay, 'standins', [
-        sys.executable, '-m', 'nova_xen_stubdom.cloud.standins',
-        '--glance-port', str(L.PORTS['glance']),
-        '--neutron-port', str(L.PORTS['neutron']),
-        '--log', str(lay.log('standins-requests'))])
+def start_glance(lay: L.Layout) -> None:
+    procs.start(lay, 'glance-api', uwsgi(
+        lay, 'glance-api', L.PORTS['glance'], 'glance.wsgi.api:application',
+        str(lay.glance_venv),
+        ['OS_GLANCE_CONFIG_DIR=%s' % (lay.etc / 'glance')],
+        GLANCE_UWSGI_OPTIONS))
+
+
+def start_standins(lay: L.Layout, glance: bool = False) -> None:
+    """The neutron stand-in, and the glance one when *glance*."""
+    argv = [sys.executable, '-m', 'nova_xen_stubdom.cloud.standins',
+            '--neutron-port', str(L.PORTS['neutron']),
+            '--log', str(lay.log('standins-requests'))]
+    if glance:
+        argv += ['--glance-port', str(L.PORTS['glance'])]
+    procs.start(lay, 'standins', argv)
 
 
 def start_sim(lay: L.Layout) -> None:

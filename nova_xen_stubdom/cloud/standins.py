@@ -1,18 +1,21 @@
-"""STAND-INS for glance and neutron in the test cloud.  Not real services.
+"""STAND-INS for neutron (always) and glance (only when real Glance cannot
+be installed) in the test cloud.  Not real services.
 
-The test cloud runs no real glance or neutron.  Nova nevertheless calls
-both even for servers booted with ``networks='none'`` (image metadata on
-boot and rebuild; port, network, security-group and extension listings on
-show, migrate and delete).  This module answers exactly those calls:
+The test cloud runs no real neutron.  Nova nevertheless calls it even for
+servers booted with ``networks='none'`` (port, network, security-group and
+extension listings on show, migrate and delete).  This module answers
+exactly those calls:
 
-* glance: the version document, ``GET /v2/images[/ID]``, the image schema and
-  ``GET /v2/images/ID/file`` (a small raw disk image made on the fly);
 * neutron: every ``GET`` of a collection answers an empty list, quotas are
-  unlimited; anything else is a 404.
+  unlimited; anything else is a 404;
+* glance, only with ``--glance-port`` (the cloud runs real Glance unless
+  its venv could not be had): the version document, ``GET
+  /v2/images[/ID]``, the image schema and ``GET /v2/images/ID/file`` (the
+  same disk and properties ``cloud up`` uploads to real Glance).
 
 Each request is logged, one line, to ``--log`` so that what Nova asked of
 them can be read after a run.  Run: ``python -m
-nova_xen_stubdom.cloud.standins --glance-port 9292 --neutron-port 9696``.
+nova_xen_stubdom.cloud.standins --neutron-port 9696 [--glance-port 9292]``.
 """
 import argparse
 import json
@@ -23,27 +26,30 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-# A fixed id, so tempest.conf and the tests can name the image.
+from nova_xen_stubdom.cloud import hvm_image
+
+# The stand-in's fixed id (real Glance assigns its own, recorded by ``up``).
 IMAGE_ID = '6d0c3a6e-6a3b-4d4f-9a53-58c8b7a5e001'
-IMAGE_SIZE = 1 << 20     # 1 MiB raw disk: enough for the simulator's VDI
+IMAGE_SIZE = hvm_image.SIZE
 _CREATED = '2026-01-01T00:00:00Z'
 
 
 def image_record() -> Dict[str, Any]:
-    return {
-        'id': IMAGE_ID, 'name': 'hvm-test-image', 'status': 'active',
+    record = {
+        'id': IMAGE_ID, 'name': hvm_image.NAME, 'status': 'active',
         'visibility': 'public', 'protected': False, 'os_hidden': False,
-        'container_format': 'bare', 'disk_format': 'raw',
+        'container_format': hvm_image.CONTAINER_FORMAT,
+        'disk_format': hvm_image.DISK_FORMAT,
         'min_disk': 0, 'min_ram': 0, 'size': IMAGE_SIZE,
         'virtual_size': IMAGE_SIZE, 'checksum': None,
         'os_hash_algo': None, 'os_hash_value': None,
-        # what an HVM image says about itself
-        'hw_firmware_type': 'bios', 'img_hv_type': 'xen', 'vm_mode': 'hvm',
         'owner': 'admin', 'tags': [], 'created_at': _CREATED,
         'updated_at': _CREATED,
         'file': '/v2/images/%s/file' % IMAGE_ID,
         'self': '/v2/images/%s' % IMAGE_ID, 'schema': '/v2/schemas/image',
     }
+    record.update(hvm_image.PROPERTIES)
+    return record
 
 
 def image_schema() -> Dict[str, Any]:
@@ -55,10 +61,7 @@ def image_schema() -> Dict[str, Any]:
 
 
 def image_bytes() -> bytes:
-    # An MBR boot signature on an otherwise empty disk.
-    disk = bytearray(IMAGE_SIZE)
-    disk[510:512] = b'\x55\xaa'
-    return bytes(disk)
+    return hvm_image.disk_bytes()
 
 
 Reply = Tuple[int, Any]
@@ -137,24 +140,29 @@ class _Handler(BaseHTTPRequestHandler):
 
 def serve(glance_port: int, neutron_port: int, log_path: str,
           host: str = '127.0.0.1') -> None:
+    """Serve neutron on *neutron_port* and, unless *glance_port* is 0,
+    the glance stand-in on *glance_port*."""
     log = open(log_path, 'a') if log_path else None
-    glance = type('Glance', (_Handler,), {
-        'service': 'glance', 'route': staticmethod(glance_route),
-        'log_file': log})
     neutron = type('Neutron', (_Handler,), {
         'service': 'neutron', 'route': staticmethod(neutron_route),
         'log_file': log})
-    servers = [ThreadingHTTPServer((host, glance_port), glance),
-               ThreadingHTTPServer((host, neutron_port), neutron)]
-    threading.Thread(target=servers[1].serve_forever, daemon=True).start()
+    servers = [ThreadingHTTPServer((host, neutron_port), neutron)]
+    if glance_port:
+        glance = type('Glance', (_Handler,), {
+            'service': 'glance', 'route': staticmethod(glance_route),
+            'log_file': log})
+        servers.append(ThreadingHTTPServer((host, glance_port), glance))
+    for srv in servers[1:]:
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
     servers[0].serve_forever()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(
-        description='glance/neutron STAND-INS for the nova-xen-stubdom '
-                    'test cloud (not real services)')
-    p.add_argument('--glance-port', type=int, default=9292)
+        description='neutron (and optionally glance) STAND-INS for the '
+                    'nova-xen-stubdom test cloud (not real services)')
+    p.add_argument('--glance-port', type=int, default=0,
+                   help='also serve the glance stand-in here (default: no)')
     p.add_argument('--neutron-port', type=int, default=9696)
     p.add_argument('--log', default='')
     args = p.parse_args(argv)

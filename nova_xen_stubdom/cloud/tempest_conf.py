@@ -1,8 +1,10 @@
 """tempest.conf for the test cloud, from the facts ``up`` recorded.
 
-What the cloud has and lacks decides each flag: no cinder, swift or real
-neutron (the stand-in answers list calls with nothing), no guest networking
-to validate over, and the driver's features as the support matrix states.
+What the cloud has and lacks decides each flag: real Glance (the test image
+``up`` uploaded; its stand-in when Glance could not be installed), no
+cinder, swift or real neutron (the stand-in answers list calls with
+nothing), no guest networking to validate over, and the driver's features
+as the support matrix states.
 """
 import json
 from pathlib import Path
@@ -68,8 +70,8 @@ def tempest_conf(facts: Dict[str, object], log_dir: Path) -> Dict[str, Dict]:
         },
         'service_available': {
             'nova': True, 'placement': True,
-            # the glance STAND-IN serves one image; the admin base class
-            # builds an image client unconditionally
+            # real Glance with the uploaded test image (or, in a cloud up
+            # with --glance-standin, the stand-in serving it)
             'glance': True,
             # the neutron STAND-IN: servers boot with no ports
             'neutron': True,

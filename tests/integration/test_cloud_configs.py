@@ -107,6 +107,7 @@ def test_layout_defaults_to_the_running_venv(tmp_path):
     assert str(lay.nova_venv) == str(type(lay.nova_venv)(sys.prefix)
                                      .resolve())
     assert lay.keystone_venv == tmp_path.resolve() / 'venv-keystone'
+    assert lay.glance_venv == tmp_path.resolve() / 'venv-glance'
 
 
 FACTS = {

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Build the test cloud's three venvs under DIR (default .cloud) on a fresh
+# Build the test cloud's four venvs under DIR (default .cloud) on a fresh
 # machine, then install this project into them the way an operator would:
 # a wheel built from the checkout, NOT an editable install, so the
 # nova/virt/xen_stubdom loader shim lands inside Nova's package for real.
 #
 #   DIR/venv           nova 34, placement, uwsgi, PyMySQL + nova-xen-stubdom
 #   DIR/venv-keystone  keystone, PyMySQL
+#   DIR/venv-glance    glance, PyMySQL (run by the nova venv's uwsgi)
 #   DIR/venv-tempest   tempest + nova-xen-stubdom (--no-deps: only the
 #                      tempest plugin is used there)
 #
@@ -19,10 +20,13 @@
 # the index back rebuilds it if the requirements moved on), then the fresh
 # project wheel goes in as usual.
 #
-# Exit status: 0 all three venvs ready; 2 the nova venv is ready but the
-# keystone and/or tempest venvs are not because the package index is
-# unreachable and there is no seed (the CI tier then runs its degraded
-# no-keystone REST checks instead of tempest); 1 anything else.
+# Exit status: 0 all four venvs ready; 2 the nova venv is ready but some of
+# the others are not because the package index is unreachable and there is
+# no seed: their names are then in DIR/venvs-unavailable, one a line (the CI
+# tier runs the glance stand-in without venv-glance, and its degraded
+# no-keystone REST checks instead of tempest without venv-keystone or
+# venv-tempest); 3 not even the nova venv can be had (index unreachable,
+# no seed: the tier reports the cloud NOT RUN); 1 anything else.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DIR=${1:-${NXS_CLOUD_DIR:-.cloud}}
@@ -38,18 +42,24 @@ pipq() { "$@" -q --disable-pip-version-check >>"$DIR/pip.log" 2>&1 ||
 NOVA_REQS=(-r requirements.txt "nova==34.0.0" openstack-placement "SQLAlchemy<2.1"
     PyMySQL uwsgi)
 KEYSTONE_REQS=(keystone PyMySQL)
+# Glance of the same cycle as Nova 34 shares its SQLAlchemy limit
+GLANCE_REQS=(glance PyMySQL "SQLAlchemy<2.1")
 TEMPEST_REQS=(tempest)
 SEEDS=${NXS_VENV_SEEDS:-$HOME/.cache/nova-xen-stubdom/cloud-venvs}
 
-# Whether pip can fetch from its index: asked of pip itself (a tiny
+# Whether pip can fetch from its index: asked of pip itself (a small
 # download, no cache), so pip.conf, proxies and local mirrors count exactly
 # as they will for the installs; no host of ours is probed.  Asked once up
 # front: with the index down, pip retries every requirement for minutes.
+# The probe is an OpenStack library the venvs need, not pip itself: a
+# machine's local wheel directories (find-links, file:// extra indexes)
+# often hold pip while the index that has OpenStack is out of reach.
+PROBE=oslo.config
 index_reachable() {
     local tmp rc
     tmp=$(mktemp -d)
     "$PY" -m pip download -q --disable-pip-version-check --no-cache-dir \
-        --no-deps --retries 0 --timeout 20 -d "$tmp" pip >/dev/null 2>&1
+        --no-deps --retries 0 --timeout 20 -d "$tmp" "$PROBE" >/dev/null 2>&1
     rc=$?
     rm -rf "$tmp"
     return $rc
@@ -152,16 +162,38 @@ make_venv() {  # name, requirement args...
 ONLINE=1
 index_reachable || { ONLINE=0; log "!!! package index unreachable (pip says)"; }
 
-# three independent installs: overlap their downloads
+# four independent installs: overlap their downloads
+UNAVAILABLE=$DIR/venvs-unavailable
+rm -f "$UNAVAILABLE"
 make_venv venv "${NOVA_REQS[@]}" & p1=$!
-make_venv venv-keystone "${KEYSTONE_REQS[@]}" & p2=$!
-make_venv venv-tempest "${TEMPEST_REQS[@]}" & p3=$!
-wait "$p1" || { log "venv creation failed (see $DIR/pip.log)"; exit 1; }
+declare -A optional
+make_venv venv-keystone "${KEYSTONE_REQS[@]}" & optional[venv-keystone]=$!
+make_venv venv-glance "${GLANCE_REQS[@]}" & optional[venv-glance]=$!
+make_venv venv-tempest "${TEMPEST_REQS[@]}" & optional[venv-tempest]=$!
 rc=0
-for p in $p2 $p3; do
-    wait "$p" || { r=$?; [ "$r" = 3 ] && [ "$rc" != 1 ] && rc=2 || rc=1; }
+r=0
+wait "$p1" || r=$?
+if [ "$r" != 0 ]; then
+    [ "$r" = 3 ] || { log "venv creation failed (see $DIR/pip.log)"; exit 1; }
+    echo venv >> "$UNAVAILABLE"
+    rc=3
+fi
+for name in venv-keystone venv-glance venv-tempest; do
+    wait "${optional[$name]}" && continue
+    r=$?
+    if [ "$r" = 3 ]; then
+        echo "$name" >> "$UNAVAILABLE"
+        [ "$rc" = 0 ] && rc=2
+    else
+        rc=1
+    fi
 done
 [ "$rc" = 1 ] && { log "venv creation failed (see $DIR/pip.log)"; exit 1; }
+if [ "$rc" = 3 ]; then
+    log "!!! the nova venv is UNAVAILABLE: package index unreachable (pip" \
+        "says), no seed; no cloud can run (exit 3)"
+    exit 3
+fi
 
 t0=$SECONDS
 rm -rf "$DIR/wheels"
@@ -173,7 +205,7 @@ whl=$(ls "$DIR"/wheels/nova_xen_stubdom-*.whl)
 pipq "$DIR/venv/bin/pip" install --force-reinstall --no-deps "$whl"
 "$DIR/venv/bin/pip" check >>"$DIR/pip.log" 2>&1 ||
     log "pip check reports conflicts in venv (see $DIR/pip.log)"
-if [ "$rc" = 0 ]; then
+if ! grep -qx venv-tempest "$UNAVAILABLE" 2>/dev/null; then
     pipq "$DIR/venv-tempest/bin/pip" install --force-reinstall --no-deps "$whl"
     log "installed $(basename "$whl") into venv and venv-tempest in $((SECONDS - t0)) s"
 else
@@ -185,7 +217,7 @@ case $shim in
     *) log "loader shim imported from $shim, not from the venv"; exit 1 ;;
 esac
 if [ "$rc" = 2 ]; then
-    log "!!! keystone/tempest venvs UNAVAILABLE: package index unreachable," \
-        "no seed (exit 2)"
+    log "!!! UNAVAILABLE: $(tr '\n' ' ' < "$UNAVAILABLE")(package index" \
+        "unreachable, no seed; listed in $UNAVAILABLE; exit 2)"
 fi
 exit "$rc"
