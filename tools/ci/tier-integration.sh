@@ -50,21 +50,39 @@ TEMPEST_EXCLUDE=${TEMPEST_EXCLUDE:-'test_remove_server_all_security_groups'}
 
 # -- 0. tests of the cloud tooling, the devstack plugin, the doc extensions
 log "pip install -r doc/requirements.txt; pytest tests/integration"
-./.venv/bin/pip install -q --disable-pip-version-check -r doc/requirements.txt \
-    >"$DIR/pip-docs.log" 2>&1 || { tail -20 "$DIR/pip-docs.log"; exit 1; }
+# Sphinx from the index; when pip cannot reach it and no Sphinx is installed
+# already, the docs build is reported NOT RUN (pip's own verdict, its last
+# error line the reason) and the rest of the tier goes on.
+DOCS=1
+if ! ./.venv/bin/pip install -q --disable-pip-version-check \
+        -r doc/requirements.txt >"$DIR/pip-docs.log" 2>&1; then
+    if ./.venv/bin/python -c 'import sphinx' 2>/dev/null; then
+        log "pip could not install doc/requirements.txt; the installed" \
+            "Sphinx builds the docs"
+    else
+        DOCS=0
+        report notrun "docs build (sphinx-build -W)" "Sphinx is not" \
+            "installed and pip could not install it: $(grep -E '^ERROR' \
+            "$DIR/pip-docs.log" | tail -1 | cut -c1-160)"
+    fi
+fi
 ./.venv/bin/python -m pytest -q -p no:cacheprovider tests/integration || {
     log "FAILED: tests/integration"; exit 1; }
 
 # -- 1. docs ----------------------------------------------------------------
-log "docs: sphinx-build -W"
-rm -rf doc/build
-if ! ./.venv/bin/sphinx-build -q -W -b html doc/source doc/build/html \
-        >"$DIR/docs.log" 2>&1; then
-    cat "$DIR/docs.log"
-    log "FAILED: the docs build has warnings or errors"
-    exit 1
+if [ "$DOCS" = 1 ]; then
+    log "docs: sphinx-build -W"
+    rm -rf doc/build
+    if ! ./.venv/bin/sphinx-build -q -W -b html doc/source doc/build/html \
+            >"$DIR/docs.log" 2>&1; then
+        cat "$DIR/docs.log"
+        log "FAILED: the docs build has warnings or errors"
+        report failed "docs build (sphinx-build -W)"
+        exit 1
+    fi
+    log "docs built warning-free: doc/build/html/index.html"
+    report passed "docs build (sphinx-build -W)"
 fi
-log "docs built warning-free: doc/build/html/index.html"
 
 # -- 2. machine and venvs -----------------------------------------------------
 need=()
