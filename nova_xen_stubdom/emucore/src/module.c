@@ -870,9 +870,15 @@ static int emu_exec(PyObject *m)
     return 0;
 }
 
+/* Before 3.9 the GC may traverse (and clear, free) a module whose state is
+ * not allocated yet -- a collection during its own import, seen on 3.6 in
+ * the dom0 daemon -- so a NULL state is nothing to visit. */
 static int emu_traverse(PyObject *m, visitproc visit, void *arg)
 {
-    emu_state *st = get_state(m);
+    emu_state *st = PyModule_GetState(m);
+    if (st == NULL) {
+        return 0;
+    }
     Py_VISIT(st->FormatError);
     Py_VISIT(st->XbzrleCacheType);
     return 0;
@@ -880,7 +886,10 @@ static int emu_traverse(PyObject *m, visitproc visit, void *arg)
 
 static int emu_clear(PyObject *m)
 {
-    emu_state *st = get_state(m);
+    emu_state *st = PyModule_GetState(m);
+    if (st == NULL) {
+        return 0;
+    }
     Py_CLEAR(st->FormatError);
     Py_CLEAR(st->XbzrleCacheType);
     return 0;

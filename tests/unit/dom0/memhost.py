@@ -124,6 +124,10 @@ class MemBackend(hv.HypervisorBackend):
     def set_target(self, stub_domid, guest_domid):
         self.hyp.domain(stub_domid).target = guest_domid
 
+    def xs_set_target(self, stub_domid, guest_domid):
+        self.hyp.domain(stub_domid)     # xenstored checks both exist
+        self.hyp.domain(guest_domid)
+
     def map_memory(self, domid, writable=False):
         view = self.hyp.domain(domid).memory()
         if writable or not hasattr(view, 'toreadonly'):
