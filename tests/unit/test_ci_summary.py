@@ -32,8 +32,9 @@ def _summary(results, tiers):
 
 def test_counts_add_up_and_not_run_checks_count_as_skipped(tmp_path):
     _tier(tmp_path, 'unit', pytest_runs=[
-        dict(passed=10, failed=0, skipped=1,
-             skip_reasons=['needs libxen']),
+        dict(passed=10, failed=0, skipped=2,
+             skip_reasons=['needs libxen',
+                           'apt says:\nE: Failed to fetch\n  x.deb']),
         dict(passed=5, failed=0, skipped=0)])
     _tier(tmp_path, 'native', checks='passed\tlibFuzzer\t\n'
           'notrun\tXen verify-stream-v2 checks\tno copy\n')
@@ -43,11 +44,13 @@ def test_counts_add_up_and_not_run_checks_count_as_skipped(tmp_path):
     out = _summary(tmp_path, 'unit native integration')
     assert out.returncode == 0, out.stdout
     lines = out.stdout.splitlines()
-    assert lines[-1] == 'total: 106 passed, 0 failed, 3 skipped'
-    assert 'tier unit         ok: 15 passed, 0 failed, 1 skipped (7 s)' \
+    assert lines[-1] == 'total: 106 passed, 0 failed, 4 skipped'
+    assert 'tier unit         ok: 15 passed, 0 failed, 2 skipped (7 s)' \
         in lines
     text = out.stdout
     assert 'unit         skipped: needs libxen' in text
+    # a multi-line reason is one line of the block
+    assert 'unit         skipped: apt says: E: Failed to fetch x.deb' in text
     assert 'native       NOT RUN: Xen verify-stream-v2 checks (no copy)' \
         in text
     assert 'integration  skipped: tempest test_x (no cinder)' in text

@@ -76,8 +76,14 @@ def tier_result(results: str, tier: str) -> Dict[str, object]:
             'seconds': _read(os.path.join(d, 'seconds'), '?')}
 
 
+def _one_line(text: str, limit: int = 300) -> str:
+    # a reason may carry a tool's multi-line output: one line, bounded
+    text = ' '.join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + '...'
+
+
 def _grouped(lines: List[str]) -> List[str]:
-    counts = collections.Counter(lines)
+    counts = collections.Counter(_one_line(line) for line in lines)
     return ['%s%s' % ('%d x ' % n if n > 1 else '', line)
             for line, n in sorted(counts.items())]
 
