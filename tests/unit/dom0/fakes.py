@@ -1,15 +1,15 @@
 """An in-memory HypervisorBackend for the agent's unit tests."""
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 from nova_xen_stubdom.dom0 import hypervisor as backend
+from tests.unit.dom0.dict_xenstore import DictXenstore
 
 
-class FakeBackend(backend.HypervisorBackend):
+class FakeBackend(DictXenstore, backend.HypervisorBackend):
     def __init__(self) -> None:
+        DictXenstore.__init__(self)
         self.domains: Dict[int, backend.DomainInfo] = {
             0: backend.DomainInfo(0, '', False, 1024, 1, False)}
-        self.xs: Dict[str, str] = {}
-        self.perms: Dict[str, List[str]] = {}
         self.calls: List[tuple] = []
         self.consoles: Dict[int, str] = {}
         self._next = 1
@@ -63,31 +63,6 @@ class FakeBackend(backend.HypervisorBackend):
 
     def set_hvm_params(self, domid, params):
         raise NotImplementedError
-
-    def xs_read(self, path) -> Optional[str]:
-        return self.xs.get(path)
-
-    def xs_write(self, path, value):
-        self.xs[path] = value
-
-    def xs_rm(self, path):
-        for key in [k for k in self.xs if k == path or
-                    k.startswith(path + '/')]:
-            del self.xs[key]
-        for key in [k for k in self.perms if k == path or
-                    k.startswith(path + '/')]:
-            del self.perms[key]
-
-    def xs_list(self, path):
-        prefix = path.rstrip('/') + '/'
-        return sorted({k[len(prefix):].split('/')[0] for k in self.xs
-                       if k.startswith(prefix)})
-
-    def xs_set_perms(self, path, perms):
-        self.perms[path] = list(perms)
-
-    def xs_get_perms(self, path):
-        return self.perms.get(path, ['n0'])
 
     def read_console(self, domid):
         return self.consoles.get(domid, '')

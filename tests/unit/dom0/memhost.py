@@ -14,9 +14,10 @@ import hashlib
 import mmap
 import struct
 import threading
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 from nova_xen_stubdom.dom0 import hypervisor as hv
+from tests.unit.dom0.dict_xenstore import DictXenstore
 
 PAGE = hv.PAGE_SIZE
 HVM_TYPE_END, HVM_TYPE_HEADER, HVM_TYPE_CPU = 0, 1, 2
@@ -96,13 +97,12 @@ class MemHypervisor:
             self.destroy_domain(domid)
 
 
-class MemBackend(hv.HypervisorBackend):
+class MemBackend(DictXenstore, hv.HypervisorBackend):
     """:class:`HypervisorBackend` over a :class:`MemHypervisor`."""
 
     def __init__(self, hypervisor: MemHypervisor) -> None:
+        DictXenstore.__init__(self)
         self.hyp = self.hypervisor = hypervisor
-        self.xs: Dict[str, str] = {}
-        self.perms: Dict[str, List[str]] = {}
 
     def _info(self, d: MemDomain) -> hv.DomainInfo:
         return hv.DomainInfo(d.domid, d.vm_uuid, d.hvm,
@@ -167,28 +167,6 @@ class MemBackend(hv.HypervisorBackend):
     def set_hvm_params(self, domid, params):
         self.hyp.domain(domid).hvm_params.update(
             {int(k): int(v) for k, v in params.items()})
-
-    def xs_read(self, path):
-        return self.xs.get(path)
-
-    def xs_write(self, path, value):
-        self.xs[path] = value
-
-    def xs_rm(self, path):
-        for key in [k for k in self.xs if k == path or
-                    k.startswith(path + '/')]:
-            del self.xs[key]
-
-    def xs_list(self, path):
-        prefix = path.rstrip('/') + '/'
-        return sorted({k[len(prefix):].split('/')[0] for k in self.xs
-                       if k.startswith(prefix)})
-
-    def xs_set_perms(self, path, perms):
-        self.perms[path] = list(perms)
-
-    def xs_get_perms(self, path):
-        return self.perms.get(path, ['n0'])
 
     def attach_disk(self, domid, path, devid):
         raise NotImplementedError
