@@ -42,7 +42,6 @@ from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.driver import vmops as vmops_mod
 from nova_xen_stubdom.driver import volumeutils
 from nova_xen_stubdom.xapi import constants as xc
-from nova_xen_stubdom.xapi import errors as xapi_errors
 
 LOG = logging.getLogger(__name__)
 
@@ -125,15 +124,7 @@ class VolumeOps:
 
     def _remove_vbds(self, instance, vbds: List[str]) -> None:
         for vbd in vbds:
-            try:
-                if self._call('VBD.get_currently_attached', vbd):
-                    self._call('VBD.unplug', vbd)
-                self._call('VBD.destroy', vbd)
-            except xapi_errors.HandleInvalid:
-                continue
-            except Exception as exc:
-                LOG.error('could not remove VBD %(vbd)s: %(exc)s',
-                          {'vbd': vbd, 'exc': exc}, instance=instance)
+            volumeutils.unplug_and_destroy(self._call, 'VBD', vbd, instance)
 
     # -- detach -------------------------------------------------------------
     def _volume_vbds(self, built: vmops_mod.Built, volume_id: str

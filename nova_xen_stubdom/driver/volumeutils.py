@@ -255,15 +255,7 @@ class VolumeStorage:
             raise
 
     def _forget_pbd(self, pbd: str) -> None:
-        try:
-            if self._call('PBD.get_currently_attached', pbd):
-                self._call('PBD.unplug', pbd)
-            self._call('PBD.destroy', pbd)
-        except xapi_errors.HandleInvalid:
-            pass
-        except Exception as exc:
-            LOG.error('could not remove PBD %(pbd)s: %(exc)s',
-                      {'pbd': pbd, 'exc': exc})
+        unplug_and_destroy(self._call, 'PBD', pbd)
 
     def _host_pbd(self, sr: str) -> Optional[str]:
         for pbd in self._call('SR.get_PBDs', sr):
@@ -338,3 +330,18 @@ class VolumeStorage:
             if index not in known:
                 out.append({'bus': bus, 'index': index})
         return sorted(out, key=lambda d: d['index'])
+
+
+def unplug_and_destroy(call, cls: str, ref: str, instance=None) -> None:
+    """Unplug *ref* (a VBD or PBD) if attached, then destroy it; one
+    already gone is fine, any other failure is logged (clean-up paths must
+    go on to the next object)."""
+    try:
+        if call('%s.get_currently_attached' % cls, ref):
+            call('%s.unplug' % cls, ref)
+        call('%s.destroy' % cls, ref)
+    except xapi_errors.HandleInvalid:
+        pass
+    except Exception as exc:
+        LOG.error('could not remove %(cls)s %(ref)s: %(exc)s',
+                  {'cls': cls, 'ref': ref, 'exc': exc}, instance=instance)
