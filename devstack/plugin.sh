@@ -7,7 +7,8 @@
 #   stack post-config  compute_driver + [xen_stubdom] in nova-compute's
 #                      config; start the embedded XAPI simulator when no real
 #                      pool is configured
-#   stack extra        install the dom0 side on a real XAPI host
+#   stack extra        install the dom0 package (build-dom0) on a real
+#                      XAPI host and restart its xenopsd
 #   stack test-config  tempest.conf for the project's tempest plugin
 #   unstack            stop the simulator
 
@@ -58,22 +59,42 @@ function start_xen_stubdom_sim {
 }
 
 function install_xen_stubdom_dom0 {
+    # The dom0 package of build-dom0 (doc/source/install.rst): its RPM when
+    # rpmbuild was there to build one, else its tarball's install.sh.  Both
+    # install the plugin, the daemon (enabled), the device-model wrapper
+    # (registered in /etc/xenopsd.conf) and the stub domain image; xenopsd
+    # is restarted to pick the wrapper up.
     local host=$XEN_STUBDOM_DOM0_HOST
     [[ -n "$host" ]] || return 0
-    local wheel_dir=$DATA_DIR/nova-xen-stubdom/wheel
-    mkdir -p "$XEN_STUBDOM_IMAGE_DIR" "$wheel_dir"
+    local out=$DATA_DIR/nova-xen-stubdom/dom0
+    mkdir -p "$XEN_STUBDOM_IMAGE_DIR" "$out"
+    rm -f "$out"/nova-xen-stubdom-dom0-*
     "$NOVA_BIN_DIR/nova-xen-stubdom" build-stubdom --output "$XEN_STUBDOM_IMAGE_DIR"
-    pip wheel --no-deps -w "$wheel_dir" "$XEN_STUBDOM_DIR"
-    # stub domain image where [xen_stubdom] stubdom_kernel/_ramdisk point
-    ssh "root@$host" mkdir -p "$XEN_STUBDOM_BOOT_DIR" /tmp/nova-xen-stubdom
-    scp "$XEN_STUBDOM_IMAGE_DIR"/nova-xen-stubdom-kernel \
-        "$XEN_STUBDOM_IMAGE_DIR"/nova-xen-stubdom-rootfs.cpio.gz \
-        "root@$host:$XEN_STUBDOM_BOOT_DIR/"
-    # the agent package, its daemon's unit and the XAPI host plugin launcher
-    scp "$wheel_dir"/nova_xen_stubdom-*.whl "$XEN_STUBDOM_DIR/devstack/files/nova_xen_stubdom.xapi-plugin" \
-        "$XEN_STUBDOM_DIR/devstack/files/nova-xen-stubdom-agent.service" \
-        "root@$host:/tmp/nova-xen-stubdom/"
-    ssh "root@$host" "python3 -m pip install --no-deps /tmp/nova-xen-stubdom/nova_xen_stubdom-*.whl && install -m 0644 /tmp/nova-xen-stubdom/nova-xen-stubdom-agent.service /etc/systemd/system/ && systemctl daemon-reload && systemctl enable --now nova-xen-stubdom-agent && install -m 0755 /tmp/nova-xen-stubdom/nova_xen_stubdom.xapi-plugin /etc/xapi.d/plugins/nova_xen_stubdom"
+    "$NOVA_BIN_DIR/nova-xen-stubdom" build-dom0 --output "$out" \
+        --stubdom-dir "$XEN_STUBDOM_IMAGE_DIR"
+    local rpm tarball name
+    rpm=$(find "$out" -maxdepth 1 -name 'nova-xen-stubdom-dom0-*.rpm' | head -n 1)
+    tarball=$(find "$out" -maxdepth 1 -name 'nova-xen-stubdom-dom0-*.tar.gz' | head -n 1)
+    ssh "root@$host" mkdir -p /tmp/nova-xen-stubdom
+    # the file names are expanded here on purpose (SC2029)
+    # shellcheck disable=SC2029
+    if [[ -n "$rpm" ]]; then
+        name=$(basename "$rpm")
+        scp "$rpm" "root@$host:/tmp/nova-xen-stubdom/"
+        ssh "root@$host" "rpm -Uvh --replacepkgs /tmp/nova-xen-stubdom/$name && systemctl restart xenopsd-xc"
+    else
+        name=$(basename "$tarball" .tar.gz)
+        scp "$tarball" "root@$host:/tmp/nova-xen-stubdom/"
+        ssh "root@$host" "cd /tmp/nova-xen-stubdom && tar xzf $name.tar.gz && sh $name/install.sh && systemctl restart xenopsd-xc"
+    fi
+    # the package puts the image under /var/lib/xcp/guest/; a site that
+    # points [xen_stubdom] stubdom_kernel/_ramdisk elsewhere gets a copy
+    if [[ "${XEN_STUBDOM_BOOT_DIR%/}" != /var/lib/xcp/guest ]]; then
+        ssh "root@$host" mkdir -p "$XEN_STUBDOM_BOOT_DIR"
+        scp "$XEN_STUBDOM_IMAGE_DIR"/nova-xen-stubdom-kernel \
+            "$XEN_STUBDOM_IMAGE_DIR"/nova-xen-stubdom-rootfs.cpio.gz \
+            "root@$host:$XEN_STUBDOM_BOOT_DIR/"
+    fi
 }
 
 function configure_tempest_xen_stubdom {

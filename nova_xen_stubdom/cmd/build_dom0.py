@@ -1,12 +1,20 @@
 """``nova-xen-stubdom build-dom0 --output DIR``: the dom0 package.
 
-Builds ``nova-xen-stubdom-dom0-<version>.tar.gz``: the dom0 payload
-(``nova_xen_stubdom/dom0``, the emucore Python API and ``_emucore`` built
-for dom0's CPython 3.6), the XAPI plugin launcher, the daemon's systemd
-unit, the device-model wrapper launcher, a commented ``agent.conf``, the
-stub domain image when one is given, and ``install.sh`` (a POSIX shell
-script for hosts without rpm; ``DESTDIR=/scratch`` installs into a scratch
-root, ``--uninstall`` removes what it installed).
+Builds, from one staged tree of files (the root layout below):
+
+* ``nova-xen-stubdom-dom0-<version>.tar.gz`` (+ ``.sha256``) with
+  ``install.sh``, a POSIX shell script for hosts without rpm
+  (``DESTDIR=/scratch`` installs into a scratch root, ``--uninstall``
+  removes what it installed);
+* ``nova-xen-stubdom-dom0-<version>-<release>.x86_64.rpm`` for XCP-ng 8.3
+  with ``rpmbuild`` and ``tools/dom0/nova-xen-stubdom-dom0.spec``
+  (:mod:`dom0_rpm`); without ``rpmbuild`` the RPM is reported as not
+  built, with the reason, and the tarball is still built.
+
+Both run ``/usr/libexec/nova-xen-stubdom/dom0-setup install`` after
+copying (``uninstall`` before removing): it registers the device-model
+wrapper in ``/etc/xenopsd.conf``, records the stock wrapper in agent.conf,
+enables the daemon (``nova_xen_stubdom/dom0/host_install.py``).
 
 Files installed (relative to the root)::
 
@@ -14,13 +22,10 @@ Files installed (relative to the root)::
     etc/xapi.d/plugins/nova_xen_stubdom                     XAPI plugin
     usr/lib/systemd/system/nova-xen-stubdom-agent.service   the daemon
     usr/libexec/nova-xen-stubdom/dm-wrapper                 the wrapper
+    usr/libexec/nova-xen-stubdom/dom0-setup                 host steps
     etc/nova-xen-stubdom/agent.conf                         (kept if there)
-    boot/guest/nova-xen-stubdom-kernel, -rootfs.cpio.gz     (--stubdom-dir)
-
-Not done here (yet): the RPM, and registering the wrapper in
-``/etc/xenopsd.conf`` -- the wrapper does not yet hand VMs it does not
-manage to the host's stock wrapper, so it must not become the host-wide
-device model (see doc/source/install.rst).
+    var/lib/xcp/guest/nova-xen-stubdom-kernel, -rootfs.cpio.gz
+                                                            (--stubdom-dir)
 """
 import argparse
 import glob
@@ -31,92 +36,21 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
+
+from nova_xen_stubdom.cmd import dom0_rpm
+from nova_xen_stubdom.cmd import dom0_templates as tpl
+from nova_xen_stubdom.stubdom import image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 PKG = os.path.join(ROOT, 'nova_xen_stubdom')
-LIBDIR = 'usr/lib/nova-xen-stubdom/python'
-
-PLUGIN = '''#!/usr/bin/python3
-# nova-xen-stubdom XAPI host plugin: forwards each host.call_plugin to the
-# dom0 daemon (nova-xen-stubdom-agent.service).
-import sys
-sys.path.insert(0, '/%s')
-from nova_xen_stubdom.dom0 import xapi_plugin  # noqa: E402
-if __name__ == '__main__':
-    sys.exit(xapi_plugin.main())
-''' % LIBDIR
-
-WRAPPER = '''#!/usr/bin/python3
-# nova-xen-stubdom device-model wrapper (see dom0/dm_wrapper.py)
-import sys
-sys.path.insert(0, '/%s')
-from nova_xen_stubdom.dom0 import dm_wrapper  # noqa: E402
-if __name__ == '__main__':
-    sys.exit(dm_wrapper.main())
-''' % LIBDIR
-
-AGENT_CONF = '''# nova-xen-stubdom dom0 agent (daemon, plugin, wrapper);
-# every key is optional, the values shown are the defaults.
-[agent]
-# hypervisor backend: xen
-#backend = xen
-# QEMU in dom0 for a guest without a stub domain: refused unless true
-#allow_dom0_device_model = false
-# the dom0 QEMU (used only when allowed) and how long the wrapper waits for
-# the stub domain's QEMU to report "running"
-#dom0_qemu = /usr/lib64/xen/bin/qemu-system-i386
-#dm_start_timeout = 60
-# the daemon's socket (root only) and state directory
-#socket_path = /run/nova-xen-stubdom/agent.sock
-#state_dir = /var/lib/nova-xen-stubdom
-# defaults for migration calls that do not carry their own values
-#agent_listen_address = 127.0.0.1
-#agent_port_min = 49500
-#agent_port_max = 49599
-'''
-
-INSTALL = r'''#!/bin/sh
-# Install (or --uninstall) the nova-xen-stubdom dom0 package.
-#   DESTDIR=/scratch ./install.sh      install into a scratch root
-# Afterwards on a host: systemctl daemon-reload &&
-#   systemctl enable --now nova-xen-stubdom-agent
-set -eu
-here=$(cd "$(dirname "$0")" && pwd)
-root=${DESTDIR:-/}
-manifest=$root/var/lib/nova-xen-stubdom/installed-files
-if [ "${1:-}" = "--uninstall" ]; then
-    [ -f "$manifest" ] || { echo "not installed in $root" >&2; exit 1; }
-    while read -r f; do rm -f "$root/$f"; done < "$manifest"
-    rm -rf "$root/__LIBDIR__" "$root/usr/libexec/nova-xen-stubdom"
-    rm -f "$manifest"
-    echo "nova-xen-stubdom dom0 package removed from $root"
-    exit 0
-fi
-mkdir -p "$root/var/lib/nova-xen-stubdom"
-: > "$manifest.new"
-put() {  # put MODE SRC DEST
-    install -D -m "$1" "$here/files/$2" "$root/$3"
-    echo "$3" >> "$manifest.new"
-}
-cd "$here/files"
-find lib -type f | sort | while read -r f; do
-    put 0644 "$f" "__LIBDIR__/${f#lib/}"
-done
-put 0755 plugin etc/xapi.d/plugins/nova_xen_stubdom
-put 0644 nova-xen-stubdom-agent.service \
-    usr/lib/systemd/system/nova-xen-stubdom-agent.service
-put 0755 dm-wrapper usr/libexec/nova-xen-stubdom/dm-wrapper
-if [ ! -f "$root/etc/nova-xen-stubdom/agent.conf" ]; then
-    put 0644 agent.conf etc/nova-xen-stubdom/agent.conf
-fi
-for f in boot/*; do
-    if [ -f "$f" ]; then put 0644 "$f" "boot/guest/${f#boot/}"; fi
-done
-mv "$manifest.new" "$manifest"
-echo "nova-xen-stubdom dom0 package installed into $root"
-'''
+LIBDIR = tpl.LIBDIR
+STUBDOM_FILES = (image.KERNEL_NAME, image.ROOTFS_NAME)
+#: XAPI direct-boots PV kernels only from there (not /boot/guest/ since
+#: XAPI 24.20: doc/source/xapi-behaviour.rst), where the driver's
+#: [xen_stubdom] stubdom_kernel/_ramdisk point by default
+GUEST_BOOT_DIR = image.GUEST_BOOT_DIR.strip('/')
 
 
 def _version() -> str:
@@ -167,15 +101,70 @@ def _build_emucore(python36: str, dest: str, work: str) -> str:
     return target
 
 
+def _compile(python36: str, lib: str) -> None:
+    """Byte-compile the payload with dom0's Python: the plugin is a fresh
+    process per call, and the package then owns every file it leaves."""
+    out = subprocess.run([python36, '-m', 'compileall', '-q', lib],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         universal_newlines=True, timeout=300)
+    if out.returncode != 0:
+        raise SystemExit('build-dom0: byte-compiling for %s failed:\n%s'
+                         % (python36, out.stdout[-4000:]))
+
+
 def _write(path: str, text: str, mode: int = 0o644) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, 'w') as f:
         f.write(text)
     os.chmod(path, mode)
 
 
-def build(output: str, python36: Optional[str] = None,
-          stubdom_dir: Optional[str] = None) -> str:
-    """Build the tarball into *output*; its path."""
+def stage(files: str, python36: str, stubdom_dir: Optional[str],
+          work: str) -> None:
+    """Lay the installed tree out under *files* (a root)."""
+    def at(rel: str) -> str:
+        return os.path.join(files, rel)
+    lib = at(LIBDIR)
+    _copy_payload(lib)
+    _build_emucore(python36, lib, os.path.join(work, 'emucore'))
+    _compile(python36, lib)
+    _write(at('etc/xapi.d/plugins/nova_xen_stubdom'), tpl.PLUGIN, 0o755)
+    _write(at(tpl.LIBEXEC + '/dm-wrapper'), tpl.WRAPPER, 0o755)
+    _write(at(tpl.LIBEXEC + '/dom0-setup'), tpl.SETUP, 0o755)
+    _write(at('etc/nova-xen-stubdom/agent.conf'), tpl.AGENT_CONF)
+    with open(os.path.join(ROOT, 'devstack', 'files',
+                           'nova-xen-stubdom-agent.service')) as f:
+        unit = f.read().replace(
+            '[Service]\n', '[Service]\nEnvironment=PYTHONPATH=/%s\n'
+            % LIBDIR)
+    _write(at('usr/lib/systemd/system/nova-xen-stubdom-agent.service'), unit)
+    if stubdom_dir:
+        os.makedirs(at(GUEST_BOOT_DIR))
+        for name in STUBDOM_FILES:
+            shutil.copy(os.path.join(stubdom_dir, name), at(GUEST_BOOT_DIR))
+
+
+def _tarball(output: str, top: str, name: str) -> str:
+    tarball = os.path.join(output, name + '.tar.gz')
+    with tarfile.open(tarball, 'w:gz') as tar:
+        tar.add(top, arcname=name)
+    with open(tarball, 'rb') as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    _write(tarball + '.sha256', '%s  %s\n' % (
+        digest, os.path.basename(tarball)))
+    return tarball
+
+
+def build_all(output: str, python36: Optional[str] = None,
+              stubdom_dir: Optional[str] = None) -> Dict[str, str]:
+    """Build into *output*: ``{'tarball': path, 'rpm': path or '',
+    'rpm_not_built': reason or ''}``."""
+    if stubdom_dir:
+        missing = [n for n in STUBDOM_FILES
+                   if not os.path.isfile(os.path.join(stubdom_dir, n))]
+        if missing:
+            raise SystemExit('build-dom0: %s lacks %s (build-stubdom '
+                             '--output)' % (stubdom_dir, ', '.join(missing)))
     version = _version()
     name = 'nova-xen-stubdom-dom0-%s' % version
     os.makedirs(output, exist_ok=True)
@@ -183,36 +172,25 @@ def build(output: str, python36: Optional[str] = None,
     try:
         top = os.path.join(work, name)
         files = os.path.join(top, 'files')
-        os.makedirs(os.path.join(files, 'boot'))
-        _copy_payload(os.path.join(files, 'lib'))
-        _build_emucore(_find_python36(python36), os.path.join(files, 'lib'),
-                       os.path.join(work, 'emucore'))
-        _write(os.path.join(files, 'plugin'), PLUGIN, 0o755)
-        _write(os.path.join(files, 'dm-wrapper'), WRAPPER, 0o755)
-        _write(os.path.join(files, 'agent.conf'), AGENT_CONF)
-        with open(os.path.join(ROOT, 'devstack', 'files',
-                               'nova-xen-stubdom-agent.service')) as f:
-            unit = f.read().replace(
-                '[Service]\n', '[Service]\nEnvironment=PYTHONPATH=/%s\n'
-                % LIBDIR)
-        _write(os.path.join(files, 'nova-xen-stubdom-agent.service'), unit)
-        if stubdom_dir:
-            for f in ('nova-xen-stubdom-kernel',
-                      'nova-xen-stubdom-rootfs.cpio.gz'):
-                shutil.copy(os.path.join(stubdom_dir, f),
-                            os.path.join(files, 'boot'))
-        _write(os.path.join(top, 'install.sh'),
-               INSTALL.replace('__LIBDIR__', LIBDIR), 0o755)
-        tarball = os.path.join(output, name + '.tar.gz')
-        with tarfile.open(tarball, 'w:gz') as tar:
-            tar.add(top, arcname=name)
-        with open(tarball, 'rb') as f:
-            digest = hashlib.sha256(f.read()).hexdigest()
-        _write(tarball + '.sha256', '%s  %s\n' % (
-            digest, os.path.basename(tarball)))
-        return tarball
+        stage(files, _find_python36(python36), stubdom_dir, work)
+        _write(os.path.join(top, 'install.sh'), tpl.install_sh(), 0o755)
+        result = {'tarball': _tarball(output, top, name), 'rpm': '',
+                  'rpm_not_built': ''}
+        try:
+            result['rpm'] = dom0_rpm.build(
+                files, output, version, bool(stubdom_dir),
+                os.path.join(work, 'rpm'))
+        except dom0_rpm.NotBuilt as exc:
+            result['rpm_not_built'] = str(exc)
+        return result
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def build(output: str, python36: Optional[str] = None,
+          stubdom_dir: Optional[str] = None) -> str:
+    """Build into *output*; the tarball's path."""
+    return build_all(output, python36, stubdom_dir)['tarball']
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -224,7 +202,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument('--stubdom-dir', help='output of build-stubdom, to ship '
                    'the stub domain kernel and rootfs')
     opts = p.parse_args(list(argv) if argv is not None else None)
-    print(build(opts.output, opts.python36, opts.stubdom_dir))
+    result = build_all(opts.output, opts.python36, opts.stubdom_dir)
+    print(result['tarball'])
+    if result['rpm']:
+        print(result['rpm'])
+    else:
+        print('RPM NOT BUILT: %s' % result['rpm_not_built'])
     return 0
 
 

@@ -21,7 +21,7 @@ SUBCOMMANDS = {
     'build-stubdom': ('nova_xen_stubdom.stubdom.cli',
                       'build the Linux stub domain kernel and rootfs'),
     'build-dom0': ('nova_xen_stubdom.cmd.build_dom0',
-                   'build the dom0 package (tarball + install.sh)'),
+                   'build the dom0 package (tarball + install.sh, RPM)'),
     'inspect-stream': ('nova_xen_stubdom.emucore.inspect',
                        'list the records of a save image / migration stream'),
     'cloud': ('nova_xen_stubdom.cloud.cli',

@@ -40,6 +40,7 @@ class AgentConfig:
     allow_dom0_device_model: bool = False
     dom0_qemu: str = ''
     dm_start_timeout: float = 60.0
+    stock_dm_wrapper: str = ''
     socket_path: str = constants.DAEMON_SOCKET
     state_dir: str = constants.STATE_DIR
     agent_listen_address: str = _MIG['agent_listen_address']

@@ -44,7 +44,14 @@ def run_phase(tmp_path, *phase, env=None, services='n-cpu tempest'):
     nova_bin.mkdir(exist_ok=True)
     # the console script, as devstack would find it after "install"
     tool = nova_bin / 'nova-xen-stubdom'
-    tool.write_text('#!/bin/bash\necho "nova-xen-stubdom $*" >> "$CALLS"\n')
+    # build-dom0 leaves its tarball and (unless NO_RPM) its RPM in --output
+    tool.write_text(
+        '#!/bin/bash\necho "nova-xen-stubdom $*" >> "$CALLS"\n'
+        'if [ "$1" = build-dom0 ]; then\n'
+        '  touch "$3/nova-xen-stubdom-dom0-abc.tar.gz"\n'
+        '  [ -n "${NO_RPM:-}" ] ||'
+        ' touch "$3/nova-xen-stubdom-dom0-0.0.1-0.gabc.x86_64.rpm"\n'
+        'fi\n')
     tool.chmod(0o755)
     script = '\n'.join([
         'set -eu',
@@ -122,19 +129,37 @@ def test_extra_without_a_real_host_does_nothing(tmp_path):
     assert run_phase(tmp_path, 'stack', 'extra') == []
 
 
-def test_extra_installs_the_dom0_side_on_a_real_host(tmp_path):
+def test_extra_installs_the_dom0_package_on_a_real_host(tmp_path):
     calls = run_phase(tmp_path, 'stack', 'extra', env={
         'XEN_STUBDOM_XAPI_URL': 'https://xcp.example.org',
         'XEN_STUBDOM_DOM0_HOST': 'xcp-01.example.org'})
     words = [' '.join(c) for c in calls]
     assert any(w.startswith('nova-xen-stubdom build-stubdom --output')
                for w in words)
+    assert any(w.startswith('nova-xen-stubdom build-dom0 --output') and
+               '--stubdom-dir' in w for w in words)
+    assert any(w.startswith('scp') and w.endswith(
+        'x86_64.rpm root@xcp-01.example.org:/tmp/nova-xen-stubdom/')
+        for w in words)
+    (install,) = [w for w in words if w.startswith('ssh') and 'rpm -U' in w]
+    assert install.endswith('&& systemctl restart xenopsd-xc')
+    # the package itself carries the image to /var/lib/xcp/guest/
+    assert not [w for w in words if 'nova-xen-stubdom-kernel' in w]
+
+
+def test_extra_uses_the_tarball_without_an_rpm(tmp_path):
+    calls = run_phase(tmp_path, 'stack', 'extra', env={
+        'XEN_STUBDOM_XAPI_URL': 'https://xcp.example.org',
+        'XEN_STUBDOM_DOM0_HOST': 'xcp-01.example.org', 'NO_RPM': '1',
+        'XEN_STUBDOM_BOOT_DIR': '/srv/guest'})
+    words = [' '.join(c) for c in calls]
+    (install,) = [w for w in words if w.startswith('ssh') and
+                  'install.sh' in w]
+    assert 'nova-xen-stubdom-dom0-abc/install.sh' in install
+    assert install.endswith('&& systemctl restart xenopsd-xc')
     kernel = [w for w in words if w.startswith('scp') and
               'nova-xen-stubdom-kernel' in w]
-    assert kernel and kernel[0].endswith(
-        'root@xcp-01.example.org:/var/lib/xcp/guest/')
-    assert any('/etc/xapi.d/plugins/nova_xen_stubdom' in w
-               for w in words if w.startswith('ssh'))
+    assert kernel and kernel[0].endswith('root@xcp-01.example.org:/srv/guest/')
 
 
 def test_test_config_enables_the_tempest_plugin(tmp_path):

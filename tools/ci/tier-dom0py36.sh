@@ -7,7 +7,13 @@
 #   3. _emucore builds and loads on every CPython 3.6 .. 3.13 the machine
 #      has (tools/dom0/emucore-matrix.sh; a missing one is NOT RUN);
 #   4. the dom0 unit tests (tests/unit/dom0) run under pytest 7.0.x in a
-#      3.6 virtual environment (tools/dom0/py36-venv.sh).
+#      3.6 virtual environment (tools/dom0/py36-venv.sh);
+#   5. the dom0 package (tests/dom0pkg, on the project's Python): build-dom0's
+#      tarball and RPM installed into scratch roots (xenopsd.conf registered
+#      and restored, the plugin and daemon run on 3.6 from the installed
+#      files, rpm -qlp = doc/source/install.rst), and the cp36 _emucore
+#      wheel under auditwheel (tools/dom0/auditwheel-venv.sh; not
+#      installable: that test is reported skipped with the reason).
 # Tests that need the simulator (Python >= 3.7) are deselected here by
 # name and run in the unit tier; the list is printed.
 # No Python 3.6 interpreter, or pytest not installable (offline and not
@@ -67,4 +73,8 @@ tools/dom0/emucore-matrix.sh || { echo "dom0py36: FAILED: emucore matrix"
 echo "--- dom0py36: tests/unit/dom0 (deselected, simulator needed: $SIM_ONLY)"
 ignore=()
 for f in $SIM_ONLY; do ignore+=(--ignore "$f"); done
-"$PYV" -m pytest -q -p no:cacheprovider "${ignore[@]}" tests/unit/dom0
+"$PYV" -m pytest -q -p no:cacheprovider "${ignore[@]}" tests/unit/dom0 || rc=1
+
+echo "--- dom0py36: the dom0 package: tarball, RPM, cp36 wheel (tests/dom0pkg)"
+.venv/bin/python -m pytest -q -p no:cacheprovider -rs tests/dom0pkg || rc=1
+exit "${rc:-0}"
