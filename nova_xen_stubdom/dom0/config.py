@@ -6,12 +6,19 @@ dom0 has no oslo.config: the file is read with :mod:`configparser`, one
     [agent]
     # hypervisor backend: xen (a real dom0) or sim (the simulator)
     backend = xen
-    # refuse QEMU in dom0 for guests without a stub domain (default)
+    # refuse QEMU in dom0 for our guests without a stub domain (default);
+    # when allowed, the stock wrapper below runs their dom0 QEMU
     allow_dom0_device_model = false
-    # device-model wrapper: the dom0 QEMU (only used when allowed) and how
-    # long to wait for the stub domain's QEMU to report "running"
-    dom0_qemu = /usr/lib64/xen/bin/qemu-system-i386
+    # device-model wrapper: how long to wait for the stub domain's QEMU to
+    # report "running", and the host's stock wrapper that runs the device
+    # model of every HVM VM nova-xen-stubdom does not manage, with
+    # xenopsd's argv unchanged (empty: /usr/lib64/xen/bin/qemu-wrapper,
+    # where XCP-ng 8.3 installs xenopsd's qemu-wrapper)
     dm_start_timeout = 60
+    stock_dm_wrapper = /usr/lib64/xen/bin/qemu-wrapper
+    # no longer used (dom0 device models go through stock_dm_wrapper);
+    # accepted so that older files still load
+    dom0_qemu =
     # defaults for migration calls that do not carry their own values
     agent_listen_address = 127.0.0.1
     agent_port_min = 49500

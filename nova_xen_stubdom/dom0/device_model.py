@@ -7,10 +7,15 @@ domain (:func:`stubdom.attach_target`) and hands back the QMP endpoint that
 bridges to the QEMU inside the stub domain (libxl uses
 ``vchan-socket-proxy`` for the same job).  A guest without a stub domain gets
 no device model at all unless the host's policy allows dom0 device models.
+
+xenopsd runs one wrapper for every HVM VM of the host, ours or not:
+:func:`managed_by_us` tells them apart from what xenopsd leaves in xenstore
+before it starts the device model, so that the wrapper can hand the others,
+untouched, to the host's stock wrapper.
 """
 import json
 import logging
-from typing import Dict
+from typing import Dict, Optional
 
 from nova_xen_stubdom.dom0 import errors
 from nova_xen_stubdom.dom0 import registry
@@ -19,6 +24,45 @@ from nova_xen_stubdom.dom0 import stubdom_link as stubdom
 LOG = logging.getLogger(__name__)
 
 QMP_BRIDGE_PATH = '/var/run/nova-xen-stubdom/qmp-%d.sock'
+
+#: xenstore keys of a guest domain that mark its VM as one of ours even
+#: before (or without) a link: the driver's ``platform:stubdom`` (xenopsd's
+#: ``Domain.make`` copies the platform map to ``/local/domain/<d>/platform``
+#: -- unless XAPI's platform filter, ``Vm_platform.sanity_check``
+#: ``filter_out_unknowns``, dropped it) and a ``VM.xenstore_data`` key under
+#: ``vm-data`` (``Domain.make`` writes the ``vm-data/`` prefix unfiltered)
+MARKER_KEYS = ('/local/domain/%d/platform/stubdom',
+               '/local/domain/%d/vm-data/nova_xen_stubdom')
+
+
+def vm_uuid_of(agent, domid: int) -> str:
+    """The XAPI VM uuid of domain *domid*.
+
+    xenopsd's ``Domain.make`` writes ``/local/domain/<d>/vm = /vm/<uuid>``
+    (xen-api ``ocaml/xenopsd/xc/domain.ml``); the domain handle holds the
+    same uuid and answers when the key is absent.
+
+    :raises DomainNotFound: no such domain on this host.
+    """
+    info = agent.domain_info(domid)     # DomainNotFound for a bad domid
+    path = agent.backend.xs_read('/local/domain/%d/vm' % domid)
+    if path and path.startswith('/vm/') and len(path) > len('/vm/'):
+        return path[len('/vm/'):]
+    return info.vm_uuid
+
+
+def managed_by_us(agent, domid: int, vm_uuid: str) -> Optional[str]:
+    """Why domain *domid* (VM *vm_uuid*) is ours, or None when it is not.
+
+    Ours: the driver linked a stub domain to the VM (``link_stubdom``, made
+    before the guest's ``VM.start``), or one of :data:`MARKER_KEYS` is set.
+    """
+    if stubdom.pending_link(agent, vm_uuid) is not None:
+        return 'stub domain link of VM %s' % vm_uuid
+    for key in MARKER_KEYS:
+        if agent.backend.xs_read(key % domid) is not None:
+            return 'xenstore %s' % (key % domid)
+    return None
 
 
 def launch(agent, guest_domid: int, guest_vm_uuid: str) -> Dict[str, object]:

@@ -1,40 +1,55 @@
 """The device-model wrapper process: what xenopsd runs instead of QEMU.
 
-The host is configured to run ``nova-xen-stubdom-dm-wrapper`` (or
-``python3 -m nova_xen_stubdom.dom0.dm_wrapper``) as the HVM device
-model.  It receives QEMU's command line and:
+xenopsd starts every HVM VM's device model through ONE host-wide program,
+``upstream-compat-qemu-dm-wrapper`` in ``/etc/xenopsd.conf`` (stock:
+``qemu-wrapper`` found on the search path,
+``/usr/lib64/xen/bin/qemu-wrapper`` on XCP-ng 8.3), with the argv
+``<domid> --syslog <QEMU arguments>`` (xen-api
+``ocaml/xenopsd/xc/device.ml`` ``Dm_Common.prepend_wrapper_args``,
+``Dm.__start``; the QEMU arguments from ``Make_qemu_upstream.Dm.qemu_args``).
+Registered there, this wrapper:
 
-1. finds the guest domain (``-xen-domid N``; a leading bare domid, as
-   xenopsd's qemu-wrapper convention passes it, is accepted too) and its
-   VM uuid (``-uuid`` or the domain's handle);
-2. asks the host's dom0 daemon (``dm_launch``; in process when no daemon
+1. reads the domid from the leading argument (or ``-xen-domid``) and the
+   VM's uuid from ``/local/domain/<domid>/vm``
+   (:func:`device_model.vm_uuid_of`); an unknown domid is an error (exit
+   status 1);
+2. hands a VM that is not ours (:func:`device_model.managed_by_us`) to the
+   host's stock wrapper with the argv unchanged: ``os.execv`` of
+   ``[agent] stock_dm_wrapper`` (default :data:`DEFAULT_STOCK_DM_WRAPPER`),
+   nothing forked or left behind; a missing or non-executable stock wrapper
+   is an error on stderr and exit status 1;
+3. for ours, re-executes itself once with ``qemu-dm-<domid>`` on its
+   command line (:func:`_reexec_as_device_model`): xenopsd accepts a device
+   model's pid only when ``/proc/<pid>/cmdline`` holds that word
+   (``ocaml/xenopsd/xc/service.ml`` ``DaemonMgmt.pid``/``is_cmdline_valid``,
+   ``Qemu.expected_cmdline_items``), and without a running device model the
+   VM's start fails (``Device.Serial.update_xenstore``);
+4. asks the host's dom0 daemon (``dm_launch``; in process when no daemon
    runs) for :func:`device_model.launch`: a guest with a linked stub domain
    gets nothing started in dom0; without one it is refused (exit status 1)
-   unless the host allows dom0 device models, in which case the real QEMU
-   (``[agent] dom0_qemu``) is exec'd with the same arguments;
-3. waits for the QEMU inside the stub domain to report ``running``
-   (``/local/domain/<stub>/device-model/<guest>/state``) and mirrors the
-   state to ``/local/domain/0/device-model/<guest>/state``, where a dom0
-   QEMU would have written it;
-4. listens on every QMP socket of the command line (``-chardev
-   socket,id=X,path=P,server...`` used by ``-mon chardev=X,mode=control``,
-   or ``-qmp unix:P,server``) until ``quit``, SIGTERM, or the guest domain
-   going away; then undoes the link (``dm_stop``, :func:`device_model.stop`).
+   unless the host allows dom0 device models, in which case the stock
+   wrapper is exec'd with the argv unchanged;
+5. registers itself as the guest's device model the way QEMU and the stock
+   wrapper do (a locked ``-pidfile`` and ``/local/domain/<domid>/qemu-pid``),
+   waits for the QEMU inside the stub domain to report ``running``
+   (``/local/domain/<stub>/device-model/<guest>/state``) and mirrors the state
+   to ``/local/domain/0/device-model/<guest>/state``, where xenopsd's
+   xenstore ``continue`` signal (``Dm_Common.resume``) waits for it;
+6. serves xenopsd's QMP sockets (``-qmp unix:/var/run/xen/qmp-libxl-<domid>``
+   and ``qmp-event-<domid>``; :mod:`.qmp_endpoint` says what each command
+   gets) until ``quit``, SIGTERM (xenopsd's ``Service.Qemu.stop``), or the
+   guest domain going away; then undoes the link (``dm_stop``,
+   :func:`device_model.stop`) and its registration.
 
-About the QMP endpoint: the stub domain's QEMU speaks QMP only to the stub
-domain's init (a local pipe; see ``stubdom/init.sh``), and no channel
-carries QMP out of the stub domain.  So the wrapper answers QMP itself from
-what dom0 can see -- greeting, ``qmp_capabilities``, ``query-status``
-(the guest domain's paused flag), ``query-version``, ``query-commands``,
-``quit`` -- and refuses everything else with a ``GenericError`` naming the
-stub domain.  Save/restore of device state goes through the agent's stub
-domain channel (``stubdom/channel.py``), not through this socket.
+A guest that xenopsd restores from its own save image (``-loadvm``) is
+refused: its device state would have to come from a dom0 QEMU; Nova's
+guests are saved and restored through the dom0 daemon instead.
 """
+import fcntl
 import json
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -44,24 +59,38 @@ from nova_xen_stubdom.dom0 import daemon_protocol
 from nova_xen_stubdom.dom0 import device_model as dm_wrapper
 from nova_xen_stubdom.dom0 import errors
 from nova_xen_stubdom.dom0 import logs
+from nova_xen_stubdom.dom0 import qmp_endpoint
 from nova_xen_stubdom.dom0 import registry
 from nova_xen_stubdom.dom0 import stubdom_link as stubdom
 
 LOG = logging.getLogger(__name__)
 
-DEFAULT_DOM0_QEMU = '/usr/lib64/xen/bin/qemu-system-i386'
+#: where XCP-ng 8.3 installs xenopsd's stock wrapper (xapi.spec
+#: ``--qemu_wrapper_dir=%{_libdir}/xen/bin``; xenopsd's default
+#: ``qemu-wrapper`` is found there through ``search-path``)
+DEFAULT_STOCK_DM_WRAPPER = '/usr/lib64/xen/bin/qemu-wrapper'
 DOM0_STATE_PATH = '/local/domain/0/device-model/%d/state'
-QMP_COMMANDS = ('qmp_capabilities', 'query-status', 'query-version',
-                'query-commands', 'quit')
+#: what xenopsd reads to find a device model's pid (``Service.Qemu``)
+QEMU_PID_PATH = '/local/domain/%d/qemu-pid'
+#: the word xenopsd wants on a device model's command line
+DM_CMDLINE_ITEM = 'qemu-dm-%d'
+#: first argument of the re-executed wrapper, followed by DM_CMDLINE_ITEM
+REEXEC_FLAG = '--nxs-device-model'
+#: kept for callers of the old module layout
+QmpFacade = qmp_endpoint.QmpFacade
+QMP_COMMANDS = qmp_endpoint.ANSWERED
 
 
 class DmArgs:
     def __init__(self, domid: int, qmp_paths: List[str],
-                 vm_uuid: Optional[str], argv: List[str]):
+                 vm_uuid: Optional[str], argv: List[str],
+                 pidfile: Optional[str] = None, loadvm: Optional[str] = None):
         self.domid = domid
         self.qmp_paths = qmp_paths
         self.vm_uuid = vm_uuid
         self.argv = argv
+        self.pidfile = pidfile
+        self.loadvm = loadvm
 
 
 def _opts(spec: str) -> Dict[str, str]:
@@ -77,16 +106,17 @@ def _opts(spec: str) -> Dict[str, str]:
 
 
 def parse_argv(argv: List[str]) -> DmArgs:
-    """Pick what the wrapper needs out of QEMU's command line.
+    """Pick what the wrapper needs out of xenopsd's argv (module doc).
 
-    :raises InvalidArgument: no (or a bad) ``-xen-domid``.
+    :raises InvalidArgument: no domid (leading or ``-xen-domid``), or one
+        that is not an integer.
     """
     args = list(argv)
     leading = None
     if args and args[0].isdigit():
         leading = int(args.pop(0))
     domid = None
-    vm_uuid = None
+    vm_uuid = pidfile = loadvm = None
     chardevs: Dict[str, str] = {}
     monitors: List[str] = []
     qmp: List[str] = []
@@ -102,6 +132,10 @@ def parse_argv(argv: List[str]) -> DmArgs:
                                              reason='not an integer')
         elif opt == '-uuid' and value is not None:
             vm_uuid = value
+        elif opt == '-pidfile' and value is not None:
+            pidfile = value
+        elif opt == '-loadvm' and value is not None:
+            loadvm = value
         elif opt == '-chardev' and value is not None:
             o = _opts(value)
             if o.get('') == 'socket' and o.get('path') and 'id' in o:
@@ -125,141 +159,126 @@ def parse_argv(argv: List[str]) -> DmArgs:
                                      reason='missing from the device model '
                                             'command line')
     paths = [chardevs[m] for m in monitors if m in chardevs] + qmp
-    return DmArgs(domid, paths, vm_uuid, list(argv))
+    return DmArgs(domid, paths, vm_uuid, list(argv), pidfile, loadvm)
 
 
-class QmpFacade:
-    """QMP servers on *paths* answering for guest *domid* (see module doc)."""
+# -- VMs that are not ours ----------------------------------------------------
+def stock_wrapper(cfg) -> str:
+    """The host's stock wrapper, checked runnable.
 
-    def __init__(self, agent, domid: int, stub_domid: int,
-                 paths: List[str]):
-        self.agent = agent
+    :raises AgentError: missing, not a file, not executable, or this
+        wrapper itself (xenopsd.conf pointing back at us would loop).
+    """
+    path = cfg.stock_dm_wrapper or DEFAULT_STOCK_DM_WRAPPER
+    hint = ('set [agent] stock_dm_wrapper in agent.conf to the qemu-wrapper '
+            'xenopsd ran before this one')
+    if not os.path.exists(path):
+        raise errors.AgentError('stock device-model wrapper %s does not '
+                                'exist (%s)' % (path, hint))
+    if not os.path.isfile(path):
+        raise errors.AgentError('stock device-model wrapper %s is not a '
+                                'file (%s)' % (path, hint))
+    if not os.access(path, os.X_OK):
+        raise errors.AgentError('stock device-model wrapper %s is not '
+                                'executable' % path)
+    me = os.path.realpath(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if me and os.path.realpath(path) == me:
+        raise errors.AgentError(
+            'stock device-model wrapper %s is this wrapper itself; '
+            '[agent] stock_dm_wrapper must name the host\'s original '
+            'qemu-wrapper' % path)
+    return path
+
+
+def _exec_stock(cfg, argv: List[str], execv: Callable, why: str) -> int:
+    """Become the stock wrapper with xenopsd's *argv* unchanged."""
+    try:
+        path = stock_wrapper(cfg)
+        LOG.info('%s: handing the device model to %s', why, path)
+        execv(path, [path] + list(argv))
+    except (errors.AgentError, OSError) as exc:
+        sys.stderr.write('nova-xen-stubdom device-model wrapper: cannot run '
+                         'the stock wrapper (%s): %s\n' % (why, exc))
+        return 1
+    return 0        # only reached with a test's execv
+
+
+# -- our VMs ------------------------------------------------------------------
+def _reexec_as_device_model(domid: int, argv: List[str],
+                            execv: Callable) -> None:
+    """Run this wrapper again with ``qemu-dm-<domid>`` on its command line
+    (module doc, step 3).  Same process, nothing to undo: the link is made
+    only after."""
+    import nova_xen_stubdom
+    root = os.path.dirname(os.path.dirname(
+        os.path.abspath(nova_xen_stubdom.__file__)))
+    code = ('import sys; sys.path.insert(0, %r); '
+            'from nova_xen_stubdom.dom0 import dm_wrapper; '
+            'sys.exit(dm_wrapper.main())' % root)
+    try:
+        execv(sys.executable, [sys.executable, '-c', code, REEXEC_FLAG,
+                               DM_CMDLINE_ITEM % domid] + list(argv))
+    except OSError as exc:
+        raise errors.AgentError('cannot re-execute %s as the device model '
+                                'of domain %d: %s' % (sys.executable, domid,
+                                                      exc))
+
+
+class _Registration:
+    """This process as the guest's device model, as xenopsd looks it up:
+    the ``-pidfile`` held locked (QEMU's own ``-pidfile`` behaviour; xenopsd
+    takes a pidfile it can lock for a dead process) and ``qemu-pid`` in
+    the guest's xenstore directory (what the stock wrapper writes)."""
+
+    def __init__(self, backend, domid: int, pidfile: Optional[str]):
+        self.backend = backend
         self.domid = domid
-        self.stub_domid = stub_domid
-        self.paths = paths
-        self.quit = threading.Event()
-        self._socks: List[socket.socket] = []
-        self._threads: List[threading.Thread] = []
+        self.pidfile = pidfile
+        self._fd = None     # type: Optional[int]
 
-    def start(self) -> None:
-        for path in self.paths:
+    def __enter__(self) -> '_Registration':
+        if self.pidfile:
+            fd = os.open(self.pidfile, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
-            os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.bind(path)
-            sock.listen(4)
-            sock.settimeout(0.5)
-            self._socks.append(sock)
-            t = threading.Thread(target=self._accept, args=(sock,),
-                                 name='qmp-%s' % path, daemon=True)
-            t.start()
-            self._threads.append(t)
-
-    def close(self) -> None:
-        self.quit.set()
-        for t in self._threads:
-            t.join(5)
-        for sock, path in zip(self._socks, self.paths):
-            sock.close()
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
-
-    def _accept(self, sock: socket.socket) -> None:
-        while not self.quit.is_set():
-            try:
-                conn, _ = sock.accept()
-            except socket.timeout:
-                continue
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,),
-                             daemon=True).start()
+                os.close(fd)
+                raise errors.AgentError(
+                    'pidfile %s of domain %d is held by another process'
+                    % (self.pidfile, self.domid))
+            os.ftruncate(fd, 0)
+            os.write(fd, ('%d\n' % os.getpid()).encode())
+            self._fd = fd
+        self.backend.xs_write(QEMU_PID_PATH % self.domid, str(os.getpid()))
+        return self
 
-    def _version(self) -> Dict:
-        return {'qemu': {'major': 0, 'minor': 0, 'micro': 0},
-                'package': 'nova-xen-stubdom dom0 bridge (device model in '
-                           'stub domain %d)' % self.stub_domid}
-
-    def handle(self, msg: Dict) -> Dict:
-        """One QMP command -> its reply (``return`` or ``error``)."""
-        cmd = msg.get('execute')
-        reply: Dict = {}
-        if cmd == 'qmp_capabilities' or cmd == 'quit':
-            reply = {'return': {}}
-        elif cmd == 'query-status':
-            try:
-                paused = self.agent.domain_info(self.domid).paused
-            except errors.DomainNotFound:
-                paused = True
-            state = stubdom.dm_state(self.agent, self.stub_domid,
-                                     self.domid)
-            running = not paused and state == 'running'
-            reply = {'return': {'status': 'running' if running else
-                                'paused', 'running': running,
-                                'singlestep': False}}
-        elif cmd == 'query-version':
-            reply = {'return': self._version()}
-        elif cmd == 'query-commands':
-            reply = {'return': [{'name': c} for c in QMP_COMMANDS]}
-        else:
-            reply = {'error': {
-                'class': 'GenericError',
-                'desc': 'command %r is not available: the device model of '
-                        'domain %d runs in stub domain %d and this dom0 '
-                        'endpoint answers only %s' % (
-                            cmd, self.domid, self.stub_domid,
-                            ', '.join(QMP_COMMANDS))}}
-        if 'id' in msg:
-            reply['id'] = msg['id']
-        return reply
-
-    def _serve(self, conn: socket.socket) -> None:
+    def __exit__(self, *exc) -> None:
         try:
-            with conn:
-                self._session(conn.makefile('rwb'))
-        except OSError as exc:      # the client went away: its business
-            LOG.debug('QMP client of domain %d: %s', self.domid, exc)
-
-    def _session(self, f) -> None:
-        greeting = {'QMP': {'version': self._version(), 'capabilities': []}}
-        f.write(json.dumps(greeting).encode() + b'\r\n')
-        f.flush()
-        for line in f:
-            if not line.strip():
-                continue
-            msg = None
-            try:
-                msg = json.loads(line)
-                if not isinstance(msg, dict):
-                    raise ValueError('not an object')
-            except ValueError as exc:
-                reply = {'error': {'class': 'GenericError',
-                                   'desc': 'JSON parse error: %s' % exc}}
-            else:
-                reply = self.handle(msg)
-            f.write(json.dumps(reply).encode() + b'\r\n')
-            f.flush()
-            if isinstance(msg, dict) and msg.get('execute') == 'quit':
-                self.quit.set()
-                return
+            self.backend.xs_rm(QEMU_PID_PATH % self.domid)
+        finally:
+            if self._fd is not None:
+                try:
+                    os.unlink(self.pidfile)
+                except FileNotFoundError:
+                    pass
+                os.close(self._fd)
+                self._fd = None
 
 
 def wait_running(agent, stub: int, guest: int, timeout: float,
-                 poll: float = 0.2) -> str:
+                 poll: float = 0.2,
+                 stop_event: Optional[threading.Event] = None) -> str:
     """Wait for the stub domain's QEMU; its final state (``running``,
-    ``error``, or the last seen state on timeout)."""
+    ``error``, ``stopped`` when *stop_event* is set first, or the last seen
+    state on timeout)."""
     deadline = time.monotonic() + timeout
-    state = None
+    stop_event = stop_event or threading.Event()
     while True:
         state = stubdom.dm_state(agent, stub, guest)
         if state in ('running', 'error') or time.monotonic() >= deadline:
             return state or 'absent'
-        time.sleep(poll)
+        if stop_event.wait(poll):
+            return 'stopped'
 
 
 def serve(agent, parsed: DmArgs, vm_uuid: str, launched: Dict, *,
@@ -269,28 +288,35 @@ def serve(agent, parsed: DmArgs, vm_uuid: str, launched: Dict, *,
     stub = launched['stubdom_domid']
     guest = parsed.domid
     backend = agent.backend
-    facade = QmpFacade(agent, guest, stub, parsed.qmp_paths or
-                       [launched['qmp']])
+    facade = qmp_endpoint.QmpFacade(agent, guest, stub, parsed.qmp_paths or
+                                    [launched['qmp']])
+    stop_event = stop_event or threading.Event()
     try:
-        state = wait_running(agent, stub, guest, start_timeout)
-        if state != 'running':
-            sys.stderr.write(
-                'device model of domain %d in stub domain %d did not '
-                'start: state %s\n' % (guest, stub, state))
-            return 1
-        backend.xs_write(DOM0_STATE_PATH % guest, 'running')
-        facade.start()
-        LOG.info('domain %d: device model in stub domain %d, QMP on %s',
-                 guest, stub, ', '.join(facade.paths))
-        stop_event = stop_event or threading.Event()
-        while not (facade.quit.is_set() or stop_event.is_set()):
-            try:
-                agent.domain_info(guest)
-            except errors.DomainNotFound:
-                LOG.info('domain %d is gone', guest)
-                break
-            facade.quit.wait(poll)
-        return 0
+        with _Registration(backend, guest, parsed.pidfile):
+            state = wait_running(agent, stub, guest, start_timeout,
+                                 stop_event=stop_event)
+            if state != 'running':
+                sys.stderr.write(
+                    'device model of domain %d in stub domain %d did not '
+                    'start: state %s\n' % (guest, stub, state))
+                return 1
+            backend.xs_write(DOM0_STATE_PATH % guest, 'running')
+            # the sockets last: xenopsd takes them as "QEMU is up"
+            # (Dm.wait_event_socket) and then checks the pid at once
+            facade.start()
+            LOG.info('domain %d: device model in stub domain %d, QMP on %s',
+                     guest, stub, ', '.join(facade.paths))
+            while not (facade.quit.is_set() or stop_event.is_set()):
+                try:
+                    agent.domain_info(guest)
+                except errors.DomainNotFound:
+                    LOG.info('domain %d is gone', guest)
+                    break
+                facade.quit.wait(poll)
+            return 0
+    except errors.AgentError as exc:
+        sys.stderr.write('nova-xen-stubdom device-model wrapper: %s\n' % exc)
+        return 1
     finally:
         facade.close()
         try:
@@ -332,26 +358,45 @@ def main(argv: Optional[List[str]] = None, *, agent=None,
          stop_event: Optional[threading.Event] = None) -> int:
     """Process entry; *agent*, *execv* and *stop_event* are for tests."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    reexecuted = argv[:1] == [REEXEC_FLAG]
+    if reexecuted:
+        argv = argv[2:]         # xenopsd's argv again
     logs.setup('nova-xen-stubdom-dm-wrapper')
     from nova_xen_stubdom.dom0 import xapi_plugin
     try:
         parsed = parse_argv(argv)
         agent = agent or xapi_plugin.make_agent()
         cfg = agent.config
-        vm_uuid = parsed.vm_uuid or agent.domain_info(parsed.domid).vm_uuid
+        vm_uuid = parsed.vm_uuid or dm_wrapper.vm_uuid_of(agent,
+                                                          parsed.domid)
+        why = dm_wrapper.managed_by_us(agent, parsed.domid, vm_uuid)
+        if why is None:
+            return _exec_stock(cfg, argv, execv,
+                               'domain %d (VM %s) is not managed by '
+                               'nova-xen-stubdom' % (parsed.domid, vm_uuid))
+        if parsed.loadvm:
+            raise errors.AgentError(
+                'domain %d (VM %s; %s): xenopsd restores it from its own '
+                'save image %s, which needs a dom0 QEMU; this guest is '
+                'saved and restored through nova-xen-stubdom' % (
+                    parsed.domid, vm_uuid, why, parsed.loadvm))
+        if not reexecuted:
+            _reexec_as_device_model(parsed.domid, argv, execv)
+            return 0    # only reached with a test's execv
+        if stop_event is None:
+            # xenopsd's Service.Qemu.stop may come while the link is made:
+            # serve() then unwinds it instead of leaving it behind
+            stop_event = threading.Event()
+            signal.signal(signal.SIGTERM, lambda *_: stop_event.set())
         launched = _launch(agent, parsed.domid, vm_uuid)
     except errors.AgentError as exc:
         sys.stderr.write('nova-xen-stubdom device-model wrapper: %s\n' % exc)
         return 1
     if launched['mode'] == 'dom0':
-        qemu = cfg.dom0_qemu or DEFAULT_DOM0_QEMU
-        LOG.info('domain %d: QEMU in dom0 (%s), allowed by host policy',
-                 parsed.domid, qemu)
-        execv(qemu, [qemu] + argv)
-        return 0        # only reached with a test's execv
-    if stop_event is None:
-        stop_event = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop_event.set())
+        return _exec_stock(cfg, argv, execv,
+                           'domain %d (VM %s) has no stub domain; dom0 '
+                           'device models are allowed by host policy'
+                           % (parsed.domid, vm_uuid))
     return serve(agent, parsed, vm_uuid, launched,
                  start_timeout=cfg.dm_start_timeout,
                  stop_event=stop_event)
