@@ -98,6 +98,23 @@ storage_opts = [
                help='Which SR holds instance disks: "default-sr:true" (the '
                     'pool default SR), "other-config:KEY=VALUE" or '
                     '"name-label:NAME".'),
+    cfg.StrOpt('shared_sr_inventory', default='compute-node',
+               choices=[
+                   ('compute-node',
+                    'DISK_GB of a shared SR on every compute node of the '
+                    'pool (counted once per host; host-targeted '
+                    'scheduling works)'),
+                   ('sharing-provider',
+                    'DISK_GB of a shared SR once, on a sharing resource '
+                    'provider in an aggregate with the pool\'s compute '
+                    'nodes; placement then finds no host for requests '
+                    'naming a host (boot or move with a target host)')],
+               help='Where the SR that holds instance disks is reported to '
+                    'placement when it is shared (SR.shared, a PBD on '
+                    'every host).  A local SR is always the compute '
+                    'node\'s DISK_GB.  Changing it takes effect at '
+                    'nova-compute start-up, which moves existing '
+                    'allocations (a reshape).'),
 ]
 
 migration_opts = [

@@ -49,9 +49,9 @@ AGENT_PLUGIN = 'nova_xen_stubdom'
 #: device-model state QEMU in the stubdom reports when it serves the guest
 DM_RUNNING = 'running'
 
-#: XAPI classes the event cache follows
-CACHED_CLASSES = ('VM', 'VM_metrics', 'host', 'host_metrics', 'SR', 'VDI',
-                  'VBD', 'VIF', 'network', 'pool', 'console')
+#: XAPI classes the event cache follows (PBD: which SRs a host has plugged)
+CACHED_CLASSES = ('VM', 'VM_metrics', 'host', 'host_metrics', 'SR', 'PBD',
+                  'VDI', 'VBD', 'VIF', 'network', 'pool', 'console')
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB

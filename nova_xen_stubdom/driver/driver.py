@@ -160,7 +160,8 @@ class XenStubdomDriver(driver.ComputeDriver):
     def update_provider_tree(self, provider_tree, nodename, allocations=None):
         inventory = provider_tree.data(nodename).inventory
         ratios = self._get_allocation_ratios(inventory)
-        self._hostops.update_provider_tree(provider_tree, nodename, ratios)
+        self._hostops.update_provider_tree(provider_tree, nodename, ratios,
+                                           allocations)
 
     def get_available_nodes(self, refresh=False):
         return [self._hostops.nodename()]

@@ -14,6 +14,7 @@ from oslo_serialization import jsonutils
 from nova.objects import fields as obj_fields
 
 from nova_xen_stubdom.driver import constants as dc
+from nova_xen_stubdom.driver import sharedsr
 
 LOG = logging.getLogger(__name__)
 
@@ -58,17 +59,27 @@ class HostOps:
         return out
 
     # -- SR ---------------------------------------------------------------
+    def _srs_on_this_host(self) -> Dict[str, dict]:
+        """SRs with a PBD of this host: another host's local SR (same
+        name_label "Local storage" on every host) is never ours."""
+        host = self._ctx.host_ref
+        plugged = {p.get('SR') for p in self._ctx.cache.get_all('PBD').values()
+                   if p.get('host') == host}
+        return {ref: sr for ref, sr in self._ctx.cache.get_all('SR').items()
+                if ref in plugged}
+
     def select_sr(self) -> Optional[str]:
         """The SR for instance disks ([xen_stubdom] sr_matching_filter)."""
         flt = self._ctx.conf.xen_stubdom.sr_matching_filter
         kind, _, value = flt.partition(':')
-        srs = self._ctx.cache.get_all('SR')
         if kind == 'default-sr' and value == 'true':
+            srs = self._ctx.cache.get_all('SR')
             for pool in self._ctx.cache.get_all('pool').values():
                 ref = pool.get('default_SR')
                 if ref in srs:
                     return ref
             return None
+        srs = self._srs_on_this_host()
         if kind == 'other-config':
             key, _, want = value.partition('=')
             for ref, sr in sorted(srs.items()):
@@ -107,12 +118,14 @@ class HostOps:
                 'usable': max(total - overhead - dom0, 0),
                 'stubdoms': stubdoms, 'guests': guests}
 
-    def _disk_gb(self) -> Dict[str, int]:
+    def _disk_gb(self) -> dict:
         sr = self._ctx.cache.get('SR', self.select_sr()) or {}
         size = _int(sr.get('physical_size'))
         used = _int(sr.get('physical_utilisation'))
+        # XAPI's SR.shared: one SR, a PBD on every host of the pool
         return {'total': size // dc.GiB, 'used': math.ceil(used / dc.GiB),
-                'free': max(size - used, 0) // dc.GiB}
+                'free': max(size - used, 0) // dc.GiB,
+                'shared_uuid': sr.get('uuid') if sr.get('shared') else None}
 
     def _vcpus(self) -> int:
         host = self._host()
@@ -165,7 +178,8 @@ class HostOps:
         }
 
     def update_provider_tree(self, provider_tree, nodename: str,
-                             allocation_ratios: Dict[str, float]) -> None:
+                             allocation_ratios: Dict[str, float],
+                             allocations: Optional[dict] = None) -> None:
         mem = self._memory_mb()
         disk = self._disk_gb()
         conf = self._conf
@@ -186,15 +200,37 @@ class HostOps:
                 'reserved': min(mem_reserved, mem['usable']),
             },
         }
-        if disk['total'] > 0:
-            inventory[orc.DISK_GB] = {
-                'total': disk['total'], 'min_unit': 1,
+        shared = None
+        if (disk['total'] > 0 and self._ctx.conf.xen_stubdom.
+                shared_sr_inventory == 'sharing-provider'):
+            shared = disk['shared_uuid']
+        if shared:
+            # NOTE(driver): the pool's shared SR is reported once, on its
+            # sharing provider; reserved_host_disk_mb is a host's own
+            # reservation and has no meaning there
+            sharedsr.update(provider_tree, nodename, shared,
+                            self._disk_inventory(disk, allocation_ratios, 0),
+                            self._known_sr_uuids(), allocations)
+        else:
+            sharedsr.update(provider_tree, nodename, None, None,
+                            self._known_sr_uuids(), allocations)
+            if disk['total'] > 0:
+                inventory[orc.DISK_GB] = self._disk_inventory(
+                    disk, allocation_ratios,
+                    math.ceil(conf.reserved_host_disk_mb / 1024))
+        provider_tree.update_inventory(nodename, inventory)
+
+    @staticmethod
+    def _disk_inventory(disk: dict, allocation_ratios: Dict[str, float],
+                        reserved_gb: int) -> dict:
+        return {'total': disk['total'], 'min_unit': 1,
                 'max_unit': disk['total'], 'step_size': 1,
                 'allocation_ratio': allocation_ratios[orc.DISK_GB],
-                'reserved': min(math.ceil(conf.reserved_host_disk_mb / 1024),
-                                disk['total']),
-            }
-        provider_tree.update_inventory(nodename, inventory)
+                'reserved': min(reserved_gb, disk['total'])}
+
+    def _known_sr_uuids(self) -> List[str]:
+        return [sr.get('uuid') for sr in
+                self._ctx.cache.get_all('SR').values() if sr.get('uuid')]
 
     # -- misc -------------------------------------------------------------
     def host_ip(self) -> str:

@@ -110,3 +110,47 @@ def test_wheel_install_ships_only_the_shim_into_nova(tmp_path):
              for d, _dirs, files in os.walk(nova_dir) for n in files
              if '__pycache__' not in d}
     assert before == after
+
+
+SPLIT_SITES_SNIPPET = r'''
+import site, sys
+# Debian's order: pip's /usr/local/... site first, the distro's second
+site.addsitedir(%(ours)r)        # runs our .pth, as site.py does
+sys.path.append(%(nova)r)       # Nova's (its .pth files are not ours)
+''' + LOAD_SNIPPET
+
+
+def test_shim_found_when_nova_is_in_another_site_dir(tmp_path):
+    """Nova from distro packages in one site directory, this package from
+    pip in another: ``nova`` is imported from the directory holding its
+    ``__init__.py``, so the shim pip put into the other directory's
+    ``nova/virt`` is not on ``nova.virt.__path__``; the start-up hook
+    (objects/hook.py) finds it.  Red before: ModuleNotFoundError
+    'nova.virt.xen_stubdom'."""
+    ours = tmp_path / 'usr-local-site'
+    shim_dir = ours / 'nova' / 'virt' / 'xen_stubdom'
+    shim_dir.mkdir(parents=True)
+    shutil.copy(os.path.join(ROOT, 'nova', 'virt', 'xen_stubdom',
+                             '__init__.py'), shim_dir / '__init__.py')
+    os.symlink(os.path.join(ROOT, 'nova_xen_stubdom'),
+               ours / 'nova_xen_stubdom')
+    shutil.copy(os.path.join(ROOT, 'nova_xen_stubdom', 'objects',
+                             'nova_xen_stubdom-objects.pth'), ours)
+    # the distro's site: this venv's site-packages, which holds Nova and
+    # no shim (the developers' editable finder is one of its .pth files,
+    # not run here: -S)
+    nova_site = sysconfig.get_paths()['purelib']
+    assert not os.path.exists(os.path.join(nova_site, 'nova', 'virt',
+                                           'xen_stubdom'))
+    code = SPLIT_SITES_SNIPPET % {'ours': str(ours), 'nova': nova_site}
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+    out = subprocess.run([sys.executable, '-S', '-c', code],
+                         cwd=str(tmp_path), capture_output=True, text=True,
+                         env=dict(env, PYTHONNOUSERSITE='1'), timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith('LOADED')]
+    assert line, out.stdout
+    module, cls, shim = line[0].split()[1:]
+    assert (module, cls) == ('nova_xen_stubdom.driver.driver',
+                             'XenStubdomDriver')
+    assert shim == str(shim_dir / '__init__.py'), shim

@@ -231,3 +231,26 @@ def test_lifecycle_transitions():
     assert events.transition('Paused', 'Running') == \
         virtevent.EVENT_LIFECYCLE_RESUMED
     assert events.transition('Halted', 'Halted') is None
+
+
+def test_pciops_import_failure_fails_the_driver_loudly(monkeypatch):
+    """An instance with claimed PCI devices must never boot without them:
+    the driver does not import without its pass-through module (no
+    fallback to "no PCI"), and _load_pciops lets any failure through."""
+    import importlib
+    import sys
+
+    from nova_xen_stubdom.driver import pciops
+    pkg = sys.modules['nova_xen_stubdom.driver']
+    monkeypatch.delattr(pkg, 'pciops')
+    monkeypatch.setitem(sys.modules, 'nova_xen_stubdom.driver.pciops', None)
+    monkeypatch.delitem(sys.modules, 'nova_xen_stubdom.driver.driver')
+    with pytest.raises(ImportError, match='pciops'):
+        importlib.import_module('nova_xen_stubdom.driver.driver')
+    monkeypatch.undo()
+
+    def broken(ctx):
+        raise ImportError('simulated: a module pciops needs is missing')
+    monkeypatch.setattr(pciops, 'PciOps', broken)
+    with pytest.raises(ImportError, match='simulated'):
+        driver.XenStubdomDriver._load_pciops(object())

@@ -3,11 +3,16 @@ import types
 
 import pytest
 
+from nova import exception
+
 from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.driver import hostops
+from nova_xen_stubdom.driver import sharedsr
 
 GiB = 1 << 30
 MiB = 1 << 20
+SHARED_UUID = '5d1c3e0a-1b8e-4e55-9d4b-0a6f3c2b7e11'
+NODE_UUID = 'c0ffee00-0000-4000-8000-000000000001'
 
 
 class FakeCache:
@@ -21,7 +26,8 @@ class FakeCache:
         return dict(self.tables.get(cls, {}))
 
 
-def _ctx(sr_filter='default-sr:true', vms=None):
+def _ctx(sr_filter='default-sr:true', vms=None, default_sr='SR1',
+         shared_sr_inventory='sharing-provider'):
     tables = {
         'host': {'H': {'name_label': 'host1', 'address': '10.0.0.5',
                        'metrics': 'M', 'memory_overhead': str(256 * MiB),
@@ -35,17 +41,34 @@ def _ctx(sr_filter='default-sr:true', vms=None):
                                'memory_free': str(40 * GiB), 'live': True}},
         'VM': {'D0': {'memory_static_max': str(2 * GiB),
                       'other_config': {}}},
-        'pool': {'P': {'default_SR': 'SR1'}},
-        'SR': {'SR1': {'name_label': 'Local storage', 'other_config': {},
+        'pool': {'P': {'default_SR': default_sr}},
+        'SR': {'SR1': {'uuid': 'sr1-uuid', 'name_label': 'Local storage',
+                       'other_config': {}, 'shared': False,
                        'physical_size': str(100 * GiB),
                        'physical_utilisation': str(10 * GiB + 1)},
-               'SR2': {'name_label': 'nfs', 'physical_size': str(GiB),
+               # another host's local SR: same name, sorts first
+               'SR0': {'uuid': 'sr0-uuid', 'name_label': 'Local storage',
+                       'other_config': {'nova': 'yes'}, 'shared': False,
+                       'physical_size': str(GiB),
+                       'physical_utilisation': '0'},
+               'SR2': {'uuid': 'sr2-uuid', 'name_label': 'nfs',
+                       'physical_size': str(GiB), 'shared': True,
                        'physical_utilisation': '0',
-                       'other_config': {'nova': 'yes'}}},
+                       'other_config': {'nova': 'yes'}},
+               'SRS': {'uuid': SHARED_UUID, 'name_label': 'Pool storage',
+                       'physical_size': str(512 * GiB), 'shared': True,
+                       'physical_utilisation': str(GiB),
+                       'other_config': {}}},
+        'PBD': {'P1': {'SR': 'SR1', 'host': 'H'},
+                'P0': {'SR': 'SR0', 'host': 'H2'},
+                'P2': {'SR': 'SR2', 'host': 'H'},
+                'PS': {'SR': 'SRS', 'host': 'H'},
+                'PS2': {'SR': 'SRS', 'host': 'H2'}},
     }
     tables['VM'].update(vms or {})
     conf = types.SimpleNamespace(xen_stubdom=types.SimpleNamespace(
-        sr_matching_filter=sr_filter))
+        sr_matching_filter=sr_filter,
+        shared_sr_inventory=shared_sr_inventory))
     return types.SimpleNamespace(cache=FakeCache(tables), host_ref='H',
                                  host_record=tables['host']['H'],
                                  host_name='host1', conf=conf)
@@ -59,10 +82,14 @@ def _nova_conf():
 
 @pytest.mark.parametrize('flt,expected', [
     ('default-sr:true', 'SR1'), ('name-label:nfs', 'SR2'),
-    ('other-config:nova=yes', 'SR2'), ('name-label:nope', None),
-    ('bogus', None)])
+    # only SRs this host has a PBD for: never another host's local SR
+    ('other-config:nova=yes', 'SR2'), ('name-label:Local storage', 'SR1'),
+    ('name-label:nope', None), ('bogus', None)])
 def test_sr_matching_filter(flt, expected):
     assert hostops.HostOps(_ctx(flt), _nova_conf()).select_sr() == expected
+
+
+RATIOS = {'VCPU': 4.0, 'MEMORY_MB': 1.0, 'DISK_GB': 1.0}
 
 
 def _vm(role, mem_mb, host='H'):
@@ -84,17 +111,122 @@ def test_resources_and_inventory():
     assert res['supported_instances'] == [('x86_64', 'xen', 'hvm')]
     assert ops.host_ip() == '10.0.0.5'
 
-    class Tree:
-        def update_inventory(self, node, inv):
-            self.node, self.inv = node, inv
-    tree = Tree()
-    ratios = {'VCPU': 4.0, 'MEMORY_MB': 1.0, 'DISK_GB': 1.0}
-    ops.update_provider_tree(tree, 'host1', ratios)
-    assert tree.inv['MEMORY_MB']['total'] == 64 * 1024 - 256 - 2048
+    tree = _tree()
+    ops.update_provider_tree(tree, 'host1', RATIOS)
+    inv = tree.data('host1').inventory
+    assert inv['MEMORY_MB']['total'] == 64 * 1024 - 256 - 2048
     # Nova's reserved + the stub domains of this host only
-    assert tree.inv['MEMORY_MB']['reserved'] == 512 + 128
-    assert tree.inv['VCPU']['allocation_ratio'] == 4.0
-    assert tree.inv['DISK_GB']['total'] == 100
+    assert inv['MEMORY_MB']['reserved'] == 512 + 128
+    assert inv['VCPU']['allocation_ratio'] == 4.0
+    assert inv['DISK_GB']['total'] == 100
+
+
+def test_halted_vm_counts_where_its_affinity_is():
+    # XAPI: a halted VM is resident nowhere (resident_on NULL); affinity
+    # (set by the driver) says which compute it belongs to
+    null = 'OpaqueRef:NULL'
+    vms = {'S1': dict(_vm(dc.ROLE_STUBDOM, 128, host=null), affinity='H'),
+           'S2': dict(_vm(dc.ROLE_STUBDOM, 64, host=null), affinity='H2'),
+           'S3': _vm(dc.ROLE_STUBDOM, 32, host='H2')}
+    mem = hostops.HostOps(_ctx(vms=vms), _nova_conf())._memory_mb()
+    assert mem['stubdoms'] == 128
+
+
+def _tree(disk_gb=None, aggregates=()):
+    from nova.compute import provider_tree
+    tree = provider_tree.ProviderTree()
+    tree.new_root('host1', NODE_UUID)
+    if disk_gb:
+        tree.update_inventory('host1', {'DISK_GB': {'total': disk_gb}})
+    tree.update_aggregates('host1', list(aggregates))
+    return tree
+
+
+def test_local_sr_is_the_compute_nodes_disk():
+    tree = _tree(aggregates=['operator-agg'])
+    ops = hostops.HostOps(_ctx(), _nova_conf())
+    ops.update_provider_tree(tree, 'host1', RATIOS)
+    assert tree.get_provider_uuids() == [NODE_UUID]
+    assert tree.data('host1').inventory['DISK_GB']['total'] == 100
+    assert tree.data('host1').aggregates == {'operator-agg'}
+
+
+def test_shared_sr_is_one_sharing_provider():
+    tree = _tree(aggregates=['operator-agg'])
+    ops = hostops.HostOps(_ctx(default_sr='SRS'), _nova_conf())
+    ops.update_provider_tree(tree, 'host1', RATIOS)
+    agg = sharedsr.aggregate_uuid(SHARED_UUID)
+    node = tree.data('host1')
+    assert 'DISK_GB' not in node.inventory
+    assert {'VCPU', 'MEMORY_MB'} == set(node.inventory)
+    # the operator's aggregate stays; the node joins the SR's
+    assert node.aggregates == {'operator-agg', agg}
+    sr = tree.data(SHARED_UUID)
+    assert sr.name == 'xen_stubdom_sr_' + SHARED_UUID
+    assert sr.parent_uuid is None
+    assert sr.inventory['DISK_GB']['total'] == 512
+    assert sr.inventory['DISK_GB']['reserved'] == 0
+    assert sr.traits == {'MISC_SHARES_VIA_AGGREGATE'}
+    assert sr.aggregates == {agg}
+    # the same again (the next periodic, or the pool's other compute)
+    ops.update_provider_tree(tree, 'host1', RATIOS)
+    assert not tree.has_inventory_changed(
+        SHARED_UUID, {'DISK_GB': sr.inventory['DISK_GB']})
+
+    # the operator points the node at a local SR: it leaves the
+    # aggregate, and this node's disk allocations come back (reshape)
+    ops = hostops.HostOps(_ctx(), _nova_conf())
+    with pytest.raises(exception.ReshapeNeeded):
+        ops.update_provider_tree(tree, 'host1', RATIOS)
+    allocs = {
+        'mine': {'allocations': {
+            NODE_UUID: {'resources': {'VCPU': 1}},
+            SHARED_UUID: {'resources': {'DISK_GB': 2}}}},
+        'other-hosts': {'allocations': {
+            'other-node': {'resources': {'VCPU': 1}},
+            SHARED_UUID: {'resources': {'DISK_GB': 5}}}},
+    }
+    ops.update_provider_tree(tree, 'host1', RATIOS, allocations=allocs)
+    assert allocs['mine']['allocations'] == {
+        NODE_UUID: {'resources': {'VCPU': 1, 'DISK_GB': 2}}}
+    assert allocs['other-hosts']['allocations'][SHARED_UUID] == {
+        'resources': {'DISK_GB': 5}}
+    assert tree.data('host1').aggregates == {'operator-agg'}
+    assert tree.data('host1').inventory['DISK_GB']['total'] == 100
+
+
+def test_shared_sr_on_the_compute_node_by_default():
+    tree = _tree()
+    ops = hostops.HostOps(_ctx(default_sr='SRS',
+                               shared_sr_inventory='compute-node'),
+                          _nova_conf())
+    ops.update_provider_tree(tree, 'host1', RATIOS)
+    assert tree.get_provider_uuids() == [NODE_UUID]
+    assert tree.data('host1').inventory['DISK_GB']['total'] == 512
+
+
+def test_disk_on_the_node_moves_to_the_shared_sr_by_reshape():
+    ops = hostops.HostOps(_ctx(default_sr='SRS'), _nova_conf())
+    tree = _tree(disk_gb=512)
+    with pytest.raises(exception.ReshapeNeeded):
+        ops.update_provider_tree(tree, 'host1', RATIOS)
+    allocs = {
+        'inst1': {'allocations': {NODE_UUID: {'resources': {
+            'VCPU': 1, 'MEMORY_MB': 512, 'DISK_GB': 2}}}},
+        'inst2': {'allocations': {NODE_UUID: {'resources': {'DISK_GB': 3}},
+                                  SHARED_UUID: {'resources': {
+                                      'DISK_GB': 1}}}},
+        'inst3': {'allocations': {NODE_UUID: {'resources': {'VCPU': 1}}}},
+    }
+    ops.update_provider_tree(tree, 'host1', RATIOS, allocations=allocs)
+    assert allocs['inst1']['allocations'] == {
+        NODE_UUID: {'resources': {'VCPU': 1, 'MEMORY_MB': 512}},
+        SHARED_UUID: {'resources': {'DISK_GB': 2}}}
+    assert allocs['inst2']['allocations'] == {
+        SHARED_UUID: {'resources': {'DISK_GB': 4}}}
+    assert allocs['inst3']['allocations'] == {
+        NODE_UUID: {'resources': {'VCPU': 1}}}
+    assert 'DISK_GB' not in tree.data('host1').inventory
 
 
 def test_uptime_from_boot_time(monkeypatch):
