@@ -14,8 +14,12 @@ changes what recovery must do, and when it ends.  At start the daemon
   may be running on the destination, so the source stays paused and the
   job reports ``unknown`` (the driver puts the instance in ERROR with both
   copies kept);
-* a receiving job: failed; the paused domain belongs to XAPI and the
-  driver's rollback removes it.
+* a receiving job before "go": failed; the paused domain belongs to XAPI
+  and the driver's rollback removes it;
+* a receiving job that journaled "go": ``running`` when the guest runs
+  here (its domain is unpaused, or the job journaled "running"),
+  ``unknown`` otherwise -- the guest may have started, so the source must
+  not be resumed on this host's word.
 
 A job that was running when the daemon died answers every later status
 call with its recovered state instead of "no such job".
@@ -105,7 +109,9 @@ def recover(journal: JobJournal, backend,
             error = (RESTARTED + ' after the switch-over was sent; the '
                      'source guest stays paused')
         elif kind == 'send' and domid is not None:
-            _undo_send(backend, int(domid), phase, resume_device)
+            undo_send(backend, int(domid), phase, resume_device)
+        elif kind == 'receive' and phase in ('go', 'running'):
+            state, error = _settle_receive(backend, domid, phase)
         journal.write(job_id, state=state, error=error)
         LOG.warning('job %s (%s of domain %s, phase %s) was running when '
                     'the daemon stopped: %s', job_id, kind, domid,
@@ -114,8 +120,26 @@ def recover(journal: JobJournal, backend,
     return settled
 
 
-def _undo_send(backend, domid: int, phase: str,
-               resume_device: Optional[Callable[[int], None]]) -> None:
+def _settle_receive(backend, domid, phase: str):
+    if phase == 'running':
+        return 'running', None
+    try:
+        runs = domid is not None and \
+            not backend.domain_info(int(domid)).paused
+    except Exception as exc:        # the domain is gone or unreadable
+        LOG.warning('receiving job: domain %s unreadable: %s', domid, exc)
+        runs = False
+    if runs:
+        return 'running', None
+    return 'unknown', (RESTARTED + ' after "go" arrived; the guest may '
+                       'have started on this host')
+
+
+def undo_send(backend, domid: int, phase: str,
+              resume_device: Optional[Callable[[int], None]]) -> None:
+    """Give domain *domid* back the run state a send job that reached
+    *phase* took from it: log-dirty off, the device model resumed once
+    its state was saved, the guest unpaused once this job paused it."""
     steps = [('disable_logdirty', lambda: backend.disable_logdirty(domid))]
     if phase == 'device-saved' and resume_device is not None:
         steps.append(('resume the device model',

@@ -18,6 +18,7 @@ import weakref
 from typing import Dict
 
 from nova_xen_stubdom.dom0 import errors
+from nova_xen_stubdom.dom0 import job_journal
 from nova_xen_stubdom.dom0 import live_migration as migration
 from nova_xen_stubdom.dom0 import migration_target
 from nova_xen_stubdom.dom0 import device_state as devstate
@@ -170,9 +171,10 @@ def migrate_receive(agent, args) -> str:
         accept_timeout=_int(args, 'accept_timeout',
                             conf.live_migration_connect_timeout),
         go_timeout=_int(args, 'confirm_timeout',
-                        conf.live_migration_confirm_timeout))
-    address, port = target.start()
+                        conf.live_migration_confirm_timeout),
+        on_phase=lambda phase: _journal(agent, job_id, phase=phase))
     job_id = str(uuid.uuid4())
+    address, port = target.start()
     _jobs(agent)[job_id] = _Job('receive', target)
     _journal(agent, job_id, kind='receive', state='running',
              domid=dest.domid)
@@ -187,9 +189,11 @@ def migrate_receive_status(agent, args) -> str:
     lost = None if args.get('id', '') in _jobs(agent) else \
         _lost(agent, args, 'receive')
     if lost is not None:
-        return json.dumps({'state': 'failed', 'domid': lost.get('domid'),
-                           'paused': True, 'error': lost.get('error'),
-                           'pages': 0})
+        # what recovery made of it: "running" when the guest runs here,
+        # "unknown" when "go" arrived but whether it ran cannot be told
+        return json.dumps({'state': lost.get('state'),
+                           'domid': lost.get('domid'), 'paused': True,
+                           'error': lost.get('error'), 'pages': 0})
     target = _job(agent, args, 'receive').obj
     return json.dumps(records.asdict(target.result))
 
@@ -304,6 +308,41 @@ def migrate_force_complete(agent, args) -> str:
     job = _job(agent, args, 'send')
     job.obj.force_complete()
     return json.dumps({'state': job.state})
+
+
+@plugin.register('migrate_resume_source')
+def migrate_resume_source(agent, args) -> str:
+    """Resume the source guest of a send job whose switch-over outcome
+    was ``unknown``, once the caller has the destination's positive word
+    that the guest never ran there (its receive job ``failed``/
+    ``cancelled``).  Refused for a job in any other state."""
+    job_id = args.get('id', '')
+    job = _jobs(agent).get(job_id)
+    lost = _lost(agent, args, 'send') if job is None else None
+    if job is not None and job.kind == 'send':
+        state, domid = job.state, job.obj.domid
+    elif lost is not None:
+        state, domid = lost.get('state'), lost.get('domid')
+    else:
+        raise errors.InvalidArgument(name='id', value=job_id,
+                                     reason='no such send job on this host')
+    if state != 'unknown' or domid is None:
+        raise MigrationAgentError(reason='send job %s is %s: only a job '
+                                  'whose switch-over is unknown is resumed '
+                                  'here' % (job_id, state))
+    conf = _conf(agent)
+    job_journal.undo_send(
+        agent.backend, int(domid), 'device-saved',
+        lambda d: devstate.resume(agent.backend, d,
+                                  conf.device_state_timeout))
+    error = 'the destination reported the guest never ran there; ' \
+        'resumed on the source'
+    if job is not None:
+        job.state, job.error = 'failed', error
+    _journal(agent, job_id, state='failed', error=error)
+    LOG.warning('send job %(j)s: %(e)s (domain %(d)s)',
+                {'j': job_id, 'e': error, 'd': domid})
+    return json.dumps({'state': 'failed', 'domid': domid})
 
 
 @plugin.register('migrate_forget')

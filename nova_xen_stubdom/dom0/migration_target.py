@@ -42,7 +42,10 @@ class LiveMigrationTarget:
       ``info['max_pfn']`` pages (raise to refuse, e.g. out of memory);
     * ``restore_device_state(domid, state, xenstore)``: start the guest's
       new stubdom and feed it QEMU's device state;
-    * ``destroy_domain(domid)``: undo ``prepare_domain`` (and the stubdom).
+    * ``destroy_domain(domid)``: undo ``prepare_domain`` (and the stubdom);
+    * ``on_phase(phase)``: "go" just before the guest may start here,
+      "running" once it does -- journaled, so a restarted daemon knows
+      whether the guest may have run on this host.
     """
 
     def __init__(self, backend: hv.HypervisorBackend, key: bytes, *,
@@ -52,8 +55,11 @@ class LiveMigrationTarget:
                  destroy_domain: Callable[[int], None],
                  listen_address: str = '127.0.0.1', port_min: int = 49500,
                  port_max: int = 49599, accept_timeout: float = 300,
-                 go_timeout: float = 60) -> None:
+                 go_timeout: float = 60,
+                 on_phase: Callable[[str], None] = lambda phase: None
+                 ) -> None:
         self.backend = backend
+        self._on_phase = on_phase
         self._key = key
         self._prepare = prepare_domain
         self._restore_dev = restore_device_state
@@ -185,11 +191,13 @@ class LiveMigrationTarget:
             if msg.get('msg') != 'go':
                 raise MigrationError('source sent %r instead of "go"'
                                      % msg.get('msg'))
+            self._on_phase('go')
             if msg.get('paused'):
                 self.result.paused = True
             else:
                 self.backend.unpause(domid)
             self.result.state = 'running'
+            self._on_phase('running')
             try:
                 ctrl.send({'msg': 'running'})
             except OSError:

@@ -24,6 +24,12 @@ class StubdomStartFailed(XenStubdomDriverError):
                 'start: %(reason)s')
 
 
+class SwitchoverUnknown(XenStubdomDriverError):
+    """A live migration's "go" went unconfirmed and the destination could
+    not tell whether the guest runs there: both copies are kept."""
+    msg_fmt = _('live migration switch-over outcome unknown: %(reason)s')
+
+
 class AgentCallFailed(XenStubdomDriverError):
     msg_fmt = _('dom0 agent %(fn)s failed on host %(host)s: %(reason)s')
 

@@ -15,6 +15,7 @@ with PCI pass-through devices are refused with a clear message.
 """
 import json
 import secrets
+import sys
 import threading
 import time
 from typing import Dict, Optional, Tuple
@@ -22,6 +23,7 @@ from typing import Dict, Optional, Tuple
 from oslo_log import log as logging
 from oslo_utils import excutils
 
+from nova.compute import utils as compute_utils
 from nova import exception
 from nova.i18n import _
 
@@ -359,6 +361,21 @@ class MigrationOps:
             recover_method(context, instance, dest, migrate_data)
             return
         state, error = self._watch(instance, job, migrate_data)
+        if state == 'unknown':
+            # "go" was sent and "running" never came back: only the
+            # destination's own word decides (see _settle_unknown)
+            try:
+                state, error = self._settle_unknown(instance, job, dest,
+                                                    migrate_data, error)
+            except dexc.SwitchoverUnknown as exc:
+                with self._lock:
+                    self._sending.pop(instance.uuid, None)
+                # Nova's manager sets ERROR when live_migration raises
+                # but records no fault: the fault is what tells the
+                # operator which two hosts to look at
+                compute_utils.add_instance_fault_from_exc(
+                    context, instance, exc, sys.exc_info())
+                raise
         try:
             self._ctx.call_plugin('migrate_forget', id=job)
         except Exception:
@@ -369,12 +386,6 @@ class MigrationOps:
             post_method(context, instance, dest, block_migration,
                         migrate_data)
             return
-        if state == 'unknown' and self._dest_runs(migrate_data):
-            LOG.warning('switch-over unconfirmed but the guest runs on the '
-                        'destination: completing', instance=instance)
-            post_method(context, instance, dest, block_migration,
-                        migrate_data)
-            return
         LOG.error('live migration %(state)s: %(error)s',
                   {'state': state, 'error': error}, instance=instance)
         if state == 'aborted':
@@ -382,6 +393,50 @@ class MigrationOps:
                            migration_status='cancelled')
         else:
             recover_method(context, instance, dest, migrate_data)
+
+    def _settle_unknown(self, instance, job: str, dest: str, migrate_data,
+                        error: str) -> Tuple[str, str]:
+        """The switch-over's outcome after an unconfirmed "go".
+
+        The destination's receive job (asked through its own XAPI, a
+        second path) is the only witness: ``running`` -- the guest runs
+        there -- completes the migration; ``failed``/``cancelled`` -- it
+        never ran there -- resumes the source and rolls back.  Anything
+        else (destination unreachable, job lost, no answer in time) is an
+        outcome nobody can know from here: both copies stay exactly as they
+        are (the source paused), the job stays in the source's journal, and
+        the instance goes to ERROR with a fault naming both hosts (Nova's
+        manager sets ERROR when the driver raises; see
+        doc/source/operations.rst for the operator's procedure).
+        """
+        seen = self._dest_state(migrate_data)
+        if seen == 'running':
+            LOG.warning('switch-over unconfirmed on the source, but the '
+                        'destination runs the guest: completing',
+                        instance=instance)
+            return 'completed', ''
+        if seen in ('failed', 'cancelled'):
+            try:
+                self._ctx.call_plugin('migrate_resume_source', id=job)
+            except Exception as exc:
+                reason = ('%s reports the guest never ran there, but '
+                          'resuming it here failed: %s' % (dest, exc))
+            else:
+                return 'failed', ('%s; the destination reports the guest '
+                                  'never ran there, resumed on the source'
+                                  % error)
+        else:
+            reason = ('%s cannot tell whether the guest runs there (%s)'
+                      % (dest, seen or 'no answer'))
+        # Nova keeps a fault's first 255 characters: what the operator
+        # needs to act on comes first, the details last
+        msg = ('source job %(job)s: "go" sent from %(src)s to %(dst)s, '
+               'unconfirmed; %(why)s. Both copies kept, the guest paused on '
+               '%(src)s: see "Unknown switch-over" in the operations guide. '
+               'Detail: %(err)s' % {'src': instance.host, 'dst': dest,
+                                    'err': error, 'why': reason, 'job': job})
+        LOG.error(msg, instance=instance)
+        raise dexc.SwitchoverUnknown(reason=msg)
 
     def _start_send(self, instance, migrate_data) -> str:
         found = self._vmops.guest_record(instance)
@@ -451,22 +506,35 @@ class MigrationOps:
             LOG.warning('could not record migration progress: %s', exc,
                         instance=instance)
 
-    def _dest_runs(self, migrate_data) -> bool:
-        try:
-            host = self._host_by_uuid(migrate_data.dest_host_uuid)
-            for ref, rec in self._call('VM.get_all_records').items():
-                oc = rec.get('other_config') or {}
-                if rec.get('resident_on') == host and \
-                        oc.get(dc.OC_ROLE) == ROLE_INCOMING_GUEST and \
-                        oc.get(OC_RECEIVE_JOB):
-                    out = json.loads(self._call(
-                        'host.call_plugin', host, dc.AGENT_PLUGIN,
-                        'migrate_receive_status',
-                        {'id': oc[OC_RECEIVE_JOB]}))
-                    return out.get('state') == 'running'
-        except Exception:
-            LOG.exception('could not ask the destination')
-        return False
+    def _dest_state(self, migrate_data) -> Optional[str]:
+        """The destination's receive job state once it has settled
+        (``running``, ``failed``, ``cancelled`` or ``unknown``), or None
+        when the destination cannot be asked or does not settle within
+        ``live_migration_confirm_timeout``."""
+        deadline = time.monotonic() + self._conf.live_migration_confirm_timeout
+        while True:
+            try:
+                state = self._receive_state(migrate_data)
+            except Exception as exc:
+                LOG.warning('could not ask the destination: %s', exc)
+                state = None
+            if state not in (None, 'waiting') or \
+                    time.monotonic() >= deadline:
+                return None if state == 'waiting' else state
+            time.sleep(POLL)
+
+    def _receive_state(self, migrate_data) -> Optional[str]:
+        host = self._host_by_uuid(migrate_data.dest_host_uuid)
+        for rec in self._call('VM.get_all_records').values():
+            oc = rec.get('other_config') or {}
+            if rec.get('resident_on') == host and \
+                    oc.get(dc.OC_ROLE) == ROLE_INCOMING_GUEST and \
+                    oc.get(OC_RECEIVE_JOB):
+                out = json.loads(self._call(
+                    'host.call_plugin', host, dc.AGENT_PLUGIN,
+                    'migrate_receive_status', {'id': oc[OC_RECEIVE_JOB]}))
+                return out.get('state')
+        return None
 
     def live_migration_abort(self, instance):
         with self._lock:

@@ -3,11 +3,17 @@ computes) with the driver and the simulator's two hosts."""
 from tests.functional import base  # noqa: I100 (first: eventlet decision)
 
 import hashlib
+import json
+import threading
 import time
+from unittest import mock
+
+import fixtures
 
 from nova import context as nova_context
 from nova import objects
 
+from nova_xen_stubdom.dom0 import migration_target
 from nova_xen_stubdom.driver import migrationops
 from nova_xen_stubdom.sim import devicemodel
 from tests import waiting
@@ -277,6 +283,167 @@ class TestLiveMigration(base.XenStubdomTestBase):
         server = self._boot()
         self._start_live_migration(server)
         server = self._assert_rolled_back(server)
+        self._delete_server(server)
+
+    # -- the switch-over's outcome: never lose a guest --------------------
+    def _at_destination_phase(self, phase, action):
+        """Run *action* on the destination's receiver thread when it
+        reaches *phase* ("go": before the guest may start; "running": it
+        has started, before the source is told)."""
+        real_init = migration_target.LiveMigrationTarget.__init__
+
+        def init(target, *args, **kwargs):
+            journal = kwargs.pop('on_phase', lambda p: None)
+
+            def on_phase(p):
+                journal(p)
+                if p == phase:
+                    action()
+            real_init(target, *args, on_phase=on_phase, **kwargs)
+        patcher = mock.patch.object(
+            migration_target.LiveMigrationTarget, '__init__', init)
+        patcher.start()
+        self.addCleanup(patcher.stop)
+
+    def _hold_destination(self, phase, then_fail=False):
+        """Hold the destination's receiver at *phase* until the returned
+        event is set; then it goes on, or fails when *then_fail*."""
+        release = threading.Event()
+        self.addCleanup(release.set)
+
+        def hold():
+            release.wait(120)
+            if then_fail:
+                raise RuntimeError('injected: destination fails after go')
+        self._at_destination_phase(phase, hold)
+        return release
+
+    def _plugin(self, host, fn, **args):
+        x = self.xapi()
+        return json.loads(x.host.call_plugin(
+            self.sim_host(host).ref, 'nova_xen_stubdom', fn, args))
+
+    def test_unknown_switchover_keeps_both_copies_and_errors(self):
+        """"go" is sent, "running" never comes back and the destination
+        cannot say whether the guest runs there.  The old driver called
+        Nova's rollback here: rollback_live_migration_at_source removed
+        the destination copy, the source stayed paused and Nova showed
+        ACTIVE.  Now: ERROR with a fault naming both hosts, both copies
+        kept as they are."""
+        self.flags(group='xen_stubdom', live_migration_confirm_timeout=8)
+        server = self._boot()
+        release = self._hold_destination('go', then_fail=True)
+        self._start_live_migration(server)
+        self._wait_migration(server, ['error'])
+        server = self._wait_for_state_change(server, 'ERROR')
+        self.assertEqual('host1', server['OS-EXT-SRV-ATTR:host'])
+        fault = server['fault']['message']
+        self.assertIn('switch-over outcome unknown', fault)
+        self.assertIn('host1', fault)
+        self.assertIn('host2', fault)
+        # the source copy: there, paused, untouched
+        guest, stub = self.xapi_vms(server)
+        self.assertEqual(self.sim_host('host1').ref, guest['resident_on'])
+        hv1 = self.sim_host('host1').hypervisor
+        self.assertTrue(hv1.domain(int(guest['domid'])).paused)
+        self.assertIsNotNone(stub)
+        # the destination copy: its VMs and domain are still there
+        self.assertTrue(self._incoming_vms())
+        self.assertTrue([d for d in self.sim_host('host2').hypervisor.domains
+                         if d != 0])
+        # The operator's procedure (doc/source/operations.rst, "Unknown
+        # switch-over"), for a destination that never ran the guest.
+        release.set()
+        incoming = [r for r in self._incoming_vms() if r['other_config'][
+            'nova_xen_stubdom_role'] == migrationops.ROLE_INCOMING_GUEST][0]
+        receive_job = incoming['other_config'][migrationops.OC_RECEIVE_JOB]
+        waiting.wait_until(
+            lambda: self._plugin('host2', 'migrate_receive_status',
+                                 id=receive_job)['state'] == 'failed',
+            'the destination to settle as failed')
+        send_job = fault.split('source job ', 1)[1].split(':', 1)[0]
+        self.assertEqual('failed', self._plugin(
+            'host1', 'migrate_resume_source', id=send_job)['state'])
+        self.assertFalse(hv1.domain(int(guest['domid'])).paused)
+        x = self.xapi()
+        for rec in self._incoming_vms():
+            ref = x.VM.get_by_uuid(rec['uuid'])
+            if rec['power_state'] != 'Halted':
+                x.VM.hard_shutdown(ref)
+            x.VM.destroy(ref)
+        self.admin_api.post_server_action(server['id'], {
+            'os-resetState': {'state': 'active'}})
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        self._delete_server(server)
+
+    def test_unknown_switchover_after_the_guest_ran_on_the_destination(self):
+        """The guest started on the destination, then the destination
+        became unreachable before anyone heard: ERROR with both copies;
+        the operator keeps the destination's writes (step 4 of the
+        procedure) and the guest boots again on the source."""
+        self.flags(group='xen_stubdom', live_migration_confirm_timeout=8)
+        server = self._boot()
+        release = self._hold_destination('running')
+
+        def unreachable(migrate_data):
+            raise ConnectionRefusedError('injected: host2 unreachable')
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_xen_stubdom.driver.migrationops.MigrationOps.'
+            '_receive_state', lambda self, md: unreachable(md)))
+        self._start_live_migration(server)
+        self._wait_migration(server, ['error'])
+        server = self._wait_for_state_change(server, 'ERROR')
+        self.assertIn('host2 cannot tell', server['fault']['message'])
+        release.set()
+        guest, _stub = self.xapi_vms(server)
+        hv1 = self.sim_host('host1').hypervisor
+        self.assertTrue(hv1.domain(int(guest['domid'])).paused)
+        # step 4: the destination's copy goes, the source's boots again
+        x = self.xapi()
+        for rec in self._incoming_vms():
+            ref = x.VM.get_by_uuid(rec['uuid'])
+            if rec['power_state'] != 'Halted':
+                x.VM.hard_shutdown(ref)
+            x.VM.destroy(ref)
+        self.admin_api.post_server_action(server['id'], {
+            'os-resetState': {'state': 'active'}})
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        self.api.post_server_action(server['id'], {'os-stop': None})
+        server = self._wait_for_state_change(server, 'SHUTOFF')
+        self.api.post_server_action(server['id'], {'os-start': None})
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        guest, _stub = self.xapi_vms(server)
+        self.assertEqual('Running', guest['power_state'])
+        self.assertFalse(hv1.domain(int(guest['domid'])).paused)
+        self._delete_server(server)
+
+    def test_destination_failure_after_go_resumes_the_source(self):
+        """The destination fails after "go" before the guest ran there
+        and says so: the source guest is resumed and the migration rolled
+        back."""
+        self.flags(group='xen_stubdom', live_migration_confirm_timeout=8)
+        server = self._boot()
+
+        def fail():
+            raise RuntimeError('injected: destination fails after go')
+        self._at_destination_phase('go', fail)
+        self._start_live_migration(server)
+        server = self._assert_rolled_back(server)
+        self._delete_server(server)
+
+    def test_destination_runs_but_the_source_did_not_hear(self):
+        """The guest started on the destination but "running" did not
+        reach the source in time: the destination's own word completes
+        the migration."""
+        self.flags(group='xen_stubdom', live_migration_confirm_timeout=8)
+        server = self._boot()
+        self._hold_destination('running')
+        self._start_live_migration(server)
+        self._wait_migration(server, ['completed'])
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        self.assertEqual('host2', server['OS-EXT-SRV-ATTR:host'])
+        self.assertEqual([], [d for d in self.sim_host(
+            'host1').hypervisor.domains if d != 0])
         self._delete_server(server)
 
     def test_pci_guest_is_refused(self):

@@ -149,6 +149,61 @@ def test_recovery_settles_each_phase(rundir):
     assert job_journal.recover(journal, backend) == {}      # idempotent
 
 
+def test_recovery_of_receiving_jobs_tells_ran_from_never_ran(rundir):
+    """A receiving job's journal says whether "go" arrived: before it the
+    guest cannot have run here (failed); after it, an unpaused domain or a
+    journaled "running" is the guest running here, a paused one is
+    unknown -- the source must not be resumed on this host's word."""
+    backend = fakes.FakeBackend()
+    ran = backend.add_domain('vm-ran', hvm=True)
+    held = backend.add_domain('vm-held', hvm=True)
+    backend.pause(held)
+    journal = job_journal.JobJournal(os.path.join(rundir, 'jobs'))
+    journal.write('r1', kind='receive', state='running', domid=held)
+    journal.write('r2', kind='receive', state='running', domid=ran,
+                  phase='go')
+    journal.write('r3', kind='receive', state='running', domid=held,
+                  phase='go')
+    journal.write('r4', kind='receive', state='running', domid=held,
+                  phase='running')
+    journal.write('r5', kind='receive', state='running', domid=999,
+                  phase='go')
+    settled = job_journal.recover(journal, backend)
+    assert settled == {'r1': 'failed', 'r2': 'running', 'r3': 'unknown',
+                       'r4': 'running', 'r5': 'unknown'}
+    assert backend.domains[held].paused       # recovery never unpauses
+
+
+def test_resume_source_only_after_an_unknown_switchover(rundir):
+    from nova_xen_stubdom.dom0 import migration_calls  # noqa: F401
+    from nova_xen_stubdom.dom0 import registry as plugin
+    backend = fakes.FakeBackend()
+    guest = backend.add_domain('vm-a', hvm=True)
+    backend.pause(guest)
+    agent = host.HostAgent(backend, HOST_UUID)
+    agent.journal = job_journal.JobJournal(os.path.join(rundir, 'jobs'))
+    agent.journal.write('s1', kind='send', state='failed', domid=guest)
+    agent.journal.write('s2', kind='send', state='unknown', domid=guest,
+                        phase='go')
+    with pytest.raises(errors.AgentError, match='only a job whose '
+                       'switch-over is unknown'):
+        plugin.call(agent, plugin.PLUGIN, 'migrate_resume_source',
+                    {'id': 's1'})
+    with pytest.raises(errors.InvalidArgument):
+        plugin.call(agent, plugin.PLUGIN, 'migrate_resume_source',
+                    {'id': 'nope'})
+    assert backend.domains[guest].paused
+    out = json.loads(plugin.call(agent, plugin.PLUGIN,
+                                 'migrate_resume_source', {'id': 's2'}))
+    assert out['state'] == 'failed'
+    assert not backend.domains[guest].paused
+    assert agent.journal.read('s2')['state'] == 'failed'
+    # a second call finds nothing unknown left to resume
+    with pytest.raises(errors.AgentError):
+        plugin.call(agent, plugin.PLUGIN, 'migrate_resume_source',
+                    {'id': 's2'})
+
+
 def _spawn(conf, inv):
     return subprocess.Popen(
         [sys.executable, '-m', 'nova_xen_stubdom.dom0.daemon', '--config',
