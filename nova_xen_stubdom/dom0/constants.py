@@ -25,7 +25,8 @@ INVENTORY = '/etc/xensource-inventory'
 PLUGIN_FUNCTIONS = (
     'console_log', 'dm_state', 'link_stubdom', 'migrate_abort',
     'migrate_force_complete', 'migrate_forget', 'migrate_receive',
-    'migrate_receive_cancel', 'migrate_receive_status', 'migrate_send',
+    'migrate_receive_cancel', 'migrate_receive_status',
+    'migrate_resume_source', 'migrate_send',
     'migrate_status', 'pci_attach', 'pci_detach', 'pci_grants',
     'pci_inventory', 'restore_image', 'save_image', 'stubdom_wiring',
     'undo_save', 'unlink_stubdom', 'verify_image',
