@@ -14,8 +14,11 @@ ROLE_KEY = 'nova_xen_stubdom_role'
 NOVA_UUID_KEY = 'nova_uuid'
 STUBDOM_KEY = 'nova_xen_stubdom_stubdom'
 TARGET_KEY = 'nova_xen_stubdom_target'
-#: on the guest VM: its pass-through devices, "0/<sbdf>,1/<sbdf>"
-PCI_KEY = 'pci'
+#: on the guest VM: its pass-through devices, "0/<sbdf>,1/<sbdf>" -- our
+#: own key: ``other_config:pci`` is xenopsd's unmanaged pass-through
+#: (``pcis_of_vm``), which must stay unset on our guests
+PCI_KEY = 'nova_xen_stubdom_pci'
+XENOPSD_PCI_KEY = 'pci'
 PLUGIN = 'nova_xen_stubdom'
 
 Record = Dict[str, Any]

@@ -35,6 +35,7 @@ class StubdomPciPassthroughTest(base.XenStubdomXAPITest):
         host the guest runs on; returns (host_ref, guest uuid, sbdf)."""
         (_, guest), (_, stub) = self.guest_and_stubdom(sid)
         value = guest['other_config'].get(xapi.PCI_KEY, '')
+        self.assertNotIn(xapi.XENOPSD_PCI_KEY, guest['other_config'])
         self.assertRegex(value, r'^0/[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.'
                                 r'[0-7]$')
         sbdf = value.split('/', 1)[1]
