@@ -33,6 +33,17 @@ OC_SUSPEND_IMAGE = 'nova_xen_stubdom_suspend_image'
 #: VMs hold, and removed from our guests written by older versions
 OC_XENOPSD_PCI = 'pci'
 
+#: VM.xenstore_data key on the guest VM (value: the Nova instance uuid)
+#: that tells the dom0 device-model wrapper the VM is ours even without a
+#: stub domain link, so it never hands it to the stock wrapper's dom0 QEMU.
+#: XAPI passes VM.xenstore_data to xenopsd unchanged (xen-api
+#: ocaml/xapi/xapi_xenops.ml MD.of_vm ``xsdata``) and xenopsd's Domain.make
+#: writes keys under ``vm-data/`` to /local/domain/<domid>/ (domain.ml
+#: ``filtered_xsdata``); platform:stubdom instead is dropped by XAPI's
+#: platform filter (Vm_platform.sanity_check) unless the pool has
+#: No_platform_filter.  dom0/device_model.py MARKER_KEYS reads it.
+XS_MANAGED = 'vm-data/nova_xen_stubdom'
+
 #: the instance's disks and their XAPI userdevice, on the guest and on its
 #: stub domain's mirror VBD alike (xvda, xvdb, xvdc in the stub domain)
 DISK_USERDEVICE = {'root': 0, 'ephemeral': 1, 'swap': 2}

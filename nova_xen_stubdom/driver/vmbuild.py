@@ -63,6 +63,9 @@ def guest_record(instance, cfg: gconf.GuestConfig, host_ref: str) -> dict:
         'device-model': 'qemu-upstream-compat',
         'timeoffset': '0',
     }
+    # marks the guest as ours for the dom0 device-model wrapper (see
+    # constants.XS_MANAGED): never a dom0 QEMU for it, link or not
+    rec['xenstore_data'] = {dc.XS_MANAGED: instance.uuid}
     return rec
 
 

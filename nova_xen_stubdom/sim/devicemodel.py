@@ -1,5 +1,5 @@
-"""The QEMU the simulator runs inside a stub domain (or, when the host allows
-it, in dom0).
+"""The QEMU the simulator runs inside a stub domain (or in dom0, for a VM the
+stock device-model wrapper serves: ``sim/xenopsd_dm.py``).
 
 A running PV domain whose xenstore has ``/local/domain/<stub>/target`` and
 ``/local/domain/<stub>/dm-argv`` (ESC-separated, libxl's convention) starts
@@ -416,10 +416,10 @@ def on_domain(dom, event: str) -> None:
             hv.stub_qemus[q.domid].guest_gone(dom.domid)
 
 
-def start_dom0_qemu(hv, guest_domid: int, rec) -> None:
-    """A device model in dom0 (only where the host allows it)."""
-    argv = ['qemu-system-i386', '-xen-domid', str(guest_domid), '-vnc',
-            '127.0.0.1:0']
+def start_dom0_qemu(hv, guest_domid: int, argv) -> None:
+    """A device model in dom0: what xenopsd's stock ``qemu-wrapper`` runs
+    with xenopsd's *argv* (``sim/xenopsd_dm.py``) -- for a VM that is not
+    ours, or one of ours where the host allows dom0 device models."""
     with hv.lock:
         hv.qemus[guest_domid] = Qemu(hv, guest_domid, 0, argv)
 

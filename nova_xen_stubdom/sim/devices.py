@@ -23,7 +23,28 @@ def _vbd_devname(userdevice: str) -> str:
     return userdevice
 
 
+#: xenopsd ``Domain.allowed_xsdata_prefixes``: the only ``VM.xenstore_data``
+#: keys written to the domain's xenstore directory
+XSDATA_PREFIXES = ('vm-data/', 'FIST/')
+
+#: XAPI ``Vm_platform.filtered_flags``: the platform keys that reach xenopsd
+#: unless the pool feature ``No_platform_filter`` is on (not modelled: the
+#: simulated pool always filters)
+PLATFORM_FLAGS = frozenset((
+    'acpi', 'apic', 'nx', 'pae', 'viridian', 'acpi_s3', 'acpi_s4',
+    'mmio_size_mib', 'revision', 'device_id', 'tsc_mode', 'device-model',
+    'xenguest', 'pv-kernel-max-size', 'pv-ramdisk-max-size',
+    'pv-postinstall-kernel-max-size', 'pv-postinstall-ramdisk-max-size',
+    'usb', 'usb_tablet', 'parallel', 'vga', 'featureset', 'nested-virt',
+    'vcpu-unrestricted'))
+
+
 def write_domain_config(hv, dom, rec) -> None:
+    """What xenopsd's ``Domain.make`` writes before the device model starts
+    (xen-api ``ocaml/xenopsd/xc/domain.ml``), from what XAPI passes
+    (``ocaml/xapi/xapi_xenops.ml`` ``MD.of_vm``: ``xsdata`` is
+    ``VM.xenstore_data`` unchanged, ``platformdata`` the platform map after
+    ``Vm_platform.sanity_check ~filter_out_unknowns``)."""
     xs = hv.xenstore
     base = '/local/domain/%d' % dom.domid
     xs.write(base + '/memory/static-max', str(rec['memory_static_max'] >> 10))
@@ -34,8 +55,15 @@ def write_domain_config(hv, dom, rec) -> None:
             'firmware', 'bios'))
         for k, v in rec['platform'].items():
             xs.write('/vm/%s/platform/%s' % (rec['uuid'], k), v)
+    for k, v in rec['platform'].items():
+        # XAPI's platform filter drops the rest (platform:stubdom among
+        # them) before xenopsd sees the map
+        if k in PLATFORM_FLAGS:
+            xs.write('%s/platform/%s' % (base, k), v)
     for k, v in rec['xenstore_data'].items():
-        if k.startswith('vm-data') or k.startswith('FIST'):
+        # Domain.make: filtered_xsdata keeps only keys under the allowed
+        # prefixes (a bare "vm-data" key is dropped too)
+        if k.startswith(XSDATA_PREFIXES):
             xs.write('%s/%s' % (base, k), v)
 
 
@@ -292,37 +320,24 @@ def vdi_copy(ctx, vdi, sr, base_vdi, into_vdi):
 
 
 # -- device model -------------------------------------------------------------
-def _launcher(host):
-    """(launch, stop) of the device-model wrapper xenopsd runs on *host*:
-    the agent's (whose refusal of dom0 device models follows the host's
-    ``allow_dom0_dm``), or a test's ``HostConfig.dm_launcher`` (no stop)."""
-    if host.config.dm_launcher:
-        return host.config.dm_launcher, None
-    from nova_xen_stubdom.dom0 import device_model as dm_wrapper
-    return dm_wrapper.launch, dm_wrapper.stop
-
-
 def launch_device_model(ctx, host, vm, rec, domid: int) -> None:
+    """xenopsd's device-model start for an HVM VM (``sim/xenopsd_dm.py``:
+    our wrapper's decision, the stock wrapper's dom0 QEMU for VMs not
+    ours)."""
+    from nova_xen_stubdom.sim import xenopsd_dm
     hv = host.hypervisor
-    launch, _stop = _launcher(host)
     try:
-        result = launch(host.agent(), domid, rec['uuid'])
+        dm = xenopsd_dm.start(ctx, host, rec, domid)
     except Exception as e:
+        # the wrapper exits non-zero: xenopsd fails the start
         LOG.info('device model for %s refused: %s', rec['uuid'], e)
         raise XapiError('INTERNAL_ERROR', 'device model failed to start: '
                         '%s: %s' % (type(e).__name__, e))
-    if result.get('mode') == 'stubdom':
-        dm = int(result['stubdom_domid'])
-    else:
-        dm = 0
     with hv.lock:
         hv.device_models[domid] = dm
     if dm == 0:
         hv.xenstore.write('/local/domain/%d/image/device-model-domid'
                           % domid, '0')
-    from nova_xen_stubdom.sim import devicemodel
-    if dm == 0:
-        devicemodel.start_dom0_qemu(hv, domid, rec)
     # what QEMU in a stub domain passes through is what pcifront shows it:
     # the pciback backend wired for the stub domain (libxl's layout)
     sbdfs = stubdom_pci_devices(hv, dm) if dm else []
@@ -346,15 +361,20 @@ def stubdom_pci_devices(hv, stub_domid: int):
 
 
 def _stop_device_model(host, domid: int, vm_uuid: str) -> None:
+    """xenopsd stops the device model (``Dm.stop`` -> ``Service.Qemu.stop``:
+    SIGTERM to its pid).  Our wrapper, serving one of ours, then undoes its
+    link (``device_model.stop``); a VM handed to the stock wrapper never
+    reaches our code again."""
     hv = host.hypervisor
     with hv.lock:
         dm = hv.device_models.get(domid)
+        run = hv.dm_wrapper_runs.pop(domid, None)
     if dm is None:
         return
-    _launch, stop = _launcher(host)
-    if stop is not None:
+    if run is not None and run.ours is not None:
+        from nova_xen_stubdom.dom0 import device_model
         try:
-            stop(host.agent(), domid, vm_uuid)
+            device_model.stop(host.agent(), domid, vm_uuid)
         except Exception:
             LOG.exception('device-model wrapper stop for domain %d', domid)
     from nova_xen_stubdom.sim import devicemodel

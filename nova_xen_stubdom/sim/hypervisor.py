@@ -234,6 +234,9 @@ class Hypervisor:
         self._next_domid = 1
         #: guest domid -> domid running its device model (0 = dom0)
         self.device_models: Dict[int, int] = {}
+        #: guest domid -> how the device-model wrapper decided its start
+        #: (sim.xenopsd_dm.WrapperRun)
+        self.dm_wrapper_runs: Dict[int, object] = {}
         #: QMP commands xenopsd sent device models: (guest domid, command,
         #: arguments) -- see sim/xenopsd_pci.py
         self.xenopsd_qmp: List[tuple] = []
@@ -312,6 +315,7 @@ class Hypervisor:
             if dom is None:
                 return
             self.device_models.pop(domid, None)
+            self.dm_wrapper_runs.pop(domid, None)
             for guest, dm in list(self.device_models.items()):
                 if dm == domid:
                     # a stub domain never outlives its guest; the reverse is

@@ -30,8 +30,17 @@ def device_models(host) -> Dict[int, int]:
 
 
 def dom0_device_models(host) -> List[int]:
-    """Guests whose device model runs in dom0 (should be none)."""
+    """Guests whose device model runs in dom0: VMs not managed by Nova (the
+    stock wrapper's), never a Nova guest unless the host allows it."""
     return [g for g, dm in device_models(host).items() if dm == 0]
+
+
+def dm_wrapper_runs(host) -> Dict[int, object]:
+    """guest domid -> how the device-model wrapper started its device model
+    (``sim.xenopsd_dm.WrapperRun``: xenopsd's argv, the stock wrapper it
+    went to unchanged, why the VM is ours)."""
+    from nova_xen_stubdom.sim import xenopsd_dm
+    return xenopsd_dm.runs(host.hypervisor)
 
 
 def running_qemus(host) -> Dict[int, int]:

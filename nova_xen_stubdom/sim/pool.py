@@ -34,8 +34,6 @@ class HostConfig:
     pci_devices: Any = 'none'
     #: a dom0 device model is allowed (operator opt-out of stubdoms)
     allow_dom0_dm: bool = False
-    #: callable(**request) -> domid of the device model; None: default
-    dm_launcher: Optional[Callable] = None
     #: workload dirty rate (bytes/s) of new domains
     dirty_rate: int = 0
 

@@ -43,7 +43,8 @@ def login(sim_or_url, username: str = USERNAME, password: str = PASSWORD):
 
 
 def vm_record(name: str = 'vm', hvm: bool = True, memory: int = 256 * MiB,
-              vcpus: int = 1, other_config=None, platform=None) -> dict:
+              vcpus: int = 1, other_config=None, platform=None,
+              xenstore_data=None) -> dict:
     """A complete VM.create argument (wire form: ints as strings)."""
     mem = str(memory)
     return {
@@ -63,6 +64,7 @@ def vm_record(name: str = 'vm', hvm: bool = True, memory: int = 256 * MiB,
         'HVM_boot_params': {'order': 'cd'} if hvm else {},
         'platform': dict(platform or {}), 'PCI_bus': '',
         'other_config': dict(other_config or {}), 'recommendations': '',
+        'xenstore_data': dict(xenstore_data or {}),
         'domain_type': 'hvm' if hvm else 'pv',
     }
 

@@ -157,18 +157,45 @@ class TestHostAndEvents(base.XenStubdomTestBase):
             self._delete_server(s)
 
     def test_no_device_model_in_dom0(self):
-        # an HVM VM made behind Nova's back, without a stub domain: the
-        # device-model wrapper refuses to start QEMU in dom0
-        from nova_xen_stubdom.sim import testing
+        """A Nova guest never gets its device model in dom0, even started
+        behind Nova's back without its stub domain: the driver marks it
+        (VM.xenstore_data vm-data/nova_xen_stubdom) and the dom0 wrapper
+        refuses it.  An HVM VM Nova does not manage is the host's business:
+        the wrapper hands it to the stock wrapper, a dom0 QEMU as XAPI runs
+        for any HVM VM."""
+        from nova_xen_stubdom.sim import introspect, testing
         x = self.xapi()
-        vm = x.VM.create(testing.vm_record(name='rogue', hvm=True))
-        self.addCleanup(x.VM.destroy, vm)
+        server = self._create_server(networks='none')
+        guest, stub = self.xapi_vms(server, x)
+        self.assertEqual({dc.XS_MANAGED: server['id']},
+                         guest['xenstore_data'])
+        host = self.sim.pools[0].host_by_ref(guest['resident_on'])
+        domid = int(guest['domid'])
+        self.assertEqual(int(stub['domid']),
+                         introspect.device_models(host)[domid])
+        self.assertEqual(server['id'], host.hypervisor.xenstore.read(
+            '/local/domain/%d/%s' % (domid, dc.XS_MANAGED)))
+        # stopped through Nova: no stub domain, no link; started directly
+        # through XAPI it is still ours and refused
+        server = self._stop_server(server)
         try:
-            x.VM.start(vm, False, False)
+            x.VM.start(guest['ref'], False, False)
         except Exception as exc:        # XenAPI.Failure
             self.assertIn('allow_dom0_device_model', str(exc))
         else:
-            self.fail('an HVM guest started with its QEMU in dom0')
-        self.assertEqual('Halted', x.VM.get_power_state(vm))
+            self.fail('a Nova guest started with its QEMU in dom0')
+        self.assertEqual('Halted', x.VM.get_power_state(guest['ref']))
         for h in self.sim.hosts:
             self.assertNotIn(0, h.hypervisor.device_models.values())
+        # a VM made behind Nova's back is not ours: the stock device model
+        vm = x.VM.create(testing.vm_record(name='theirs', hvm=True))
+        self.addCleanup(x.VM.destroy, vm)
+        x.VM.start(vm, False, False)
+        self.addCleanup(x.VM.hard_shutdown, vm)
+        theirs = int(x.VM.get_domid(vm))
+        host = self.sim.pools[0].host_by_ref(x.VM.get_resident_on(vm))
+        self.assertEqual([theirs], introspect.dom0_device_models(host))
+        run = introspect.dm_wrapper_runs(host)[theirs]
+        self.assertIsNone(run.ours)
+        self.assertIsNotNone(run.stock)
+        self._delete_server(server)

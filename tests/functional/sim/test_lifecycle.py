@@ -274,7 +274,7 @@ def test_clean_shutdown_needs_pv_drivers_or_a_feature(x, sim):
     HVM guest without PV drivers that advertises neither feature-shutdown
     nor feature-poweroff/-reboot cannot be shut down or rebooted cleanly
     (VM_LACKS_FEATURE), and allowed_operations says so; PV guests can."""
-    sim.pools[0].hosts[0].config.allow_dom0_dm = True
+    # not Nova's: the stock device-model wrapper runs it (sim/xenopsd_dm.py)
     hvm = x.VM.create(testing.vm_record('hvm', hvm=True))
     x.VM.start(hvm, False, False)
     assert 'clean_shutdown' not in x.VM.get_allowed_operations(hvm)

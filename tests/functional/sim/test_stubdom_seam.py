@@ -81,6 +81,11 @@ def test_guest_device_model_runs_in_stubdom(sim, x):
     h = sim.pools[0].host_by_ref(host)
     assert introspect.device_models(h) == {guest_domid: stub_domid}
     assert introspect.dom0_device_models(h) == []
+    # the wrapper classified it by its link and started nothing in dom0
+    run = introspect.dm_wrapper_runs(h)[guest_domid]
+    assert run.ours == 'stub domain link of VM %s' % x.VM.get_uuid(guest)
+    assert run.stock is None
+    assert introspect.running_qemus(h) == {guest_domid: stub_domid}
     state = _plugin(x, host, 'dm_state', stubdom_domid=stub_domid,
                     guest_domid=guest_domid)
     assert state == {'state': 'running', 'error': None}
@@ -156,21 +161,146 @@ def test_stubdom_without_guest_devices_reports_error(sim, x):
     x.VDI.destroy(vdi)
 
 
-def test_hvm_guest_without_stubdom_is_refused(sim, x):
-    guest = x.VM.create(testing.vm_record('lonely', hvm=True))
+#: the guest marker the driver sets (VM.xenstore_data), which the dom0
+#: device-model wrapper reads from /local/domain/<domid>/vm-data/
+MARKER = {'vm-data/nova_xen_stubdom': 'instance-uuid'}
+
+
+def _host_of(sim, x, vm):
+    return sim.pools[0].host_by_ref(x.VM.get_resident_on(vm))
+
+
+def test_unmanaged_hvm_vm_gets_the_stock_device_model(sim, x):
+    """An HVM VM started directly through XAPI, neither linked nor marked,
+    on a host where our wrapper is xenopsd's device-model wrapper: the
+    wrapper hands xenopsd's argv unchanged to the host's stock wrapper,
+    whose QEMU runs in dom0 -- what XAPI does for any HVM VM (xen-api
+    ``ocaml/xenopsd/xc/device.ml`` ``Dm.__start``;
+    ``ocaml/xenopsd/scripts/qemu-wrapper``)."""
+    from nova_xen_stubdom.dom0 import dm_wrapper
+    vm = x.VM.create(testing.vm_record('theirs', hvm=True,
+                                       memory=256 << 20, vcpus=2))
+    vdi = _vdi(x)
+    _vbd(x, vm, vdi, '0')
+    x.VM.start(vm, False, False)
+    domid = int(x.VM.get_domid(vm))
+    h = _host_of(sim, x, vm)
+    assert introspect.device_models(h) == {domid: 0}
+    assert introspect.dom0_device_models(h) == [domid]
+    run = introspect.dm_wrapper_runs(h)[domid]
+    assert run.ours is None
+    assert run.stock == dm_wrapper.DEFAULT_STOCK_DM_WRAPPER
+    # the stock wrapper's QEMU got exactly what xenopsd passed our wrapper
+    assert introspect.running_qemus(h) == {domid: 0}
+    assert h.hypervisor.qemus[domid].argv == run.argv
+    assert run.argv[:2] == [str(domid), '--syslog']
+    for opt, value in (('-xen-domid', str(domid)), ('-m', 'size=256'),
+                       ('-smp', '2,maxcpus=2'), ('-boot', 'order=cd')):
+        assert run.argv[run.argv.index(opt) + 1] == value
+    assert '-qmp' in run.argv and run.argv[-2:] == ['-net', 'none']
+    assert 'ide-hd,drive=ide0-hd0,bus=ide.0,unit=0' in run.argv
+    # no stub domain, no link: nothing of ours in the guest's xenstore
+    xs = h.hypervisor.xenstore
+    assert xs.read('/local/domain/%d/image/device-model-domid'
+                   % domid) == '0'
+    assert xs.read('/local/domain/%d/vm-data/nova_xen_stubdom'
+                   % domid) is None
+    # xenopsd stops the stock wrapper's QEMU; our wrapper is not involved
+    x.VM.hard_shutdown(vm)
+    assert introspect.dom0_device_models(h) == []
+    assert introspect.dm_wrapper_runs(h) == {}
+    assert introspect.running_qemus(h) == {}
+    x.VM.destroy(vm)
+    x.VDI.destroy(vdi)
+
+
+def test_stock_wrapper_path_follows_agent_conf():
+    """[agent] stock_dm_wrapper names the program the wrapper hands an
+    unmanaged VM to."""
+    from nova_xen_stubdom.dom0 import config as agent_config
+    from nova_xen_stubdom.dom0.host import HostAgent
+    from nova_xen_stubdom.sim.backend import SimBackend
+    with testing.running_sim(hosts=1) as sim:
+        h = sim.host(0)
+        h.agent_factory = lambda host: HostAgent(
+            backend=SimBackend(host), host_uuid=host.uuid,
+            allow_dom0_device_model=False,
+            config=agent_config.AgentConfig(
+                stock_dm_wrapper='/opt/vendor/qemu-wrapper'))
+        x = testing.login(sim).xenapi
+        vm = x.VM.create(testing.vm_record('theirs', hvm=True))
+        x.VM.start(vm, False, False)
+        domid = int(x.VM.get_domid(vm))
+        run = introspect.dm_wrapper_runs(h)[domid]
+        assert run.stock == '/opt/vendor/qemu-wrapper'
+        x.VM.hard_shutdown(vm)
+        x.VM.destroy(vm)
+
+
+def test_marked_hvm_guest_without_stubdom_is_refused(sim, x):
+    """The driver's marker (VM.xenstore_data ``vm-data/nova_xen_stubdom``,
+    written to the guest's xenstore by xenopsd's ``Domain.make``) makes the
+    VM ours even without a stub domain link: no dom0 QEMU for it, the start
+    fails and nothing is left behind."""
+    guest = x.VM.create(testing.vm_record('lonely', hvm=True,
+                                          xenstore_data=MARKER))
     details = _fail(x.VM.start, guest, False, False)
     assert details[0] == 'INTERNAL_ERROR'
     assert 'DeviceModelRefused' in details[1]
     assert x.VM.get_power_state(guest) == 'Halted'
     for h in sim.hosts:
         assert introspect.domains(h)[1:] == []
+        assert introspect.dm_wrapper_runs(h) == {}
+        assert introspect.running_qemus(h) == {}
     x.VM.destroy(guest)
+
+
+def test_platform_stubdom_alone_does_not_mark_a_vm(sim, x):
+    """platform:stubdom never reaches xenstore on a pool with XAPI's
+    platform filter (``Vm_platform.sanity_check ~filter_out_unknowns``;
+    the simulated pool always filters): such a VM is not recognised as
+    ours, which is why the driver sets the vm-data marker."""
+    vm = x.VM.create(testing.vm_record(
+        'platform-only', hvm=True,
+        platform={'stubdom': 'some-uuid', 'acpi': '1'}))
+    x.VM.start(vm, False, False)
+    domid = int(x.VM.get_domid(vm))
+    h = _host_of(sim, x, vm)
+    xs = h.hypervisor.xenstore
+    assert xs.read('/local/domain/%d/platform/acpi' % domid) == '1'
+    assert xs.read('/local/domain/%d/platform/stubdom' % domid) is None
+    assert introspect.dm_wrapper_runs(h)[domid].ours is None
+    assert introspect.dom0_device_models(h) == [domid]
+    x.VM.hard_shutdown(vm)
+    x.VM.destroy(vm)
+
+
+def test_only_vm_data_and_fist_xenstore_data_reach_the_domain(sim, x):
+    """xenopsd ``Domain.make`` writes ``filtered_xsdata``: keys under
+    ``vm-data/`` or ``FIST/`` only (xen-api ``ocaml/xenopsd/xc/domain.ml``
+    ``allowed_xsdata_prefixes``)."""
+    vm = x.VM.create(testing.vm_record('xsdata', hvm=False, xenstore_data={
+        'vm-data/a': '1', 'FIST/b': '2', 'vm-datax/c': '3', 'other/d': '4',
+        'vm-data': '5'}))
+    x.VM.start(vm, False, False)
+    domid = int(x.VM.get_domid(vm))
+    xs = _host_of(sim, x, vm).hypervisor.xenstore
+    base = '/local/domain/%d/' % domid
+    assert xs.read(base + 'vm-data/a') == '1'
+    assert xs.read(base + 'FIST/b') == '2'
+    for key in ('vm-datax/c', 'other/d'):
+        assert xs.read(base + key) is None
+    assert xs.read(base + 'vm-data') in (None, '')
+    x.VM.hard_shutdown(vm)
+    x.VM.destroy(vm)
 
 
 def test_dom0_device_model_follows_each_hosts_config():
     """HostConfig.allow_dom0_dm reaches the real device-model wrapper of
     that host only, whatever [xen_stubdom] allow_dom0_device_model of this
-    process says (the agent's fallback when it is not told)."""
+    process says (the agent's fallback when it is not told): one of ours
+    without a stub domain is refused on a strict host and handed to the
+    stock wrapper (a dom0 QEMU) where the host allows it."""
     from nova_xen_stubdom import conf
     from nova_xen_stubdom.sim.pool import HostConfig
     conf.CONF.set_override('allow_dom0_device_model', True, 'xen_stubdom')
@@ -182,7 +312,8 @@ def test_dom0_device_model_follows_each_hosts_config():
             assert allowed.agent().allow_dom0_device_model is True
             assert strict.agent().allow_dom0_device_model is False
             x = testing.login(sim).xenapi
-            guest = x.VM.create(testing.vm_record('dom0dm', hvm=True))
+            guest = x.VM.create(testing.vm_record('dom0dm', hvm=True,
+                                                  xenstore_data=MARKER))
             details = _fail(x.VM.start_on, guest, strict.ref, False, False)
             assert details[0] == 'INTERNAL_ERROR'
             assert 'DeviceModelRefused' in details[1]
@@ -192,6 +323,10 @@ def test_dom0_device_model_follows_each_hosts_config():
             # no stub domain: the device model is recorded as dom0's
             assert allowed.hypervisor.device_models[domid] == 0
             assert introspect.dom0_device_models(allowed) == [domid]
+            run = introspect.dm_wrapper_runs(allowed)[domid]
+            assert run.ours == ('xenstore /local/domain/%d/vm-data/'
+                                'nova_xen_stubdom' % domid)
+            assert run.stock is not None
             assert [d['domid'] for d in introspect.domains(allowed)] == \
                 [0, domid]
             x.VM.hard_shutdown(guest)

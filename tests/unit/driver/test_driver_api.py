@@ -220,6 +220,22 @@ def test_guest_and_stubdom_records():
     assert stub['name_label'] == _Instance.name + dc.STUBDOM_SUFFIX
 
 
+def test_guest_carries_the_marker_the_dm_wrapper_reads():
+    """The guest's VM.xenstore_data key is the one the dom0 device-model
+    wrapper classifies by (xenopsd writes it to /local/domain/<d>/, unlike
+    platform:stubdom, which XAPI's platform filter drops); the stub domain,
+    a PV VM, has no device model and no marker."""
+    from nova_xen_stubdom.dom0 import device_model
+    cfg = guest_config.resolve(_Flavor(), _image())
+    guest = vmbuild.guest_record(_Instance, cfg, 'OpaqueRef:h')
+    stub = vmbuild.stubdom_record(_Instance, cfg, 'OpaqueRef:h', 'guuid',
+                                  '/k', '/r')
+    assert guest['xenstore_data'] == {dc.XS_MANAGED: _Instance.uuid}
+    assert dc.XS_MANAGED.startswith('vm-data/')
+    assert '/local/domain/%d/' + dc.XS_MANAGED in device_model.MARKER_KEYS
+    assert dc.XS_MANAGED not in stub.get('xenstore_data', {})
+
+
 def test_lifecycle_transitions():
     from nova.virt import event as virtevent
     assert events.transition('Running', 'Halted') == \
