@@ -318,6 +318,19 @@ class TestLiveMigration(base.XenStubdomTestBase):
         self._at_destination_phase(phase, hold)
         return release
 
+    def _operator_drops_the_destination_copy(self, server):
+        """The procedure's common end: the destination's incoming VMs
+        removed with xe's calls, the server set ACTIVE again."""
+        x = self.xapi()
+        for rec in self._incoming_vms():
+            ref = x.VM.get_by_uuid(rec['uuid'])
+            if rec['power_state'] != 'Halted':
+                x.VM.hard_shutdown(ref)
+            x.VM.destroy(ref)
+        self.admin_api.post_server_action(server['id'], {
+            'os-resetState': {'state': 'active'}})
+        return self._wait_for_state_change(server, 'ACTIVE')
+
     def _plugin(self, host, fn, **args):
         x = self.xapi()
         return json.loads(x.host.call_plugin(
@@ -365,15 +378,7 @@ class TestLiveMigration(base.XenStubdomTestBase):
         self.assertEqual('failed', self._plugin(
             'host1', 'migrate_resume_source', id=send_job)['state'])
         self.assertFalse(hv1.domain(int(guest['domid'])).paused)
-        x = self.xapi()
-        for rec in self._incoming_vms():
-            ref = x.VM.get_by_uuid(rec['uuid'])
-            if rec['power_state'] != 'Halted':
-                x.VM.hard_shutdown(ref)
-            x.VM.destroy(ref)
-        self.admin_api.post_server_action(server['id'], {
-            'os-resetState': {'state': 'active'}})
-        server = self._wait_for_state_change(server, 'ACTIVE')
+        server = self._operator_drops_the_destination_copy(server)
         self._delete_server(server)
 
     def test_unknown_switchover_after_the_guest_ran_on_the_destination(self):
@@ -399,15 +404,7 @@ class TestLiveMigration(base.XenStubdomTestBase):
         hv1 = self.sim_host('host1').hypervisor
         self.assertTrue(hv1.domain(int(guest['domid'])).paused)
         # step 4: the destination's copy goes, the source's boots again
-        x = self.xapi()
-        for rec in self._incoming_vms():
-            ref = x.VM.get_by_uuid(rec['uuid'])
-            if rec['power_state'] != 'Halted':
-                x.VM.hard_shutdown(ref)
-            x.VM.destroy(ref)
-        self.admin_api.post_server_action(server['id'], {
-            'os-resetState': {'state': 'active'}})
-        server = self._wait_for_state_change(server, 'ACTIVE')
+        server = self._operator_drops_the_destination_copy(server)
         self.api.post_server_action(server['id'], {'os-stop': None})
         server = self._wait_for_state_change(server, 'SHUTOFF')
         self.api.post_server_action(server['id'], {'os-start': None})
