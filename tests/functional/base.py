@@ -136,6 +136,17 @@ class XenStubdomTestBase(integrated_helpers.ProviderUsageBaseTestCase):
             server, expected_status, max_retries=max(max_retries, 120),
             **kwargs)
 
+    def _wait_state(self, server, status, timeout=180):
+        """*server* in *status* with no task left: a disk copy (1 GiB
+        through XAPI's HTTP export/import) takes longer than Nova's helper
+        waits on a loaded 2-core machine (a limit, not a timing check)."""
+        def settled():
+            got = self.api.get_server(server['id'])
+            return got if got['status'] == status and \
+                got['OS-EXT-STS:task_state'] is None else None
+        return waiting.wait_until(settled, 'server %s %s' % (
+            server['id'], status), timeout=timeout, interval=0.2)
+
     def xapi_vms(self, server, x=None):
         """``(guest_record, stubdom_record)`` of *server* from XAPI."""
         x = x or self.xapi()

@@ -9,7 +9,6 @@ Switching between the two moves existing allocations at nova-compute
 start-up (a reshape)."""
 from tests.functional import base  # noqa: I100 (first: eventlet decision)
 
-import time
 
 from nova_xen_stubdom.driver import sharedsr
 
@@ -36,17 +35,6 @@ class TestSharedStorage(base.XenStubdomTestBase):
 
     def _disk_usage(self, rp):
         return self._get_provider_usages(rp).get('DISK_GB', 0)
-
-    def _wait_state(self, server, status, timeout=180):
-        deadline = time.monotonic() + timeout
-        while True:
-            server = self.api.get_server(server['id'])
-            if server['status'] == status and \
-                    server['OS-EXT-STS:task_state'] is None:
-                return server
-            self.assertLess(time.monotonic(), deadline,
-                            'server never reached %s: %s' % (status, server))
-            time.sleep(0.2)
 
     def test_shared_sr_counted_once_and_instances_use_it(self):
         sr = self._shared_sr_uuid()

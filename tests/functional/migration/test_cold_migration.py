@@ -32,19 +32,6 @@ class TestColdMigration(base.XenStubdomTestBase):
             self.assertLess(time.monotonic(), deadline)
             time.sleep(0.1)
 
-    def _wait_state(self, server, status, timeout=180):
-        """The disk copy (1 GiB through XAPI's HTTP export/import) takes
-        longer than Nova's helper waits on a loaded 2-core machine."""
-        deadline = time.monotonic() + timeout
-        while True:
-            server = self.api.get_server(server['id'])
-            if server['status'] == status and \
-                    server['OS-EXT-STS:task_state'] is None:
-                return server
-            self.assertLess(time.monotonic(), deadline,
-                            'server never reached %s: %s' % (status, server))
-            time.sleep(0.2)
-
     def _resize(self, server, flavor):
         self.api.post_server_action(server['id'],
                                     {'resize': {'flavorRef': flavor}})
