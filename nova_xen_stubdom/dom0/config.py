@@ -25,7 +25,8 @@ dom0 has no oslo.config: the file is read with :mod:`configparser`, one
     # auto: TLS 1.3 where this Python's OpenSSL has it, else 1.2 (AEAD)
     migration_tls_version = auto
     # the receiver: seconds a connection has for its TLS and key
-    # handshakes, handshakes at once, loopback listen addresses (tests)
+    # handshakes, handshakes at once, loopback listen addresses (tests);
+    # see doc/source/migration.rst "The wire"
     migration_handshake_timeout = 10
     migration_max_pending = 8
     migration_allow_loopback = false

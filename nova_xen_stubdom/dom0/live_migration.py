@@ -3,7 +3,8 @@
 Source (:class:`LiveMigrationSource`)::
 
     connect + TLS (both host certificates verified, the destination's
-    naming its host) + key handshake -> preamble (domain info) -> log-dirty on ->
+    naming its host) + key handshake -> preamble (domain info) ->
+    log-dirty on ->
     round 1: every page -> rounds 2..n: pages dirtied meanwhile, until the
     dirty set fits ``downtime_ms`` at the measured rate (or the round limit,
     or force-complete) -> pause -> last round -> HVM params/context ->

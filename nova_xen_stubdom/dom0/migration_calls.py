@@ -287,7 +287,8 @@ def migrate_send(agent, args) -> str:
 
     source = migration.LiveMigrationSource(
         backend, domid, _arg(args, 'address'), _int(args, 'port', 0),
-        _key(agent, args), device_state=device_state, device_resume=device_resume,
+        _key(agent, args), device_state=device_state,
+        device_resume=device_resume,
         downtime_ms=_int(args, 'downtime_ms',
                          conf.live_migration_downtime_ms),
         max_rounds=_int(args, 'max_rounds', conf.live_migration_max_rounds),
@@ -411,8 +412,8 @@ def save_image(agent, args) -> str:
             # A VDI keeps its size (the stream ends at its END record); a
             # plain file is the image alone.
             with open(path, 'r+b' if args.get('vdi_uuid') else 'wb') as f:
-                stats = saverestore.save_domain(backend, info.domid, f,
-                                                _key(agent, args), device_state)
+                stats = saverestore.save_domain(
+                    backend, info.domid, f, _key(agent, args), device_state)
         except Exception as e:
             if saved['device']:
                 try:

@@ -11,11 +11,13 @@ it destroys what it prepared.
 The listener is built for hostile peers on the network: every connection
 gets ``handshake_timeout`` seconds for its TLS and key handshakes (a silent
 or dripping client is dropped), up to ``max_pending`` handshakes run at once
-on their own threads (a hostile client does not hold up the real source;
-more are closed on arrival, and the kernel's accept queue is bounded too),
-and the first connection that completes both handshakes is the migration:
-the listener closes then.
+on their own threads (a hostile client does not hold up the real source),
+a connection arriving when all are taken evicts the oldest pending one (so
+idle connections cannot fill the slots and lock the source out; the
+kernel's accept queue is bounded too), and the first connection that
+completes both handshakes is the migration: the listener closes then.
 """
+import collections
 import logging
 import socket
 import threading
@@ -91,7 +93,9 @@ class LiveMigrationTarget:
         #: deadline, garbage, or over max_pending
         self.rejected = 0
         self._lock = threading.Lock()
-        self._pending: Dict[socket.socket, threading.Thread] = {}
+        #: connections in their handshakes, oldest first: accepted socket
+        #: -> the socket that owns the connection now (its TLS socket)
+        self._pending = collections.OrderedDict()   # type: Dict
         self._claimed: Optional[threading.Thread] = None
         #: "TLSv1.3 TLS_AES_256_GCM_SHA384" of the accepted connection
         self.channel = ''
@@ -162,26 +166,26 @@ class LiveMigrationTarget:
             self._done.set()
 
     def _admit(self, conn: socket.socket, peer) -> None:
-        """Start the handshakes of one connection on its own thread, or
-        close it when max_pending are already running."""
+        """Start the handshakes of one connection on its own thread; with
+        max_pending already running, the oldest of them is dropped."""
         with self._lock:
             if len(self._pending) >= self.max_pending:
-                self.rejected += 1
+                _, oldest = self._pending.popitem(last=False)
                 LOG.warning('migration receiver on port %(p)d: %(n)d '
-                            'handshakes pending, dropping %(peer)s',
-                            {'p': self.port, 'n': len(self._pending),
-                             'peer': peer})
-                conn.close()
-                return
+                            'handshakes pending, dropping the oldest for '
+                            '%(peer)s', {'p': self.port, 'n': self.max_pending,
+                                         'peer': peer})
+                # its thread fails its handshake and counts the rejection
+                wire.hard_shutdown(oldest)
             t = threading.Thread(target=self._handshake, args=(conn, peer),
                                  name='migration-handshake-%d' % self.port,
                                  daemon=True)
-            self._pending[conn] = t
+            self._pending[conn] = conn
         t.start()
 
     def _drop_pending(self) -> None:
         with self._lock:
-            pending = list(self._pending)
+            pending = list(self._pending.values())
         for conn in pending:
             wire.hard_shutdown(conn)
 
@@ -194,7 +198,14 @@ class LiveMigrationTarget:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn.settimeout(self.handshake_timeout)
             if self.tls is not None:
-                chan = self.tls.wrap_server(conn)
+                chan = self.tls.wrap(conn, server=True)
+                with self._lock:
+                    evicted = conn not in self._pending
+                    if not evicted:
+                        self._pending[conn] = chan
+                if evicted:         # while being wrapped: finish it off
+                    wire.hard_shutdown(chan)
+                migration_tls.handshake(chan)
             keys = wire.server_handshake(chan, self._key, deadline)
             chan.settimeout(None)
         except (wire.WireError, migration_tls.TlsError, OSError) as e:

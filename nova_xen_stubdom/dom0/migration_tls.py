@@ -64,14 +64,22 @@ def resolve_version(policy: str) -> str:
 
 class TlsConfig:
     """Where this host's certificate, key and trusted CAs are, and the
-    protocol floor."""
+    protocol floor (*version*: 'auto' is 1.3 where OpenSSL has it, '1.2'
+    also talks to a peer without TLS 1.3).  *max_version* '1.2' makes this
+    end behave like an OpenSSL without TLS 1.3 (tests of that path)."""
 
     def __init__(self, certfile: str, cafile: str, keyfile: str = '',
-                 version: str = 'auto') -> None:
+                 version: str = 'auto',
+                 max_version: Optional[str] = None) -> None:
         self.certfile = certfile
         self.keyfile = keyfile or None
         self.cafile = cafile
         self.version = resolve_version(version)
+        if max_version not in (None, '1.2', '1.3') or \
+                (max_version == '1.2' and self.version == '1.3'):
+            raise TlsError('TLS version range %s..%s is empty or unknown'
+                           % (self.version, max_version))
+        self.max_version = max_version
         self._contexts = {}     # type: dict
 
     def context(self, server: bool) -> ssl.SSLContext:
@@ -94,11 +102,15 @@ class TlsConfig:
         if hasattr(ctx, 'minimum_version') and hasattr(ssl, 'TLSVersion'):
             ctx.minimum_version = (ssl.TLSVersion.TLSv1_3 if floor == '1.3'
                                    else ssl.TLSVersion.TLSv1_2)
+            if self.max_version == '1.2':
+                ctx.maximum_version = ssl.TLSVersion.TLSv1_2
         else:                                       # Python 3.6
             ctx.options |= (ssl.OP_NO_SSLv2 | ssl.OP_NO_SSLv3 |
                             ssl.OP_NO_TLSv1 | ssl.OP_NO_TLSv1_1)
             if floor == '1.3':
                 ctx.options |= ssl.OP_NO_TLSv1_2
+            if self.max_version == '1.2':
+                ctx.options |= getattr(ssl, 'OP_NO_TLSv1_3', 0)
         try:
             ctx.set_ciphers(TLS12_CIPHERS)
         except ssl.SSLError as e:
@@ -116,26 +128,33 @@ class TlsConfig:
                 raise TlsError('cannot load the migration %s: %s' % (what, e))
         return ctx
 
-    def wrap_server(self, sock: socket.socket) -> ssl.SSLSocket:
-        """Server side; the handshake runs under the socket's timeout."""
-        return self._wrap(sock, server=True)
+    def wrap(self, sock: socket.socket, server: bool) -> ssl.SSLSocket:
+        """*sock* as a TLS socket, before its handshake (:func:`handshake`).
+        *sock* is detached: the returned socket owns the connection."""
+        return self.context(server).wrap_socket(
+            sock, server_side=server, do_handshake_on_connect=False)
 
     def wrap_client(self, sock: socket.socket) -> ssl.SSLSocket:
-        return self._wrap(sock, server=False)
-
-    def _wrap(self, sock: socket.socket, server: bool) -> ssl.SSLSocket:
-        tls = self.context(server).wrap_socket(
-            sock, server_side=server, do_handshake_on_connect=False)
+        """Client side, handshake done (under the socket's timeout)."""
+        tls = self.wrap(sock, server=False)
         try:
-            tls.do_handshake()
-        except socket.timeout:
-            raise TlsError('TLS handshake timed out')
-        except ssl.SSLError as e:
-            raise TlsError('TLS handshake failed: %s' % describe(e))
-        except OSError as e:
-            raise TlsError('connection failed during the TLS handshake: %s'
-                           % e)
+            handshake(tls)
+        except TlsError:
+            tls.close()
+            raise
         return tls
+
+
+def handshake(tls: ssl.SSLSocket) -> None:
+    """The TLS handshake, under the socket's timeout; :class:`TlsError`."""
+    try:
+        tls.do_handshake()
+    except socket.timeout:
+        raise TlsError('TLS handshake timed out')
+    except ssl.SSLError as e:
+        raise TlsError('TLS handshake failed: %s' % describe(e))
+    except OSError as e:
+        raise TlsError('connection failed during the TLS handshake: %s' % e)
 
 
 def describe(e: ssl.SSLError) -> str:

@@ -17,6 +17,7 @@ fresh process that forwards to the host's dom0 daemon
 import atexit
 import importlib
 import logging
+import os
 import threading
 
 from nova_xen_stubdom.sim import pki
@@ -45,7 +46,7 @@ def default_agent(host):
         ca = cloud_pki()
         settings.update(migration_tls_cert=ca.host(host.uuid),
                         migration_tls_ca=ca.ca)
-    except pki.PkiUnavailable as e:
+    except (pki.PkiUnavailable, OSError, RuntimeError) as e:
         # migrations then fail naming the missing certificate
         LOG.warning('simulated host %s has no migration certificate: %s',
                     host.uuid, e)
@@ -59,10 +60,11 @@ _PKI_LOCK = threading.Lock()
 
 
 def cloud_pki() -> 'pki.Pki':
-    """This simulator's CA (made on first use, removed at exit)."""
+    """This simulator's CA (made on first use, removed at exit; made again
+    if its directory went, e.g. with a test's temporary directory)."""
     global _PKI
     with _PKI_LOCK:
-        if _PKI is None:
+        if _PKI is None or not os.path.exists(_PKI.ca):
             _PKI = pki.Pki(name='nova-xen-stubdom simulator CA')
             atexit.register(_PKI.remove)
         return _PKI
