@@ -191,8 +191,19 @@ def hard_shutdown(sock: socket.socket, how: int = socket.SHUT_RDWR) -> None:
     """Shut the TCP connection down under a (TLS) socket another thread may
     be blocked on; SSLSocket.shutdown would drop its TLS state first."""
     try:
-        socket.socket.shutdown(sock, how)
-    except OSError:
+        if getattr(sock, 'pending', None) is None:     # plain TCP
+            sock.shutdown(how)
+            return
+        fd = sock.fileno()
+        if fd < 0:
+            return
+        # through a duplicate descriptor: shutdown acts on the connection
+        raw = socket.socket(sock.family, sock.type, fileno=os.dup(fd))
+        try:
+            raw.shutdown(how)
+        finally:
+            raw.close()
+    except (OSError, ValueError):
         pass
 
 
