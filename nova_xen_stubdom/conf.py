@@ -131,8 +131,12 @@ migration_opts = [
                     'no cap.'),
     cfg.StrOpt('agent_listen_address',
                default=_DOM0['agent_listen_address'],
-               help='Address the dom0 agent listens on for incoming '
-                    'migration streams.'),
+               help='Address the destination\'s dom0 agent listens on for '
+                    'an incoming migration stream (TLS) and that the '
+                    'source connects to. Empty: the host\'s management '
+                    'address (XAPI host.address). The agent refuses '
+                    '0.0.0.0 and, unless its agent.conf sets '
+                    'migration_allow_loopback, loopback addresses.'),
     cfg.PortOpt('agent_port_min',
                 default=_DOM0['agent_port_min'],
                 help='Lowest TCP port for incoming migration streams.'),

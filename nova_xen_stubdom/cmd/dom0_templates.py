@@ -63,10 +63,27 @@ AGENT_CONF = '''# nova-xen-stubdom dom0 agent (daemon, plugin, wrapper);
 # the daemon's socket (root only) and state directory
 #socket_path = /run/nova-xen-stubdom/agent.sock
 #state_dir = /var/lib/nova-xen-stubdom
-# defaults for migration calls that do not carry their own values
-#agent_listen_address = 127.0.0.1
+# defaults for migration calls that do not carry their own values (the
+# driver passes the host's management address to listen on; loopback and
+# 0.0.0.0 are refused)
+#agent_listen_address =
 #agent_port_min = 49500
 #agent_port_max = 49599
+# migration streams run over TLS: this host's certificate (with its key,
+# unless migration_tls_key names it) and the peers' trusted bundle; the
+# defaults are XAPI's pool certificate and pool bundle
+#migration_tls_cert = /etc/xensource/xapi-pool-tls.pem
+#migration_tls_key =
+#migration_tls_ca = /etc/stunnel/xapi-pool-ca-bundle.pem
+# auto: TLS 1.3 where dom0's OpenSSL has it, else TLS 1.2 with ECDHE and
+# AEAD ciphers only; 1.2 also talks to a host without TLS 1.3
+#migration_tls_version = auto
+# the receiver: seconds a connection gets for its TLS and key handshakes,
+# handshakes at once (the oldest is dropped for a newer one)
+#migration_handshake_timeout = 10
+#migration_max_pending = 8
+# loopback listen addresses: tests and the simulator only
+#migration_allow_loopback = false
 '''
 
 INSTALL = r'''#!/bin/sh

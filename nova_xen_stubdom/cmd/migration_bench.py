@@ -7,13 +7,20 @@ stop-and-copy (the baseline).  Reported per run: total time, downtime
 (source pause to destination running, as the source sees it), stream bytes
 against the bound of plain pages (4 KiB per non-zero page plus 4 KiB per
 page sent again after being re-dirtied; XBZRLE deltas can undercut it),
-rounds.  The destination's memory is checked
+rounds, and the stream's throughput.  The destination's memory is checked
 against the paused source's after each move.
+
+``--transport`` picks the wire: ``tls`` (what the agents use: TLS with
+certificates from a CA made for the run, integrity from TLS's AEAD),
+``tcp`` (plain TCP with HMAC-SHA256 tags, the stream before TLS) or
+``both``; raw loopback TCP throughput is measured in the same run as the
+baseline the stream throughputs are divided by.
 """
 import argparse
 import hashlib
 import multiprocessing
 import random
+import socket
 import sys
 import time
 from typing import List, Optional, Sequence
@@ -22,6 +29,7 @@ from nova_xen_stubdom.dom0 import hypervisor as hv
 from nova_xen_stubdom.dom0 import live_migration as migration
 from nova_xen_stubdom.dom0 import migration_target
 from nova_xen_stubdom.dom0 import migration_channel as wire
+from nova_xen_stubdom.dom0 import migration_tls
 
 MiB = 1 << 20
 MB = 1000 * 1000
@@ -56,7 +64,43 @@ def _digest(backend, domid: int) -> str:
         view.release()
 
 
-def _receiver(conn, key: bytes, memory: int) -> None:
+def _sink(listener: socket.socket) -> None:
+    conn, _ = listener.accept()
+    buf = bytearray(4 << 20)
+    while conn.recv_into(buf):
+        pass
+    conn.close()
+
+
+def raw_tcp_throughput(total: int = 1 << 30) -> float:
+    """Bytes per second of plain sendall over loopback to another process
+    that only receives: the ceiling a stream could reach on this machine."""
+    listener = socket.socket()
+    listener.bind(('127.0.0.1', 0))
+    listener.listen(1)
+    proc = multiprocessing.get_context('fork').Process(
+        target=_sink, args=(listener,), daemon=True)
+    proc.start()
+    s = socket.create_connection(listener.getsockname())
+    chunk = memoryview(bytearray(4 << 20))
+    t0 = time.monotonic()
+    for _ in range(total // len(chunk)):
+        s.sendall(chunk)
+    s.shutdown(socket.SHUT_WR)
+    s.recv(1)                  # the receiver closed: everything arrived
+    took = time.monotonic() - t0
+    s.close()
+    listener.close()
+    proc.join(30)
+    return total / took
+
+
+def _tls(pki, host: str):
+    return None if pki is None else migration_tls.TlsConfig(pki.host(host),
+                                                            pki.ca)
+
+
+def _receiver(conn, key: bytes, memory: int, pki=None) -> None:
     """Destination host: receive one guest, report, then wait for 'quit'."""
     backend = _sim_backend('bench-dst', memory * 2 + 256 * MiB)
     while True:
@@ -70,7 +114,7 @@ def _receiver(conn, key: bytes, memory: int) -> None:
                 info['vm_uuid'], True, info['memory_bytes'], info['vcpus']),
             restore_device_state=lambda domid, state, xs: None,
             destroy_domain=backend.sim.destroy_domain, port_min=0,
-            port_max=0)
+            port_max=0, tls=_tls(pki, 'bench-dst'))
         _, port = target.start()
         conn.send(port)
         result = target.wait(600)
@@ -81,12 +125,13 @@ def _receiver(conn, key: bytes, memory: int) -> None:
             backend.sim.destroy_domain(result.domid)
 
 
-def run_one(size_mib: int, rate_mb: float, args, baseline: bool) -> dict:
+def run_one(size_mib: int, rate_mb: float, args, baseline: bool,
+            pki=None) -> dict:
     key = wire.new_key()
     memory = size_mib * MiB
     parent, child = multiprocessing.Pipe()
     ctx = multiprocessing.get_context('fork')
-    proc = ctx.Process(target=_receiver, args=(child, key, memory),
+    proc = ctx.Process(target=_receiver, args=(child, key, memory, pki),
                        daemon=True)
     proc.start()
     backend = _sim_backend('bench-src', memory * 2 + 256 * MiB)
@@ -106,7 +151,8 @@ def run_one(size_mib: int, rate_mb: float, args, baseline: bool) -> dict:
             max_mem_factor=args.max_mem_factor,
             bandwidth_bytes=args.bandwidth_mb * MB,
             xbzrle_cache_pages=args.xbzrle_cache_mb * MiB // PAGE,
-            stop_and_copy=baseline)
+            stop_and_copy=baseline, tls=_tls(pki, 'bench-src'),
+            peer_identity='bench-dst' if pki else None)
         stats = src.run()
         state, error, digest = parent.recv()
         ok = state == 'running' and digest == _digest(backend, domid)
@@ -114,6 +160,7 @@ def run_one(size_mib: int, rate_mb: float, args, baseline: bool) -> dict:
         proc.join(30)
         return dict(size=size_mib, rate=rate_mb,
                     mode='stop-and-copy' if baseline else 'live',
+                    wire='tls' if pki else 'tcp',
                     ok=ok, error=error, stats=stats)
     finally:
         if proc.is_alive():
@@ -124,8 +171,10 @@ def run_one(size_mib: int, rate_mb: float, args, baseline: bool) -> dict:
 def _row(r: dict) -> str:
     s = r['stats']
     ratio = s.bytes_sent / s.bound_bytes if s.bound_bytes else float('nan')
-    return ('%6d %7g %-13s %8.3f %10.1f %9.1f %9.1f %7.4f %6d %7d %5s  %s'
-            % (r['size'], r['rate'], r['mode'], s.total_s,
+    return ('%4s %6d %7g %-13s %8.3f %8.0f %10.1f %9.1f %9.1f %7.4f %6d '
+            '%7d %5s  %s'
+            % (r['wire'], r['size'], r['rate'], r['mode'], s.total_s,
+               s.bytes_sent / MB / s.total_s if s.total_s else 0,
                s.downtime_s * 1000, s.bytes_sent / MiB,
                s.bound_bytes / MiB, ratio, s.rounds, s.last_round_pages,
                'yes' if r['ok'] else 'NO', s.reason))
@@ -157,40 +206,61 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help='also print where the downtime goes')
     p.add_argument('--no-baseline', action='store_true',
                    help='skip the stop-and-copy runs')
+    p.add_argument('--transport', choices=('tls', 'tcp', 'both'),
+                   default='tls',
+                   help='tls: what the agents use; tcp: plain TCP with '
+                        'HMAC tags (the stream before TLS); both')
     args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
     sizes = [int(x) for x in args.sizes.split(',') if x]
     rates = [float(x) for x in args.rates.split(',') if x]
     print('live migration on the simulator over loopback (source and '
           'destination in separate processes); downtime target %d ms'
           % args.downtime_ms)
-    print('%6s %7s %-13s %8s %10s %9s %9s %7s %6s %7s %5s  %s'
-          % ('MiB', 'MB/s', 'mode', 'total_s', 'downtime', 'sent_MiB',
-             'bound_MiB', 'ratio', 'rounds', 'last_pg', 'ok', 'stop reason'))
+    pki = None
+    wires = ['tcp', 'tls'] if args.transport == 'both' else [args.transport]
+    if 'tls' in wires:
+        from nova_xen_stubdom.sim import pki as pki_mod
+        pki = pki_mod.Pki(name='bench CA')
+    raw = raw_tcp_throughput()
+    print('raw loopback TCP (same run): %.0f MB/s' % (raw / MB))
+    print('%4s %6s %7s %-13s %8s %8s %10s %9s %9s %7s %6s %7s %5s  %s'
+          % ('wire', 'MiB', 'MB/s', 'mode', 'total_s', 'strm_MB/s',
+             'downtime', 'sent_MiB', 'bound_MiB', 'ratio', 'rounds',
+             'last_pg', 'ok', 'stop reason'))
     results: List[dict] = []
     failed = False
-    for size in sizes:
-        for rate in rates:
-            for baseline in ([False] if args.no_baseline else [False, True]):
-                r = run_one(size, rate, args, baseline)
-                results.append(r)
-                print(_row(r))
-                if args.verbose:
-                    print('       switch-over (ms from pause): %s' % ', '.join(
-                        '%s %.1f' % (k, v * 1000) for k, v in
-                        r['stats'].switchover.items()))
-                sys.stdout.flush()
-                failed |= not r['ok']
+    runs = [(size, rate, baseline, w) for size in sizes for rate in rates
+            for baseline in ([False] if args.no_baseline else [False, True])
+            for w in wires]
+    for size, rate, baseline, wire_ in runs:
+        r = run_one(size, rate, args, baseline,
+                    pki if wire_ == 'tls' else None)
+        results.append(r)
+        print(_row(r))
+        if args.verbose:
+            print('       switch-over (ms from pause): %s' % ', '.join(
+                '%s %.1f' % (k, v * 1000) for k, v in
+                r['stats'].switchover.items()))
+        sys.stdout.flush()
+        failed |= not r['ok']
+    if pki is not None:
+        pki.remove()
+    print('\nstream throughput / raw loopback TCP (stop-and-copy rows): %s'
+          % (', '.join('%s %d MiB %.2f' % (
+              r['wire'], r['size'],
+              r['stats'].bytes_sent / r['stats'].total_s / raw)
+              for r in results if r['mode'] != 'live') or 'none run'))
     live = [r for r in results if r['mode'] == 'live']
-    base = {(r['size'], r['rate']): r for r in results
+    base = {(r['size'], r['rate'], r['wire']): r for r in results
             if r['mode'] != 'live'}
     if base:
         print('\nlive vs stop-and-copy (same guest, same run): downtime '
               'ratio, total-time ratio')
         for r in live:
-            b = base.get((r['size'], r['rate']))
+            b = base.get((r['size'], r['rate'], r['wire']))
             if b:
-                print('%6d MiB %7g MB/s  downtime %.3fx  total %.2fx'
-                      % (r['size'], r['rate'],
+                print('%4s %6d MiB %7g MB/s  downtime %.3fx  total %.2fx'
+                      % (r['wire'], r['size'], r['rate'],
                          r['stats'].downtime_s / b['stats'].downtime_s,
                          r['stats'].total_s / b['stats'].total_s))
     return 1 if failed else 0

@@ -20,9 +20,23 @@ dom0 has no oslo.config: the file is read with :mod:`configparser`, one
     # accepted so that older files still load
     dom0_qemu =
     # defaults for migration calls that do not carry their own values
-    agent_listen_address = 127.0.0.1
+    # (the listen address: the driver passes the host's management address)
+    agent_listen_address =
     agent_port_min = 49500
     agent_port_max = 49599
+    # migration streams: TLS with this host's certificate, peers verified
+    # against the bundle (XCP-ng's pool certificates by default)
+    migration_tls_cert = /etc/xensource/xapi-pool-tls.pem
+    migration_tls_key =
+    migration_tls_ca = /etc/stunnel/xapi-pool-ca-bundle.pem
+    # auto: TLS 1.3 where this Python's OpenSSL has it, else 1.2 (AEAD)
+    migration_tls_version = auto
+    # the receiver: seconds a connection has for its TLS and key
+    # handshakes, handshakes at once, loopback listen addresses (tests);
+    # see doc/source/migration.rst "The wire"
+    migration_handshake_timeout = 10
+    migration_max_pending = 8
+    migration_allow_loopback = false
 
 A missing file means the defaults; an unknown key or a value of the wrong
 type is a clear error naming the file and the key.
@@ -68,6 +82,17 @@ class AgentConfig:
         'live_migration_confirm_timeout']
     device_state_disk_mb: int = _MIG['device_state_disk_mb']
     device_state_timeout: int = _MIG['device_state_timeout']
+    #: this host's certificate (PEM; with its key unless migration_tls_key)
+    migration_tls_cert: str = constants.XAPI_POOL_TLS_CERT
+    migration_tls_key: str = ''
+    #: trusted certificates for peers (the pool's bundle on XCP-ng)
+    migration_tls_ca: str = constants.XAPI_POOL_CA_BUNDLE
+    #: auto | 1.2 | 1.3 (auto: 1.3 where OpenSSL has it)
+    migration_tls_version: str = 'auto'
+    migration_handshake_timeout: float = 10.0
+    migration_max_pending: int = 8
+    #: accept a loopback listen address (tests, the simulator)
+    migration_allow_loopback: bool = False
 
 
 def _types() -> Dict[str, Any]:

@@ -19,11 +19,16 @@ STATE_DIR = '/var/lib/nova-xen-stubdom'
 
 #: XAPI's inventory file; INSTALLATION_UUID is this host's uuid
 INVENTORY = '/etc/xensource-inventory'
+#: XAPI's pool certificate (host key + certificate, CN = host UUID) and the
+#: bundle of every pool member's one (xapi-project/xen-api
+#: ocaml/xapi/certificates.ml, "Certificate locations")
+XAPI_POOL_TLS_CERT = '/etc/xensource/xapi-pool-tls.pem'
+XAPI_POOL_CA_BUNDLE = '/etc/stunnel/xapi-pool-ca-bundle.pem'
 
 #: the functions the plugin forwards (the registry's, checked by a test):
 #: the plugin process knows them without importing the engine
 PLUGIN_FUNCTIONS = (
-    'console_log', 'dm_state', 'link_stubdom', 'migrate_abort',
+    'console_log', 'dm_state', 'key_offer', 'link_stubdom', 'migrate_abort',
     'migrate_force_complete', 'migrate_forget', 'migrate_receive',
     'migrate_receive_cancel', 'migrate_receive_status',
     'migrate_resume_source', 'migrate_send',
@@ -40,7 +45,9 @@ PLUGIN_FAILURE = 'XENAPI_PLUGIN_FAILURE'
 #: (``nova_xen_stubdom/conf.py``); the driver passes its values as plugin
 #: arguments, so agent.conf only matters for calls that omit them
 MIGRATION_DEFAULTS = {
-    'agent_listen_address': '127.0.0.1',
+    # '': the driver passes the host's management address (XAPI's
+    # host.address); loopback and 0.0.0.0 are refused (migration.rst)
+    'agent_listen_address': '',
     'agent_port_min': 49500,
     'agent_port_max': 49599,
     'live_migration_downtime_ms': 300,

@@ -2,7 +2,9 @@
 
 Source (:class:`LiveMigrationSource`)::
 
-    connect + key handshake -> preamble (domain info) -> log-dirty on ->
+    connect + TLS (both host certificates verified, the destination's
+    naming its host) + key handshake -> preamble (domain info) ->
+    log-dirty on ->
     round 1: every page -> rounds 2..n: pages dirtied meanwhile, until the
     dirty set fits ``downtime_ms`` at the measured rate (or the round limit,
     or force-complete) -> pause -> last round -> HVM params/context ->
@@ -32,6 +34,7 @@ from typing import Callable, Dict, Optional
 from nova_xen_stubdom.dom0 import hypervisor as hv
 from nova_xen_stubdom.dom0 import page_copy as mp
 from nova_xen_stubdom.dom0 import migration_channel as wire
+from nova_xen_stubdom.dom0 import migration_tls
 from nova_xen_stubdom.dom0 import records
 from nova_xen_stubdom.dom0 import saverestore
 from nova_xen_stubdom import emucore
@@ -81,6 +84,8 @@ class MigrationStats:
     #: seconds from the pause to: last round sent, device state sent,
     #: destination ready, destination running
     switchover: Dict[str, float] = records.field(default_factory=dict)
+    #: "TLSv1.3 TLS_AES_256_GCM_SHA384", or '' on plain TCP
+    channel: str = ''
 
     def as_dict(self) -> dict:
         return records.asdict(self)
@@ -102,8 +107,14 @@ class LiveMigrationSource:
                  stop_and_copy: bool = False,
                  device_resume: Optional[Callable[[], None]] = None,
                  stall_rounds: int = 5, max_mem_factor: float = 3.0,
-                 on_phase: Optional[Callable[[str], None]] = None) -> None:
+                 on_phase: Optional[Callable[[str], None]] = None,
+                 tls: Optional[migration_tls.TlsConfig] = None,
+                 peer_identity: Optional[str] = None) -> None:
         self.backend = backend
+        #: None: plain TCP with an HMAC-tagged stream (tests, baseline);
+        #: else TLS, the destination's certificate naming *peer_identity*
+        self.tls = tls
+        self.peer_identity = peer_identity
         #: told 'paused' (this migration paused the guest), 'go' (before
         #: "go" is sent): what a restarted daemon must know to recover
         self._on_phase = on_phase or (lambda phase: None)
@@ -162,19 +173,22 @@ class LiveMigrationSource:
         logdirty = False
         view = None
         try:
-            try:
-                keys = wire.client_handshake(sock, self._key)
-            except wire.KeyRefused as e:
-                raise MigrationError('destination agent refused: %s' % e)
+            sock, keys = self._open(sock)
             ctrl = wire.ControlChannel(sock, keys.control, 'src')
             sink = wire.RateLimitedSink(sock, self.bandwidth_bytes)
             cache = emucore.XbzrleCache(
                 self.xbzrle_cache_pages * PAGE_SIZE) \
                 if self.xbzrle_cache_pages and not self.stop_and_copy \
                 else None
-            writer = emucore.StreamWriter(sink, mode='full',
-                                          key=keys.stream,
-                                          xbzrle_cache=cache)
+            if self.tls is not None:
+                # TLS's AEAD covers every byte: segment markers, no HMAC
+                writer = emucore.StreamWriter(sink, mode='full',
+                                              channel_integrity=True,
+                                              xbzrle_cache=cache)
+            else:
+                writer = emucore.StreamWriter(sink, mode='full',
+                                              key=keys.stream,
+                                              xbzrle_cache=cache)
             self._ctrl = ctrl
             saverestore.write_preamble(writer, info)
             # The destination prepares its domain once this segment (the
@@ -299,6 +313,32 @@ class LiveMigrationSource:
                 sock.close()
             except OSError:
                 pass
+
+    def _open(self, sock):
+        """TLS (when configured) and the key handshake, within
+        connect_timeout; returns (the channel, the session keys)."""
+        deadline = time.monotonic() + self.connect_timeout
+        sock.settimeout(self.connect_timeout)
+        if self.tls is not None:
+            try:
+                sock = self.tls.wrap_client(sock)
+                migration_tls.check_identity(sock, self.peer_identity)
+            except migration_tls.TlsError as e:
+                sock.close()
+                raise MigrationError('TLS to the destination agent at '
+                                     '%s:%d failed: %s'
+                                     % (self.address, self.port, e))
+            self.stats.channel = migration_tls.version_of(sock)
+        try:
+            keys = wire.client_handshake(sock, self._key, deadline)
+        except wire.KeyRefused as e:
+            sock.close()
+            raise MigrationError('destination agent refused: %s' % e)
+        except wire.WireError:
+            sock.close()
+            raise
+        sock.settimeout(None)
+        return sock, keys
 
     def _precopy(self, info, sender, writer, total):
         """Rounds while the guest runs; returns (rounds, still-dirty PFNs).

@@ -5,7 +5,11 @@ args)`` (string arguments, JSON results).  A live migration runs on an agent
 thread; the driver starts it, polls its status (progress for Nova's
 migration record) and can abort or force-complete it.
 
-Functions: ``migrate_receive``, ``migrate_receive_status``,
+Keys (per migration, per save image) arrive wrapped (``key_wrap``, see
+:mod:`.keywrap` and ``key_offer``): a plain ``key`` argument would stand on
+the plugin's command line and is refused.
+
+Functions: ``key_offer``, ``migrate_receive``, ``migrate_receive_status``,
 ``migrate_receive_cancel``, ``migrate_send``, ``migrate_status``,
 ``migrate_abort``, ``migrate_force_complete``, ``migrate_forget``,
 ``save_image``, ``verify_image``, ``restore_image``.
@@ -19,8 +23,11 @@ from typing import Dict
 
 from nova_xen_stubdom.dom0 import errors
 from nova_xen_stubdom.dom0 import job_journal
+from nova_xen_stubdom.dom0 import keywrap
 from nova_xen_stubdom.dom0 import live_migration as migration
+from nova_xen_stubdom.dom0 import migration_channel as wire
 from nova_xen_stubdom.dom0 import migration_target
+from nova_xen_stubdom.dom0 import migration_tls
 from nova_xen_stubdom.dom0 import device_state as devstate
 from nova_xen_stubdom.dom0 import records
 from nova_xen_stubdom.dom0 import registry as plugin
@@ -103,12 +110,33 @@ def _arg(args, name: str) -> str:
                                      reason='required')
 
 
-def _key(args) -> bytes:
+#: agent -> its key offers (keywrap.Offers)
+_OFFERS: 'weakref.WeakKeyDictionary' = weakref.WeakKeyDictionary()
+
+
+def _offers(agent) -> keywrap.Offers:
+    with _JOBS_LOCK:
+        return _OFFERS.setdefault(agent, keywrap.Offers())
+
+
+@plugin.register('key_offer')
+def key_offer(agent, args) -> str:
+    """An ephemeral Diffie-Hellman offer for wrapping one key
+    (:mod:`.keywrap`): ``{"offer": id, "pub": hex}``."""
+    return json.dumps(_offers(agent).offer())
+
+
+def _key(agent, args) -> bytes:
+    if 'key' in args:
+        raise errors.InvalidArgument(
+            name='key', value='***',
+            reason="a key in plugin arguments stands on the plugin's command "
+                   'line: pass key_wrap (key_offer, then keywrap.wrap)')
     try:
-        key = bytes.fromhex(_arg(args, 'key'))
-    except ValueError:
-        raise errors.InvalidArgument(name='key', value='***',
-                                     reason='not hex')
+        key = _offers(agent).unwrap(_arg(args, 'key_wrap'))
+    except keywrap.KeyWrapError as e:
+        raise errors.InvalidArgument(name='key_wrap', value='***',
+                                     reason=str(e))
     if len(key) < 16:
         raise errors.InvalidArgument(name='key', value='***',
                                      reason='shorter than 128 bits')
@@ -141,6 +169,17 @@ def _conf(agent):
     return agent.config
 
 
+def _tls(conf) -> migration_tls.TlsConfig:
+    """This host's TLS settings for migration streams (agent.conf)."""
+    try:
+        return migration_tls.TlsConfig(
+            conf.migration_tls_cert, conf.migration_tls_ca,
+            keyfile=conf.migration_tls_key,
+            version=conf.migration_tls_version)
+    except migration_tls.TlsError as e:
+        raise MigrationAgentError(reason=str(e))
+
+
 # -- live migration: destination --
 @plugin.register('migrate_receive')
 def migrate_receive(agent, args) -> str:
@@ -158,23 +197,36 @@ def migrate_receive(agent, args) -> str:
                        'for it %d' % (info.get('max_pfn'), dest.max_pfn))
         return dest.domid
 
+    try:
+        address = wire.check_advertised(
+            args.get('listen_address') or conf.agent_listen_address,
+            conf.migration_allow_loopback)
+    except wire.WireError as e:
+        raise errors.InvalidArgument(name='listen_address',
+                                     value=args.get('listen_address'),
+                                     reason=str(e))
     target = migration_target.LiveMigrationTarget(
-        backend, _key(args), prepare_domain=prepare,
+        backend, _key(agent, args), prepare_domain=prepare,
         restore_device_state=lambda domid, state, xs: devstate.restore(
             backend, domid, state, timeout),
         # the domain belongs to XAPI: the driver's rollback removes it
         destroy_domain=lambda domid: None,
-        listen_address=args.get('listen_address',
-                                conf.agent_listen_address),
+        listen_address=address,
         port_min=_int(args, 'port_min', conf.agent_port_min),
         port_max=_int(args, 'port_max', conf.agent_port_max),
         accept_timeout=_int(args, 'accept_timeout',
                             conf.live_migration_connect_timeout),
         go_timeout=_int(args, 'confirm_timeout',
                         conf.live_migration_confirm_timeout),
+        tls=_tls(conf),
+        handshake_timeout=conf.migration_handshake_timeout,
+        max_pending=conf.migration_max_pending,
         on_phase=lambda phase: _journal(agent, job_id, phase=phase))
     job_id = str(uuid.uuid4())
-    address, port = target.start()
+    try:
+        address, port = target.start()
+    except (migration.MigrationError, wire.WireError) as e:
+        raise MigrationAgentError(reason=str(e))
     _jobs(agent)[job_id] = _Job('receive', target)
     _journal(agent, job_id, kind='receive', state='running',
              domid=dest.domid)
@@ -239,7 +291,8 @@ def migrate_send(agent, args) -> str:
 
     source = migration.LiveMigrationSource(
         backend, domid, _arg(args, 'address'), _int(args, 'port', 0),
-        _key(args), device_state=device_state, device_resume=device_resume,
+        _key(agent, args), device_state=device_state,
+        device_resume=device_resume,
         downtime_ms=_int(args, 'downtime_ms',
                          conf.live_migration_downtime_ms),
         max_rounds=_int(args, 'max_rounds', conf.live_migration_max_rounds),
@@ -254,7 +307,10 @@ def migrate_send(agent, args) -> str:
                           conf.live_migration_stall_rounds),
         max_mem_factor=float(args.get('max_mem_factor',
                                       conf.live_migration_max_mem_factor)),
-        on_phase=lambda phase: _journal(agent, job_id, phase=phase))
+        on_phase=lambda phase: _journal(agent, job_id, phase=phase),
+        tls=_tls(conf),
+        # the destination's certificate must name the host Nova chose
+        peer_identity=_arg(args, 'dest_host_uuid'))
     job = _Job('send', source)
 
     def run() -> None:
@@ -395,8 +451,8 @@ def save_image(agent, args) -> str:
             # A VDI keeps its size (the stream ends at its END record); a
             # plain file is the image alone.
             with open(path, 'r+b' if args.get('vdi_uuid') else 'wb') as f:
-                stats = saverestore.save_domain(backend, info.domid, f,
-                                                _key(args), device_state)
+                stats = saverestore.save_domain(
+                    backend, info.domid, f, _key(agent, args), device_state)
         except Exception as e:
             if saved['device']:
                 try:
@@ -417,7 +473,7 @@ def verify_image(agent, args) -> str:
     path = _image_path(agent, args)
     try:
         with open(path, 'rb') as f:
-            c = saverestore.verify_image(f, _key(args),
+            c = saverestore.verify_image(f, _key(agent, args),
                                          args.get('expected_vm_uuid'))
     except saverestore.ImageError as e:
         raise ImageRefused(reason=str(e))
@@ -439,7 +495,7 @@ def restore_image(agent, args) -> str:
         try:
             with open(path, 'rb') as f:
                 c = saverestore.restore_domain(
-                    agent.backend, info.domid, f, _key(args),
+                    agent.backend, info.domid, f, _key(agent, args),
                     args.get('expected_vm_uuid'))
         except saverestore.ImageError as e:
             raise ImageRefused(reason=str(e))

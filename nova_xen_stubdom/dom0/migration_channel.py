@@ -1,25 +1,31 @@
-"""TCP transport between two dom0 agents for one live migration.
+"""Transport between two dom0 agents for one live migration.
 
-A connection opens with a mutual challenge/response on the per-migration
-key (which Nova's migrate_data carries from the destination to the source),
-so a peer without the key learns nothing and sends nothing:
+The connection is TLS with both host certificates verified
+(:mod:`.migration_tls`); inside it, a mutual challenge/response on the
+per-migration key (which Nova's migrate_data carries from the destination
+to the source) authorises this migration, so a peer without the key learns
+nothing and sends nothing:
 
     server -> client   MAGIC, nonce_s (32 bytes)
     client -> server   MAGIC, nonce_c, HMAC(key, "client" | nonce_s | nonce_c)
     server -> client   OK + HMAC(key, "server" | nonce_c | nonce_s)
                        or NO (key refused; the server closes)
 
-Both ends then derive the stream key (authenticating the v2 stream's tags)
-and the control key (authenticating the small JSON control messages the
-receiver sends back: ``ready``, ``running``, ``error``).  The key itself never
-crosses the wire.
+Both ends then derive the control key (authenticating the small JSON
+control messages: ``ready``, ``go``, ``running``, ``error``) and, for a
+stream without TLS (the engine's plain-TCP mode, kept for tests and as the
+benchmark baseline), the stream key authenticating the v2 stream's tags; on
+TLS the stream relies on the cipher's AEAD and carries segment markers
+only.  The key itself never crosses the wire.
 """
+import ipaddress
 import hashlib
 import hmac
 import json
 import os
 import select
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -51,11 +57,21 @@ def _mac(key: bytes, label: bytes, *parts: bytes) -> bytes:
     return hmac.new(key, label + b''.join(parts), hashlib.sha256).digest()
 
 
-def recv_exact(sock: socket.socket, n: int, what: str) -> bytes:
+def recv_exact(sock: socket.socket, n: int, what: str,
+               deadline: Optional[float] = None) -> bytes:
+    """*n* bytes; with a *deadline* (time.monotonic()) a peer dripping
+    bytes cannot stretch the wait past it."""
     buf = bytearray()
     while len(buf) < n:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise WireError('the peer did not send the %s in time' % what)
+            sock.settimeout(left)
         try:
             chunk = sock.recv(n - len(buf))
+        except socket.timeout:
+            raise WireError('the peer did not send the %s in time' % what)
         except OSError as e:
             raise WireError('connection failed while reading %s: %s'
                             % (what, e))
@@ -72,29 +88,32 @@ class SessionKeys:
         self.control = _mac(key, b'control', nonce_s, nonce_c)
 
 
-def client_handshake(sock: socket.socket, key: bytes) -> SessionKeys:
-    hello = recv_exact(sock, len(MAGIC) + NONCE_BYTES, 'handshake')
+def client_handshake(sock: socket.socket, key: bytes,
+                     deadline: Optional[float] = None) -> SessionKeys:
+    hello = recv_exact(sock, len(MAGIC) + NONCE_BYTES, 'handshake', deadline)
     if hello[:len(MAGIC)] != MAGIC:
         raise WireError('the peer is not a nova-xen-stubdom migration '
                         'receiver (bad handshake magic)')
     nonce_s = hello[len(MAGIC):]
     nonce_c = os.urandom(NONCE_BYTES)
     sock.sendall(MAGIC + nonce_c + _mac(key, b'client', nonce_s, nonce_c))
-    verdict = recv_exact(sock, 2, 'handshake verdict')
+    verdict = recv_exact(sock, 2, 'handshake verdict', deadline)
     if verdict == NO:
         raise KeyRefused('the destination refused the migration key')
     if verdict != OK:
         raise WireError('bad handshake verdict from the destination')
-    proof = recv_exact(sock, 32, 'handshake proof')
+    proof = recv_exact(sock, 32, 'handshake proof', deadline)
     if not hmac.compare_digest(proof, _mac(key, b'server', nonce_c, nonce_s)):
         raise KeyRefused('the destination does not hold the migration key')
     return SessionKeys(key, nonce_s, nonce_c)
 
 
-def server_handshake(sock: socket.socket, key: bytes) -> SessionKeys:
+def server_handshake(sock: socket.socket, key: bytes,
+                     deadline: Optional[float] = None) -> SessionKeys:
     nonce_s = os.urandom(NONCE_BYTES)
     sock.sendall(MAGIC + nonce_s)
-    hello = recv_exact(sock, len(MAGIC) + NONCE_BYTES + 32, 'handshake')
+    hello = recv_exact(sock, len(MAGIC) + NONCE_BYTES + 32, 'handshake',
+                       deadline)
     if hello[:len(MAGIC)] != MAGIC:
         raise WireError('the peer is not a nova-xen-stubdom migration '
                         'sender (bad handshake magic)')
@@ -134,7 +153,7 @@ class ControlChannel:
 
     def recv(self, timeout: Optional[float]) -> dict:
         """Next message; ``WireError`` on timeout, EOF or a bad tag."""
-        if timeout is not None:
+        if timeout is not None and not _buffered(self._sock):
             ready, _, _ = select.select([self._sock], [], [], timeout)
             if not ready:
                 raise WireError('no answer from the peer within %.1f s'
@@ -155,8 +174,37 @@ class ControlChannel:
         return msg
 
     def pending(self) -> bool:
+        if _buffered(self._sock):
+            return True
         ready, _, _ = select.select([self._sock], [], [], 0)
         return bool(ready)
+
+
+def _buffered(sock: socket.socket) -> bool:
+    """Decrypted bytes waiting inside the TLS object: select() on the
+    descriptor does not see them."""
+    pending = getattr(sock, 'pending', None)
+    return bool(pending and pending())
+
+
+def hard_shutdown(sock: socket.socket, how: int = socket.SHUT_RDWR) -> None:
+    """Shut the TCP connection down under a (TLS) socket another thread may
+    be blocked on; SSLSocket.shutdown would drop its TLS state first."""
+    try:
+        if getattr(sock, 'pending', None) is None:     # plain TCP
+            sock.shutdown(how)
+            return
+        fd = sock.fileno()
+        if fd < 0:
+            return
+        # through a duplicate descriptor: shutdown acts on the connection
+        raw = socket.socket(sock.family, sock.type, fileno=os.dup(fd))
+        try:
+            raw.shutdown(how)
+        finally:
+            raw.close()
+    except (OSError, ValueError):
+        pass
 
 
 class RateLimitedSink:
@@ -198,13 +246,43 @@ class SocketSource:
     def read(self, n: int) -> bytes:
         try:
             return self._sock.recv(min(n, 4 << 20))
+        except ssl.SSLError as e:
+            # a TLS record whose AEAD tag failed, or a broken TLS session
+            raise WireError('TLS record failed authentication or the TLS '
+                            'session broke: %s' % e)
         except OSError as e:
             raise WireError('connection from the source failed: %s' % e)
 
 
-def bind_in_range(address: str, port_min: int,
-                  port_max: int) -> Tuple[socket.socket, int]:
-    """A listening socket on the first free port of the range."""
+def check_advertised(address: str, allow_loopback: bool) -> str:
+    """*address* if a source on another host can reach it: an unspecified
+    address (0.0.0.0, ::) is refused, a loopback one unless allowed (tests,
+    the simulator: every host on one machine)."""
+    if not address:
+        raise WireError('no address to receive migrations on: set '
+                        'agent_listen_address (or let the driver pass the '
+                        "host's management address)")
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        raise WireError('migration listen address %r is not an IP address'
+                        % address)
+    if ip.is_unspecified:
+        raise WireError('migration listen address %s binds every interface '
+                        'but is no address a source can connect to: name '
+                        "the host's management address" % address)
+    if ip.is_loopback and not allow_loopback:
+        raise WireError('migration listen address %s is loopback: no other '
+                        'host can reach it (allow it with '
+                        'migration_allow_loopback = true, for tests only)'
+                        % address)
+    return address
+
+
+def bind_in_range(address: str, port_min: int, port_max: int,
+                  backlog: int = 8) -> Tuple[socket.socket, int]:
+    """A listening socket on the first free port of the range; *backlog*
+    bounds the connections the kernel queues before accept()."""
     last = None
     for port in range(port_min, port_max + 1):
         s = socket.socket(socket.AF_INET6 if ':' in address
@@ -215,7 +293,7 @@ def bind_in_range(address: str, port_min: int,
             s.close()
             last = e
             continue
-        s.listen(4)
+        s.listen(backlog)
         return s, s.getsockname()[1]
     raise WireError('no free port for a migration stream on %s in %d-%d '
                     '(last error: %s)' % (address, port_min, port_max, last))

@@ -1,12 +1,23 @@
 """The destination of a live migration (see :mod:`.live_migration`).
 
 :class:`LiveMigrationTarget` listens on a port of the agent's range,
-accepts only a sender holding the per-migration key, asks its caller for a
+accepts only a sender with a verified host certificate (TLS) holding the
+per-migration key, asks its caller for a
 paused domain when the domain description arrives (refusing early if it
 does not fit), writes each batch only after its tag verified, restores CPU
 and device state, reports "ready", and unpauses on "go".  On any failure
 it destroys what it prepared.
+
+The listener is built for hostile peers on the network: every connection
+gets ``handshake_timeout`` seconds for its TLS and key handshakes (a silent
+or dripping client is dropped), up to ``max_pending`` handshakes run at once
+on their own threads (a hostile client does not hold up the real source),
+a connection arriving when all are taken evicts the oldest pending one (so
+idle connections cannot fill the slots and lock the source out; the
+kernel's accept queue is bounded too), and the first connection that
+completes both handshakes is the migration: the listener closes then.
 """
+import collections
 import logging
 import socket
 import threading
@@ -17,6 +28,7 @@ from typing import Callable, Dict, Optional, Tuple
 from nova_xen_stubdom import emucore
 from nova_xen_stubdom.dom0 import hypervisor as hv
 from nova_xen_stubdom.dom0 import migration_channel as wire
+from nova_xen_stubdom.dom0 import migration_tls
 from nova_xen_stubdom.dom0 import records
 from nova_xen_stubdom.dom0 import saverestore
 from nova_xen_stubdom.dom0.live_migration import PAGE_SIZE
@@ -56,6 +68,9 @@ class LiveMigrationTarget:
                  listen_address: str = '127.0.0.1', port_min: int = 49500,
                  port_max: int = 49599, accept_timeout: float = 300,
                  go_timeout: float = 60,
+                 tls: Optional[migration_tls.TlsConfig] = None,
+                 handshake_timeout: float = 10,
+                 max_pending: int = 8,
                  on_phase: Callable[[str], None] = lambda phase: None
                  ) -> None:
         self.backend = backend
@@ -74,11 +89,33 @@ class LiveMigrationTarget:
         self._listener: Optional[socket.socket] = None
         self._thread: Optional[threading.Thread] = None
         self.port: Optional[int] = None
+        #: None: plain TCP with an HMAC-tagged stream (tests, baseline)
+        self.tls = tls
+        self.handshake_timeout = handshake_timeout
+        self.max_pending = max_pending
+        #: connections that presented a wrong migration key
         self.key_refusals = 0
+        #: connections dropped otherwise: failed TLS, silent past the
+        #: deadline, garbage, or over max_pending
+        self.rejected = 0
+        self._lock = threading.Lock()
+        #: connections in their handshakes, oldest first: accepted socket
+        #: -> the socket that owns the connection now (its TLS socket)
+        self._pending = collections.OrderedDict()   # type: Dict
+        self._claimed: Optional[threading.Thread] = None
+        #: "TLSv1.3 TLS_AES_256_GCM_SHA384" of the accepted connection
+        self.channel = ''
 
     def start(self) -> Tuple[str, int]:
+        if self.tls is not None:
+            # fail now on a missing certificate, not in the first handshake
+            try:
+                self.tls.context(server=True)
+            except migration_tls.TlsError as e:
+                raise MigrationError(str(e))
         self._listener, self.port = wire.bind_in_range(
-            self.listen_address, self.port_min, self.port_max)
+            self.listen_address, self.port_min, self.port_max,
+            backlog=self.max_pending)
         self._listener.settimeout(0.2)
         self._thread = threading.Thread(
             target=self._serve, name='migration-receiver-%d' % self.port,
@@ -106,6 +143,13 @@ class LiveMigrationTarget:
         deadline = time.monotonic() + self.accept_timeout
         try:
             while not self._cancel.is_set():
+                with self._lock:
+                    claimed = self._claimed
+                if claimed is not None:
+                    self._listener.close()
+                    self._drop_pending()
+                    claimed.join()
+                    return
                 if time.monotonic() > deadline:
                     self._fail('no source connected within %.0f s'
                                % self.accept_timeout)
@@ -114,30 +158,93 @@ class LiveMigrationTarget:
                     conn, peer = self._listener.accept()
                 except socket.timeout:
                     continue
-                conn.settimeout(None)
-                # Control messages are tiny and latency is downtime: no
-                # Nagle delay behind the source's delayed ACKs.
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                try:
-                    keys = wire.server_handshake(conn, self._key)
-                except wire.WireError as e:
-                    # A wrong key or a stray client: refuse it and keep
-                    # waiting for the real source.
-                    self.key_refusals += 1
-                    LOG.warning('migration receiver on port %(p)d refused '
-                                '%(peer)s: %(e)s',
-                                {'p': self.port, 'peer': peer, 'e': e})
-                    conn.close()
-                    continue
-                self._receive(conn, keys)
-                return
+                self._admit(conn, peer)
             self._fail('cancelled', state='cancelled')
         except Exception as e:     # never leave wait() hanging
             LOG.exception('migration receiver failed')
             self._fail(str(e))
         finally:
             self._listener.close()
+            with self._lock:
+                claimed = self._claimed
+            if claimed is None or not claimed.is_alive():
+                self._drop_pending()
             self._done.set()
+
+    def _admit(self, conn: socket.socket, peer) -> None:
+        """Start the handshakes of one connection on its own thread; with
+        max_pending already running, the oldest of them is dropped."""
+        with self._lock:
+            if len(self._pending) >= self.max_pending:
+                _, oldest = self._pending.popitem(last=False)
+                LOG.warning('migration receiver on port %(p)d: %(n)d '
+                            'handshakes pending, dropping the oldest for '
+                            '%(peer)s', {'p': self.port, 'n': self.max_pending,
+                                         'peer': peer})
+                # its thread fails its handshake and counts the rejection
+                wire.hard_shutdown(oldest)
+            t = threading.Thread(target=self._handshake, args=(conn, peer),
+                                 name='migration-handshake-%d' % self.port,
+                                 daemon=True)
+            self._pending[conn] = conn
+        t.start()
+
+    def _drop_pending(self) -> None:
+        with self._lock:
+            pending = list(self._pending.values())
+        for conn in pending:
+            wire.hard_shutdown(conn)
+
+    def _handshake(self, conn: socket.socket, peer) -> None:
+        deadline = time.monotonic() + self.handshake_timeout
+        chan = conn
+        try:
+            # Control messages are tiny and latency is downtime: no
+            # Nagle delay behind the source's delayed ACKs.
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.settimeout(self.handshake_timeout)
+            if self.tls is not None:
+                chan = self.tls.wrap(conn, server=True)
+                with self._lock:
+                    evicted = conn not in self._pending
+                    if not evicted:
+                        self._pending[conn] = chan
+                if evicted:         # while being wrapped: finish it off
+                    wire.hard_shutdown(chan)
+                migration_tls.handshake(chan)
+            keys = wire.server_handshake(chan, self._key, deadline)
+            chan.settimeout(None)
+        except (wire.WireError, migration_tls.TlsError, OSError) as e:
+            # A wrong key or a stray/hostile client: refuse it and keep
+            # waiting for the real source.
+            with self._lock:
+                self._pending.pop(conn, None)
+                if isinstance(e, wire.KeyRefused):
+                    self.key_refusals += 1
+                else:
+                    self.rejected += 1
+            LOG.warning('migration receiver on port %(p)d refused '
+                        '%(peer)s: %(e)s',
+                        {'p': self.port, 'peer': peer, 'e': e})
+            chan.close()
+            return
+        with self._lock:
+            self._pending.pop(conn, None)
+            if self._claimed is not None or self._cancel.is_set() or \
+                    self._done.is_set():
+                chan.close()
+                return
+            self._claimed = threading.current_thread()
+        if self.tls is not None:
+            self.channel = migration_tls.version_of(chan)
+        LOG.info('migration receiver on port %(p)d: source %(peer)s '
+                 'accepted (%(c)s)', {'p': self.port, 'peer': peer,
+                                      'c': self.channel or 'plain TCP'})
+        try:
+            self._receive(chan, keys)
+        except Exception as e:     # never leave wait() hanging
+            LOG.exception('migration receiver failed')
+            self._fail(str(e))
 
     def _receive(self, conn: socket.socket, keys: wire.SessionKeys) -> None:
         ctrl = wire.ControlChannel(conn, keys.control, 'dst')
@@ -172,8 +279,14 @@ class LiveMigrationTarget:
             ctrl.send({'msg': 'applied', 'tags': seq + 1})
 
         try:
-            res = emucore.StreamReader(wire.SocketSource(conn),
-                                       keys.stream).restore(
+            if self.tls is not None:
+                # TLS's AEAD authenticated every byte: no HMAC tags
+                reader = emucore.StreamReader(wire.SocketSource(conn),
+                                              channel_integrity=True)
+            else:
+                reader = emucore.StreamReader(wire.SocketSource(conn),
+                                              keys.stream)
+            res = reader.restore(
                 prepare=prepare, on_segment=applied)
             c = saverestore.contents_of(res)
             domid = self.result.domid
@@ -212,9 +325,9 @@ class LiveMigrationTarget:
             LOG.warning('incoming migration failed: %s', reason)
             try:
                 ctrl.send({'msg': 'error', 'reason': reason})
-                conn.shutdown(socket.SHUT_WR)
             except OSError:
                 pass
+            wire.hard_shutdown(conn, socket.SHUT_WR)
             saverestore._release(holder['view'])
             self._fail(reason, state='cancelled' if self._cancel.is_set()
                        else 'failed')
@@ -227,10 +340,7 @@ class LiveMigrationTarget:
                                                       False):
             if self._cancel.wait(0.2):
                 if self.result.state != 'running':
-                    try:
-                        conn.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
+                    wire.hard_shutdown(conn)
                 return
 
     def _fail(self, reason: str, state: str = 'failed') -> None:

@@ -7,6 +7,7 @@ from typing import Dict, Iterator, List, Optional
 from oslo_concurrency import lockutils
 from oslo_log import log as logging
 
+from nova_xen_stubdom.dom0 import keywrap
 from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.driver import exceptions as dexc
 from nova_xen_stubdom.xapi import errors as xapi_errors
@@ -73,8 +74,17 @@ class DriverContext:
     def call_plugin(self, fn: str, **args) -> Dict:
         """Run agent function *fn* on this host; its JSON result, decoded.
 
+        A ``key`` argument (hex) never reaches the plugin as such: XAPI
+        puts plugin arguments on the plugin's command line, so the key goes
+        wrapped for the agent's ephemeral key offer (one ``key_offer`` call
+        first; see ``nova_xen_stubdom/dom0/keywrap.py``).
+
         :raises AgentCallFailed: the agent refused or failed.
         """
+        if 'key' in args:
+            offer = self.call_plugin('key_offer')
+            args['key_wrap'] = keywrap.wrap(offer['offer'], offer['pub'],
+                                            bytes.fromhex(args.pop('key')))
         str_args = {k: v if isinstance(v, str) else json.dumps(v)
                     if isinstance(v, (dict, list)) else str(v)
                     for k, v in args.items()}

@@ -208,7 +208,12 @@ class MigrationOps:
                 recv = self._ctx.call_plugin(
                     'migrate_receive', guest_vm_uuid=guest_uuid,
                     key=key.hex(),
-                    listen_address=self._conf.agent_listen_address,
+                    # routable from the source: the host's management
+                    # address unless configured (the agent refuses
+                    # loopback and 0.0.0.0 unless it allows them)
+                    listen_address=(self._conf.agent_listen_address or
+                                    self._ctx.host_record.get('address',
+                                                              '')),
                     port_min=self._conf.agent_port_min,
                     port_max=self._conf.agent_port_max,
                     accept_timeout=self._conf.live_migration_connect_timeout,
@@ -447,6 +452,8 @@ class MigrationOps:
             'migrate_send', guest_vm_uuid=found[1]['uuid'],
             address=migrate_data.dest_address, port=migrate_data.dest_port,
             key=migrate_data.migration_key,
+            # the destination's TLS certificate must name this host
+            dest_host_uuid=migrate_data.dest_host_uuid,
             downtime_ms=conf.live_migration_downtime_ms,
             max_rounds=conf.live_migration_max_rounds,
             stall_rounds=conf.live_migration_stall_rounds,

@@ -93,6 +93,10 @@ AUTH_INIT_FORMAT = '<II16s'  # alg, flags, stream id
 AUTH_TAG_HEAD_FORMAT = '<II'  # seq, flags (MAC'd)
 AUTH_TAG_FORMAT = '<II32s'  # seq, flags, HMAC-SHA256
 AUTH_ALG_HMAC_SHA256 = 1
+#: no tag in the stream: its transport (TLS, an AEAD cipher) authenticates
+#: every byte; AUTH_TAGs still mark segments (tag bytes zero).  A reader
+#: accepts it only when told its source is such a channel.
+AUTH_ALG_CHANNEL = 2
 AUTH_TAG_FLAG_FINAL = 1
 
 PAGE_SIZE = 4096

@@ -206,6 +206,13 @@ class StreamReader:
     authenticated and every tag must verify; without one an authenticated
     stream is refused (``allow_unverified=True`` only lists records).
 
+    channel_integrity: the source is a channel that authenticates every
+    byte itself (a TLS connection: AEAD ciphers), so the stream is expected
+    to be an ``AUTH_ALG_CHANNEL`` one -- segment markers, no HMAC -- and its
+    page records are applied as they arrive; any other stream is refused.
+    Without it such a stream is refused: a file or a plain socket must not
+    be trusted on the writer's word.
+
     allow_trailing: bytes after the libxl END are ignored instead of
     refused -- a stream stored on a fixed-size volume (a save image in a
     VDI) is followed by whatever the rest of the volume holds.  Nothing
@@ -219,7 +226,12 @@ class StreamReader:
         max_segment_bytes: int = 256 << 20,
         max_record_bytes: int = 64 << 20,
         allow_trailing: bool = False,
+        channel_integrity: bool = False,
     ):
+        if channel_integrity and key is not None:
+            raise ValueError('a channel-integrity stream carries no HMAC: '
+                             'give no key')
+        self._channel = channel_integrity
         self._allow_trailing = allow_trailing
         self._source = source
         self._buffered = _is_buffer(source)
@@ -465,9 +477,20 @@ class StreamReader:
             if first and layer == 'libxl':
                 first = False
                 if rtype == fmt.REC_TYPE_NX_AUTH_INIT:
-                    self._auth_init(rec)
-                    state.auth = True
-                    result.authenticated = True
+                    state.alg = self._auth_init(rec)
+                    state.auth = state.alg == fmt.AUTH_ALG_HMAC_SHA256
+                    result.authenticated = state.auth
+                if require_auth and self._channel and \
+                        state.alg != fmt.AUTH_ALG_CHANNEL:
+                    raise AuthenticationError(
+                        'expected a stream relying on its channel\'s '
+                        'integrity (AUTH_ALG_CHANNEL), got %s'
+                        % ('an HMAC-authenticated one' if state.auth
+                           else 'one without AUTH_INIT'),
+                        offset=offset,
+                        rtype=rtype,
+                        layer=layer,
+                    )
                 if require_auth:
                     if state.auth and self._key is None:
                         raise AuthenticationError(
@@ -503,7 +526,7 @@ class StreamReader:
                 continue
             yield rec
             if rtype == fmt.LIBXL_REC_TYPE_END:
-                if require_auth and state.auth and not state.final_tag:
+                if require_auth and state.alg and not state.final_tag:
                     raise AuthenticationError(
                         'stream ends without a final tag',
                         offset=offset,
@@ -524,7 +547,7 @@ class StreamReader:
             return struct.calcsize(fmt.AUTH_TAG_FORMAT)
         return self._max_record
 
-    def _auth_init(self, rec: Record) -> None:
+    def _auth_init(self, rec: Record) -> int:
         if rec.length != struct.calcsize(fmt.AUTH_INIT_FORMAT):
             raise RecordError(
                 'AUTH_INIT length %d, expected 24' % rec.length,
@@ -533,6 +556,18 @@ class StreamReader:
                 layer=rec.layer,
             )
         alg, flags, sid = struct.unpack(fmt.AUTH_INIT_FORMAT, rec.body)
+        if alg == fmt.AUTH_ALG_CHANNEL and not flags:
+            if not self._channel:
+                # a file or plain socket: nothing vouches for these bytes
+                raise AuthenticationError(
+                    'stream relies on its channel for integrity '
+                    '(AUTH_ALG_CHANNEL) but was not read from one',
+                    offset=rec.offset,
+                    rtype=rec.rtype,
+                    layer=rec.layer,
+                )
+            rec.info['stream_id'] = bytes(sid).hex()
+            return alg
         if alg != fmt.AUTH_ALG_HMAC_SHA256 or flags:
             raise RecordError(
                 'AUTH_INIT algorithm %d flags 0x%x: '
@@ -543,6 +578,7 @@ class StreamReader:
                 layer=rec.layer,
             )
         rec.info['stream_id'] = bytes(sid).hex()
+        return alg
 
     def _read_tag(
         self,
@@ -562,7 +598,7 @@ class StreamReader:
                 rtype=rtype,
                 layer=layer,
             )
-        if not state.auth:
+        if not state.alg:
             raise AuthenticationError(
                 'AUTH_TAG in a stream without AUTH_INIT',
                 offset=offset,
@@ -597,7 +633,16 @@ class StreamReader:
                 layer=layer,
             )
         state.seq += 1
-        if mac is not None:
+        if state.alg == fmt.AUTH_ALG_CHANNEL:
+            # a segment marker: the channel vouched for the bytes
+            if any(tag):
+                raise RecordError(
+                    'segment marker with non-zero tag bytes',
+                    offset=offset + 16,
+                    rtype=rtype,
+                    layer=layer,
+                )
+        elif mac is not None:
             if not hmac.compare_digest(mac.copy().digest(), tag):
                 raise AuthenticationError(
                     'authentication tag does not verify '
@@ -881,6 +926,7 @@ class StreamReader:
 class _ParseState:
     __slots__ = (
         'auth',
+        'alg',
         'seq',
         'final_tag',
         'batch',
@@ -891,6 +937,8 @@ class _ParseState:
 
     def __init__(self) -> None:
         self.auth = False
+        #: AUTH_INIT algorithm (0: none)
+        self.alg = 0
         self.seq = 0
         self.final_tag = False
         self.batch: Deque[Any] = collections.deque()

@@ -15,7 +15,10 @@ Usage (save or the source side of a live migration)::
 ``mode='compat'`` writes only records of the specs (what Xen's
 verify-stream-v2 and libxl's restore accept); ``mode='full'`` adds our
 optional records: zero-page runs, XBZRLE deltas, per-batch CRC32C and, with
-a key, HMAC-SHA256 tags.
+a key, HMAC-SHA256 tags.  ``channel_integrity=True`` (full mode, no key)
+is for a stream on a TLS connection: the AEAD cipher authenticates every
+byte, so the stream carries segment markers (AUTH_TAGs with zero tag bytes,
+``AUTH_ALG_CHANNEL``) instead of computing HMAC-SHA256 on the hot path.
 """
 
 import array
@@ -69,6 +72,7 @@ class StreamWriter:
         xbzrle_cache: Optional[Any] = None,
         segment_bytes: int = 32 << 20,
         compat_xenstore: str = 'empty',
+        channel_integrity: bool = False,
     ):
         if mode not in MODES:
             raise ValueError('mode must be one of %s, not %r' % (MODES, mode))
@@ -76,6 +80,11 @@ class StreamWriter:
             raise ValueError(
                 'compatible mode writes no optional records: '
                 'no key and no XBZRLE cache'
+            )
+        if channel_integrity and (key is not None or mode != 'full'):
+            raise ValueError(
+                'channel integrity is for a full-mode stream without a key '
+                '(the transport authenticates it)'
             )
         if key is not None and len(key) < MIN_KEY_BYTES:
             raise ValueError(
@@ -87,6 +96,11 @@ class StreamWriter:
         self._out = out
         self._lock = threading.Lock()
         self._mac = hmac.new(key, digestmod='sha256') if key else None
+        #: AUTH_INIT algorithm, None for a stream without segments
+        self._auth_alg = (
+            fmt.AUTH_ALG_HMAC_SHA256 if key
+            else fmt.AUTH_ALG_CHANNEL if channel_integrity else None
+        )
         self._domain_type = domain_type
         self._xen_version = xen_version
         self._cache = xbzrle_cache
@@ -152,7 +166,7 @@ class StreamWriter:
             )
 
     def _tag(self, final: bool = False) -> None:
-        if self._mac is None:
+        if self._auth_alg is None:
             return
         head = struct.pack(
             fmt.RH_FORMAT,
@@ -165,7 +179,11 @@ class StreamWriter:
             fmt.AUTH_TAG_FLAG_FINAL if final else 0,
         )
         self._emit(head)
-        self._emit(self._mac.copy().digest(), mac=False)
+        self._emit(
+            self._mac.copy().digest() if self._mac is not None
+            else bytes(32),
+            mac=False,
+        )
         self._seq += 1
         self._since_tag = 0
         self.stats['tags'] += 1
@@ -183,12 +201,12 @@ class StreamWriter:
                     0,
                 )
             )
-            if self._mac is not None:
+            if self._auth_alg is not None:
                 self._record(
                     fmt.REC_TYPE_NX_AUTH_INIT,
                     struct.pack(
                         fmt.AUTH_INIT_FORMAT,
-                        fmt.AUTH_ALG_HMAC_SHA256,
+                        self._auth_alg,
                         0,
                         os.urandom(16),
                     ),

@@ -14,9 +14,13 @@ plugin_process = True``) a call instead runs the real plugin launcher as a
 fresh process that forwards to the host's dom0 daemon
 (:mod:`.dom0_process`), exactly as XAPI runs host plugins.
 """
+import atexit
 import importlib
 import logging
+import os
+import threading
 
+from nova_xen_stubdom.sim import pki
 from nova_xen_stubdom.sim.errors import XapiError
 
 LOG = logging.getLogger(__name__)
@@ -28,11 +32,42 @@ PLUGIN = 'nova_xen_stubdom'
 def default_agent(host):
     """The real dom0 agent over this host's simulated hypervisor; the
     host's ``HostConfig.allow_dom0_dm`` is its allow_dom0_device_model
-    (the agent would otherwise read [xen_stubdom] of this process)."""
+    (the agent would otherwise read [xen_stubdom] of this process).
+
+    Its migration TLS certificate comes from this simulator's CA (one per
+    cloud, :mod:`.pki`), and as every simulated host lives on this machine
+    (``127.0.0.<n>``) it accepts loopback listen addresses.
+    """
+    from nova_xen_stubdom.dom0 import config as dom0_config
     from nova_xen_stubdom.dom0.host import HostAgent
     from nova_xen_stubdom.sim.backend import SimBackend
+    settings = {'migration_allow_loopback': True}
+    try:
+        ca = cloud_pki()
+        settings.update(migration_tls_cert=ca.host(host.uuid),
+                        migration_tls_ca=ca.ca)
+    except (pki.PkiUnavailable, OSError, RuntimeError) as e:
+        # migrations then fail naming the missing certificate
+        LOG.warning('simulated host %s has no migration certificate: %s',
+                    host.uuid, e)
     return HostAgent(backend=SimBackend(host), host_uuid=host.uuid,
-                     allow_dom0_device_model=bool(host.config.allow_dom0_dm))
+                     allow_dom0_device_model=bool(host.config.allow_dom0_dm),
+                     config=dom0_config.AgentConfig(**settings))
+
+
+_PKI = None
+_PKI_LOCK = threading.Lock()
+
+
+def cloud_pki() -> 'pki.Pki':
+    """This simulator's CA (made on first use, removed at exit; made again
+    if its directory went, e.g. with a test's temporary directory)."""
+    global _PKI
+    with _PKI_LOCK:
+        if _PKI is None or not os.path.exists(_PKI.ca):
+            _PKI = pki.Pki(name='nova-xen-stubdom simulator CA')
+            atexit.register(_PKI.remove)
+        return _PKI
 
 
 def call_plugin(host, plugin: str, fn: str, args: dict) -> str:

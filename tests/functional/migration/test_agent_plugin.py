@@ -12,6 +12,7 @@ import time
 import pytest
 import XenAPI
 
+from nova_xen_stubdom.dom0 import keywrap
 from nova_xen_stubdom.dom0 import migration_channel as wire
 from nova_xen_stubdom.sim import devicemodel, testing
 
@@ -30,8 +31,26 @@ def x(sim):
 
 
 def _plugin(x, host, fn, **args):
+    if 'key' in args:
+        # as the driver does (driver/common.py call_plugin): a key never
+        # stands in the plugin's argv
+        offer = _plugin(x, host, 'key_offer')
+        args['key_wrap'] = keywrap.wrap(offer['offer'], offer['pub'],
+                                        bytes.fromhex(args.pop('key')))
     return json.loads(x.host.call_plugin(
         host, 'nova_xen_stubdom', fn, {k: str(v) for k, v in args.items()}))
+
+
+def _receive(x, host, **args):
+    """migrate_receive on *host*'s own address (what the driver passes)."""
+    return _plugin(x, host, 'migrate_receive',
+                   listen_address=x.host.get_address(host), **args)
+
+
+def _send(x, host, recv, dest, **args):
+    return _plugin(x, host, 'migrate_send', address=recv['address'],
+                   port=recv['port'], dest_host_uuid=x.host.get_uuid(dest),
+                   **args)
 
 
 def _guest(x, host, name, paused=False, memory=64 << 20, dirty_rate=0):
@@ -92,12 +111,10 @@ def test_live_migration_between_hosts_through_call_plugin(sim, x):
     qemu_state = devicemodel.device_state(r1.hypervisor, src_dom)
     assert qemu_state
     key = wire.new_key().hex()
-    recv = _plugin(x, h2, 'migrate_receive',
-                   guest_vm_uuid=x.VM.get_uuid(dst_vm), key=key,
-                   port_min=0, port_max=0)
-    send = _plugin(x, h1, 'migrate_send', guest_vm_uuid=x.VM.get_uuid(src_vm),
-                   address=recv['address'], port=recv['port'], key=key,
-                   downtime_ms=50)
+    recv = _receive(x, h2, guest_vm_uuid=x.VM.get_uuid(dst_vm), key=key,
+                    port_min=0, port_max=0)
+    send = _send(x, h1, recv, h2, guest_vm_uuid=x.VM.get_uuid(src_vm),
+                 key=key, downtime_ms=50)
     deadline = time.monotonic() + 60
     while True:
         st = _plugin(x, h1, 'migrate_status', id=send['id'])
@@ -127,12 +144,10 @@ def test_wrong_key_leaves_the_source_running(sim, x):
     h1, h2 = x.host.get_all()[:2]
     src_vm, src_dom = _guest(x, h1, 'stay')
     dst_vm, dst_dom = _guest(x, h2, 'stay-incoming', paused=True)
-    recv = _plugin(x, h2, 'migrate_receive',
-                   guest_vm_uuid=x.VM.get_uuid(dst_vm),
-                   key=wire.new_key().hex(), port_min=0, port_max=0)
-    send = _plugin(x, h1, 'migrate_send', guest_vm_uuid=x.VM.get_uuid(src_vm),
-                   address=recv['address'], port=recv['port'],
-                   key=wire.new_key().hex())
+    recv = _receive(x, h2, guest_vm_uuid=x.VM.get_uuid(dst_vm),
+                    key=wire.new_key().hex(), port_min=0, port_max=0)
+    send = _send(x, h1, recv, h2, guest_vm_uuid=x.VM.get_uuid(src_vm),
+                 key=wire.new_key().hex())
     deadline = time.monotonic() + 30
     while _plugin(x, h1, 'migrate_status', id=send['id'])['state'] == \
             'running':

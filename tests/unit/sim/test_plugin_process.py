@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from nova_xen_stubdom.dom0 import keywrap
 from nova_xen_stubdom.sim import dom0_process
 from nova_xen_stubdom.sim import testing
 
@@ -36,10 +37,15 @@ def test_plugin_runs_as_a_process_and_jobs_persist(sim):
         assert daemon.agent is host.agent()
 
         domid = backend.sim.create_domain('vm-in', True, 4 << 20)
+        # the key goes wrapped for the daemon's offer, never in argv
+        offer = json.loads(call(host_ref, 'nova_xen_stubdom', 'key_offer',
+                                {}))
         started = json.loads(call(host_ref, 'nova_xen_stubdom',
                                   'migrate_receive', {
                                       'guest_vm_uuid': 'vm-in',
-                                      'key': '11' * 32,
+                                      'key_wrap': keywrap.wrap(
+                                          offer['offer'], offer['pub'],
+                                          b'\x11' * 32),
                                       'listen_address': '127.0.0.1'}))
         # another plugin process finds the job the first one started
         status = json.loads(call(host_ref, 'nova_xen_stubdom',
