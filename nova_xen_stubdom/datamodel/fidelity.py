@@ -71,7 +71,15 @@ MESSAGE_ERRORS = {
     'VDI.introduce': frozenset({'LOCATION_NOT_UNIQUE', 'SR_HAS_NO_PBDS',
                                 'SR_BACKEND_FAILURE'}),
     'VDI.destroy': frozenset({'SR_OPERATION_NOT_SUPPORTED'}),
-    'VBD.plug': frozenset({'SR_NOT_ATTACHED'}),
+    'VBD.plug': frozenset({'SR_NOT_ATTACHED',
+                           'DISK_VBD_MUST_BE_READWRITE_FOR_HVM'}),
+    # xapi_vbd.ml create
+    'VBD.create': frozenset({'VBD_CDS_MUST_BE_READONLY'}),
+    # xapi_vif_helpers.ml valid_operations / create (sim/vif_rules.py)
+    'VIF.plug': frozenset({'VM_MISSING_PV_DRIVERS'}),
+    'VIF.unplug': frozenset({'VM_MISSING_PV_DRIVERS'}),
+    'VIF.unplug_force': frozenset({'VM_MISSING_PV_DRIVERS'}),
+    'VIF.create': frozenset({'INVALID_DEVICE', 'MAC_INVALID'}),
     'VM.start': frozenset({'SR_NOT_ATTACHED'}),
     'VM.start_on': frozenset({'SR_NOT_ATTACHED'}),
 }

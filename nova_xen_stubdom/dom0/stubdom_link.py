@@ -62,7 +62,9 @@ def build_dm_argv(guest_domid: int, config: Dict[str, Any]) -> List[str]:
     *config*: ``name``, ``memory_mb``, ``vcpus``, ``vga`` (std|cirrus|none),
     ``firmware`` (bios|uefi), ``boot`` (e.g. ``cd``), ``disks`` (list of
     ``{'bus': ide|sata|xen, 'index': n}``), ``nics`` (list of
-    ``{'mac': .., 'model': e1000|rtl8139|netfront, 'index': n}``).
+    ``{'mac': .., 'model': e1000|rtl8139|netfront, 'index': n}``),
+    ``cdroms`` (list of ``{'index': n}``: a read-only disc such as the
+    config drive, emulated as an IDE CD-ROM; IDE has slots 0-3).
     Each disk/NIC is the stub domain's PV device number ``index``
     (``/dev/xvd<a+index>``, ``eth<index>``), mirrored from the guest.
     """
@@ -108,6 +110,13 @@ def build_dm_argv(guest_domid: int, config: Dict[str, Any]) -> List[str]:
         else:
             argv += ['-drive', 'file=%s,if=ide,index=%d,media=disk,'
                      'format=raw,cache=writeback' % (dev, index)]
+    for cdrom in config.get('cdroms', []):
+        index = int(cdrom['index'])
+        if not 0 <= index <= 3:
+            raise errors.InvalidArgument(name='cdrom index', value=index,
+                                         reason='IDE has slots 0-3')
+        argv += ['-drive', 'file=/dev/xvd%s,if=ide,index=%d,media=cdrom,'
+                 'format=raw,readonly=on' % (chr(ord('a') + index), index)]
     nics = config.get('nics', [])
     for nic in nics:
         model = NIC_MODELS.get(nic.get('model', 'e1000'))

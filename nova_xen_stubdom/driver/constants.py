@@ -14,6 +14,9 @@ OC_STUBDOM = 'nova_xen_stubdom_stubdom'
 OC_TARGET = 'nova_xen_stubdom_target'
 #: on stubdom VBDs/VIFs: uuid of the guest VBD/VIF they mirror
 OC_MIRROR_OF = 'nova_xen_stubdom_mirror_of'
+#: on a guest VIF: the Neutron port id it carries (interface detach
+#: finds the NIC by it)
+OC_VIF_ID = 'nova_vif_id'
 #: on the VBDs (guest and stub-domain mirror) of a Cinder volume: its id
 OC_VOLUME_ID = 'nova_xen_stubdom_volume_id'
 #: on VDIs: which disk of the instance ('root')

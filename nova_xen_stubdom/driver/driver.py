@@ -4,7 +4,7 @@ A façade (compute-hyperv's shape): every public method delegates to one ops
 object -- ``HostOps`` (resources), ``VMOps`` (guest lifecycle),
 ``MigrationOps`` (suspend/resume/migrations), ``SnapshotOps`` (images),
 ``RescueOps`` (rescue/unrescue), ``EvacuateOps`` (evacuate),
-``VolumeOps`` (Cinder volumes),
+``VolumeOps`` (Cinder volumes), ``InterfaceOps`` (interface hot-plug),
 ``PciOps`` (pass-through) --
 and one class decorator translates XAPI/agent failures into Nova exceptions.
 
@@ -24,6 +24,7 @@ from nova.virt import hardware
 
 from nova_xen_stubdom import conf as xconf  # noqa: F401 (registers opts)
 from nova_xen_stubdom.driver import common
+from nova_xen_stubdom.driver import configdrive
 from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.driver import evacuateops
 from nova_xen_stubdom.driver import events
@@ -33,6 +34,7 @@ from nova_xen_stubdom.driver import migrationops
 from nova_xen_stubdom.driver import pciops
 from nova_xen_stubdom.driver import rescueops
 from nova_xen_stubdom.driver import snapshotops
+from nova_xen_stubdom.driver import vifops
 from nova_xen_stubdom.driver import vmops
 from nova_xen_stubdom.driver import volumeops
 from nova_xen_stubdom.stubdom import image as stubdom_image
@@ -53,7 +55,9 @@ class XenStubdomDriver(driver.ComputeDriver):
         'has_imagecache': False,
         'supports_evacuate': True,
         'supports_migrate_to_same_host': False,
-        'supports_attach_interface': False,
+        # NOTE(driver): the guest sees a hot-attached NIC at once only with
+        # PV drivers; else from its next start (vifops)
+        'supports_attach_interface': True,
         'supports_device_tagging': False,
         'supports_multiattach': False,
         'supports_trusted_certs': False,
@@ -79,6 +83,7 @@ class XenStubdomDriver(driver.ComputeDriver):
         self._rescueops = None
         self._evacuateops = None
         self._volumeops = None
+        self._vifops = None
         self._events = None
         self._init_lock = threading.Lock()
 
@@ -125,6 +130,7 @@ class XenStubdomDriver(driver.ComputeDriver):
                                               self._snapshotops)
         self._evacuateops = evacuateops.EvacuateOps(ctx, self._vmops)
         self._volumeops = volumeops.VolumeOps(ctx, self._vmops)
+        self._vifops = vifops.InterfaceOps(ctx, self._vmops)
         self._events = events.LifecycleEvents(ctx, self._vmops,
                                               self._emit_async)
         self._events.start()
@@ -189,7 +195,9 @@ class XenStubdomDriver(driver.ComputeDriver):
               block_device_info=None, power_on=True, accel_info=None):
         self._vmops.spawn(context, instance, image_meta, network_info,
                           power_on=power_on,
-                          block_device_info=block_device_info)
+                          block_device_info=block_device_info,
+                          injected_files=injected_files,
+                          admin_password=admin_password)
 
     def destroy(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, destroy_secrets=True):
@@ -235,6 +243,12 @@ class XenStubdomDriver(driver.ComputeDriver):
 
     def unplug_vifs(self, instance, network_info):
         pass
+
+    def attach_interface(self, context, instance, image_meta, vif):
+        self._vifops.attach_interface(instance, vif)
+
+    def detach_interface(self, context, instance, vif):
+        self._vifops.detach_interface(instance, vif)
 
     # -- information -----------------------------------------------------
     def get_info(self, instance, use_cache=True):
@@ -334,6 +348,7 @@ class XenStubdomDriver(driver.ComputeDriver):
         try:
             volumeops.refuse_volumes(block_device_info,
                                      _('resize / migrate'))
+            configdrive.refuse_moves(instance, _('resize / migrate'))
         except exception.MigrationPreCheckError as exc:
             # nothing was touched: Nova puts the server back as it was
             raise exception.InstanceFaultRollback(inner_exception=exc)
@@ -354,6 +369,7 @@ class XenStubdomDriver(driver.ComputeDriver):
                                       dest_check_data,
                                       block_device_info=None):
         volumeops.refuse_volumes(block_device_info, _('live migration'))
+        configdrive.refuse_moves(instance, _('live migration'))
         return self._migrationops.check_can_live_migrate_source(
             context, instance, dest_check_data, block_device_info)
 

@@ -22,6 +22,7 @@ from nova import exception
 from nova.i18n import _
 from nova.virt import hardware
 
+from nova_xen_stubdom.driver import configdrive
 from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.driver import exceptions as dexc
 from nova_xen_stubdom.driver import guest_config
@@ -148,7 +149,7 @@ class VMOps:
                     built.guest = ref
                 else:
                     built.stubdom = ref
-        for disk in dc.DISK_USERDEVICE:
+        for disk in list(dc.DISK_USERDEVICE) + [configdrive.DISK]:
             for ref in self._call('VDI.get_by_name_label',
                                   '%s-%s' % (instance.name, disk)):
                 oc = self._call('VDI.get_other_config', ref)
@@ -172,9 +173,11 @@ class VMOps:
             bridge=bridge or wanted or '?')
 
     def spawn(self, context, instance, image_meta, network_info,
-              power_on: bool = True, block_device_info=None) -> None:
+              power_on: bool = True, block_device_info=None,
+              injected_files=None, admin_password=None) -> None:
         # Everything checkable is checked before anything is created.
         cfg = guest_config.resolve(instance.flavor, image_meta)
+        configdrive.check(instance)
         volumes = volumeutils.plan(block_device_info, [
             n for disk, n in cfg.disks() if disk != 'root'])
         boot_volume = volumes[0] if volumes and \
@@ -259,6 +262,10 @@ class VMOps:
                                          volume_id=vol.target.volume_id)
                 for index, (vif, net_ref) in enumerate(vifs):
                     self.attach_nic(built, vif, net_ref, index, do)
+                if configdrive.required_by(instance):
+                    configdrive.attach(self._ctx, self, built, instance,
+                                       sr_ref, injected_files,
+                                       admin_password, network_info, do)
                 if power_on:
                     self._start(instance, built, cfg, vifs, do)
             except Exception as exc:
@@ -310,7 +317,7 @@ class VMOps:
         ref = do('VIF.create (guest NIC %d)' % index, self._call,
                  'VIF.create', vmbuild.vif_record(
                      built.guest, net_ref, index, vif['address'], mtu,
-                     {'nova_vif_id': vif['id']}))
+                     {dc.OC_VIF_ID: vif['id']}))
         built.vifs.append(ref)
         vif_uuid = do('VIF.get_uuid', self._call, 'VIF.get_uuid', ref)
         built.vifs.append(do(
@@ -337,10 +344,35 @@ class VMOps:
             # attached volumes beside the flavor's disks
             config['disks'] += self.volumes.dm_disks(
                 guest, cfg.disk_bus, [n for _d, n in cfg.disks()])
+            config['nics'] = self._dm_nics(guest, cfg.vif_model)
+            config['cdroms'] = self._dm_cdroms(guest)
         if self._pciops is not None and hasattr(self._pciops,
                                                 'instance_addresses'):
             config['pci'] = self._pciops.instance_addresses(instance)
         return config
+
+    def _dm_nics(self, guest: str, model: str) -> List[dict]:
+        """QEMU's NICs: the guest's VIFs as XAPI has them.  Their device
+        numbers are the stub domain's netfront numbers (the mirrors share
+        them) and need not follow Nova's network_info order once
+        interfaces were attached and detached (vifops)."""
+        nics = []
+        for ref in self._call('VM.get_VIFs', guest):
+            rec = self._call('VIF.get_record', ref)
+            nics.append({'mac': rec['MAC'], 'model': model,
+                         'index': int(rec['device'])})
+        return sorted(nics, key=lambda nic: nic['index'])
+
+    def _dm_cdroms(self, guest: str) -> List[dict]:
+        """QEMU's CD-ROM drives: the guest's CD VBDs that hold a disc (the
+        config drive), at their userdevice (the stub domain's mirror has
+        the same number)."""
+        out = []
+        for ref in self._call('VM.get_VBDs', guest):
+            rec = self._call('VBD.get_record', ref)
+            if rec['type'] == 'CD' and not rec['empty']:
+                out.append({'index': int(rec['userdevice'])})
+        return sorted(out, key=lambda cd: cd['index'])
 
     def _start(self, instance, built: Built, cfg, vifs, do=None) -> None:
         """Stub domain first, link, then the guest; wait for the DM."""

@@ -8,7 +8,7 @@ import functools
 import logging
 import os
 
-from nova_xen_stubdom.sim import api, storage
+from nova_xen_stubdom.sim import api, storage, vif_rules
 from nova_xen_stubdom.sim.api import handler
 from nova_xen_stubdom.sim.errors import XapiError, handle_invalid
 from nova_xen_stubdom.sim.hypervisor import Frontend
@@ -164,6 +164,12 @@ def _unplug(ctx, cls: str, ref: str) -> None:
 
 @handler('VBD.plug')
 def vbd_plug(ctx, vbd):
+    # xapi_vbd.ml plug (CA-83260): no read-only disk on an HVM guest
+    rec = ctx.db.get('VBD', vbd)
+    if rec['type'] != 'CD' and rec['mode'] == 'RO' and \
+            ctx.db.exists('VM', rec['VM']) and \
+            vif_rules.is_hvm(ctx.db.get('VM', rec['VM'])):
+        raise XapiError('DISK_VBD_MUST_BE_READWRITE_FOR_HVM', vbd)
     _plug(ctx, 'VBD', vbd, _plug_vbd)
 
 
@@ -174,12 +180,22 @@ def vbd_unplug(ctx, vbd):
 
 @handler('VIF.plug')
 def vif_plug(ctx, vif):
-    _plug(ctx, 'VIF', vif, _plug_vif)
+    # message_forwarding.ml VIF.plug: with_vif_marked asserts the
+    # operation valid (sim/vif_rules.py) before xenopsd is asked
+    vif_rules.assert_operation_valid(ctx.db, vif, 'plug')
+    try:
+        _plug(ctx, 'VIF', vif, _plug_vif)
+    finally:
+        vif_rules.update_allowed_operations(ctx.db, vif)
 
 
 @handler('VIF.unplug', 'VIF.unplug_force')
 def vif_unplug(ctx, vif):
-    _unplug(ctx, 'VIF', vif)
+    vif_rules.assert_operation_valid(ctx.db, vif, 'unplug')
+    try:
+        _unplug(ctx, 'VIF', vif)
+    finally:
+        vif_rules.update_allowed_operations(ctx.db, vif)
 
 
 # -- create / destroy hooks ---------------------------------------------------
@@ -196,6 +212,11 @@ def _device_created(ctx, ref, cls):
     rec = db.get(cls, ref)
     if rec['VM'] == NULL_REF:
         raise handle_invalid('VM', rec['VM'])
+    if cls == 'VIF':
+        vif_rules.check_create(rec, db.get('VM', rec['VM'])['other_config'])
+    elif rec['type'] == 'CD' and rec['mode'] != 'RO':
+        # xapi_vbd.ml create: "All CD VBDs must be readonly"
+        raise XapiError('VBD_CDS_MUST_BE_READONLY')
     for other in db.get('VM', rec['VM'])[cls + 's']:
         if db.get(cls, other)[slot] == rec[slot]:
             raise XapiError('DEVICE_ALREADY_EXISTS', rec[slot])
@@ -205,6 +226,8 @@ def _device_created(ctx, ref, cls):
         rec['allowed_operations'] = ['attach', 'plug']
     db.link('VM', rec['VM'], cls + 's', ref)
     db.link(backing, rec[backing], cls + 's', ref)
+    if cls == 'VIF':
+        vif_rules.update_allowed_operations(db, ref)
 
 
 def _device_destroying(ctx, ref, cls):

@@ -80,3 +80,21 @@ def wait_task(session, task: str, timeout: float = 10.0) -> dict:
         if time.monotonic() > deadline:
             raise TimeoutError('task %s still %s' % (task, rec['status']))
         time.sleep(0.02)
+
+
+def report_pv_drivers(sim, vm_ref: str, hotplug_vif: str = 'yes',
+                      pool: int = 0) -> None:
+    """What a running guest's agent with PV drivers reports: XAPI's guest
+    metrics then show a driver version and ``can_use_hotplug_vif`` (from
+    the guest's xenstore ``feature/hotplug/vif``, xen-api
+    ``ocaml/xapi/xapi_guest_agent.ml``).  The simulated HVM guests boot
+    without PV drivers; a new boot reports that again (sim/vm.py)."""
+    from nova_xen_stubdom.sim import vm as vmlib
+    db = sim.pools[pool].db
+    with db.lock:
+        gm = db.get('VM', vm_ref)['guest_metrics']
+        db.set('VM_guest_metrics', gm, PV_drivers_detected=True,
+               PV_drivers_up_to_date=True,
+               PV_drivers_version={'major': '9', 'minor': '0'},
+               can_use_hotplug_vif=hotplug_vif)
+        vmlib.update_allowed_operations(db, vm_ref)

@@ -16,8 +16,8 @@ import hashlib
 import logging
 from typing import Optional
 
-from nova_xen_stubdom.sim import (api, bootfiles, devices, hostfail, wire,
-                                  xenopsd_pci)
+from nova_xen_stubdom.sim import (api, bootfiles, devices, hostfail,
+                                  vif_rules, wire, xenopsd_pci)
 from nova_xen_stubdom.sim.api import handler
 from nova_xen_stubdom.sim.db import new_ref
 from nova_xen_stubdom.sim.errors import XapiError
@@ -115,6 +115,11 @@ def update_allowed_operations(db, vm: str) -> None:
         ops = []
     rec['allowed_operations'] = ops
     db.touch('VM', vm)
+    # message_forwarding.ml unmark_vifs: the VM's VIFs after each VM
+    # operation (plug/unplug follow its power state and guest metrics)
+    for vif in rec['VIFs']:
+        if db.exists('VIF', vif):
+            vif_rules.update_allowed_operations(db, vif)
 
 
 def is_hvm(rec: dict) -> bool:

@@ -94,3 +94,86 @@ def test_side_channel_envelopes(sim):
     assert ok['Status'] == 'Success'
     # ints on the wire are decimal strings, as XAPI sends them
     assert ok['Value'][0]['domid'] == '0'
+
+
+def test_vif_hotplug_rules_on_hvm_guest(sim, x):
+    """xen-api ocaml/xapi/xapi_vif_helpers.ml valid_operations: a running
+    HVM guest takes VIF.plug/unplug only if it claims PV drivers with VIF
+    hot-plug (VM_guest_metrics.can_use_hotplug_vif); a paused one never;
+    allowed_operations says so; create checks device and MAC."""
+    sim.pools[0].hosts[0].config.allow_dom0_dm = True
+    vm = x.VM.create(testing.vm_record('hvm', hvm=True))
+    assert _fail(_vif, x, vm, 'eth1', '02:00:00:00:00:01') == [
+        'INVALID_DEVICE', 'eth1']
+    assert _fail(_vif, x, vm, '1', '02:00:00:00:00') == [
+        'MAC_INVALID', '02:00:00:00:00']
+    booted = _vif(x, vm, '0', '02:00:00:00:00:01')
+    x.VM.start(vm, False, False)
+    assert x.VIF.get_currently_attached(booted)
+    late = _vif(x, vm, '1', '02:00:00:00:00:02')
+    # the simulated guest reports no PV drivers: can_use_hotplug_vif = no
+    refusal = ['OPERATION_NOT_ALLOWED',
+               'VM states it does not support VIF hotplug.']
+    assert _fail(x.VIF.plug, late) == refusal
+    assert _fail(x.VIF.unplug, booted) == refusal
+    assert 'plug' not in x.VIF.get_allowed_operations(late)
+    # no claim either way and no drivers: the PV-driver fallback
+    gm = x.VM.get_guest_metrics(vm)
+    sim.pools[0].db.set('VM_guest_metrics', gm,
+                        can_use_hotplug_vif='unspecified')
+    assert _fail(x.VIF.plug, late) == ['VM_MISSING_PV_DRIVERS', vm]
+    testing.report_pv_drivers(sim, vm)
+    assert 'plug' in x.VIF.get_allowed_operations(late)
+    x.VIF.plug(late)
+    host = sim.pools[0].host_by_ref(x.VM.get_resident_on(vm))
+    assert ('vif', '1') in introspect.frontends(host,
+                                                int(x.VM.get_domid(vm)))
+    x.VM.pause(vm)
+    assert _fail(x.VIF.unplug, late) == ['VM_BAD_POWER_STATE', vm,
+                                         'running', 'paused']
+    x.VM.unpause(vm)
+    x.VIF.unplug(late)
+    x.VM.hard_shutdown(vm)
+    for vif in (booted, late):
+        x.VIF.destroy(vif)
+    x.VM.destroy(vm)
+
+
+def _vbd_of(x, vm, vdi, userdevice, type_, mode):
+    return x.VBD.create({'VM': vm, 'VDI': vdi, 'userdevice': userdevice,
+                         'bootable': False, 'mode': mode, 'type': type_,
+                         'unpluggable': True, 'empty': False,
+                         'other_config': {}, 'qos_algorithm_type': '',
+                         'qos_algorithm_params': {}})
+
+
+def test_cd_vbds_are_read_only_and_hvm_disks_read_write(sim, x):
+    """xen-api ocaml/xapi/xapi_vbd.ml: create refuses a CD VBD that is not
+    read-only (VBD_CDS_MUST_BE_READONLY); plug refuses a read-only disk VBD
+    on an HVM guest (DISK_VBD_MUST_BE_READWRITE_FOR_HVM, CA-83260), which a
+    PV VM may have.  The config drive is therefore the guest's CD and its
+    stub domain's read-only disk."""
+    sim.pools[0].hosts[0].config.allow_dom0_dm = True
+    hvm = x.VM.create(testing.vm_record('hvm', hvm=True))
+    pv = x.VM.create(testing.vm_record('pv', hvm=False))
+    vdi = _vdi(x, name='drive')
+    assert _fail(_vbd_of, x, hvm, vdi, '3', 'CD', 'RW') == [
+        'VBD_CDS_MUST_BE_READONLY']
+    cd = _vbd_of(x, hvm, vdi, '3', 'CD', 'RO')
+    ro_disk = _vbd_of(x, hvm, vdi, '4', 'Disk', 'RO')
+    pv_disk = _vbd_of(x, pv, vdi, '3', 'Disk', 'RO')
+    x.VBD.destroy(ro_disk)
+    x.VM.start(hvm, False, False)
+    assert x.VBD.get_currently_attached(cd)
+    ro_disk = _vbd_of(x, hvm, vdi, '4', 'Disk', 'RO')
+    assert _fail(x.VBD.plug, ro_disk) == [
+        'DISK_VBD_MUST_BE_READWRITE_FOR_HVM', ro_disk]
+    x.VM.start(pv, False, False)
+    assert x.VBD.get_currently_attached(pv_disk)
+    for vm in (hvm, pv):
+        x.VM.hard_shutdown(vm)
+    for vbd in (cd, ro_disk, pv_disk):
+        x.VBD.destroy(vbd)
+    for vm in (hvm, pv):
+        x.VM.destroy(vm)
+    x.VDI.destroy(vdi)

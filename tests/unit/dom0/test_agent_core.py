@@ -195,6 +195,15 @@ def test_dm_argv_ahci_and_uefi():
     assert argv[-2:] == ['-net', 'none']
 
 
+def test_dm_argv_cdrom_is_a_read_only_ide_cdrom():
+    # the config drive: the stub domain's read-only mirror disk xvdd
+    argv = stubdom.build_dm_argv(5, dict(CONFIG, cdroms=[{'index': 3}]))
+    assert ('file=/dev/xvdd,if=ide,index=3,media=cdrom,format=raw,'
+            'readonly=on') in argv
+    with pytest.raises(errors.InvalidArgument, match='IDE'):
+        stubdom.build_dm_argv(5, dict(CONFIG, cdroms=[{'index': 4}]))
+
+
 # -- device-model wrapper ---------------------------------------------------
 
 def test_wrapper_refuses_dom0_device_model(agent):
