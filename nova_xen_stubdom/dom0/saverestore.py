@@ -17,7 +17,7 @@ import json
 import logging
 import mmap
 import time
-from typing import Any, BinaryIO, Callable, Dict, Optional
+from typing import Any, BinaryIO, Callable, Dict, List, Optional
 
 from nova_xen_stubdom.dom0 import hypervisor as hv
 from nova_xen_stubdom.dom0 import page_copy as mp
@@ -127,7 +127,7 @@ def save_domain(backend: hv.HypervisorBackend, domid: int, out: BinaryIO,
         write_preamble(writer, info)
         view = backend.map_memory(domid)
         sender = mp.PageSender(view, info.max_pfn, writer)
-        sender.send_all()
+        sender.send_all(_holes(backend, view))
         counters = sender.counters
         del sender
         write_trailer(writer, backend, domid, device_state(),
@@ -168,7 +168,7 @@ def export_domain(backend: hv.HypervisorBackend, domid: int, out: BinaryIO,
         write_preamble(writer, info)
         view = backend.map_memory(domid)
         sender = mp.PageSender(view, info.max_pfn, writer)
-        sender.send_all()
+        sender.send_all(_holes(backend, view))
         counters = sender.counters
         sender = None
         write_trailer(writer, backend, domid, device_state(), None)
@@ -179,6 +179,13 @@ def export_domain(backend: hv.HypervisorBackend, domid: int, out: BinaryIO,
             backend.unpause(domid)
     return SaveStats(writer.offset, counters.pages, counters.zero,
                      time.monotonic() - start)
+
+
+def _holes(backend: hv.HypervisorBackend, view) -> List[int]:
+    """PFNs of *view* the hypervisor has no page for (ascending), for a
+    backend that knows them (the xen backend's ``holes``)."""
+    holes = getattr(backend, 'holes', None)
+    return sorted(holes(view)) if holes is not None else []
 
 
 def _release(view) -> None:
