@@ -5,6 +5,7 @@ apart to keep modules small): it uses the backend's bound libraries
 (``libs``), handles (``xch``, ``fmem``), ``domain_info``, ``_fail``,
 ``_lock`` and ``_mappings``.
 """
+import array
 import ctypes
 import logging
 import weakref
@@ -15,7 +16,7 @@ from nova_xen_stubdom.dom0.hypervisor import PAGE_SIZE
 from nova_xen_stubdom.dom0.xen_libs import (
     MAP_ANONYMOUS, MAP_FAILED, MAP_FIXED, MAP_NORESERVE, MAP_PRIVATE,
     PFINFO_NO_PAGE, PROT_NONE, PROT_READ, PROT_WRITE,
-    XEN_DOMCTL_PFINFO_LTAB_MASK, xen_pfn_t)
+    XEN_DOMCTL_PFINFO_LTAB_MASK, XEN_DOMCTL_PFINFO_XTAB, xen_pfn_t)
 
 LOG = logging.getLogger(__name__)
 
@@ -28,8 +29,13 @@ class Mapping:
         self.base = base
         self.pages = pages
         self.chunks: List[Tuple[int, int]] = []     # (addr, pages) foreign
-        self.holes: List[int] = []                  # PFNs Xen refused
+        #: [start, stop) PFN runs with no page (an HVM guest's MMIO hole
+        #: is ~1 M PFNs: runs, not a list of PFNs)
+        self.holes: List[Tuple[int, int]] = []
         self.released = False
+
+    def hole_pages(self) -> int:
+        return sum(stop - start for start, stop in self.holes)
 
 
 class ForeignMemory:
@@ -70,9 +76,9 @@ class ForeignMemory:
             self._release(mapping)
             raise
         if mapping.holes:
-            LOG.warning('domain %d: %d of %d pages could not be mapped '
-                        '(holes, read as zeros)', domid, len(mapping.holes),
-                        pages)
+            LOG.info('domain %d: %d of %d PFNs have no page behind them '
+                     '(holes, read as zeros)', domid, mapping.hole_pages(),
+                     pages)
         view_type = type('ForeignMapping', (ctypes.c_char * size,), {})
         region = view_type.from_address(base)
         weakref.finalize(region, self._release, mapping)
@@ -95,12 +101,14 @@ class ForeignMemory:
         pages just below 4 GiB, so a 32 MiB guest spans ~1 M PFNs, nearly
         all MMIO hole; asking costs one domctl per chunk, mapping them
         one privcmd fault path each -- minutes in a TCG-nested dom0."""
-        types = (xen_pfn_t * count)(*range(first, first + count))
+        types = _pfn_array(first, count)
         if self.libs.xc_get_pfn_type_batch(self.xch, domid, count,
                                            types) < 0:
             LOG.debug('xc_get_pfn_type_batch failed (errno %d): mapping '
                       'every PFN', self.libs.get_errno())
             return []
+        if bytes(types) == _XTAB_ENTRY * count:
+            return list(range(count))   # the common case, compared in C
         codes = memoryview(types).cast('B').cast('L').tolist()
         mask = XEN_DOMCTL_PFINFO_LTAB_MASK
         return [i for i, t in enumerate(codes)
@@ -118,7 +126,7 @@ class ForeignMemory:
     def _map_run(self, mapping: Mapping, first: int, count: int,
                  prot: int) -> None:
         """Map PFNs first..first+count-1; those Xen refuses become holes."""
-        pfns = (xen_pfn_t * count)(*range(first, first + count))
+        pfns = _pfn_array(first, count)
         errs = (ctypes.c_int * count)()
         addr = mapping.base + first * PAGE_SIZE
         got = self.libs.xenforeignmemory_map2(
@@ -144,17 +152,17 @@ class ForeignMemory:
         mmap could take), then map the runs between the holes over it."""
         addr = mapping.base + first * PAGE_SIZE
         self._anon(addr, count, prot)
-        mapping.holes.extend(first + i for i in bad)
         bad_set = set(bad)
         i = 0
         while i < count:
-            if i in bad_set:
-                i += 1
-                continue
             j = i
-            while j < count and j not in bad_set:
+            hole = i in bad_set
+            while j < count and (j in bad_set) == hole:
                 j += 1
-            self._map_run(mapping, first + i, j - i, prot)
+            if hole:
+                mapping.holes.append((first + i, first + j))
+            else:
+                self._map_run(mapping, first + i, j - i, prot)
             i = j
 
     def _anon(self, addr: int, pages: int, prot: int) -> None:
@@ -177,7 +185,24 @@ class ForeignMemory:
 
     def holes(self, view: memoryview) -> List[int]:
         """PFNs of a mapping from :meth:`map_memory` that read as zeros."""
+        return [pfn for start, stop in self.hole_runs(view)
+                for pfn in range(start, stop)]
+
+    def hole_runs(self, view: memoryview) -> List[Tuple[int, int]]:
+        """:meth:`holes` as ascending [start, stop) runs."""
         obj = getattr(view.obj, 'owner', view.obj)    # readonly_memory
         base = ctypes.addressof(obj) if obj is not None else None
         mapping = self._mappings.get(base)
-        return list(mapping.holes) if mapping else []
+        return sorted(mapping.holes) if mapping else []
+
+
+def _pfn_array(first: int, count: int) -> 'ctypes.Array':
+    """xen_pfn_t[count] = first, first+1, ... (filled in C, not through
+    ctypes' per-element path)."""
+    return (xen_pfn_t * count).from_buffer(
+        array.array('L', range(first, first + count)))
+
+
+#: a getpageframeinfo3 entry that says "no page" (XTAB), as bytes
+_XTAB_ENTRY = ctypes.c_ulong(XEN_DOMCTL_PFINFO_XTAB).value.to_bytes(
+    ctypes.sizeof(xen_pfn_t), 'little')
