@@ -178,7 +178,7 @@ def realxen_boot():
         t0 = time.monotonic()
         result = testbed.Testbed(tb, keep, log=_log).run(
             [os.path.join(DOM0, s) for s in scenarios], overlay,
-            timeout_s=int(os.environ.get('REALXEN_TIMEOUT', '900')),
+            timeout_s=int(os.environ.get('REALXEN_TIMEOUT', '1800')),
             stall_s=int(os.environ.get('REALXEN_STALL_S', '120')),
             extra_env=extra,
         )

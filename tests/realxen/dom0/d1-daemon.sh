@@ -19,6 +19,9 @@
 # `destroy` stand in for XAPI's VM.start of the stub VM (paused: the driver
 # links before the stub runs), VM.unpause and VM.hard_shutdown.
 # EXPECT: D1-GUESTS-UP D1-DAEMON-UP D1-PLUGIN-ERROR D1-LINK D1-DM-LAUNCH D1-TARGET-XS D1-TARGET-HV D1-XS-TARGET-BAD D1-STUB-MAPS D1-CONSOLE D1-SAVE D1-VERIFY D1-UNDO-SAVE D1-KILL9-MIDSAVE D1-RESTART D1-RECOVERED D1-DM-STOP D1-DAEMON-STOP D1-LEAK-CHECK D1-DONE
+# shellcheck disable=SC2046,SC2154,SC3043
+# (marker arguments are meant to split into words; R_*/V_* are set by the
+# eval in pcall; dom0's busybox ash has `local`)
 . /etc/realxen/lib.sh
 d1_t0=$(up)
 rx_snapshot D1
@@ -43,6 +46,9 @@ echo "INSTALLATION_UUID='5a1e0000-0000-4000-8000-00000000d1d1'" > $W/inventory
 U=d1d1d1d1-0000-4000-8000-000000000001
 KEY=000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f
 call() { python3 /opt/realxen/d1_daemon.py "$@"; }
+# the stub's QEMU stand-in in the background; $RPID is python's own PID (a
+# function run with & would be a subshell, and killing it not kill python)
+responder() { python3 /opt/realxen/d1_daemon.py responder $S $G $1 2> $W/responder-$2.log & RPID=$!; }
 # pcall plugin|dm FN k=v...: one fresh process; sets R_status, R_code,
 # R_took and V_<key> for each scalar of the JSON result (no python in here
 # to parse it: every python start costs seconds under TCG); returns its rc.
@@ -57,7 +63,7 @@ daemon_start() {  # daemon_start N -> $DPID, D1-DAEMON-UP/D1-RESTART data
   python3 -m nova_xen_stubdom.dom0.daemon --config $W/agent.conf \
     --inventory $W/inventory > $W/daemon-$1.out 2> /out/d1-daemon-$1.log &
   DPID=$!; echo $DPID > $W/daemon.pid
-  rx_until 60 grep -q '^ready ' $W/daemon-$1.out
+  rx_until 240 grep -q '^ready ' $W/daemon-$1.out
 }
 ticks() { rx_debugport_count "$G" HVM-TICK; }
 paused() { xl list d1g 2>/dev/null | awk 'NR == 2 {print ($5 ~ /p/) ? 1 : 0}'; }
@@ -132,7 +138,7 @@ if [ $rc = 0 ] && [ "$n" -gt 0 ] && grep -q "$(echo $last | tr _ ' ')" /var/log/
 else mark D1-CONSOLE FAILED rc=$rc ticks=$n; fi
 
 # -- save_image through our engine, verify_image, undo_save -----------------
-call responder $S $G answer 2> $W/responder-1.log & RPID=$!
+responder answer 1
 t=$(up); before=$(ticks)
 pcall plugin save_image guest_vm_uuid=$U path=$W/d1.img key=$KEY \
   device_state_timeout=300; rc=$?
@@ -149,7 +155,7 @@ kill $RPID 2>/dev/null; wait $RPID 2>/dev/null
 rm -f $W/d1.img
 
 # -- kill -9 mid-save, restart, recover -------------------------------------
-call responder $S $G hold 2> $W/responder-2.log & RPID=$!
+responder hold 2
 call plugin save_image guest_vm_uuid=$U path=$W/d1b.img key=$KEY \
   device_state_timeout=300 > $W/save2.out 2>&1 & SPID=$!
 D=/local/domain/$S/device-model/$G
@@ -162,10 +168,11 @@ if rx_until 300 sh -c "[ \"\$(xenstore-read $D/command 2>/dev/null)\" = save ]";
   mark D1-KILL9-MIDSAVE paused_at_kill=$p state_disks_at_kill=$disk plugin_error=$code \
     after=$(el $t) $( [ "$code" = DAEMON_UNAVAILABLE ] || echo FAILED)
 else
-  kill $SPID 2>/dev/null; mark D1-KILL9-MIDSAVE FAILED reason=no-save-command after=$(el $t)
+  kill -9 $DPID; wait $DPID 2>/dev/null; wait $SPID
+  mark D1-KILL9-MIDSAVE FAILED reason=no-save-command after=$(el $t)
 fi
 kill $RPID 2>/dev/null; wait $RPID 2>/dev/null
-call responder $S $G answer 2> $W/responder-3.log & RPID=$!
+responder answer 3
 t=$(up)
 if daemon_start 2; then
   mark D1-RESTART pid=$DPID took=$(el $t) recovered=$(grep -c 'was running when' /out/d1-daemon-2.log)
@@ -174,7 +181,7 @@ else
 fi
 before=$(ticks)
 rx_until 60 rx_ticks_at_least "$G" $((before + 1))
-leftover=$(ls /tmp | grep -c '^nxs-state-')
+leftover=$(find /tmp -maxdepth 1 -name 'nxs-state-*' | wc -l)
 disk=$(xenstore-ls -f /local/domain/0/backend/vbd/$S 2>/dev/null | grep -c frontend-id)
 loops=$(losetup -a 2>/dev/null | wc -l)
 cmd=$(xenstore-read $D/command 2>/dev/null)
