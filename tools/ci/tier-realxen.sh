@@ -6,8 +6,9 @@
 # QEMU uses one core flat out and up to ~2 GB of RAM.  Without the testbed or
 # its inputs the tests are skipped and this prints REALXEN NOT RUN with the
 # reason.  Logs of the last run: build/realxen/boot*/ (serial.log, out/).
-# The daemon scenario (d1-daemon.sh) adds 10-20 minutes: every plugin call
-# is a fresh dom0 Python process (doc/source/realxen.rst).
+# The daemon scenario (d1-daemon.sh) adds ~5 minutes at host load 3-5 and
+# far more on a loaded host: every plugin call is a fresh dom0 Python
+# process under TCG (doc/source/realxen.rst, "Measured").
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 export PATH="$PWD/.venv/bin:$PATH"
