@@ -9,10 +9,12 @@ magic, length, sha256) and sets ``D/state = saved``.  ``continue`` resumes
 it after a failed save; ``restore`` loads a state from such a disk.  The
 guest's memory never passes through the stub domain.
 """
+import glob
 import logging
 import os
 import tempfile
 import time
+from typing import Callable, Optional
 
 from nova_xen_stubdom.dom0 import errors
 from nova_xen_stubdom.dom0 import statedisk
@@ -21,6 +23,8 @@ LOG = logging.getLogger(__name__)
 
 #: frontend name of the state disk inside the stub domain
 STATE_DISK_DEVID = 'xvdz'
+#: the state disk's dom0 file: <tmpdir>/nxs-state-<stub domid>-XXXX.img
+_STATE_FILE_PREFIX = 'nxs-state-%d-'
 
 
 class DeviceStateError(errors.AgentError):
@@ -50,8 +54,8 @@ class _StateDisk:
                  content: bytes = b'') -> None:
         self.backend = backend
         self.stub = stub_domid
-        fd, self.path = tempfile.mkstemp(prefix='nxs-state-%d-' % stub_domid,
-                                         suffix='.img')
+        fd, self.path = tempfile.mkstemp(
+            prefix=_STATE_FILE_PREFIX % stub_domid, suffix='.img')
         with os.fdopen(fd, 'r+b') as f:
             # (seek: eventlet's green files leave the position at the end
             # after a truncate)
@@ -123,6 +127,31 @@ def save(backend, guest_domid: int, disk_bytes: int,
                                            reason=str(e))
         finally:
             backend.xs_rm(d + '/state-disk')
+
+
+def abandon(backend, guest_domid: int,
+            resume_device: Optional[Callable[[int], None]] = None) -> None:
+    """Clear what a save cut short by the daemon's death left behind.
+
+    Run by a restarted daemon (:func:`job_journal.recover`) before it
+    serves anything, so no other save of this host is in flight: the
+    pending command and state-disk nodes go, the state disk is detached
+    (its loop device with it) and its dom0 file removed; a QEMU that had
+    already saved its state (``saved``) is told to continue.
+    """
+    stub = stubdom_of(backend, guest_domid)
+    d = dm_path(stub, guest_domid)
+    backend.xs_rm(d + '/command')
+    backend.xs_rm(d + '/state-disk')
+    try:
+        backend.detach_disk(stub, STATE_DISK_DEVID)
+    except errors.InvalidArgument:
+        pass                    # died before the disk was attached
+    for path in glob.glob(os.path.join(tempfile.gettempdir(),
+                                       _STATE_FILE_PREFIX % stub + '*')):
+        os.unlink(path)
+    if backend.xs_read(d + '/state') == 'saved' and resume_device:
+        resume_device(guest_domid)
 
 
 def resume(backend, guest_domid: int, timeout: float) -> None:

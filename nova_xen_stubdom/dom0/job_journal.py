@@ -19,7 +19,11 @@ changes what recovery must do, and when it ends.  At start the daemon
 * a receiving job that journaled "go": ``running`` when the guest runs
   here (its domain is unpaused, or the job journaled "running"),
   ``unknown`` otherwise -- the guest may have started, so the source must
-  not be resumed on this host's word.
+  not be resumed on this host's word;
+* a save (``save_image``): the guest runs again -- the state disk is
+  detached and its file removed, a device model that had saved its state
+  resumed, the guest unpaused if the save paused it -- and the entry is
+  dropped (the caller already got ``DAEMON_UNAVAILABLE``).
 
 A job that was running when the daemon died answers every later status
 call with its recovered state instead of "no such job".
@@ -112,11 +116,18 @@ def recover(journal: JobJournal, backend,
             undo_send(backend, int(domid), phase, resume_device)
         elif kind == 'receive' and phase in ('go', 'running'):
             state, error = _settle_receive(backend, domid, phase)
-        journal.write(job_id, state=state, error=error)
+        elif kind == 'save' and domid is not None:
+            _undo_save(backend, entry, resume_device)
         LOG.warning('job %s (%s of domain %s, phase %s) was running when '
                     'the daemon stopped: %s', job_id, kind, domid,
                     phase or '-', state)
         settled[job_id] = state
+        if kind == 'save':
+            # nobody asks after a save later: its caller got
+            # DAEMON_UNAVAILABLE when the daemon died
+            journal.remove(job_id)
+        else:
+            journal.write(job_id, state=state, error=error)
     return settled
 
 
@@ -133,6 +144,27 @@ def _settle_receive(backend, domid, phase: str):
         return 'running', None
     return 'unknown', (RESTARTED + ' after "go" arrived; the guest may '
                        'have started on this host')
+
+
+def _undo_save(backend, entry: Dict,
+               resume_device: Optional[Callable[[int], None]]) -> None:
+    """A save_image cut short: the guest runs again, as after a save that
+    failed in the daemon (migration_calls.save_image's rollback), and its
+    state disk is gone; the partial image is the caller's to discard."""
+    from nova_xen_stubdom.dom0 import device_state
+    domid = int(entry['domid'])
+    steps = []
+    if entry.get('phase') == 'device-saving':
+        steps.append(('clear the state disk', lambda: device_state.abandon(
+            backend, domid, resume_device)))
+    if not entry.get('paused_before'):
+        steps.append(('unpause', lambda: backend.unpause(domid)))
+    for what, step in steps:
+        try:
+            step()
+        except Exception as exc:        # the domain may be gone: go on
+            LOG.warning('recovering domain %d after a cut save: %s failed: '
+                        '%s', domid, what, exc)
 
 
 def undo_send(backend, domid: int, phase: str,

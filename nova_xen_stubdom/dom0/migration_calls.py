@@ -439,14 +439,21 @@ def save_image(agent, args) -> str:
     timeout = _int(args, 'device_state_timeout', conf.device_state_timeout)
     path = _image_path(agent, args)
     saved = {'device': False}
+    # journaled so that a daemon killed mid-save lets the guest run again
+    # (job_journal.recover); removed once this call has settled it
+    job_id = 'save-%s' % info.vm_uuid
 
     def device_state() -> bytes:
+        _journal(agent, job_id, phase='device-saving')
         state = devstate.save(backend, info.domid,
                               conf.device_state_disk_mb * MiB, timeout)
         saved['device'] = True
         return state
 
     with agent.lock(info.vm_uuid):
+        _journal(agent, job_id, kind='save', state='running',
+                 domid=info.domid, phase='saving',
+                 paused_before=info.paused)
         try:
             # A VDI keeps its size (the stream ends at its END record); a
             # plain file is the image alone.
@@ -464,6 +471,10 @@ def save_image(agent, args) -> str:
                 raise
             raise MigrationAgentError(reason='save of domain %d failed: %s'
                                       % (info.domid, e))
+        finally:
+            journal = getattr(agent, 'journal', None)
+            if journal is not None:
+                journal.remove(job_id)
     return json.dumps(records.asdict(stats))
 
 

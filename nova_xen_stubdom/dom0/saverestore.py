@@ -17,7 +17,8 @@ import json
 import logging
 import mmap
 import time
-from typing import Any, BinaryIO, Callable, Dict, Optional
+from typing import (Any, BinaryIO, Callable, Dict, List, Optional,
+                    Tuple)
 
 from nova_xen_stubdom.dom0 import hypervisor as hv
 from nova_xen_stubdom.dom0 import page_copy as mp
@@ -127,7 +128,7 @@ def save_domain(backend: hv.HypervisorBackend, domid: int, out: BinaryIO,
         write_preamble(writer, info)
         view = backend.map_memory(domid)
         sender = mp.PageSender(view, info.max_pfn, writer)
-        sender.send_all()
+        sender.send_all(_holes(backend, view))
         counters = sender.counters
         del sender
         write_trailer(writer, backend, domid, device_state(),
@@ -168,7 +169,7 @@ def export_domain(backend: hv.HypervisorBackend, domid: int, out: BinaryIO,
         write_preamble(writer, info)
         view = backend.map_memory(domid)
         sender = mp.PageSender(view, info.max_pfn, writer)
-        sender.send_all()
+        sender.send_all(_holes(backend, view))
         counters = sender.counters
         sender = None
         write_trailer(writer, backend, domid, device_state(), None)
@@ -179,6 +180,22 @@ def export_domain(backend: hv.HypervisorBackend, domid: int, out: BinaryIO,
             backend.unpause(domid)
     return SaveStats(writer.offset, counters.pages, counters.zero,
                      time.monotonic() - start)
+
+
+def _holes(backend: hv.HypervisorBackend, view) -> List[Tuple[int, int]]:
+    """[start, stop) runs of PFNs of *view* the hypervisor has no page for,
+    ascending, for a backend that knows them (the xen backend)."""
+    runs = getattr(backend, 'hole_runs', None)
+    if runs is not None:
+        return runs(view)
+    holes = getattr(backend, 'holes', None)
+    out: List[Tuple[int, int]] = []
+    for pfn in sorted(holes(view)) if holes is not None else ():
+        if out and out[-1][1] == pfn:
+            out[-1] = (out[-1][0], pfn + 1)
+        else:
+            out.append((pfn, pfn + 1))
+    return out
 
 
 def _release(view) -> None:

@@ -9,11 +9,16 @@ libxenctrl's ABI changes with every Xen release, so the library is loaded by
 its 4.17 soname first; another version is used only when asked for
 explicitly (``libxenctrl=`` argument).
 
-Honesty note: in this project the backend is exercised against recording
-stand-ins of these libraries (argument marshalling, struct layouts, bitmap
-conversion, chunked mapping, error paths) and against the real libraries
-*without* a hypervisor (symbols resolve, opening fails with a clear error).
-It has not been run against a live hypervisor here.
+Where it is tested: against recording stand-ins of these libraries
+(argument marshalling, struct layouts, bitmap conversion, chunked mapping,
+error paths), against the real libraries without a hypervisor (symbols
+resolve, opening fails with a clear error), and on real Xen 4.17 in the
+realxen tier's daemon scenario (``tests/realxen/dom0/d1-daemon.sh``,
+``doc/source/realxen.rst``): domain listing, pause/unpause, both targets,
+xenstore reads/writes/permissions, console reads, the read-only mapping of
+an HVM guest, its HVM context and params, and the state disk.  Log-dirty,
+writes of HVM state and memory (restore), and PCI have not run on a
+hypervisor yet.
 
 Which library calls each method makes:
 
@@ -24,7 +29,8 @@ domain_info          xc_domain_getinfolist(domid, 1), xc_domain_maximum_gpfn
 pause / unpause      xc_domain_pause / xc_domain_unpause
 set_target           xc_domain_set_target
 xs_set_target        xs_set_target (xenstored does not follow the above)
-map_memory           mmap (reservation), xenforeignmemory_map2 (MAP_FIXED
+map_memory           mmap (reservation), xc_get_pfn_type_batch (HVM: which
+                     PFNs have a page), xenforeignmemory_map2 (MAP_FIXED
                      chunks), xenforeignmemory_unmap + munmap on release
 enable_logdirty      xc_logdirty_control(SHADOW_OP_ENABLE_LOGDIRTY)
 fetch_dirty_bitmap   xc__hypercall_buffer_alloc_pages, xc_logdirty_control
@@ -48,11 +54,11 @@ import logging
 import os
 import threading
 import uuid as uuidlib
-import weakref
 from typing import Dict, List, Optional, Tuple
 
 from nova_xen_stubdom.dom0 import errors
 from nova_xen_stubdom.dom0 import xen_devices
+from nova_xen_stubdom.dom0 import xen_memory
 from nova_xen_stubdom.dom0.hypervisor import (PAGE_SIZE, DomainInfo,
                                               HypervisorBackend)
 from nova_xen_stubdom.dom0.xen_libs import (  # noqa: F401
@@ -69,19 +75,7 @@ from nova_xen_stubdom.dom0.xen_libs import (  # noqa: F401
 LOG = logging.getLogger(__name__)
 
 
-class _Mapping:
-    """One mapped guest: its reservation and the chunks in it."""
-
-    def __init__(self, domid: int, base: int, pages: int):
-        self.domid = domid
-        self.base = base
-        self.pages = pages
-        self.chunks: List[Tuple[int, int]] = []     # (addr, pages) foreign
-        self.holes: List[int] = []                  # PFNs Xen refused
-        self.released = False
-
-
-class XenBackend(HypervisorBackend):
+class XenBackend(xen_memory.ForeignMemory, HypervisorBackend):
     """:class:`HypervisorBackend` over libxenctrl/xenforeignmemory/xenstore.
 
     :param libs: the bound libraries (default: :meth:`XenLibraries.load`).
@@ -109,7 +103,7 @@ class XenBackend(HypervisorBackend):
         self.map_chunk_pages = map_chunk_pages
         self._lock = threading.Lock()
         self._bitmaps: Dict[int, Tuple[XcHypercallBuffer, int]] = {}
-        self._mappings: Dict[int, _Mapping] = {}
+        self._mappings: Dict[int, xen_memory.Mapping] = {}
         self.disks = xen_devices.XenDisks(self)
         self.xch = self.fmem = self.xsh = None
         try:
@@ -274,126 +268,6 @@ class XenBackend(HypervisorBackend):
         if not self.libs.xs_set_target(self.xsh, stub_domid, guest_domid):
             raise self._xs_fail('xs_set_target', '%d -> %d' % (
                 stub_domid, guest_domid))
-
-    # -- guest memory ---------------------------------------------------------
-    def map_memory(self, domid: int, writable: bool = False) -> memoryview:
-        """Map PFNs 0..max_pfn-1 of *domid* into one contiguous view.
-
-        A PROT_NONE reservation is taken first and foreign chunks are placed
-        into it with ``MAP_FIXED``, so the view is contiguous.  PFNs Xen
-        refuses (holes such as the MMIO window below 4 GiB) are backed by
-        zero-filled anonymous pages instead of staying unmapped (touching an
-        unmapped page of a privcmd mapping is SIGBUS); they are listed by
-        :meth:`holes`.  The mapping is released -- unmapped -- when the
-        returned view (and every view derived from it) is released or
-        garbage-collected, or on :meth:`close`.
-        """
-        pages = self.domain_info(domid).max_pfn
-        if pages <= 0:
-            raise errors.InvalidArgument(name='domid', value=domid,
-                                         reason='domain has no guest memory')
-        size = pages * PAGE_SIZE
-        prot = PROT_READ | (PROT_WRITE if writable else 0)
-        base = self.libs.mmap(None, size, PROT_NONE,
-                              MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                              -1, 0)
-        if base in (None, MAP_FAILED):
-            raise self._fail('mmap', 'reserving %d bytes' % size)
-        mapping = _Mapping(domid, base, pages)
-        try:
-            for first in range(0, pages, self.map_chunk_pages):
-                count = min(self.map_chunk_pages, pages - first)
-                self._map_chunk(mapping, first, count, prot)
-        except BaseException:
-            self._release(mapping)
-            raise
-        if mapping.holes:
-            LOG.warning('domain %d: %d of %d pages could not be mapped '
-                        '(holes, read as zeros)', domid, len(mapping.holes),
-                        pages)
-        view_type = type('ForeignMapping', (ctypes.c_char * size,), {})
-        region = view_type.from_address(base)
-        weakref.finalize(region, self._release, mapping)
-        with self._lock:
-            self._mappings[base] = mapping
-        view = memoryview(region).cast('B')
-        if writable:
-            return view
-        if hasattr(view, 'toreadonly'):
-            return view.toreadonly()
-        # Python < 3.8 (dom0's 3.6): a read-only exporter that keeps the
-        # region -- and so the mapping -- alive as long as any derived view
-        from nova_xen_stubdom import emucore
-        return memoryview(emucore.readonly_memory(region, base, size))
-
-    def _map_chunk(self, mapping: _Mapping, first: int, count: int,
-                   prot: int) -> None:
-        pfns = (xen_pfn_t * count)(*range(first, first + count))
-        errs = (ctypes.c_int * count)()
-        addr = mapping.base + first * PAGE_SIZE
-        got = self.libs.xenforeignmemory_map2(
-            self.fmem, mapping.domid, addr, prot, MAP_FIXED, count, pfns,
-            errs)
-        if not got:
-            raise self._fail('xenforeignmemory_map2', 'domain %d PFNs '
-                             '%#x..%#x' % (mapping.domid, first,
-                                           first + count - 1))
-        bad = [i for i in range(count) if errs[i]]
-        if not bad:
-            mapping.chunks.append((addr, count))
-            return
-        # some PFNs failed: replace the chunk by anonymous memory in one
-        # MAP_FIXED mmap (drops the whole privcmd mapping, never splits it,
-        # and leaves no gap another thread's mmap could take), then map only
-        # the runs Xen accepted over it
-        self._anon(addr, count, prot)
-        bad_set = set(bad)
-        mapping.holes.extend(first + i for i in bad)
-        i = 0
-        while i < count:
-            if i in bad_set:
-                i += 1
-                continue
-            j = i
-            while j < count and j not in bad_set:
-                j += 1
-            run = (xen_pfn_t * (j - i))(*range(first + i, first + j))
-            run_errs = (ctypes.c_int * (j - i))()
-            run_addr = addr + i * PAGE_SIZE
-            if not self.libs.xenforeignmemory_map2(
-                    self.fmem, mapping.domid, run_addr, prot, MAP_FIXED,
-                    j - i, run, run_errs) or any(run_errs):
-                raise self._fail('xenforeignmemory_map2', 'domain %d PFNs '
-                                 '%#x..%#x (retry without holes)' % (
-                                     mapping.domid, first + i,
-                                     first + j - 1))
-            mapping.chunks.append((run_addr, j - i))
-            i = j
-
-    def _anon(self, addr: int, pages: int, prot: int) -> None:
-        got = self.libs.mmap(addr, pages * PAGE_SIZE, prot,
-                             MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0)
-        if got != addr:
-            raise self._fail('mmap', 'anonymous pages at %#x' % addr)
-
-    def _release(self, mapping: _Mapping) -> None:
-        with self._lock:
-            if mapping.released:
-                return
-            mapping.released = True
-            self._mappings.pop(mapping.base, None)
-        for addr, count in mapping.chunks:
-            if self.fmem:
-                self.libs.xenforeignmemory_unmap(self.fmem, addr, count)
-        # whatever is left of the reservation (holes, unmapped tail)
-        self.libs.munmap(mapping.base, mapping.pages * PAGE_SIZE)
-
-    def holes(self, view: memoryview) -> List[int]:
-        """PFNs of a mapping from :meth:`map_memory` that read as zeros."""
-        obj = getattr(view.obj, 'owner', view.obj)    # readonly_memory
-        base = ctypes.addressof(obj) if obj is not None else None
-        mapping = self._mappings.get(base)
-        return list(mapping.holes) if mapping else []
 
     # -- log-dirty ------------------------------------------------------------
     def enable_logdirty(self, domid: int) -> None:

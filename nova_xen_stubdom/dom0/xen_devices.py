@@ -178,6 +178,21 @@ class XenDisks:
                 self.xs.xs_rm(node)
             except errors.AgentError:
                 pass
+        # and the directories above them once empty, as libxl does
+        # (libxl_xshelp.c libxl__xs_path_cleanup): otherwise
+        # /local/domain/0/backend/vbd/<domid> outlives the domain
+        self._prune(be.rsplit('/', 1)[0], '/local/domain/0')
+        self._prune(fe.rsplit('/', 1)[0], fe.split('/device/', 1)[0])
+
+    def _prune(self, path: str, stop: str) -> None:
+        """Remove *path* and its parents while empty, up to *stop*."""
+        try:
+            while path.startswith(stop + '/') and \
+                    not self.xs.xs_list(path):
+                self.xs.xs_rm(path)
+                path = path.rsplit('/', 1)[0]
+        except errors.AgentError:
+            pass    # another writer, or the domain is going away
 
     def detach(self, domid: int, devid: str) -> None:
         be, fe, _ = self.paths(domid, devid)

@@ -31,6 +31,14 @@ XEN_DOMCTL_SHADOW_OP_OFF = 0
 XEN_DOMCTL_SHADOW_OP_ENABLE_LOGDIRTY = 2
 XEN_DOMCTL_SHADOW_OP_CLEAN = 11
 XEN_DOMCTL_SHADOW_OP_PEEK = 12
+# XEN_DOMCTL_getpageframeinfo3 types (high nibble of each entry): no page
+# behind the PFN (an HVM guest's MMIO hole), allocate-only, broken
+XEN_DOMCTL_PFINFO_LTAB_MASK = 0xf << 28
+XEN_DOMCTL_PFINFO_XTAB = 0xf << 28
+XEN_DOMCTL_PFINFO_XALLOC = 0xe << 28
+XEN_DOMCTL_PFINFO_BROKEN = 0xd << 28
+PFINFO_NO_PAGE = (XEN_DOMCTL_PFINFO_XTAB, XEN_DOMCTL_PFINFO_XALLOC,
+                  XEN_DOMCTL_PFINFO_BROKEN)
 XEN_DOMCTL_DEV_RDM_STRICT = 0
 XEN_DOMCTL_DEV_RDM_RELAXED = 1
 # xen/include/public/hvm/params.h: what libxc's HVM save stream carries
@@ -155,6 +163,10 @@ PROTOTYPES: Dict[str, Dict[str, Tuple]] = {
             _p, ctypes.POINTER(XcHypercallBuffer), _int]),
         'xc__hypercall_buffer_free_pages': (None, [
             _p, ctypes.POINTER(XcHypercallBuffer), _int]),
+        # declared in xc_private.h, not in xenctrl.h, but exported (libxc's
+        # own save uses it: xg_sr_save.c write_batch); see the header test
+        'xc_get_pfn_type_batch': (_int, [_p, _u32, ctypes.c_uint,
+                                         ctypes.POINTER(xen_pfn_t)]),
         'xc_domain_hvm_getcontext': (_int, [_p, _u32, _p, _u32]),
         'xc_domain_hvm_setcontext': (_int, [_p, _u32, _p, _u32]),
         'xc_hvm_param_get': (_int, [_p, _u32, _u32,

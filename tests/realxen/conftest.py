@@ -9,6 +9,7 @@ With the testbed or its inputs missing the tests are skipped with the
 reason, and tools/ci/tier-realxen.sh prints it as NOT RUN.
 """
 
+import compileall
 import glob
 import os
 import shutil
@@ -24,11 +25,12 @@ from tests.realxen import testbed
 HERE = os.path.dirname(os.path.abspath(__file__))
 DOM0 = os.path.join(HERE, 'dom0')
 # dom0 scenario scripts, run in this order in one boot.
-SCENARIOS = ['s4-interchange.sh', 's1-stubdom.sh']
+SCENARIOS = ['s4-interchange.sh', 's1-stubdom.sh', 'd1-daemon.sh']
 # Scenarios whose stub domain needs our guest-initramfs overlay.
 STUB_SCENARIOS = ('s1-stubdom.sh',)
 # dom0 runs the testbed's python3.11: the extension must be built for it.
 DOM0_EXT = 'cpython-311-x86_64-linux-gnu.so'
+LOSETUP = '/usr/sbin/losetup'
 
 
 def _emucore_extension() -> str:
@@ -46,6 +48,27 @@ def build_overlay(dest: str, tb: str) -> str:
     shutil.copy(_emucore_extension(), pkg)
     for f in glob.glob(os.path.join(src, 'emucore', '*.py')):
         shutil.copy(f, os.path.join(pkg, 'emucore'))
+    # The dom0 payload (daemon, plugin, backends, engine), the installed
+    # XAPI plugin launcher and the stand-in of dom0's XenAPIPlugin module
+    # (nova_xen_stubdom/sim/dom0_host: what the simulator runs it with).
+    os.makedirs(os.path.join(pkg, 'dom0'))
+    for f in glob.glob(os.path.join(src, 'dom0', '*.py')):
+        shutil.copy(f, os.path.join(pkg, 'dom0'))
+    xapi = os.path.join(dest, 'opt', 'realxen', 'xapi')
+    os.makedirs(xapi)
+    shutil.copy(os.path.join(src, 'sim', 'dom0_host', 'XenAPIPlugin.py'),
+                xapi)
+    plugins = os.path.join(dest, 'etc', 'xapi.d', 'plugins')
+    os.makedirs(plugins)
+    shutil.copy(os.path.join(testbed.ROOT, 'devstack', 'files',
+                             'nova_xen_stubdom.xapi-plugin'),
+                os.path.join(plugins, 'nova_xen_stubdom'))
+    os.chmod(os.path.join(plugins, 'nova_xen_stubdom'), 0o755)
+    # util-linux losetup (XCP-ng's dom0 has it; busybox's lacks --find
+    # --show, which the xen backend's state disk uses)
+    if os.path.exists(LOSETUP):
+        os.makedirs(os.path.join(dest, 'usr', 'local', 'bin'))
+        shutil.copy(LOSETUP, os.path.join(dest, 'usr', 'local', 'bin'))
     shutil.copytree(os.path.join(tb, 'verifier'),
                     os.path.join(dest, 'opt', 'realxen', 'verifier'),
                     ignore=shutil.ignore_patterns('__pycache__'))
@@ -55,6 +78,11 @@ def build_overlay(dest: str, tb: str) -> str:
     # XSA-482 privcmd refuses libxendevicemodel 4.17's probe).
     shutil.copy(os.path.join(tb, 'bin', 'vmlinuz-6.1.20-xenprobe-dom0'),
                 os.path.join(dest, 'opt', 'realxen', 'stub-vmlinuz'))
+    if sys.version_info[:2] == (3, 11):
+        # dom0's python3.11 would compile every module at each fresh
+        # process's start otherwise: seconds per plugin call under TCG
+        compileall.compile_dir(os.path.join(dest, 'opt', 'realxen'),
+                               quiet=1)
     os.makedirs(os.path.join(dest, 'etc', 'realxen'))
     shutil.copy(os.path.join(DOM0, 'lib.sh'),
                 os.path.join(dest, 'etc', 'realxen', 'lib.sh'))
@@ -150,7 +178,7 @@ def realxen_boot():
         t0 = time.monotonic()
         result = testbed.Testbed(tb, keep, log=_log).run(
             [os.path.join(DOM0, s) for s in scenarios], overlay,
-            timeout_s=int(os.environ.get('REALXEN_TIMEOUT', '900')),
+            timeout_s=int(os.environ.get('REALXEN_TIMEOUT', '1800')),
             stall_s=int(os.environ.get('REALXEN_STALL_S', '120')),
             extra_env=extra,
         )

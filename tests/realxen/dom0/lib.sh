@@ -32,11 +32,12 @@ rx_ticks_at_least() { [ "$(rx_debugport_count "$1" HVM-TICK)" -ge "$2" ]; }
 # (/libxl, /vm, /local/domain/0/device-model; their per-domain children do
 # count), and libxl's domid history (/var/run/xen/domid-history, written on
 # every destroy by libxl_domain.c libxl__mark_domid_recent so that a domid is
-# not reused at once).
+# not reused at once).  Likewise our own container nodes /nova-xen-stubdom and
+# /nova-xen-stubdom/links (stubdom_link.LINKS_ROOT; each link under it counts).
 rx_state() {
   echo "## domains"; xl list 2>/dev/null | awk 'NR > 1 {print $1}' | sort
   echo "## xenstore"; xenstore-ls -f / 2>/dev/null | sed 's/ = .*//' |
-    grep -v -x -E '/libxl|/vm|/local/domain/0/device-model' | sort
+    grep -v -x -E '/libxl|/vm|/local/domain/0/device-model|/nova-xen-stubdom|/nova-xen-stubdom/links' | sort
   echo "## processes"; ps -o args 2>/dev/null | grep -E 'qemu|xl |vchan' | grep -v grep | sort
   echo "## files"; find /var/run/xen /var/lib/xen /tmp /dev/shm 2>/dev/null |
     grep -v -x -E '/tmp/rx-state-.*|/var/run/xen/domid-history' | sort

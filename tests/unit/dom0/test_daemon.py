@@ -272,3 +272,56 @@ def test_kill_9_mid_job_then_restart(rundir, tmp_path):
             p.wait(60)
             p.stdout.close()
             p.stderr.close()
+
+
+@pytest.mark.parametrize('qemu_state, paused_before', [
+    ('running', False), ('saved', False), ('running', True)])
+def test_recovery_lets_a_guest_run_after_a_cut_save(rundir, monkeypatch,
+                                                    qemu_state,
+                                                    paused_before):
+    """save_image journals itself: a daemon killed while it waited for the
+    stub's device state leaves the guest paused and the state disk
+    attached; the restarted daemon clears both (tests/realxen d1-daemon.sh
+    shows it on real Xen)."""
+    from nova_xen_stubdom.dom0 import device_state
+    backend = fakes.FakeBackend()
+    guest = backend.add_domain('vm-s', hvm=True)
+    stub = backend.add_domain('stub-vm', hvm=False)
+    backend.pause(guest)
+    backend.xs_write('/local/domain/%d/image/device-model-domid' % guest,
+                     str(stub))
+    d = device_state.dm_path(stub, guest)
+    for node, value in (('command', 'save'), ('state-disk', 'xvdz'),
+                        ('state', qemu_state)):
+        backend.xs_write(d + '/' + node, value)
+    tmp = os.path.join(rundir, 'tmp')
+    os.makedirs(tmp)
+    monkeypatch.setattr(tempfile, 'tempdir', tmp)
+    for name in ('nxs-state-%d-ab12.img' % stub,
+                 'nxs-state-%d-ab12.img' % (stub + 10)):
+        open(os.path.join(tmp, name), 'w').close()
+    journal = job_journal.JobJournal(os.path.join(rundir, 'jobs'))
+    journal.write('save-vm-s', kind='save', state='running', domid=guest,
+                  phase='device-saving', paused_before=paused_before)
+    resumed = []
+    assert job_journal.recover(journal, backend, resumed.append) == {
+        'save-vm-s': 'failed'}
+    assert backend.domains[guest].paused == paused_before
+    assert backend.xs_read(d + '/command') is None
+    assert backend.xs_read(d + '/state-disk') is None
+    assert ('detach_disk', stub, 'xvdz') in backend.calls
+    assert os.listdir(tmp) == ['nxs-state-%d-ab12.img' % (stub + 10)]
+    assert resumed == ([guest] if qemu_state == 'saved' else [])
+    assert journal.read('save-vm-s') is None    # nobody asks later
+
+
+def test_recovery_of_a_save_cut_before_the_device_state(rundir):
+    backend = fakes.FakeBackend()
+    guest = backend.add_domain('vm-s', hvm=True)
+    backend.pause(guest)
+    journal = job_journal.JobJournal(os.path.join(rundir, 'jobs'))
+    journal.write('save-vm-s', kind='save', state='running', domid=guest,
+                  phase='saving', paused_before=False)
+    assert job_journal.recover(journal, backend) == {'save-vm-s': 'failed'}
+    assert not backend.domains[guest].paused
+    assert not [c for c in backend.calls if c[0] == 'detach_disk']

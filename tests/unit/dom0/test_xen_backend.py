@@ -359,6 +359,42 @@ def test_map_memory_holes_read_as_zeros(xen):
     view.release()
 
 
+def test_map_memory_asks_which_pfns_have_pages_first(xen):
+    """An HVM guest's MMIO hole (XTAB in getpageframeinfo3) is never handed
+    to the foreign map: as libxc's save, one type query per chunk."""
+    xen.domains[5]['max_gpfn'] = 15
+    xen.absent[5] = {2, 3, 7} | set(range(12, 16))
+    be = xb.XenBackend(xen.libs(), map_chunk_pages=4)
+    view = be.map_memory(5)                       # 16 pages
+    assert be.holes(view) == [2, 3, 7, 12, 13, 14, 15]
+    for pfn in range(16):
+        page = view[pfn * xl.PAGE_SIZE:(pfn + 1) * xl.PAGE_SIZE]
+        expected = bytes(xl.PAGE_SIZE) if pfn in xen.absent[5] else \
+            page_pattern(pfn)
+        assert page == expected, pfn
+    # only the runs with pages: [0,1] [4,5,6] [8..11]; chunk 12..15 none
+    assert [n for _, n in _map_calls(xen)] == [2, 3, 4]
+    assert len(xen.names('xc_get_pfn_type_batch')) == 4
+    view.release()
+
+
+def test_map_memory_maps_everything_when_types_are_refused(xen):
+    xen.domains[5]['max_gpfn'] = 15
+    xen.fail['xc_get_pfn_type_batch'] = errno.EPERM
+    xen.holes[5] = {3}
+    be = xb.XenBackend(xen.libs(), map_chunk_pages=8)
+    view = be.map_memory(5)                       # 16 pages
+    assert be.holes(view) == [3]
+    assert [n for _, n in _map_calls(xen)] == [8, 3, 4, 8]
+    view.release()
+
+
+def test_pv_domains_are_mapped_without_type_query(xen):
+    be = xb.XenBackend(xen.libs())
+    be.map_memory(6).release()
+    assert not xen.names('xc_get_pfn_type_batch')   # PV: PFN is not GFN
+
+
 def test_map_memory_failure_releases_everything(xen):
     xen.fail['xenforeignmemory_map2'] = errno.EPERM
     be = xb.XenBackend(xen.libs())

@@ -103,6 +103,10 @@ def generate_c() -> str:
              '#include <stdint.h>', '#include <stdlib.h>',
              '#include <sys/mman.h>', '#include <xenctrl.h>',
              '#include <xenforeignmemory.h>', '#include <xenstore.h>', '']
+    # exported by libxenctrl but declared only in Xen's private
+    # tools/libs/ctrl/xc_private.h (4.17), transcribed here
+    lines += ['int xc_get_pfn_type_batch(xc_interface *xch, uint32_t dom,'
+              ' unsigned int num, xen_pfn_t *);', '']
     for cls, cname in STRUCTS.items():
         lines.append('_Static_assert(sizeof(%s) == %d, "sizeof %s");'
                      % (cname, ctypes.sizeof(cls), cname))

@@ -107,3 +107,29 @@ def test_console_tail_in_order_across_the_wrap():
     assert xd.console_tail(page) == text[-2048:].decode()
     with pytest.raises(ValueError):
         xd.console_tail(b'\0' * 100)
+
+
+def test_detach_removes_the_directories_it_emptied(disks, tmp_path):
+    """As libxl's libxl__xs_path_cleanup: on real Xen an empty
+    /local/domain/0/backend/vbd/<domid> otherwise outlives the domain."""
+    removed = []
+    rm = disks.xs.xs_rm
+
+    def xs_rm(path):
+        removed.append(path)
+        rm(path)
+    disks.xs.xs_rm = xs_rm
+    img = tmp_path / 'state.img'
+    img.write_bytes(b'\0' * 4096)
+    disks.xs.xs_write('/local/domain/0/backend/vif/3/0/state', '4')
+    disks.attach(7, str(img), 'xvdz')
+    disks.detach(7, 'xvdz')
+    assert '/local/domain/0/backend/vbd/7' in removed
+    assert '/local/domain/0/backend/vbd' in removed
+    assert '/local/domain/7/device/vbd' in removed
+    assert '/local/domain/7/device' in removed
+    # not what still holds something, nor the domains' own directories
+    for kept in ('/local/domain/0/backend', '/local/domain/0',
+                 '/local/domain/7'):
+        assert kept not in removed
+    assert disks.xs.xs_read('/local/domain/0/backend/vif/3/0/state') == '4'

@@ -77,6 +77,7 @@ class FakeXen:
         self.set_contexts = {}
         self.dirty = {}         # domid -> set of PFNs
         self.holes = {}         # domid -> set of PFNs the map refuses
+        self.absent = {}        # domid -> PFNs getpageframeinfo3 says XTAB
         self.allocs = {}        # address -> python buffer (until free())
         self.hbufs = {}         # address -> buffer (hypercall pages)
         self.freed = []
@@ -122,6 +123,14 @@ class FakeXen:
                 ctypes.memmove(ctypes.addressof(rec.handle),
                                uuid.UUID(d['vm_uuid']).bytes, 16)
         return len(doms)
+
+    def xc_get_pfn_type_batch(self, xch, domid, num, arr):
+        if domid not in self.domains:
+            return self._err(errno.ESRCH)
+        absent = self.absent.get(domid, ())
+        for i in range(num):
+            arr[i] = xl.XEN_DOMCTL_PFINFO_XTAB if arr[i] in absent else 0
+        return 0
 
     def xc_domain_maximum_gpfn(self, xch, domid, out):
         if domid not in self.domains:
