@@ -27,6 +27,7 @@ Run: ``python3 -m nova_xen_stubdom.dom0.daemon [--config agent.conf]``.
 import argparse
 import logging
 import os
+import select
 import socket
 import stat
 import struct
@@ -71,6 +72,10 @@ class Daemon:
         self._listener: Optional[socket.socket] = None
         self._thread: Optional[threading.Thread] = None
         self._stopping = threading.Event()
+        #: stop() writes a byte here to end the accept loop; set when the
+        #: loop has returned
+        self._wake_fds: Optional[tuple] = None
+        self._accept_done = threading.Event()
         self.recovered = {}
 
     # -- lifetime ---------------------------------------------------------
@@ -99,6 +104,7 @@ class Daemon:
         except BaseException:
             self.stop()
             raise
+        self._wake_fds = os.pipe()
         self._thread = threading.Thread(target=self._accept_loop,
                                         name='dom0-daemon', daemon=True)
         self._thread.start()
@@ -138,6 +144,20 @@ class Daemon:
 
     def stop(self) -> None:
         self._stopping.set()
+        if self._thread is not None and \
+                self._thread is not threading.current_thread():
+            # wake the accept loop through its pipe and let it return
+            # *before* the listener is closed: under eventlet (Nova's
+            # functional harness runs the simulator so) a green accept is
+            # woken through epoll, which forgets a closed socket, so
+            # shutdown/close alone left it asleep and Thread.join waited
+            # its full timeout -- 10 s per simulated host per test.  Not a
+            # connection to our own socket: its file may be gone (a test's
+            # temporary directory removed first).  An Event, not join: join
+            # blocks on a native lock under eventlet.
+            os.write(self._wake_fds[1], b'x')
+            self._accept_done.wait(10)
+            self._thread = None
         if self._listener is not None:
             try:
                 self._listener.shutdown(socket.SHUT_RDWR)
@@ -149,10 +169,10 @@ class Daemon:
                 os.unlink(self.socket_path)
             except OSError:
                 pass
-        if self._thread is not None and \
-                self._thread is not threading.current_thread():
-            self._thread.join(10)
-            self._thread = None
+        if self._wake_fds is not None and self._thread is None:
+            for fd in self._wake_fds:
+                os.close(fd)
+            self._wake_fds = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)     # releases the flock
             self._lock_fd = None
@@ -162,9 +182,18 @@ class Daemon:
 
     # -- serving ------------------------------------------------------------
     def _accept_loop(self) -> None:
-        listener = self._listener
+        try:
+            self._accept_until_stopped()
+        finally:
+            self._accept_done.set()
+
+    def _accept_until_stopped(self) -> None:
+        listener, wake = self._listener, self._wake_fds[0]
         while not self._stopping.is_set() and listener is not None:
             try:
+                ready, _, _ = select.select([listener, wake], [], [])
+                if wake in ready or self._stopping.is_set():
+                    break
                 conn, _ = listener.accept()
             except OSError:
                 break

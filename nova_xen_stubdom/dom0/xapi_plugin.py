@@ -21,19 +21,26 @@ stderr]`` exactly as the simulator reports it, with the agent error's
 
 Host policy comes from ``/etc/nova-xen-stubdom/agent.conf`` (see
 :mod:`nova_xen_stubdom.dom0.config`).
+
+Start-up cost: XAPI forks this per call, so a call costs an interpreter
+start plus what it imports.  The module itself imports only :mod:`os`,
+:mod:`sys` and the import-free :mod:`.constants` and :mod:`.errors`;
+a call loads
+:mod:`.config` and :mod:`.daemon_protocol` (``configparser``, ``json``,
+``socket``), and :mod:`logging` only when there is a failure to log
+(``logging.handlers`` alone costs more than the rest of the call).
+``tests/unit/dom0/test_xapi_plugin.py`` checks the set of modules a
+successful call loads; ``doc/source/simulator.rst`` has the figures.
 """
-import logging
 import os
 import sys
-from typing import Callable, Dict, List, Optional
 
-from nova_xen_stubdom.dom0 import config as config_mod
 from nova_xen_stubdom.dom0 import constants
-from nova_xen_stubdom.dom0 import daemon_protocol
 from nova_xen_stubdom.dom0 import errors
-from nova_xen_stubdom.dom0 import logs
 
-LOG = logging.getLogger(__name__)
+MYPY = False
+if MYPY:    # annotations only: importing typing costs a plugin process ~5 ms
+    from typing import Callable, Dict, List, Optional  # noqa: F401
 
 INVENTORY = constants.INVENTORY
 AGENT_CONF = constants.AGENT_CONF
@@ -54,11 +61,12 @@ def host_uuid(inventory: str = INVENTORY) -> str:
     raise errors.AgentError('no INSTALLATION_UUID in %s' % inventory)
 
 
-def make_agent(inventory: Optional[str] = None,
-               conf: Optional[str] = None):
+def make_agent(inventory: 'Optional[str]' = None,
+               conf: 'Optional[str]' = None):
     """A :class:`HostAgent` in this process (the device-model wrapper's);
     it shares the daemon's per-domain file locks when the daemon's state
     directory exists."""
+    from nova_xen_stubdom.dom0 import config as config_mod
     from nova_xen_stubdom.dom0 import host
     from nova_xen_stubdom.dom0 import hypervisor
     cfg = config_mod.load(conf or AGENT_CONF)
@@ -69,31 +77,45 @@ def make_agent(inventory: Optional[str] = None,
                           else None)
 
 
-def forward(fn: str, args: Dict[str, str]) -> str:
+def forward(fn: str, args: 'Dict[str, str]') -> str:
     """Run *fn* in the host's daemon (the socket agent.conf names)."""
+    from nova_xen_stubdom.dom0 import config as config_mod
+    from nova_xen_stubdom.dom0 import daemon_protocol
     cfg = config_mod.load(os.environ.get(config_mod.CONF_ENV) or AGENT_CONF)
     return daemon_protocol.call(cfg.socket_path, fn, args)
 
 
+def _log_failure(fn: str, exc: BaseException, expected: bool) -> None:
+    """Log a failed call to syslog; logging is loaded only here."""
+    import logging
+    from nova_xen_stubdom.dom0 import logs
+    logs.setup('nova-xen-stubdom-plugin')
+    log = logging.getLogger(__name__)
+    if expected:
+        log.warning('%s.%s failed: %s', constants.PLUGIN, fn, exc)
+    else:
+        log.error('%s.%s failed', constants.PLUGIN, fn, exc_info=exc)
+
+
 def handler(fn: str, failure_cls,
-            send: Optional[Callable[[str, Dict[str, str]], str]] = None
-            ) -> Callable:
+            send: 'Optional[Callable[[str, Dict[str, str]], str]]' = None
+            ) -> 'Callable':
     """``handler(session, args) -> str`` for ``XenAPIPlugin.dispatch``."""
-    def handle(_session, args: Dict[str, str]) -> str:
+    def handle(_session, args: 'Dict[str, str]') -> str:
         try:
             return (send or forward)(fn, dict(args))
         except errors.AgentError as exc:
-            LOG.warning('%s.%s failed: %s', constants.PLUGIN, fn, exc)
+            _log_failure(fn, exc, True)
             raise failure_cls(PLUGIN_FAILURE, [exc.code, '', str(exc)])
         except Exception as exc:        # keep XAPI's three-field shape
-            LOG.exception('%s.%s failed', constants.PLUGIN, fn)
+            _log_failure(fn, exc, False)
             raise failure_cls(PLUGIN_FAILURE, [type(exc).__name__, '',
                                                str(exc)])
     handle.__name__ = fn
     return handle
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: 'Optional[List[str]]' = None) -> int:
     """Entry of the installed plugin file: dispatch one XAPI call."""
     try:
         import XenAPIPlugin
@@ -105,7 +127,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     if argv is not None:
         # XenAPIPlugin.dispatch reads the call from sys.argv[1]
         sys.argv[1:] = argv
-    logs.setup('nova-xen-stubdom-plugin')
     XenAPIPlugin.dispatch({fn: handler(fn, XenAPIPlugin.Failure)
                            for fn in constants.PLUGIN_FUNCTIONS})
     return 0

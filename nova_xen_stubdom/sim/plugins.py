@@ -9,10 +9,10 @@ errors become ``XENAPI_PLUGIN_FAILURE [status, stdout, stderr]`` as XAPI
 defines it: status = the agent error's ``code`` (else the exception type),
 stdout empty, stderr = the message.
 
-With ``NOVA_XEN_STUBDOM_SIM_PLUGIN_PROCESS=1`` (or ``HostRuntime.
-plugin_process = True``) a call instead runs the real plugin launcher as a
-fresh process that forwards to the host's dom0 daemon
-(:mod:`.dom0_process`), exactly as XAPI runs host plugins.
+With ``HostRuntime.plugin_process = True`` (the functional tier's
+default) or ``NOVA_XEN_STUBDOM_SIM_PLUGIN_PROCESS=1`` a call instead runs
+the real plugin launcher as a fresh process that forwards to the host's
+dom0 daemon (:mod:`.dom0_process`), exactly as XAPI runs host plugins.
 """
 import atexit
 import importlib

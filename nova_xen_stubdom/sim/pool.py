@@ -75,6 +75,10 @@ class HostRuntime:
         self._agent = None
         self.agent_factory: Optional[Callable[['HostRuntime'], Any]] = None
         self.plugin_dispatch: Optional[Callable] = None
+        #: host.call_plugin through a plugin process and this host's dom0
+        #: daemon (sim/dom0_process.py); None: the environment decides
+        self.plugin_process: Optional[bool] = None
+        self.dom0_process = None    # its dom0_process.HostDom0, once used
 
     @property
     def url(self) -> str:

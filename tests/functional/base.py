@@ -14,7 +14,12 @@
             self._delete_server(server)
 
 Nova's own harness runs API, conductor, scheduler, placement and the
-computes in this process; the driver reaches the simulator over HTTP.  After
+computes in this process; the driver reaches the simulator over HTTP.  Each
+simulated host's ``host.call_plugin`` runs as XAPI runs it: the real plugin
+launcher as a fresh process per call, forwarding to the host's dom0 daemon
+over its unix socket (``sim/dom0_process.py``).  For debugging,
+``NOVA_XEN_STUBDOM_SIM_PLUGIN_PROCESS=0`` runs the agent in this process
+instead (tracebacks and breakpoints in one place).  After
 every test a leak check (registered first, so it runs after Nova's services
 have stopped) asserts the simulator holds no VM, VDI, VBD, VIF, stub domain,
 domain, memory file, device model, PCI grant or XAPI session.
@@ -31,12 +36,17 @@ import XenAPI
 from nova_xen_stubdom import conf as xconf  # noqa: F401 (registers opts)
 from nova_xen_stubdom.dom0 import registry as plugin
 from nova_xen_stubdom.driver import constants as dc
+from nova_xen_stubdom.sim import dom0_process
 from nova_xen_stubdom.sim import server as sim_server
 from tests import waiting
 
 # The sim runs the dom0 agent in process; load its plugin modules now: Nova's
 # fixtures forbid os.uname(), which an import at first use might call.
 plugin.functions()
+
+#: host.call_plugin as XAPI does it (a plugin process per call, the dom0
+#: daemon per host); ``NOVA_XEN_STUBDOM_SIM_PLUGIN_PROCESS=0`` opts out
+PLUGIN_PROCESS = os.environ.get(dom0_process.ENV, '1') != '0'
 
 SIM_USER = 'root'
 SIM_PASSWORD = 'functional-secret'
@@ -59,6 +69,8 @@ class XenStubdomTestBase(integrated_helpers.ProviderUsageBaseTestCase):
             hosts=self.SIM_HOSTS, username=SIM_USER, password=SIM_PASSWORD,
             host_configs=self.HOST_CONFIGS)
         sim.start()
+        for host in sim.hosts:
+            host.plugin_process = PLUGIN_PROCESS
         # registered first => runs last, after the computes logged out (and
         # after nova's _clear_attrs: keep references in the closures)
         self.addCleanup(sim.stop)

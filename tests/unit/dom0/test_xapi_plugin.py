@@ -169,6 +169,23 @@ def test_plugin_process_imports_no_engine():
     assert out.returncode == 0, out.stdout
 
 
+def test_plugin_call_path_imports_stay_lean():
+    """XAPI forks the plugin per call: what a successful call imports
+    (the module, agent.conf, the socket protocol) loads neither typing nor
+    logging -- each costs the process more than the call itself (figures
+    in doc/source/simulator.rst).  No site: it would import them itself."""
+    code = ('import sys; sys.path.insert(0, sys.argv[1]); '
+            'from nova_xen_stubdom.dom0 import xapi_plugin, config, '
+            'daemon_protocol; '
+            'bad = sorted(m for m in ("typing", "logging", "xmlrpc.client", '
+            '"http.client") if m in sys.modules); print(bad); '
+            'sys.exit(1 if bad else 0)')
+    out = subprocess.run([sys.executable, '-S', '-c', code, ROOT],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         universal_newlines=True, timeout=60)
+    assert out.returncode == 0, out.stdout
+
+
 def test_plugin_function_list_is_the_registry():
     from nova_xen_stubdom.dom0 import constants
     from nova_xen_stubdom.dom0 import registry as plugin

@@ -71,3 +71,34 @@ def test_plugin_runs_as_a_process_and_jobs_persist(sim):
     run_dir = host.dom0_process.run_dir
     sim.stop()
     assert not os.path.exists(run_dir)          # daemon stopped, cleaned
+
+
+def test_stand_in_xenapiplugin_codes_xmlrpc_as_xmlrpc_client_does():
+    """The stand-in decodes the call and encodes the response itself
+    (xmlrpc.client's imports would dominate a plugin process); both
+    directions agree with xmlrpc.client."""
+    import sys
+    import xmlrpc.client
+    sys.path.insert(0, dom0_process.STAND_IN)
+    try:
+        import XenAPIPlugin as stand_in
+    finally:
+        sys.path.remove(dom0_process.STAND_IN)
+    calls = [('OpaqueRef:s', {'a': '1', 'b': '<&>"\' \u00e9\n', 'c': ''}),
+             ('s', {'n': 3, 'f': 1.5, 't': True, 'z': None,
+                    'l': ['x', 2, {'y': []}], 'd': {}}),
+             ('s', {})]
+    for params in calls:
+        data = xmlrpc.client.dumps(params, 'fn', allow_none=True)
+        assert stand_in.loads(data) == (params, 'fn')
+        reply = {'Status': 'Failure', 'Value': params[1],
+                 'ErrorDescription': ['XENAPI_PLUGIN_FAILURE', 'a<b']}
+        assert xmlrpc.client.loads(stand_in.dumps_response(reply),
+                                   use_builtin_types=True)[0] == (reply,)
+    untyped = ("<?xml version='1.0'?><methodCall><methodName>m</methodName>"
+               "<params><param><value>abc</value></param></params>"
+               "</methodCall>")
+    assert stand_in.loads(untyped) == (('abc',), 'm')
+    with pytest.raises(ValueError, match='base64'):
+        stand_in.loads(xmlrpc.client.dumps((xmlrpc.client.Binary(b'x'),),
+                                           'm'))
