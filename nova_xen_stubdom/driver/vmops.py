@@ -587,6 +587,28 @@ class VMOps:
                        built.guest_uuid, clean_timeout=timeout)
             self._restart(instance, built, None, network_info)
 
+    def restart_after_guest_reboot(self, instance_uuid: str) -> None:
+        """The guest rebooted itself and XAPI halted it: start a fresh
+        stub domain and the guest again (Nova's instance stays ACTIVE).
+
+        A failure stops what was started (no stub domain without its
+        guest) and is raised: the caller reports a stop to Nova.
+        """
+        from nova import context as nova_context
+        from nova import objects
+        instance = objects.Instance.get_by_uuid(
+            nova_context.get_admin_context(), instance_uuid,
+            expected_attrs=['flavor', 'info_cache'])
+        network_info = instance.get_network_info()
+        with self._operation(instance, 'guest_reboot'):
+            built = self._require(instance)
+            if self._power_state(built.guest) != xc.POWER_STATE_HALTED:
+                return      # someone started it meanwhile
+            # the old stub domain targets a domid that is gone
+            self._stop(instance, None, built.stubdom, built.guest_uuid)
+            self._restart(instance, built, None, network_info)
+        LOG.info('rebuilt after the guest\'s own reboot', instance=instance)
+
     def pause(self, instance) -> None:
         with self._operation(instance):
             built = self._require(instance)
