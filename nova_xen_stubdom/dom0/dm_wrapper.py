@@ -19,7 +19,10 @@ model.  It receives QEMU's command line and:
 4. listens on every QMP socket of the command line (``-chardev
    socket,id=X,path=P,server...`` used by ``-mon chardev=X,mode=control``,
    or ``-qmp unix:P,server``) until ``quit``, SIGTERM, or the guest domain
-   going away; then undoes the link (``dm_stop``, :func:`device_model.stop`).
+   going away; then undoes the link (``dm_stop``, :func:`device_model.stop`);
+5. meanwhile runs dom0's end of the guest's VNC bridge
+   (:mod:`vnc_bridge`: ``/var/run/xen/vnc-<domid>``, where xenopsd tells
+   XAPI's console proxy to connect).
 
 About the QMP endpoint: the stub domain's QEMU speaks QMP only to the stub
 domain's init (a local pipe; see ``stubdom/init.sh``), and no channel
@@ -46,6 +49,7 @@ from nova_xen_stubdom.dom0 import errors
 from nova_xen_stubdom.dom0 import logs
 from nova_xen_stubdom.dom0 import registry
 from nova_xen_stubdom.dom0 import stubdom_link as stubdom
+from nova_xen_stubdom.dom0 import vnc_bridge
 
 LOG = logging.getLogger(__name__)
 
@@ -271,6 +275,7 @@ def serve(agent, parsed: DmArgs, vm_uuid: str, launched: Dict, *,
     backend = agent.backend
     facade = QmpFacade(agent, guest, stub, parsed.qmp_paths or
                        [launched['qmp']])
+    bridge = None
     try:
         state = wait_running(agent, stub, guest, start_timeout)
         if state != 'running':
@@ -280,6 +285,7 @@ def serve(agent, parsed: DmArgs, vm_uuid: str, launched: Dict, *,
             return 1
         backend.xs_write(DOM0_STATE_PATH % guest, 'running')
         facade.start()
+        bridge = vnc_bridge.start(stub, guest)
         LOG.info('domain %d: device model in stub domain %d, QMP on %s',
                  guest, stub, ', '.join(facade.paths))
         stop_event = stop_event or threading.Event()
@@ -293,6 +299,7 @@ def serve(agent, parsed: DmArgs, vm_uuid: str, launched: Dict, *,
         return 0
     finally:
         facade.close()
+        vnc_bridge.stop(bridge)
         try:
             backend.xs_rm(DOM0_STATE_PATH % guest)
         finally:

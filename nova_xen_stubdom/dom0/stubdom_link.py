@@ -31,6 +31,12 @@ DISK_BUSES = {'ide': 'ide', 'sata': 'ahci', 'xen': 'xen'}
 NIC_MODELS = {'e1000': 'e1000', 'rtl8139': 'rtl8139', 'netfront': 'netfront'}
 VGA_MODELS = {'vga': 'std', 'std': 'std', 'cirrus': 'cirrus', 'none': 'none'}
 
+#: QEMU's VNC server inside the stub domain: a unix socket, never TCP.  The
+#: stub init bridges it over a vchan (``device-model/<guest>/vnc-vchan``)
+#: to dom0's ``/var/run/xen/vnc-<guest domid>``, which only XAPI's
+#: authenticated console proxy opens (doc/source/consoles.rst)
+VNC_SOCKET = '/run/qemu-vnc.sock'
+
 
 def _link_path(guest_vm_uuid: str) -> str:
     return '%s/%s' % (LINKS_ROOT, guest_vm_uuid)
@@ -83,7 +89,7 @@ def build_dm_argv(guest_domid: int, config: Dict[str, Any]) -> List[str]:
     if vga == 'none':
         argv += ['-vga', 'none', '-display', 'none']
     else:
-        argv += ['-vga', vga, '-vnc', '0.0.0.0:0,to=99']
+        argv += ['-vga', vga, '-vnc', 'unix:' + VNC_SOCKET]
     if config.get('firmware', 'bios') == 'uefi':
         argv += ['-drive', 'if=pflash,format=raw,readonly=on,'
                  'file=/usr/share/OVMF/OVMF_CODE.fd']

@@ -17,7 +17,6 @@ from oslo_log import log as logging
 from oslo_utils import excutils
 
 from nova.compute import power_state
-from nova.console import type as ctype
 from nova import exception
 from nova.i18n import _
 from nova.virt import hardware
@@ -662,32 +661,6 @@ class VMOps:
     def list_instance_uuids(self) -> List[str]:
         return sorted(rec['other_config'][dc.OC_NOVA_UUID]
                       for rec in self._our_guests().values())
-
-    def get_console_output(self, instance) -> bytes:
-        built = self._require(instance)
-        domid = int(self._call('VM.get_domid', built.guest))
-        if domid < 0:
-            return b''
-        out = self._ctx.call_plugin('console_log', domid=domid)
-        return out.get('log', '').encode('utf-8', 'replace')
-
-    def get_vnc_console(self, instance) -> ctype.ConsoleVNC:
-        """The VNC server of QEMU in the stub domain (the guest's display)."""
-        built = self._require(instance)
-        if self._power_state(built.stubdom) != xc.POWER_STATE_RUNNING:
-            raise exception.InstanceNotReady(instance_id=instance.uuid)
-        # XAPI lists the guest's rfb console; QEMU in the stub domain
-        # serves it, at the endpoint the console record names
-        for ref in self._call('VM.get_consoles', built.guest):
-            rec = self._call('console.get_record', ref)
-            if rec.get('protocol') != 'rfb':
-                continue
-            endpoint = (rec.get('other_config') or {}).get('vnc_endpoint')
-            if endpoint:
-                host, _sep, port = endpoint.rpartition(':')
-                return ctype.ConsoleVNC(host=host.strip('[]'),
-                                        port=int(port))
-        raise exception.ConsoleTypeUnavailable(console_type='vnc')
 
     def get_diagnostics(self, instance) -> dict:
         built = self._require(instance)
