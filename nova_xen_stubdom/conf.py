@@ -95,6 +95,13 @@ console_opts = [
                      'the port of connection_url when it is http://, '
                      'otherwise 80. XAPI hosts set to https-only do not '
                      'serve consoles to Nova\'s proxies.'),
+    cfg.StrOpt('console_username',
+               help='XAPI account whose sessions go into console paths '
+                    '(Nova stores them with its console tokens). XAPI\'s '
+                    'console proxy needs only the vm-operator role; by '
+                    'default the connection account (pool-admin) is used.'),
+    cfg.StrOpt('console_password', secret=True,
+               help='Password of console_username.'),
 ]
 
 network_opts = [

@@ -15,8 +15,10 @@ authenticated proxy connects to (doc/source/consoles.rst).
 
 The path carries a XAPI session id.  Each console gets a session of its own
 (originator :data:`ORIGINATOR`, so XAPI's per-originator session limit
-never evicts the driver's own sessions), logged out once Nova's console
-token has expired (``[consoleauth] token_ttl``) or when the driver stops.
+never evicts the driver's own sessions; account ``[xen_stubdom]
+console_username`` when set, which needs only the vm-operator role), logged
+out once Nova's console token has expired (``[consoleauth] token_ttl``) or
+when the driver stops.
 """
 import collections
 import threading
@@ -99,7 +101,10 @@ class ConsoleOps:
 
     def _new_session(self) -> str:
         self.expire()
-        sess = self._ctx.client.login(originator=ORIGINATOR)
+        group = self._ctx.conf.xen_stubdom
+        sess = self._ctx.client.login(originator=ORIGINATOR,
+                                      username=group.console_username,
+                                      password=group.console_password)
         with self._lock:
             self._sessions.append((time.monotonic(), sess))
         return sess.ref

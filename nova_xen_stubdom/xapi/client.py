@@ -213,8 +213,9 @@ class XAPIClient:
     def _new_pool_session(self) -> xsession.XAPISession:
         return self.login()
 
-    def login(self, originator: Optional[str] = None
-              ) -> xsession.XAPISession:
+    def login(self, originator: Optional[str] = None,
+              username: Optional[str] = None,
+              password: Optional[str] = None) -> xsession.XAPISession:
         """Log a new session in (following ``HOST_IS_SLAVE``).
 
         Used by the pool and by the event cache (which needs a session of
@@ -224,6 +225,8 @@ class XAPIClient:
         :param originator: instead of the client's (XAPI bounds sessions
             per originator: a separate one keeps handed-out sessions from
             pushing the pool's out).
+        :param username: another XAPI account (with *password*) than the
+            client's, e.g. a less privileged one for sessions handed out.
         """
         redirects = 0
         attempt = 0
@@ -233,6 +236,8 @@ class XAPIClient:
             url = self._url
             sess = xsession.XAPISession(url, self._ssl_context)
             args = self._login_args(originator)
+            if username:
+                args[0:2] = [username, password or '']
             self._record('session.login_with_password', args)
             try:
                 ref = sess.raw('session.login_with_password', args,

@@ -10,6 +10,7 @@ driver hands Nova's noVNC proxy exactly that CONNECT path.
 import os
 import socket
 import stat
+import urllib.parse
 
 from tests.functional import base  # noqa: I100 (first: eventlet decision)
 
@@ -38,6 +39,7 @@ def _connect(host, port, path, read=12):
 
 
 class TestConsoles(base.XenStubdomTestBase):
+    SIM_USERS = {'console-user': ('console-secret', 'vm-operator')}
 
     def setUp(self):
         super().setUp()
@@ -114,6 +116,9 @@ class TestConsoles(base.XenStubdomTestBase):
                     pool.db.get('session', r)['originator'] ==
                     'nova-xen-stubdom-console']
         self.assertEqual(2, len(console_sessions()))
+        # the connection account by default
+        self.assertEqual({'root'}, {pool.db.get('session', r)[
+            'auth_user_name'] for r in console_sessions()})
         # once Nova's console tokens have expired
         self.flags(token_ttl=0, group='consoleauth')
         self.driver._consoleops.expire()
@@ -128,3 +133,16 @@ class TestConsoles(base.XenStubdomTestBase):
         self.assertEqual(400, resp.status)
         self.assertIn('Unavailable console type serial',
                       resp.body['badRequest']['message'])
+
+    def test_a_vm_operator_account_serves_consoles(self):
+        self.flags(console_username='console-user',
+                   console_password='console-secret', group='xen_stubdom')
+        console = self.driver.get_vnc_console(None, self.inst)
+        status, banner = _connect(console.host, console.port,
+                                  console.internal_access_path)
+        self.assertIn(b' 200 ', status + b' ')
+        self.assertEqual(b'RFB 003.008\n', banner)
+        ref = urllib.parse.unquote(
+            console.internal_access_path.split('session_id=')[1])
+        sess = self.host.pool.db.get('session', ref)
+        self.assertEqual('console-user', sess['auth_user_name'])
