@@ -76,6 +76,9 @@ class VMOps:
         #: operation name -> XAPI calls of its last run (for figures)
         self.call_stats: Dict[str, List[str]] = {}
         self._busy_lock = threading.Lock()
+        #: instances being rebuilt after their guest's own reboot: to Nova
+        #: they are running throughout, as a libvirt guest rebooting is
+        self._guest_rebooting: set = set()
 
     # -- helpers ----------------------------------------------------------
     @property
@@ -603,9 +606,15 @@ class VMOps:
             built = self._require(instance)
             if self._power_state(built.guest) != xc.POWER_STATE_HALTED:
                 return      # someone started it meanwhile
-            # the old stub domain targets a domid that is gone
-            self._stop(instance, None, built.stubdom, built.guest_uuid)
-            self._restart(instance, built, None, network_info)
+            with self._busy_lock:
+                self._guest_rebooting.add(instance_uuid)
+            try:
+                # the old stub domain targets a domid that is gone
+                self._stop(instance, None, built.stubdom, built.guest_uuid)
+                self._restart(instance, built, None, network_info)
+            finally:
+                with self._busy_lock:
+                    self._guest_rebooting.discard(instance_uuid)
         LOG.info('rebuilt after the guest\'s own reboot', instance=instance)
 
     def pause(self, instance) -> None:
@@ -635,7 +644,11 @@ class VMOps:
             state = found[1].get('power_state')
             oc = found[1].get('other_config') or {}
         nova_state = xpower.to_nova_power_state(state)
-        if state == xc.POWER_STATE_HALTED and oc.get(dc.OC_SUSPEND_IMAGE):
+        with self._busy_lock:
+            rebooting = instance.uuid in self._guest_rebooting
+        if rebooting:
+            nova_state = power_state.RUNNING
+        elif state == xc.POWER_STATE_HALTED and oc.get(dc.OC_SUSPEND_IMAGE):
             # halted through XAPI with its image in our VDI: suspended
             nova_state = power_state.SUSPENDED
         return hardware.InstanceInfo(

@@ -50,7 +50,20 @@ class TestGuestShutdown(base.XenStubdomTestBase):
     def test_guest_reboot_stays_active_with_a_new_stub_domain(self):
         old_guest = int(self.guest['domid'])
         old_stub = int(self.stub['domid'])
+        driver = self.computes_by_name['host1'].manager.driver
+        from nova import context as nova_context
+        from nova import objects
+        inst = objects.Instance.get_by_uuid(
+            nova_context.get_admin_context(), self.server['id'])
+        # slow the rebuild's starts down: Nova's power sync runs meanwhile
+        self.sim.faults.latency('VM.start_on', 0.5, 2)
         self._guest_does('reboot')
+        self.wait_for_xapi(
+            lambda: self.server['id'] in driver._vmops._guest_rebooting,
+            what='the rebuild to begin')
+        # the guest VM is Halted in XAPI, yet to Nova it is running
+        self.assertEqual(1, driver.get_info(inst).state)
+        self._run_periodics()
         g, s = self._running_again(old_guest, old_stub)
         new_guest, new_stub = int(g['domid']), int(s['domid'])
         self.assertNotEqual(old_stub, new_stub)
