@@ -38,8 +38,8 @@ class TestGuestShutdown(base.XenStubdomTestBase):
     def _running_again(self, old_guest_domid, old_stub_domid):
         def check():
             g, s = self.xapi_vms(self.server, self.x)
-            if (g['power_state'], s['power_state']) != ('Running',
-                                                       'Running'):
+            states = (g['power_state'], s['power_state'])
+            if states != ('Running', 'Running'):
                 return None
             if int(g['domid']) in (-1, old_guest_domid):
                 return None
