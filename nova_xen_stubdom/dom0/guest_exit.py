@@ -71,6 +71,11 @@ def read(agent, guest_vm_uuid: str, domid: Optional[int] = None,
     return out
 
 
+def forget(agent, guest_vm_uuid: str) -> None:
+    """Drop the record (idempotent)."""
+    agent.backend.xs_rm(_path(guest_vm_uuid))
+
+
 @plugin.register('guest_exit')
 def _plugin_guest_exit(agent, args: Dict[str, str]) -> str:
     """``guest_vm_uuid`` (required), ``domid`` (the domain the caller saw

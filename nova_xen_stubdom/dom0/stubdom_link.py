@@ -234,6 +234,10 @@ def unlink(agent, guest_vm_uuid: str) -> None:
     """Forget the pending link of *guest_vm_uuid* (idempotent)."""
     with agent.lock(guest_vm_uuid):
         agent.backend.xs_rm(_link_path(guest_vm_uuid))
+        # a guest stopped or removed by its owner: a recorded exit of its
+        # old domain means nothing any more (dom0/guest_exit.py)
+        from nova_xen_stubdom.dom0 import guest_exit
+        guest_exit.forget(agent, guest_vm_uuid)
 
 
 def dm_state(agent, stub_domid: int, guest_domid: int) -> Optional[str]:

@@ -72,3 +72,11 @@ def test_xen_flags_carry_the_shutdown_code(code, name):
     assert xen_backend._shutdown_reason(flags) == name
     assert xen_backend._shutdown_reason(
         flags & ~xen_libs.XEN_DOMINF_shutdown) is None
+
+
+def test_unlink_forgets_the_record(agent):
+    domid = _shut_down(agent, 'poweroff')
+    guest_exit.record(agent, domid, GUEST_UUID)
+    plugin.call(agent, plugin.PLUGIN, 'unlink_stubdom',
+                {'guest_vm_uuid': GUEST_UUID})
+    assert _ask(agent) == {}
