@@ -86,6 +86,24 @@ stubdom_opts = [
                     'timeout Nova passes: [DEFAULT] shutdown_timeout.)'),
 ]
 
+console_opts = [
+    cfg.PortOpt('console_port',
+                help='TCP port of XAPI\'s plain-HTTP listener on each host, '
+                     'to which Nova\'s noVNC proxy sends "CONNECT '
+                     '/console?..." (XAPI\'s console proxy; the host is the '
+                     'one the console record\'s location names). Default: '
+                     'the port of connection_url when it is http://, '
+                     'otherwise 80. XAPI hosts set to https-only do not '
+                     'serve consoles to Nova\'s proxies.'),
+    cfg.StrOpt('console_username',
+               help='XAPI account whose sessions go into console paths '
+                    '(Nova stores them with its console tokens). XAPI\'s '
+                    'console proxy needs only the vm-operator role; by '
+                    'default the connection account (pool-admin) is used.'),
+    cfg.StrOpt('console_password', secret=True,
+               help='Password of console_username.'),
+]
+
 network_opts = [
     cfg.StrOpt('network_name_label',
                help='name_label of the XAPI network guest NICs join when no '
@@ -180,7 +198,7 @@ migration_opts = [
 ]
 
 ALL_OPTS = (connection_opts + stubdom_opts + storage_opts + network_opts +
-            migration_opts)
+            console_opts + migration_opts)
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:

@@ -112,6 +112,10 @@ def stop(agent, guest_domid: int, guest_vm_uuid: str) -> None:
     driver's to stop.
     """
     backend = agent.backend
+    # first, while the domain still exists: why it went (the driver tells
+    # a guest's own reboot from its poweroff by this)
+    from nova_xen_stubdom.dom0 import guest_exit
+    guest_exit.record(agent, guest_domid, guest_vm_uuid)
     try:
         from nova_xen_stubdom.dom0 import pci_grants as pci
     except ImportError:

@@ -39,7 +39,10 @@ Registered there, this wrapper:
    and ``qmp-event-<domid>``; :mod:`.qmp_endpoint` says what each command
    gets) until ``quit``, SIGTERM (xenopsd's ``Service.Qemu.stop``), or the
    guest domain going away; then undoes the link (``dm_stop``,
-   :func:`device_model.stop`) and its registration.
+   :func:`device_model.stop`) and its registration;
+7. meanwhile runs dom0's end of the guest's VNC bridge
+   (:mod:`vnc_bridge`: ``/var/run/xen/vnc-<domid>``, where xenopsd tells
+   XAPI's console proxy to connect).
 
 A guest that xenopsd restores from its own save image (``-loadvm``) is
 refused: its device state would have to come from a dom0 QEMU; Nova's
@@ -62,6 +65,7 @@ from nova_xen_stubdom.dom0 import logs
 from nova_xen_stubdom.dom0 import qmp_endpoint
 from nova_xen_stubdom.dom0 import registry
 from nova_xen_stubdom.dom0 import stubdom_link as stubdom
+from nova_xen_stubdom.dom0 import vnc_bridge
 
 LOG = logging.getLogger(__name__)
 
@@ -291,6 +295,7 @@ def serve(agent, parsed: DmArgs, vm_uuid: str, launched: Dict, *,
     facade = qmp_endpoint.QmpFacade(agent, guest, stub, parsed.qmp_paths or
                                     [launched['qmp']])
     stop_event = stop_event or threading.Event()
+    bridge = None
     try:
         with _Registration(backend, guest, parsed.pidfile):
             state = wait_running(agent, stub, guest, start_timeout,
@@ -304,6 +309,7 @@ def serve(agent, parsed: DmArgs, vm_uuid: str, launched: Dict, *,
             # the sockets last: xenopsd takes them as "QEMU is up"
             # (Dm.wait_event_socket) and then checks the pid at once
             facade.start()
+            bridge = vnc_bridge.start(stub, guest)
             LOG.info('domain %d: device model in stub domain %d, QMP on %s',
                      guest, stub, ', '.join(facade.paths))
             while not (facade.quit.is_set() or stop_event.is_set()):
@@ -319,6 +325,7 @@ def serve(agent, parsed: DmArgs, vm_uuid: str, launched: Dict, *,
         return 1
     finally:
         facade.close()
+        vnc_bridge.stop(bridge)
         try:
             backend.xs_rm(DOM0_STATE_PATH % guest)
         finally:

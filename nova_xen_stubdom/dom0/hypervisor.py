@@ -39,6 +39,10 @@ class DomainInfo:
     paused: bool
     #: domid this stub domain serves (its xenstore ``target``), or None
     target: Optional[int] = None
+    #: why the domain shut down, while it still exists (Xen's
+    #: ``SHUTDOWN_*`` code as a name: poweroff, reboot, suspend, crash,
+    #: watchdog, soft_reset); None while it has not shut down
+    shutdown: Optional[str] = None
 
 
 class HypervisorBackend(metaclass=abc.ABCMeta):

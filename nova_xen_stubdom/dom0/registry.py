@@ -36,6 +36,7 @@ EXTENSION_MODULES = (
     'nova_xen_stubdom.dom0.stubdom_link',
     'nova_xen_stubdom.dom0.device_model',
     'nova_xen_stubdom.dom0.console',
+    'nova_xen_stubdom.dom0.guest_exit',
     'nova_xen_stubdom.dom0.pci_grants',
     'nova_xen_stubdom.dom0.migration_calls',
 )

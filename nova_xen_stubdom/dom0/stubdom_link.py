@@ -31,6 +31,12 @@ DISK_BUSES = {'ide': 'ide', 'sata': 'ahci', 'xen': 'xen'}
 NIC_MODELS = {'e1000': 'e1000', 'rtl8139': 'rtl8139', 'netfront': 'netfront'}
 VGA_MODELS = {'vga': 'std', 'std': 'std', 'cirrus': 'cirrus', 'none': 'none'}
 
+#: QEMU's VNC server inside the stub domain: a unix socket, never TCP.  The
+#: stub init bridges it over a vchan (``device-model/<guest>/vnc-vchan``)
+#: to dom0's ``/var/run/xen/vnc-<guest domid>``, which only XAPI's
+#: authenticated console proxy opens (doc/source/consoles.rst)
+VNC_SOCKET = '/run/qemu-vnc.sock'
+
 
 def _link_path(guest_vm_uuid: str) -> str:
     return '%s/%s' % (LINKS_ROOT, guest_vm_uuid)
@@ -85,7 +91,7 @@ def build_dm_argv(guest_domid: int, config: Dict[str, Any]) -> List[str]:
     if vga == 'none':
         argv += ['-vga', 'none', '-display', 'none']
     else:
-        argv += ['-vga', vga, '-vnc', '0.0.0.0:0,to=99']
+        argv += ['-vga', vga, '-vnc', 'unix:' + VNC_SOCKET]
     if config.get('firmware', 'bios') == 'uefi':
         argv += ['-drive', 'if=pflash,format=raw,readonly=on,'
                  'file=/usr/share/OVMF/OVMF_CODE.fd']
@@ -237,6 +243,10 @@ def unlink(agent, guest_vm_uuid: str) -> None:
     """Forget the pending link of *guest_vm_uuid* (idempotent)."""
     with agent.lock(guest_vm_uuid):
         agent.backend.xs_rm(_link_path(guest_vm_uuid))
+        # a guest stopped or removed by its owner: a recorded exit of its
+        # old domain means nothing any more (dom0/guest_exit.py)
+        from nova_xen_stubdom.dom0 import guest_exit
+        guest_exit.forget(agent, guest_vm_uuid)
 
 
 def dm_state(agent, stub_domid: int, guest_domid: int) -> Optional[str]:

@@ -68,11 +68,25 @@ from nova_xen_stubdom.dom0.xen_libs import (  # noqa: F401
     XEN_DOMCTL_DEV_RDM_STRICT, XEN_DOMCTL_SHADOW_OP_CLEAN,
     XEN_DOMCTL_SHADOW_OP_ENABLE_LOGDIRTY, XEN_DOMCTL_SHADOW_OP_OFF,
     XEN_DOMCTL_SHADOW_OP_PEEK, XEN_DOMINF_dying, XEN_DOMINF_hvm_guest,
-    XEN_DOMINF_paused, XcDomainInfo, XcHypercallBuffer, XcShadowOpStats,
+    XEN_DOMINF_paused, XEN_DOMINF_shutdown, XEN_DOMINF_shutdownmask,
+    XEN_DOMINF_shutdownshift, SHUTDOWN_REASONS, XcDomainInfo,
+    XcHypercallBuffer, XcShadowOpStats,
     XenLibraries, XsPermissions, bitmap_from_xen, encode_sbdf,
     perms_from_structs, perms_to_structs, xen_pfn_t)
 
 LOG = logging.getLogger(__name__)
+
+
+def _shutdown_reason(flags: int) -> Optional[str]:
+    """The SHUTDOWN_* name a shut-down domain's getdomaininfo flags carry
+    (xen/include/public/domctl.h: the code sits at
+    XEN_DOMINF_shutdownshift, masked by XEN_DOMINF_shutdownmask)."""
+    if not flags & XEN_DOMINF_shutdown:
+        return None
+    code = (flags >> XEN_DOMINF_shutdownshift) & XEN_DOMINF_shutdownmask
+    if code < len(SHUTDOWN_REASONS):
+        return SHUTDOWN_REASONS[code]
+    return 'code-%d' % code
 
 
 class XenBackend(xen_memory.ForeignMemory, HypervisorBackend):
@@ -185,7 +199,8 @@ class XenBackend(xen_memory.ForeignMemory, HypervisorBackend):
             hvm=bool(raw.flags & XEN_DOMINF_hvm_guest), max_pfn=max_pfn,
             vcpus=raw.nr_online_vcpus,
             paused=bool(raw.flags & XEN_DOMINF_paused),
-            target=int(target) if target and target.isdigit() else None)
+            target=int(target) if target and target.isdigit() else None,
+            shutdown=_shutdown_reason(raw.flags))
 
     def list_domains(self) -> List[DomainInfo]:
         out, first = [], 0

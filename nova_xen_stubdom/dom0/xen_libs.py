@@ -27,6 +27,12 @@ XEN_DOMINF_dying = 1 << 0
 XEN_DOMINF_hvm_guest = 1 << 1
 XEN_DOMINF_shutdown = 1 << 2
 XEN_DOMINF_paused = 1 << 3
+XEN_DOMINF_shutdownshift = 16
+XEN_DOMINF_shutdownmask = 255
+# xen/include/public/sched.h SHUTDOWN_*: the code a guest passes to
+# SCHEDOP_shutdown, by value
+SHUTDOWN_REASONS = ('poweroff', 'reboot', 'suspend', 'crash', 'watchdog',
+                    'soft_reset')
 XEN_DOMCTL_SHADOW_OP_OFF = 0
 XEN_DOMCTL_SHADOW_OP_ENABLE_LOGDIRTY = 2
 XEN_DOMCTL_SHADOW_OP_CLEAN = 11

@@ -26,6 +26,7 @@ from nova_xen_stubdom import conf as xconf  # noqa: F401 (registers opts)
 from nova_xen_stubdom.driver import common
 from nova_xen_stubdom.driver import configdrive
 from nova_xen_stubdom.driver import constants as dc
+from nova_xen_stubdom.driver import consoleops
 from nova_xen_stubdom.driver import evacuateops
 from nova_xen_stubdom.driver import events
 from nova_xen_stubdom.driver import exceptions as dexc
@@ -84,6 +85,7 @@ class XenStubdomDriver(driver.ComputeDriver):
         self._evacuateops = None
         self._volumeops = None
         self._vifops = None
+        self._consoleops = None
         self._events = None
         self._init_lock = threading.Lock()
 
@@ -131,6 +133,7 @@ class XenStubdomDriver(driver.ComputeDriver):
         self._evacuateops = evacuateops.EvacuateOps(ctx, self._vmops)
         self._volumeops = volumeops.VolumeOps(ctx, self._vmops)
         self._vifops = vifops.InterfaceOps(ctx, self._vmops)
+        self._consoleops = consoleops.ConsoleOps(ctx, self._vmops)
         self._events = events.LifecycleEvents(ctx, self._vmops,
                                               self._emit_async)
         self._events.start()
@@ -152,6 +155,8 @@ class XenStubdomDriver(driver.ComputeDriver):
     def cleanup_host(self, host):
         if self._events is not None:
             self._events.stop()
+        if self._consoleops is not None:
+            self._consoleops.expire(everything=True)
         if self._client is not None:
             self._client.close()
 
@@ -293,10 +298,13 @@ class XenStubdomDriver(driver.ComputeDriver):
         return self._vmops.list_instance_uuids()
 
     def get_console_output(self, context, instance):
-        return self._vmops.get_console_output(instance)
+        return self._consoleops.get_console_output(instance)
 
     def get_vnc_console(self, context, instance):
-        return self._vmops.get_vnc_console(instance)
+        return self._consoleops.get_vnc_console(instance)
+
+    def get_serial_console(self, context, instance):
+        return self._consoleops.get_serial_console(instance)
 
     def get_diagnostics(self, instance):
         return self._vmops.get_diagnostics(instance)

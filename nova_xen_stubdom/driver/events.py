@@ -5,9 +5,19 @@ changes while no driver operation is running on it was changed by someone
 else (an admin with ``xe``, the guest shutting itself down, a crash): Nova
 hears about it through ``emit_event`` and syncs its power state.
 When such a guest halts, its stub domain is stopped too.
+
+A guest that reboots itself halts as well (``actions_after_reboot =
+destroy``: its stub domain's target is bound to the old domid, so XAPI may
+not restart it alone), and XAPI records nothing that tells it from a
+poweroff (``other_config:last_shutdown_*`` went with the legacy Xal in
+2012).  The dom0 side keeps Xen's shutdown reason when xenopsd stops the
+device model (``dom0/guest_exit.py``); for ``reboot`` the driver rebuilds
+stub domain and guest and the instance stays ACTIVE.  Anything else -- and
+a rebuild that fails, which leaves nothing running -- is a stop Nova hears.
 """
 import threading
 import time
+from typing import Optional
 
 from oslo_log import log as logging
 
@@ -76,12 +86,43 @@ class LifecycleEvents:
             return      # our own operation: Nova knows
         LOG.info('guest %(uuid)s went %(old)s -> %(new)s outside Nova',
                  {'uuid': uuid, 'old': old, 'new': new})
-        self._emit(virtevent.LifecycleEvent(uuid, name, time.time()))
         if new == xc.POWER_STATE_HALTED:
-            stub = oc.get(dc.OC_STUBDOM)
-            threading.Thread(target=self._stop_stubdom, args=(uuid, stub),
-                             daemon=True,
-                             name='xen-stubdom-orphan-%s' % uuid).start()
+            # asking dom0 why takes a call: not on the event thread
+            threading.Thread(target=self._halted, daemon=True,
+                             args=(uuid, ev.new.get('uuid'),
+                                   ev.old.get('domid'), name),
+                             name='xen-stubdom-halted-%s' % uuid).start()
+            return
+        self._emit(virtevent.LifecycleEvent(uuid, name, time.time()))
+
+    def _exit_reason(self, guest_vm_uuid: str, domid) -> Optional[str]:
+        try:
+            out = self._ctx.call_plugin('guest_exit',
+                                        guest_vm_uuid=guest_vm_uuid,
+                                        domid=int(domid), forget='1')
+        except Exception as exc:
+            LOG.warning('cannot tell why guest VM %(vm)s halted: %(exc)s',
+                        {'vm': guest_vm_uuid, 'exc': exc})
+            return None
+        return out.get('reason')
+
+    def _halted(self, instance_uuid: str, guest_vm_uuid: str, domid,
+                name: str) -> None:
+        reason = (self._exit_reason(guest_vm_uuid, domid)
+                  if guest_vm_uuid and domid is not None else None)
+        if reason == 'reboot':
+            LOG.info('guest %s rebooted itself: rebuilding its stub domain '
+                     'and guest', instance_uuid)
+            try:
+                self._vmops.restart_after_guest_reboot(instance_uuid)
+                return
+            except Exception as exc:
+                # the rebuild removed what it started: a stop for Nova
+                LOG.error('rebuild after the guest\'s own reboot of '
+                          '%(uuid)s failed: %(exc)s',
+                          {'uuid': instance_uuid, 'exc': exc})
+        self._emit(virtevent.LifecycleEvent(instance_uuid, name, time.time()))
+        self._stop_stubdom(instance_uuid, None)
 
     def _stop_stubdom(self, instance_uuid: str, stub_uuid: str) -> None:
         """A stub domain never outlives its guest."""

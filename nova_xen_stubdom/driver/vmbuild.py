@@ -28,7 +28,9 @@ def _vm_common(name: str, memory_mb: int, vcpus: int, host_ref: str,
         'VCPUs_at_startup': str(vcpus),
         'actions_after_shutdown': 'destroy',
         # NOTE(driver): a guest reboot must rebuild its stub domain too
-        # (set_target binds one domid), so XAPI may not restart it alone.
+        # (set_target binds one domid), so XAPI may not restart it alone:
+        # the VM halts and the driver rebuilds both (driver/events.py,
+        # told reboot from poweroff by the dom0 side's guest_exit record)
         'actions_after_reboot': 'destroy',
         'actions_after_crash': 'destroy',
         'PV_bootloader': '',

@@ -17,7 +17,6 @@ from oslo_log import log as logging
 from oslo_utils import excutils
 
 from nova.compute import power_state
-from nova.console import type as ctype
 from nova import exception
 from nova.i18n import _
 from nova.virt import hardware
@@ -78,6 +77,9 @@ class VMOps:
         #: operation name -> XAPI calls of its last run (for figures)
         self.call_stats: Dict[str, List[str]] = {}
         self._busy_lock = threading.Lock()
+        #: instances being rebuilt after their guest's own reboot: to Nova
+        #: they are running throughout, as a libvirt guest rebooting is
+        self._guest_rebooting: set = set()
 
     # -- helpers ----------------------------------------------------------
     @property
@@ -619,6 +621,34 @@ class VMOps:
                        built.guest_uuid, clean_timeout=timeout)
             self._restart(instance, built, None, network_info)
 
+    def restart_after_guest_reboot(self, instance_uuid: str) -> None:
+        """The guest rebooted itself and XAPI halted it: start a fresh
+        stub domain and the guest again (Nova's instance stays ACTIVE).
+
+        A failure stops what was started (no stub domain without its
+        guest) and is raised: the caller reports a stop to Nova.
+        """
+        from nova import context as nova_context
+        from nova import objects
+        instance = objects.Instance.get_by_uuid(
+            nova_context.get_admin_context(), instance_uuid,
+            expected_attrs=['flavor', 'info_cache'])
+        network_info = instance.get_network_info()
+        with self._operation(instance, 'guest_reboot'):
+            built = self._require(instance)
+            if self._power_state(built.guest) != xc.POWER_STATE_HALTED:
+                return      # someone started it meanwhile
+            with self._busy_lock:
+                self._guest_rebooting.add(instance_uuid)
+            try:
+                # the old stub domain targets a domid that is gone
+                self._stop(instance, None, built.stubdom, built.guest_uuid)
+                self._restart(instance, built, None, network_info)
+            finally:
+                with self._busy_lock:
+                    self._guest_rebooting.discard(instance_uuid)
+        LOG.info('rebuilt after the guest\'s own reboot', instance=instance)
+
     def pause(self, instance) -> None:
         with self._operation(instance):
             built = self._require(instance)
@@ -646,7 +676,11 @@ class VMOps:
             state = found[1].get('power_state')
             oc = found[1].get('other_config') or {}
         nova_state = xpower.to_nova_power_state(state)
-        if state == xc.POWER_STATE_HALTED and oc.get(dc.OC_SUSPEND_IMAGE):
+        with self._busy_lock:
+            rebooting = instance.uuid in self._guest_rebooting
+        if rebooting:
+            nova_state = power_state.RUNNING
+        elif state == xc.POWER_STATE_HALTED and oc.get(dc.OC_SUSPEND_IMAGE):
             # halted through XAPI with its image in our VDI: suspended
             nova_state = power_state.SUSPENDED
         return hardware.InstanceInfo(
@@ -672,32 +706,6 @@ class VMOps:
     def list_instance_uuids(self) -> List[str]:
         return sorted(rec['other_config'][dc.OC_NOVA_UUID]
                       for rec in self._our_guests().values())
-
-    def get_console_output(self, instance) -> bytes:
-        built = self._require(instance)
-        domid = int(self._call('VM.get_domid', built.guest))
-        if domid < 0:
-            return b''
-        out = self._ctx.call_plugin('console_log', domid=domid)
-        return out.get('log', '').encode('utf-8', 'replace')
-
-    def get_vnc_console(self, instance) -> ctype.ConsoleVNC:
-        """The VNC server of QEMU in the stub domain (the guest's display)."""
-        built = self._require(instance)
-        if self._power_state(built.stubdom) != xc.POWER_STATE_RUNNING:
-            raise exception.InstanceNotReady(instance_id=instance.uuid)
-        # XAPI lists the guest's rfb console; QEMU in the stub domain
-        # serves it, at the endpoint the console record names
-        for ref in self._call('VM.get_consoles', built.guest):
-            rec = self._call('console.get_record', ref)
-            if rec.get('protocol') != 'rfb':
-                continue
-            endpoint = (rec.get('other_config') or {}).get('vnc_endpoint')
-            if endpoint:
-                host, _sep, port = endpoint.rpartition(':')
-                return ctype.ConsoleVNC(host=host.strip('[]'),
-                                        port=int(port))
-        raise exception.ConsoleTypeUnavailable(console_type='vnc')
 
     def get_diagnostics(self, instance) -> dict:
         built = self._require(instance)

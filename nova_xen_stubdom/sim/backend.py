@@ -61,7 +61,8 @@ class SimBackend(HypervisorBackend):
     def _info(self, d) -> DomainInfo:
         return DomainInfo(domid=d.domid, vm_uuid=d.vm_uuid, hvm=d.hvm,
                           max_pfn=d.max_pfn if d.domid else 0,
-                          vcpus=d.vcpus, paused=d.paused, target=d.target)
+                          vcpus=d.vcpus, paused=d.paused, target=d.target,
+                          shutdown=d.shutdown_reason)
 
     def list_domains(self) -> List[DomainInfo]:
         self._maybe_fail('list_domains')

@@ -13,6 +13,7 @@ from another process::
     proxy.sim.hosts()         # [{uuid, address, url, pool, master}]
     proxy.sim.domains(host_uuid)
     proxy.sim.set_dirty_rate(host_uuid, domid, bytes_per_s)
+    proxy.sim.guest_shutdown(host_uuid, domid, 'reboot')  # or poweroff...
     proxy.sim.leaks()
 
 Every answer uses XAPI's envelope (``Status``/``Value``); ints are sent as
@@ -92,6 +93,12 @@ def _xenstore(sim, host_uuid, path='/'):
     return sim.host_by_uuid(host_uuid).hypervisor.xenstore.dump(path)
 
 
+def _guest_shutdown(sim, host_uuid, domid, reason):
+    from nova_xen_stubdom.sim import guest_actions
+    return guest_actions.guest_shutdown(sim.host_by_uuid(host_uuid),
+                                        int(domid), reason)
+
+
 def _leaks(sim):
     return sim.leaks()
 
@@ -101,4 +108,5 @@ _METHODS = {
     'restart_toolstack': _restart, 'expire_sessions': _expire,
     'hosts': _hosts, 'domains': _domains, 'set_dirty_rate': _dirty,
     'xenstore': _xenstore, 'leaks': _leaks,
+    'guest_shutdown': _guest_shutdown,
 }

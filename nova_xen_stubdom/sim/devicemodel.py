@@ -33,6 +33,7 @@ or ``"<seq> cont"``, answered in ``.../result``) is served too.
 import hashlib
 import json
 import logging
+import os
 import socket
 import struct
 import threading
@@ -70,14 +71,40 @@ def unpack_state_image(data: bytes) -> bytes:
 
 
 class VncServer:
-    """A loopback listener answering the RFB 3.8 handshake."""
+    """QEMU's VNC server: answers the RFB 3.8 handshake.
 
-    def __init__(self, label: str):
-        self.sock = socket.socket()
-        self.sock.bind(('127.0.0.1', 0))
-        self.sock.listen(8)
-        self.port = self.sock.getsockname()[1]
+    ``-vnc unix:PATH`` (what our stub domains run): QEMU listens on a unix
+    socket inside the stub domain, which the stub init bridges over a vchan
+    to dom0's ``/var/run/xen/vnc-<guest domid>`` (the path xenopsd reports to
+    XAPI's console proxy).  The simulator folds the three into one unix
+    listener at that dom0 path (``<host dir>/run/xen/vnc-<domid>``, 0600).
+    Any other ``-vnc`` value is a TCP listener: :attr:`tcp` holds the
+    address QEMU was asked to bind (``0.0.0.0`` would be the whole network;
+    the simulator still binds loopback, and tests check :attr:`tcp`).
+    """
+
+    def __init__(self, label: str, spec: str, dom0_path: str):
         self.label = label
+        self.spec = spec
+        self.tcp: Optional[str] = None
+        self.path: Optional[str] = None
+        if spec.startswith('unix:'):
+            os.makedirs(os.path.dirname(dom0_path), mode=0o700,
+                        exist_ok=True)
+            if os.path.exists(dom0_path):
+                os.unlink(dom0_path)
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            old = os.umask(0o177)
+            try:
+                self.sock.bind(dom0_path)
+            finally:
+                os.umask(old)
+            self.path = dom0_path
+        else:
+            self.tcp = spec.split(',')[0].rpartition(':')[0] or '0.0.0.0'
+            self.sock = socket.socket()
+            self.sock.bind(('127.0.0.1', 0))
+        self.sock.listen(8)
         self.connections = 0
         self._thread = threading.Thread(target=self._serve, daemon=True,
                                         name='sim-vnc-%s' % label)
@@ -98,7 +125,13 @@ class VncServer:
                 conn.close()
 
     @property
+    def port(self) -> int:
+        return self.sock.getsockname()[1] if self.tcp is not None else 0
+
+    @property
     def endpoint(self) -> str:
+        if self.path is not None:
+            return 'unix:' + self.path
         return '127.0.0.1:%d' % self.port
 
     def close(self):
@@ -106,6 +139,17 @@ class VncServer:
             self.sock.close()
         except OSError:
             pass
+        if self.path is not None:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+
+
+def vnc_socket_path(hv, guest_domid: int) -> str:
+    """The host's ``/var/run/xen/vnc-<domid>`` (xenopsd device.ml
+    ``Dm_Common.vnc_socket_path``) in the simulated host's directory."""
+    return os.path.join(hv.mem_dir, 'run', 'xen', 'vnc-%d' % guest_domid)
 
 
 class Qemu:
@@ -118,7 +162,10 @@ class Qemu:
         self.argv = list(argv)
         self.vnc: Optional[VncServer] = None
         if '-vnc' in self.argv:
-            self.vnc = VncServer('dom%d' % guest_domid)
+            spec = self.argv[self.argv.index('-vnc') + 1] \
+                if self.argv.index('-vnc') + 1 < len(self.argv) else ''
+            self.vnc = VncServer('dom%d' % guest_domid, spec,
+                                 vnc_socket_path(hv, guest_domid))
         guest = hv.domains.get(guest_domid)
         seed = ('%s/%s' % (guest.vm_uuid if guest else guest_domid,
                            ' '.join(self.argv))).encode()
@@ -435,6 +482,15 @@ def stop_dom0_qemu(hv, guest_domid: int) -> None:
 def vnc_endpoint(hv, guest_domid: int) -> Optional[str]:
     q = hv.qemus.get(guest_domid)
     return q.vnc.endpoint if q is not None and q.vnc else None
+
+
+def vnc_socket(hv, guest_domid: int) -> Optional[str]:
+    """The dom0 unix socket of the guest's VNC, while its QEMU serves it
+    there (what xenopsd's ``VM.stat`` lists as the rfb console)."""
+    q = hv.qemus.get(guest_domid)
+    if q is None or q.vnc is None:
+        return None
+    return q.vnc.path
 
 
 def device_state(hv, guest_domid: int) -> Optional[bytes]:

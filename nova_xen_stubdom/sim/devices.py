@@ -406,13 +406,24 @@ def _stop_device_model(host, domid: int, vm_uuid: str) -> None:
 
 # -- consoles -----------------------------------------------------------------
 def create_console(ctx, vm, host, domid, hvm) -> None:
+    """The console record XAPI makes from xenopsd's ``VM.stat`` consoles
+    (xen-api ``ocaml/xapi/xapi_xenops.ml`` ``update_vm``, "consoles"):
+    protocol, ``location = https://<host address>/console?uuid=<uuid>``
+    and an empty ``other_config`` (its ``port`` is a database-only field,
+    not in the API).  An HVM guest's rfb console is the device model's VNC
+    socket in dom0 (``/var/run/xen/vnc-<domid>``), which only XAPI's
+    console proxy reaches."""
     from nova_xen_stubdom.sim import devicemodel
     db = ctx.db
-    endpoint = devicemodel.vnc_endpoint(host.hypervisor, domid) if hvm \
-        else None
-    ref = db.create('console', {
-        'VM': vm, 'protocol': 'rfb' if hvm else 'vt100',
-        'other_config': {'vnc_endpoint': endpoint} if endpoint else {}})
+    if hvm:
+        if devicemodel.vnc_socket(host.hypervisor, domid) is None and \
+                devicemodel.vnc_endpoint(host.hypervisor, domid) is None:
+            return      # no device model with a display: no console
+        protocol = 'rfb'
+    else:
+        protocol = 'vt100'
+    ref = db.create('console', {'VM': vm, 'protocol': protocol,
+                                'other_config': {}})
     uuid = db.get('console', ref)['uuid']
     db.set('console', ref, location='https://%s/console?uuid=%s'
            % (host.address, uuid))

@@ -51,6 +51,9 @@ class Domain:
         self.vcpus = vcpus
         self.paused = True
         self.target: Optional[int] = None
+        #: the guest's SCHEDOP_shutdown reason once it shut itself down
+        #: (the domain exists until the toolstack destroys it)
+        self.shutdown_reason: Optional[str] = None
         self.created = time.time()
         self.dirty_rate = hv.default_dirty_rate if domid else 0
         self.logdirty = False

@@ -9,7 +9,8 @@
 Host *k* (counting across pools from 0) listens on ``127.0.0.<k+1>`` and the
 same port for all hosts.  Each connection is served by its own thread.
 Besides XML-RPC on ``/`` each host answers ``PUT /import_raw_vdi`` and
-``GET /export_raw_vdi`` (``?vdi=<ref|uuid>&session_id=<ref>``) and the
+``GET /export_raw_vdi`` (``?vdi=<ref|uuid>&session_id=<ref>``),
+``CONNECT /console?uuid=..&session_id=..`` (:mod:`.console_proxy`) and the
 side-channel ``sim.*`` XML-RPC methods (:mod:`nova_xen_stubdom.sim.control`).
 """
 import errno
@@ -174,6 +175,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             else:
                 fields.update(status='success', result='')
             pool.db.set('task', task, **fields)
+
+    def do_CONNECT(self):
+        # XAPI's console proxy (ocaml/xapi/console.ml handler)
+        from nova_xen_stubdom.sim import console_proxy
+        if urllib.parse.urlsplit(self.path).path != '/console':
+            self.close_connection = True
+            return self._reply(404, b'not found')
+        console_proxy.handle(self)
 
     def do_PUT(self):
         path = urllib.parse.urlsplit(self.path).path

@@ -245,7 +245,18 @@ dm_args() {
     set +f
     IFS=$_old_ifs
     case "${1:-}" in -*|"") ;; *) shift ;; esac
+    _prev=""
     for _a in "$@"; do
+        # VNC only on a unix socket: a TCP listener in the stub domain
+        # would face the guest's bridged networks
+        if [ "${_prev:-}" = -vnc ]; then
+            case "$_a" in
+                unix:*) ;;
+                *) echo "dm-argv asks for VNC on $_a: only unix: is allowed" >&2
+                   return 1 ;;
+            esac
+        fi
+        _prev=$_a
         # shellcheck disable=SC2016 # the literal placeholder, not expanded
         if [ "$_a" = '$STUBDOM_RESTORE_INCOMING_ARG' ]; then
             if [ -z "$_incoming" ]; then
@@ -256,6 +267,35 @@ dm_args() {
         fi
         printf '%s\n' "$_a"
     done
+}
+
+# ---- VNC: QEMU's unix socket, bridged to dom0 over a vchan ----------------
+#
+# start_vnc_bridge ARGS...: when QEMU serves VNC on "unix:PATH", offer PATH
+# to dom0 as the vchan server at ~/device-model/<target>/vnc-vchan, the way
+# libxl carries a Linux stub domain's QMP (vchan-socket-proxy); dom0's end
+# listens on /var/run/xen/vnc-<target> for XAPI's console proxy.
+start_vnc_bridge() {
+    _vnc=""
+    _prev=""
+    for _a in "$@"; do
+        [ "$_prev" = -vnc ] && _vnc=$_a
+        _prev=$_a
+    done
+    case "$_vnc" in
+        unix:*) ;;
+        *) return 0 ;;
+    esac
+    _sock=${_vnc#unix:}
+    _sock=${_sock%%,*}
+    if ! command -v vchan-socket-proxy >/dev/null 2>&1; then
+        log "no vchan-socket-proxy in the image: VNC stays inside the stub domain"
+        return 0
+    fi
+    vchan-socket-proxy --mode=server 0 \
+        "/local/domain/$domid/device-model/$target/vnc-vchan" "$_sock" \
+        >>"$LOG" 2>&1 &
+    log "VNC of guest $target bridged to dom0 (vchan-socket-proxy $!)"
 }
 
 # ---- commands from dom0 ------------------------------------------------------
@@ -405,6 +445,7 @@ run_stubdom() {
         return 1
     fi
     attach_taps
+    start_vnc_bridge "$@"
     xenstore-write "$state_node" running
     log "QEMU $qemu_pid running for guest $target"
 

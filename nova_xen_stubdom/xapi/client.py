@@ -213,12 +213,20 @@ class XAPIClient:
     def _new_pool_session(self) -> xsession.XAPISession:
         return self.login()
 
-    def login(self) -> xsession.XAPISession:
+    def login(self, originator: Optional[str] = None,
+              username: Optional[str] = None,
+              password: Optional[str] = None) -> xsession.XAPISession:
         """Log a new session in (following ``HOST_IS_SLAVE``).
 
         Used by the pool and by the event cache (which needs a session of
         its own for its long polls). The caller owns the session and must
-        give it to :meth:`logout`.
+        give it to :meth:`logout` (:meth:`close` logs out what is left).
+
+        :param originator: instead of the client's (XAPI bounds sessions
+            per originator: a separate one keeps handed-out sessions from
+            pushing the pool's out).
+        :param username: another XAPI account (with *password*) than the
+            client's, e.g. a less privileged one for sessions handed out.
         """
         redirects = 0
         attempt = 0
@@ -227,7 +235,9 @@ class XAPIClient:
                 raise errors.XAPIClosed('XAPI client is closed')
             url = self._url
             sess = xsession.XAPISession(url, self._ssl_context)
-            args = self._login_args()
+            args = self._login_args(originator)
+            if username:
+                args[0:2] = [username, password or '']
             self._record('session.login_with_password', args)
             try:
                 ref = sess.raw('session.login_with_password', args,
@@ -311,9 +321,9 @@ class XAPIClient:
             self._forget(stale)
         return True
 
-    def _login_args(self) -> list:
+    def _login_args(self, originator: Optional[str] = None) -> list:
         return [self._username, self._password, constants.API_VERSION,
-                self.originator]
+                originator or self.originator]
 
     def logout(self, sess: xsession.XAPISession,
                in_use: bool = False) -> None:

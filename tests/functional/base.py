@@ -57,6 +57,8 @@ class XenStubdomTestBase(integrated_helpers.ProviderUsageBaseTestCase):
     SIM_HOSTS = 2
     COMPUTES = ('host1', 'host2')
     HOST_CONFIGS = None
+    #: more XAPI accounts: name -> (password, role)
+    SIM_USERS = None
     #: Nova's scheduler retries a failed build on another host; tests that
     #: check failure paths want one attempt (set to 1)
     MAX_ATTEMPTS = None
@@ -67,7 +69,7 @@ class XenStubdomTestBase(integrated_helpers.ProviderUsageBaseTestCase):
             sys.prefix, 'etc', 'nova', 'api-paste.ini'))
         sim = self.sim = sim_server.SimServer(
             hosts=self.SIM_HOSTS, username=SIM_USER, password=SIM_PASSWORD,
-            host_configs=self.HOST_CONFIGS)
+            host_configs=self.HOST_CONFIGS, users=self.SIM_USERS)
         sim.start()
         for host in sim.hosts:
             host.plugin_process = PLUGIN_PROCESS

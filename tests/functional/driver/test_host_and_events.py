@@ -78,7 +78,8 @@ class TestHostAndEvents(base.XenStubdomTestBase):
         # Nova tails by '\n'-separated fields: the log ends with a newline
         self.assertEqual(out.split('\n')[-3:], tail.split('\n'))
         self.assertTrue(tail.endswith(' login:\n'), tail)
-        # VNC: served by QEMU in the stub domain
+        # VNC: served by QEMU in the stub domain, reached through XAPI's
+        # console proxy (tests/functional/driver/test_consoles.py)
         compute = self.computes_by_name[server['OS-EXT-SRV-ATTR:host']]
         from nova import context as nova_context
         from nova import objects
@@ -89,7 +90,10 @@ class TestHostAndEvents(base.XenStubdomTestBase):
         guest, stub = self.xapi_vms(server)
         qemu = hv.qemus[int(guest['domid'])]
         self.assertEqual(int(stub['domid']), qemu.domid)
-        self.assertEqual(qemu.vnc.port, console.port)
+        self.assertEqual(self.sim_host(
+            server['OS-EXT-SRV-ATTR:host']).address, console.host)
+        self.assertTrue(console.internal_access_path.startswith(
+            '/console?uuid='))
         diag = compute.manager.driver.get_diagnostics(inst)
         self.assertEqual((int(guest['domid']), int(stub['domid'])),
                          (diag['domid'], diag['stubdom_domid']))

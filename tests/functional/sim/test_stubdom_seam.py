@@ -66,7 +66,7 @@ def _plugin(x, host, fn, **args):
                                          {k: str(v) for k, v in args.items()}))
 
 
-def test_guest_device_model_runs_in_stubdom(sim, x):
+def test_guest_device_model_runs_in_stubdom(sim, session, x):
     vdi, guest, stub, host = _guest_and_stubdom(x)
     x.VM.start_on(stub, host, False, False)
     stub_domid = int(x.VM.get_domid(stub))
@@ -94,14 +94,22 @@ def test_guest_device_model_runs_in_stubdom(sim, x):
                                                            ('vif', '0')]
     assert sorted(introspect.frontends(h, guest_domid)) == [('vbd', 'xvda'),
                                                             ('vif', '0')]
-    # the VNC console is served by the stub domain's QEMU
+    # the VNC console is served by the stub domain's QEMU, reached through
+    # XAPI's console proxy (CONNECT /console, ocaml/xapi/console.ml)
     console = x.VM.get_consoles(guest)[0]
     rec = x.console.get_record(console)
-    assert rec['protocol'] == 'rfb'
-    hostport = rec['other_config']['vnc_endpoint']
-    with socket.create_connection((hostport.split(':')[0],
-                                   int(hostport.split(':')[1])), 5) as s:
-        assert s.recv(12) == b'RFB 003.008\n'
+    assert rec['protocol'] == 'rfb' and rec['other_config'] == {}
+    assert rec['location'] == 'https://%s/console?uuid=%s' % (
+        h.address, rec['uuid'])
+    with socket.create_connection((h.address, h.port), 5) as s:
+        s.sendall(b'CONNECT /console?uuid=%s&session_id=%s HTTP/1.1\r\n\r\n'
+                  % (rec['uuid'].encode(), session._session.encode()))
+        data = b''
+        while not data.endswith(b'RFB 003.008\n'):
+            chunk = s.recv(64)
+            assert chunk, data
+            data += chunk
+        assert data.startswith(b'HTTP/1.1 200')
     # save through a disk attached to the stub domain
     save_vdi = _vdi(x, 1 << 20, 'state')
     vbd = _vbd(x, stub, save_vdi, '3')

@@ -170,7 +170,9 @@ def test_dm_argv_from_devices():
     joined = ' '.join(argv)
     assert argv[argv.index('-xen-domid') + 1] == '5'
     assert argv[argv.index('-m') + 1] == '512'
-    assert '-vga std' in joined and '-vnc' in argv
+    assert '-vga std' in joined
+    # VNC on a unix socket in the stub domain: no TCP listener at all
+    assert argv[argv.index('-vnc') + 1] == 'unix:/run/qemu-vnc.sock'
     assert 'file=/dev/xvda,if=ide,index=0' in joined
     assert 'e1000,id=nic0,netdev=net0,mac=fa:16:3e:00:00:01' in joined
     assert 'ifname=eth0' in joined

@@ -14,6 +14,7 @@ UUID = '0e8c3c3e-1f7b-4a9e-9d59-6f1d2c1b7a10'
 
 def _guest(state, host='H', role=dc.ROLE_GUEST):
     return {'uuid': 'guest-vm', 'power_state': state, 'resident_on': host,
+            'domid': '-1' if state == 'Halted' else '7',
             'affinity': host, 'other_config': {
                 dc.OC_NOVA_UUID: UUID, dc.OC_ROLE: role,
                 dc.OC_STUBDOM: 'stub-vm'}}
@@ -22,7 +23,8 @@ def _guest(state, host='H', role=dc.ROLE_GUEST):
 class FakeCtx:
     host_ref = 'H'
 
-    def __init__(self):
+    def __init__(self, reason=None):
+        self.reason = reason
         self.calls = []
         self.done = threading.Event()
         stub = {'uuid': 'stub-vm', 'power_state': 'Running',
@@ -41,13 +43,23 @@ class FakeCtx:
 
     def call_plugin(self, fn, **args):
         self.calls.append((fn, args))
+        if fn == 'guest_exit':
+            return {'reason': self.reason} if self.reason else {}
         self.done.set()
+        return {}
 
 
-def _run(old, new, busy=False, **kw):
-    ctx = FakeCtx()
+def _run(old, new, busy=False, reason=None, rebuild=None, **kw):
+    ctx = FakeCtx(reason)
     emitted = []
-    vmops = types.SimpleNamespace(is_busy=lambda uuid: busy)
+
+    def restart(uuid):
+        ctx.calls.append(('rebuild', uuid))
+        if rebuild is not None:
+            raise rebuild
+        ctx.done.set()
+    vmops = types.SimpleNamespace(is_busy=lambda uuid: busy,
+                                  restart_after_guest_reboot=restart)
     le = events.LifecycleEvents(ctx, vmops, emitted.append)
     le._on_event(CacheEvent('VM', 'mod', 'GREF', _guest(old, **kw),
                             _guest(new, **kw)))
@@ -56,10 +68,13 @@ def _run(old, new, busy=False, **kw):
 
 def test_outside_halt_is_reported_and_stops_the_stubdom():
     ctx, emitted = _run('Running', 'Halted')
+    assert ctx.done.wait(5)
     assert [e.transition for e in emitted] == [
         virtevent.EVENT_LIFECYCLE_STOPPED]
     assert emitted[0].uuid == UUID
-    assert ctx.done.wait(5)
+    # dom0 was asked why, for the domain that went
+    assert ('guest_exit', {'guest_vm_uuid': 'guest-vm', 'domid': 7,
+                           'forget': '1'}) in ctx.calls
     assert ('VM.hard_shutdown', 'SREF') in ctx.calls
     assert ('unlink_stubdom', {'guest_vm_uuid': 'guest-vm'}) in ctx.calls
 
@@ -76,3 +91,28 @@ def test_own_operations_other_hosts_and_stubdoms_are_silent():
     assert _run('Running', 'Halted', host='OTHER')[1] == []
     assert _run('Running', 'Halted', role=dc.ROLE_STUBDOM)[1] == []
     assert _run('Running', 'Running')[1] == []
+
+
+def test_guest_reboot_is_rebuilt_not_reported():
+    ctx, emitted = _run('Running', 'Halted', reason='reboot')
+    assert ctx.done.wait(5)
+    assert ('rebuild', UUID) in ctx.calls
+    assert emitted == []
+    assert ('VM.hard_shutdown', 'SREF') not in ctx.calls
+
+
+def test_failed_rebuild_is_a_stop():
+    ctx, emitted = _run('Running', 'Halted', reason='reboot',
+                        rebuild=RuntimeError('no memory'))
+    assert ctx.done.wait(5)
+    assert [e.transition for e in emitted] == [
+        virtevent.EVENT_LIFECYCLE_STOPPED]
+    assert ('VM.hard_shutdown', 'SREF') in ctx.calls
+
+
+def test_guest_poweroff_is_a_stop():
+    ctx, emitted = _run('Running', 'Halted', reason='poweroff')
+    assert ctx.done.wait(5)
+    assert [e.transition for e in emitted] == [
+        virtevent.EVENT_LIFECYCLE_STOPPED]
+    assert not [c for c in ctx.calls if c[0] == 'rebuild']

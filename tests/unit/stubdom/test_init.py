@@ -96,12 +96,32 @@ def test_dm_args_splits_on_esc_and_drops_program_name(env):
     _tmp, e = env
     argv = ESC.join(["qemu-system-i386", "-xen-domid", "7", "-name",
                      "guest with spaces", "-machine", "xenfv", "-vnc",
-                     "0.0.0.0:0,to=99"])
+                     "unix:/run/qemu-vnc.sock"])
     e["ARGV"] = argv
     out = sh(e, 'dm_args "$ARGV"').stdout
     assert out.splitlines() == ["-xen-domid", "7", "-name",
                                 "guest with spaces", "-machine", "xenfv",
-                                "-vnc", "0.0.0.0:0,to=99"]
+                                "-vnc", "unix:/run/qemu-vnc.sock"]
+
+
+def test_dm_args_refuse_a_tcp_vnc_listener(env):
+    _tmp, e = env
+    e["ARGV"] = ESC.join(["-xen-domid", "7", "-vnc", "0.0.0.0:0,to=99"])
+    res = sh(e, 'dm_args "$ARGV"', check=False)
+    assert res.returncode != 0
+    assert "only unix: is allowed" in res.stderr
+
+
+def test_vnc_bridge_without_the_proxy_binary_logs_and_goes_on(env):
+    tmp, e = env
+    if any(os.path.exists(os.path.join(d, "vchan-socket-proxy"))
+           for d in e["PATH"].split(":")):
+        pytest.skip("this machine has a vchan-socket-proxy on PATH")
+    res = sh(e, 'domid=3 target=4; start_vnc_bridge -vnc '
+                'unix:/run/qemu-vnc.sock && echo ok', check=False)
+    assert res.stdout.strip().endswith("ok")
+    assert "VNC stays inside the stub domain" in (
+        tmp / "console.log").read_text()
 
 
 def test_dm_args_restore_placeholder(env):
