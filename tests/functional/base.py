@@ -38,6 +38,7 @@ from nova_xen_stubdom.dom0 import registry as plugin
 from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.sim import dom0_process
 from nova_xen_stubdom.sim import server as sim_server
+from nova_xen_stubdom.sim.errors import XapiError
 from tests import waiting
 
 # The sim runs the dom0 agent in process; load its plugin modules now: Nova's
@@ -73,10 +74,14 @@ class XenStubdomTestBase(integrated_helpers.ProviderUsageBaseTestCase):
         sim.start()
         for host in sim.hosts:
             host.plugin_process = PLUGIN_PROCESS
+        # XAPI without injected faults: what _fail_nth wraps and cleanup
+        # puts back before the leak check
+        self._orig_check = sim.faults.check_fail
         # registered first => runs last, after the computes logged out (and
         # after nova's _clear_attrs: keep references in the closures)
         self.addCleanup(sim.stop)
         self.addCleanup(self._check_leaks, sim)
+        self.addCleanup(setattr, sim.faults, 'check_fail', self._orig_check)
         self._name_sim_hosts()
         self.flags(group='xen_stubdom', connection_url=self.sim.url,
                    connection_username=SIM_USER,
@@ -160,6 +165,22 @@ class XenStubdomTestBase(integrated_helpers.ProviderUsageBaseTestCase):
                 got['OS-EXT-STS:task_state'] is None else None
         return waiting.wait_until(settled, 'server %s %s' % (
             server['id'], status), timeout=timeout, interval=0.2)
+
+    def _fail_nth(self, method: str, nth: int) -> list:
+        """XAPI's *nth* call of *method* fails with INTERNAL_ERROR; returns
+        the counter of the calls seen (``[n]``)."""
+        seen = [0]
+
+        def check(name, host):
+            if name == method:
+                seen[0] += 1
+                if seen[0] == nth:
+                    raise XapiError('INTERNAL_ERROR',
+                                    'injected fault in %s #%d' % (method,
+                                                                  nth))
+            return self._orig_check(name, host)
+        self.sim.faults.check_fail = check
+        return seen
 
     def xapi_vms(self, server, x=None):
         """``(guest_record, stubdom_record)`` of *server* from XAPI."""

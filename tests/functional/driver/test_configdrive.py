@@ -23,7 +23,6 @@ import fixtures
 
 from nova_xen_stubdom.driver import configdrive
 from nova_xen_stubdom.sim import storage
-from nova_xen_stubdom.sim.errors import XapiError
 from tests import waiting
 
 #: where an ISO9660 primary volume descriptor starts (sector 16)
@@ -60,9 +59,6 @@ class TestConfigDrive(base.XenStubdomTestBase):
 
     def setUp(self):
         super().setUp()
-        self._orig_check = self.sim.faults.check_fail
-        self.addCleanup(setattr, self.sim.faults, 'check_fail',
-                        self._orig_check)
         tmp = self.useFixture(fixtures.TempDir()).path
         self.fail_marker = os.path.join(tmp, 'fail')
         tool = os.path.join(tmp, 'mkisofs')
@@ -91,18 +87,6 @@ class TestConfigDrive(base.XenStubdomTestBase):
                     cds[role] = rec
         return cds['guest'], cds['stubdom'], x.VDI.get_record(
             cds['guest']['VDI'])
-
-    def _fail_nth(self, method, nth):
-        seen = [0]
-
-        def check(name, host):
-            if name == method:
-                seen[0] += 1
-                if seen[0] == nth:
-                    raise XapiError('INTERNAL_ERROR', 'injected fault in %s'
-                                    % method)
-            return self._orig_check(name, host)
-        self.sim.faults.check_fail = check
 
     def _assert_nothing_left(self, server, x):
         self.assertEqual((None, None), self.xapi_vms(server, x))

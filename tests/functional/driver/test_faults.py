@@ -6,7 +6,6 @@ import json
 
 from nova_xen_stubdom.dom0 import errors as agent_errors
 from nova_xen_stubdom.dom0 import registry as plugin
-from nova_xen_stubdom.sim.errors import XapiError
 
 # (XAPI message, n-th call of it during spawn, words the fault must name)
 SPAWN_STEPS = [
@@ -54,24 +53,8 @@ class TestFaults(base.XenStubdomTestBase):
         super().setUp()
         self.flavor = self._create_flavor(memory_mb=256, vcpu=1, disk=1,
                                           ephemeral=1, swap=16)
-        self._orig_check = self.sim.faults.check_fail
-        self.addCleanup(setattr, self.sim.faults, 'check_fail',
-                        self._orig_check)
 
     # -- fault injection ----------------------------------------------------
-    def _fail_nth(self, method, nth):
-        seen = [0]
-
-        def check(name, host):
-            if name == method:
-                seen[0] += 1
-                if seen[0] == nth:
-                    raise XapiError('INTERNAL_ERROR',
-                                    'injected fault in %s #%d' % (method,
-                                                                  nth))
-            return self._orig_check(name, host)
-        self.sim.faults.check_fail = check
-        return seen
 
     def _fail_agent(self, fn):
         def dispatch(agent, plugin_name, name, args):

@@ -24,9 +24,6 @@ class TestGuestShutdown(base.XenStubdomTestBase):
         self.x = self.xapi()
         self.host = self.sim_host('host1')
         self.guest, self.stub = self.xapi_vms(self.server, self.x)
-        self._orig_check = self.sim.faults.check_fail
-        self.addCleanup(setattr, self.sim.faults, 'check_fail',
-                        self._orig_check)
 
     def _guest_does(self, reason):
         domid = int(self.guest['domid'])

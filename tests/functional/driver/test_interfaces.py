@@ -12,7 +12,6 @@ from nova.tests.functional.api import client as api_client
 
 from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.sim import testing as sim_testing
-from nova_xen_stubdom.sim.errors import XapiError
 from tests import waiting
 
 
@@ -23,9 +22,6 @@ class TestInterfaces(base.XenStubdomTestBase):
 
     def setUp(self):
         super().setUp()
-        self._orig_check = self.sim.faults.check_fail
-        self.addCleanup(setattr, self.sim.faults, 'check_fail',
-                        self._orig_check)
         self.port_a = self.neutron.port_1
         self.port_b = self.neutron.port_2
         # Nova's fixture serves port_1 only; port_2 is on the same network
@@ -59,18 +55,6 @@ class TestInterfaces(base.XenStubdomTestBase):
     def _claim_pv_drivers(self, server):
         guest, _stub = self.xapi_vms(server)
         sim_testing.report_pv_drivers(self.sim, guest['ref'])
-
-    def _fail_nth(self, method, nth):
-        seen = [0]
-
-        def check(name, host):
-            if name == method:
-                seen[0] += 1
-                if seen[0] == nth:
-                    raise XapiError('INTERNAL_ERROR', 'injected fault in %s'
-                                    % method)
-            return self._orig_check(name, host)
-        self.sim.faults.check_fail = check
 
     def _attach_fails(self, server, port_id):
         ex = self.assertRaises(

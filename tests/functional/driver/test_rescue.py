@@ -15,9 +15,6 @@ class TestRescue(base.XenStubdomTestBase):
 
     def setUp(self):
         super().setUp()
-        self._orig_check = self.sim.faults.check_fail
-        self.addCleanup(setattr, self.sim.faults, 'check_fail',
-                        self._orig_check)
 
     def _vms_by_role(self, server, x):
         out = {}

@@ -41,9 +41,6 @@ class TestSnapshot(base.XenStubdomTestBase):
             return real_update(context, image_id, metadata, None,
                                purge_props)
         self.glance.update = update
-        self._orig_check = self.sim.faults.check_fail
-        self.addCleanup(setattr, self.sim.faults, 'check_fail',
-                        self._orig_check)
 
     # -- helpers ----------------------------------------------------------
     def _root_vdi_path(self, server):

@@ -12,7 +12,6 @@ from nova.tests.fixtures import cinder as cinder_fixture
 
 from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.sim import iscsi
-from nova_xen_stubdom.sim.errors import XapiError
 from tests import waiting
 
 VOL = 'c8f5e54c-8f6e-4a5c-9a4d-2b7f7b0b7a01'
@@ -40,9 +39,6 @@ class _VolumeTestBase(base.XenStubdomTestBase):
         self.stub_out('nova.tests.fixtures.cinder.CinderFixture.'
                       'VOLUME_CONNECTION_INFO', self.infos)
         self.infos['fake'] = {'driver_volume_type': 'fake', 'data': {}}
-        self._orig_check = self.sim.faults.check_fail
-        self.addCleanup(setattr, self.sim.faults, 'check_fail',
-                        self._orig_check)
 
     # -- helpers ----------------------------------------------------------
     def _export(self, volume_id, lun=1, chap=None, size=64 << 20):
@@ -113,18 +109,6 @@ class _VolumeTestBase(base.XenStubdomTestBase):
         waiting.wait_until(
             lambda: not self.api.get_server_volumes(server['id']),
             'the volume to leave the server')
-
-    def _fail_nth(self, method, nth):
-        seen = [0]
-
-        def check(name, host):
-            if name == method:
-                seen[0] += 1
-                if seen[0] == nth:
-                    raise XapiError('INTERNAL_ERROR', 'injected fault in %s'
-                                    % method)
-            return self._orig_check(name, host)
-        self.sim.faults.check_fail = check
 
     def _assert_nothing_of_volumes(self, server, x):
         self.assertEqual([], self._volume_srs(x))
