@@ -3,8 +3,10 @@
 Subcommands, each a fresh process as XAPI and xenopsd would start one:
 
 ``plugin FN [k=v ...]``
-    One ``host.call_plugin``: runs the installed XAPI plugin launcher
-    (``/etc/xapi.d/plugins/nova_xen_stubdom``) with the XML-RPC call as its
+    One ``host.call_plugin`` (a ``key=`` is first wrapped for a
+    ``key_offer`` of the daemon, as the driver does): runs the installed
+    XAPI plugin launcher (``/etc/xapi.d/plugins/nova_xen_stubdom``) with the
+    XML-RPC call as its
     argument and the stand-in ``XenAPIPlugin`` on its path, exactly as
     ``nova_xen_stubdom.sim.dom0_process.call`` does (XAPI:
     ``ocaml/xapi/xapi_plugins.ml`` ``call_plugin``); prints one JSON line
@@ -74,18 +76,43 @@ def _kv(items):
     return out
 
 
-def plugin(fn, args):
+def _launch(fn, args):
+    """One fresh plugin process for *fn*: (XML-RPC response or None, the
+    finished process)."""
     request = xmlrpc.client.dumps(('OpaqueRef:realxen', args), fn)
     env = dict(os.environ)
     env['PYTHONPATH'] = STAND_IN + ':' + PKG
-    t0 = time.monotonic()
     out = subprocess.run([sys.executable, PLUGIN, request], env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          universal_newlines=True, timeout=600)
-    took = round(time.monotonic() - t0, 2)
     try:
         (response,), _ = xmlrpc.client.loads(out.stdout)
     except Exception:
+        return None, out
+    return response, out
+
+
+def _wrap_key(args):
+    """A ``key`` goes to the agent wrapped for its ``key_offer``, as the
+    driver sends it (the agent refuses a plain key: dom0/keywrap.py)."""
+    if 'key' not in args:
+        return args
+    from nova_xen_stubdom.dom0 import keywrap
+    response, _out = _launch('key_offer', {})
+    if response is None or response.get('Status') != 'Success':
+        raise SystemExit('key_offer failed: %r' % (response,))
+    offer = json.loads(response['Value'])
+    args = dict(args)
+    args['key_wrap'] = keywrap.wrap(offer['offer'], offer['pub'],
+                                    bytes.fromhex(args.pop('key')))
+    return args
+
+
+def plugin(fn, args):
+    t0 = time.monotonic()
+    response, out = _launch(fn, _wrap_key(args))
+    took = round(time.monotonic() - t0, 2)
+    if response is None:
         _report({'status': 'NoResponse', 'exit': out.returncode,
                  'stderr': out.stderr[-1500:], 'took': took})
         return 4
