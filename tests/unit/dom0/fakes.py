@@ -3,9 +3,10 @@ from typing import Dict, List
 
 from nova_xen_stubdom.dom0 import hypervisor as backend
 from tests.unit.dom0.dict_xenstore import DictXenstore
+from tests.unit.dom0.no_pci import NoVdisNoPci
 
 
-class FakeBackend(DictXenstore, backend.HypervisorBackend):
+class FakeBackend(NoVdisNoPci, DictXenstore, backend.HypervisorBackend):
     def __init__(self) -> None:
         DictXenstore.__init__(self)
         self.domains: Dict[int, backend.DomainInfo] = {
@@ -72,21 +73,3 @@ class FakeBackend(DictXenstore, backend.HypervisorBackend):
 
     def detach_disk(self, domid, devid):
         self.calls.append(('detach_disk', domid, devid))
-
-    def vdi_path(self, vdi_uuid):
-        raise KeyError(vdi_uuid)
-
-    def iomem_permission(self, *a):
-        raise NotImplementedError
-
-    def ioport_permission(self, *a):
-        raise NotImplementedError
-
-    def irq_permission(self, *a):
-        raise NotImplementedError
-
-    def assign_device(self, *a):
-        raise NotImplementedError
-
-    def deassign_device(self, *a):
-        raise NotImplementedError

@@ -18,6 +18,7 @@ from typing import Dict, Optional
 
 from nova_xen_stubdom.dom0 import hypervisor as hv
 from tests.unit.dom0.dict_xenstore import DictXenstore
+from tests.unit.dom0.no_pci import NoVdisNoPci
 
 PAGE = hv.PAGE_SIZE
 HVM_TYPE_END, HVM_TYPE_HEADER, HVM_TYPE_CPU = 0, 1, 2
@@ -97,7 +98,7 @@ class MemHypervisor:
             self.destroy_domain(domid)
 
 
-class MemBackend(DictXenstore, hv.HypervisorBackend):
+class MemBackend(NoVdisNoPci, DictXenstore, hv.HypervisorBackend):
     """:class:`HypervisorBackend` over a :class:`MemHypervisor`."""
 
     def __init__(self, hypervisor: MemHypervisor) -> None:
@@ -172,22 +173,4 @@ class MemBackend(DictXenstore, hv.HypervisorBackend):
         raise NotImplementedError
 
     def detach_disk(self, domid, devid):
-        raise NotImplementedError
-
-    def vdi_path(self, vdi_uuid):
-        raise KeyError(vdi_uuid)
-
-    def iomem_permission(self, *a):
-        raise NotImplementedError
-
-    def ioport_permission(self, *a):
-        raise NotImplementedError
-
-    def irq_permission(self, *a):
-        raise NotImplementedError
-
-    def assign_device(self, *a):
-        raise NotImplementedError
-
-    def deassign_device(self, *a):
         raise NotImplementedError
