@@ -62,6 +62,12 @@ def _int_arg(args: Dict[str, str], name: str) -> int:
     return value
 
 
+def _stub_disk(index: int) -> str:
+    """The stub domain's block device for the guest's disk *index* (its
+    blkfront names them in VBD order: xvda, xvdb, ...)."""
+    return '/dev/xvd%s' % chr(ord('a') + index)
+
+
 def build_dm_argv(guest_domid: int, config: Dict[str, Any]) -> List[str]:
     """QEMU's argv inside the stub domain, from the guest's devices.
 
@@ -106,7 +112,7 @@ def build_dm_argv(guest_domid: int, config: Dict[str, Any]) -> List[str]:
         if bus == 'xen':
             # PV disk: the guest's own blkfront, nothing to emulate
             continue
-        dev = '/dev/xvd%s' % chr(ord('a') + index)
+        dev = _stub_disk(index)
         if bus == 'ahci':
             argv += ['-device', 'ahci,id=ahci%d' % index,
                      '-drive', 'id=disk%d,file=%s,if=none,format=raw,'
@@ -121,8 +127,8 @@ def build_dm_argv(guest_domid: int, config: Dict[str, Any]) -> List[str]:
         if not 0 <= index <= 3:
             raise errors.InvalidArgument(name='cdrom index', value=index,
                                          reason='IDE has slots 0-3')
-        argv += ['-drive', 'file=/dev/xvd%s,if=ide,index=%d,media=cdrom,'
-                 'format=raw,readonly=on' % (chr(ord('a') + index), index)]
+        argv += ['-drive', 'file=%s,if=ide,index=%d,media=cdrom,'
+                 'format=raw,readonly=on' % (_stub_disk(index), index)]
     nics = config.get('nics', [])
     for nic in nics:
         model = NIC_MODELS.get(nic.get('model', 'e1000'))
