@@ -182,6 +182,19 @@ class XenStubdomTestBase(integrated_helpers.ProviderUsageBaseTestCase):
         self.sim.faults.check_fail = check
         return seen
 
+    def _cold_migration_is_refused(self, server):
+        """A cold migration of *server* (on host1) that the driver refuses:
+        the migration ends in error and the server stays ACTIVE on host1."""
+        self.api.post_server_action(server['id'], {'migrate': None})
+        waiting.wait_until(
+            lambda: [m for m in self.api.get_migrations()
+                     if m['instance_uuid'] == server['id'] and
+                     m['status'] == 'error'],
+            'the refused migration to be marked error')
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        self.assertEqual('host1', server['OS-EXT-SRV-ATTR:host'])
+        return server
+
     def xapi_vms(self, server, x=None):
         """``(guest_record, stubdom_record)`` of *server* from XAPI."""
         x = x or self.xapi()

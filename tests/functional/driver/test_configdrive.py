@@ -23,7 +23,6 @@ import fixtures
 
 from nova_xen_stubdom.driver import configdrive
 from nova_xen_stubdom.sim import storage
-from tests import waiting
 
 #: where an ISO9660 primary volume descriptor starts (sector 16)
 PVD = 16 * 2048
@@ -212,13 +211,6 @@ class TestConfigDriveStaysPut(TestConfigDrive):
         server = self._wait_for_state_change(server, 'ACTIVE')
         x = self.xapi()
         before = self._drive(server, x)[2]['uuid']
-        self.api.post_server_action(server['id'], {'migrate': None})
-        waiting.wait_until(
-            lambda: [m for m in self.api.get_migrations()
-                     if m['instance_uuid'] == server['id'] and
-                     m['status'] == 'error'],
-            'the refused migration to be marked error')
-        server = self._wait_for_state_change(server, 'ACTIVE')
-        self.assertEqual('host1', server['OS-EXT-SRV-ATTR:host'])
+        server = self._cold_migration_is_refused(server)
         self.assertEqual(before, self._drive(server, x)[2]['uuid'])
         self._delete_server(server)

@@ -316,14 +316,7 @@ class TestVolumesStayPut(_VolumeTestBase):
         self._export(VOL)
         self._attach(server, VOL)
         self._wait_attach_done(server, VOL)
-        self.api.post_server_action(server['id'], {'migrate': None})
-        waiting.wait_until(
-            lambda: [m for m in self.api.get_migrations()
-                     if m['instance_uuid'] == server['id'] and
-                     m['status'] == 'error'],
-            'the refused migration to be marked error')
-        server = self._wait_for_state_change(server, 'ACTIVE')
-        self.assertEqual('host1', server['OS-EXT-SRV-ATTR:host'])
+        server = self._cold_migration_is_refused(server)
         x = self.xapi()
         vbds = self._volume_vbds(server, x)
         self.assertTrue(vbds['guest'][0]['currently_attached'])
