@@ -70,12 +70,12 @@ H
     CFLAGS+=(-DWITH_QEMU)
     srcs+=("$OUT/qemu-xbzrle.o")
 fi
-gcc "${CFLAGS[@]}" "${srcs[@]}" -o "$OUT/xbzrle-bench"
+gcc "${CFLAGS[@]}" "${srcs[@]}" -lm -o "$OUT/xbzrle-bench"
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores"
 if [ -n "${CALLGRIND:-}" ]; then
     # instruction counts of the timed loops alone, one mix, one repetition
     valgrind --tool=callgrind --callgrind-out-file="$OUT/cg.out" \
-        --toggle-collect=time_encode --toggle-collect=time_decode \
+        --toggle-collect='time_encode*' --toggle-collect='time_decode*' \
         --dump-instr=no "$OUT/xbzrle-bench" 1 "${MIX:-5%}" >/dev/null 2>&1
     callgrind_annotate --inclusive=yes "$OUT/cg.out" 2>/dev/null |
         grep -E 'PROGRAM TOTALS|xbzrle|time_(en|de)code|diff_' | head -20

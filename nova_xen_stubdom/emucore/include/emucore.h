@@ -21,9 +21,12 @@ typedef bool (*emu_zero_fn)(const void *buf, size_t len);
 typedef uint32_t (*emu_crc_fn)(uint32_t crc, const void *buf, size_t len);
 /* Bit i of mask[i / 64] set iff a[i] != b[i], for i < len (len <
  * EMU_XBZ_MAX_LEN); bits past len clear.  mask holds (len + 63) / 64
- * words.  Returns whether any byte differs. */
-typedef bool (*emu_diff_fn)(const uint8_t *a, const uint8_t *b, size_t len,
-                            uint64_t *mask);
+ * words.  Returns 0 when no byte differs, else a lower bound (>= 1) of
+ * the XBZRLE encoding's size: the accelerators that count differing
+ * bytes and runs cheaply return those plus two length bytes per run, so
+ * a page that cannot fit is refused before it is walked. */
+typedef size_t (*emu_diff_fn)(const uint8_t *a, const uint8_t *b, size_t len,
+                              uint64_t *mask);
 
 struct emu_accel {
     const char *name;
@@ -109,6 +112,16 @@ long emu_xbzrle_decode(const uint8_t *src, size_t slen, uint8_t *dst,
  * has validated it against the same dlen: the second pass of "validate,
  * then apply" (a hostile stream changes nothing) skips every check. */
 void emu_xbzrle_apply_valid(const uint8_t *src, size_t slen, uint8_t *dst);
+
+/* "Validate, then apply" for n pages at once, two pages' walks in step
+ * (their chains of dependent loads overlap).  check: the index of the
+ * first page whose src[p] (slen[p] bytes) is not a valid encoding of a
+ * dlen-byte page (emu_xbzrle_decode tells where), n when all are.
+ * apply: each validated src[p] over dst[p]. */
+size_t emu_xbzrle_check_pages(const uint8_t *const *src, const size_t *slen,
+                              size_t n, size_t dlen);
+void emu_xbzrle_apply_pages(const uint8_t *const *src, const size_t *slen,
+                            uint8_t *const *dst, size_t n);
 
 /* ---- dirty bitmaps (bit i of byte i/8 is pfn i) ----------------------- */
 

@@ -425,25 +425,29 @@ long emu_apply_xbzrle(const uint8_t *body, size_t len, uint8_t *mem,
     if (len != head + total) {
         return fail(err, 0, "XBZRLE_PAGES length: expected %zu + %zu, got %zu", head, total, len);
     }
-    size_t off = head;
+    /* The pages that changed: validated all, then applied all. */
+    const uint8_t *src[EMU_MAX_BATCH];
+    uint8_t *dst[EMU_MAX_BATCH];
+    size_t slen[EMU_MAX_BATCH], at[EMU_MAX_BATCH], nch = 0, off = head;
     for (size_t i = 0; i < count; i++) {
         uint16_t l = get16(lens + 2 * i);
-        size_t bad;
-        if (l && emu_xbzrle_decode(body + off, l, NULL, EMU_PAGE_SIZE, &bad) < 0) {
-            return fail(err, off + bad, "xbzrle encoding of page %zu is malformed", i);
+        if (l) {
+            src[nch] = body + off;
+            slen[nch] = l;
+            dst[nch] = mem ? mem + get64(body + 8 + 8 * i) * EMU_PAGE_SIZE : NULL;
+            at[nch++] = i;
         }
         off += l;
     }
+    size_t first_bad = emu_xbzrle_check_pages(src, slen, nch, EMU_PAGE_SIZE);
+    if (first_bad < nch) {
+        size_t bad;
+        emu_xbzrle_decode(src[first_bad], slen[first_bad], NULL, EMU_PAGE_SIZE, &bad);
+        return fail(err, (size_t)(src[first_bad] - body) + bad,
+                    "xbzrle encoding of page %zu is malformed", at[first_bad]);
+    }
     if (!dry_run) {
-        off = head;
-        for (size_t i = 0; i < count; i++) {
-            uint16_t l = get16(lens + 2 * i);
-            if (l) {
-                emu_xbzrle_apply_valid(body + off, l,
-                                       mem + get64(body + 8 + 8 * i) * EMU_PAGE_SIZE);
-            }
-            off += l;
-        }
+        emu_xbzrle_apply_pages(src, slen, dst, nch);
     }
     return (long)count;
 }

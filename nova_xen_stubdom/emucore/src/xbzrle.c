@@ -60,7 +60,7 @@ static inline uint64_t diff_rest(const uint8_t *a, const uint8_t *b, size_t i,
     return diff_tail(a, b, i, len, mask);
 }
 
-static bool diff_int(const uint8_t *a, const uint8_t *b, size_t len,
+static size_t diff_int(const uint8_t *a, const uint8_t *b, size_t len,
                      uint64_t *mask)
 {
     size_t words = (len + 63) / 64, i;
@@ -82,7 +82,7 @@ static bool diff_int(const uint8_t *a, const uint8_t *b, size_t len,
 #include <immintrin.h>
 
 __attribute__((target("sse2")))
-static bool diff_sse2(const uint8_t *a, const uint8_t *b, size_t len,
+static size_t diff_sse2(const uint8_t *a, const uint8_t *b, size_t len,
                       uint64_t *mask)
 {
     size_t words = (len + 63) / 64, i;
@@ -100,12 +100,30 @@ static bool diff_sse2(const uint8_t *a, const uint8_t *b, size_t len,
     return (any | diff_tail(a, b, i, len, mask)) != 0;
 }
 
-__attribute__((target("avx2")))
-static bool diff_avx2(const uint8_t *a, const uint8_t *b, size_t len,
-                      uint64_t *mask)
+/* The bound of one mask word m (p: the word before it): its differing
+ * bytes plus two for every run starting in it. */
+#define WORD_BOUND(m, p) \
+    ((size_t)__builtin_popcountll(m) \
+     + 2 * (size_t)__builtin_popcountll((m) & ~(((m) << 1) | ((p) >> 63))))
+
+/* The tail's share of the bound: its bits are already in mask, and the
+ * word before the tail's is the last whole one. */
+static inline size_t tail_bound(uint64_t any, const uint64_t *mask, size_t i,
+                                size_t len)
 {
-    size_t words = (len + 63) / 64, i;
-    uint64_t any = 0;
+    if (!any || i >= len) {
+        return 0;
+    }
+    uint64_t m = mask[i >> 6], p = i ? mask[(i >> 6) - 1] : 0;
+    return (size_t)__builtin_popcountll(m) + 2 * (size_t)__builtin_popcountll(m & ~((m << 1) | (p >> 63)));
+}
+
+__attribute__((target("avx2,popcnt")))
+static size_t diff_avx2(const uint8_t *a, const uint8_t *b, size_t len,
+                        uint64_t *mask)
+{
+    size_t words = (len + 63) / 64, i, bound = 0;
+    uint64_t prev = 0;
 
     /* one word per step: two 32-byte compares */
     for (i = 0; i + 64 <= len; i += 64) {
@@ -116,27 +134,31 @@ static bool diff_avx2(const uint8_t *a, const uint8_t *b, size_t len,
         uint32_t m0 = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(x0, y0));
         uint32_t m1 = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(x1, y1));
         uint64_t m = ~(((uint64_t)m1 << 32) | m0);
-        any |= m;
+        bound += WORD_BOUND(m, prev);
+        prev = m;
         mask[i >> 6] = m;
     }
-    return (any | diff_rest(a, b, i, len, words, mask)) != 0;
+    uint64_t tail = diff_rest(a, b, i, len, words, mask);
+    return bound + tail_bound(tail, mask, i, len);
 }
 
-__attribute__((target("avx512f,avx512bw")))
-static bool diff_avx512(const uint8_t *a, const uint8_t *b, size_t len,
-                        uint64_t *mask)
+__attribute__((target("avx512f,avx512bw,popcnt")))
+static size_t diff_avx512(const uint8_t *a, const uint8_t *b, size_t len,
+                          uint64_t *mask)
 {
-    size_t words = (len + 63) / 64, i;
-    uint64_t any = 0;
+    size_t words = (len + 63) / 64, i, bound = 0;
+    uint64_t prev = 0;
 
     for (i = 0; i + 64 <= len; i += 64) {
         __m512i x = _mm512_loadu_si512((const void *)(a + i));
         __m512i y = _mm512_loadu_si512((const void *)(b + i));
         uint64_t m = _mm512_cmpneq_epi8_mask(x, y);
-        any |= m;
+        bound += WORD_BOUND(m, prev);
+        prev = m;
         mask[i >> 6] = m;
     }
-    return (any | diff_rest(a, b, i, len, words, mask)) != 0;
+    uint64_t tail = diff_rest(a, b, i, len, words, mask);
+    return bound + tail_bound(tail, mask, i, len);
 }
 #endif /* __x86_64__ || __i386__ */
 
@@ -168,44 +190,29 @@ static inline size_t uleb_put(uint8_t *p, size_t v)
     return 2;
 }
 
-/* Read a ULEB128 of at most 2 bytes from p[0..avail); -1 when malformed. */
-static inline int uleb_get(const uint8_t *p, size_t avail, size_t *v)
-{
-    if (avail < 1) {
-        return -1;
-    }
-    if (!(p[0] & 0x80)) {
-        *v = p[0];
-        return 1;
-    }
-    if (avail < 2 || (p[1] & 0x80)) {
-        return -1;
-    }
-    *v = (size_t)(p[0] & 0x7f) | ((size_t)p[1] << 7);
-    return 2;
-}
-
-/* Copy n bytes: runs of changed bytes are mostly short, and a call to
- * memcpy with a variable length costs more than the copy itself; up to 16
- * bytes go as two overlapping fixed-size copies, within [0, n) only. */
+/* Copy n (>= 1) bytes: runs of changed bytes are mostly short, and a call
+ * to memcpy with a variable length costs more than the copy itself; up to
+ * 16 bytes go as overlapping fixed-size copies within [0, n) only, and 1-3
+ * bytes (most runs of a page with 5% or 30% of its bytes changed) as three
+ * byte moves without a loop whose trip count the CPU would mispredict. */
 static inline void copy_run(uint8_t *dst, const uint8_t *src, size_t n)
 {
-    if (n >= 8 && n <= 16) {
-        uint64_t a, b;
-        memcpy(&a, src, 8);
-        memcpy(&b, src + n - 8, 8);
-        memcpy(dst, &a, 8);
-        memcpy(dst + n - 8, &b, 8);
-    } else if (n >= 4 && n < 8) {
+    if (n < 4) {
+        dst[0] = src[0];
+        dst[n >> 1] = src[n >> 1];
+        dst[n - 1] = src[n - 1];
+    } else if (n <= 8) {
         uint32_t a, b;
         memcpy(&a, src, 4);
         memcpy(&b, src + n - 4, 4);
         memcpy(dst, &a, 4);
         memcpy(dst + n - 4, &b, 4);
-    } else if (n < 4) {
-        for (size_t i = 0; i < n; i++) {
-            dst[i] = src[i];
-        }
+    } else if (n <= 16) {
+        uint64_t a, b;
+        memcpy(&a, src, 8);
+        memcpy(&b, src + n - 8, 8);
+        memcpy(dst, &a, 8);
+        memcpy(dst + n - 8, &b, 8);
     } else {
         memcpy(dst, src, n);
     }
@@ -240,8 +247,12 @@ long emu_xbzrle_encode(const struct emu_kernels *k, const uint8_t *old,
     if (len >= EMU_XBZ_MAX_LEN) {
         return -1;              /* lengths would not fit 2-byte ULEB128 */
     }
-    if (!k->diff(old, new_, len, mask)) {
+    size_t least = k->diff(old, new_, len, mask);
+    if (!least) {
         return 0;               /* unchanged: no walk over the mask */
+    }
+    if (least > dlen) {
+        return -1;              /* cannot fit (a random page): no walk */
     }
     /* Each set bit of t is a boundary: the mask changes there from equal
      * to differing (an nzrun starts) or back (it ends), alternately. */
@@ -274,28 +285,199 @@ long emu_xbzrle_encode(const struct emu_kernels *k, const uint8_t *old,
     return (long)d;
 }
 
+/* One ULEB128 length at src[*i] (at most 2 bytes, in [0, slen)): its value,
+ * or SIZE_MAX when malformed or cut off; *i moves past it.  Lengths of
+ * 128 and more are rare in both runs (zruns of 5%/30% mixes, nzruns of
+ * any mix), so the one branch is well predicted. */
+static inline size_t uleb_next(const uint8_t *src, size_t slen, size_t *i)
+{
+    size_t at = *i, v = src[at];
+    if (v & 0x80) {
+        if (slen - at < 2 || (src[at + 1] & 0x80)) {
+            return SIZE_MAX;
+        }
+        v = (v & 0x7f) | ((size_t)src[at + 1] << 7);
+        at++;
+    }
+    *i = at + 1;
+    return v;
+}
+
+/* One page's walk.  Each run's place depends on the lengths read before
+ * it, so a walk is a chain of dependent loads: a single walk leaves the
+ * core idle for most of a load's latency.  Stepping two pages' walks in
+ * turn lets the CPU overlap the two chains (the pages are independent);
+ * this is what lets "validate every page, then apply" keep up with a
+ * decoder that applies as it goes. */
+struct walk {
+    const uint8_t *src;
+    size_t slen, i, d;
+    unsigned bad;
+};
+
+/* One length at w->src[w->i] (at most 2 bytes, validated or checked by
+ * the caller); w->i moves past it.  Lengths >= 128 are rare in both kinds
+ * of run, so the branch is well predicted. */
+static inline size_t walk_len(struct walk *w)
+{
+    size_t v = w->src[w->i];
+    if (v & 0x80) {
+        v = (v & 0x7f) | ((size_t)w->src[w->i + 1] << 7);
+        w->i++;
+    }
+    w->i++;
+    return v;
+}
+
+/* Whether the length at w->src[w->i] is there and well formed (the
+ * first byte present, the second too when the first asks for it, and no
+ * third). */
+static inline bool len_ok(const struct walk *w)
+{
+    return w->i < w->slen &&
+           (!(w->src[w->i] & 0x80) ||
+            (w->slen - w->i >= 2 && !(w->src[w->i + 1] & 0x80)));
+}
+
+/* Validation step (one zrun, one nzrun): it writes nothing, so the
+ * page's bound (d only grows) and the input's (i only grows) are checked
+ * once at the end, and empty runs are gathered into one flag; a length
+ * cut off or malformed ends the walk at once. */
+static inline void check_step(struct walk *w)
+{
+    size_t at = w->i, v;
+    if (!len_ok(w)) {
+        goto bad;
+    }
+    v = walk_len(w);
+    w->bad |= (v == 0) & (at != 0);     /* only the first zrun may be empty */
+    w->d += v;
+    if (!len_ok(w)) {
+        goto bad;                       /* nzrun missing or cut off */
+    }
+    v = walk_len(w);
+    w->bad |= v == 0;
+    w->d += v;
+    w->i += v;
+    return;
+bad:
+    w->bad = 1;
+    w->i = w->slen;
+}
+
+static inline bool walk_ok(const struct walk *w, size_t dlen)
+{
+    return !w->bad && w->i == w->slen && w->d <= dlen;
+}
+
+/* Apply step over a validated encoding. */
+static inline void apply_step(struct walk *w, uint8_t *dst)
+{
+    w->d += walk_len(w);
+    size_t v = walk_len(w);
+    copy_run(dst + w->d, w->src + w->i, v);
+    w->d += v;
+    w->i += v;
+}
+
+size_t emu_xbzrle_check_pages(const uint8_t *const *src, const size_t *slen,
+                              size_t n, size_t dlen)
+{
+    size_t p = 0;
+
+    for (; p + 1 < n; p += 2) {
+        struct walk a = {src[p], slen[p], 0, 0, 0};
+        struct walk b = {src[p + 1], slen[p + 1], 0, 0, 0};
+        while (a.i < a.slen && b.i < b.slen) {
+            check_step(&a);
+            check_step(&b);
+        }
+        while (a.i < a.slen) {
+            check_step(&a);
+        }
+        while (b.i < b.slen) {
+            check_step(&b);
+        }
+        if (!walk_ok(&a, dlen)) {
+            return p;
+        }
+        if (!walk_ok(&b, dlen)) {
+            return p + 1;
+        }
+    }
+    if (p < n) {
+        struct walk a = {src[p], slen[p], 0, 0, 0};
+        while (a.i < a.slen) {
+            check_step(&a);
+        }
+        if (!walk_ok(&a, dlen)) {
+            return p;
+        }
+    }
+    return n;
+}
+
+void emu_xbzrle_apply_pages(const uint8_t *const *src, const size_t *slen,
+                            uint8_t *const *dst, size_t n)
+{
+    size_t p = 0;
+
+    for (; p + 1 < n; p += 2) {
+        struct walk a = {src[p], slen[p], 0, 0, 0};
+        struct walk b = {src[p + 1], slen[p + 1], 0, 0, 0};
+        while (a.i < a.slen && b.i < b.slen) {
+            apply_step(&a, dst[p]);
+            apply_step(&b, dst[p + 1]);
+        }
+        while (a.i < a.slen) {
+            apply_step(&a, dst[p]);
+        }
+        while (b.i < b.slen) {
+            apply_step(&b, dst[p + 1]);
+        }
+    }
+    if (p < n) {
+        struct walk a = {src[p], slen[p], 0, 0, 0};
+        while (a.i < a.slen) {
+            apply_step(&a, dst[p]);
+        }
+    }
+}
+
 long emu_xbzrle_decode(const uint8_t *src, size_t slen, uint8_t *dst,
                        size_t dlen, size_t *err_off)
 {
     size_t i = 0, d = 0, v;
-    int n;
 
+    if (!dst) {
+        struct walk w = {src, slen, 0, 0, 0};
+        while (w.i < w.slen) {
+            check_step(&w);
+        }
+        if (walk_ok(&w, dlen)) {
+            return (long)w.d;
+        }
+        /* invalid: the precise walk below finds where */
+    }
     while (i < slen) {
-        n = uleb_get(src + i, slen - i, &v);
-        if (n < 0 || (i != 0 && v == 0) || v > dlen - d) {
-            *err_off = i;       /* bad zrun: malformed, empty mid-page, or past the page */
+        size_t at = i;
+        v = uleb_next(src, slen, &i);
+        /* bad zrun: malformed, empty mid-page, or past the page (SIZE_MAX
+         * fails the last test) */
+        if ((at != 0 && v == 0) || v > dlen - d) {
+            *err_off = at;
             return -1;
         }
-        i += (size_t)n;
         d += v;
-        n = uleb_get(src + i, slen - i, &v);
-        if (n < 0 || v == 0 || v > dlen - d || v > slen - i - (size_t)n) {
-            *err_off = i;       /* bad nzrun: malformed, empty, past page or input */
+        at = i;
+        v = i < slen ? uleb_next(src, slen, &i) : SIZE_MAX;
+        /* bad nzrun: missing, malformed, empty, past page or input */
+        if (v == 0 || v > dlen - d || v > slen - i) {
+            *err_off = at;
             return -1;
         }
-        i += (size_t)n;
         if (dst) {
-            memcpy(dst + d, src + i, v);
+            copy_run(dst + d, src + i, v);
         }
         d += v;
         i += v;
@@ -305,28 +487,5 @@ long emu_xbzrle_decode(const uint8_t *src, size_t slen, uint8_t *dst,
 
 void emu_xbzrle_apply_valid(const uint8_t *src, size_t slen, uint8_t *dst)
 {
-    size_t i = 0, d = 0, v;
-
-    while (i < slen) {
-        /* validated: every length is well formed and in bounds */
-        v = src[i];
-        if (v & 0x80) {
-            v = (v & 0x7f) | ((size_t)src[i + 1] << 7);
-            i += 2;
-        } else {
-            i += 1;
-        }
-        d += v;
-        v = src[i];
-        if (v & 0x80) {
-            v = (v & 0x7f) | ((size_t)src[i + 1] << 7);
-            i += 2;
-        } else {
-            i += 1;
-        }
-        copy_run(dst + d, src + i, v);
-        d += v;
-        i += v;
-    }
+    emu_xbzrle_apply_pages(&src, &slen, &dst, 1);
 }
-
