@@ -460,3 +460,51 @@ def test_threads_share_cache_safely():
     assert not errors
     s = cache.stats()
     assert s['hits'] + s['misses'] > 0
+
+
+def _xbzrle_record(pages):
+    """An XBZRLE_PAGES body: count, reserved, pfns, lengths, pad, data."""
+    import struct
+    head = struct.pack('<II', len(pages), 0)
+    head += b''.join(struct.pack('<Q', pfn) for pfn, _ in pages)
+    head += b''.join(struct.pack('<H', len(d)) for _, d in pages)
+    head += b'\0' * (-len(head) % 8)
+    return head + b''.join(d for _, d in pages), len(head)
+
+
+@pytest.mark.parametrize('count', [1, 2, 5, 8])
+@pytest.mark.parametrize('bad_at', [None, 0, 'middle', 'last'])
+def test_apply_xbzrle_record_pages_in_pairs(count, bad_at):
+    """The record's pages are validated two walks at a time, then applied
+    two at a time: an odd count, a bad page anywhere (first or second of
+    a pair) -- every page applies, or none does, and the error names the
+    page and the byte of the body."""
+    rnd = random.Random(count)
+    old = bytearray(rnd.randbytes(4096 * count))
+    new = bytearray(old)
+    pages = []
+    for p in range(count):
+        for i in range(4096 * p, 4096 * (p + 1)):
+            if rnd.randrange(1000) < 20 + 30 * p:
+                new[i] ^= rnd.randrange(1, 256)
+        enc = ec.xbzrle_encode(bytes(old[4096 * p:4096 * (p + 1)]),
+                               bytes(new[4096 * p:4096 * (p + 1)]), 4095)
+        assert enc
+        pages.append((p, enc))
+    bad = {None: None, 0: 0, 'middle': count // 2, 'last': count - 1}[bad_at]
+    if bad is not None:
+        # an nzrun running past the end of the page, after a valid prefix
+        pages[bad] = (bad, pages[bad][1] + b'\x00\x7f' + b'x' * 10)
+    body, head = _xbzrle_record(pages)
+    mem = bytearray(old)
+    if bad is None:
+        assert ec.apply_xbzrle(body, mem) == count
+        assert mem == new
+        return
+    with pytest.raises(ec.FormatError) as err:
+        ec.apply_xbzrle(body, mem)
+    assert mem == old, 'a refused record must not touch guest memory'
+    assert 'page %d is malformed' % bad in str(err.value)
+    start = head + sum(len(d) for _, d in pages[:bad])
+    # the bad zrun (an empty one mid-page) is where the valid prefix ends
+    assert err.value.args[1] == start + len(pages[bad][1]) - 12
