@@ -54,9 +54,8 @@ def test_best_accel_matches_cpu():
     best = ACCEL_SETS[0]
     if 'avx2' in flags:
         assert best['zero'] == 'avx2'
-    if 'avx512bw' in flags:
-        assert best['xbzrle'] == 'avx512bw'
-    elif 'avx2' in flags:
+    if 'avx2' in flags:
+        # no AVX-512 entry: measured never faster than AVX2 (xbzrle.c)
         assert best['xbzrle'] == 'avx2'
     if 'sse4_2' in flags:
         assert best['crc32c'] == 'sse4.2'
