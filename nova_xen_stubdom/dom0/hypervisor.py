@@ -13,7 +13,7 @@ the simulator), and ``module:Class`` names any other.
 """
 import abc
 import importlib
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from nova_xen_stubdom.dom0 import records
 
@@ -115,6 +115,33 @@ class HypervisorBackend(metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def set_hvm_params(self, domid: int, params: Dict[int, int]) -> None:
         ...
+
+    # -- CPU policy and TSC (libxc's X86_CPUID_POLICY, X86_MSR_POLICY and
+    # X86_TSC_INFO records; tools/libs/guest/xg_sr_common_x86.c) -----------
+    @abc.abstractmethod
+    def get_cpu_policy(self, domid: int) -> Tuple[bytes, bytes]:
+        """The domain's policy as (cpuid leaves, MSR entries), serialised
+        as xc_cpu_policy_get_domain + xc_cpu_policy_serialise give them
+        (see :mod:`nova_xen_stubdom.dom0.cpu_policy`)."""
+
+    @abc.abstractmethod
+    def set_cpu_policy(self, domid: int, cpuid: bytes, msrs: bytes) -> None:
+        """Apply a serialised policy (xc_set_domain_cpu_policy, as libxc's
+        restore does in x86_static_data_complete); OSError if Xen refuses."""
+
+    @abc.abstractmethod
+    def host_cpu_policy(self) -> Tuple[bytes, bytes]:
+        """The host's HVM maximum policy (xc_cpu_policy_get_system with
+        XEN_SYSCTL_cpu_policy_hvm_max): all an HVM guest may be offered."""
+
+    @abc.abstractmethod
+    def get_tsc_info(self, domid: int) -> Tuple[int, int, int, int]:
+        """(mode, khz, nsec, incarnation): xc_domain_get_tsc_info."""
+
+    @abc.abstractmethod
+    def set_tsc_info(self, domid: int, mode: int, khz: int, nsec: int,
+                     incarnation: int) -> None:
+        """xc_domain_set_tsc_info."""
 
     # -- xenstore -----------------------------------------------------------
     @abc.abstractmethod

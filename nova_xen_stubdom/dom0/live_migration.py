@@ -190,7 +190,7 @@ class LiveMigrationSource:
                                               key=keys.stream,
                                               xbzrle_cache=cache)
             self._ctrl = ctrl
-            saverestore.write_preamble(writer, info)
+            saverestore.write_preamble(writer, self.backend, info)
             # The destination prepares its domain once this segment (the
             # domain description) verified.
             writer.end_round()

@@ -56,12 +56,14 @@ import threading
 import uuid as uuidlib
 from typing import Dict, List, Optional, Tuple
 
+from nova_xen_stubdom.dom0 import cpu_policy
 from nova_xen_stubdom.dom0 import errors
 from nova_xen_stubdom.dom0 import xen_devices
 from nova_xen_stubdom.dom0 import xen_memory
 from nova_xen_stubdom.dom0.hypervisor import (PAGE_SIZE, DomainInfo,
                                               HypervisorBackend)
 from nova_xen_stubdom.dom0.xen_libs import (  # noqa: F401
+    CPU_POLICY_MAX_LEAVES, CPU_POLICY_MAX_MSRS, XEN_SYSCTL_cpu_policy_hvm_max,
     GETINFO_BATCH, MAP_ANONYMOUS, MAP_CHUNK_PAGES, MAP_FAILED, MAP_FIXED,
     MAP_NORESERVE, MAP_PRIVATE, PRIVCMD, PROT_NONE, PROT_READ, PROT_WRITE,
     SAVED_HVM_PARAMS, XBT_NULL, XEN_DOMCTL_DEV_RDM_RELAXED,
@@ -365,6 +367,57 @@ class XenBackend(xen_memory.ForeignMemory, HypervisorBackend):
                                    for k, v in params.items()):
             self._xc('xc_hvm_param_set', domid, param, value,
                      detail='domain %d param %d' % (domid, param))
+
+    # -- CPU policy and TSC ---------------------------------------------------
+    def _policy(self, call: str, first: int, what: str) -> Tuple[bytes,
+                                                                 bytes]:
+        nr_leaves = ctypes.c_uint32(CPU_POLICY_MAX_LEAVES)
+        nr_msrs = ctypes.c_uint32(CPU_POLICY_MAX_MSRS)
+        leaves = ctypes.create_string_buffer(nr_leaves.value *
+                                             cpu_policy.LEAF_SIZE)
+        msrs = ctypes.create_string_buffer(nr_msrs.value *
+                                           cpu_policy.MSR_SIZE)
+        self._xc(call, first, ctypes.byref(nr_leaves), leaves,
+                 ctypes.byref(nr_msrs), msrs, detail=what)
+        return (leaves.raw[:nr_leaves.value * cpu_policy.LEAF_SIZE],
+                msrs.raw[:nr_msrs.value * cpu_policy.MSR_SIZE])
+
+    def get_cpu_policy(self, domid: int) -> Tuple[bytes, bytes]:
+        return self._policy('xc_get_domain_cpu_policy', domid,
+                            'domain %d' % domid)
+
+    def host_cpu_policy(self) -> Tuple[bytes, bytes]:
+        return self._policy('xc_get_system_cpu_policy',
+                            XEN_SYSCTL_cpu_policy_hvm_max, 'HVM max policy')
+
+    def set_cpu_policy(self, domid: int, cpuid: bytes, msrs: bytes) -> None:
+        errs = [ctypes.c_uint32(0xffffffff) for _ in range(3)]
+        lbuf = ctypes.create_string_buffer(bytes(cpuid), len(cpuid) or 1)
+        mbuf = ctypes.create_string_buffer(bytes(msrs), len(msrs) or 1)
+        rc = self.libs.xc_set_domain_cpu_policy(
+            self.xch, domid, len(cpuid) // cpu_policy.LEAF_SIZE, lbuf,
+            len(msrs) // cpu_policy.MSR_SIZE, mbuf,
+            *[ctypes.byref(e) for e in errs])
+        if rc:
+            # Xen names the leaf/subleaf or MSR it refused (the domctl's
+            # err_* fields, as libxc's restore prints them)
+            raise self._fail('xc_set_domain_cpu_policy', (
+                'domain %d: leaf 0x%08x subleaf 0x%08x msr 0x%08x'
+                % ((domid,) + tuple(e.value for e in errs))),
+                err=-rc if rc < -1 else None)
+
+    def get_tsc_info(self, domid: int) -> Tuple[int, int, int, int]:
+        mode, khz, inc = (ctypes.c_uint32(0) for _ in range(3))
+        nsec = ctypes.c_uint64(0)
+        self._xc('xc_domain_get_tsc_info', domid, ctypes.byref(mode),
+                 ctypes.byref(nsec), ctypes.byref(khz), ctypes.byref(inc),
+                 detail='domain %d' % domid)
+        return mode.value, khz.value, nsec.value, inc.value
+
+    def set_tsc_info(self, domid: int, mode: int, khz: int, nsec: int,
+                     incarnation: int) -> None:
+        self._xc('xc_domain_set_tsc_info', domid, mode, nsec, khz,
+                 incarnation, detail='domain %d' % domid)
 
     # -- xenstore (as dom0, outside transactions) -----------------------------
     def _xs_fail(self, call: str, path: str):

@@ -74,6 +74,13 @@ SAVED_HVM_PARAMS = (
     HVM_PARAM_IOREQ_SERVER_PFN, HVM_PARAM_NR_IOREQ_SERVER_PAGES,
     HVM_PARAM_X87_FIP_WIDTH, HVM_PARAM_MCA_CAP,
 )
+# xen/include/public/sysctl.h, struct xen_sysctl_cpu_policy: the policy an
+# HVM guest may at most be given (what a destination can offer)
+XEN_SYSCTL_cpu_policy_hvm_max = 3
+# buffer sizes for the serialised policy arrays; Xen answers ENOBUFS if its
+# policy needs more (4.17 serialises about 120 leaves and a few MSRs)
+CPU_POLICY_MAX_LEAVES = 1024
+CPU_POLICY_MAX_MSRS = 128
 # tools/include/xenstore_lib.h, enum xs_perm_type
 XS_PERM_NONE, XS_PERM_READ, XS_PERM_WRITE = 0, 1, 2
 _PERM_LETTERS = {XS_PERM_NONE: 'n', XS_PERM_READ: 'r', XS_PERM_WRITE: 'w',
@@ -150,6 +157,7 @@ class XsPermissions(ctypes.Structure):
 _p = ctypes.c_void_p
 _u32 = ctypes.c_uint32
 _int = ctypes.c_int
+_pu32 = ctypes.POINTER(ctypes.c_uint32)
 #: name -> (restype, argtypes), transcribed from the 4.17 headers
 PROTOTYPES: Dict[str, Dict[str, Tuple]] = {
     'xenctrl': {
@@ -178,6 +186,13 @@ PROTOTYPES: Dict[str, Dict[str, Tuple]] = {
         'xc_hvm_param_get': (_int, [_p, _u32, _u32,
                                     ctypes.POINTER(ctypes.c_uint64)]),
         'xc_hvm_param_set': (_int, [_p, _u32, _u32, ctypes.c_uint64]),
+        # tools/include/xenctrl.h; libxc's save/restore use them in
+        # xg_sr_common_x86.c write_x86_tsc_info / handle_x86_tsc_info
+        'xc_domain_get_tsc_info': (_int, [_p, _u32, _pu32,
+                                          ctypes.POINTER(ctypes.c_uint64),
+                                          _pu32, _pu32]),
+        'xc_domain_set_tsc_info': (_int, [_p, _u32, _u32, ctypes.c_uint64,
+                                          _u32, _u32]),
         'xc_domain_iomem_permission': (_int, [_p, _u32, ctypes.c_ulong,
                                               ctypes.c_ulong,
                                               ctypes.c_uint8]),
@@ -185,6 +200,16 @@ PROTOTYPES: Dict[str, Dict[str, Tuple]] = {
         'xc_domain_irq_permission': (_int, [_p, _u32, _u32, ctypes.c_bool]),
         'xc_assign_device': (_int, [_p, _u32, _u32, _u32]),
         'xc_deassign_device': (_int, [_p, _u32, _u32]),
+    },
+    # tools/include/xenguest.h (4.17): the policy as the arrays of
+    # xen_cpuid_leaf_t / xen_msr_entry_t that XEN_{DOMCTL,SYSCTL}_*_cpu_policy
+    # carry; xc_set_domain_cpu_policy is what libxc's restore calls
+    # (xg_sr_common_x86.c, x86_static_data_complete)
+    'xenguest': {
+        'xc_get_system_cpu_policy': (_int, [_p, _u32, _pu32, _p, _pu32, _p]),
+        'xc_get_domain_cpu_policy': (_int, [_p, _u32, _pu32, _p, _pu32, _p]),
+        'xc_set_domain_cpu_policy': (_int, [_p, _u32, _u32, _p, _u32, _p,
+                                            _pu32, _pu32, _pu32]),
     },
     'xenforeignmemory': {
         'xenforeignmemory_open': (_p, [_p, ctypes.c_uint]),
@@ -225,6 +250,7 @@ PROTOTYPES: Dict[str, Dict[str, Tuple]] = {
 #: sonames tried in order; libxenctrl's ABI is per Xen release
 SONAMES = {
     'xenctrl': ('libxenctrl.so.4.17',),
+    'xenguest': ('libxenguest.so.4.17',),
     'xenforeignmemory': ('libxenforeignmemory.so.1',),
     'xenstore': ('libxenstore.so.4', 'libxenstore.so.3.0'),
     'c': ('libc.so.6',),
@@ -232,16 +258,16 @@ SONAMES = {
 
 
 class XenLibraries:
-    """The four C libraries, bound to :data:`PROTOTYPES`.
+    """The five C libraries, bound to :data:`PROTOTYPES`.
 
     ``get_errno`` reads the errno of the last call (ctypes' private copy for
     libraries loaded with ``use_errno``).  Tests pass stand-ins.
     """
 
-    def __init__(self, xenctrl, xenforeignmemory, xenstore, c,
+    def __init__(self, xenctrl, xenforeignmemory, xenstore, c, xenguest,
                  get_errno: Callable[[], int] = ctypes.get_errno):
         self.get_errno = get_errno
-        for name, lib in (('xenctrl', xenctrl),
+        for name, lib in (('xenctrl', xenctrl), ('xenguest', xenguest),
                           ('xenforeignmemory', xenforeignmemory),
                           ('xenstore', xenstore), ('c', c)):
             for sym, (restype, argtypes) in PROTOTYPES[name].items():
@@ -281,7 +307,7 @@ class XenLibraries:
                            'libxenstore4, libxenforeignmemory1)'
                            % (name, '; '.join(failures)))
         return cls(libs['xenctrl'], libs['xenforeignmemory'],
-                   libs['xenstore'], libs['c'])
+                   libs['xenstore'], libs['c'], libs['xenguest'])
 
 
 def encode_sbdf(sbdf: str) -> int:

@@ -10,10 +10,12 @@ simulation has -- ``create_domain``, ``destroy_domain``, ``set_dirty_rate``,
 ``backend.sim`` (:class:`SimControls`), beside the attributes
 ``sysfs_root`` and ``hypervisor``.
 """
+import errno
 import tempfile
 import uuid as uuidlib
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
+from nova_xen_stubdom.dom0 import cpu_policy
 from nova_xen_stubdom.dom0 import hypervisor as dom0_hypervisor
 from nova_xen_stubdom.dom0.hypervisor import DomainInfo, HypervisorBackend
 from nova_xen_stubdom.sim.hypervisor import Frontend, Hypervisor
@@ -154,6 +156,32 @@ class SimBackend(HypervisorBackend):
             {int(k): int(v) for k, v in params.items()})
 
     # -- xenstore (as dom0) --------------------------------------------------
+    def get_cpu_policy(self, domid: int) -> Tuple[bytes, bytes]:
+        self._maybe_fail('get_cpu_policy')
+        return self.hypervisor.domain(domid).cpu.policy.serialise()
+
+    def set_cpu_policy(self, domid: int, cpuid: bytes, msrs: bytes) -> None:
+        self._maybe_fail('set_cpu_policy')
+        try:
+            new = cpu_policy.CpuPolicy.parse(cpuid, msrs)
+        except cpu_policy.PolicyError as e:
+            raise OSError(errno.EINVAL, 'set_cpu_policy: %s' % e)
+        self.hypervisor.domain(domid).cpu.set_policy(
+            new, self.hypervisor.cpu_policy)
+
+    def host_cpu_policy(self) -> Tuple[bytes, bytes]:
+        return self.hypervisor.cpu_policy.serialise()
+
+    def get_tsc_info(self, domid: int) -> Tuple[int, int, int, int]:
+        self._maybe_fail('get_tsc_info')
+        return self.hypervisor.domain(domid).cpu.tsc_info()
+
+    def set_tsc_info(self, domid: int, mode: int, khz: int, nsec: int,
+                     incarnation: int) -> None:
+        self._maybe_fail('set_tsc_info')
+        self.hypervisor.domain(domid).cpu.set_tsc_info(
+            mode, khz, nsec, incarnation, self.hypervisor.cpu_khz)
+
     def xs_read(self, path: str) -> Optional[str]:
         self._maybe_fail('xs_read')
         return self.hypervisor.xenstore.read(path)

@@ -20,6 +20,7 @@ import threading
 import time
 from typing import Dict, List, Optional
 
+from nova_xen_stubdom.sim import cpu as simcpu
 from nova_xen_stubdom.sim.xenstore import Xenstore
 
 LOG = logging.getLogger(__name__)
@@ -68,6 +69,8 @@ class Domain:
         self.hvm_params: Dict[int, int] = (
             {1: self.max_pfn - 1, 2: 1, 17: self.max_pfn - 2, 18: 2}
             if hvm else {})
+        #: CPU policy and TSC state (sim.cpu: Xen's per-domain policy)
+        self.cpu = simcpu.DomainCpu(hv.cpu_policy, hv.cpu_khz)
         self.console: List[str] = []
         #: what the guest prints once it first runs (see devicemodel)
         self.boot_log: List[str] = []
@@ -231,6 +234,10 @@ class Hypervisor:
             import weakref
             weakref.finalize(self, shutil.rmtree, mem_dir, True)
         self.default_dirty_rate = default_dirty_rate
+        #: the host's HVM maximum CPU policy and TSC rate (sim.cpu); a test
+        #: gives hosts of one pool different CPUs by replacing it
+        self.cpu_policy = simcpu.host_policy()
+        self.cpu_khz = simcpu.DEFAULT_KHZ
         self.lock = threading.RLock()
         self.domains: Dict[int, Domain] = {}
         self.xenstore = Xenstore()

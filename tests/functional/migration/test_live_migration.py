@@ -13,6 +13,7 @@ import fixtures
 from nova import context as nova_context
 from nova import objects
 
+from nova_xen_stubdom.dom0 import cpu_policy
 from nova_xen_stubdom.dom0 import migration_target
 from nova_xen_stubdom.driver import migrationops
 from nova_xen_stubdom.sim import devicemodel
@@ -441,6 +442,35 @@ class TestLiveMigration(base.XenStubdomTestBase):
         self.assertEqual('host2', server['OS-EXT-SRV-ATTR:host'])
         self.assertEqual([], [d for d in self.sim_host(
             'host1').hypervisor.domains if d != 0])
+        self._delete_server(server)
+
+    def test_destination_lacking_cpu_features_is_refused(self):
+        """host2's CPU lacks two features the guest sees: the pre-check
+        refuses, naming them, before host1's guest is touched."""
+        server = self._boot()
+        hv1, dom = self._domain(server, 'host1')
+        hv2 = self.sim_host('host2').hypervisor
+        guest = dom.cpu.policy
+        hv2.cpu_policy = cpu_policy.build(
+            guest.vendor, [f for f in guest.features()
+                           if f not in ('avx2', 'avx512f')])
+        ops = self.computes_by_name['host1'].manager.driver._migrationops
+        with mock.patch.object(
+                ops, '_check_cpu_policy',
+                wraps=ops._check_cpu_policy) as check:
+            self._start_live_migration(server)
+            self._wait_migration(server, ['error'])
+        self.assertEqual(1, check.call_count)
+        with self.assertRaisesRegex(
+                Exception, 'cannot offer the CPU instance %s sees: '
+                           'features avx2 avx512f' % server['id']):
+            ops._check_cpu_policy(*check.call_args[0])
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        self.assertEqual('host1', server['OS-EXT-SRV-ATTR:host'])
+        self.assertFalse(dom.paused)
+        self.assertFalse(dom.logdirty)
+        self.assertEqual([], [d for d in hv2.domains if d != 0])
+        self.assertEqual([], self._incoming_vms())
         self._delete_server(server)
 
     def test_pci_guest_is_refused(self):

@@ -3,6 +3,8 @@ import io
 
 import pytest
 
+from nova_xen_stubdom import emucore
+from nova_xen_stubdom.dom0 import cpu_policy
 from nova_xen_stubdom.dom0 import migration_channel as wire
 from nova_xen_stubdom.dom0 import saverestore
 from tests import xen_verifier
@@ -54,6 +56,40 @@ def test_round_trip_restores_memory_cpu_and_device_state(hosts):
     # as with xc_hvm_param_set, restored params overwrite; others keep theirs
     assert {2: 0xfeffc, 12: 7}.items() <= dst.get_hvm_params(target).items()
     assert dst.domain_info(target).paused
+
+
+def test_cpu_policy_and_tsc_travel_in_the_image(hosts):
+    src, dst = hosts
+    key = wire.new_key()
+    domid = _guest(src)
+    src.set_tsc_info(domid, 1, 2600000, 7 * 10 ** 9, 2)
+    policy = src.get_cpu_policy(domid)
+    buf, _ = _save(src, domid, key)
+    res = emucore.StreamReader(buf.getvalue(), key).verify()
+    assert (res.cpuid_policy, res.msr_policy) == policy
+    assert res.tsc_info[0] == 1 and res.tsc_info[3] == 3
+    target = dst.hyp.create_domain('vm-a', True, 8 * MB, 2).domid
+    saverestore.restore_domain(dst, target, buf, key)
+    assert dst.get_cpu_policy(target) == policy
+    mode, _, nsec, inc = dst.get_tsc_info(target)
+    assert (mode, inc) == (1, 4) and nsec >= 7 * 10 ** 9
+
+
+def test_restore_on_a_host_lacking_features_writes_nothing(hosts):
+    src, dst = hosts
+    key = wire.new_key()
+    domid = _guest(src)
+    buf, _ = _save(src, domid, key)
+    guest = cpu_policy.CpuPolicy.parse(*src.get_cpu_policy(domid))
+    dst.hyp.cpu_policy = cpu_policy.build(
+        guest.vendor, [f for f in guest.features() if f != 'avx'])
+    target = dst.hyp.create_domain('vm-a', True, 8 * MB, 2).domid
+    before = mf.digest(dst, target)
+    with pytest.raises(saverestore.ImageError,
+                       match='cannot offer the CPU the guest sees: '
+                             'features avx$'):
+        saverestore.restore_domain(dst, target, buf, key)
+    assert mf.digest(dst, target) == before
 
 
 def test_round_trip_through_a_file(hosts, tmp_path):

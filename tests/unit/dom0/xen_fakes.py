@@ -81,6 +81,10 @@ class FakeXen:
         self.allocs = {}        # address -> python buffer (until free())
         self.hbufs = {}         # address -> buffer (hypercall pages)
         self.freed = []
+        #: serialised (cpuid, msrs) per domid, and index -> system policy
+        self.cpu_policies = {}
+        self.system_policies = {}
+        self.tsc = {}           # domid -> (mode, nsec, khz, incarnation)
         self.add_domain(0, hvm=False, max_gpfn=0, vcpus=4)
 
     def add_domain(self, domid, *, hvm=True, max_gpfn=15, vcpus=1,
@@ -95,6 +99,7 @@ class FakeXen:
         return xl.XenLibraries(FakeLib('xenctrl', self),
                                FakeLib('xenforeignmemory', self),
                                FakeLib('xenstore', self), FakeLib('c', self),
+                               FakeLib('xenguest', self),
                                get_errno=lambda: self.errno)
 
     def names(self, prefix=''):
@@ -210,6 +215,45 @@ class FakeXen:
 
     def xc_hvm_param_set(self, xch, domid, param, value):
         self.params[(domid, param)] = value
+        return 0
+
+    def xc_domain_get_tsc_info(self, xch, domid, mode, nsec, khz, inc):
+        if domid not in self.tsc:
+            return self._err(errno.ESRCH)
+        mode[0], nsec[0], khz[0], inc[0] = self.tsc[domid]
+        return 0
+
+    def xc_domain_set_tsc_info(self, xch, domid, mode, nsec, khz, inc):
+        self.tsc[domid] = (mode, nsec, khz, inc + 1)   # tsc_set_info
+        return 0
+
+    # -- libxenguest ---------------------------------------------------------
+    @staticmethod
+    def _copy_policy(policy, nr_leaves, leaves, nr_msrs, msrs):
+        cpuid, msr = policy
+        if len(cpuid) > nr_leaves[0] * 24 or len(msr) > nr_msrs[0] * 16:
+            return -1           # Xen: ENOBUFS
+        ctypes.memmove(leaves, cpuid, len(cpuid))
+        ctypes.memmove(msrs, msr, len(msr))
+        nr_leaves[0], nr_msrs[0] = len(cpuid) // 24, len(msr) // 16
+        return 0
+
+    def xc_get_domain_cpu_policy(self, xch, domid, nr_l, leaves, nr_m, msrs):
+        if domid not in self.cpu_policies:
+            return self._err(errno.ESRCH)
+        return self._copy_policy(self.cpu_policies[domid], nr_l, leaves,
+                                 nr_m, msrs)
+
+    def xc_get_system_cpu_policy(self, xch, index, nr_l, leaves, nr_m, msrs):
+        if index not in self.system_policies:
+            return self._err(errno.EOPNOTSUPP)
+        return self._copy_policy(self.system_policies[index], nr_l, leaves,
+                                 nr_m, msrs)
+
+    def xc_set_domain_cpu_policy(self, xch, domid, nr_l, leaves, nr_m, msrs,
+                                 err_leaf, err_subleaf, err_msr):
+        self.cpu_policies[domid] = (ctypes.string_at(leaves, nr_l * 24),
+                                    ctypes.string_at(msrs, nr_m * 16))
         return 0
 
     def xc_domain_iomem_permission(self, xch, domid, first, nr, allow):
