@@ -163,14 +163,16 @@ def test_verifier_accepts_the_agents_export_with_cpu_policy_and_tsc(
     pytest.importorskip('dataclasses')      # the simulator (3.7+)
     from nova_xen_stubdom.dom0 import cpu_policy
     from nova_xen_stubdom.dom0 import saverestore
+    from nova_xen_stubdom.sim import qemu_savevm
     from tests.unit.dom0 import migration_fixtures as mf
     host = mf.make_host('verify', 64)
     try:
         dom = host.hyp.create_domain('vm-v', True, 4 << 20, 2)
         host.set_tsc_info(dom.domid, 0, 2600000, 10 ** 9, 0)
         out = io.BytesIO()
-        saverestore.export_domain(host, dom.domid, out,
-                                  device_state=lambda: b'QEVM' + bytes(64))
+        saverestore.export_domain(
+            host, dom.domid, out,
+            device_state=lambda: qemu_savevm.device_state(b'v'))
         policy = host.get_cpu_policy(dom.domid)
     finally:
         host.hyp.shutdown()

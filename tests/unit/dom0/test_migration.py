@@ -9,11 +9,12 @@ from nova_xen_stubdom.dom0 import cpu_policy
 from nova_xen_stubdom.dom0 import live_migration as migration
 from nova_xen_stubdom.dom0 import migration_target
 from nova_xen_stubdom.dom0 import migration_channel as wire
+from nova_xen_stubdom.sim import qemu_savevm
 from tests import waiting
 from tests.unit.dom0 import migration_fixtures as mf
 
 MB = 1 << 20
-DEV = b'DEVICE-STATE' * 100
+DEV = qemu_savevm.device_state(b'unit')  # QEMU xenfv's shape
 
 
 class Pair:

@@ -7,11 +7,12 @@ from nova_xen_stubdom import emucore
 from nova_xen_stubdom.dom0 import cpu_policy
 from nova_xen_stubdom.dom0 import migration_channel as wire
 from nova_xen_stubdom.dom0 import saverestore
+from nova_xen_stubdom.sim import qemu_savevm
 from tests import xen_verifier
 from tests.unit.dom0 import migration_fixtures as mf
 
 MB = 1 << 20
-DEVICE_STATE = b'QEVM' + bytes(range(256)) * 40
+DEVICE_STATE = qemu_savevm.device_state(b'unit')  # QEMU xenfv's shape
 
 
 @pytest.fixture
