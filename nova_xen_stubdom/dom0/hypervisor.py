@@ -116,6 +116,25 @@ class HypervisorBackend(metaclass=abc.ABCMeta):
     def set_hvm_params(self, domid: int, params: Dict[int, int]) -> None:
         ...
 
+    @abc.abstractmethod
+    def get_hvm_param(self, domid: int, index: int) -> int:
+        """One HVM parameter (xc_hvm_param_get), 0 when unset; e.g.
+        HVM_PARAM_CALLBACK_IRQ, non-zero once the guest's PV drivers
+        registered their event-channel callback."""
+
+    @abc.abstractmethod
+    def resume_domain(self, domid: int) -> None:
+        """Cooperative resume of a guest that suspended itself
+        (xc_domain_resume with fast=1, then xs_resume_domain, as libxl's
+        libxl__domain_resume with suspend_cancel): its suspend hypercall
+        returns "cancelled" and its PV drivers keep their backends."""
+
+    @abc.abstractmethod
+    def xs_introduce_domain(self, domid: int, store_pfn: int,
+                            store_port: int) -> None:
+        """Tell xenstored where the domain's ring and event channel are
+        (xs_introduce_domain, as libxl__build_post after a restore)."""
+
     # -- CPU policy and TSC (libxc's X86_CPUID_POLICY, X86_MSR_POLICY and
     # X86_TSC_INFO records; tools/libs/guest/xg_sr_common_x86.c) -----------
     @abc.abstractmethod

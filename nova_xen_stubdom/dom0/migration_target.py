@@ -298,9 +298,10 @@ class LiveMigrationTarget:
             domid = self.result.domid
             self.result.pages = res.pages
             res = None
+            saverestore.clear_special_pages(holder['view'], c.hvm_params)
             saverestore._release(holder['view'])
             holder['view'] = None
-            saverestore.apply_cpu_state(self.backend, domid, c)
+            saverestore.apply_domain_state(self.backend, domid, c)
             self._restore_dev(domid, c.device_state, c.xenstore)
             if self._cancel.is_set():
                 raise MigrationError('cancelled on the destination')

@@ -28,6 +28,11 @@ from nova_xen_stubdom import emucore
 
 LOG = logging.getLogger(__name__)
 PAGE_SIZE = emucore.format.PAGE_SIZE
+# xen/include/public/hvm/params.h
+HVM_PARAM_STORE_PFN, HVM_PARAM_STORE_EVTCHN = 1, 2
+HVM_PARAM_IOREQ_PFN, HVM_PARAM_BUFIOREQ_PFN = 5, 6
+_CLEARED_PAGES = (HVM_PARAM_STORE_PFN, HVM_PARAM_IOREQ_PFN,
+                  HVM_PARAM_BUFIOREQ_PFN)
 
 
 class ImageError(Exception):
@@ -351,6 +356,7 @@ def restore_domain(backend: hv.HypervisorBackend, domid: int, inp: BinaryIO,
             mem = memoryview(view)[:info.max_pfn * PAGE_SIZE]
             emucore.StreamReader(buf, key, allow_trailing=True).restore(
                 mem, prepare=check)
+            clear_special_pages(mem, checked['c'].hvm_params)
         except emucore.StreamError as e:
             raise _image_error(e)
         except cpu_policy.Incompatible as e:
@@ -360,7 +366,7 @@ def restore_domain(backend: hv.HypervisorBackend, domid: int, inp: BinaryIO,
             _release(view)
     c = checked['c']
     apply_cpu_policy(backend, domid, c.cpuid_policy, c.msr_policy)
-    apply_cpu_state(backend, domid, c)
+    apply_domain_state(backend, domid, c)
     return c
 
 
@@ -389,11 +395,33 @@ def apply_cpu_policy(backend: hv.HypervisorBackend, domid: int,
         backend.set_cpu_policy(domid, cpuid, msrs)
 
 
-def apply_cpu_state(backend: hv.HypervisorBackend, domid: int,
-                    c: ImageContents) -> None:
+def clear_special_pages(view: Any, params: Dict[int, int]) -> None:
+    """Zero the xenstore ring and ioreq pages the params name, as libxc's
+    restore does (xg_sr_restore_x86_hvm.c handle_hvm_params:
+    xc_clear_domain_page): their contents belong to the source host's
+    xenstored and device model."""
+    mem = memoryview(view)
+    try:
+        for param in _CLEARED_PAGES:
+            pfn = int(params.get(param, 0))
+            if pfn and (pfn + 1) * PAGE_SIZE <= len(mem):
+                mem[pfn * PAGE_SIZE:(pfn + 1) * PAGE_SIZE] = bytes(PAGE_SIZE)
+    finally:
+        mem.release()
+
+
+def apply_domain_state(backend: hv.HypervisorBackend, domid: int,
+                       c: ImageContents) -> None:
     """TSC, params and context, in the order libxc's restore meets their
-    records (handle_x86_tsc_info, then the HVM records)."""
+    records (handle_x86_tsc_info, then the HVM records), then the domain's
+    xenstore ring introduced again (libxl__build_post's
+    xs_introduce_domain) with this host's store event channel: the stream
+    does not carry the source's (xg_sr_save_x86_hvm.c leaves it out)."""
     if c.tsc_info is not None:
         backend.set_tsc_info(domid, *c.tsc_info)
     backend.set_hvm_params(domid, c.hvm_params)
     backend.set_hvm_context(domid, c.hvm_context)
+    store_pfn = int(c.hvm_params.get(HVM_PARAM_STORE_PFN, 0))
+    port = backend.get_hvm_param(domid, HVM_PARAM_STORE_EVTCHN)
+    if store_pfn and port:
+        backend.xs_introduce_domain(domid, store_pfn, port)

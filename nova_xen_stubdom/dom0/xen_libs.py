@@ -77,12 +77,11 @@ SAVED_HVM_PARAMS = (
 # xen/include/public/sysctl.h, struct xen_sysctl_cpu_policy: the policy an
 # HVM guest may at most be given (what a destination can offer)
 XEN_SYSCTL_cpu_policy_hvm_max = 3
-# buffer sizes for the serialised policy arrays; Xen answers ENOBUFS if its
-# policy needs more (4.17 serialises about 120 leaves and a few MSRs)
-CPU_POLICY_MAX_LEAVES = 1024
-CPU_POLICY_MAX_MSRS = 128
 # tools/include/xenstore_lib.h, enum xs_perm_type
 XS_PERM_NONE, XS_PERM_READ, XS_PERM_WRITE = 0, 1, 2
+# xen/include/public/hvm/params.h: not saved, the host's own
+HVM_PARAM_STORE_EVTCHN = 2
+HVM_PARAM_CONSOLE_EVTCHN = 18
 _PERM_LETTERS = {XS_PERM_NONE: 'n', XS_PERM_READ: 'r', XS_PERM_WRITE: 'w',
                  XS_PERM_READ | XS_PERM_WRITE: 'b'}
 _PERM_BITS = {v: k for k, v in _PERM_LETTERS.items()}
@@ -201,15 +200,22 @@ PROTOTYPES: Dict[str, Dict[str, Tuple]] = {
         'xc_assign_device': (_int, [_p, _u32, _u32, _u32]),
         'xc_deassign_device': (_int, [_p, _u32, _u32]),
     },
-    # tools/include/xenguest.h (4.17): the policy as the arrays of
-    # xen_cpuid_leaf_t / xen_msr_entry_t that XEN_{DOMCTL,SYSCTL}_*_cpu_policy
-    # carry; xc_set_domain_cpu_policy is what libxc's restore calls
-    # (xg_sr_common_x86.c, x86_static_data_complete)
+    # tools/include/xenguest.h (4.17), what libxc's save and restore use
+    # (xg_sr_common_x86.c write_x86_cpu_policy_records: init, get_size,
+    # get_domain, serialise, destroy; x86_static_data_complete:
+    # xc_set_domain_cpu_policy); an xc_cpu_policy_t is opaque
     'xenguest': {
-        'xc_get_system_cpu_policy': (_int, [_p, _u32, _pu32, _p, _pu32, _p]),
-        'xc_get_domain_cpu_policy': (_int, [_p, _u32, _pu32, _p, _pu32, _p]),
+        'xc_cpu_policy_init': (_p, []),
+        'xc_cpu_policy_destroy': (None, [_p]),
+        'xc_cpu_policy_get_size': (_int, [_p, _pu32, _pu32]),
+        'xc_cpu_policy_get_domain': (_int, [_p, _u32, _p]),
+        'xc_cpu_policy_get_system': (_int, [_p, ctypes.c_uint, _p]),
+        'xc_cpu_policy_serialise': (_int, [_p, _p, _p, _pu32, _p, _pu32]),
         'xc_set_domain_cpu_policy': (_int, [_p, _u32, _u32, _p, _u32, _p,
                                             _pu32, _pu32, _pu32]),
+        # declared in xenguest.h (xg_resume.c); libxl's
+        # libxl__domain_resume calls it with fast=1 (suspend_cancel)
+        'xc_domain_resume': (_int, [_p, _u32, _int]),
     },
     'xenforeignmemory': {
         'xenforeignmemory_open': (_p, [_p, ctypes.c_uint]),
@@ -239,6 +245,12 @@ PROTOTYPES: Dict[str, Dict[str, Tuple]] = {
         # it right after xc_domain_set_target
         'xs_set_target': (ctypes.c_bool, [_p, ctypes.c_uint,
                                           ctypes.c_uint]),
+        # libxl__build_post (introduce after a restore) and
+        # libxl__domain_resume (xs_resume_domain)
+        'xs_introduce_domain': (ctypes.c_bool, [_p, ctypes.c_uint,
+                                                ctypes.c_ulong,
+                                                ctypes.c_uint]),
+        'xs_resume_domain': (ctypes.c_bool, [_p, ctypes.c_uint]),
     },
     'c': {
         'mmap': (_p, [_p, ctypes.c_size_t, _int, _int, _int, ctypes.c_long]),

@@ -307,6 +307,20 @@ class Hypervisor:
         with dom.lock:
             dom.paused = True
 
+    def resume_domain(self, domid: int) -> None:
+        """XEN_DOMCTL_resumedomain (xen/common/domain.c domain_resume) after
+        libxc's fast resume (xc_domain_resume, fast=1): a domain that shut
+        down to suspend runs on, its suspend hypercall answering
+        "cancelled"; one that did not shut down is left as it is."""
+        dom = self.domain(domid)
+        with dom.lock:
+            if dom.shutdown_reason != 'suspend':
+                return
+            dom.shutdown_reason = None
+            dom.paused = False
+        dom.console.append('[sim] domain %d resumed (suspend cancelled)'
+                           % domid)
+
     def unpause(self, domid: int) -> None:
         dom = self.domain(domid)
         with dom.lock:

@@ -158,7 +158,7 @@ def test_verifier_xenstore_bug_is_why_compat_writes_it_empty(tmp_path):
 def test_verifier_accepts_the_agents_export_with_cpu_policy_and_tsc(
         tmp_path):
     """The dom0 agent's compatible-mode export of a simulated guest carries
-    the domain's real CPU policy (xc_get_domain_cpu_policy's arrays) and TSC
+    the domain's real CPU policy (xc_cpu_policy_serialise's arrays) and TSC
     info; Xen's verifier accepts it and our reader reads them back."""
     pytest.importorskip('dataclasses')      # the simulator (3.7+)
     from nova_xen_stubdom.dom0 import cpu_policy

@@ -17,6 +17,7 @@ from nova_xen_stubdom.dom0 import cpu_policy
 from nova_xen_stubdom.dom0 import migration_target
 from nova_xen_stubdom.driver import migrationops
 from nova_xen_stubdom.sim import devicemodel
+from tests import guest_memory
 from tests import waiting
 
 MiB = 1 << 20
@@ -50,7 +51,7 @@ class TestLiveMigration(base.XenStubdomTestBase):
 
     @staticmethod
     def _digest(dom):
-        return hashlib.sha256(dom.memory()).hexdigest()
+        return guest_memory.digest(dom.memory(), dom.hvm_params)
 
     def _incoming_vms(self):
         x = self.xapi()

@@ -18,6 +18,7 @@ from typing import Dict, Optional
 
 from nova_xen_stubdom.dom0 import cpu_policy as cp
 from nova_xen_stubdom.dom0 import hypervisor as hv
+from nova_xen_stubdom.dom0.xen_libs import SAVED_HVM_PARAMS
 from tests.unit.dom0.dict_xenstore import DictXenstore
 from tests.unit.dom0.no_pci import NoVdisNoPci
 
@@ -175,11 +176,22 @@ class MemBackend(NoVdisNoPci, DictXenstore, hv.HypervisorBackend):
         self.hyp.domain(domid).hvm_context = bytes(blob)
 
     def get_hvm_params(self, domid):
-        return dict(self.hyp.domain(domid).hvm_params)
+        params = self.hyp.domain(domid).hvm_params     # as SimBackend's
+        return {i: params[i] for i in SAVED_HVM_PARAMS if params.get(i)}
 
     def set_hvm_params(self, domid, params):
         self.hyp.domain(domid).hvm_params.update(
             {int(k): int(v) for k, v in params.items()})
+
+    def get_hvm_param(self, domid, index):
+        return self.hyp.domain(domid).hvm_params.get(index, 0)
+
+    def resume_domain(self, domid):
+        # no guest here suspends itself (no PV drivers): nothing to resume
+        raise NotImplementedError
+
+    def xs_introduce_domain(self, domid, store_pfn, store_port):
+        self.hyp.domain(domid).introduced = (store_pfn, store_port)
 
     def get_cpu_policy(self, domid):
         return self.hyp.domain(domid).cpu

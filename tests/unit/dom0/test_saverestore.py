@@ -27,7 +27,7 @@ def _guest(backend, uuid='vm-a', size=8 * MB, seed=3):
     dom = backend.hyp.create_domain(uuid, True, size, 2)
     backend.unpause(dom.domid)
     mf.fill(backend, dom.domid, seed=seed)
-    backend.set_hvm_params(dom.domid, {2: 0xfeffc, 12: 7})
+    backend.set_hvm_params(dom.domid, {1: 0xfeffc, 12: 7})
     return dom.domid
 
 
@@ -55,7 +55,7 @@ def test_round_trip_restores_memory_cpu_and_device_state(hosts):
     assert got.xenstore == {'physmap/1': 'f0'}
     assert dst.get_hvm_context(target) == src.get_hvm_context(domid)
     # as with xc_hvm_param_set, restored params overwrite; others keep theirs
-    assert {2: 0xfeffc, 12: 7}.items() <= dst.get_hvm_params(target).items()
+    assert {1: 0xfeffc, 12: 7}.items() <= dst.get_hvm_params(target).items()
     assert dst.domain_info(target).paused
 
 

@@ -226,6 +226,7 @@ def test_cpu_policy_get_set_and_host_max(be, xen):
     assert be.get_cpu_policy(5) == pol.serialise()
     xen.system_policies[xl.XEN_SYSCTL_cpu_policy_hvm_max] = pol.serialise()
     assert be.host_cpu_policy() == pol.serialise()
+    assert xen.policy_objs == {}            # every handle destroyed
     be.set_cpu_policy(6, *pol.serialise())
     assert xen.cpu_policies[6] == pol.serialise()
     call = [c for c in xen.calls if c[0] == 'xc_set_domain_cpu_policy'][0]
@@ -248,6 +249,18 @@ def test_tsc_info_round_trip(be, xen):
     assert xen.tsc[6] == (2, 42, 2600000, 4)
     with pytest.raises(KeyError):
         be.get_tsc_info(9)
+
+
+def test_pv_suspend_primitives(be, xen):
+    xen.params[(5, 0)] = 1 << 56
+    assert be.get_hvm_param(5, 0) == 1 << 56
+    be.resume_domain(5)
+    assert xen.resumed == [('xc', 5, 1), ('xs', 5)]     # fast, as libxl
+    be.xs_introduce_domain(6, 0xfeffc, 7)
+    assert xen.introduced[6] == (0xfeffc, 7)
+    xen.fail['xs_introduce_domain'] = errno.EINVAL
+    with pytest.raises(errors.HypervisorCallFailed, match='pfn 0x1 port 2'):
+        be.xs_introduce_domain(6, 1, 2)
 
 
 # -- xenstore -----------------------------------------------------------------

@@ -84,7 +84,10 @@ class FakeXen:
         #: serialised (cpuid, msrs) per domid, and index -> system policy
         self.cpu_policies = {}
         self.system_policies = {}
+        self.policy_objs = {}   # xc_cpu_policy_t handles alive
         self.tsc = {}           # domid -> (mode, nsec, khz, incarnation)
+        self.introduced = {}    # domid -> (store mfn, port)
+        self.resumed = []
         self.add_domain(0, hvm=False, max_gpfn=0, vcpus=4)
 
     def add_domain(self, domid, *, hvm=True, max_gpfn=15, vcpus=1,
@@ -228,27 +231,41 @@ class FakeXen:
         return 0
 
     # -- libxenguest ---------------------------------------------------------
-    @staticmethod
-    def _copy_policy(policy, nr_leaves, leaves, nr_msrs, msrs):
-        cpuid, msr = policy
+    POLICY_SIZE = (64, 8)       # what xc_cpu_policy_get_size reports
+
+    def xc_cpu_policy_get_size(self, xch, nr_leaves, nr_msrs):
+        nr_leaves[0], nr_msrs[0] = self.POLICY_SIZE
+        return 0
+
+    def xc_cpu_policy_init(self):
+        handle = 0x5000 + len(self.policy_objs) * 16
+        self.policy_objs[handle] = None
+        return handle
+
+    def xc_cpu_policy_destroy(self, policy):
+        self.policy_objs.pop(policy)
+
+    def xc_cpu_policy_get_domain(self, xch, domid, policy):
+        if domid not in self.cpu_policies:
+            return self._err(errno.ESRCH)
+        self.policy_objs[policy] = self.cpu_policies[domid]
+        return 0
+
+    def xc_cpu_policy_get_system(self, xch, index, policy):
+        if index not in self.system_policies:
+            return self._err(errno.EOPNOTSUPP)
+        self.policy_objs[policy] = self.system_policies[index]
+        return 0
+
+    def xc_cpu_policy_serialise(self, xch, policy, leaves, nr_leaves, msrs,
+                                nr_msrs):
+        cpuid, msr = self.policy_objs[policy]
         if len(cpuid) > nr_leaves[0] * 24 or len(msr) > nr_msrs[0] * 16:
-            return -1           # Xen: ENOBUFS
+            return self._err(errno.ENOBUFS)
         ctypes.memmove(leaves, cpuid, len(cpuid))
         ctypes.memmove(msrs, msr, len(msr))
         nr_leaves[0], nr_msrs[0] = len(cpuid) // 24, len(msr) // 16
         return 0
-
-    def xc_get_domain_cpu_policy(self, xch, domid, nr_l, leaves, nr_m, msrs):
-        if domid not in self.cpu_policies:
-            return self._err(errno.ESRCH)
-        return self._copy_policy(self.cpu_policies[domid], nr_l, leaves,
-                                 nr_m, msrs)
-
-    def xc_get_system_cpu_policy(self, xch, index, nr_l, leaves, nr_m, msrs):
-        if index not in self.system_policies:
-            return self._err(errno.EOPNOTSUPP)
-        return self._copy_policy(self.system_policies[index], nr_l, leaves,
-                                 nr_m, msrs)
 
     def xc_set_domain_cpu_policy(self, xch, domid, nr_l, leaves, nr_m, msrs,
                                  err_leaf, err_subleaf, err_msr):
@@ -364,6 +381,18 @@ class FakeXen:
         self.targets = getattr(self, 'targets', {})
         self.targets[domid] = target
         return True
+
+    def xs_introduce_domain(self, xsh, domid, mfn, port):
+        self.introduced[domid] = (mfn, port)
+        return True
+
+    def xs_resume_domain(self, xsh, domid):
+        self.resumed.append(('xs', domid))
+        return True
+
+    def xc_domain_resume(self, xch, domid, fast):
+        self.resumed.append(('xc', domid, fast))
+        return 0
 
     def xs_set_permissions(self, xsh, t, path, perms, num):
         self.perms[path.decode()] = [(perms[i].id, perms[i].perms)
