@@ -75,3 +75,11 @@ def test_build_refuses_unknown_names():
         cp.build('GenuineIntel', ['warp_drive'])
     with pytest.raises(ValueError, match='12 characters'):
         cp.build('Intel', [])
+
+
+def test_entry_layouts_are_the_streams():
+    emucore = pytest.importorskip('nova_xen_stubdom.emucore',
+                                  reason='the _emucore extension is not '
+                                         'built here')
+    assert cp.LEAF_FORMAT == emucore.format.X86_CPUID_POLICY_ENTRY_FORMAT
+    assert cp.MSR_FORMAT == emucore.format.X86_MSR_POLICY_ENTRY_FORMAT
