@@ -137,7 +137,9 @@ class MigrationOps:
                                            dst_compute_info,
                                            block_migration=False,
                                            disk_over_commit=False):
-        """On the destination: room, CPU vendor, no PCI, no block copy."""
+        """On the destination: room, CPU vendor, no PCI, no block copy;
+        answers this host's HVM maximum CPU policy for the source's
+        check."""
         if block_migration:
             raise exception.MigrationPreCheckError(reason=_(
                 'block migration is not supported: live migration keeps the '
