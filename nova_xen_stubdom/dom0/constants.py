@@ -28,7 +28,8 @@ XAPI_POOL_CA_BUNDLE = '/etc/stunnel/xapi-pool-ca-bundle.pem'
 #: the functions the plugin forwards (the registry's, checked by a test):
 #: the plugin process knows them without importing the engine
 PLUGIN_FUNCTIONS = (
-    'console_log', 'dm_state', 'guest_exit', 'key_offer', 'link_stubdom',
+    'console_log', 'dm_state', 'guest_cpu_policy', 'guest_exit',
+    'host_cpu_policy', 'key_offer', 'link_stubdom',
     'migrate_abort',
     'migrate_force_complete', 'migrate_forget', 'migrate_receive',
     'migrate_receive_cancel', 'migrate_receive_status',

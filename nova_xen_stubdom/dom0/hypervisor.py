@@ -13,7 +13,7 @@ the simulator), and ``module:Class`` names any other.
 """
 import abc
 import importlib
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from nova_xen_stubdom.dom0 import records
 
@@ -115,6 +115,52 @@ class HypervisorBackend(metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def set_hvm_params(self, domid: int, params: Dict[int, int]) -> None:
         ...
+
+    @abc.abstractmethod
+    def get_hvm_param(self, domid: int, index: int) -> int:
+        """One HVM parameter (xc_hvm_param_get), 0 when unset; e.g.
+        HVM_PARAM_CALLBACK_IRQ, non-zero once the guest's PV drivers
+        registered their event-channel callback."""
+
+    @abc.abstractmethod
+    def resume_domain(self, domid: int) -> None:
+        """Cooperative resume of a guest that suspended itself
+        (xc_domain_resume with fast=1, then xs_resume_domain, as libxl's
+        libxl__domain_resume with suspend_cancel): its suspend hypercall
+        returns "cancelled" and its PV drivers keep their backends."""
+
+    @abc.abstractmethod
+    def xs_introduce_domain(self, domid: int, store_pfn: int,
+                            store_port: int) -> None:
+        """Tell xenstored where the domain's ring and event channel are
+        (xs_introduce_domain, as libxl__build_post after a restore)."""
+
+    # -- CPU policy and TSC (libxc's X86_CPUID_POLICY, X86_MSR_POLICY and
+    # X86_TSC_INFO records; tools/libs/guest/xg_sr_common_x86.c) -----------
+    @abc.abstractmethod
+    def get_cpu_policy(self, domid: int) -> Tuple[bytes, bytes]:
+        """The domain's policy as (cpuid leaves, MSR entries), serialised
+        as xc_cpu_policy_get_domain + xc_cpu_policy_serialise give them
+        (see :mod:`nova_xen_stubdom.dom0.cpu_policy`)."""
+
+    @abc.abstractmethod
+    def set_cpu_policy(self, domid: int, cpuid: bytes, msrs: bytes) -> None:
+        """Apply a serialised policy (xc_set_domain_cpu_policy, as libxc's
+        restore does in x86_static_data_complete); OSError if Xen refuses."""
+
+    @abc.abstractmethod
+    def host_cpu_policy(self) -> Tuple[bytes, bytes]:
+        """The host's HVM maximum policy (xc_cpu_policy_get_system with
+        XEN_SYSCTL_cpu_policy_hvm_max): all an HVM guest may be offered."""
+
+    @abc.abstractmethod
+    def get_tsc_info(self, domid: int) -> Tuple[int, int, int, int]:
+        """(mode, khz, nsec, incarnation): xc_domain_get_tsc_info."""
+
+    @abc.abstractmethod
+    def set_tsc_info(self, domid: int, mode: int, khz: int, nsec: int,
+                     incarnation: int) -> None:
+        """xc_domain_set_tsc_info."""
 
     # -- xenstore -----------------------------------------------------------
     @abc.abstractmethod

@@ -34,6 +34,8 @@ import os
 import tempfile
 from typing import Callable, Dict, Optional
 
+from nova_xen_stubdom.dom0 import guest_suspend
+
 LOG = logging.getLogger(__name__)
 
 RESTARTED = 'the dom0 daemon restarted while this job ran'
@@ -158,7 +160,9 @@ def _undo_save(backend, entry: Dict,
         steps.append(('clear the state disk', lambda: device_state.abandon(
             backend, domid, resume_device)))
     if not entry.get('paused_before'):
-        steps.append(('unpause', lambda: backend.unpause(domid)))
+        # a guest with PV drivers suspended itself: resume it cooperatively
+        steps.append(('unpause', lambda: guest_suspend.start_again(backend,
+                                                                   domid)))
     for what, step in steps:
         try:
             step()

@@ -31,6 +31,7 @@ import time
 import traceback
 from typing import Callable, Dict, Optional
 
+from nova_xen_stubdom.dom0 import guest_suspend
 from nova_xen_stubdom.dom0 import hypervisor as hv
 from nova_xen_stubdom.dom0 import page_copy as mp
 from nova_xen_stubdom.dom0 import migration_channel as wire
@@ -86,6 +87,9 @@ class MigrationStats:
     switchover: Dict[str, float] = records.field(default_factory=dict)
     #: "TLSv1.3 TLS_AES_256_GCM_SHA384", or '' on plain TCP
     channel: str = ''
+    #: how the guest was stopped: 'paused' (no PV drivers), 'suspended'
+    #: (its PV drivers suspended it), '' (its owner had paused it)
+    stopped: str = ''
 
     def as_dict(self) -> dict:
         return records.asdict(self)
@@ -190,7 +194,7 @@ class LiveMigrationSource:
                                               key=keys.stream,
                                               xbzrle_cache=cache)
             self._ctrl = ctrl
-            saverestore.write_preamble(writer, info)
+            saverestore.write_preamble(writer, self.backend, info)
             # The destination prepares its domain once this segment (the
             # domain description) verified.
             writer.end_round()
@@ -213,7 +217,12 @@ class LiveMigrationSource:
             self._check_abort()
             if not was_paused:
                 self._on_phase('pausing')
-                self.backend.pause(self.domid)
+                # paused, or (PV drivers) suspended through control/shutdown
+                try:
+                    self.stats.stopped = guest_suspend.stop(self.backend,
+                                                            self.domid)
+                except guest_suspend.SuspendError as e:
+                    raise MigrationError(str(e))
             paused_at = time.monotonic()
             paused_cpu = time.process_time()
             if self._on_paused:
@@ -305,7 +314,7 @@ class LiveMigrationSource:
                                       'domain %d', self.domid)
                 try:
                     if not was_paused:
-                        self.backend.unpause(self.domid)
+                        guest_suspend.start_again(self.backend, self.domid)
                 except Exception:
                     LOG.exception('could not unpause domain %d after a failed '
                                   'migration', self.domid)

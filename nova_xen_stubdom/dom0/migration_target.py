@@ -264,8 +264,14 @@ class LiveMigrationTarget:
                 max_pfn = int(info['max_pfn'])
             except (KeyError, TypeError, ValueError) as e:
                 raise emucore.RecordError('bad NX_DOMAIN_INFO: %s' % e)
+            # refuse a CPU this host cannot offer before a domain is made
+            # or a page written (the source still runs the guest)
+            saverestore.check_cpu_policy(self.backend, res.cpuid_policy,
+                                         res.msr_policy)
             domid = self._prepare(info)
             self.result.domid = domid
+            saverestore.apply_cpu_policy(self.backend, domid,
+                                         res.cpuid_policy, res.msr_policy)
             dinfo = self.backend.domain_info(domid)
             if dinfo.max_pfn < max_pfn:
                 raise MigrationError('prepared domain has %d pages, the '
@@ -292,10 +298,10 @@ class LiveMigrationTarget:
             domid = self.result.domid
             self.result.pages = res.pages
             res = None
+            saverestore.clear_special_pages(holder['view'], c.hvm_params)
             saverestore._release(holder['view'])
             holder['view'] = None
-            self.backend.set_hvm_params(domid, c.hvm_params)
-            self.backend.set_hvm_context(domid, c.hvm_context)
+            saverestore.apply_domain_state(self.backend, domid, c)
             self._restore_dev(domid, c.device_state, c.xenstore)
             if self._cancel.is_set():
                 raise MigrationError('cancelled on the destination')

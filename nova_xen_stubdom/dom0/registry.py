@@ -39,6 +39,7 @@ EXTENSION_MODULES = (
     'nova_xen_stubdom.dom0.guest_exit',
     'nova_xen_stubdom.dom0.pci_grants',
     'nova_xen_stubdom.dom0.migration_calls',
+    'nova_xen_stubdom.dom0.cpu_calls',
 )
 
 PluginFn = Callable[..., str]

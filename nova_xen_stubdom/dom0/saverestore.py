@@ -20,6 +20,7 @@ import time
 from typing import (Any, BinaryIO, Callable, Dict, List, Optional,
                     Tuple)
 
+from nova_xen_stubdom.dom0 import cpu_policy
 from nova_xen_stubdom.dom0 import hypervisor as hv
 from nova_xen_stubdom.dom0 import page_copy as mp
 from nova_xen_stubdom.dom0 import records
@@ -27,6 +28,11 @@ from nova_xen_stubdom import emucore
 
 LOG = logging.getLogger(__name__)
 PAGE_SIZE = emucore.format.PAGE_SIZE
+# xen/include/public/hvm/params.h
+HVM_PARAM_STORE_PFN, HVM_PARAM_STORE_EVTCHN = 1, 2
+HVM_PARAM_IOREQ_PFN, HVM_PARAM_BUFIOREQ_PFN = 5, 6
+_CLEARED_PAGES = (HVM_PARAM_STORE_PFN, HVM_PARAM_IOREQ_PFN,
+                  HVM_PARAM_BUFIOREQ_PFN)
 
 
 class ImageError(Exception):
@@ -47,6 +53,12 @@ class ImageContents:
     info: dict = records.field(default_factory=dict)
     hvm_context: Optional[bytes] = None
     hvm_params: Optional[Dict[int, int]] = None
+    #: X86_CPUID_POLICY and X86_MSR_POLICY bodies (empty: an image written
+    #: before they were carried) and X86_TSC_INFO (mode, khz, nsec,
+    #: incarnation)
+    cpuid_policy: bytes = b''
+    msr_policy: bytes = b''
+    tsc_info: Optional[Tuple[int, int, int, int]] = None
     device_state: Optional[bytes] = None
     xenstore: Dict[str, str] = records.field(default_factory=dict)
     complete: bool = False
@@ -59,19 +71,24 @@ def domain_info_record(info: hv.DomainInfo) -> dict:
 
 
 def write_preamble(writer: emucore.StreamWriter,
-                   info: hv.DomainInfo) -> None:
-    """Headers, the domain description (full mode) and the static data."""
+                   backend: hv.HypervisorBackend, info: hv.DomainInfo) -> None:
+    """Headers, the domain description (full mode) and the static data:
+    the domain's CPU policy, as libxc's x86_hvm_static_data writes it
+    (xg_sr_common_x86.c, write_x86_cpu_policy_records)."""
     writer.write_header()
     if writer.mode == 'full':
         writer.write_domain_info(domain_info_record(info))
-    writer.write_static_data()
+    cpuid, msrs = backend.get_cpu_policy(info.domid)
+    writer.write_static_data(cpuid_policy=cpuid, msr_policy=msrs)
 
 
 def write_trailer(writer: emucore.StreamWriter, backend: hv.HypervisorBackend,
                   domid: int, device_state: bytes,
                   xenstore: Optional[Dict[str, str]]) -> None:
-    """CPU context, params, device state and the ends (guest paused)."""
-    writer.write_tsc_info()
+    """TSC, CPU context, params (libxc's x86_hvm_end_of_checkpoint order),
+    device state and the ends (guest paused)."""
+    mode, khz, nsec, incarnation = backend.get_tsc_info(domid)
+    writer.write_tsc_info(mode, khz, nsec, incarnation)
     writer.write_hvm_context(backend.get_hvm_context(domid))
     writer.write_hvm_params(sorted(backend.get_hvm_params(domid).items()))
     writer.end_libxc()
@@ -98,6 +115,9 @@ def contents_of(res: emucore.RestoreResult) -> ImageContents:
     return ImageContents(info=dict(res.domain_info),
                          hvm_context=res.hvm_context,
                          hvm_params=dict(res.hvm_params),
+                         cpuid_policy=res.cpuid_policy,
+                         msr_policy=res.msr_policy,
+                         tsc_info=res.tsc_info,
                          device_state=res.emulator_context,
                          xenstore=dict(res.emulator_xenstore_data),
                          complete=True)
@@ -125,7 +145,7 @@ def save_domain(backend: hv.HypervisorBackend, domid: int, out: BinaryIO,
     view = None
     try:
         writer = emucore.StreamWriter(out, mode='full', key=key)
-        write_preamble(writer, info)
+        write_preamble(writer, backend, info)
         view = backend.map_memory(domid)
         sender = mp.PageSender(view, info.max_pfn, writer)
         sender.send_all(_holes(backend, view))
@@ -166,7 +186,7 @@ def export_domain(backend: hv.HypervisorBackend, domid: int, out: BinaryIO,
     view = None
     try:
         writer = emucore.StreamWriter(out, mode='compat')
-        write_preamble(writer, info)
+        write_preamble(writer, backend, info)
         view = backend.map_memory(domid)
         sender = mp.PageSender(view, info.max_pfn, writer)
         sender.send_all(_holes(backend, view))
@@ -326,7 +346,8 @@ def restore_domain(backend: hv.HypervisorBackend, domid: int, inp: BinaryIO,
     checked = {}
 
     def check(res: emucore.RestoreResult) -> None:
-        checked['c'] = _check_image(res, expected_vm_uuid, info.max_pfn)
+        c = checked['c'] = _check_image(res, expected_vm_uuid, info.max_pfn)
+        check_cpu_policy(backend, c.cpuid_policy, c.msr_policy)
 
     with _image_buffer(inp) as buf:
         _early_refusal(buf, expected_vm_uuid, info.max_pfn)
@@ -335,12 +356,72 @@ def restore_domain(backend: hv.HypervisorBackend, domid: int, inp: BinaryIO,
             mem = memoryview(view)[:info.max_pfn * PAGE_SIZE]
             emucore.StreamReader(buf, key, allow_trailing=True).restore(
                 mem, prepare=check)
+            clear_special_pages(mem, checked['c'].hvm_params)
         except emucore.StreamError as e:
             raise _image_error(e)
+        except cpu_policy.Incompatible as e:
+            raise ImageError('save image refused: %s' % e)
         finally:
             mem = None
             _release(view)
     c = checked['c']
+    apply_cpu_policy(backend, domid, c.cpuid_policy, c.msr_policy)
+    apply_domain_state(backend, domid, c)
+    return c
+
+
+def check_cpu_policy(backend: hv.HypervisorBackend, cpuid: bytes,
+                     msrs: bytes) -> None:
+    """Refuse a guest CPU policy this host's HVM maximum cannot offer,
+    naming what is missing (cpu_policy.Incompatible)."""
+    if not cpuid and not msrs:
+        return
+    try:
+        guest = cpu_policy.CpuPolicy.parse(cpuid, msrs)
+    except cpu_policy.PolicyError as e:
+        raise emucore.RecordError('bad CPU policy in the stream: %s' % e)
+    cpu_policy.require_compatible(
+        guest, cpu_policy.CpuPolicy.parse(*backend.host_cpu_policy()))
+
+
+def apply_cpu_policy(backend: hv.HypervisorBackend, domid: int,
+                     cpuid: bytes, msrs: bytes) -> None:
+    """Give the new domain the policy the guest had (libxc's restore:
+    x86_static_data_complete).  A stream without one (written before it was
+    carried) leaves the domain's default, as libxc does for a stream from a
+    Xen that had no such records."""
+    check_cpu_policy(backend, cpuid, msrs)
+    if cpuid or msrs:
+        backend.set_cpu_policy(domid, cpuid, msrs)
+
+
+def clear_special_pages(view: Any, params: Dict[int, int]) -> None:
+    """Zero the xenstore ring and ioreq pages the params name, as libxc's
+    restore does (xg_sr_restore_x86_hvm.c handle_hvm_params:
+    xc_clear_domain_page): their contents belong to the source host's
+    xenstored and device model."""
+    mem = memoryview(view)
+    try:
+        for param in _CLEARED_PAGES:
+            pfn = int(params.get(param, 0))
+            if pfn and (pfn + 1) * PAGE_SIZE <= len(mem):
+                mem[pfn * PAGE_SIZE:(pfn + 1) * PAGE_SIZE] = bytes(PAGE_SIZE)
+    finally:
+        mem.release()
+
+
+def apply_domain_state(backend: hv.HypervisorBackend, domid: int,
+                       c: ImageContents) -> None:
+    """TSC, params and context, in the order libxc's restore meets their
+    records (handle_x86_tsc_info, then the HVM records), then the domain's
+    xenstore ring introduced again (libxl__build_post's
+    xs_introduce_domain) with this host's store event channel: the stream
+    does not carry the source's (xg_sr_save_x86_hvm.c leaves it out)."""
+    if c.tsc_info is not None:
+        backend.set_tsc_info(domid, *c.tsc_info)
     backend.set_hvm_params(domid, c.hvm_params)
     backend.set_hvm_context(domid, c.hvm_context)
-    return c
+    store_pfn = int(c.hvm_params.get(HVM_PARAM_STORE_PFN, 0))
+    port = backend.get_hvm_param(domid, HVM_PARAM_STORE_EVTCHN)
+    if store_pfn and port:
+        backend.xs_introduce_domain(domid, store_pfn, port)

@@ -56,12 +56,14 @@ import threading
 import uuid as uuidlib
 from typing import Dict, List, Optional, Tuple
 
+from nova_xen_stubdom.dom0 import cpu_policy
 from nova_xen_stubdom.dom0 import errors
 from nova_xen_stubdom.dom0 import xen_devices
 from nova_xen_stubdom.dom0 import xen_memory
 from nova_xen_stubdom.dom0.hypervisor import (PAGE_SIZE, DomainInfo,
                                               HypervisorBackend)
 from nova_xen_stubdom.dom0.xen_libs import (  # noqa: F401
+    XEN_SYSCTL_cpu_policy_hvm_max,
     GETINFO_BATCH, MAP_ANONYMOUS, MAP_CHUNK_PAGES, MAP_FAILED, MAP_FIXED,
     MAP_NORESERVE, MAP_PRIVATE, PRIVCMD, PROT_NONE, PROT_READ, PROT_WRITE,
     SAVED_HVM_PARAMS, XBT_NULL, XEN_DOMCTL_DEV_RDM_RELAXED,
@@ -365,6 +367,86 @@ class XenBackend(xen_memory.ForeignMemory, HypervisorBackend):
                                    for k, v in params.items()):
             self._xc('xc_hvm_param_set', domid, param, value,
                      detail='domain %d param %d' % (domid, param))
+
+    def get_hvm_param(self, domid: int, index: int) -> int:
+        value = ctypes.c_uint64(0)
+        self._xc('xc_hvm_param_get', domid, index, ctypes.byref(value),
+                 detail='domain %d param %d' % (domid, index))
+        return value.value
+
+    def resume_domain(self, domid: int) -> None:
+        self._xc('xc_domain_resume', domid, 1, detail='domain %d' % domid)
+        if not self.libs.xs_resume_domain(self.xsh, domid):
+            raise self._xs_fail('xs_resume_domain', str(domid))
+
+    def xs_introduce_domain(self, domid: int, store_pfn: int,
+                            store_port: int) -> None:
+        if not self.libs.xs_introduce_domain(self.xsh, domid, store_pfn,
+                                             store_port):
+            raise self._xs_fail('xs_introduce_domain', '%d pfn 0x%x port %d'
+                                % (domid, store_pfn, store_port))
+
+    # -- CPU policy and TSC ---------------------------------------------------
+    def _policy(self, call: str, first: int, what: str) -> Tuple[bytes,
+                                                                 bytes]:
+        """As write_x86_cpu_policy_records: size the arrays, fetch the
+        policy into an xc_cpu_policy_t, serialise it."""
+        nr_leaves, nr_msrs = ctypes.c_uint32(0), ctypes.c_uint32(0)
+        self._xc('xc_cpu_policy_get_size', ctypes.byref(nr_leaves),
+                 ctypes.byref(nr_msrs), detail='policy size')
+        policy = self.libs.xc_cpu_policy_init()
+        if not policy:
+            raise self._fail('xc_cpu_policy_init', what, err=errnolib.ENOMEM)
+        try:
+            leaves = ctypes.create_string_buffer(
+                max(1, nr_leaves.value) * cpu_policy.LEAF_SIZE)
+            msrs = ctypes.create_string_buffer(
+                max(1, nr_msrs.value) * cpu_policy.MSR_SIZE)
+            self._xc(call, first, policy, detail=what)
+            self._xc('xc_cpu_policy_serialise', policy, leaves,
+                     ctypes.byref(nr_leaves), msrs, ctypes.byref(nr_msrs),
+                     detail=what)
+        finally:
+            self.libs.xc_cpu_policy_destroy(policy)
+        return (leaves.raw[:nr_leaves.value * cpu_policy.LEAF_SIZE],
+                msrs.raw[:nr_msrs.value * cpu_policy.MSR_SIZE])
+
+    def get_cpu_policy(self, domid: int) -> Tuple[bytes, bytes]:
+        return self._policy('xc_cpu_policy_get_domain', domid,
+                            'domain %d' % domid)
+
+    def host_cpu_policy(self) -> Tuple[bytes, bytes]:
+        return self._policy('xc_cpu_policy_get_system',
+                            XEN_SYSCTL_cpu_policy_hvm_max, 'HVM max policy')
+
+    def set_cpu_policy(self, domid: int, cpuid: bytes, msrs: bytes) -> None:
+        errs = [ctypes.c_uint32(0xffffffff) for _ in range(3)]
+        lbuf = ctypes.create_string_buffer(bytes(cpuid), len(cpuid) or 1)
+        mbuf = ctypes.create_string_buffer(bytes(msrs), len(msrs) or 1)
+        rc = self.libs.xc_set_domain_cpu_policy(
+            self.xch, domid, len(cpuid) // cpu_policy.LEAF_SIZE, lbuf,
+            len(msrs) // cpu_policy.MSR_SIZE, mbuf,
+            *[ctypes.byref(e) for e in errs])
+        if rc:
+            # Xen names the leaf/subleaf or MSR it refused (the domctl's
+            # err_* fields, as libxc's restore prints them)
+            raise self._fail('xc_set_domain_cpu_policy', (
+                'domain %d: leaf 0x%08x subleaf 0x%08x msr 0x%08x'
+                % ((domid,) + tuple(e.value for e in errs))),
+                err=-rc if rc < -1 else None)
+
+    def get_tsc_info(self, domid: int) -> Tuple[int, int, int, int]:
+        mode, khz, inc = (ctypes.c_uint32(0) for _ in range(3))
+        nsec = ctypes.c_uint64(0)
+        self._xc('xc_domain_get_tsc_info', domid, ctypes.byref(mode),
+                 ctypes.byref(nsec), ctypes.byref(khz), ctypes.byref(inc),
+                 detail='domain %d' % domid)
+        return mode.value, khz.value, nsec.value, inc.value
+
+    def set_tsc_info(self, domid: int, mode: int, khz: int, nsec: int,
+                     incarnation: int) -> None:
+        self._xc('xc_domain_set_tsc_info', domid, mode, nsec, khz,
+                 incarnation, detail='domain %d' % domid)
 
     # -- xenstore (as dom0, outside transactions) -----------------------------
     def _xs_fail(self, call: str, path: str):

@@ -74,8 +74,14 @@ SAVED_HVM_PARAMS = (
     HVM_PARAM_IOREQ_SERVER_PFN, HVM_PARAM_NR_IOREQ_SERVER_PAGES,
     HVM_PARAM_X87_FIP_WIDTH, HVM_PARAM_MCA_CAP,
 )
+# xen/include/public/sysctl.h, struct xen_sysctl_cpu_policy: the policy an
+# HVM guest may at most be given (what a destination can offer)
+XEN_SYSCTL_cpu_policy_hvm_max = 3
 # tools/include/xenstore_lib.h, enum xs_perm_type
 XS_PERM_NONE, XS_PERM_READ, XS_PERM_WRITE = 0, 1, 2
+# xen/include/public/hvm/params.h: not saved, the host's own
+HVM_PARAM_STORE_EVTCHN = 2
+HVM_PARAM_CONSOLE_EVTCHN = 18
 _PERM_LETTERS = {XS_PERM_NONE: 'n', XS_PERM_READ: 'r', XS_PERM_WRITE: 'w',
                  XS_PERM_READ | XS_PERM_WRITE: 'b'}
 _PERM_BITS = {v: k for k, v in _PERM_LETTERS.items()}
@@ -150,6 +156,7 @@ class XsPermissions(ctypes.Structure):
 _p = ctypes.c_void_p
 _u32 = ctypes.c_uint32
 _int = ctypes.c_int
+_pu32 = ctypes.POINTER(ctypes.c_uint32)
 #: name -> (restype, argtypes), transcribed from the 4.17 headers
 PROTOTYPES: Dict[str, Dict[str, Tuple]] = {
     'xenctrl': {
@@ -178,6 +185,13 @@ PROTOTYPES: Dict[str, Dict[str, Tuple]] = {
         'xc_hvm_param_get': (_int, [_p, _u32, _u32,
                                     ctypes.POINTER(ctypes.c_uint64)]),
         'xc_hvm_param_set': (_int, [_p, _u32, _u32, ctypes.c_uint64]),
+        # tools/include/xenctrl.h; libxc's save/restore use them in
+        # xg_sr_common_x86.c write_x86_tsc_info / handle_x86_tsc_info
+        'xc_domain_get_tsc_info': (_int, [_p, _u32, _pu32,
+                                          ctypes.POINTER(ctypes.c_uint64),
+                                          _pu32, _pu32]),
+        'xc_domain_set_tsc_info': (_int, [_p, _u32, _u32, ctypes.c_uint64,
+                                          _u32, _u32]),
         'xc_domain_iomem_permission': (_int, [_p, _u32, ctypes.c_ulong,
                                               ctypes.c_ulong,
                                               ctypes.c_uint8]),
@@ -185,6 +199,23 @@ PROTOTYPES: Dict[str, Dict[str, Tuple]] = {
         'xc_domain_irq_permission': (_int, [_p, _u32, _u32, ctypes.c_bool]),
         'xc_assign_device': (_int, [_p, _u32, _u32, _u32]),
         'xc_deassign_device': (_int, [_p, _u32, _u32]),
+    },
+    # tools/include/xenguest.h (4.17), what libxc's save and restore use
+    # (xg_sr_common_x86.c write_x86_cpu_policy_records: init, get_size,
+    # get_domain, serialise, destroy; x86_static_data_complete:
+    # xc_set_domain_cpu_policy); an xc_cpu_policy_t is opaque
+    'xenguest': {
+        'xc_cpu_policy_init': (_p, []),
+        'xc_cpu_policy_destroy': (None, [_p]),
+        'xc_cpu_policy_get_size': (_int, [_p, _pu32, _pu32]),
+        'xc_cpu_policy_get_domain': (_int, [_p, _u32, _p]),
+        'xc_cpu_policy_get_system': (_int, [_p, ctypes.c_uint, _p]),
+        'xc_cpu_policy_serialise': (_int, [_p, _p, _p, _pu32, _p, _pu32]),
+        'xc_set_domain_cpu_policy': (_int, [_p, _u32, _u32, _p, _u32, _p,
+                                            _pu32, _pu32, _pu32]),
+        # declared in xenguest.h (xg_resume.c); libxl's
+        # libxl__domain_resume calls it with fast=1 (suspend_cancel)
+        'xc_domain_resume': (_int, [_p, _u32, _int]),
     },
     'xenforeignmemory': {
         'xenforeignmemory_open': (_p, [_p, ctypes.c_uint]),
@@ -214,6 +245,12 @@ PROTOTYPES: Dict[str, Dict[str, Tuple]] = {
         # it right after xc_domain_set_target
         'xs_set_target': (ctypes.c_bool, [_p, ctypes.c_uint,
                                           ctypes.c_uint]),
+        # libxl__build_post (introduce after a restore) and
+        # libxl__domain_resume (xs_resume_domain)
+        'xs_introduce_domain': (ctypes.c_bool, [_p, ctypes.c_uint,
+                                                ctypes.c_ulong,
+                                                ctypes.c_uint]),
+        'xs_resume_domain': (ctypes.c_bool, [_p, ctypes.c_uint]),
     },
     'c': {
         'mmap': (_p, [_p, ctypes.c_size_t, _int, _int, _int, ctypes.c_long]),
@@ -225,6 +262,7 @@ PROTOTYPES: Dict[str, Dict[str, Tuple]] = {
 #: sonames tried in order; libxenctrl's ABI is per Xen release
 SONAMES = {
     'xenctrl': ('libxenctrl.so.4.17',),
+    'xenguest': ('libxenguest.so.4.17',),
     'xenforeignmemory': ('libxenforeignmemory.so.1',),
     'xenstore': ('libxenstore.so.4', 'libxenstore.so.3.0'),
     'c': ('libc.so.6',),
@@ -232,16 +270,16 @@ SONAMES = {
 
 
 class XenLibraries:
-    """The four C libraries, bound to :data:`PROTOTYPES`.
+    """The five C libraries, bound to :data:`PROTOTYPES`.
 
     ``get_errno`` reads the errno of the last call (ctypes' private copy for
     libraries loaded with ``use_errno``).  Tests pass stand-ins.
     """
 
-    def __init__(self, xenctrl, xenforeignmemory, xenstore, c,
+    def __init__(self, xenctrl, xenforeignmemory, xenstore, c, xenguest,
                  get_errno: Callable[[], int] = ctypes.get_errno):
         self.get_errno = get_errno
-        for name, lib in (('xenctrl', xenctrl),
+        for name, lib in (('xenctrl', xenctrl), ('xenguest', xenguest),
                           ('xenforeignmemory', xenforeignmemory),
                           ('xenstore', xenstore), ('c', c)):
             for sym, (restype, argtypes) in PROTOTYPES[name].items():
@@ -281,7 +319,7 @@ class XenLibraries:
                            'libxenstore4, libxenforeignmemory1)'
                            % (name, '; '.join(failures)))
         return cls(libs['xenctrl'], libs['xenforeignmemory'],
-                   libs['xenstore'], libs['c'])
+                   libs['xenstore'], libs['c'], libs['xenguest'])
 
 
 def encode_sbdf(sbdf: str) -> int:

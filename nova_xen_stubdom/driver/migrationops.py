@@ -27,6 +27,7 @@ from nova.compute import utils as compute_utils
 from nova import exception
 from nova.i18n import _
 
+from nova_xen_stubdom.dom0 import cpu_policy
 from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.driver import exceptions as dexc
 from nova_xen_stubdom.driver import guest_config
@@ -136,7 +137,9 @@ class MigrationOps:
                                            dst_compute_info,
                                            block_migration=False,
                                            disk_over_commit=False):
-        """On the destination: room, CPU vendor, no PCI, no block copy."""
+        """On the destination: room, CPU vendor, no PCI, no block copy;
+        answers this host's HVM maximum CPU policy for the source's
+        check."""
         if block_migration:
             raise exception.MigrationPreCheckError(reason=_(
                 'block migration is not supported: live migration keeps the '
@@ -159,10 +162,13 @@ class MigrationOps:
                 'CPU vendors differ (source %(s)s, destination %(d)s): the '
                 'guest\'s CPU state cannot move') % {'s': src_vendor,
                                                      'd': dst_vendor})
+        # the most this host can offer an HVM guest; the source compares
+        # its guest's policy with it before anything is touched
+        host_policy = self._ctx.call_plugin('host_cpu_policy')
         data = md_obj.XenStubdomLiveMigrateData(
             dest_host_uuid=self._ctx.host_uuid,
             dest_free_memory=free, guest_memory=cfg.memory_mb * MiB,
-            dest_cpu_info=dst_vendor or '', block_migration=False)
+            dest_cpu_info=json.dumps(host_policy), block_migration=False)
         return data
 
     def cleanup_live_migration_destination_check(self, context,
@@ -187,7 +193,36 @@ class MigrationOps:
                 'instance %(uuid)s is %(state)s, only a running or paused '
                 'guest is live-migrated') % {'uuid': instance.uuid,
                                              'state': state})
+        self._check_cpu_policy(instance, found[1], dest_check_data)
         return dest_check_data
+
+    def _check_cpu_policy(self, instance, guest_rec: dict,
+                          dest_check_data) -> None:
+        """The destination must offer every CPU feature the guest sees
+        (XAPI: Cpuid_helpers.assert_vm_is_compatible; Xen:
+        x86_cpu_policies_are_compatible), or the move is refused here,
+        before the source is touched."""
+        try:
+            dest = json.loads(dest_check_data.dest_cpu_info or '')
+            host = cpu_policy.CpuPolicy.parse(bytes.fromhex(dest['cpuid']),
+                                              bytes.fromhex(dest['msrs']))
+        except (ValueError, TypeError, KeyError,
+                cpu_policy.PolicyError) as e:
+            raise exception.MigrationPreCheckError(reason=_(
+                'the destination sent no usable CPU policy (%s): it may run '
+                'an older driver; upgrade it first') % e)
+        got = self._ctx.call_plugin('guest_cpu_policy',
+                                    guest_vm_uuid=guest_rec['uuid'])
+        guest = cpu_policy.CpuPolicy.parse(bytes.fromhex(got['cpuid']),
+                                           bytes.fromhex(got['msrs']))
+        why = cpu_policy.incompatibilities(guest, host)
+        if why:
+            raise exception.MigrationPreCheckError(reason=_(
+                'destination host %(host)s cannot offer the CPU instance '
+                '%(uuid)s sees: %(why)s; the guest stays on %(src)s') % {
+                    'host': dest_check_data.dest_host_uuid,
+                    'uuid': instance.uuid, 'why': '; '.join(why),
+                    'src': self._ctx.host_name})
 
     # -- live migration: destination --
     def pre_live_migration(self, context, instance, block_device_info,

@@ -44,7 +44,8 @@ class XenStubdomLiveMigrateData(migrate_data.LiveMigrateData):
         'dest_free_memory': fields.IntegerField(nullable=True),
         #: guest memory (bytes) the source will send
         'guest_memory': fields.IntegerField(nullable=True),
-        #: CPU vendor/feature fingerprint of the destination
+        #: the destination's HVM maximum CPU policy, JSON {"cpuid", "msrs"}
+        #: (hex of libxc's serialised arrays: agent host_cpu_policy)
         'dest_cpu_info': fields.StringField(nullable=True),
         #: disks travel with the guest (no shared SR)
         'block_migration': fields.BooleanField(default=False),

@@ -10,12 +10,15 @@ simulation has -- ``create_domain``, ``destroy_domain``, ``set_dirty_rate``,
 ``backend.sim`` (:class:`SimControls`), beside the attributes
 ``sysfs_root`` and ``hypervisor``.
 """
+import errno
 import tempfile
 import uuid as uuidlib
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
+from nova_xen_stubdom.dom0 import cpu_policy
 from nova_xen_stubdom.dom0 import hypervisor as dom0_hypervisor
 from nova_xen_stubdom.dom0.hypervisor import DomainInfo, HypervisorBackend
+from nova_xen_stubdom.dom0.xen_libs import SAVED_HVM_PARAMS
 from nova_xen_stubdom.sim.hypervisor import Frontend, Hypervisor
 
 
@@ -145,13 +148,58 @@ class SimBackend(HypervisorBackend):
         dom.hvm_context = bytes(blob)
 
     def get_hvm_params(self, domid: int) -> Dict[int, int]:
+        """What libxc's write_hvm_params reads: its list of params, zero
+        values left out (xg_sr_save_x86_hvm.c); the event channels are the
+        host's own and do not travel."""
         self._maybe_fail('get_hvm_params')
-        return dict(self.hypervisor.domain(domid).hvm_params)
+        params = self.hypervisor.domain(domid).hvm_params
+        return {i: params[i] for i in SAVED_HVM_PARAMS if params.get(i)}
+
+    def get_hvm_param(self, domid: int, index: int) -> int:
+        self._maybe_fail('get_hvm_param')
+        return self.hypervisor.domain(domid).hvm_params.get(index, 0)
+
+    def resume_domain(self, domid: int) -> None:
+        self._maybe_fail('resume_domain')
+        self.hypervisor.resume_domain(domid)
+
+    def xs_introduce_domain(self, domid: int, store_pfn: int,
+                            store_port: int) -> None:
+        self._maybe_fail('xs_introduce_domain')
+        self.hypervisor.domain(domid)
+        self.hypervisor.xenstore.introduce(domid, store_pfn, store_port)
 
     def set_hvm_params(self, domid: int, params: Dict[int, int]) -> None:
         self._maybe_fail('set_hvm_params')
         self.hypervisor.domain(domid).hvm_params.update(
             {int(k): int(v) for k, v in params.items()})
+
+    # -- CPU policy and TSC ------------------------------------------------
+    def get_cpu_policy(self, domid: int) -> Tuple[bytes, bytes]:
+        self._maybe_fail('get_cpu_policy')
+        return self.hypervisor.domain(domid).cpu.policy.serialise()
+
+    def set_cpu_policy(self, domid: int, cpuid: bytes, msrs: bytes) -> None:
+        self._maybe_fail('set_cpu_policy')
+        try:
+            new = cpu_policy.CpuPolicy.parse(cpuid, msrs)
+        except cpu_policy.PolicyError as e:
+            raise OSError(errno.EINVAL, 'set_cpu_policy: %s' % e)
+        self.hypervisor.domain(domid).cpu.set_policy(
+            new, self.hypervisor.cpu_policy)
+
+    def host_cpu_policy(self) -> Tuple[bytes, bytes]:
+        return self.hypervisor.cpu_policy.serialise()
+
+    def get_tsc_info(self, domid: int) -> Tuple[int, int, int, int]:
+        self._maybe_fail('get_tsc_info')
+        return self.hypervisor.domain(domid).cpu.tsc_info()
+
+    def set_tsc_info(self, domid: int, mode: int, khz: int, nsec: int,
+                     incarnation: int) -> None:
+        self._maybe_fail('set_tsc_info')
+        self.hypervisor.domain(domid).cpu.set_tsc_info(
+            mode, khz, nsec, incarnation, self.hypervisor.cpu_khz)
 
     # -- xenstore (as dom0) --------------------------------------------------
     def xs_read(self, path: str) -> Optional[str]:

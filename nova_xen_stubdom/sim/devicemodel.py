@@ -31,13 +31,14 @@ The stub domain init's own channel (:mod:`nova_xen_stubdom.stubdom.channel`,
 or ``"<seq> cont"``, answered in ``.../result``) is served too.
 """
 import hashlib
-import json
 import logging
 import os
 import socket
 import struct
 import threading
 from typing import Dict, Optional
+
+from nova_xen_stubdom.sim import qemu_savevm
 
 LOG = logging.getLogger(__name__)
 DM_ARGV_SEP = '\x1b'
@@ -169,13 +170,9 @@ class Qemu:
         guest = hv.domains.get(guest_domid)
         seed = ('%s/%s' % (guest.vm_uuid if guest else guest_domid,
                            ' '.join(self.argv))).encode()
-        # device state: a description of the emulated machine plus opaque
-        # device registers (sized like a small real QEMU state)
-        meta = json.dumps({'argv': self.argv, 'vm': guest.vm_uuid
-                           if guest else ''}, sort_keys=True).encode()
-        blob = b''.join(hashlib.sha256(seed + i.to_bytes(4, 'little'))
-                        .digest() for i in range(512))
-        self.state = struct.pack('<4sI', b'QEVM', len(meta)) + meta + blob
+        # device state: QEMU's xenfv sections (sim/qemu_savevm.py), its
+        # registers depending on the guest and the command line
+        self.state = qemu_savevm.device_state(seed)
 
     def close(self):
         if self.vnc:

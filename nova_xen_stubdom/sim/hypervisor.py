@@ -20,6 +20,7 @@ import threading
 import time
 from typing import Dict, List, Optional
 
+from nova_xen_stubdom.sim import cpu as simcpu
 from nova_xen_stubdom.sim.xenstore import Xenstore
 
 LOG = logging.getLogger(__name__)
@@ -68,6 +69,8 @@ class Domain:
         self.hvm_params: Dict[int, int] = (
             {1: self.max_pfn - 1, 2: 1, 17: self.max_pfn - 2, 18: 2}
             if hvm else {})
+        #: CPU policy and TSC state (sim.cpu: Xen's per-domain policy)
+        self.cpu = simcpu.DomainCpu(hv.cpu_policy, hv.cpu_khz)
         self.console: List[str] = []
         #: what the guest prints once it first runs (see devicemodel)
         self.boot_log: List[str] = []
@@ -231,6 +234,10 @@ class Hypervisor:
             import weakref
             weakref.finalize(self, shutil.rmtree, mem_dir, True)
         self.default_dirty_rate = default_dirty_rate
+        #: the host's HVM maximum CPU policy and TSC rate (sim.cpu); a test
+        #: gives hosts of one pool different CPUs by replacing it
+        self.cpu_policy = simcpu.host_policy()
+        self.cpu_khz = simcpu.DEFAULT_KHZ
         self.lock = threading.RLock()
         self.domains: Dict[int, Domain] = {}
         self.xenstore = Xenstore()
@@ -299,6 +306,20 @@ class Hypervisor:
         dom = self.domain(domid)
         with dom.lock:
             dom.paused = True
+
+    def resume_domain(self, domid: int) -> None:
+        """XEN_DOMCTL_resumedomain (xen/common/domain.c domain_resume) after
+        libxc's fast resume (xc_domain_resume, fast=1): a domain that shut
+        down to suspend runs on, its suspend hypercall answering
+        "cancelled"; one that did not shut down is left as it is."""
+        dom = self.domain(domid)
+        with dom.lock:
+            if dom.shutdown_reason != 'suspend':
+                return
+            dom.shutdown_reason = None
+            dom.paused = False
+        dom.console.append('[sim] domain %d resumed (suspend cancelled)'
+                           % domid)
 
     def unpause(self, domid: int) -> None:
         dom = self.domain(domid)

@@ -590,6 +590,7 @@ def pool_migrate(ctx, vm, host_ref, options):
         finally:
             mem.release()
         hvm_ctx, params = old.hvm_context, dict(old.hvm_params)
+        policy, tsc = old.cpu.policy, old.cpu.tsc_info()
         teardown(ctx, vm)
         dom = boot(ctx, vm, dest, True, reason='migrate')
         view = dom.memory()
@@ -598,5 +599,9 @@ def pool_migrate(ctx, vm, host_ref, options):
         finally:
             view.release()
         dom.hvm_context, dom.hvm_params = hvm_ctx, params
+        # libxc's restore: the stream's CPU policy and TSC info
+        # (xg_sr_common_x86.c, x86_static_data_complete, handle_x86_tsc_info)
+        dom.cpu.set_policy(policy, dest.hypervisor.cpu_policy)
+        dom.cpu.set_tsc_info(*tsc, host_khz=dest.hypervisor.cpu_khz)
         dest.hypervisor.unpause(dom.domid)
         ctx.db.set('VM', vm, power_state='Running')

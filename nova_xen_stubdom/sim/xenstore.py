@@ -42,6 +42,9 @@ class Xenstore:
         self.root = _Node('', ['n0'])
         #: domid -> target domid (set_target)
         self.targets: Dict[int, int] = {}
+        #: domid -> (store pfn, event channel) of XS_INTRODUCE (xenstored
+        #: maps that ring and listens on that port; the last one counts)
+        self.introduced: Dict[int, tuple] = {}
         self._watches: List[tuple] = []
 
     # -- permissions -------------------------------------------------------
@@ -163,9 +166,15 @@ class Xenstore:
         with self.lock:
             self.targets[domid] = target
 
+    def introduce(self, domid: int, store_pfn: int, port: int) -> None:
+        with self.lock:
+            self.introduced[domid] = (store_pfn, port)
+        self._fire('@introduceDomain')
+
     def forget_domain(self, domid: int) -> None:
         with self.lock:
             self.targets.pop(domid, None)
+            self.introduced.pop(domid, None)
 
     def dump(self, path: str = '/') -> Dict[str, str]:
         """Every node below *path* -> value (for tests and debugging)."""

@@ -153,3 +153,38 @@ def test_verifier_xenstore_bug_is_why_compat_writes_it_empty(tmp_path):
     # Our reader accepts it and returns the pairs.
     info = emucore.StreamReader(out.getvalue()).verify()
     assert info.emulator_xenstore_data == {'physmap/f0000000/size': '800000'}
+
+
+def test_verifier_accepts_the_agents_export_with_cpu_policy_and_tsc(
+        tmp_path):
+    """The dom0 agent's compatible-mode export of a simulated guest carries
+    the domain's real CPU policy (xc_cpu_policy_serialise's arrays) and TSC
+    info; Xen's verifier accepts it and our reader reads them back."""
+    pytest.importorskip('dataclasses')      # the simulator (3.7+)
+    from nova_xen_stubdom.dom0 import cpu_policy
+    from nova_xen_stubdom.dom0 import saverestore
+    from nova_xen_stubdom.sim import qemu_savevm
+    from tests.unit.dom0 import migration_fixtures as mf
+    host = mf.make_host('verify', 64)
+    try:
+        dom = host.hyp.create_domain('vm-v', True, 4 << 20, 2)
+        host.set_tsc_info(dom.domid, 0, 2600000, 10 ** 9, 0)
+        out = io.BytesIO()
+        saverestore.export_domain(
+            host, dom.domid, out,
+            device_state=lambda: qemu_savevm.device_state(b'v'))
+        policy = host.get_cpu_policy(dom.domid)
+    finally:
+        host.hyp.shutdown()
+    data = out.getvalue()
+    res = run_verifier(data, tmp_path, 'export')
+    assert res.returncode == 0, res.stdout + res.stderr
+    n_leaves = len(policy[0])
+    for line in ('Libxc Record: x86 CPUID policy, length %d' % n_leaves,
+                 'Libxc Record: x86 MSR policy, length 16',
+                 'Mode 0, 2600000 kHz, '):
+        assert line in res.stdout, line
+    info = emucore.StreamReader(data).verify()
+    assert (info.cpuid_policy, info.msr_policy) == policy
+    assert 'avx2' in cpu_policy.CpuPolicy.parse(*policy).features()
+    assert info.tsc_info[1] == 2600000 and info.tsc_info[3] == 1

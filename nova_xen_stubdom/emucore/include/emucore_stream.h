@@ -121,6 +121,20 @@ struct emu_tsc_info {
     uint32_t incarnation;
     uint32_t res;
 };
+/* X86_CPUID_POLICY body: an array of xen_cpuid_leaf_t, X86_MSR_POLICY body:
+ * an array of xen_msr_entry_t (xen/include/public/arch-x86/xen.h), as
+ * xc_cpu_policy_serialise fills them; both non-empty and a whole number of
+ * entries (xg_sr_common_x86.c handle_x86_cpuid_policy / _msr_policy). */
+#define EMU_CPUID_NO_SUBLEAF 0xffffffffu
+struct emu_cpuid_leaf {
+    uint32_t leaf, subleaf;
+    uint32_t a, b, c, d;
+};
+struct emu_msr_entry {
+    uint32_t idx;
+    uint32_t flags;            /* 0 */
+    uint64_t val;
+};
 
 /* ---- our optional records (type bit 31, "NX" marker) ------------------ */
 
@@ -174,6 +188,8 @@ EMU_STATIC_ASSERT(sizeof(struct emu_rec_hdr) == 8, "record header is 8 bytes");
 EMU_STATIC_ASSERT(sizeof(struct emu_page_data_hdr) == 8, "page data head is 8 bytes");
 EMU_STATIC_ASSERT(sizeof(struct emu_hvm_param) == 16, "hvm param entry is 16 bytes");
 EMU_STATIC_ASSERT(sizeof(struct emu_tsc_info) == 24, "tsc info is 24 bytes");
+EMU_STATIC_ASSERT(sizeof(struct emu_cpuid_leaf) == 24, "cpuid leaf is 24 bytes");
+EMU_STATIC_ASSERT(sizeof(struct emu_msr_entry) == 16, "msr entry is 16 bytes");
 EMU_STATIC_ASSERT(sizeof(struct emu_emulator_hdr) == 8, "emulator head is 8 bytes");
 EMU_STATIC_ASSERT(sizeof(struct emu_zero_run) == 16, "zero run is 16 bytes");
 EMU_STATIC_ASSERT(sizeof(struct emu_batch_crc) == 8, "crc record is 8 bytes");

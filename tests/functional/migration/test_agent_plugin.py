@@ -15,6 +15,7 @@ import XenAPI
 from nova_xen_stubdom.dom0 import keywrap
 from nova_xen_stubdom.dom0 import migration_channel as wire
 from nova_xen_stubdom.sim import devicemodel, testing
+from tests import guest_memory
 
 
 @pytest.fixture
@@ -90,7 +91,8 @@ def _runtime(sim, x, host):
 
 
 def _mem(h, domid):
-    return hashlib.sha256(h.hypervisor.domain(domid).memory()).hexdigest()
+    dom = h.hypervisor.domain(domid)
+    return guest_memory.digest(dom.memory(), dom.hvm_params)
 
 
 def _fill(h, domid):

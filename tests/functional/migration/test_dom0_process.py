@@ -7,6 +7,7 @@ from tests.functional import base  # noqa: I100 (first: eventlet decision)
 import hashlib
 import os
 
+from tests import guest_memory
 from tests.functional.migration import test_live_migration as live
 
 
@@ -32,14 +33,15 @@ class TestLiveMigrationThroughPluginProcesses(base.XenStubdomTestBase):
         mem = dom.memory()
         mem[4096:4096 + 32] = hashlib.sha256(b'plugin-process').digest()
         mem.release()
-        digest = hashlib.sha256(dom.memory()).hexdigest()
+        digest = guest_memory.digest(dom.memory(), dom.hvm_params)
 
         self._start_live_migration(server)
         self._wait_migration(server, ['completed'])
         server = self._wait_for_state_change(server, 'ACTIVE')
         self.assertEqual('host2', server['OS-EXT-SRV-ATTR:host'])
         _, dom2 = self._domain(server, 'host2')
-        self.assertEqual(digest, hashlib.sha256(dom2.memory()).hexdigest())
+        self.assertEqual(digest, guest_memory.digest(dom2.memory(),
+                                                     dom2.hvm_params))
 
         # both hosts' calls went through their daemons, over their sockets
         for name in ('host1', 'host2'):

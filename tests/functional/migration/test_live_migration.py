@@ -13,9 +13,12 @@ import fixtures
 from nova import context as nova_context
 from nova import objects
 
+from nova_xen_stubdom.dom0 import cpu_policy
 from nova_xen_stubdom.dom0 import migration_target
 from nova_xen_stubdom.driver import migrationops
 from nova_xen_stubdom.sim import devicemodel
+from nova_xen_stubdom.sim import pv_drivers
+from tests import guest_memory
 from tests import waiting
 
 MiB = 1 << 20
@@ -49,7 +52,7 @@ class TestLiveMigration(base.XenStubdomTestBase):
 
     @staticmethod
     def _digest(dom):
-        return hashlib.sha256(dom.memory()).hexdigest()
+        return guest_memory.digest(dom.memory(), dom.hvm_params)
 
     def _incoming_vms(self):
         x = self.xapi()
@@ -441,6 +444,60 @@ class TestLiveMigration(base.XenStubdomTestBase):
         self.assertEqual('host2', server['OS-EXT-SRV-ATTR:host'])
         self.assertEqual([], [d for d in self.sim_host(
             'host1').hypervisor.domains if d != 0])
+        self._delete_server(server)
+
+    def test_guest_with_pv_drivers_moves_by_suspend_handshake(self):
+        """A guest whose PV drivers are loaded is asked to suspend through
+        control/shutdown, and on host2 its domain is introduced to
+        xenstored with host2's own store event channel."""
+        server = self._boot()
+        hv1, dom = self._domain(server, 'host1')
+        path = '/local/domain/%d/control/shutdown' % dom.domid
+        writes = []         # watched before the drivers' own watch fires
+        hv1.xenstore.watch(path, lambda p: writes.append(
+            hv1.xenstore.read(p)))
+        pv_drivers.load(hv1, dom.domid)
+        self._fill(dom)
+        digest = self._digest(dom)
+        self._start_live_migration(server)
+        self._wait_migration(server, ['completed'])
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        self.assertEqual('host2', server['OS-EXT-SRV-ATTR:host'])
+        self.assertEqual(['suspend', ''], [w for w in writes if w is not None])
+        hv2, dom2 = self._domain(server, 'host2')
+        self.assertFalse(dom2.paused)
+        self.assertEqual(digest, self._digest(dom2))
+        self.assertEqual((dom2.hvm_params[1], dom2.hvm_params[2]),
+                         hv2.xenstore.introduced[dom2.domid])
+        self._delete_server(server)
+
+    def test_destination_lacking_cpu_features_is_refused(self):
+        """host2's CPU lacks two features the guest sees: the pre-check
+        refuses, naming them, before host1's guest is touched."""
+        server = self._boot()
+        hv1, dom = self._domain(server, 'host1')
+        hv2 = self.sim_host('host2').hypervisor
+        guest = dom.cpu.policy
+        hv2.cpu_policy = cpu_policy.build(
+            guest.vendor, [f for f in guest.features()
+                           if f not in ('avx2', 'avx512f')])
+        ops = self.computes_by_name['host1'].manager.driver._migrationops
+        with mock.patch.object(
+                ops, '_check_cpu_policy',
+                wraps=ops._check_cpu_policy) as check:
+            self._start_live_migration(server)
+            self._wait_migration(server, ['error'])
+        self.assertEqual(1, check.call_count)
+        with self.assertRaisesRegex(
+                Exception, 'cannot offer the CPU instance %s sees: '
+                           'features avx2 avx512f' % server['id']):
+            ops._check_cpu_policy(*check.call_args[0])
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        self.assertEqual('host1', server['OS-EXT-SRV-ATTR:host'])
+        self.assertFalse(dom.paused)
+        self.assertFalse(dom.logdirty)
+        self.assertEqual([], [d for d in hv2.domains if d != 0])
+        self.assertEqual([], self._incoming_vms())
         self._delete_server(server)
 
     def test_pci_guest_is_refused(self):

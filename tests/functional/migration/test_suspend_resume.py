@@ -10,6 +10,7 @@ from nova.compute import power_state
 
 from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.sim import devicemodel
+from tests import guest_memory
 
 #: a byte inside the image's authenticated preamble (domain description)
 OFFSET = 200
@@ -47,7 +48,7 @@ class TestSuspendResume(base.XenStubdomTestBase):
         server = self._create_server(flavor_id=self.flavor, networks='none')
         hv, dom = self._guest_domain(server)
         self._fill(dom)
-        digest = hashlib.sha256(dom.memory()).hexdigest()
+        digest = guest_memory.digest(dom.memory(), dom.hvm_params)
         qemu = devicemodel.device_state(hv, dom.domid)
 
         server = self._suspend(server)
@@ -72,7 +73,8 @@ class TestSuspendResume(base.XenStubdomTestBase):
                               if v['name_label'].endswith('-suspend')])
         hv, dom = self._guest_domain(server)
         self.assertFalse(dom.paused)
-        self.assertEqual(digest, hashlib.sha256(dom.memory()).hexdigest())
+        self.assertEqual(digest, guest_memory.digest(dom.memory(),
+                                                     dom.hvm_params))
         self.assertEqual(qemu, devicemodel.device_state(hv, dom.domid))
         self._delete_server(server)
 

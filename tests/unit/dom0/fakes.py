@@ -65,6 +65,31 @@ class FakeBackend(NoVdisNoPci, DictXenstore, backend.HypervisorBackend):
     def set_hvm_params(self, domid, params):
         raise NotImplementedError
 
+    def get_cpu_policy(self, domid):
+        raise NotImplementedError
+
+    def set_cpu_policy(self, domid, cpuid, msrs):
+        raise NotImplementedError
+
+    def host_cpu_policy(self):
+        raise NotImplementedError
+
+    def get_tsc_info(self, domid):
+        raise NotImplementedError
+
+    def set_tsc_info(self, domid, mode, khz, nsec, incarnation):
+        raise NotImplementedError
+
+    def get_hvm_param(self, domid, index):
+        raise NotImplementedError
+
+    def resume_domain(self, domid):
+        raise NotImplementedError
+
+    def xs_introduce_domain(self, domid, store_pfn, store_port):
+        self.calls.append(('xs_introduce_domain', domid, store_pfn,
+                           store_port))
+
     def read_console(self, domid):
         return self.consoles.get(domid, '')
 

@@ -16,7 +16,9 @@ import struct
 import threading
 from typing import Dict, Optional
 
+from nova_xen_stubdom.dom0 import cpu_policy as cp
 from nova_xen_stubdom.dom0 import hypervisor as hv
+from nova_xen_stubdom.dom0.xen_libs import SAVED_HVM_PARAMS
 from tests.unit.dom0.dict_xenstore import DictXenstore
 from tests.unit.dom0.no_pci import NoVdisNoPci
 
@@ -29,10 +31,19 @@ def _record(typecode: int, instance: int, body: bytes) -> bytes:
     return struct.pack('<HHI', typecode, instance, len(body)) + body
 
 
+#: the stand-in host's HVM maximum CPU policy (the simulator's is richer)
+HOST_FEATURES = ['fpu', 'tsc', 'sse2', 'sse4_2', 'avx', 'avx2', 'lm', 'nx']
+
+
 class MemDomain:
     def __init__(self, domid: int, vm_uuid: str, hvm: bool,
-                 memory_bytes: int, vcpus: int) -> None:
+                 memory_bytes: int, vcpus: int,
+                 cpu_policy: 'cp.CpuPolicy' = None) -> None:
         self.domid = domid
+        #: serialised (cpuid, msrs) and (mode, khz, nsec, incarnation)
+        self.cpu = (cpu_policy or cp.build('GenuineIntel',
+                                           HOST_FEATURES)).serialise()
+        self.tsc = (0, 2600000, 0, 0)
         self.vm_uuid = vm_uuid
         self.hvm = hvm
         self.max_pfn = max(1, memory_bytes // PAGE)
@@ -74,6 +85,7 @@ class MemHypervisor:
     def __init__(self, name: str) -> None:
         self.name = name
         self.domains = {0: MemDomain(0, '', False, PAGE, 1)}
+        self.cpu_policy = cp.build('GenuineIntel', HOST_FEATURES)
         self._next = 1
         self.lock = threading.Lock()
 
@@ -82,7 +94,8 @@ class MemHypervisor:
         with self.lock:
             domid, self._next = self._next, self._next + 1
             dom = self.domains[domid] = MemDomain(domid, vm_uuid, hvm,
-                                                  memory_bytes, vcpus)
+                                                  memory_bytes, vcpus,
+                                                  self.cpu_policy)
         return dom
 
     def destroy_domain(self, domid: int) -> None:
@@ -163,11 +176,38 @@ class MemBackend(NoVdisNoPci, DictXenstore, hv.HypervisorBackend):
         self.hyp.domain(domid).hvm_context = bytes(blob)
 
     def get_hvm_params(self, domid):
-        return dict(self.hyp.domain(domid).hvm_params)
+        params = self.hyp.domain(domid).hvm_params     # as SimBackend's
+        return {i: params[i] for i in SAVED_HVM_PARAMS if params.get(i)}
 
     def set_hvm_params(self, domid, params):
         self.hyp.domain(domid).hvm_params.update(
             {int(k): int(v) for k, v in params.items()})
+
+    def get_hvm_param(self, domid, index):
+        return self.hyp.domain(domid).hvm_params.get(index, 0)
+
+    def resume_domain(self, domid):
+        # no guest here suspends itself (no PV drivers): nothing to resume
+        raise NotImplementedError
+
+    def xs_introduce_domain(self, domid, store_pfn, store_port):
+        self.hyp.domain(domid).introduced = (store_pfn, store_port)
+
+    def get_cpu_policy(self, domid):
+        return self.hyp.domain(domid).cpu
+
+    def set_cpu_policy(self, domid, cpuid, msrs):
+        cp.CpuPolicy.parse(cpuid, msrs)     # Xen refuses a malformed one
+        self.hyp.domain(domid).cpu = (bytes(cpuid), bytes(msrs))
+
+    def host_cpu_policy(self):
+        return self.hyp.cpu_policy.serialise()
+
+    def get_tsc_info(self, domid):
+        return self.hyp.domain(domid).tsc
+
+    def set_tsc_info(self, domid, mode, khz, nsec, incarnation):
+        self.hyp.domain(domid).tsc = (mode, khz, nsec, incarnation + 1)
 
     def attach_disk(self, domid, path, devid):
         raise NotImplementedError

@@ -68,9 +68,11 @@ def fill(backend: HvBackend, domid: int, seed: int = 1,
     del mem
 
 
-def digest(backend: HvBackend, domid: int) -> bytes:
-    import hashlib
-    return hashlib.sha256(backend.hyp.domain(domid).memory()).digest()
+def digest(backend: HvBackend, domid: int) -> str:
+    """The guest's memory as tests.guest_memory compares it."""
+    from tests import guest_memory
+    return guest_memory.digest(backend.hyp.domain(domid).memory(),
+                               backend.get_hvm_params(domid))
 
 
 class Proxy:

@@ -5,14 +5,16 @@ import threading
 
 import pytest
 
+from nova_xen_stubdom.dom0 import cpu_policy
 from nova_xen_stubdom.dom0 import live_migration as migration
 from nova_xen_stubdom.dom0 import migration_target
 from nova_xen_stubdom.dom0 import migration_channel as wire
+from nova_xen_stubdom.sim import qemu_savevm
 from tests import waiting
 from tests.unit.dom0 import migration_fixtures as mf
 
 MB = 1 << 20
-DEV = b'DEVICE-STATE' * 100
+DEV = qemu_savevm.device_state(b'unit')  # QEMU xenfv's shape
 
 
 class Pair:
@@ -181,6 +183,35 @@ def test_destination_out_of_memory(pair):
     with pytest.raises(migration.MigrationError, match='100 MiB free'):
         pair.source(target.port).run()
     pair.assert_source_running_dest_clean(target)
+
+
+def test_destination_lacking_cpu_features_refuses_before_pause(pair):
+    """The stream's X86_CPUID_POLICY is checked against the destination's
+    HVM maximum before a domain is made there: the guest never pauses."""
+    guest = cpu_policy.CpuPolicy.parse(*pair.src.get_cpu_policy(pair.domid))
+    assert 'avx2' in guest.features()
+    pair.dst.hyp.cpu_policy = cpu_policy.build(
+        guest.vendor, [f for f in guest.features()
+                       if f not in ('avx2', 'lm')])
+    target = pair.target()
+    with pytest.raises(migration.MigrationError,
+                       match='cannot offer the CPU the guest sees: '
+                             'features avx2 lm'):
+        pair.source(target.port).run()
+    pair.assert_source_running_dest_clean(target)
+
+
+def test_cpu_policy_and_tsc_arrive_with_the_guest(pair):
+    pair.src.set_tsc_info(pair.domid, 2, 2600000, 5 * 10 ** 9, 4)
+    policy = pair.src.get_cpu_policy(pair.domid)
+    target = pair.target()
+    pair.source(target.port).run()
+    res = target.wait(10)
+    assert res.state == 'running'
+    assert pair.dst.get_cpu_policy(res.domid) == policy
+    mode, khz, nsec, inc = pair.dst.get_tsc_info(res.domid)
+    # tsc_set_info stores incarnation + 1 (source had 5 after its own set)
+    assert (mode, khz, inc) == (2, 2600000, 6) and nsec >= 5 * 10 ** 9
 
 
 def test_destination_agent_killed(pair):

@@ -3,13 +3,16 @@ import io
 
 import pytest
 
+from nova_xen_stubdom import emucore
+from nova_xen_stubdom.dom0 import cpu_policy
 from nova_xen_stubdom.dom0 import migration_channel as wire
 from nova_xen_stubdom.dom0 import saverestore
+from nova_xen_stubdom.sim import qemu_savevm
 from tests import xen_verifier
 from tests.unit.dom0 import migration_fixtures as mf
 
 MB = 1 << 20
-DEVICE_STATE = b'QEVM' + bytes(range(256)) * 40
+DEVICE_STATE = qemu_savevm.device_state(b'unit')  # QEMU xenfv's shape
 
 
 @pytest.fixture
@@ -24,7 +27,7 @@ def _guest(backend, uuid='vm-a', size=8 * MB, seed=3):
     dom = backend.hyp.create_domain(uuid, True, size, 2)
     backend.unpause(dom.domid)
     mf.fill(backend, dom.domid, seed=seed)
-    backend.set_hvm_params(dom.domid, {2: 0xfeffc, 12: 7})
+    backend.set_hvm_params(dom.domid, {1: 0xfeffc, 12: 7})
     return dom.domid
 
 
@@ -52,8 +55,42 @@ def test_round_trip_restores_memory_cpu_and_device_state(hosts):
     assert got.xenstore == {'physmap/1': 'f0'}
     assert dst.get_hvm_context(target) == src.get_hvm_context(domid)
     # as with xc_hvm_param_set, restored params overwrite; others keep theirs
-    assert {2: 0xfeffc, 12: 7}.items() <= dst.get_hvm_params(target).items()
+    assert {1: 0xfeffc, 12: 7}.items() <= dst.get_hvm_params(target).items()
     assert dst.domain_info(target).paused
+
+
+def test_cpu_policy_and_tsc_travel_in_the_image(hosts):
+    src, dst = hosts
+    key = wire.new_key()
+    domid = _guest(src)
+    src.set_tsc_info(domid, 1, 2600000, 7 * 10 ** 9, 2)
+    policy = src.get_cpu_policy(domid)
+    buf, _ = _save(src, domid, key)
+    res = emucore.StreamReader(buf.getvalue(), key).verify()
+    assert (res.cpuid_policy, res.msr_policy) == policy
+    assert res.tsc_info[0] == 1 and res.tsc_info[3] == 3
+    target = dst.hyp.create_domain('vm-a', True, 8 * MB, 2).domid
+    saverestore.restore_domain(dst, target, buf, key)
+    assert dst.get_cpu_policy(target) == policy
+    mode, _, nsec, inc = dst.get_tsc_info(target)
+    assert (mode, inc) == (1, 4) and nsec >= 7 * 10 ** 9
+
+
+def test_restore_on_a_host_lacking_features_writes_nothing(hosts):
+    src, dst = hosts
+    key = wire.new_key()
+    domid = _guest(src)
+    buf, _ = _save(src, domid, key)
+    guest = cpu_policy.CpuPolicy.parse(*src.get_cpu_policy(domid))
+    dst.hyp.cpu_policy = cpu_policy.build(
+        guest.vendor, [f for f in guest.features() if f != 'avx'])
+    target = dst.hyp.create_domain('vm-a', True, 8 * MB, 2).domid
+    before = mf.digest(dst, target)
+    with pytest.raises(saverestore.ImageError,
+                       match='cannot offer the CPU the guest sees: '
+                             'features avx$'):
+        saverestore.restore_domain(dst, target, buf, key)
+    assert mf.digest(dst, target) == before
 
 
 def test_round_trip_through_a_file(hosts, tmp_path):

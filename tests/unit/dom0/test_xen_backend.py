@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 
+from nova_xen_stubdom.dom0 import cpu_policy
 from nova_xen_stubdom.dom0 import hypervisor as backend_mod
 from nova_xen_stubdom.dom0 import errors
 from nova_xen_stubdom.dom0 import xen_backend as xb
@@ -216,6 +217,50 @@ def test_hvm_params(be, xen):
     assert asked == list(xl.SAVED_HVM_PARAMS)
     be.set_hvm_params(6, {'9': '3', 1: 1 << 33})
     assert xen.params[(6, 9)] == 3 and xen.params[(6, 1)] == 1 << 33
+
+
+# -- CPU policy and TSC ------------------------------------------------------
+def test_cpu_policy_get_set_and_host_max(be, xen):
+    pol = cpu_policy.build('GenuineIntel', ['fpu', 'sse2', 'avx2'])
+    xen.cpu_policies[5] = pol.serialise()
+    assert be.get_cpu_policy(5) == pol.serialise()
+    xen.system_policies[xl.XEN_SYSCTL_cpu_policy_hvm_max] = pol.serialise()
+    assert be.host_cpu_policy() == pol.serialise()
+    assert xen.policy_objs == {}            # every handle destroyed
+    be.set_cpu_policy(6, *pol.serialise())
+    assert xen.cpu_policies[6] == pol.serialise()
+    call = [c for c in xen.calls if c[0] == 'xc_set_domain_cpu_policy'][0]
+    assert call[3] == len(pol.leaves) and call[5] == 1
+
+
+def test_cpu_policy_refusal_names_xens_error_leaf(be, xen):
+    xen.fail['xc_set_domain_cpu_policy'] = errno.EINVAL
+    with pytest.raises(errors.HypervisorCallFailed) as exc:
+        be.set_cpu_policy(6, *cpu_policy.build('GenuineIntel',
+                                               []).serialise())
+    assert 'domain 6: leaf 0xffffffff' in str(exc.value)
+    assert 'Invalid argument' in str(exc.value)
+
+
+def test_tsc_info_round_trip(be, xen):
+    xen.tsc[5] = (0, 123456789, 2600000, 3)
+    assert be.get_tsc_info(5) == (0, 2600000, 123456789, 3)
+    be.set_tsc_info(6, 2, 2600000, 42, 3)
+    assert xen.tsc[6] == (2, 42, 2600000, 4)
+    with pytest.raises(KeyError):
+        be.get_tsc_info(9)
+
+
+def test_pv_suspend_primitives(be, xen):
+    xen.params[(5, 0)] = 1 << 56
+    assert be.get_hvm_param(5, 0) == 1 << 56
+    be.resume_domain(5)
+    assert xen.resumed == [('xc', 5, 1), ('xs', 5)]     # fast, as libxl
+    be.xs_introduce_domain(6, 0xfeffc, 7)
+    assert xen.introduced[6] == (0xfeffc, 7)
+    xen.fail['xs_introduce_domain'] = errno.EINVAL
+    with pytest.raises(errors.HypervisorCallFailed, match='pfn 0x1 port 2'):
+        be.xs_introduce_domain(6, 1, 2)
 
 
 # -- xenstore -----------------------------------------------------------------
@@ -450,7 +495,7 @@ def test_missing_symbol_is_clear(xen):
     class Lib:
         pass
     with pytest.raises(errors.XenUnavailable) as exc:
-        xl.XenLibraries(Lib(), Lib(), Lib(), Lib())
+        xl.XenLibraries(Lib(), Lib(), Lib(), Lib(), Lib())
     assert 'has no symbol' in str(exc.value)
 
 

@@ -41,6 +41,15 @@ SCALARS = [
 #: (symbol, argument index or -1 for the result) -> C type
 POINTER_TYPES = {
     ('xc_interface_open', -1): 'xc_interface *',
+    ('xc_cpu_policy_init', -1): 'xc_cpu_policy_t *',
+    ('xc_cpu_policy_destroy', 0): 'xc_cpu_policy_t *',
+    ('xc_cpu_policy_get_domain', 2): 'xc_cpu_policy_t *',
+    ('xc_cpu_policy_get_system', 2): 'xc_cpu_policy_t *',
+    ('xc_cpu_policy_serialise', 1): 'const xc_cpu_policy_t *',
+    ('xc_cpu_policy_serialise', 2): 'xen_cpuid_leaf_t *',
+    ('xc_cpu_policy_serialise', 4): 'xen_msr_entry_t *',
+    ('xc_set_domain_cpu_policy', 3): 'xen_cpuid_leaf_t *',
+    ('xc_set_domain_cpu_policy', 5): 'xen_msr_entry_t *',
     ('xc_interface_open', 0): 'xentoollog_logger *',
     ('xc_interface_open', 1): 'xentoollog_logger *',
     ('xc_domain_hvm_getcontext', 2): 'uint8_t *',
@@ -102,7 +111,8 @@ def generate_c() -> str:
     lines = ['#include <stdbool.h>', '#include <stddef.h>',
              '#include <stdint.h>', '#include <stdlib.h>',
              '#include <sys/mman.h>', '#include <xenctrl.h>',
-             '#include <xenforeignmemory.h>', '#include <xenstore.h>', '']
+             '#include <xenforeignmemory.h>', '#include <xenstore.h>',
+             '#include <xenguest.h>', '']
     # exported by libxenctrl but declared only in Xen's private
     # tools/libs/ctrl/xc_private.h (4.17), transcribed here
     lines += ['int xc_get_pfn_type_batch(xc_interface *xch, uint32_t dom,'

@@ -81,6 +81,13 @@ class FakeXen:
         self.allocs = {}        # address -> python buffer (until free())
         self.hbufs = {}         # address -> buffer (hypercall pages)
         self.freed = []
+        #: serialised (cpuid, msrs) per domid, and index -> system policy
+        self.cpu_policies = {}
+        self.system_policies = {}
+        self.policy_objs = {}   # xc_cpu_policy_t handles alive
+        self.tsc = {}           # domid -> (mode, nsec, khz, incarnation)
+        self.introduced = {}    # domid -> (store mfn, port)
+        self.resumed = []
         self.add_domain(0, hvm=False, max_gpfn=0, vcpus=4)
 
     def add_domain(self, domid, *, hvm=True, max_gpfn=15, vcpus=1,
@@ -95,6 +102,7 @@ class FakeXen:
         return xl.XenLibraries(FakeLib('xenctrl', self),
                                FakeLib('xenforeignmemory', self),
                                FakeLib('xenstore', self), FakeLib('c', self),
+                               FakeLib('xenguest', self),
                                get_errno=lambda: self.errno)
 
     def names(self, prefix=''):
@@ -212,6 +220,59 @@ class FakeXen:
         self.params[(domid, param)] = value
         return 0
 
+    def xc_domain_get_tsc_info(self, xch, domid, mode, nsec, khz, inc):
+        if domid not in self.tsc:
+            return self._err(errno.ESRCH)
+        mode[0], nsec[0], khz[0], inc[0] = self.tsc[domid]
+        return 0
+
+    def xc_domain_set_tsc_info(self, xch, domid, mode, nsec, khz, inc):
+        self.tsc[domid] = (mode, nsec, khz, inc + 1)   # tsc_set_info
+        return 0
+
+    # -- libxenguest ---------------------------------------------------------
+    POLICY_SIZE = (64, 8)       # what xc_cpu_policy_get_size reports
+
+    def xc_cpu_policy_get_size(self, xch, nr_leaves, nr_msrs):
+        nr_leaves[0], nr_msrs[0] = self.POLICY_SIZE
+        return 0
+
+    def xc_cpu_policy_init(self):
+        handle = 0x5000 + len(self.policy_objs) * 16
+        self.policy_objs[handle] = None
+        return handle
+
+    def xc_cpu_policy_destroy(self, policy):
+        self.policy_objs.pop(policy)
+
+    def xc_cpu_policy_get_domain(self, xch, domid, policy):
+        if domid not in self.cpu_policies:
+            return self._err(errno.ESRCH)
+        self.policy_objs[policy] = self.cpu_policies[domid]
+        return 0
+
+    def xc_cpu_policy_get_system(self, xch, index, policy):
+        if index not in self.system_policies:
+            return self._err(errno.EOPNOTSUPP)
+        self.policy_objs[policy] = self.system_policies[index]
+        return 0
+
+    def xc_cpu_policy_serialise(self, xch, policy, leaves, nr_leaves, msrs,
+                                nr_msrs):
+        cpuid, msr = self.policy_objs[policy]
+        if len(cpuid) > nr_leaves[0] * 24 or len(msr) > nr_msrs[0] * 16:
+            return self._err(errno.ENOBUFS)
+        ctypes.memmove(leaves, cpuid, len(cpuid))
+        ctypes.memmove(msrs, msr, len(msr))
+        nr_leaves[0], nr_msrs[0] = len(cpuid) // 24, len(msr) // 16
+        return 0
+
+    def xc_set_domain_cpu_policy(self, xch, domid, nr_l, leaves, nr_m, msrs,
+                                 err_leaf, err_subleaf, err_msr):
+        self.cpu_policies[domid] = (ctypes.string_at(leaves, nr_l * 24),
+                                    ctypes.string_at(msrs, nr_m * 16))
+        return 0
+
     def xc_domain_iomem_permission(self, xch, domid, first, nr, allow):
         return 0
 
@@ -320,6 +381,18 @@ class FakeXen:
         self.targets = getattr(self, 'targets', {})
         self.targets[domid] = target
         return True
+
+    def xs_introduce_domain(self, xsh, domid, mfn, port):
+        self.introduced[domid] = (mfn, port)
+        return True
+
+    def xs_resume_domain(self, xsh, domid):
+        self.resumed.append(('xs', domid))
+        return True
+
+    def xc_domain_resume(self, xch, domid, fast):
+        self.resumed.append(('xc', domid, fast))
+        return 0
 
     def xs_set_permissions(self, xsh, t, path, perms, num):
         self.perms[path.decode()] = [(perms[i].id, perms[i].perms)

@@ -14,9 +14,11 @@ fidelity.check_calls([])
 # defaults the Nova side's options and the dom0 payload read alike, and
 # dom0/keywrap.py, the format of a wrapped key argument (the driver wraps,
 # the daemon unwraps: one implementation of a protocol, not a way around
-# XAPI)
+# XAPI), and dom0/cpu_policy.py, libxc's serialised CPU policy and the
+# compatibility rule (the driver's pre-check and the destination agent
+# apply the same one to what the agents answer)
 shared = {'nova_xen_stubdom.dom0', 'nova_xen_stubdom.dom0.constants',
-          'nova_xen_stubdom.dom0.keywrap'}
+          'nova_xen_stubdom.dom0.keywrap', 'nova_xen_stubdom.dom0.cpu_policy'}
 bad = sorted(m for m in sys.modules
              if m.startswith(('nova_xen_stubdom.sim',
                               'nova_xen_stubdom.dom0')) and m not in shared)
