@@ -416,28 +416,36 @@ def _stop_device_model(host, domid: int, vm_uuid: str) -> None:
 
 # -- consoles -----------------------------------------------------------------
 def create_console(ctx, vm, host, domid, hvm) -> None:
-    """The console record XAPI makes from xenopsd's ``VM.stat`` consoles
+    """The console records XAPI makes from xenopsd's ``VM.stat`` consoles
     (xen-api ``ocaml/xapi/xapi_xenops.ml`` ``update_vm``, "consoles"):
     protocol, ``location = https://<host address>/console?uuid=<uuid>``
     and an empty ``other_config`` (its ``port`` is a database-only field,
     not in the API).  An HVM guest's rfb console is the device model's VNC
     socket in dom0 (``/var/run/xen/vnc-<domid>``), which only XAPI's
-    console proxy reaches."""
+    console proxy reaches.  A PV VM's consoles are vncterm's
+    (``ocaml/xenopsd/xc/service.ml`` ``PV_Vnc.start``: ``-T`` and ``-v``
+    write ``console/tc-port`` and ``vnc-port``, so ``get_state`` lists
+    ``vt100`` and ``rfb``); xenopsd starts vncterm unless the VM's
+    ``other_config`` has ``disable_pv_vnc`` (``xapi_xenops.ml``
+    ``vncterm``), and then there is none."""
     from nova_xen_stubdom.sim import devicemodel
     db = ctx.db
     if hvm:
         if devicemodel.vnc_socket(host.hypervisor, domid) is None and \
                 devicemodel.vnc_endpoint(host.hypervisor, domid) is None:
             return      # no device model with a display: no console
-        protocol = 'rfb'
+        protocols = ['rfb']
+    elif 'disable_pv_vnc' in db.get('VM', vm)['other_config']:
+        return          # no vncterm: no console
     else:
-        protocol = 'vt100'
-    ref = db.create('console', {'VM': vm, 'protocol': protocol,
-                                'other_config': {}})
-    uuid = db.get('console', ref)['uuid']
-    db.set('console', ref, location='https://%s/console?uuid=%s'
-           % (host.address, uuid))
-    db.link('VM', vm, 'consoles', ref)
+        protocols = ['rfb', 'vt100']
+    for protocol in protocols:
+        ref = db.create('console', {'VM': vm, 'protocol': protocol,
+                                    'other_config': {}})
+        uuid = db.get('console', ref)['uuid']
+        db.set('console', ref, location='https://%s/console?uuid=%s'
+               % (host.address, uuid))
+        db.link('VM', vm, 'consoles', ref)
 
 
 def destroy_consoles(ctx, vm) -> None:

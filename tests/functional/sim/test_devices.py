@@ -242,3 +242,25 @@ def test_vbd_hotplug_rules_on_hvm_guest(sim, x):
         for vbd in x.VM.get_VBDs(v):
             x.VBD.destroy(vbd)
         x.VM.destroy(v)
+
+
+def test_pv_vm_consoles_come_from_vncterm(sim, x):
+    """xen-api ocaml/xapi/xapi_xenops.ml (PV boot record: ``vncterm = not
+    other_config:disable_pv_vnc``) and ocaml/xenopsd/xc/service.ml
+    ``PV_Vnc.start`` (vncterm ``-T -v 127.0.0.1:1`` writes ``console/
+    vnc-port`` and ``tc-port``): a running PV VM lists an ``rfb`` and a
+    ``vt100`` console (xenops_server_xen.ml ``get_state``); with
+    ``disable_pv_vnc`` xenopsd starts no vncterm and XAPI lists none."""
+    plain = x.VM.create(testing.vm_record('pv', hvm=False))
+    quiet = x.VM.create(testing.vm_record(
+        'quiet', hvm=False, other_config={'disable_pv_vnc': 'true'}))
+    for vm in (plain, quiet):
+        x.VM.start(vm, False, False)
+    protocols = sorted(x.console.get_protocol(c)
+                       for c in x.VM.get_consoles(plain))
+    assert protocols == ['rfb', 'vt100']
+    assert x.VM.get_consoles(quiet) == []
+    for vm in (plain, quiet):
+        x.VM.hard_shutdown(vm)
+        assert x.VM.get_consoles(vm) == []
+        x.VM.destroy(vm)
