@@ -71,8 +71,16 @@ MESSAGE_ERRORS = {
     'VDI.introduce': frozenset({'LOCATION_NOT_UNIQUE', 'SR_HAS_NO_PBDS',
                                 'SR_BACKEND_FAILURE'}),
     'VDI.destroy': frozenset({'SR_OPERATION_NOT_SUPPORTED'}),
+    # xapi_vbd.ml plug; xapi_vbd_helpers.ml valid_operations
+    # (sim/vbd_rules.py) for the rest
     'VBD.plug': frozenset({'SR_NOT_ATTACHED',
-                           'DISK_VBD_MUST_BE_READWRITE_FOR_HVM'}),
+                           'DISK_VBD_MUST_BE_READWRITE_FOR_HVM',
+                           'VM_MISSING_PV_DRIVERS', 'VDI_NOT_MANAGED'}),
+    'VBD.unplug': frozenset({'VM_MISSING_PV_DRIVERS', 'VBD_NOT_UNPLUGGABLE',
+                             'VDI_NOT_MANAGED'}),
+    'VBD.unplug_force': frozenset({'VM_MISSING_PV_DRIVERS',
+                                   'VBD_NOT_UNPLUGGABLE',
+                                   'VDI_NOT_MANAGED'}),
     # xapi_vbd.ml create
     'VBD.create': frozenset({'VBD_CDS_MUST_BE_READONLY'}),
     # xapi_vif_helpers.ml valid_operations / create (sim/vif_rules.py)

@@ -12,6 +12,8 @@ OC_ROLE = 'nova_xen_stubdom_role'
 OC_STUBDOM = 'nova_xen_stubdom_stubdom'
 #: on the stubdom VM: uuid of the guest VM it serves
 OC_TARGET = 'nova_xen_stubdom_target'
+#: XAPI's own key: xenopsd starts no vncterm for a PV VM that has it
+OC_DISABLE_PV_VNC = 'disable_pv_vnc'
 #: on stubdom VBDs/VIFs: uuid of the guest VBD/VIF they mirror
 OC_MIRROR_OF = 'nova_xen_stubdom_mirror_of'
 #: on a guest VIF: the Neutron port id it carries (interface detach

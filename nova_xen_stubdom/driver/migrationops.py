@@ -288,7 +288,6 @@ class MigrationOps:
         built.stubdom = stub
         stub_uuid = self._call('VM.get_uuid', stub)
         self._call('VM.add_to_other_config', guest, dc.OC_STUBDOM, stub_uuid)
-        self._call('VM.add_to_platform', guest, 'stubdom', stub_uuid)
         # the same disks as the source guest (the pool's SR)
         for vbd in source_rec.get('VBDs') or []:
             vrec = self._call('VBD.get_record', vbd)
@@ -851,8 +850,6 @@ class MigrationOps:
                 built.stubdom = stub
                 stub_uuid = self._call('VM.get_uuid', stub)
                 self._call('VM.add_to_other_config', guest, dc.OC_STUBDOM,
-                           stub_uuid)
-                self._call('VM.add_to_platform', guest, 'stubdom',
                            stub_uuid)
                 for disk, userdevice in cfg.disks():
                     self._vmops.attach_disk(built, disks[disk], disk,

@@ -150,7 +150,6 @@ class RescueOps:
         stub_uuid = self._call('VM.get_uuid', rescue.stubdom)
         self._call('VM.add_to_other_config', rescue.guest, dc.OC_STUBDOM,
                    stub_uuid)
-        self._call('VM.add_to_platform', rescue.guest, 'stubdom', stub_uuid)
         self._vmops.attach_disk(rescue, vdi, RESCUE_DISK, 0, do)
         self._vmops.attach_disk(rescue, root, 'root',
                                 ORIGINAL_ROOT_USERDEVICE, do)

@@ -48,9 +48,9 @@ from nova.i18n import _
 
 from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.driver import exceptions as dexc
+from nova_xen_stubdom.driver import hotplug
 from nova_xen_stubdom.driver import vmops as vmops_mod
 from nova_xen_stubdom.driver import volumeutils
-from nova_xen_stubdom.xapi import constants as xc
 from nova_xen_stubdom.xapi import errors as xapi_errors
 
 LOG = logging.getLogger(__name__)
@@ -140,10 +140,9 @@ class InterfaceOps:
             try:
                 self._vmops.attach_nic(made, vif, net_ref, device, do)
                 guest_vif = made.vifs[0]
-                hot = self._vmops._power_state(built.guest) == \
-                    xc.POWER_STATE_RUNNING and 'plug' in do(
-                        'VIF.get_allowed_operations', self._call,
-                        'VIF.get_allowed_operations', guest_vif)
+                hot = do('VIF.get_allowed_operations', hotplug.can_plug,
+                         self._call, 'VIF', guest_vif,
+                         self._vmops._power_state(built.guest))
                 if hot:
                     do('VIF.plug (guest PV NIC)', self._call, 'VIF.plug',
                        guest_vif)
@@ -172,26 +171,6 @@ class InterfaceOps:
             volumeutils.unplug_and_destroy(self._call, 'VIF', ref, instance)
 
     # -- detach -------------------------------------------------------------
-    def _unplug_refusal(self, vif: str) -> Optional[str]:
-        """Why XAPI would refuse to unplug attached *vif*, or None."""
-        try:
-            rec = self._call('VIF.get_record', vif)
-        except xapi_errors.HandleInvalid:
-            return None
-        if not rec['currently_attached'] or 'unplug' in \
-                rec['allowed_operations']:
-            return None
-        vm = rec['VM']
-        state = self._vmops._power_state(vm)
-        if state != xc.POWER_STATE_RUNNING:
-            return _('the guest is %s; XAPI unplugs a VIF only from a '
-                     'running VM (unpause or stop the server first)') % (
-                         (state or 'gone').lower())
-        return _('XAPI will not unplug a NIC from this running HVM guest: '
-                 'it does not claim PV drivers with VIF hot-plug '
-                 '(VM_MISSING_PV_DRIVERS / can_use_hotplug_vif); stop the '
-                 'server first')
-
     def detach_interface(self, instance, vif) -> None:
         """Unplug and destroy the NIC's two VIFs (refused, unchanged, where
         XAPI cannot unplug the guest's)."""
@@ -204,7 +183,8 @@ class InterfaceOps:
                 return
             vifs = [v for v in (guest_vif, mirror) if v]
             for ref in vifs:
-                reason = self._unplug_refusal(ref)
+                reason = hotplug.unplug_refusal(
+                    self._call, self._vmops._power_state, 'VIF', ref)
                 if reason:
                     raise InterfaceOpRefused(op='detach', uuid=instance.uuid,
                                              reason=reason)

@@ -79,6 +79,10 @@ def stubdom_record(instance, cfg: gconf.GuestConfig, host_ref: str,
                          dc.OC_NOVA_UUID: instance.uuid,
                          dc.OC_ROLE: dc.ROLE_STUBDOM,
                          dc.OC_TARGET: guest_uuid,
+                         # no vncterm in dom0 for the stub domain's text
+                         # console, so no console records either (xen-api
+                         # xapi_xenops.ml: vncterm unless this key is set)
+                         dc.OC_DISABLE_PV_VNC: 'true',
                      })
     rec['name_description'] = 'device model of %s' % instance.name
     rec['PV_kernel'] = kernel

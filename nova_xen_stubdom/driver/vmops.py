@@ -233,8 +233,6 @@ class VMOps:
                                stub)
                 do('VM.add_to_other_config (guest)', self._call,
                    'VM.add_to_other_config', guest, dc.OC_STUBDOM, stub_uuid)
-                do('VM.add_to_platform (guest)', self._call,
-                   'VM.add_to_platform', guest, 'stubdom', stub_uuid)
                 disks = {'root': vdi}
                 if cfg.ephemeral_gb:
                     disks['ephemeral'] = do(

@@ -9,18 +9,27 @@ reaches the instance as two VBDs, like every disk of ours:
   domain emulates the disk (IDE/AHCI) from it for a guest without PV
   drivers.
 
-Hot attach (guest running): only the guest's VBD is plugged
-(``VBD.plug``): the volume appears to the guest through its **PV block
-frontend** at once.  The mirror is created but left unplugged: QEMU's
-emulated IDE and AHCI disks are not hot-pluggable (QEMU has no hotplug
-handler for ``ide-hd``, and an AHCI port cannot be added to a running
-controller), so an emulated disk cannot appear in a running guest anyway;
-the stub domain attaches the mirror at its next start and QEMU emulates
-the volume from the instance's next boot (the device-model config lists
-the guest's volume VBDs, :meth:`volumeutils.VolumeStorage.dm_disks`).
-A guest without PV drivers therefore sees a hot-attached volume only after
-a reboot -- the same limit an HVM guest has on XAPI with QEMU in dom0.
+Hot attach: XAPI hot-plugs a VBD only into a *running* guest, and into an
+HVM guest only when it claims PV drivers with VBD hot-plug
+(xapi-project/xen-api ``ocaml/xapi/xapi_vbd_helpers.ml``
+``valid_operations``: ``VM_guest_metrics.can_use_hotplug_vbd``, else
+``VM_MISSING_PV_DRIVERS`` / ``OPERATION_NOT_ALLOWED``; :mod:`hotplug`).
+Where the guest's new VBD lists ``plug`` in its ``allowed_operations``,
+only it is plugged (``VBD.plug``): the volume appears to the guest through
+its **PV block frontend** at once.  Otherwise (no PV drivers, paused)
+nothing is plugged and the volume appears at the instance's next start.
+The mirror is created but left unplugged either way: QEMU's emulated IDE
+and AHCI disks are not hot-pluggable (QEMU has no hotplug handler for
+``ide-hd``, and an AHCI port cannot be added to a running controller), so
+an emulated disk cannot appear in a running guest anyway; the stub domain
+attaches the mirror at its next start and QEMU emulates the volume from
+the instance's next boot (the device-model config lists the guest's
+volume VBDs, :meth:`volumeutils.VolumeStorage.dm_disks`) -- the same limit
+an HVM guest has on XAPI with QEMU in dom0.
 
+Detach from a running guest is refused, with nothing changed, where XAPI
+will not unplug the guest's attached VBD (an HVM guest without PV drivers,
+a paused guest): stop the server first.
 Attach to a stopped instance creates both VBDs; they plug when it starts.
 Detach unplugs what is plugged (the guest's VBD, and the mirror when the
 stub domain attached it at a later start), destroys both VBDs, then
@@ -39,6 +48,8 @@ from nova.i18n import _
 from nova.virt import driver as virt_driver
 
 from nova_xen_stubdom.driver import constants as dc
+from nova_xen_stubdom.driver import exceptions as dexc
+from nova_xen_stubdom.driver import hotplug
 from nova_xen_stubdom.driver import vmops as vmops_mod
 from nova_xen_stubdom.driver import volumeutils
 from nova_xen_stubdom.xapi import constants as xc
@@ -54,6 +65,11 @@ def refuse_volumes(block_device_info, operation: str) -> None:
         raise exception.MigrationPreCheckError(reason=_(
             '%s of a server with Cinder volumes is not supported by the '
             'xen_stubdom driver yet') % operation)
+
+
+class VolumeOpRefused(dexc.XenStubdomDriverError):
+    msg_fmt = _('volume %(op)s on instance %(uuid)s refused: %(reason)s '
+                '(nothing was changed)')
 
 
 class VolumeOps:
@@ -89,8 +105,8 @@ class VolumeOps:
         with self._vmops._operation(instance, 'attach_volume'):
             built = self._vmops._require(instance)
             self._check_slot(built, userdevice, target.volume_id)
-            running = self._vmops._power_state(built.guest) in (
-                xc.POWER_STATE_RUNNING, xc.POWER_STATE_PAUSED)
+            state = self._vmops._power_state(built.guest)
+            hot = False
             made = vmops_mod.Built(guest=built.guest,
                                    stubdom=built.stubdom)
             step = ['start']
@@ -105,7 +121,9 @@ class VolumeOps:
                                                  instance.name), do)
                 self._vmops.attach_disk(made, vdi, 'volume', userdevice,
                                         do, volume_id=target.volume_id)
-                if running:
+                hot = do('VBD.get_allowed_operations', hotplug.can_plug,
+                         self._call, 'VBD', made.vbds[0], state)
+                if hot:
                     do('VBD.plug (guest PV frontend)', self._call,
                        'VBD.plug', made.vbds[0])
             except Exception as exc:
@@ -117,10 +135,18 @@ class VolumeOps:
                     self._remove_vbds(instance, made.vbds)
                     if sr is not None:
                         self._storage.purge(sr, quiet=True)
-        LOG.info('volume %(vol)s attached at userdevice %(dev)d (%(how)s)',
-                 {'vol': target.volume_id, 'dev': userdevice,
-                  'how': 'hot-plugged' if running else 'from next start'},
-                 instance=instance)
+        if hot or state != xc.POWER_STATE_RUNNING:
+            LOG.info('volume %(vol)s attached at userdevice %(dev)d (%(how)s)',
+                     {'vol': target.volume_id, 'dev': userdevice,
+                      'how': 'hot-plugged' if hot else 'from next start'},
+                     instance=instance)
+        else:
+            LOG.warning('volume %(vol)s attached at userdevice %(dev)d from '
+                        'the next start of the instance: XAPI hot-plugs a '
+                        'VBD only into a running guest that claims PV '
+                        'drivers (VM_guest_metrics.can_use_hotplug_vbd)',
+                        {'vol': target.volume_id, 'dev': userdevice},
+                        instance=instance)
 
     def _remove_vbds(self, instance, vbds: List[str]) -> None:
         for vbd in vbds:
@@ -146,6 +172,12 @@ class VolumeOps:
             if not vbds:
                 LOG.warning('detach: volume %s is not attached here',
                             target.volume_id, instance=instance)
+            for vbd in vbds:
+                reason = hotplug.unplug_refusal(
+                    self._call, self._vmops._power_state, 'VBD', vbd)
+                if reason:
+                    raise VolumeOpRefused(op='detach', uuid=instance.uuid,
+                                          reason=reason)
             for vbd in vbds:
                 if self._call('VBD.get_currently_attached', vbd):
                     self._call('VBD.unplug', vbd)

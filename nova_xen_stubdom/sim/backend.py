@@ -11,11 +11,13 @@ simulation has -- ``create_domain``, ``destroy_domain``, ``set_dirty_rate``,
 ``sysfs_root`` and ``hypervisor``.
 """
 import errno
+import os
 import tempfile
 import uuid as uuidlib
 from typing import Dict, List, Optional, Tuple
 
 from nova_xen_stubdom.dom0 import cpu_policy
+from nova_xen_stubdom.dom0 import errors as dom0_errors
 from nova_xen_stubdom.dom0 import hypervisor as dom0_hypervisor
 from nova_xen_stubdom.dom0.hypervisor import DomainInfo, HypervisorBackend
 from nova_xen_stubdom.dom0.xen_libs import SAVED_HVM_PARAMS
@@ -88,7 +90,15 @@ class SimBackend(HypervisorBackend):
 
     def set_target(self, stub_domid: int, guest_domid: int) -> None:
         self._maybe_fail('set_target')
-        self.hypervisor.set_target(stub_domid, guest_domid)
+        try:
+            self.hypervisor.set_target(stub_domid, guest_domid)
+        except OSError as exc:
+            # what xen_backend.set_target raises for libxenctrl's errno
+            raise dom0_errors.HypervisorCallFailed(
+                call='xc_domain_set_target', errno=exc.errno,
+                strerror=os.strerror(exc.errno),
+                detail=': stub domain %d -> guest %d' % (stub_domid,
+                                                         guest_domid))
 
     def xs_set_target(self, stub_domid: int, guest_domid: int) -> None:
         self._maybe_fail('xs_set_target')

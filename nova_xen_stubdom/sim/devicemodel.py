@@ -455,8 +455,9 @@ def on_domain(dom, event: str) -> None:
         if q is not None and q.domid == 0:
             q.close()
         elif q is not None and q.domid in hv.stub_qemus:
-            # the guest died: its stub domain's QEMU stops serving it and
-            # waits to be pointed at a new guest domain (a reboot)
+            # the guest died: its stub domain's QEMU stops serving it; Xen
+            # keeps the dead domain as the stub domain's target, so it
+            # cannot serve another (Hypervisor.set_target)
             hv.stub_qemus[q.domid].guest_gone(dom.domid)
 
 

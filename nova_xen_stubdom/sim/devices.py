@@ -8,7 +8,8 @@ import functools
 import logging
 import os
 
-from nova_xen_stubdom.sim import api, storage, vif_rules
+from nova_xen_stubdom.sim import api, hotplug_rules, storage, vbd_rules, \
+    vif_rules
 from nova_xen_stubdom.sim.api import handler
 from nova_xen_stubdom.sim.errors import XapiError, handle_invalid
 from nova_xen_stubdom.sim.hypervisor import Frontend
@@ -164,18 +165,28 @@ def _unplug(ctx, cls: str, ref: str) -> None:
 
 @handler('VBD.plug')
 def vbd_plug(ctx, vbd):
+    # message_forwarding.ml VBD.plug: with_vbd_marked asserts the
+    # operation valid (sim/vbd_rules.py) before Xapi_vbd.plug runs
+    vbd_rules.assert_operation_valid(ctx.db, vbd, 'plug')
     # xapi_vbd.ml plug (CA-83260): no read-only disk on an HVM guest
     rec = ctx.db.get('VBD', vbd)
     if rec['type'] != 'CD' and rec['mode'] == 'RO' and \
             ctx.db.exists('VM', rec['VM']) and \
-            vif_rules.is_hvm(ctx.db.get('VM', rec['VM'])):
+            hotplug_rules.is_hvm(ctx.db.get('VM', rec['VM'])):
         raise XapiError('DISK_VBD_MUST_BE_READWRITE_FOR_HVM', vbd)
-    _plug(ctx, 'VBD', vbd, _plug_vbd)
+    try:
+        _plug(ctx, 'VBD', vbd, _plug_vbd)
+    finally:
+        vbd_rules.update_allowed_operations(ctx.db, vbd)
 
 
 @handler('VBD.unplug', 'VBD.unplug_force')
 def vbd_unplug(ctx, vbd):
-    _unplug(ctx, 'VBD', vbd)
+    vbd_rules.assert_operation_valid(ctx.db, vbd, ctx.message.name)
+    try:
+        _unplug(ctx, 'VBD', vbd)
+    finally:
+        vbd_rules.update_allowed_operations(ctx.db, vbd)
 
 
 @handler('VIF.plug')
@@ -223,11 +234,10 @@ def _device_created(ctx, ref, cls):
     rec['currently_attached'] = False
     if cls == 'VBD':
         rec['device'] = ''
-        rec['allowed_operations'] = ['attach', 'plug']
     db.link('VM', rec['VM'], cls + 's', ref)
     db.link(backing, rec[backing], cls + 's', ref)
-    if cls == 'VIF':
-        vif_rules.update_allowed_operations(db, ref)
+    (vbd_rules if cls == 'VBD' else vif_rules).update_allowed_operations(
+        db, ref)
 
 
 def _device_destroying(ctx, ref, cls):
@@ -406,28 +416,36 @@ def _stop_device_model(host, domid: int, vm_uuid: str) -> None:
 
 # -- consoles -----------------------------------------------------------------
 def create_console(ctx, vm, host, domid, hvm) -> None:
-    """The console record XAPI makes from xenopsd's ``VM.stat`` consoles
+    """The console records XAPI makes from xenopsd's ``VM.stat`` consoles
     (xen-api ``ocaml/xapi/xapi_xenops.ml`` ``update_vm``, "consoles"):
     protocol, ``location = https://<host address>/console?uuid=<uuid>``
     and an empty ``other_config`` (its ``port`` is a database-only field,
     not in the API).  An HVM guest's rfb console is the device model's VNC
     socket in dom0 (``/var/run/xen/vnc-<domid>``), which only XAPI's
-    console proxy reaches."""
+    console proxy reaches.  A PV VM's consoles are vncterm's
+    (``ocaml/xenopsd/xc/service.ml`` ``PV_Vnc.start``: ``-T`` and ``-v``
+    write ``console/tc-port`` and ``vnc-port``, so ``get_state`` lists
+    ``vt100`` and ``rfb``); xenopsd starts vncterm unless the VM's
+    ``other_config`` has ``disable_pv_vnc`` (``xapi_xenops.ml``
+    ``vncterm``), and then there is none."""
     from nova_xen_stubdom.sim import devicemodel
     db = ctx.db
     if hvm:
         if devicemodel.vnc_socket(host.hypervisor, domid) is None and \
                 devicemodel.vnc_endpoint(host.hypervisor, domid) is None:
             return      # no device model with a display: no console
-        protocol = 'rfb'
+        protocols = ['rfb']
+    elif 'disable_pv_vnc' in db.get('VM', vm)['other_config']:
+        return          # no vncterm: no console
     else:
-        protocol = 'vt100'
-    ref = db.create('console', {'VM': vm, 'protocol': protocol,
-                                'other_config': {}})
-    uuid = db.get('console', ref)['uuid']
-    db.set('console', ref, location='https://%s/console?uuid=%s'
-           % (host.address, uuid))
-    db.link('VM', vm, 'consoles', ref)
+        protocols = ['rfb', 'vt100']
+    for protocol in protocols:
+        ref = db.create('console', {'VM': vm, 'protocol': protocol,
+                                    'other_config': {}})
+        uuid = db.get('console', ref)['uuid']
+        db.set('console', ref, location='https://%s/console?uuid=%s'
+               % (host.address, uuid))
+        db.link('VM', vm, 'consoles', ref)
 
 
 def destroy_consoles(ctx, vm) -> None:

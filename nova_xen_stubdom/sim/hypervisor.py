@@ -9,6 +9,7 @@ consoles, which domain runs each guest's device model, which domain holds
 which PV frontend, and PCI grants (iomem/ioport/irq, assigned devices).
 """
 import dataclasses
+import errno
 import hashlib
 import logging
 import mmap
@@ -365,9 +366,24 @@ class Hypervisor:
         xenstored learns of a target from its own ``XS_SET_TARGET``
         (``xs_set_target``), which libxl sends as well (xen-project/xen
         tools/libs/light/libxl_dm.c libxl__spawn_stub_dm); see
-        :meth:`SimBackend.xs_set_target`."""
-        self.domain(guest)
-        self.domain(stub).target = guest
+        :meth:`SimBackend.xs_set_target`.
+
+        A domain gets one target for life (xen-project/xen
+        ``xen/common/domctl.c`` ``do_domctl``, ``XEN_DOMCTL_set_target``):
+        ``-ESRCH`` (here KeyError) for a missing domain, ``-EINVAL`` for a
+        domain as its own target or one whose ``d->target`` is set already
+        -- the reference is held until the domain is destroyed, so a stub
+        domain whose guest died cannot serve another."""
+        with self.lock:
+            self.domain(guest)
+            dom = self.domain(stub)
+            if stub == guest or dom.target is not None:
+                raise OSError(errno.EINVAL, 'XEN_DOMCTL_set_target: domain '
+                              '%d %s' % (stub, 'is its own target'
+                                         if stub == guest else
+                                         'already has target %s'
+                                         % dom.target))
+            dom.target = guest
 
     def memory_used(self) -> int:
         with self.lock:

@@ -83,10 +83,11 @@ def wait_task(session, task: str, timeout: float = 10.0) -> dict:
 
 
 def report_pv_drivers(sim, vm_ref: str, hotplug_vif: str = 'yes',
-                      pool: int = 0) -> None:
+                      pool: int = 0, hotplug_vbd: str = 'yes') -> None:
     """What a running guest's agent with PV drivers reports: XAPI's guest
-    metrics then show a driver version and ``can_use_hotplug_vif`` (from
-    the guest's xenstore ``feature/hotplug/vif``, xen-api
+    metrics then show a driver version and ``can_use_hotplug_vif`` /
+    ``_vbd`` (from the guest's xenstore ``feature/hotplug/vif`` / ``vbd``,
+    xen-api
     ``ocaml/xapi/xapi_guest_agent.ml``).  The simulated HVM guests boot
     without PV drivers; a new boot reports that again (sim/vm.py)."""
     from nova_xen_stubdom.sim import vm as vmlib
@@ -96,5 +97,6 @@ def report_pv_drivers(sim, vm_ref: str, hotplug_vif: str = 'yes',
         db.set('VM_guest_metrics', gm, PV_drivers_detected=True,
                PV_drivers_up_to_date=True,
                PV_drivers_version={'major': '9', 'minor': '0'},
-               can_use_hotplug_vif=hotplug_vif)
+               can_use_hotplug_vif=hotplug_vif,
+               can_use_hotplug_vbd=hotplug_vbd)
         vmlib.update_allowed_operations(db, vm_ref)

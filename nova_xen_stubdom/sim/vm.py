@@ -17,7 +17,7 @@ import logging
 from typing import Optional
 
 from nova_xen_stubdom.sim import (api, bootfiles, devices, hostfail,
-                                  vif_rules, wire, xenopsd_pci)
+                                  vbd_rules, vif_rules, wire, xenopsd_pci)
 from nova_xen_stubdom.sim.api import handler
 from nova_xen_stubdom.sim.db import new_ref
 from nova_xen_stubdom.sim.errors import XapiError
@@ -115,8 +115,12 @@ def update_allowed_operations(db, vm: str) -> None:
         ops = []
     rec['allowed_operations'] = ops
     db.touch('VM', vm)
-    # message_forwarding.ml unmark_vifs: the VM's VIFs after each VM
-    # operation (plug/unplug follow its power state and guest metrics)
+    # message_forwarding.ml unmark_vbds / unmark_vifs: the VM's devices
+    # after each VM operation (plug/unplug follow its power state and
+    # guest metrics)
+    for vbd in rec['VBDs']:
+        if db.exists('VBD', vbd):
+            vbd_rules.update_allowed_operations(db, vbd)
     for vif in rec['VIFs']:
         if db.exists('VIF', vif):
             vif_rules.update_allowed_operations(db, vif)

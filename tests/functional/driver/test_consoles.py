@@ -85,6 +85,11 @@ class TestConsoles(base.XenStubdomTestBase):
         self.assertEqual({}, recs[0]['other_config'])
         self.assertEqual('https://%s/console?uuid=%s' % (
             self.host.address, recs[0]['uuid']), recs[0]['location'])
+        # the stub domain (a PV VM) gets no vncterm from xenopsd, so no
+        # console records: other_config:disable_pv_vnc
+        # (xapi_xenops.ml vncterm; doc/source/xapi-behaviour.rst)
+        self.assertIn('disable_pv_vnc', stub['other_config'])
+        self.assertEqual([], x.VM.get_consoles(stub['ref']))
 
     def test_proxy_refuses_without_a_session_or_a_running_vm(self):
         console = self.driver.get_vnc_console(None, self.inst)

@@ -15,7 +15,6 @@ SPAWN_STEPS = [
     ('VM.get_uuid', 1, 'VM.get_uuid'),
     ('VM.create', 2, 'VM.create (stub domain)'),
     ('VM.add_to_other_config', 1, 'VM.add_to_other_config'),
-    ('VM.add_to_platform', 1, 'VM.add_to_platform'),
     ('VBD.create', 1, 'VBD.create (guest root disk)'),
     ('VBD.create', 2, 'VBD.create (stub domain mirror'),
     ('VDI.create', 3, 'VDI.create (ephemeral disk)'),

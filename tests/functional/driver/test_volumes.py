@@ -12,6 +12,7 @@ from nova.tests.fixtures import cinder as cinder_fixture
 
 from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.sim import iscsi
+from nova_xen_stubdom.sim import testing as sim_testing
 from tests import waiting
 
 VOL = 'c8f5e54c-8f6e-4a5c-9a4d-2b7f7b0b7a01'
@@ -110,6 +111,12 @@ class _VolumeTestBase(base.XenStubdomTestBase):
             lambda: not self.api.get_server_volumes(server['id']),
             'the volume to leave the server')
 
+    def _claim_pv_drivers(self, server):
+        """The guest's agent reports PV drivers with VBD hot-plug (a new
+        boot of the simulated HVM guest reports none again)."""
+        guest, _stub = self.xapi_vms(server)
+        sim_testing.report_pv_drivers(self.sim, guest['ref'])
+
     def _assert_nothing_of_volumes(self, server, x):
         self.assertEqual([], self._volume_srs(x))
         self.assertEqual({'guest': [], 'stubdom': []},
@@ -130,6 +137,7 @@ class TestVolumes(_VolumeTestBase):
 
     def test_attach_to_running_server_then_detach(self):
         server = self._create_server(networks='none')
+        self._claim_pv_drivers(server)
         target = self._export(VOL, chap=('chapuser', 'chapsecret'))
         self._attach(server, VOL)
         self._wait_attach_done(server, VOL)
@@ -164,9 +172,55 @@ class TestVolumes(_VolumeTestBase):
         self.assertIn(lun, fronts['guest'])
         self.assertIn(lun, fronts['stubdom'])
 
+        self._claim_pv_drivers(server)
         self._detach(server, VOL)
         self._assert_nothing_of_volumes(server, x)
         self.assertEqual(MARKER, target.read(1, len(MARKER)))
+        self._delete_server(server)
+
+    def test_guest_without_pv_drivers_gets_the_volume_at_next_start(self):
+        """xapi_vbd_helpers.ml valid_operations: no VBD.plug/unplug on a
+        running HVM guest that does not claim PV drivers with VBD hot-plug.
+        The attach defers the volume to the next start; a detach of a
+        plugged volume is refused with nothing changed."""
+        server = self._create_server(networks='none')
+        target = self._export(VOL)
+        x = self.xapi()
+        self._attach(server, VOL)
+        self._wait_attach_done(server, VOL)
+        vbds = self._volume_vbds(server, x)
+        [guest_vbd], [mirror] = vbds['guest'], vbds['stubdom']
+        self.assertFalse(guest_vbd['currently_attached'])
+        self.assertFalse(mirror['currently_attached'])
+        lun = target.luns[1].path
+        self.assertNotIn(lun, self._frontends(server, x)['guest'])
+        # not plugged yet: it can leave while the guest runs
+        self._detach(server, VOL)
+        self._assert_nothing_of_volumes(server, x)
+
+        self._attach(server, VOL)
+        self._wait_attach_done(server, VOL, n=2)
+        self.api.post_server_action(server['id'],
+                                    {'reboot': {'type': 'HARD'}})
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        fronts = self._frontends(server, x)
+        self.assertIn(lun, fronts['guest'])
+        self.assertIn(lun, fronts['stubdom'])
+        # plugged into a running HVM guest without PV drivers: XAPI
+        # refuses VBD.unplug, so the detach is refused before any change
+        before = self._volume_vbds(server, x)
+        self.api.delete_server_volume(server['id'], VOL)
+        self._wait_for_action_fail_completion(
+            server, 'detach_volume', 'compute_detach_volume')
+        self.assertEqual(before, self._volume_vbds(server, x))
+        self.assertEqual(1, len(self.api.get_server_volumes(server['id'])))
+        self.assertEqual('ACTIVE',
+                         self.api.get_server(server['id'])['status'])
+        # stopped, it goes
+        self.api.post_server_action(server['id'], {'os-stop': None})
+        server = self._wait_for_state_change(server, 'SHUTOFF')
+        self._detach(server, VOL, n=2)
+        self._assert_nothing_of_volumes(server, x)
         self._delete_server(server)
 
     def test_attach_to_stopped_server_plugs_at_start(self):
@@ -186,6 +240,7 @@ class TestVolumes(_VolumeTestBase):
         lun = target.luns[1].path
         self.assertIn(lun, fronts['guest'])
         self.assertIn(lun, fronts['stubdom'])
+        self._claim_pv_drivers(server)      # XAPI unplugs it only then
         self._detach(server, VOL)
         self._assert_nothing_of_volumes(server, x)
         self._delete_server(server)
@@ -284,6 +339,7 @@ class TestVolumes(_VolumeTestBase):
 
     def test_fault_at_each_attach_step_leaves_nothing(self):
         server = self._create_server(networks='none')
+        self._claim_pv_drivers(server)
         self._export(VOL)
         x = self.xapi()
         steps = [('SR.introduce', 1), ('PBD.create', 1), ('PBD.plug', 1),
@@ -313,6 +369,7 @@ class TestVolumesStayPut(_VolumeTestBase):
 
     def test_migrate_with_a_volume_is_refused(self):
         server = self._create_server(networks='none', host='host1')
+        self._claim_pv_drivers(server)
         self._export(VOL)
         self._attach(server, VOL)
         self._wait_attach_done(server, VOL)
@@ -336,6 +393,8 @@ class TestVolumesStayPut(_VolumeTestBase):
                 'target_iqn': iqn, 'target_lun': lun, 'volume_id': vol}}
         a = self._create_server(networks='none', host='host1')
         b = self._create_server(networks='none', host='host2')
+        for server in (a, b):
+            self._claim_pv_drivers(server)
         self._attach(a, VOL)
         self._wait_attach_done(a, VOL)
         self._attach_fails(b, vol2, 1)

@@ -139,10 +139,10 @@ def test_vif_hotplug_rules_on_hvm_guest(sim, x):
     x.VM.destroy(vm)
 
 
-def _vbd_of(x, vm, vdi, userdevice, type_, mode):
+def _vbd_of(x, vm, vdi, userdevice, type_, mode, unpluggable=True):
     return x.VBD.create({'VM': vm, 'VDI': vdi, 'userdevice': userdevice,
                          'bootable': False, 'mode': mode, 'type': type_,
-                         'unpluggable': True, 'empty': False,
+                         'unpluggable': unpluggable, 'empty': False,
                          'other_config': {}, 'qos_algorithm_type': '',
                          'qos_algorithm_params': {}})
 
@@ -166,6 +166,8 @@ def test_cd_vbds_are_read_only_and_hvm_disks_read_write(sim, x):
     x.VM.start(hvm, False, False)
     assert x.VBD.get_currently_attached(cd)
     ro_disk = _vbd_of(x, hvm, vdi, '4', 'Disk', 'RO')
+    # a guest XAPI lets hot-plug (xapi_vbd_helpers.ml valid_operations)
+    testing.report_pv_drivers(sim, hvm)
     assert _fail(x.VBD.plug, ro_disk) == [
         'DISK_VBD_MUST_BE_READWRITE_FOR_HVM', ro_disk]
     x.VM.start(pv, False, False)
@@ -177,3 +179,88 @@ def test_cd_vbds_are_read_only_and_hvm_disks_read_write(sim, x):
     for vm in (hvm, pv):
         x.VM.destroy(vm)
     x.VDI.destroy(vdi)
+
+
+def test_vbd_hotplug_rules_on_hvm_guest(sim, x):
+    """xen-api ocaml/xapi/xapi_vbd_helpers.ml valid_operations: a running
+    HVM guest takes VBD.plug/unplug/unplug_force only if it claims PV
+    drivers with VBD hot-plug (VM_guest_metrics.can_use_hotplug_vbd); a
+    paused one never; an HVM CD drive is never (un)plugged; a VBD not
+    ``unpluggable`` is never unplugged; allowed_operations says so.  A PV
+    VM (our stub domains) has no guest-metrics check."""
+    sim.pools[0].hosts[0].config.allow_dom0_dm = True
+    vm = x.VM.create(testing.vm_record('hvm', hvm=True))
+    vdi = _vdi(x, name='scratch')
+    booted = _vbd(x, vm, vdi, '0')
+    x.VM.start(vm, False, False)
+    assert x.VBD.get_currently_attached(booted)
+    late = _vbd_of(x, vm, _vdi(x, name='late'), '1', 'Disk', 'RW')
+    # the simulated guest reports no PV drivers: can_use_hotplug_vbd = no
+    refusal = ['OPERATION_NOT_ALLOWED',
+               'VM states it does not support VBD hotplug.']
+    assert _fail(x.VBD.plug, late) == refusal
+    assert _fail(x.VBD.unplug, booted) == refusal
+    assert _fail(x.VBD.unplug_force, booted) == refusal
+    assert 'plug' not in x.VBD.get_allowed_operations(late)
+    assert 'unplug' not in x.VBD.get_allowed_operations(booted)
+    # no claim either way and no drivers: the PV-driver fallback
+    gm = x.VM.get_guest_metrics(vm)
+    sim.pools[0].db.set('VM_guest_metrics', gm,
+                        can_use_hotplug_vbd='unspecified')
+    assert _fail(x.VBD.plug, late) == ['VM_MISSING_PV_DRIVERS', vm]
+    testing.report_pv_drivers(sim, vm)
+    assert 'plug' in x.VBD.get_allowed_operations(late)
+    x.VBD.plug(late)
+    assert x.VBD.get_currently_attached(late)
+    assert 'unplug' in x.VBD.get_allowed_operations(late)
+    # an HVM CD drive is inserted/ejected, never (un)plugged
+    cd = _vbd_of(x, vm, _vdi(x, name='cd'), '3', 'CD', 'RO')
+    assert _fail(x.VBD.plug, cd) == [
+        'OPERATION_NOT_ALLOWED',
+        'HVM CDROMs cannot be hotplugged/unplugged, only inserted or '
+        'ejected']
+    fixed = _vbd_of(x, vm, _vdi(x, name='fixed'), '4', 'Disk', 'RW',
+                    unpluggable=False)
+    x.VBD.plug(fixed)
+    assert _fail(x.VBD.unplug, fixed) == ['VBD_NOT_UNPLUGGABLE', fixed]
+    x.VM.pause(vm)
+    assert _fail(x.VBD.unplug, late) == ['VM_BAD_POWER_STATE', vm,
+                                         'running', 'paused']
+    x.VM.unpause(vm)
+    x.VBD.unplug(late)
+    assert not x.VBD.get_currently_attached(late)
+    # a PV VM: no guest-metrics rule
+    pv = x.VM.create(testing.vm_record('pv', hvm=False))
+    x.VM.start(pv, False, False)
+    pv_vbd = _vbd_of(x, pv, _vdi(x, name='pv'), '1', 'Disk', 'RW')
+    x.VBD.plug(pv_vbd)
+    x.VBD.unplug(pv_vbd)
+    for v in (vm, pv):
+        x.VM.hard_shutdown(v)
+    assert 'plug' not in x.VBD.get_allowed_operations(late)
+    for v in (vm, pv):
+        for vbd in x.VM.get_VBDs(v):
+            x.VBD.destroy(vbd)
+        x.VM.destroy(v)
+
+
+def test_pv_vm_consoles_come_from_vncterm(sim, x):
+    """xen-api ocaml/xapi/xapi_xenops.ml (PV boot record: ``vncterm = not
+    other_config:disable_pv_vnc``) and ocaml/xenopsd/xc/service.ml
+    ``PV_Vnc.start`` (vncterm ``-T -v 127.0.0.1:1`` writes ``console/
+    vnc-port`` and ``tc-port``): a running PV VM lists an ``rfb`` and a
+    ``vt100`` console (xenops_server_xen.ml ``get_state``); with
+    ``disable_pv_vnc`` xenopsd starts no vncterm and XAPI lists none."""
+    plain = x.VM.create(testing.vm_record('pv', hvm=False))
+    quiet = x.VM.create(testing.vm_record(
+        'quiet', hvm=False, other_config={'disable_pv_vnc': 'true'}))
+    for vm in (plain, quiet):
+        x.VM.start(vm, False, False)
+    protocols = sorted(x.console.get_protocol(c)
+                       for c in x.VM.get_consoles(plain))
+    assert protocols == ['rfb', 'vt100']
+    assert x.VM.get_consoles(quiet) == []
+    for vm in (plain, quiet):
+        x.VM.hard_shutdown(vm)
+        assert x.VM.get_consoles(vm) == []
+        x.VM.destroy(vm)

@@ -392,7 +392,13 @@ def test_stubdom_init_channel_save(sim, x):
     x.VDI.destroy(vdi)
 
 
-def test_reboot_relinks_the_same_stubdom(sim, x):
+def test_reboot_cannot_relink_the_same_stubdom(sim, x):
+    """Xen gives a domain one target for life (xen/common/domctl.c
+    XEN_DOMCTL_set_target: -EINVAL once d->target is set), so a stub
+    domain cannot serve its guest's next domain: XAPI's own reboot of a
+    linked guest fails to start the device model.  The driver never asks
+    that: each guest start gets a fresh stub domain (guest reboots halt,
+    actions_after_reboot = destroy)."""
     vdi, guest, stub, host = _guest_and_stubdom(x)
     x.VM.start_on(stub, host, False, False)
     stub_domid = int(x.VM.get_domid(stub))
@@ -402,19 +408,17 @@ def test_reboot_relinks_the_same_stubdom(sim, x):
                                'disks': [{'bus': 'ide', 'index': 0}]}))
     x.VM.start_on(guest, host, False, False)
     first = int(x.VM.get_domid(guest))
-    x.VM.hard_reboot(guest)
-    second = int(x.VM.get_domid(guest))
-    assert second != first
     h = sim.pools[0].host_by_ref(host)
-    assert introspect.device_models(h) == {second: stub_domid}
-    assert introspect.running_qemus(h) == {second: stub_domid}
-    assert _plugin(x, host, 'dm_state', stubdom_domid=stub_domid,
-                   guest_domid=second)['state'] == 'running'
+    assert introspect.running_qemus(h) == {first: stub_domid}
+    details = _fail(x.VM.hard_reboot, guest)
+    assert details[0] == 'INTERNAL_ERROR'
+    assert 'xc_domain_set_target' in details[1] and 'errno 22' in details[1]
+    assert introspect.running_qemus(h) == {}
     for vm in (guest, stub):
-        x.VM.hard_shutdown(vm)
+        if x.VM.get_power_state(vm) != 'Halted':
+            x.VM.hard_shutdown(vm)
         x.VM.destroy(vm)
     x.VDI.destroy(vdi)
-    assert introspect.running_qemus(h) == {}
 
 
 def test_non_sharable_vdi_attached_twice_is_refused(sim, x):

@@ -234,6 +234,19 @@ def test_guest_carries_the_marker_the_dm_wrapper_reads():
     assert dc.XS_MANAGED.startswith('vm-data/')
     assert '/local/domain/%d/' + dc.XS_MANAGED in device_model.MARKER_KEYS
     assert dc.XS_MANAGED not in stub.get('xenstore_data', {})
+    assert 'stubdom' not in guest['platform']
+
+
+def test_no_driver_path_writes_platform_stubdom():
+    """XAPI drops platform:stubdom unless the pool has
+    No_platform_filter (ocaml/xapi/vm_platform.ml filtered_flags), so no
+    path (spawn, rescue, migration) writes it: the xenstore_data marker
+    above is the one that reaches xenopsd."""
+    import pathlib
+    import nova_xen_stubdom.driver as pkg
+    callers = [p.name for p in pathlib.Path(pkg.__file__).parent.glob('*.py')
+               if 'VM.add_to_platform' in p.read_text()]
+    assert callers == []
 
 
 def test_lifecycle_transitions():

@@ -1,5 +1,5 @@
 """InterfaceOps' decisions from XAPI's answers: the device number of a new
-NIC, the reason a detach is refused, and the port checks made before
+NIC and the port checks made before
 anything is touched (the XAPI side is tested through Nova in
 tests/functional/driver/test_interfaces.py)."""
 from unittest import mock
@@ -35,25 +35,6 @@ def test_free_device_is_the_lowest_free_on_both_vms():
     assert ops._free_device(built) == 2
     allowed['stub'] = ['0']
     assert ops._free_device(built) is None
-
-
-@pytest.mark.parametrize('rec,state,expect', [
-    ({'currently_attached': False, 'allowed_operations': []},
-     xc.POWER_STATE_RUNNING, None),
-    ({'currently_attached': True, 'allowed_operations': ['unplug']},
-     xc.POWER_STATE_RUNNING, None),
-    ({'currently_attached': True, 'allowed_operations': []},
-     xc.POWER_STATE_RUNNING, 'PV drivers'),
-    ({'currently_attached': True, 'allowed_operations': []},
-     xc.POWER_STATE_PAUSED, 'paused'),
-])
-def test_unplug_refusal(rec, state, expect):
-    ops = _ops({'VIF.get_record': dict(rec, VM='guest')}, state)
-    reason = ops._unplug_refusal('vif')
-    if expect is None:
-        assert reason is None
-    else:
-        assert expect in reason
 
 
 @pytest.mark.parametrize('vif,expect', [

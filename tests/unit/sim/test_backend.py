@@ -170,3 +170,34 @@ def test_xenstored_does_not_follow_the_hypervisor_target(be):
         xs.read(path, caller=stub)
     be.xs_set_target(stub, guest)
     assert xs.read(path, caller=stub) == 'x'
+
+
+def test_a_domain_has_one_target_for_life(be):
+    """xen-project/xen xen/common/domctl.c do_domctl XEN_DOMCTL_set_target:
+    -ESRCH for a target that does not exist, -EINVAL for a domain as its
+    own target or one whose target is already set (the same one again
+    too); d->target holds until the domain is destroyed.  The backend
+    reports EINVAL as libxenctrl's failure (HYPERVISOR_CALL_FAILED)."""
+    import errno
+    from nova_xen_stubdom.dom0 import errors
+    guest = be.sim.create_domain('g', True, 1 << 20)
+    other = be.sim.create_domain('o', True, 1 << 20)
+    stub = be.sim.create_domain('s', False, 1 << 20)
+    with pytest.raises(errors.HypervisorCallFailed) as e:
+        be.set_target(stub, stub)
+    assert e.value.kwargs['errno'] == errno.EINVAL
+    be.set_target(stub, guest)
+    for again in (guest, other):
+        with pytest.raises(errors.HypervisorCallFailed) as e:
+            be.set_target(stub, again)
+        assert e.value.kwargs['errno'] == errno.EINVAL
+        assert be.domain_info(stub).target == guest
+    # the guest gone, its stub domain is not pointed anywhere else
+    be.sim.destroy_domain(guest)
+    with pytest.raises(errors.HypervisorCallFailed) as e:
+        be.set_target(stub, other)
+    assert e.value.kwargs['errno'] == errno.EINVAL
+    # ESRCH: the sim's "no such domain" is a KeyError, as the real
+    # backend's (xen_backend._DomainGone)
+    with pytest.raises(KeyError):
+        be.set_target(other, guest)
