@@ -341,6 +341,11 @@ class XenStubdomDriver(driver.ComputeDriver):
         return self._volumeops.detach_volume(connection_info, instance,
                                              mountpoint)
 
+    def swap_volume(self, context, old_connection_info, new_connection_info,
+                    instance, mountpoint, resize_to):
+        return self._volumeops.swap_volume(
+            old_connection_info, new_connection_info, instance, mountpoint)
+
     # -- suspend / migrations (migrationops) ------------------------------
     def suspend(self, context, instance):
         return self._migrationops.suspend(context, instance)
