@@ -5,8 +5,8 @@ What the cloud has and lacks decides each flag: real Glance (the test image
 cinder (this machine's kernel cannot serve a one-machine backend:
 ``cloud volume-backends`` says what it lacks; tempest's volume tests skip
 with "Cinder is not available"), swift or real neutron (the stand-in
-answers list calls with nothing), no guest networking to validate over, and the driver's features
-as the support matrix states.
+answers list calls with nothing), no guest networking to validate over,
+and the driver's features as the support matrix states.
 """
 import json
 from pathlib import Path
