@@ -246,6 +246,35 @@ class TestVolumes(_VolumeTestBase):
                 self._delete_server(server)
         self.assertEqual(MARKER, target.read(1, len(MARKER)))
 
+    def test_rebuild_keeps_the_volume_attached(self):
+        server = self._create_server(networks='none')
+        target = self._export(VOL)
+        self._attach(server, VOL)
+        self._wait_attach_done(server, VOL)
+        x = self.xapi()
+
+        def vbds():
+            return {role: [(v['uuid'], v['VDI'], v['userdevice'])
+                           for v in recs]
+                    for role, recs in self._volume_vbds(server, x).items()}
+        before = vbds()
+        self.api.post_server_action(server['id'], {'rebuild': {
+            'imageRef': server['image']['id']}})
+        self.notifier.wait_for_versioned_notifications(
+            'instance.rebuild.end')
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        # the very same VBDs, SR and session: nothing was detached (the
+        # restarted stub domain now attaches the mirror too)
+        self.assertEqual(before, vbds())
+        self.assertTrue(all(v['currently_attached'] for recs in
+                            self._volume_vbds(server, x).values()
+                            for v in recs))
+        self.assertEqual(1, len(self._volume_srs(x)))
+        self.assertIn(target.luns[1].path,
+                      self._frontends(server, x)['guest'])
+        self.assertEqual(MARKER, target.read(1, len(MARKER)))
+        self._delete_server(server)
+
     def test_delete_with_a_volume_attached(self):
         server = self._create_server(networks='none')
         target = self._export(VOL)
