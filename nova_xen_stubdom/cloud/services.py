@@ -18,7 +18,13 @@ ALL_PROCESSES = ('mariadb', 'epmd', 'rabbitmq', 'keystone',
 # for a snapshot streamed from a busy 2-core machine.  (uwsgi's
 # --http-chunked-input and friends belong to its HTTP router, not to
 # --http-socket: chunked uploads were measured to work without them.)
-GLANCE_UWSGI_OPTIONS = ['--socket-timeout', '30']
+# Each chunk must also fit uwsgi's chunked-input buffer, whose limit
+# (--chunked-input-limit) is 1 MB by default: glanceclient sends 1 MiB
+# chunks (glanceclient/common/http.py CHUNKSIZE) plus framing, so every
+# Nova snapshot upload failed with "unable to receive chunked part"
+# (measured: 64 KiB chunks pass, 1 MiB chunks fail, on this uwsgi).
+GLANCE_UWSGI_OPTIONS = ['--socket-timeout', '30',
+                        '--chunked-input-limit', str(8 << 20)]
 
 
 def uwsgi(lay: L.Layout, name: str, port: int, module: str, venv: str,

@@ -126,6 +126,14 @@ def attach(ctx, vmops, built, instance, sr_ref: str, injected_files,
                format='raw')
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
+    attach_vdi(ctx, built, vdi, do)
+    LOG.info('config drive attached (%(size)d bytes, VDI %(vdi)s)',
+             {'size': size, 'vdi': vdi}, instance=instance)
+
+
+def attach_vdi(ctx, built, vdi: str, do) -> None:
+    """The drive's VDI as the guest's CD and its stub domain's read-only
+    disk (recorded in *built*)."""
     rec = vmbuild.vbd_record(built.guest, vdi, USERDEVICE, False, {})
     rec.update(type='CD', mode='RO')
     vbd = do('VBD.create (guest config-drive CD)', ctx.call, 'VBD.create',
@@ -138,5 +146,3 @@ def attach(ctx, vmops, built, instance, sr_ref: str, injected_files,
     built.vbds.append(do(
         'VBD.create (stub domain mirror of the config drive)', ctx.call,
         'VBD.create', rec))
-    LOG.info('config drive attached (%(size)d bytes, VDI %(vdi)s)',
-             {'size': size, 'vdi': vdi}, instance=instance)

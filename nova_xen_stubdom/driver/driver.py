@@ -3,7 +3,8 @@
 A façade (compute-hyperv's shape): every public method delegates to one ops
 object -- ``HostOps`` (resources), ``VMOps`` (guest lifecycle),
 ``MigrationOps`` (suspend/resume/migrations), ``SnapshotOps`` (images),
-``RescueOps`` (rescue/unrescue), ``EvacuateOps`` (evacuate),
+``RescueOps`` (rescue/unrescue), ``RebuildOps`` (rebuild),
+``EvacuateOps`` (evacuate),
 ``VolumeOps`` (Cinder volumes), ``InterfaceOps`` (interface hot-plug),
 ``PciOps`` (pass-through) --
 and one class decorator translates XAPI/agent failures into Nova exceptions.
@@ -33,6 +34,7 @@ from nova_xen_stubdom.driver import exceptions as dexc
 from nova_xen_stubdom.driver import hostops
 from nova_xen_stubdom.driver import migrationops
 from nova_xen_stubdom.driver import pciops
+from nova_xen_stubdom.driver import rebuildops
 from nova_xen_stubdom.driver import rescueops
 from nova_xen_stubdom.driver import snapshotops
 from nova_xen_stubdom.driver import vifops
@@ -83,6 +85,7 @@ class XenStubdomDriver(driver.ComputeDriver):
         self._snapshotops = None
         self._rescueops = None
         self._evacuateops = None
+        self._rebuildops = None
         self._volumeops = None
         self._vifops = None
         self._consoleops = None
@@ -131,6 +134,7 @@ class XenStubdomDriver(driver.ComputeDriver):
         self._rescueops = rescueops.RescueOps(ctx, self._vmops,
                                               self._snapshotops)
         self._evacuateops = evacuateops.EvacuateOps(ctx, self._vmops)
+        self._rebuildops = rebuildops.RebuildOps(ctx, self._vmops)
         self._volumeops = volumeops.VolumeOps(ctx, self._vmops)
         self._vifops = vifops.InterfaceOps(ctx, self._vmops)
         self._consoleops = consoleops.ConsoleOps(ctx, self._vmops)
@@ -279,8 +283,16 @@ class XenStubdomDriver(driver.ComputeDriver):
                 block_device_info=None, preserve_ephemeral=False,
                 accel_uuids=None, reimage_boot_volume=False):
         if not evacuate:
-            # Nova's own rebuild: destroy, then spawn the new image
-            raise NotImplementedError()
+            # (reimage_boot_volume only says the API allows it: it is set
+            # for every rebuild from microversion 2.93)
+            if self._rebuildops.boots_from_volume(instance):
+                # Nova's default path reimages the volume through Cinder,
+                # then spawns it again
+                raise NotImplementedError()
+            self._rebuildops.rebuild(context, instance, image_meta,
+                                     injected_files, admin_password,
+                                     network_info, preserve_ephemeral)
+            return
         if (block_device_info or {}).get('block_device_mapping'):
             # a volume's SR is this pool member's own iSCSI session
             # (volumeops): re-attaching it elsewhere is not built yet
@@ -340,6 +352,11 @@ class XenStubdomDriver(driver.ComputeDriver):
                       encryption=None):
         return self._volumeops.detach_volume(connection_info, instance,
                                              mountpoint)
+
+    def swap_volume(self, context, old_connection_info, new_connection_info,
+                    instance, mountpoint, resize_to):
+        return self._volumeops.swap_volume(
+            old_connection_info, new_connection_info, instance, mountpoint)
 
     # -- suspend / migrations (migrationops) ------------------------------
     def suspend(self, context, instance):

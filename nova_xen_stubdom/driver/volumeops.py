@@ -37,6 +37,20 @@ forgets the SR when no other VBD uses it.  A failure at any step of an
 attach removes what the attach created (VBDs, and the SR with its PBD and
 VDI records when nothing else uses it); bad connection_info is refused
 before anything is touched.
+
+Swap (Cinder's volume migration, the only caller Nova lets through) copies
+the old volume's contents into the new one with ``VDI.copy`` *into* the new
+LUN's VDI and moves the instance's two VBDs over to it at the same
+userdevice.  XAPI has no live block mirror onto an existing VDI, so the copy
+is consistent only while nothing writes: on a running guest the old guest
+VBD is unplugged first.  Whether it may be is XAPI's call (``VBD.unplug``
+on a running HVM guest needs its PV drivers, ``xapi_vbd_helpers.ml``
+``valid_operations``): a refusal is reported as such with nothing changed.
+A mirror the running stub domain has attached (the volume was there at its
+last start) is held open by QEMU as an emulated disk, whose backing cannot
+change under a running guest: that swap is refused up front.  Any failure
+after the first change puts the old volume back exactly (its VBDs, plugged
+as they were) and forgets the new volume's SR.
 """
 from typing import Callable, List, Optional
 
@@ -53,6 +67,7 @@ from nova_xen_stubdom.driver import hotplug
 from nova_xen_stubdom.driver import vmops as vmops_mod
 from nova_xen_stubdom.driver import volumeutils
 from nova_xen_stubdom.xapi import constants as xc
+from nova_xen_stubdom.xapi import errors as xapi_errors
 
 LOG = logging.getLogger(__name__)
 
@@ -186,6 +201,122 @@ class VolumeOps:
             if sr is not None:
                 self._storage.purge(sr)
         LOG.info('volume %s detached', target.volume_id, instance=instance)
+
+    # -- swap -----------------------------------------------------------------
+    def swap_volume(self, old_connection_info, new_connection_info,
+                    instance, mountpoint: str) -> None:
+        old = volumeutils.parse_connection_info(old_connection_info)
+        new = volumeutils.parse_connection_info(new_connection_info)
+        if (old.sr_uuid, old.lun) == (new.sr_uuid, new.lun):
+            raise exception.InvalidVolume(reason=_(
+                'volume %(new)s is the LUN volume %(old)s is on: nothing '
+                'to swap') % {'new': new.volume_id, 'old': old.volume_id})
+        userdevice = volumeutils.userdevice_of(mountpoint)
+        with self._vmops._operation(instance, 'swap_volume'):
+            built = self._vmops._require(instance)
+            old_vbds = self._volume_vbds(built, old.volume_id)
+            guest_vbd = self._swappable(built, old_vbds, old, userdevice)
+            old_vdi = self._call('VBD.get_VDI', guest_vbd)
+            plugged = self._call('VBD.get_currently_attached', guest_vbd)
+            self._swap(instance, built, old, new, old_vbds, old_vdi,
+                       userdevice, plugged)
+        LOG.info('volume %(old)s swapped for %(new)s at userdevice %(dev)d',
+                 {'old': old.volume_id, 'new': new.volume_id,
+                  'dev': userdevice}, instance=instance)
+
+    def _swappable(self, built: vmops_mod.Built, vbds: List[str],
+                   old: volumeutils.VolumeTarget, userdevice: int) -> str:
+        """The guest's VBD of *old* at *userdevice*, or a clear refusal."""
+        guest = [v for v in vbds
+                 if self._call('VBD.get_VM', v) == built.guest]
+        if not guest:
+            raise exception.VolumeNotFound(volume_id=old.volume_id)
+        if self._call('VBD.get_userdevice', guest[0]) != str(userdevice):
+            raise exception.InvalidDevicePath(path=_(
+                '%(dev)d (volume %(vol)s is not at that userdevice)') %
+                {'dev': userdevice, 'vol': old.volume_id})
+        for vbd in vbds:
+            if vbd != guest[0] and \
+                    self._call('VBD.get_currently_attached', vbd):
+                raise exception.InvalidVolume(reason=_(
+                    'QEMU in the running stub domain emulates volume %s '
+                    'as a disk of the guest (it was attached at the last '
+                    'start), and an emulated disk cannot change its '
+                    'backing under a running guest: stop the server to '
+                    'swap it') % old.volume_id)
+        return guest[0]
+
+    def _swap(self, instance, built, old, new, old_vbds: List[str],
+              old_vdi: str, userdevice: int, plugged: bool) -> None:
+        step = ['start']
+
+        def do(name: str, fn: Callable, *args, **kwargs):
+            step[0] = name
+            return fn(*args, **kwargs)
+        made = vmops_mod.Built(guest=built.guest, stubdom=built.stubdom)
+        new_sr = None
+        unplugged = destroyed = False
+        try:
+            new_sr, new_vdi = self._storage.connect(
+                new, 'volume %s of %s' % (new.volume_id, instance.name), do)
+            if plugged:
+                try:
+                    do('VBD.unplug (old volume, guest)', self._call,
+                       'VBD.unplug', old_vbds[0])
+                except xapi_errors.XAPIError as exc:
+                    # XAPI's rule, not ours: a running HVM guest gives a
+                    # disk up only through its PV drivers
+                    raise exception.InvalidVolume(reason=_(
+                        'XAPI refuses to unplug volume %(vol)s from the '
+                        'running guest (%(exc)s; a running HVM guest needs '
+                        'its PV drivers for that): stop the server to swap '
+                        'it') % {'vol': old.volume_id, 'exc': exc}) from exc
+                unplugged = True
+            do('VDI.copy (old volume into the new)', self._call, 'VDI.copy',
+               old_vdi, new_sr, volumeutils.NULL_REF, new_vdi)
+            destroyed = True        # some may be gone if this fails
+            for vbd in old_vbds:
+                do('VBD.destroy (old volume)', self._call, 'VBD.destroy', vbd)
+            self._vmops.attach_disk(made, new_vdi, 'volume', userdevice, do,
+                                    volume_id=new.volume_id)
+            if plugged:
+                do('VBD.plug (new volume, guest)', self._call, 'VBD.plug',
+                   made.vbds[0])
+        except Exception as exc:
+            with excutils.save_and_reraise_exception():
+                LOG.error('swap of volume %(old)s for %(new)s failed at '
+                          'step "%(step)s": %(exc)s; putting the old volume '
+                          'back', {'old': old.volume_id, 'new': new.volume_id,
+                                   'step': step[0], 'exc': exc},
+                          instance=instance)
+                self._remove_vbds(instance, made.vbds)
+                self._restore_old(instance, built, old, old_vbds, old_vdi,
+                                  userdevice, plugged, unplugged, destroyed)
+                if new_sr is not None:
+                    self._storage.purge(new_sr, quiet=True)
+        old_sr = self._storage.find_sr(old)
+        if old_sr is not None:
+            self._storage.purge(old_sr, quiet=True)
+
+    def _restore_old(self, instance, built, old, old_vbds: List[str],
+                     old_vdi: str, userdevice: int, plugged: bool,
+                     unplugged: bool, destroyed: bool) -> None:
+        """The old volume's VBDs as they were before a failed swap."""
+        try:
+            guest_vbd = old_vbds[0]
+            if destroyed:
+                self._remove_vbds(instance, old_vbds)
+                again = vmops_mod.Built(guest=built.guest,
+                                        stubdom=built.stubdom)
+                self._vmops.attach_disk(again, old_vdi, 'volume', userdevice,
+                                        volume_id=old.volume_id)
+                guest_vbd = again.vbds[0]
+            if plugged and (unplugged or destroyed):
+                self._call('VBD.plug', guest_vbd)
+        except Exception as exc:
+            LOG.error('could not put volume %(vol)s back after a failed '
+                      'swap: %(exc)s', {'vol': old.volume_id, 'exc': exc},
+                      instance=instance)
 
     def forget_unused(self, block_device_info) -> None:
         """Forget the SRs of *block_device_info*'s volumes no VBD uses."""

@@ -335,8 +335,8 @@ def vdi_copy(ctx, vdi, sr, base_vdi, into_vdi):
             raise XapiError('VDI_READONLY', into_vdi)
         if into['virtual_size'] < rec['virtual_size']:
             raise XapiError('VDI_TOO_SMALL', into_vdi, rec['virtual_size'])
-        storage.sparse_copy(storage.vdi_path(ctx.pool, rec['uuid']),
-                            vdi_file(ctx, into_vdi))
+        # the source may be a LUN of an iSCSI SR, not a file of the pool
+        storage.sparse_copy(vdi_file(ctx, vdi), vdi_file(ctx, into_vdi))
         return into_vdi
     if sr == NULL_REF:
         raise handle_invalid('SR', sr)
@@ -347,8 +347,7 @@ def vdi_copy(ctx, vdi, sr, base_vdi, into_vdi):
         'sharable': rec['sharable'], 'read_only': rec['read_only'],
         'other_config': rec['other_config'], 'xenstore_data': {},
         'sm_config': {}, 'tags': []})
-    storage.sparse_copy(storage.vdi_path(ctx.pool, rec['uuid']),
-                        vdi_file(ctx, new))
+    storage.sparse_copy(vdi_file(ctx, vdi), vdi_file(ctx, new))
     return new
 
 

@@ -106,6 +106,8 @@ def test_glance_runs_under_uwsgi_from_its_own_venv(lay, monkeypatch):
     assert 'OS_GLANCE_CONFIG_DIR=%s' % (lay.etc / 'glance') in argv
     # Glance waits for each chunk of a streamed upload this long
     assert argv[argv.index('--socket-timeout') + 1] == '30'
+    # and takes glanceclient's 1 MiB chunks whole
+    assert int(argv[argv.index('--chunked-input-limit') + 1]) > 1 << 20
 
 
 def test_glance_is_in_the_catalog_with_a_service_user():

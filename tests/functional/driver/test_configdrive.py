@@ -133,6 +133,38 @@ class TestConfigDrive(base.XenStubdomTestBase):
         self.assertEqual(before, self._drive(server, x)[2]['uuid'])
         self._delete_server(server)
 
+    def test_rebuild_builds_a_new_drive_and_keeps_the_port(self):
+        server = self._boot()
+        x = self.xapi()
+        old_vdi = self._drive(server, x)[2]['uuid']
+        guest, _stub = self.xapi_vms(server, x)
+        vifs = [x.VIF.get_record(v) for v in guest['VIFs']]
+        self.api.post_server_action(server['id'], {'rebuild': {
+            'imageRef': server['image']['id'], 'adminPass': 'n3w-pass'}})
+        self.notifier.wait_for_versioned_notifications(
+            'instance.rebuild.end')
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        cd, mirror, vdi = self._drive(server, x)
+        self.assertNotEqual(old_vdi, vdi['uuid'])
+        self.assertEqual(cd['uuid'], mirror['other_config'][
+            'nova_xen_stubdom_mirror_of'])
+        self.assertNotIn(old_vdi, [r['uuid'] for r in
+                                   x.VDI.get_all_records().values()])
+        # the rebuild's admin password is on the new drive
+        path = storage.vdi_path(self.sim.pools[0], vdi['uuid'])
+        with open(path, 'rb') as f:
+            f.seek(PVD + 2048)
+            files = json.loads(f.read().rstrip(b'\x00').decode())
+        meta = json.loads(files['openstack/latest/meta_data.json'])
+        self.assertEqual('n3w-pass', meta['admin_pass'])
+        # the same guest VM with the same NIC (the port's MAC)
+        after, _stub = self.xapi_vms(server, x)
+        self.assertEqual(guest['ref'], after['ref'])
+        self.assertEqual([(v['MAC'], v['device']) for v in vifs],
+                         [(r['MAC'], r['device']) for r in (
+                             x.VIF.get_record(v) for v in after['VIFs'])])
+        self._delete_server(server)
+
     # -- bad input / environment ---------------------------------------------
     def test_missing_tool_is_refused_before_anything_exists(self):
         self.flags(mkisofs_cmd='/nonexistent/genisoimage')

@@ -8,6 +8,7 @@ XAPI step of an attach leaving nothing behind (the base class's leak check
 also covers volume SRs, PBDs and iSCSI sessions after every test)."""
 from tests.functional import base  # noqa: I100 (first: eventlet decision)
 
+from nova import exception
 from nova.tests.fixtures import cinder as cinder_fixture
 
 from nova_xen_stubdom.driver import constants as dc
@@ -17,6 +18,10 @@ from tests import waiting
 
 VOL = 'c8f5e54c-8f6e-4a5c-9a4d-2b7f7b0b7a01'
 BOOT_VOL = cinder_fixture.CinderFixture.IMAGE_BACKED_VOL
+# Nova lets a swap through only as Cinder's volume migration: the fixture's
+# old volume reads "migrating" once attached
+SWAP_OLD = cinder_fixture.CinderFixture.SWAP_OLD_VOL
+SWAP_NEW = cinder_fixture.CinderFixture.SWAP_NEW_VOL
 PORTAL_HOST = '192.0.2.20'
 MARKER = b'volume marker\n'
 
@@ -42,13 +47,13 @@ class _VolumeTestBase(base.XenStubdomTestBase):
         self.infos['fake'] = {'driver_volume_type': 'fake', 'data': {}}
 
     # -- helpers ----------------------------------------------------------
-    def _export(self, volume_id, lun=1, chap=None, size=64 << 20):
+    def _export(self, volume_id, lun=1, chap=None, size=64 << 20,
+                data=MARKER):
         """Cinder exports *volume_id*: a target with one LUN on the array,
         and the connection_info its iSCSI driver would return."""
         target = self.array.add_target(
             _iqn(volume_id), portal='%s:3260' % PORTAL_HOST, chap=chap)
-        target.add_lun(lun, size, name='volume-%s' % volume_id,
-                       data=MARKER)
+        target.add_lun(lun, size, name='volume-%s' % volume_id, data=data)
         data = {'target_discovered': False,
                 'target_portal': '%s:3260' % PORTAL_HOST,
                 'target_iqn': _iqn(volume_id), 'target_lun': lun,
@@ -295,6 +300,35 @@ class TestVolumes(_VolumeTestBase):
                 self._delete_server(server)
         self.assertEqual(MARKER, target.read(1, len(MARKER)))
 
+    def test_rebuild_keeps_the_volume_attached(self):
+        server = self._create_server(networks='none')
+        target = self._export(VOL)
+        self._attach(server, VOL)
+        self._wait_attach_done(server, VOL)
+        x = self.xapi()
+
+        def vbds():
+            return {role: [(v['uuid'], v['VDI'], v['userdevice'])
+                           for v in recs]
+                    for role, recs in self._volume_vbds(server, x).items()}
+        before = vbds()
+        self.api.post_server_action(server['id'], {'rebuild': {
+            'imageRef': server['image']['id']}})
+        self.notifier.wait_for_versioned_notifications(
+            'instance.rebuild.end')
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        # the very same VBDs, SR and session: nothing was detached (the
+        # restarted stub domain now attaches the mirror too)
+        self.assertEqual(before, vbds())
+        self.assertTrue(all(v['currently_attached'] for recs in
+                            self._volume_vbds(server, x).values()
+                            for v in recs))
+        self.assertEqual(1, len(self._volume_srs(x)))
+        self.assertIn(target.luns[1].path,
+                      self._frontends(server, x)['guest'])
+        self.assertEqual(MARKER, target.read(1, len(MARKER)))
+        self._delete_server(server)
+
     def test_delete_with_a_volume_attached(self):
         server = self._create_server(networks='none')
         target = self._export(VOL)
@@ -359,6 +393,165 @@ class TestVolumes(_VolumeTestBase):
         self._attach(server, VOL)
         self._wait_attach_done(server, VOL)
         self.assertEqual(1, len(self._volume_srs(x)))
+        self._delete_server(server)
+
+
+class TestSwapVolume(_VolumeTestBase):
+    """Cinder's volume migration: Nova swaps the attached volume for the
+    new one; the driver copies the data (VDI.copy into the new LUN) and
+    moves the guest's and the stub domain's VBDs over."""
+
+    def setUp(self):
+        super().setUp()
+        self.old_target = self._export(SWAP_OLD)
+        # the new volume starts out blank: the marker must be copied there
+        self.new_target = self._export(SWAP_NEW, data=b'')
+
+    def _instance(self, server):
+        from nova import context as nova_context
+        from nova import objects
+        return objects.Instance.get_by_uuid(
+            nova_context.get_admin_context(), server['id'])
+
+    def _swap(self, server, event='end', n=1):
+        self.admin_api.put_server_volume(server['id'], SWAP_OLD, SWAP_NEW)
+        self.notifier.wait_for_versioned_notifications(
+            'instance.volume_swap.%s' % event, n_events=n)
+
+    def _server_with_old_volume(self, pv_drivers=True):
+        server = self._create_server(networks='none')
+        self._attach(server, SWAP_OLD)
+        self._wait_attach_done(server, SWAP_OLD)
+        if pv_drivers:
+            guest, _stub = self.xapi_vms(server)
+            sim_testing.report_pv_drivers(self.sim, guest['ref'])
+        return server
+
+    def _state(self, server, x):
+        vbds = self._volume_vbds(server, x)
+        return ([(v['other_config'][dc.OC_VOLUME_ID], v['userdevice'],
+                  v['currently_attached'])
+                 for v in vbds['guest'] + vbds['stubdom']],
+                sorted(r['uuid'] for r in self._volume_srs(x)),
+                self.array.sessions)
+
+    def test_swap_on_running_server_copies_and_moves_both_vbds(self):
+        server = self._server_with_old_volume()
+        self._swap(server)
+        x = self.xapi()
+        self.assertEqual(
+            [(SWAP_NEW, '1', True), (SWAP_NEW, '1', False)],
+            self._state(server, x)[0])
+        vbds = self._volume_vbds(server, x)
+        self.assertEqual(vbds['guest'][0]['VDI'], vbds['stubdom'][0]['VDI'])
+        self.assertEqual({(self.sim.hosts[0].uuid, _iqn(SWAP_NEW))},
+                         self.array.sessions)
+        self.assertEqual(1, len(self._volume_srs(x)))
+        fronts = self._frontends(server, x)
+        self.assertIn(self.new_target.luns[1].path, fronts['guest'])
+        self.assertNotIn(self.old_target.luns[1].path, fronts['guest'])
+        self.assertEqual(MARKER, self.new_target.read(1, len(MARKER)))
+        # the stub domain emulates the new volume from the next start
+        self.api.post_server_action(server['id'],
+                                    {'reboot': {'type': 'HARD'}})
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        self.assertIn(self.new_target.luns[1].path,
+                      self._frontends(server, x)['stubdom'])
+        self._delete_server(server)
+        self.assertEqual([], self._volume_srs(x))
+
+    def test_swap_on_stopped_server(self):
+        server = self._server_with_old_volume(pv_drivers=False)
+        self.api.post_server_action(server['id'], {'os-stop': None})
+        server = self._wait_for_state_change(server, 'SHUTOFF')
+        # Nova's API swaps only ACTIVE/PAUSED/RESIZED servers; the driver's
+        # answer to a refused running swap is "stop the server": on a
+        # stopped one it needs no unplug at all
+        x = self.xapi()
+        driver = self.computes_by_name['host1'].manager.driver
+        instance = self._instance(server)
+        driver.swap_volume(None, self.infos[SWAP_OLD], self.infos[SWAP_NEW],
+                           instance, '/dev/xvdb', 0)
+        self.assertEqual([(SWAP_NEW, '1', False), (SWAP_NEW, '1', False)],
+                         self._state(server, x)[0])
+        self.assertEqual(MARKER, self.new_target.read(1, len(MARKER)))
+        self.api.post_server_action(server['id'], {'os-start': None})
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        fronts = self._frontends(server, x)
+        self.assertIn(self.new_target.luns[1].path, fronts['guest'])
+        self.assertIn(self.new_target.luns[1].path, fronts['stubdom'])
+        self._delete_server(server)
+
+    def test_refusals_change_nothing(self):
+        server = self._server_with_old_volume()
+        x = self.xapi()
+        before = self._state(server, x)
+        n = 0
+        # XAPI refuses to unplug the disk from the running guest (the PV
+        # driver rule of xapi_vbd_helpers.ml valid_operations)
+        self._fail_nth('VBD.unplug', 1)
+        try:
+            n += 1
+            self._swap(server, 'error', n)
+        finally:
+            self.sim.faults.check_fail = self._orig_check
+        self.assertEqual(before, self._state(server, x))
+        # after a reboot QEMU in the stub domain holds the volume open
+        self.api.post_server_action(server['id'],
+                                    {'reboot': {'type': 'HARD'}})
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        before = self._state(server, x)
+        n += 1
+        self._swap(server, 'error', n)
+        self.assertEqual(before, self._state(server, x))
+        self.assertEqual(MARKER, self.old_target.read(1, len(MARKER)))
+        self.assertEqual('ACTIVE',
+                         self.api.get_server(server['id'])['status'])
+        self._delete_server(server)
+
+    def test_bad_connection_info_changes_nothing(self):
+        server = self._server_with_old_volume()
+        x = self.xapi()
+        before = self._state(server, x)
+        driver = self.computes_by_name['host1'].manager.driver
+        instance = self._instance(server)
+        same_lun = dict(self.infos[SWAP_OLD],
+                        data=dict(self.infos[SWAP_OLD]['data'],
+                                  volume_id=SWAP_NEW))
+        for bad, mountpoint, error in (
+                ({'driver_volume_type': 'rbd', 'data': {}}, '/dev/xvdb',
+                 exception.VolumeDriverNotFound),
+                (same_lun, '/dev/xvdb', exception.InvalidVolume),
+                (self.infos[SWAP_NEW], '/dev/xvdc',
+                 exception.InvalidDevicePath)):
+            with self.subTest(bad=bad, mountpoint=mountpoint):
+                self.assertRaises(
+                    error, driver.swap_volume, None,
+                    self.infos[SWAP_OLD], bad, instance, mountpoint, 0)
+                self.assertEqual(before, self._state(server, x))
+        self._delete_server(server)
+
+    def test_fault_at_each_swap_step_puts_the_old_volume_back(self):
+        server = self._server_with_old_volume()
+        x = self.xapi()
+        before = self._state(server, x)
+        steps = [('SR.introduce', 1), ('PBD.plug', 1), ('SR.scan', 1),
+                 ('VDI.copy', 1), ('VBD.destroy', 1), ('VBD.destroy', 2),
+                 ('VBD.create', 1), ('VBD.create', 2), ('VBD.plug', 1)]
+        for n, (method, nth) in enumerate(steps, start=1):
+            with self.subTest(step=method, nth=nth):
+                seen = self._fail_nth(method, nth)
+                try:
+                    self._swap(server, 'error', n)
+                finally:
+                    self.sim.faults.check_fail = self._orig_check
+                self.assertGreaterEqual(seen[0], nth)
+                after = self._state(server, x)
+                self.assertEqual(before, after)
+                self.assertIn(self.old_target.luns[1].path,
+                              self._frontends(server, x)['guest'])
+        self._swap(server)
+        self.assertEqual(SWAP_NEW, self._state(server, x)[0][0][0])
         self._delete_server(server)
 
 
