@@ -405,9 +405,26 @@ selftest() {
 
 # ---- normal operation --------------------------------------------------------
 
+# wait_for_link: XAPI runs the stub VM before its guest exists (the driver's
+# VM.start_on of the stub, link_stubdom, then VM.start_on of the guest,
+# driver/vmops.py); dom0 writes ~/target and, last, ~/dm-argv when the
+# guest's device model is launched (dom0/stubdom_link.py attach_target).
+# Until then there is nothing to serve: poll (the stub has no xenstore
+# watch client that outlives a read; the driver destroys a stub whose
+# guest never comes).
+wait_for_link() {
+    _n=0
+    until xenstore-read dm-argv >/dev/null 2>&1; do
+        [ $((_n % 120)) = 0 ] && log "waiting for dom0 to link a guest (~/dm-argv)"
+        _n=$((_n + 1))
+        sleep "${STUBDOM_LINK_POLL:-0.5}"
+    done
+}
+
 run_stubdom() {
     load_modules
     domid=$(xenstore-read domid) || { die "cannot read my domid"; return 1; }
+    wait_for_link
     target=$(xenstore-read target) || { die "no ~/target"; return 1; }
     argv=$(xenstore-read dm-argv) || { die "no ~/dm-argv"; return 1; }
     state_node="device-model/$target/state"
