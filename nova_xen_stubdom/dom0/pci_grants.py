@@ -361,13 +361,17 @@ def _write_xenstore(backend, guest_domid: int, stub_domid: int,
         nodes[be + '/key-%d' % i] = sbdf
         nodes[be + '/opts-%d' % i] = PCIBACK_OPTS
         nodes[be + '/state-%d' % i] = '1'
+    # directories with their permissions first: xenstored gives a new node
+    # its parent's (xen_devices.XenDisks._write says why it matters)
+    backend.xs_write(be, '')
+    backend.xs_set_perms(be, ['n0', 'r%d' % stub_domid])
     for path, value in nodes.items():
         backend.xs_write(path, value)
-    backend.xs_set_perms(be, ['n0', 'r%d' % stub_domid])
+    backend.xs_write(fe, '')
+    backend.xs_set_perms(fe, ['n%d' % stub_domid, 'r0'])
     for path, value in ((fe + '/backend', be), (fe + '/backend-id', '0'),
                         (fe + '/state', '1')):
         backend.xs_write(path, value)
-    backend.xs_set_perms(fe, ['n%d' % stub_domid, 'r0'])
 
 
 def _remove_xenstore(backend, stub_domid: int) -> None:

@@ -426,7 +426,9 @@ run_stubdom() {
     domid=$(xenstore-read domid) || { die "cannot read my domid"; return 1; }
     wait_for_link
     target=$(xenstore-read target) || { die "no ~/target"; return 1; }
-    argv=$(xenstore-read dm-argv) || { die "no ~/dm-argv"; return 1; }
+    # -R: the raw value; Xen's client escapes non-printable bytes, ESC (the
+    # separator) included, which left QEMU without arguments on Xen
+    argv=$(xenstore-read -R dm-argv) || { die "no ~/dm-argv"; return 1; }
     state_node="device-model/$target/state"
     log "stub domain $domid for guest $target"
 

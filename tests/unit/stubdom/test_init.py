@@ -41,7 +41,13 @@ def env(tmp_path):
     fakebin = tmp_path / "fakebin"
     fakebin.mkdir()
     tools = {
-        "xenstore-read": '[ -f "$XS/$1" ] || exit 1; cat "$XS/$1"',
+        # Xen's client escapes non-printable bytes (ESC, dm-argv's
+        # separator, included) unless asked for the raw value with -R
+        "xenstore-read": r'raw=; [ "$1" = -R ] && { raw=1; shift; };'
+                         r' [ -f "$XS/$1" ] || exit 1;'
+                         r' if [ -n "$raw" ]; then cat "$XS/$1";'
+                         r' else sed "s/$(printf "")/\\033/g" "$XS/$1";'
+                         r' fi',
         "xenstore-write": 'mkdir -p "$(dirname "$XS/$1")";'
                           ' printf %s "$2" >"$XS/$1"',
         "xenstore-exists": '[ -f "$XS/$1" ]',
