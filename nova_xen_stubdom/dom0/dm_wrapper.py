@@ -309,8 +309,8 @@ def serve(agent, parsed: DmArgs, vm_uuid: str, launched: Dict, *,
             # the sockets before the state, as QEMU has them (its -qmp and
             # -chardev sockets exist before it writes "running"): libxl
             # connects to qmp-libxl-<domid> as soon as it sees the state
-            # (libxl_dm.c device_model_launched; "Failed to connect to QMP
-            # socket" otherwise, found in the realxen tier); xenopsd takes
+            # (libxl_dm.c device_model_launched; the realxen tier runs the
+            # wrapper under libxl: doc/source/realxen.rst); xenopsd takes
             # the sockets as "QEMU is up" (Dm.wait_event_socket) and checks
             # the pid, registered above, at once
             facade.start()

@@ -81,6 +81,15 @@ def rangesets(domid):
     return out
 
 
+def _records(backend):
+    """How many grant records dom0's xenstore holds (keyed by the guest's
+    VM uuid, which xl made up here)."""
+    try:
+        return len(backend.xs_list(pci_grants.GRANT_RECORD_ROOT))
+    except Exception:
+        return 0
+
+
 class _NoIommu:
     """XenBackend with assign_device/deassign_device recorded, not made:
     without an IOMMU Xen refuses them (shown first), and only those."""
@@ -123,9 +132,9 @@ def pci_grants_run(guest, stub):
     nb = _NoIommu(be)
     out = pci_grants.attach_devices(nb, guest, stub, [sbdf])
     granted = rangesets(stub)
-    record = be.xs_read(pci_grants.GRANT_RECORD_ROOT + '/dom%d' % guest)
+    record = _records(be)
     words.update(calls=out['calls'], granted_iomem=granted.get(
-        'I/O Memory', '?'), record=int(bool(record)),
+        'I/O Memory', '?'), record=record,
         pciback=int(bool(be.xs_read(
             '/local/domain/0/backend/pci/%d/0/num_devs' % stub))))
     # 3. revoked by detach_devices (the daemon's dm_stop hook)
@@ -134,8 +143,7 @@ def pci_grants_run(guest, stub):
     words.update(released=len(rel['released']), errors=len(rel['errors']),
                  revoked_iomem=revoked.get('I/O Memory', '?'),
                  revoked_clean=int(revoked == before),
-                 record_after=int(bool(be.xs_read(
-                     pci_grants.GRANT_RECORD_ROOT + '/dom%d' % guest))))
+                 record_after=_records(be))
     # 4. granted again, left for the destroy (pci-release after it)
     pci_grants.attach_devices(nb, guest, stub, [sbdf])
     words['regranted_iomem'] = rangesets(stub).get('I/O Memory', '?')
@@ -150,9 +158,8 @@ def pci_release(guest):
     guest = int(guest)
     be = xen_backend.XenBackend()
     rel = pci_grants.detach_devices(_NoIommu(be), guest_domid=guest)
-    left = be.xs_read(pci_grants.GRANT_RECORD_ROOT + '/dom%d' % guest)
     _words(released=len(rel['released']), errors=len(rel['errors']),
-           record_left=int(bool(left)))
+           record_left=_records(be))
 
 
 def main(argv):

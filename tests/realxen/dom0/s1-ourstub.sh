@@ -124,7 +124,7 @@ wcmd=$(tr '\0' ' ' < /proc/${wpid:-0}/cmdline 2>/dev/null)
 case "$wcmd" in
   *"qemu-dm-$G "*dm_wrapper*|*dm_wrapper*"qemu-dm-$G "*|*"--nxs-device-model qemu-dm-$G "*)
     mark S1O-WRAPPER pid=$wpid dom0_state=$(xenstore-read /local/domain/0/device-model/$G/state 2>/dev/null) \
-      qmp=$(ls /var/run/xen/qmp-libxl-$G 2>/dev/null | wc -l) argv_head=$(echo "$wcmd" | cut -d' ' -f4-8 | tr ' ' ,) ;;
+      qmp=$(ls /var/run/xen/qmp-libxl-$G 2>/dev/null | wc -l) argv_head=$(echo "$wcmd" | sed 's/.*--nxs-device-model qemu-dm-[0-9]* //' | cut -d' ' -f1-3 | tr ' ' ,) ;;
   *) echo "wrapper pid=$wpid cmdline: $wcmd"; mark S1O-WRAPPER FAILED pid=$wpid ;;
 esac
 
