@@ -331,7 +331,7 @@ def serve(agent, parsed: DmArgs, vm_uuid: str, launched: Dict, *,
         return 1
     finally:
         facade.close()
-        vnc_bridge.stop(bridge)
+        vnc_bridge.stop(bridge, guest)
         try:
             backend.xs_rm(DOM0_STATE_PATH % guest)
         finally:

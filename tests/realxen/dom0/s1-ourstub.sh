@@ -129,13 +129,14 @@ case "$wcmd" in
 esac
 
 # -- 6: the guest reads its disk through the stub ----------------------------
-if [ -n "$G" ] && rx_until 120 sh -c "xl dmesg | grep -q '(d$G) S2-SECTOR-1 '"; then
+if [ -n "$G" ] && rx_until 120 sh -c "xl dmesg | grep -q '(d$G) .*S2-SECTOR-1 '"; then
   mark S1O-MBR-VIA-STUB domid=$G took=$(el $t)
 else
   mark S1O-MBR-VIA-STUB FAILED domid=$G after=$(el $t)
 fi
 xl dmesg | grep -E "\(d${G:-x}\) .*(HVM Loader|pci dev|SeaBIOS \(|ata0-0|Booting|S2-)" | tail -20
-tok=$(xl dmesg | sed -n "s/.*(d$G) S2-SECTOR-1 token=\([0-9a-f]*\).*/\1/p" | tail -1)
+# (Xen stamps each debug-port line: "(dN) [ uptime] text")
+tok=$(xl dmesg | sed -n "s/.*(d$G) .*S2-SECTOR-1 token=\([0-9a-f]*\).*/\1/p" | tail -1)
 if [ -n "$G" ] && rx_until 30 grep -q "S2-SECTOR-1 token=$tok" $STUBLOG && [ -n "$tok" ]; then
   mark S1O-SERIAL-VIA-STUB log=$(basename $STUBLOG)
 else
