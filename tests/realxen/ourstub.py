@@ -44,6 +44,15 @@ exec python3 -m nova_xen_stubdom.dom0.dm_wrapper "$d" --syslog "$@"
 """
 
 
+def marker(boot, name: str):
+    """The boot's marker *name*; a failed assertion with the serial log's
+    last lines when dom0 never printed it."""
+    m = boot.marker(name)
+    assert m is not None, '%s not seen; %s; last serial lines:\n%s' % (
+        name, boot.summary(), '\n'.join(boot.final.last_lines))
+    return m
+
+
 def unavailable() -> str:
     """Why the stub-image scenarios cannot be prepared here, or ''."""
     for tool in ('as', 'ld', 'strip', 'dpkg-deb', 'dpkg-query'):

@@ -12,17 +12,15 @@ emulates; no QEMU runs in dom0.
 
 import pytest
 
+from tests.realxen import ourstub
+
 S1O = ('S1O-DAEMON-UP', 'S1O-STUB-WAITS', 'S1O-DISK', 'S1O-LINK',
        'S1O-CREATE', 'S1O-DM-RUNNING', 'S1O-WRAPPER', 'S1O-MBR-VIA-STUB',
        'S1O-SERIAL-VIA-STUB', 'S1O-NO-DM-IN-DOM0', 'S1O-TEARDOWN',
        'S1O-LEAK-CHECK', 'S1O-DONE')
 
 
-def _marker(boot, name):
-    m = boot.marker(name)
-    assert m is not None, '%s not seen; %s; last serial lines:\n%s' % (
-        name, boot.summary(), '\n'.join(boot.final.last_lines))
-    return m
+_marker = ourstub.marker
 
 
 @pytest.mark.parametrize('name', S1O)

@@ -12,11 +12,7 @@ import pytest
 from tests.realxen import ourstub
 
 
-def _marker(boot, name):
-    m = boot.marker(name)
-    assert m is not None, '%s not seen; %s; last serial lines:\n%s' % (
-        name, boot.summary(), '\n'.join(boot.final.last_lines))
-    return m
+_marker = ourstub.marker
 
 
 def test_s2_guest_reads_its_sector_through_the_stub(realxen_boot):

@@ -10,15 +10,13 @@ shows is in doc/source/realxen.rst.
 
 import pytest
 
+from tests.realxen import ourstub
+
 S6 = ('S6-DOMAINS', 'S6-ASSIGN-REFUSED', 'S6-GRANTED', 'S6-REVOKED',
       'S6-RELEASED', 'S6-LEAK-CHECK', 'S6-DONE')
 
 
-def _marker(boot, name):
-    m = boot.marker(name)
-    assert m is not None, '%s not seen; %s; last serial lines:\n%s' % (
-        name, boot.summary(), '\n'.join(boot.final.last_lines))
-    return m
+_marker = ourstub.marker
 
 
 @pytest.mark.parametrize('name', S6)
