@@ -113,6 +113,7 @@ attach_taps() {
         if [ -e "$SYSNET/eth$_n" ]; then
             brctl addif "br$_n" "eth$_n"
             ip link set "eth$_n" up
+            log "NIC $_n: QEMU tap eth$_n bridged to netfront nf$_n (br$_n)"
         else
             log "no QEMU tap eth$_n for bridge br$_n"
         fi

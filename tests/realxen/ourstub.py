@@ -44,6 +44,21 @@ exec python3 -m nova_xen_stubdom.dom0.dm_wrapper "$d" --syslog "$@"
 """
 
 
+#: libxl's vif hotplug script here: this dom0 has no bridge and Xen's
+#: /etc/xen/scripts is empty; libxl (run_hotplug_scripts) waits for it to
+#: exit, and Linux's netback connects only once the script reported
+#: hotplug-status "connected" (xen-netback xenbus.c hotplug_status_changed;
+#: Xen's xen-hotplug-common.sh success())
+VIF_SCRIPT = """#!/bin/sh
+# no bridge in the realxen dom0: nothing to plug the vif into; report it
+# up as Xen's vif-bridge does (xen-hotplug-common.sh success)
+case "$1" in
+  online|add) xenstore-write "$XENBUS_PATH/hotplug-status" connected ;;
+esac
+exit 0
+"""
+
+
 def marker(boot, name: str):
     """The boot's marker *name*; a failed assertion with the serial log's
     last lines when dom0 never printed it."""
@@ -99,7 +114,7 @@ def overlay(dest: str, tb: str) -> None:
     disk[512:512 + len(text)] = text
     with open(os.path.join(base, 's2-disk.img'), 'wb') as f:
         f.write(bytes(disk))
-    shim = os.path.join(base, 'xenopsd-dm')
-    with open(shim, 'w') as f:
-        f.write(DM_SHIM)
-    os.chmod(shim, 0o755)
+    for name, text in (('xenopsd-dm', DM_SHIM), ('vif-noop', VIF_SCRIPT)):
+        with open(os.path.join(base, name), 'w') as f:
+            f.write(text)
+        os.chmod(os.path.join(base, name), 0o755)

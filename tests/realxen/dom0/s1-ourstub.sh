@@ -10,7 +10,8 @@
 #     the stub VM (driver/vmops.py: the stub starts before its guest); its
 #     init waits for dom0's link;
 #  3. the guest's disk onto the stub through blkback (rxstub.py attach-disk,
-#     our XenDisks): XAPI's VBD.plug of the disk on the stub VM;
+#     our XenDisks): XAPI's VBD.plug of the disk on the stub VM; a vif into
+#     the stub (`xl network-attach`: XAPI's VIF.plug on the stub VM);
 #  4. link_stubdom through a fresh plugin process: the driver's call;
 #  5. `xl create` of the HVM guest with device_model_override=the shim that
 #     becomes our wrapper with xenopsd's argv: XAPI's VM.start_on of the
@@ -28,7 +29,7 @@
 #     VM_destroy_device_model), `xl destroy` of the guest (VM_destroy), the
 #     disk unplugged (VBD.unplug), `xl destroy` of the stub, unlink_stubdom,
 #     daemon stopped; leak check.
-# EXPECT: S1O-DAEMON-UP S1O-STUB-WAITS S1O-DISK S1O-LINK S1O-CREATE S1O-DM-RUNNING S1O-WRAPPER S1O-MBR-VIA-STUB S1O-SERIAL-VIA-STUB S1O-NO-DM-IN-DOM0 S2-SECTOR-READ S2-BLKBACK S1O-TEARDOWN S1O-LEAK-CHECK S1O-DONE
+# EXPECT: S1O-DAEMON-UP S1O-STUB-WAITS S1O-DISK S1O-LINK S1O-CREATE S1O-DM-RUNNING S1O-WRAPPER S1O-MBR-VIA-STUB S1O-SERIAL-VIA-STUB S1O-NO-DM-IN-DOM0 S2-SECTOR-READ S2-BLKBACK S2-NIC S1O-TEARDOWN S1O-LEAK-CHECK S1O-DONE
 # shellcheck disable=SC2046,SC2154
 . /etc/realxen/lib.sh
 s1o_t0=$(up)
@@ -86,9 +87,17 @@ if [ $rc = 0 ] && rx_until 60 sh -c "grep -q 'xvda' $STUBLOG || [ \"\$(xenstore-
   mark S1O-DISK $r be_state=$(xenstore-read /local/domain/0/backend/vbd/$S/51712/state 2>/dev/null)
 else mark S1O-DISK FAILED rc=$rc $r; fi
 
+# -- 3b: a vif into the stub (netback in dom0, netfront in the stub) --------
+# XAPI's VIF.plug on the stub VM; this dom0 has no bridge and no vif hotplug
+# scripts, so libxl runs a no-op one (tests/realxen/ourstub.py VIF_SCRIPT):
+# the vif carries no traffic, the stub's init bridges it to QEMU's tap.
+timeout 90 xl network-attach s1s mac=00:16:3e:51:00:01 script=/opt/realxen/vif-noop \
+  > $W/vif.log 2>&1; rcv=$?
+[ $rcv = 0 ] || cat $W/vif.log
+
 # -- 4: link_stubdom (the driver) --------------------------------------------
 call plugin link_stubdom stubdom_domid=$S guest_vm_uuid=$U \
-  'config={"memory_mb": 32, "vcpus": 1, "vga": "none", "serial": "console", "boot": "c", "disks": [{"bus": "ide", "index": 0}]}' \
+  'config={"memory_mb": 32, "vcpus": 1, "vga": "none", "serial": "console", "boot": "c", "disks": [{"bus": "ide", "index": 0}], "nics": [{"mac": "fa:16:3e:51:00:01", "model": "e1000", "index": 0}]}' \
   > $W/link.out 2>&1; rc=$?
 head -1 $W/link.out | cut -c1-300
 mark S1O-LINK rc=$rc pending=$(xenstore-read /nova-xen-stubdom/links/$U/stubdom-domid 2>/dev/null)
@@ -155,6 +164,16 @@ B=/local/domain/0/backend/vbd/$S/51712
 mark S2-BLKBACK be_state=$(xenstore-read $B/state 2>/dev/null) fe_state=$(xenstore-read /local/domain/$S/device/vbd/51712/state 2>/dev/null) \
   physical_device=$(xenstore-read $B/physical-device 2>/dev/null) \
   argv_disk=$(xenstore-read -R /local/domain/$S/dm-argv 2>/dev/null | tr '\033' '\n' | grep -c '^file=/dev/xvda,if=ide')
+
+V=/local/domain/0/backend/vif/$S/0
+vstate=$(xenstore-read $V/state 2>/dev/null); bridged=$(grep -c 'NIC 0: QEMU tap eth0 bridged to netfront nf0' $STUBLOG)
+nicdev=$(xenstore-read -R /local/domain/$S/dm-argv 2>/dev/null | tr '\033' '\n' | grep -c '^e1000,id=nic0')
+if [ $rcv = 0 ] && [ "$vstate" = 4 ] && [ "$bridged" = 1 ] && [ "$nicdev" = 1 ]; then
+  mark S2-NIC be_state=$vstate bridged=$bridged argv_e1000=$nicdev dom0_vif=$(ls /sys/class/net | grep -c "^vif$S\.0$")
+else
+  grep -i -E 'nic|tap|eth|br0|netfront' $STUBLOG | tail -8
+  mark S2-NIC FAILED attach_rc=$rcv be_state=$vstate bridged=$bridged argv_e1000=$nicdev
+fi
 
 # -- 7: teardown in xenopsd's order -------------------------------------------
 t=$(up)

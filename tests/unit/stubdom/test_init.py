@@ -363,8 +363,9 @@ def test_nics_bridge_qemu_taps_to_netfronts(env):
     sh(e, fakes + "attach_taps")
     assert calls.read_text().splitlines() == [
         "brctl addif br0 eth0", "ip link set eth0 up"]
-    assert "no QEMU tap eth1 for bridge br1" in \
-        (tmp / "console.log").read_text()
+    log = (tmp / "console.log").read_text()
+    assert "no QEMU tap eth1 for bridge br1" in log
+    assert "NIC 0: QEMU tap eth0 bridged to netfront nf0 (br0)" in log
 
 
 def _wait(pred, what, timeout=30):
