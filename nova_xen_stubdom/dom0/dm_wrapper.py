@@ -32,8 +32,9 @@ Registered there, this wrapper:
 5. registers itself as the guest's device model the way QEMU and the stock
    wrapper do (a locked ``-pidfile`` and ``/local/domain/<domid>/qemu-pid``),
    waits for the QEMU inside the stub domain to report ``running``
-   (``/local/domain/<stub>/device-model/<guest>/state``) and mirrors the state
-   to ``/local/domain/0/device-model/<guest>/state``, where xenopsd's
+   (``/local/domain/<stub>/device-model/<guest>/state``), opens xenopsd's
+   QMP sockets (step 6) and then mirrors the state to
+   ``/local/domain/0/device-model/<guest>/state``, where xenopsd's
    xenstore ``continue`` signal (``Dm_Common.resume``) waits for it;
 6. serves xenopsd's QMP sockets (``-qmp unix:/var/run/xen/qmp-libxl-<domid>``
    and ``qmp-event-<domid>``; :mod:`.qmp_endpoint` says what each command
@@ -305,10 +306,15 @@ def serve(agent, parsed: DmArgs, vm_uuid: str, launched: Dict, *,
                     'device model of domain %d in stub domain %d did not '
                     'start: state %s\n' % (guest, stub, state))
                 return 1
-            backend.xs_write(DOM0_STATE_PATH % guest, 'running')
-            # the sockets last: xenopsd takes them as "QEMU is up"
-            # (Dm.wait_event_socket) and then checks the pid at once
+            # the sockets before the state, as QEMU has them (its -qmp and
+            # -chardev sockets exist before it writes "running"): libxl
+            # connects to qmp-libxl-<domid> as soon as it sees the state
+            # (libxl_dm.c device_model_launched; the realxen tier runs the
+            # wrapper under libxl: doc/source/realxen.rst); xenopsd takes
+            # the sockets as "QEMU is up" (Dm.wait_event_socket) and checks
+            # the pid, registered above, at once
             facade.start()
+            backend.xs_write(DOM0_STATE_PATH % guest, 'running')
             bridge = vnc_bridge.start(stub, guest)
             LOG.info('domain %d: device model in stub domain %d, QMP on %s',
                      guest, stub, ', '.join(facade.paths))
@@ -325,7 +331,7 @@ def serve(agent, parsed: DmArgs, vm_uuid: str, launched: Dict, *,
         return 1
     finally:
         facade.close()
-        vnc_bridge.stop(bridge)
+        vnc_bridge.stop(bridge, guest)
         try:
             backend.xs_rm(DOM0_STATE_PATH % guest)
         finally:

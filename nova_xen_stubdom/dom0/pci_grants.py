@@ -361,21 +361,50 @@ def _write_xenstore(backend, guest_domid: int, stub_domid: int,
         nodes[be + '/key-%d' % i] = sbdf
         nodes[be + '/opts-%d' % i] = PCIBACK_OPTS
         nodes[be + '/state-%d' % i] = '1'
+    # directories with their permissions first: xenstored gives a new node
+    # its parent's (xen_devices.XenDisks._write says why it matters)
+    backend.xs_write(be, '')
+    backend.xs_set_perms(be, ['n0', 'r%d' % stub_domid])
     for path, value in nodes.items():
         backend.xs_write(path, value)
-    backend.xs_set_perms(be, ['n0', 'r%d' % stub_domid])
+    backend.xs_write(fe, '')
+    backend.xs_set_perms(fe, ['n%d' % stub_domid, 'r0'])
     for path, value in ((fe + '/backend', be), (fe + '/backend-id', '0'),
                         (fe + '/state', '1')):
         backend.xs_write(path, value)
-    backend.xs_set_perms(fe, ['n%d' % stub_domid, 'r0'])
+
+
+def _error_path(stub_domid: int) -> str:
+    """Where dom0's pciback reports a device it cannot export (Linux
+    ``drivers/xen/xenbus/xenbus_client.c`` ``xenbus_va_dev_error``:
+    ``error/<backend node>/error`` under dom0's home)."""
+    return '/local/domain/0/error/backend/pci/%d' % stub_domid
+
+
+def _prune(backend, path: str, stop: str) -> None:
+    """Remove *path* and its parents while empty, up to *stop* (exclusive),
+    as ``libxl_xshelp.c`` ``libxl__xs_path_cleanup`` does: xenstored keeps
+    a parent that a write created implicitly."""
+    try:
+        while path.startswith(stop + '/') and not backend.xs_list(path):
+            backend.xs_rm(path)
+            path = path.rsplit('/', 1)[0]
+    except Exception as exc:
+        LOG.warning('removing empty %s failed: %s', path, exc)
 
 
 def _remove_xenstore(backend, stub_domid: int) -> None:
-    for path in (_backend_path(stub_domid), _frontend_path(stub_domid)):
+    for path in (_backend_path(stub_domid), _frontend_path(stub_domid),
+                 _error_path(stub_domid)):
         try:
             backend.xs_rm(path)
         except Exception as exc:
             LOG.warning('removing %s failed: %s', path, exc)
+    _prune(backend, _backend_path(stub_domid).rsplit('/', 1)[0],
+           '/local/domain/0')
+    _prune(backend, _error_path(stub_domid), '/local/domain/0')
+    _prune(backend, _frontend_path(stub_domid).rsplit('/', 1)[0],
+           '/local/domain/%d/device' % stub_domid)
 
 
 def attach_devices(backend, guest_domid: int, stub_domid: int,
@@ -481,6 +510,7 @@ def detach_devices(backend, guest_domid: Optional[int] = None,
         backend.xs_rm(_record_path(key))
     except Exception as exc:
         errs.append('grant record: %s' % exc)
+    _prune(backend, GRANT_RECORD_ROOT, '/local/domain/0')
     LOG.info('PCI devices %s released from domain %d (stub %d)',
              sorted(resources), guest, stub)
     return {'released': sorted(resources), 'errors': errs}

@@ -30,6 +30,11 @@ DM_ARGV_SEP = '\x1b'
 DISK_BUSES = {'ide': 'ide', 'sata': 'ahci', 'xen': 'xen'}
 NIC_MODELS = {'e1000': 'e1000', 'rtl8139': 'rtl8139', 'netfront': 'netfront'}
 VGA_MODELS = {'vga': 'std', 'std': 'std', 'cirrus': 'cirrus', 'none': 'none'}
+#: the guest's COM1: none (default), or the stub domain's own PV console,
+#: which dom0's xenconsoled logs (libxl's Linux stub uses a second console,
+#: ``-serial /dev/hvc3``, which does not connect on Xen 4.17 without its
+#: dom0 QEMU console backend: doc/source/realxen.rst)
+SERIAL_MODES = {'none': None, 'console': '/dev/hvc0'}
 
 #: QEMU's VNC server inside the stub domain: a unix socket, never TCP.  The
 #: stub init bridges it over a vchan (``device-model/<guest>/vnc-vchan``)
@@ -76,7 +81,8 @@ def build_dm_argv(guest_domid: int, config: Dict[str, Any]) -> List[str]:
     ``{'bus': ide|sata|xen, 'index': n}``), ``nics`` (list of
     ``{'mac': .., 'model': e1000|rtl8139|netfront, 'index': n}``),
     ``cdroms`` (list of ``{'index': n}``: a read-only disc such as the
-    config drive, emulated as an IDE CD-ROM; IDE has slots 0-3).
+    config drive, emulated as an IDE CD-ROM; IDE has slots 0-3),
+    ``serial`` (none|console: :data:`SERIAL_MODES`).
     Each disk/NIC is the stub domain's PV device number ``index``
     (``/dev/xvd<a+index>``, ``eth<index>``), mirrored from the guest.
     """
@@ -102,6 +108,13 @@ def build_dm_argv(guest_domid: int, config: Dict[str, Any]) -> List[str]:
         argv += ['-drive', 'if=pflash,format=raw,readonly=on,'
                  'file=/usr/share/OVMF/OVMF_CODE.fd']
     argv += ['-boot', 'order=%s' % config.get('boot', 'cd')]
+    serial = config.get('serial', 'none')
+    if serial not in SERIAL_MODES:
+        raise errors.InvalidArgument(name='serial', value=serial,
+                                     reason='one of %s' % ', '.join(
+                                         sorted(SERIAL_MODES)))
+    if SERIAL_MODES[serial]:
+        argv += ['-serial', SERIAL_MODES[serial]]
     for disk in config.get('disks', []):
         bus = DISK_BUSES.get(disk.get('bus', 'ide'))
         if bus is None:

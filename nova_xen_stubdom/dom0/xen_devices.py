@@ -148,7 +148,14 @@ class XenDisks:
                path: str, loop: Optional[str], major: int,
                minor: int) -> None:
         w = self.xs.xs_write
-        # the backend first (blkback watches it), then the frontend
+        # Each directory with its permissions before its children: xenstored
+        # gives a new node its parent's permissions (xenstored_core.c
+        # construct_node), so children written first stay dom0-only and the
+        # stub's blkfront can neither read the backend nor write its state
+        # (as libxl_device.c libxl__device_generic_add orders it).  The
+        # backend first (blkback watches it), then the frontend.
+        w(be, '')
+        self.xs.xs_set_perms(be, ['n0', 'r%d' % domid])
         w(be + '/frontend', fe)
         w(be + '/frontend-id', str(domid))
         w(be + '/params', path)
@@ -162,13 +169,13 @@ class XenDisks:
         if loop:
             # our own record of the loop device, for detach
             w(be + '/nova-xen-stubdom-loop', loop)
-        self.xs.xs_set_perms(be, ['n0', 'r%d' % domid])
+        w(fe, '')
+        self.xs.xs_set_perms(fe, ['n%d' % domid, 'r0'])
         w(fe + '/backend', be)
         w(fe + '/backend-id', '0')
         w(fe + '/virtual-device', str(num))
         w(fe + '/device-type', 'disk')
         w(fe + '/state', str(XENBUS_INITIALISING))
-        self.xs.xs_set_perms(fe, ['n%d' % domid, 'r0'])
         # what the hotplug script would write last: blkback opens it now
         w(be + '/physical-device', '%x:%x' % (major, minor))
 

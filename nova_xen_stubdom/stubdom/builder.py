@@ -22,19 +22,31 @@ from typing import Callable
 from nova_xen_stubdom.stubdom import cpio
 from nova_xen_stubdom.stubdom import elfdeps
 from nova_xen_stubdom.stubdom import kernel as kernelmod
+from nova_xen_stubdom.stubdom import offline
 from nova_xen_stubdom.stubdom import packages as pkgmod
-from nova_xen_stubdom.stubdom.packages import BuildError
+from nova_xen_stubdom.stubdom.packages import BuildError, Progress
 
 from nova_xen_stubdom.stubdom.image import (  # noqa: F401 (re-exported)
     KERNEL_CMDLINE, KERNEL_NAME, MANIFEST_NAME, ROOTFS_NAME, SELFTEST_CMDLINE)
 
 KERNEL_PACKAGE = "linux-image-cloud-amd64"
 ROOT_PACKAGES = ("qemu-system-xen", "xenstore-utils", "busybox-static")
+#: Taken without their Depends: only one program of each goes in, whose
+#: libraries the ROOT_PACKAGES' closure already holds (xen-utils-4.17
+#: would pull in Python and the whole toolstack).
+LONE_PACKAGES = ("xen-utils-4.17",)
+DEVICE_MODEL_SOURCES = ("debian", "testbed", "auto")
 QEMU = "/usr/libexec/xen-qemu-system-i386"
 XENSTORE = "/usr/bin/xenstore"
 BUSYBOX = "/bin/busybox"
 #: Programs the init runs; their library closure goes in too.
 BINARIES = (QEMU, XENSTORE, BUSYBOX)
+#: dom0 reaches QEMU's VNC socket through a vchan this proxies (the stub
+#: init's start_vnc_bridge; Xen's tools/vchan/vchan-socket-proxy.c), found
+#: on the init's PATH here; Debian ships it in xen-utils-4.17 as
+#: DEBIAN_VCHAN_PROXY, the testbed's tools tarball as VCHAN_PROXY
+VCHAN_PROXY = "/usr/bin/vchan-socket-proxy"
+DEBIAN_VCHAN_PROXY = "/usr/lib/xen-4.17/bin/vchan-socket-proxy"
 #: xenstore-utils' multi-call binary, dispatched on argv[0].
 XENSTORE_TOOLS = ("xenstore-chmod", "xenstore-exists", "xenstore-list",
                   "xenstore-ls", "xenstore-read", "xenstore-rm",
@@ -152,9 +164,166 @@ def pinned_packages(manifest_path: str):
     return closure, kpkg, meta
 
 
+@dataclasses.dataclass
+class Inputs:
+    """What the image is assembled from, whatever the source."""
+    tree: PackageTree
+    #: package -> version of every package the tree holds (manifest)
+    versions: dict[str, str]
+    #: the manifest's candidate_packages (what --pin rebuilds from)
+    candidates: dict[str, dict]
+    firmware: dict[str, str]
+    binaries: tuple[str, ...]
+    device_model: dict
+    #: where vchan-socket-proxy is in the inputs (a link to it goes to
+    #: VCHAN_PROXY when elsewhere)
+    vchan: str
+    naive_size: int = 0
+    naive_files: int = 0
+
+
+@dataclasses.dataclass
+class KernelInput:
+    data: bytes
+    release: str
+    #: image paths of the modules to load, in order, under module_root
+    modules: list[str]
+    module_root: str | None
+    manifest: dict
+    package_size: int | None = None
+
+
+def _debian_inputs(cache_dir: str, progress: Progress,
+                   pin: str | None) -> tuple[Inputs, KernelInput]:
+    """Debian bookworm packages through apt (the default)."""
+    pkgmod.require_tools("apt-cache", "apt-get")
+    if pin:
+        progress("using the package versions pinned by %s" % pin)
+        closure, kpkg, meta = pinned_packages(pin)
+    else:
+        progress("resolving packages: %s + their Depends, %s, and %s"
+                 % (", ".join(ROOT_PACKAGES), ", ".join(LONE_PACKAGES),
+                    KERNEL_PACKAGE))
+        closure = pkgmod.depends_closure(ROOT_PACKAGES)
+        closure.update(pkgmod.show(LONE_PACKAGES))
+        meta = pkgmod.show([KERNEL_PACKAGE])[KERNEL_PACKAGE]
+        image_names = [d for d in meta.depends
+                       if d.startswith("linux-image-")]
+        if not image_names:
+            raise BuildError("%s %s depends on no linux-image-* package"
+                             % (meta.name, meta.version))
+        kpkg = pkgmod.show(image_names[:1])[image_names[0]]
+    missing = [r for r in ROOT_PACKAGES + LONE_PACKAGES if r not in closure]
+    if missing:
+        raise BuildError("package set lacks %s" % ", ".join(missing))
+    progress("%d rootfs candidate packages; kernel %s %s"
+             % (len(closure), kpkg.name, kpkg.version))
+    debs = pkgmod.download(list(closure.values()) + [kpkg], cache_dir,
+                           progress)
+    progress("unpacking")
+    inputs = Inputs(PackageTree(), {n: p.version for n, p in closure.items()},
+                    {n: {"version": p.version, "arch": p.arch}
+                     for n, p in sorted(closure.items())},
+                    dict(FIRMWARE), BINARIES + (DEBIAN_VCHAN_PROXY,),
+                    {"source": "debian", "package": "qemu-system-xen",
+                     "version": closure["qemu-system-xen"].version},
+                    DEBIAN_VCHAN_PROXY)
+    for name in sorted(closure):
+        root = pkgmod.unpack(debs[name], cache_dir)
+        inputs.tree.add_package(name, root)
+        s, n = pkgmod.tree_size(root)
+        inputs.naive_size += s
+        inputs.naive_files += n
+    kroot = pkgmod.unpack(debs[kpkg.name], cache_dir)
+    release = kernelmod.find_release(kroot)
+    progress("kernel %s: modules %s" % (release,
+                                        ", ".join(kernelmod.MODULES)))
+    with open(os.path.join(kroot, "boot", "vmlinuz-" + release), "rb") as f:
+        kdata = f.read()
+    kernel = KernelInput(
+        kdata, release, kernelmod.module_closure(kroot, release), kroot,
+        {"source": "debian", "package": kpkg.name, "version": kpkg.version,
+         "arch": kpkg.arch, "meta_package": meta.name,
+         "meta_version": meta.version},
+        pkgmod.tree_size(kroot)[0])
+    return inputs, kernel
+
+
+def _testbed_inputs(testbed: str, cache_dir: str,
+                    progress: Progress) -> Inputs:
+    """The Xen testbed's device model and tools, busybox from its .deb,
+    libraries from the build host's packages (offline.py)."""
+    balls = offline.tarballs(testbed)
+    versions: dict[str, str] = {}
+    tree = HostLibraryTree(versions)
+    candidates: dict[str, dict] = {}
+    record = {"source": "testbed", "testbed": os.path.abspath(testbed)}
+    inputs = Inputs(tree, versions, candidates,
+                    dict(offline.TESTBED_FIRMWARE),
+                    BINARIES + (VCHAN_PROXY,), record, VCHAN_PROXY)
+    for part, path in sorted(balls.items()):
+        digest = offline.sha256_file(path)
+        name = "xen-testbed:" + os.path.basename(path)
+        root = offline.unpack_tarball(path, cache_dir)
+        tree.add_package(name, root)
+        versions[name] = "sha256:" + digest
+        record[part] = {"tarball": os.path.basename(path),
+                        "sha256": digest}
+        s, n = pkgmod.tree_size(root)
+        inputs.naive_size += s
+        inputs.naive_files += n
+    deb = offline.busybox_deb(testbed, pkgmod.APT_ARCHIVES)
+    bname, bver = os.path.basename(deb).split("_")[:2]
+    root = pkgmod.unpack(deb, cache_dir)
+    tree.add_package(bname, root)
+    versions[bname] = bver.replace("%3a", ":")
+    record["device_model"]["qemu"] = QEMU
+    progress("device model from the testbed: %s (sha256 %s...)"
+             % (record["device_model"]["tarball"],
+                record["device_model"]["sha256"][:12]))
+    return inputs
+
+
+def _file_kernel(path: str, config: str, progress: Progress) -> KernelInput:
+    """A given bzImage whose Xen drivers are built in: no modules."""
+    builtin = offline.builtin_config(config)
+    release = offline.kernel_release(path)
+    with open(path, "rb") as f:
+        data = f.read()
+    progress("kernel %s from %s (drivers built in, checked in %s)"
+             % (release, path, config))
+    return KernelInput(data, release, [], None,
+                       {"source": "file", "file": os.path.basename(path),
+                        "config": os.path.basename(config),
+                        "builtin": sorted(builtin)})
+
+
+class HostLibraryTree(PackageTree):
+    """A PackageTree that finds shared libraries it lacks on the build
+    host, each recorded with the Debian package that installed it (and its
+    version in *versions*)."""
+
+    def __init__(self, versions: dict[str, str]) -> None:
+        super().__init__()
+        self.versions = versions
+
+    def host_path(self, path: str) -> str | None:
+        hit = super().host_path(path)
+        if hit is not None or not path.startswith(offline.HOST_LIB_DIRS):
+            return hit
+        if not os.path.lexists(path):
+            return None
+        name, version = offline.host_package(path)
+        self.index[path] = (name, path)
+        self.versions[name] = version
+        return path
+
+
 def build(output: str, cache_dir: str | None = None,
           progress: Callable[[str], None] = _default_progress,
-          pin: str | None = None) -> BuildResult:
+          pin: str | None = None, device_model: str = "debian",
+          testbed: str | None = None, kernel: str | None = None,
+          kernel_config: str | None = None) -> BuildResult:
     """Build the image into ``output``.
 
     :param output: directory for the kernel, rootfs and manifest.
@@ -163,192 +332,176 @@ def build(output: str, cache_dir: str | None = None,
     :param pin: an earlier manifest.json: use exactly its package versions
         (from the cache, or the mirror while it still carries them) instead
         of apt's current candidates, to rebuild that image bit for bit.
+    :param device_model: ``debian`` (qemu-system-xen through apt),
+        ``testbed`` (the Xen testbed's QEMU, offline) or ``auto`` (Debian,
+        the testbed when apt cannot reach the archive).
+    :param testbed: the xen-testbed directory (``testbed``/``auto``).
+    :param kernel: a bzImage with the Xen drivers built in, with its
+        ``kernel_config``; default: Debian's cloud kernel, or the testbed's
+        6.1.20 kernel with the testbed's device model.
     """
-    pkgmod.require_tools("apt-cache", "apt-get", "dpkg-deb", "strip")
+    if device_model not in DEVICE_MODEL_SOURCES:
+        raise BuildError("device model source %r: one of %s"
+                         % (device_model, ", ".join(DEVICE_MODEL_SOURCES)))
+    if device_model != "debian" and not testbed:
+        raise BuildError("--device-model %s needs --testbed DIR (the"
+                         " xen-testbed package)" % device_model)
+    if bool(kernel) != bool(kernel_config):
+        raise BuildError("--kernel and --kernel-config go together (the"
+                         " config proves the Xen drivers are built in)")
+    if pin and device_model == "testbed":
+        raise BuildError("--pin rebuilds a Debian build; the testbed's"
+                         " files are pinned by their sha256 already")
+    pkgmod.require_tools("dpkg-deb", "strip")
     cache_dir = cache_dir or default_cache_dir()
     os.makedirs(cache_dir, exist_ok=True)
     os.makedirs(output, exist_ok=True)
+    kin = _file_kernel(kernel, kernel_config, progress) if kernel else None
+    inputs = None
+    if device_model in ("debian", "auto"):
+        try:
+            inputs, dkernel = _debian_inputs(cache_dir, progress, pin)
+            kin = kin or dkernel
+        except pkgmod.RegistryUnreachable as exc:
+            if device_model == "debian":
+                raise
+            progress("the Debian archive did not answer (%s): taking the"
+                     " device model from the testbed" % str(exc)[:200])
+    if inputs is None:
+        inputs = _testbed_inputs(testbed, cache_dir, progress)
+        kin = kin or _file_kernel(*offline.testbed_kernel(testbed),
+                                  progress)
+    return _assemble(output, inputs, kin, progress)
 
-    if pin:
-        progress("using the package versions pinned by %s" % pin)
-        closure, kpkg, meta = pinned_packages(pin)
-    else:
-        progress("resolving packages: %s + their Depends, and %s"
-                 % (", ".join(ROOT_PACKAGES), KERNEL_PACKAGE))
-        closure = pkgmod.depends_closure(ROOT_PACKAGES)
-        meta = pkgmod.show([KERNEL_PACKAGE])[KERNEL_PACKAGE]
-        image_names = [d for d in meta.depends
-                       if d.startswith("linux-image-")]
-        if not image_names:
-            raise BuildError("%s %s depends on no linux-image-* package"
-                             % (meta.name, meta.version))
-        kpkg = pkgmod.show(image_names[:1])[image_names[0]]
-    missing = [r for r in ROOT_PACKAGES if r not in closure]
-    if missing:
-        raise BuildError("package set lacks %s" % ", ".join(missing))
-    progress("%d rootfs candidate packages; kernel %s %s"
-             % (len(closure), kpkg.name, kpkg.version))
 
-    debs = pkgmod.download(list(closure.values()) + [kpkg], cache_dir,
-                           progress)
-    progress("unpacking")
-    tree = PackageTree()
-    naive_size = naive_files = 0
-    for name in sorted(closure):
-        root = pkgmod.unpack(debs[name], cache_dir)
-        tree.add_package(name, root)
-        s, n = pkgmod.tree_size(root)
-        naive_size += s
-        naive_files += n
-    kroot = pkgmod.unpack(debs[kpkg.name], cache_dir)
-    release = kernelmod.find_release(kroot)
-    ktree_size, _ = pkgmod.tree_size(kroot)
-
-    for b in BINARIES + tuple(FIRMWARE):
+def _assemble(output: str, inputs: Inputs, kin: KernelInput,
+              progress: Progress) -> BuildResult:
+    tree = inputs.tree
+    for b in inputs.binaries + tuple(inputs.firmware):
         if tree.host_path(b) is None:
-            raise BuildError("%s is not shipped by any of the packages"
-                             " (%s)" % (b, ", ".join(ROOT_PACKAGES)))
-
-    progress("walking the ELF dependencies of %s" % ", ".join(BINARIES))
+            raise BuildError("%s is in none of the inputs (%s)"
+                             % (b, ", ".join(sorted(inputs.versions))))
+    progress("walking the ELF dependencies of %s"
+             % ", ".join(inputs.binaries))
     try:
-        needed = elfdeps.closure(tree, BINARIES)
+        needed = elfdeps.closure(tree, inputs.binaries)
     except elfdeps.UnresolvedLibraries as exc:
         raise BuildError(str(exc))
 
     arch = cpio.Archive()
-    parts = {k: Part(k) for k in ("qemu", "xenstore", "busybox",
+    parts = {k: Part(k) for k in ("qemu", "xenstore", "busybox", "vchan",
                                   "libraries", "firmware", "modules",
                                   "init+config")}
     files_meta = []
     used_packages: set[str] = set()
+
+    def add(path: str, pkg: str, data: bytes, mode: int, part: str,
+            before: int, why: str | None = None) -> None:
+        arch.add_file(path, data, mode)
+        _account(parts[part], before, len(data))
+        meta = {"path": path, "package": pkg, "sha256": _sha256(data),
+                "size": len(data), "mode": "%o" % mode}
+        if why:
+            meta["why"] = why
+        files_meta.append(meta)
+
+    def link(path: str, target: str, pkg: str) -> None:
+        arch.add_symlink(path, target)
+        files_meta.append({"path": path, "package": pkg, "symlink": target})
+
     with tempfile.TemporaryDirectory(prefix="stubdom-") as work:
         for path in sorted(needed):
             pkg, host = tree.index[path]
             used_packages.add(pkg)
             if os.path.islink(host):
-                arch.add_symlink(path, os.readlink(host))
-                files_meta.append({"path": path, "package": pkg,
-                                   "symlink": os.readlink(host)})
+                link(path, os.readlink(host), pkg)
                 continue
-            data = _strip(host, ["--strip-unneeded"], work)
-            part = {QEMU: "qemu", XENSTORE: "xenstore",
-                    BUSYBOX: "busybox"}.get(path, "libraries")
-            mode = 0o755
-            arch.add_file(path, data, mode)
-            _account(parts[part], os.path.getsize(host), len(data))
-            files_meta.append({"path": path, "package": pkg,
-                               "sha256": _sha256(data), "size": len(data),
-                               "mode": "%o" % mode})
+            part = {QEMU: "qemu", XENSTORE: "xenstore", BUSYBOX: "busybox",
+                    inputs.vchan: "vchan"}.get(path, "libraries")
+            add(path, pkg, _strip(host, ["--strip-unneeded"], work), 0o755,
+                part, os.path.getsize(host))
+        if inputs.vchan != VCHAN_PROXY:
+            link(VCHAN_PROXY, inputs.vchan, tree.package_of(inputs.vchan))
+        xs_pkg = tree.package_of(XENSTORE)
         for tool in XENSTORE_TOOLS:
-            arch.add_symlink("/usr/bin/" + tool, "xenstore")
-            files_meta.append({"path": "/usr/bin/" + tool,
-                               "package": "xenstore-utils",
-                               "symlink": "xenstore"})
+            link("/usr/bin/" + tool, "xenstore", xs_pkg)
         for applet in _busybox_applets(tree.host_path(BUSYBOX)):
             if applet not in arch:
-                arch.add_symlink(applet, BUSYBOX)
-                files_meta.append({"path": applet,
-                                   "package": "busybox-static",
-                                   "symlink": BUSYBOX})
-        for path in sorted(FIRMWARE):
+                link(applet, BUSYBOX, tree.package_of(BUSYBOX))
+        for path in sorted(inputs.firmware):
             chain = elfdeps.resolve_links(tree, path)
-            for link in chain[:-1]:
-                arch.add_symlink(link, tree.readlink(link))
-                files_meta.append({"path": link,
-                                   "package": tree.package_of(link),
-                                   "symlink": tree.readlink(link)})
+            for lk in chain[:-1]:
+                link(lk, tree.readlink(lk), tree.package_of(lk))
             pkg, host = tree.index[chain[-1]]
             used_packages.add(pkg)
-            with open(host, "rb") as f:
-                data = f.read()
-            arch.add_file(chain[-1], data, 0o644)
-            _account(parts["firmware"], len(data), len(data))
-            files_meta.append({"path": chain[-1], "package": pkg,
-                               "sha256": _sha256(data), "size": len(data),
-                               "mode": "644", "why": FIRMWARE[path]})
+            data = _read(host)
+            add(chain[-1], pkg, data, 0o644, "firmware", len(data),
+                inputs.firmware[path])
+        for path in kin.modules:
+            host = os.path.join(kin.module_root, path[1:])
+            add(path, kin.manifest.get("package", "kernel"),
+                _strip(host, ["--strip-debug"], work), 0o644, "modules",
+                os.path.getsize(host))
 
-        progress("kernel %s: modules %s" % (release,
-                                            ", ".join(kernelmod.MODULES)))
-        mods = kernelmod.module_closure(kroot, release)
-        for path in mods:
-            data = _strip(os.path.join(kroot, path[1:]), ["--strip-debug"],
-                          work)
-            arch.add_file(path, data, 0o644)
-            _account(parts["modules"],
-                     os.path.getsize(os.path.join(kroot, path[1:])),
-                     len(data))
-            files_meta.append({"path": path, "package": kpkg.name,
-                               "sha256": _sha256(data), "size": len(data),
-                               "mode": "644"})
-
-    qemu_version = closure["qemu-system-xen"].version
+    dm = inputs.device_model
     config = {
         "/init": (_read(INIT_SCRIPT), 0o755),
-        "/etc/stubdom/modules": ("".join(m + "\n" for m in mods).encode(),
-                                 0o644),
+        "/etc/stubdom/modules": ("".join(
+            m + "\n" for m in kin.modules).encode(), 0o644),
         "/etc/stubdom/firmware": ("".join(
-            p + "\n" for p in sorted(FIRMWARE)).encode(), 0o644),
+            p + "\n" for p in sorted(inputs.firmware)).encode(), 0o644),
         "/etc/stubdom/devices": ("".join(
             d + "\n" for d in DEVICE_MODELS).encode(), 0o644),
-        "/etc/stubdom/binaries": (("%s\n%s\n" % (QEMU, XENSTORE)).encode(),
-                                  0o644),
+        "/etc/stubdom/binaries": ("".join(
+            b + "\n" for b in (QEMU, XENSTORE, VCHAN_PROXY)).encode(),
+            0o644),
         "/etc/stubdom/release": (
-            ("kernel=%s\nkernel_package=%s %s\nqemu_package=qemu-system-xen"
-             " %s\n" % (release, kpkg.name, kpkg.version,
-                        qemu_version)).encode(), 0o644),
+            ("kernel=%s\nkernel_source=%s\ndevice_model=%s\n"
+             % (kin.release, _describe(kin.manifest), _describe(dm))
+             ).encode(), 0o644),
     }
     for path, (data, perm) in sorted(config.items()):
-        arch.add_file(path, data, perm)
-        _account(parts["init+config"], len(data), len(data))
-        files_meta.append({"path": path, "package": "nova-xen-stubdom",
-                           "sha256": _sha256(data), "size": len(data),
-                           "mode": "%o" % perm})
+        add(path, "nova-xen-stubdom", data, perm, "init+config", len(data))
     for d in ("/dev", "/proc", "/sys", "/run", "/var", "/etc"):
         arch.add_dir(d)
     arch.add_dir("/tmp", 0o1777)
-    arch.add_symlink("/var/run", "../run")
-    files_meta.append({"path": "/var/run", "package": "nova-xen-stubdom",
-                       "symlink": "../run"})
+    link("/var/run", "../run", "nova-xen-stubdom")
     arch.add_chardev("/dev/console", 5, 1)
     arch.add_chardev("/dev/null", 1, 3, 0o666)
 
     progress("writing the rootfs (%d entries)" % len(arch))
     raw = arch.to_bytes()
     gz = arch.to_gzip()
-    with open(os.path.join(kroot, "boot", "vmlinuz-" + release), "rb") as f:
-        kdata = f.read()
     kernel_path = os.path.join(output, KERNEL_NAME)
     rootfs_path = os.path.join(output, ROOTFS_NAME)
     manifest_path = os.path.join(output, MANIFEST_NAME)
-    _atomic_write(kernel_path, kdata)
+    _atomic_write(kernel_path, kin.data)
     _atomic_write(rootfs_path, gz)
 
     init_size = kernelmod.bzimage_init_size(kernel_path)
     report = {
-        "kernel": {"file": KERNEL_NAME, "release": release,
-                   "size": len(kdata), "init_size": init_size,
-                   "package_unpacked_size": ktree_size},
+        "kernel": {"file": KERNEL_NAME, "release": kin.release,
+                   "size": len(kin.data), "init_size": init_size,
+                   "package_unpacked_size": kin.package_size},
         "rootfs": {"file": ROOTFS_NAME, "gzip_size": len(gz),
                    "cpio_size": len(raw),
                    "unpacked_size": arch.unpacked_size(),
                    "entries": len(arch)},
         "parts": {p.name: dataclasses.asdict(p) for p in parts.values()},
-        "naive": {"packages": len(closure), "files": naive_files,
-                  "size": naive_size},
+        "naive": {"packages": len(inputs.versions),
+                  "files": inputs.naive_files, "size": inputs.naive_size},
     }
+    kman = dict(kin.manifest, release=kin.release, sha256=_sha256(kin.data),
+                cmdline=KERNEL_CMDLINE, size=len(kin.data))
+    versions = inputs.versions
     manifest = {
         "format": 1,
-        "kernel": {"package": kpkg.name, "version": kpkg.version,
-                   "arch": kpkg.arch,
-                   "meta_package": meta.name, "meta_version": meta.version,
-                   "release": release, "sha256": _sha256(kdata),
-                   "cmdline": KERNEL_CMDLINE,
-                   "size": len(kdata)},
+        "kernel": kman,
+        "device_model": dm,
         "rootfs": {"sha256": _sha256(gz), "size": len(gz),
                    "cpio_sha256": _sha256(raw)},
-        "packages": {n: closure[n].version for n in sorted(used_packages)},
-        "candidate_packages": {n: {"version": p.version, "arch": p.arch}
-                               for n, p in sorted(closure.items())},
+        "packages": {n: versions[n] for n in sorted(used_packages)},
+        "candidate_packages": inputs.candidates,
         "files": sorted(files_meta, key=lambda m: m["path"]),
         "sizes": report,
     }
@@ -357,6 +510,16 @@ def build(output: str, cache_dir: str | None = None,
     for line in format_report(report):
         progress(line)
     return BuildResult(kernel_path, rootfs_path, manifest_path, report)
+
+
+def _describe(record: dict) -> str:
+    """One line for /etc/stubdom/release: where a part came from."""
+    if record.get("source") == "testbed":
+        dm = record["device_model"]
+        return "testbed %s sha256:%s" % (dm["tarball"], dm["sha256"])
+    if record.get("source") == "file":
+        return "file %s (config %s)" % (record["file"], record["config"])
+    return "debian %s %s" % (record["package"], record["version"])
 
 
 def _account(part: Part, before: int, after: int) -> None:
@@ -402,9 +565,9 @@ def format_report(report: dict) -> list[str]:
 
 
 def main_build(output: str, cache_dir: str | None = None,
-               pin: str | None = None) -> int:
+               pin: str | None = None, **sources) -> int:
     try:
-        build(output, cache_dir, pin=pin)
+        build(output, cache_dir, pin=pin, **sources)
     except BuildError as exc:
         print("build-stubdom: error: %s" % exc, file=sys.stderr)
         return 1

@@ -58,6 +58,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pin", metavar="MANIFEST", default=None,
                         help="rebuild with exactly the package versions of"
                              " an earlier build's manifest.json")
+    parser.add_argument("--device-model", default="debian",
+                        choices=builder.DEVICE_MODEL_SOURCES,
+                        help="where QEMU comes from: Debian's"
+                             " qemu-system-xen (default), the Xen testbed's"
+                             " QEMU 8.0.3 (offline; needs --testbed), or"
+                             " auto: Debian, the testbed when apt cannot"
+                             " reach the archive")
+    parser.add_argument("--testbed", default=None, metavar="DIR",
+                        help="the xen-testbed directory (device model,"
+                             " xenstore, vchan-socket-proxy, busybox .deb"
+                             " and, by default with it, its 6.1.20 kernel)")
+    parser.add_argument("--kernel", default=None, metavar="BZIMAGE",
+                        help="use this kernel, Xen drivers built in,"
+                             " instead of Debian's (no modules are loaded)")
+    parser.add_argument("--kernel-config", default=None, metavar="CONFIG",
+                        help="its .config, checked for the built-in Xen"
+                             " drivers (required with --kernel)")
     parser.add_argument("--boot-test", action="store_true",
                         help="then boot the self-test under"
                              " qemu-system-x86_64 (TCG) and print figures")
@@ -67,7 +84,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --boot-test: bisect the smallest memory"
                              " that passes (a few more boots)")
     args = parser.parse_args(argv)
-    rc = builder.main_build(args.output, args.cache_dir, args.pin)
+    rc = builder.main_build(args.output, args.cache_dir, args.pin,
+                            device_model=args.device_model,
+                            testbed=args.testbed, kernel=args.kernel,
+                            kernel_config=args.kernel_config)
     if rc == 0 and args.boot_test:
         rc = _boot_figures(args.output, args.memory, args.find_min_memory)
     return rc

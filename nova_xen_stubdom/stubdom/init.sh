@@ -113,6 +113,7 @@ attach_taps() {
         if [ -e "$SYSNET/eth$_n" ]; then
             brctl addif "br$_n" "eth$_n"
             ip link set "eth$_n" up
+            log "NIC $_n: QEMU tap eth$_n bridged to netfront nf$_n (br$_n)"
         else
             log "no QEMU tap eth$_n for bridge br$_n"
         fi
@@ -405,11 +406,30 @@ selftest() {
 
 # ---- normal operation --------------------------------------------------------
 
+# wait_for_link: XAPI runs the stub VM before its guest exists (the driver's
+# VM.start_on of the stub, link_stubdom, then VM.start_on of the guest,
+# driver/vmops.py); dom0 writes ~/target and, last, ~/dm-argv when the
+# guest's device model is launched (dom0/stubdom_link.py attach_target).
+# Until then there is nothing to serve: poll (the stub has no xenstore
+# watch client that outlives a read; the driver destroys a stub whose
+# guest never comes).
+wait_for_link() {
+    _n=0
+    until xenstore-read dm-argv >/dev/null 2>&1; do
+        [ $((_n % 120)) = 0 ] && log "waiting for dom0 to link a guest (~/dm-argv)"
+        _n=$((_n + 1))
+        sleep "${STUBDOM_LINK_POLL:-0.5}"
+    done
+}
+
 run_stubdom() {
     load_modules
     domid=$(xenstore-read domid) || { die "cannot read my domid"; return 1; }
+    wait_for_link
     target=$(xenstore-read target) || { die "no ~/target"; return 1; }
-    argv=$(xenstore-read dm-argv) || { die "no ~/dm-argv"; return 1; }
+    # -R: the raw value; Xen's client escapes non-printable bytes, ESC (the
+    # separator) included, which left QEMU without arguments on Xen
+    argv=$(xenstore-read -R dm-argv) || { die "no ~/dm-argv"; return 1; }
     state_node="device-model/$target/state"
     log "stub domain $domid for guest $target"
 

@@ -20,12 +20,17 @@ import time
 
 import pytest
 
+from tests.realxen import ourstub
 from tests.realxen import testbed
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DOM0 = os.path.join(HERE, 'dom0')
 # dom0 scenario scripts, run in this order in one boot.
 SCENARIOS = ['s4-interchange.sh', 's1-stubdom.sh', 'd1-daemon.sh']
+# Scenarios 1+2 with our image, wrapper and daemon, and scenario 6
+# (tests/realxen/ourstub.py prepares what they need in dom0).
+OURSTUB_SCENARIOS = ('s1-ourstub.sh', 's6-pcigrants.sh')
+SCENARIOS += list(OURSTUB_SCENARIOS)
 # Scenarios whose stub domain needs our guest-initramfs overlay.
 STUB_SCENARIOS = ('s1-stubdom.sh',)
 # dom0 runs the testbed's python3.11: the extension must be built for it.
@@ -171,6 +176,11 @@ def realxen_boot():
         'REALXEN_SCENARIOS', ' '.join(SCENARIOS)).split()
     try:
         overlay = build_overlay(os.path.join(tmp, 'root'), tb)
+        if set(scenarios) & set(OURSTUB_SCENARIOS):
+            why = ourstub.unavailable()
+            if why:
+                pytest.skip('NOT RUN: ' + why)
+            ourstub.overlay(overlay, tb)
         extra = {}
         if set(scenarios) & set(STUB_SCENARIOS):
             extra['EXTRA_GUEST_ROOT'] = build_stub_overlay(

@@ -9,6 +9,9 @@
 # The daemon scenario (d1-daemon.sh) adds ~5 minutes at host load 3-5 and
 # far more on a loaded host: every plugin call is a fresh dom0 Python
 # process under TCG (doc/source/realxen.rst, "Measured").
+# Scenarios 1+2 with our stub image, daemon and wrapper (s1-ourstub.sh) and
+# 6 (s6-pcigrants.sh) build the image offline from the testbed first (cached
+# in build/realxen-stubdom) and add ~5-7 minutes.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 export PATH="$PWD/.venv/bin:$PATH"

@@ -187,6 +187,14 @@ def test_dm_argv_pv_devices_not_emulated():
     assert '-vnc' not in joined
 
 
+def test_dm_argv_serial_on_the_stub_console():
+    assert '-serial' not in stubdom.build_dm_argv(5, CONFIG)
+    argv = stubdom.build_dm_argv(5, dict(CONFIG, serial='console'))
+    assert argv[argv.index('-serial') + 1] == '/dev/hvc0'
+    with pytest.raises(errors.InvalidArgument, match='serial'):
+        stubdom.build_dm_argv(5, dict(CONFIG, serial='tcp:0:4444'))
+
+
 def test_dm_argv_ahci_and_uefi():
     cfg = dict(CONFIG, disks=[{'bus': 'sata', 'index': 0}],
                firmware='uefi', nics=[])

@@ -1,4 +1,6 @@
 """dom0's end of the stub domain's VNC (``dom0/vnc_bridge.py``)."""
+import subprocess
+
 from nova_xen_stubdom.dom0 import vnc_bridge
 
 
@@ -27,3 +29,14 @@ def test_without_the_tool_no_bridge(monkeypatch, caplog):
     assert vnc_bridge.start(3, 4, which=lambda name: None) is None
     assert 'has no VNC console' in caplog.text
     vnc_bridge.stop(None)
+
+
+def test_stop_removes_the_listening_socket(monkeypatch, tmp_path):
+    sock = tmp_path / 'vnc-7'
+    sock.write_text('')         # what the terminated proxy leaves
+    monkeypatch.setattr(vnc_bridge, 'DOM0_SOCKET', str(tmp_path / 'vnc-%d'))
+    proc = subprocess.Popen(['sleep', '30'])
+    vnc_bridge.stop(proc, 7)
+    assert proc.returncode is not None
+    assert not sock.exists()
+    vnc_bridge.stop(subprocess.Popen(['true']), 7)      # already gone

@@ -37,6 +37,23 @@ def disks(tmp_path):
     return d
 
 
+def test_every_node_is_readable_or_writable_by_the_right_end(disks,
+                                                             tmp_path):
+    """The frontend domain reads the backend's nodes and writes its own
+    (blkfront's state): each child must carry its directory's permissions,
+    which xenstored gives a node only when it is created after them.  The
+    stub's blkfront never connected on real Xen until it did."""
+    img = tmp_path / 'disk.img'
+    img.write_bytes(b'\0' * 4096)
+    disks.attach(7, str(img), 'xvda')
+    be_path, fe_path, _num = xd.XenDisks.paths(7, 'xvda')
+    xs = disks.xs
+    for node in [k for k in xs.xs if k.startswith(be_path + '/')]:
+        assert xs.xs_get_perms(node) == ['n0', 'r7'], node
+    for node in [k for k in xs.xs if k.startswith(fe_path + '/')]:
+        assert xs.xs_get_perms(node) == ['n7', 'r0'], node
+
+
 def test_attach_file_writes_libxl_nodes_then_detach_cleans(disks, tmp_path):
     img = tmp_path / 'state.img'
     img.write_bytes(b'\0' * 4096)

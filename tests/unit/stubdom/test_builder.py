@@ -251,3 +251,90 @@ def test_download_tells_an_outage_from_a_missing_package(monkeypatch,
         packages.download([p], str(tmp_path), progress=lambda m: None,
                           archives=str(tmp_path / "none"))
     assert not isinstance(err.value, packages.RegistryUnreachable)
+
+
+# -- offline inputs (the Xen testbed, a given kernel) -------------------------
+
+def _bzimage(tmp_path, version=b"6.1.20-xenprobe (builder@host) #1"):
+    """A file with the bzImage header fields kernel_release reads."""
+    head = bytearray(0x1000)
+    head[0x202:0x206] = b"HdrS"
+    ptr = 0x600
+    head[0x20e:0x210] = (ptr - 0x200).to_bytes(2, "little")
+    head[ptr:ptr + len(version) + 1] = version + b"\0"
+    path = tmp_path / "vmlinuz"
+    path.write_bytes(bytes(head))
+    return str(path)
+
+
+def test_kernel_release_reads_the_boot_header(tmp_path):
+    from nova_xen_stubdom.stubdom import offline
+    assert offline.kernel_release(_bzimage(tmp_path)) == "6.1.20-xenprobe"
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"\0" * 4096)
+    with pytest.raises(BuildError, match="not a bzImage"):
+        offline.kernel_release(str(junk))
+
+
+def test_builtin_config_names_each_missing_driver(tmp_path):
+    from nova_xen_stubdom.stubdom import offline
+    cfg = tmp_path / "config"
+    lines = ["%s=y" % o for o in offline.BUILTIN_OPTIONS]
+    cfg.write_text("\n".join(lines) + "\n")
+    assert set(offline.builtin_config(str(cfg))) == set(
+        offline.BUILTIN_OPTIONS)
+    lines[offline.BUILTIN_OPTIONS.index("CONFIG_XEN_PRIVCMD")] = \
+        "CONFIG_XEN_PRIVCMD=m"
+    cfg.write_text("\n".join(lines[:-1]) + "\n")
+    with pytest.raises(BuildError) as exc:
+        offline.builtin_config(str(cfg))
+    assert "CONFIG_XEN_PRIVCMD=m" in str(exc.value)
+    assert "%s=unset" % offline.BUILTIN_OPTIONS[-1] in str(exc.value)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"device_model": "bogus"}, "one of debian, testbed, auto"),
+    ({"device_model": "testbed"}, "needs --testbed"),
+    ({"kernel": "/k"}, "go together"),
+    ({"device_model": "testbed", "testbed": "/t", "pin": "m.json"},
+     "--pin rebuilds a Debian build"),
+])
+def test_bad_source_options_are_refused_before_any_work(tmp_path, kwargs,
+                                                        message):
+    out = tmp_path / "out"
+    with pytest.raises(BuildError, match=message):
+        builder.build(str(out), str(tmp_path / "cache"), **kwargs)
+    assert not out.exists()
+
+
+def test_testbed_without_its_tarballs_is_a_clear_error(tmp_path):
+    from nova_xen_stubdom.stubdom import offline
+    with pytest.raises(BuildError, match="has no bin/qemu-xen-8.0.3-dm"):
+        offline.tarballs(str(tmp_path))
+
+
+def test_offline_build_from_the_testbed(tmp_path):
+    """The whole offline build, when the testbed is on this machine."""
+    from tests.realxen import testbed
+    tb = testbed.locate()
+    if not os.path.isfile(os.path.join(tb, "bin",
+                                       "qemu-xen-8.0.3-dm.tar.xz")):
+        pytest.skip("no Xen testbed at %s" % tb)
+    res = builder.build(str(tmp_path / "out"), str(tmp_path / "cache"),
+                        progress=lambda m: None, device_model="testbed",
+                        testbed=tb)
+    with open(res.manifest) as f:
+        m = json.load(f)
+    assert m["device_model"]["source"] == "testbed"
+    assert m["device_model"]["device_model"]["tarball"] == \
+        "qemu-xen-8.0.3-dm.tar.xz"
+    assert m["kernel"]["source"] == "file"
+    assert m["kernel"]["release"] == "6.1.20-xenprobe"
+    paths = {f["path"]: f for f in m["files"]}
+    for p in (builder.QEMU, builder.VCHAN_PROXY, "/usr/bin/xenstore-read",
+              "/usr/share/qemu/vgabios-stdvga.bin"):
+        assert p in paths, p
+    assert paths[builder.QEMU]["package"].startswith("xen-testbed:")
+    assert "libglib2.0-0" in m["packages"]      # from the host's dpkg
+    release = [f for f in m["files"] if f["path"] == "/etc/stubdom/release"]
+    assert release

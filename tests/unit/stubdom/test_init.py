@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -40,7 +41,13 @@ def env(tmp_path):
     fakebin = tmp_path / "fakebin"
     fakebin.mkdir()
     tools = {
-        "xenstore-read": '[ -f "$XS/$1" ] || exit 1; cat "$XS/$1"',
+        # Xen's client escapes non-printable bytes (ESC, dm-argv's
+        # separator, included) unless asked for the raw value with -R
+        "xenstore-read": r'raw=; [ "$1" = -R ] && { raw=1; shift; };'
+                         r' [ -f "$XS/$1" ] || exit 1;'
+                         r' if [ -n "$raw" ]; then cat "$XS/$1";'
+                         r' else sed "s/$(printf "")/\\033/g" "$XS/$1";'
+                         r' fi',
         "xenstore-write": 'mkdir -p "$(dirname "$XS/$1")";'
                           ' printf %s "$2" >"$XS/$1"',
         "xenstore-exists": '[ -f "$XS/$1" ]',
@@ -356,8 +363,9 @@ def test_nics_bridge_qemu_taps_to_netfronts(env):
     sh(e, fakes + "attach_taps")
     assert calls.read_text().splitlines() == [
         "brctl addif br0 eth0", "ip link set eth0 up"]
-    assert "no QEMU tap eth1 for bridge br1" in \
-        (tmp / "console.log").read_text()
+    log = (tmp / "console.log").read_text()
+    assert "no QEMU tap eth1 for bridge br1" in log
+    assert "NIC 0: QEMU tap eth0 bridged to netfront nf0 (br0)" in log
 
 
 def _wait(pred, what, timeout=30):
@@ -416,6 +424,40 @@ def test_run_stubdom_end_to_end_restore_running_save(env):
     log = (tmp / "console.log").read_text()
     assert "QEMU" in log and "running for guest 11" in log
     assert "QEMU exited with status 0" in log
+
+
+def test_run_stubdom_waits_for_dom0_to_link_its_guest(env):
+    """XAPI starts the stub VM before the guest: no target or dm-argv yet;
+    the init waits for them instead of giving up (it did, until the
+    realxen tier ran it on Xen)."""
+    tmp, e = env
+    xs = tmp / "xs"
+    (xs / "domid").write_text("12")
+    qemu = tmp / "fake-qemu"
+    qemu.write_text("#!%s\n%s" % (sys.executable, FAKE_QEMU))
+    qemu.chmod(0o755)
+    e.update(STUBDOM_QEMU=str(qemu), FAKE_QEMU_ARGV=str(tmp / "argv.json"),
+             STUBDOM_LINK_POLL="0.05")
+    proc = subprocess.Popen(
+        [BUSYBOX, "sh", "-c", '. "%s"\nload_modules() { :; }\nrun_stubdom'
+         % INIT], env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True)
+    try:
+        log = tmp / "console.log"
+        _wait(lambda: log.exists() and "waiting for dom0" in log.read_text(),
+              "the init to wait")
+        assert proc.poll() is None
+        # dom0's order (stubdom_link.attach_target): target, then dm-argv
+        (xs / "target").write_text("11")
+        (xs / "dm-argv").write_text(ESC.join(["-xen-domid", "11"]))
+        state = xs / "device-model" / "11" / "state"
+        _wait(lambda: state.exists() and state.read_text() == "running",
+              "state=running")
+        assert json.loads((tmp / "argv.json").read_text())[:2] == [
+            "-xen-domid", "11"]
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)     # the init and its QEMU
+        proc.wait()
 
 
 def test_run_stubdom_refuses_a_corrupt_restore_disk(env):
