@@ -63,7 +63,12 @@ def _report(result):
     except ValueError:
         value = None
     if isinstance(value, dict):
+        # one level of nesting too: migrate_status's stats -> V_stats_rounds
         for key, item in sorted(value.items()):
+            items = sorted(item.items()) if isinstance(item, dict) else ()
+            for sub, subitem in items:
+                if isinstance(subitem, (str, int, float, bool)):
+                    print('V_%s_%s=%s' % (key, sub, shlex.quote(str(subitem))))
             if isinstance(item, (str, int, float, bool)) or item is None:
                 print('V_%s=%s' % (key, shlex.quote(str(item))))
 
@@ -170,16 +175,15 @@ def xs_target_bad(stub):
     return 0
 
 
-def _qmp_device_state(guest, path):
-    """The dom0 QEMU's device state (libxl's QMP socket)."""
+def _qmp(guest, *cmds):
+    """Run QMP commands on the dom0 QEMU of *guest* (libxl's QMP socket);
+    the last one's return value."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(30)
     sock.connect('/var/run/xen/qmp-libxl-%d' % guest)
     f = sock.makefile('rw')
     f.readline()                                    # greeting
-    for cmd in ({'execute': 'qmp_capabilities'},
-                {'execute': 'xen-save-devices-state',
-                 'arguments': {'filename': path, 'live': False}}):
+    for cmd in ({'execute': 'qmp_capabilities'},) + cmds:
         f.write(json.dumps(cmd) + '\n')
         f.flush()
         while True:
@@ -191,10 +195,45 @@ def _qmp_device_state(guest, path):
                                                    reply['error']))
             break
     sock.close()
+    return reply.get('return')
+
+
+def _qmp_device_state(guest, path):
+    """The dom0 QEMU's device state."""
+    _qmp(guest, {'execute': 'xen-save-devices-state',
+                 'arguments': {'filename': path, 'live': False}})
     with open(path, 'rb') as g:
         data = g.read()
     os.unlink(path)
     return data
+
+
+def _qmp_load_device_state(guest, state, path):
+    """Load a saved device state into the restored guest's dom0 QEMU.
+
+    As libxl does for a restore (libxl_dm.c: ``-incoming fd:N``) and our
+    stub's init does (``-incoming exec:cat``), QEMU gets it as an incoming
+    migration: the new domain's QEMU was started with ``-incoming defer``
+    (s35_cfg ... incoming) and ``migrate-incoming`` hands it the file.
+    (``stop`` + ``xen-load-devices-state`` on a QEMU that had started
+    normally killed QEMU 8.0.3: doc/source/realxen.rst.)"""
+    with open(path, 'wb') as g:
+        g.write(state)
+    try:
+        _qmp(guest, {'execute': 'migrate-incoming',
+                     'arguments': {'uri': 'exec:cat %s' % path}})
+        deadline = time.monotonic() + 120
+        while True:
+            status = (_qmp(guest, {'execute': 'query-migrate'}) or {}).get(
+                'status')
+            if status == 'completed':
+                return
+            if status in ('failed', 'cancelled') or \
+                    time.monotonic() > deadline:
+                raise RuntimeError('incoming device state: %s' % status)
+            time.sleep(0.2)
+    finally:
+        os.unlink(path)
 
 
 def responder(stub, guest, mode):
@@ -218,6 +257,21 @@ def responder(stub, guest, mode):
                 f.write(statedisk.build_image(state))
             be.xs_write(d + '/state', 'saved')
             be.xs_write(d + '/source', '%s:%d' % (source, len(state)))
+            be.xs_rm(d + '/command')
+        elif cmd == 'restore':
+            devid = be.xs_read(d + '/state-disk') or 'xvdz'
+            params = be.xs_read('/local/domain/0/backend/vbd/%d/%d/params'
+                                % (stub, xen_devices.disk_devnum(devid)))
+            try:
+                with open(params, 'rb') as f:
+                    state = statedisk.read_state(f)
+                _qmp_load_device_state(guest, state, '/tmp/d1-qemu-load')
+                be.xs_write(d + '/source', 'qmp-load:%d' % len(state))
+                be.xs_write(d + '/state', 'running')
+            except Exception as exc:
+                sys.stderr.write('responder: restore failed: %s\n' % exc)
+                be.xs_write(d + '/error', str(exc)[:200])
+                be.xs_write(d + '/state', 'error')
             be.xs_rm(d + '/command')
         elif cmd == 'continue':
             be.xs_write(d + '/state', 'running')
