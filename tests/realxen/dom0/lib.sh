@@ -95,15 +95,11 @@ rx_daemon_stop() {  # SIGTERM, SIGKILL after 30 s (a watchdog, not a wait)
 }
 # Scenarios 3 and 5's guest (tests/realxen/dom0/s35-guest.S, 32 MiB, its
 # device model the testbed's qemu-xen in dom0) on its own copy of the disk:
-# s35_cfg NAME UUID [incoming].  "incoming": a domain to restore or migrate
-# into, whose QEMU waits for its device state (-incoming defer; libxl's own
-# restore passes -incoming fd:N, libxl_dm.c).
+# s35_cfg NAME UUID.
 s35_cfg() {
   cp /opt/realxen/s35-guest.img "$W/$1.img"
   HVMMEM=32 hvmcfg "$1" | sed "s#target=/guest/hvm-disk.img#target=$W/$1.img#"
   echo "uuid=\"$2\""
-  [ "$3" = incoming ] && echo 'device_model_args_hvm=["-incoming", "defer"]'
-  return 0
 }
 # s35_count DOMID -> the guest's last counter (decimal; empty if none yet);
 # s35_first DOMID -> its first.  (Xen prints "(dN) [ uptime ] TEXT" with

@@ -9,8 +9,10 @@
 # The device model: the guest's QEMU runs in dom0 (libxl's qemu-xen), not
 # in the stub domain; the stub is the linked PV domain of d1, and
 # d1_daemon.py responder plays the stub's QEMU in the state-disk protocol
-# with the dom0 QEMU's real device state (QMP xen-save-devices-state, and
-# xen-load-devices-state for the restore).
+# with the dom0 QEMU's real device state (QMP xen-save-devices-state); on
+# restore it checks the state that came back through the image and the
+# state disk but does not load it into the new dom0 QEMU
+# (doc/source/realxen.rst, scenario 3: what QEMU 8.0.3 and libxl allow).
 # xl stands in for XAPI/xenopsd: `xl create` = VM.start (xenopsd VM_create
 # + VM_build + the device model); `xl pause` = VM.pause (only to take the
 # digest of a still guest); after save_image, dm_stop/unlink + `xl destroy`
@@ -65,7 +67,6 @@ mark S3-DESTROYED domains=$left image_bytes=$(stat -c %s $W/s3.img 2>/dev/null)
 
 # -- new domains, restore_image, unpause ------------------------------------
 t=$(up)
-s35_cfg s3g $U incoming > $W/s3g.cfg
 xl create -p $W/s3g.cfg > $W/create-g2.log 2>&1; rc=$?
 G2=$(xl domid s3g 2>/dev/null)
 if [ $rc = 0 ] && s35_stub s3s $G2 $U; then

@@ -31,7 +31,7 @@ U2=55555555-0000-4000-8000-0000000000d5
 KEY=202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f
 
 t=$(up)
-s35_cfg s5g $U > $W/s5g.cfg; s35_cfg s5d $U2 incoming > $W/s5d.cfg
+s35_cfg s5g $U > $W/s5g.cfg; s35_cfg s5d $U2 > $W/s5d.cfg
 xl create $W/s5g.cfg > $W/create-g.log 2>&1; rc=$?
 G=$(xl domid s5g 2>/dev/null)
 xl create -p $W/s5d.cfg > $W/create-d.log 2>&1; rcd=$?
