@@ -9,6 +9,9 @@
 # The daemon scenario (d1-daemon.sh) adds ~5 minutes at host load 3-5 and
 # far more on a loaded host: every plugin call is a fresh dom0 Python
 # process under TCG (doc/source/realxen.rst, "Measured").
+# Scenarios 3 and 5 (s3-saverestore.sh, s5-migrate.sh: save/restore and
+# local live migration by our daemon) add ~3.5 minutes at load 5-7 and
+# ~7 at load ~16.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 export PATH="$PWD/.venv/bin:$PATH"
