@@ -239,8 +239,8 @@ def responder(stub, guest, mode):
         elif cmd == 'restore':
             # The state arrives through the disk and is checked (magic,
             # length, sha256), but is not loaded into the dom0 QEMU: that
-            # QEMU was started normally by xl create -p, and QEMU 8.0.3 died
-            # on stop + xen-load-devices-state there, while -incoming defer
+            # QEMU was started normally by xl create -p, and QEMU 8.0.3 went
+            # away on stop + xen-load-devices-state there; -incoming defer
             # makes libxl time out waiting for the device model's "running"
             # (doc/source/realxen.rst, scenario 3).
             devid = be.xs_read(d + '/state-disk') or 'xvdz'
