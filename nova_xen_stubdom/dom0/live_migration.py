@@ -29,7 +29,7 @@ import logging
 import threading
 import time
 import traceback
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from nova_xen_stubdom.dom0 import guest_suspend
 from nova_xen_stubdom.dom0 import hypervisor as hv
@@ -149,6 +149,8 @@ class LiveMigrationSource:
         self._force = threading.Event()
         self.stats = MigrationStats()
         self._acked = 0
+        #: PFN runs without a page (hole_runs), left out of full passes
+        self._holes: List[Tuple[int, int]] = []
         self.progress = Progress(0, 0, 0, 0, 'starting')
 
     # -- control from other threads -------------------------------------------
@@ -200,6 +202,10 @@ class LiveMigrationSource:
             writer.end_round()
 
             view = self.backend.map_memory(self.domid)
+            # An HVM guest's PFNs run up to its special pages below 4 GiB;
+            # the holes between are not sent (as save_domain; on real Xen
+            # a 32 MiB guest is 8188 pages in 1 M PFNs)
+            self._holes = saverestore.hole_runs(self.backend, view)
             self.backend.enable_logdirty(self.domid)
             logdirty = True
             self.backend.fetch_dirty_bitmap(self.domid, clear=True)
@@ -232,7 +238,7 @@ class LiveMigrationSource:
             if self.stop_and_copy or was_paused:
                 self.stats.reason = 'paused guest' if was_paused \
                     else 'stop-and-copy'
-                sender.send_all()
+                sender.send_all(self._holes)
                 self.stats.last_round_pages = info.max_pfn
             else:
                 rest = mp.bitmap_to_pfns(
@@ -358,7 +364,7 @@ class LiveMigrationSource:
         round_no = 1
         self._set_progress(sender, writer, total, round_no, 'precopy')
         t0 = time.monotonic()
-        sender.send_all()
+        sender.send_all(self._holes)
         self._wait_round(self._end_round(writer))
         rate = writer.offset / max(time.monotonic() - t0, 1e-6)
         budget = self.max_mem_factor * info.max_pfn * PAGE_SIZE

@@ -148,7 +148,7 @@ def save_domain(backend: hv.HypervisorBackend, domid: int, out: BinaryIO,
         write_preamble(writer, backend, info)
         view = backend.map_memory(domid)
         sender = mp.PageSender(view, info.max_pfn, writer)
-        sender.send_all(_holes(backend, view))
+        sender.send_all(hole_runs(backend, view))
         counters = sender.counters
         del sender
         write_trailer(writer, backend, domid, device_state(),
@@ -189,7 +189,7 @@ def export_domain(backend: hv.HypervisorBackend, domid: int, out: BinaryIO,
         write_preamble(writer, backend, info)
         view = backend.map_memory(domid)
         sender = mp.PageSender(view, info.max_pfn, writer)
-        sender.send_all(_holes(backend, view))
+        sender.send_all(hole_runs(backend, view))
         counters = sender.counters
         sender = None
         write_trailer(writer, backend, domid, device_state(), None)
@@ -202,9 +202,12 @@ def export_domain(backend: hv.HypervisorBackend, domid: int, out: BinaryIO,
                      time.monotonic() - start)
 
 
-def _holes(backend: hv.HypervisorBackend, view) -> List[Tuple[int, int]]:
+def hole_runs(backend: hv.HypervisorBackend, view
+              ) -> List[Tuple[int, int]]:
     """[start, stop) runs of PFNs of *view* the hypervisor has no page for,
-    ascending, for a backend that knows them (the xen backend)."""
+    ascending, for a backend that knows them (the xen backend): what a
+    first full pass leaves out (save_domain, export_domain and the live
+    migration's first round)."""
     runs = getattr(backend, 'hole_runs', None)
     if runs is not None:
         return runs(view)

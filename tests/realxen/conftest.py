@@ -26,7 +26,8 @@ from tests.realxen import testbed
 HERE = os.path.dirname(os.path.abspath(__file__))
 DOM0 = os.path.join(HERE, 'dom0')
 # dom0 scenario scripts, run in this order in one boot.
-SCENARIOS = ['s4-interchange.sh', 's1-stubdom.sh', 'd1-daemon.sh']
+SCENARIOS = ['s4-interchange.sh', 's1-stubdom.sh', 'd1-daemon.sh',
+             's3-saverestore.sh', 's5-migrate.sh']
 # Scenarios 1+2 with our image, wrapper and daemon, and scenario 6
 # (tests/realxen/ourstub.py prepares what they need in dom0).
 OURSTUB_SCENARIOS = ('s1-ourstub.sh', 's6-pcigrants.sh')
@@ -99,7 +100,40 @@ def build_overlay(dest: str, tb: str) -> str:
             value = os.environ.get(var, '')
             if value and value.replace('/', '').replace('.', '').isalnum():
                 f.write('RX_%s=%s\n' % (var[len('REALXEN_'):], value))
+    _s35_inputs(os.path.join(dest, 'opt', 'realxen'))
     return dest
+
+
+#: the host UUID (XAPI's INSTALLATION_UUID) of dom0 in scenarios 3 and 5:
+#: its migration certificate names it (sim/pki.py, XAPI's pool certificates)
+S35_HOST_UUID = '5a1e0000-0000-4000-8000-0000000035a5'
+
+
+def _s35_inputs(dest: str) -> None:
+    """Scenarios 3 and 5: their guest's disk (s35-guest.S assembled as the
+    testbed's mbr.S is) and this test's CA + host certificate for the
+    loopback migration's TLS (made with openssl, as sim/pki.py does for the
+    simulator; the key is in the host's .pem, as XAPI's pool certificate)."""
+    from nova_xen_stubdom.sim import pki
+    build = tempfile.mkdtemp(prefix='realxen-s35.')
+    try:
+        obj, binary = os.path.join(build, 'g.o'), os.path.join(build, 'g.bin')
+        subprocess.run(['as', '--32', '-o', obj,
+                        os.path.join(DOM0, 's35-guest.S')], check=True)
+        subprocess.run(['ld', '-m', 'elf_i386', '-Ttext', '0x7c00',
+                        '--oformat', 'binary', '-o', binary, obj], check=True)
+        with open(binary, 'rb') as f:
+            sector = f.read()
+        with open(os.path.join(dest, 's35-guest.img'), 'wb') as f:
+            f.write(sector.ljust(1 << 20, b'\0'))
+        os.makedirs(os.path.join(build, 'pki'))
+        ca = pki.Pki(os.path.join(build, 'pki'))
+        os.makedirs(os.path.join(dest, 'pki'))
+        shutil.copy(ca.ca, os.path.join(dest, 'pki', 'ca.pem'))
+        shutil.copy(ca.host(S35_HOST_UUID),
+                    os.path.join(dest, 'pki', 'host.pem'))
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
 
 
 def _ldd_closure(root: str, elf: str) -> None:

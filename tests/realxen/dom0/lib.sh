@@ -61,3 +61,69 @@ rx_leakcheck() {
   fi
   rm -f "/tmp/rx-state-$1".*
 }
+
+# -- our dom0 daemon, for the scenarios that drive it (s3, s5) ---------------
+# rx_agent NAME HOST_UUID < EXTRA_CONF: W=/tmp/NAME, agent.conf (backend xen
+# plus EXTRA_CONF lines of [agent]) and the XAPI inventory of this "host".
+rx_agent() {
+  RX_AGENT=$1; W=/tmp/$1; rm -rf "$W"; mkdir -p "$W"
+  RUN=/var/run/nova-xen-stubdom; STATE=/var/lib/nova-xen-stubdom
+  export PYTHONPATH=/opt/realxen/pkg NOVA_XEN_STUBDOM_AGENT_CONF=$W/agent.conf
+  { printf '[agent]\nbackend = xen\nsocket_path = %s/agent.sock\nstate_dir = %s\n' $RUN $STATE
+    cat; } > "$W/agent.conf"
+  echo "INSTALLATION_UUID='$2'" > "$W/inventory"
+}
+rx_call() { python3 /opt/realxen/d1_daemon.py "$@"; }
+# rx_pcall plugin|dm FN k=v...: as d1-daemon.sh's pcall (R_*, V_* set).
+rx_pcall() {
+  for v in $(set | sed -n 's/^\([RV]_[A-Za-z0-9_]*\)=.*/\1/p'); do unset "$v"; done
+  rx_call "$@" > "$W/last.out" 2> "$W/last.err"; local rc=$?
+  head -1 "$W/last.out" | cut -c1-300; tail -3 "$W/last.err"
+  eval "$(tail -n +2 "$W/last.out")"
+  return $rc
+}
+rx_daemon_start() {  # -> $DPID; log /out/NAME-daemon.log
+  python3 -m nova_xen_stubdom.dom0.daemon --config "$W/agent.conf" \
+    --inventory "$W/inventory" > "$W/daemon.out" 2> "/out/$RX_AGENT-daemon.log" &
+  DPID=$!
+  rx_until 240 grep -q '^ready ' "$W/daemon.out"
+}
+rx_daemon_stop() {  # SIGTERM, SIGKILL after 30 s (a watchdog, not a wait)
+  kill -TERM $DPID; ( sleep 30; kill -9 $DPID 2>/dev/null ) & local wd=$!
+  wait $DPID; local rc=$?; kill $wd 2>/dev/null; wait $wd 2>/dev/null
+  return $rc
+}
+# Scenarios 3 and 5's guest (tests/realxen/dom0/s35-guest.S, 32 MiB, its
+# device model the testbed's qemu-xen in dom0) on its own copy of the disk:
+# s35_cfg NAME UUID.
+s35_cfg() {
+  cp /opt/realxen/s35-guest.img "$W/$1.img"
+  HVMMEM=32 hvmcfg "$1" | sed "s#target=/guest/hvm-disk.img#target=$W/$1.img#"
+  echo "uuid=\"$2\""
+}
+# s35_count DOMID -> the guest's last counter (decimal; empty if none yet);
+# s35_first DOMID -> its first.  (Xen prints "(dN) [ uptime ] TEXT" with
+# console_timestamps=boot.)
+s35_counts() { xl dmesg 2>/dev/null | sed -n "s/.*(d$1) .*S35-CNT \([0-9A-F]\{4\}\).*/\1/p"; }
+s35_count() { local h; h=$(s35_counts "$1" | tail -1); [ -n "$h" ] && echo $((0x$h)); }
+s35_first() { local h; h=$(s35_counts "$1" | head -1); [ -n "$h" ] && echo $((0x$h)); }
+s35_count_at_least() { [ "$(s35_count "$1")" -ge "$2" ] 2>/dev/null; }
+# s35_stub NAME GUEST UUID: the guest's stub domain, linked to it by the
+# driver's link_stubdom and the wrapper's dm_launch (as d1); sets S.  It
+# stays paused (xl create -p = XAPI's VM.start of the stub VM, paused): it
+# runs no QEMU here (d1_daemon.py responder plays its side of the state
+# disk from dom0), it only holds the link and the state disk's frontend;
+# d1 shows a running stub foreign-mapping its guest.
+s35_stub() {
+  pvcfg "$1" pv 128 "stubtest stub_target=$2 stub_gfn=100" > "$W/$1.cfg"
+  xl create -p "$W/$1.cfg" > "$W/create-$1.log" 2>&1 || cat "$W/create-$1.log"
+  S=$(xl domid "$1" 2>/dev/null)
+  rx_pcall plugin link_stubdom stubdom_domid=$S guest_vm_uuid=$3 \
+    'config={"memory_mb": 32, "vcpus": 1, "vga": "none"}' &&
+  rx_pcall dm dm_launch guest_domid=$2 guest_vm_uuid=$3
+}
+# s35_unstub GUEST UUID: the wrapper's dm_stop and the driver's unlink.
+s35_unstub() {
+  rx_pcall dm dm_stop guest_domid=$1 guest_vm_uuid=$2
+  rx_pcall plugin unlink_stubdom guest_vm_uuid=$2
+}
