@@ -46,8 +46,6 @@ LOG = logging.getLogger(__name__)
 
 #: guest VM fields the image decides (vmbuild.guest_record)
 IMAGE_FIELDS = ('HVM_boot_params', 'platform')
-#: platform keys the driver sets outside guest_record (spawn)
-KEPT_PLATFORM_KEYS = ('stubdom',)
 
 
 class RebuildOps:
@@ -181,9 +179,6 @@ class RebuildOps:
 
     def _set_image_fields(self, guest: str, cfg, instance, do) -> None:
         want = vmbuild.guest_record(instance, cfg, self._ctx.host_ref)
-        platform = self._call('VM.get_platform', guest)
-        want['platform'].update({k: platform[k] for k in KEPT_PLATFORM_KEYS
-                                 if k in platform})
         for field in IMAGE_FIELDS:
             do('VM.set_%s' % field, self._call, 'VM.set_%s' % field, guest,
                want[field])

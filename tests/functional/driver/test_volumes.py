@@ -420,11 +420,13 @@ class TestSwapVolume(_VolumeTestBase):
 
     def _server_with_old_volume(self, pv_drivers=True):
         server = self._create_server(networks='none')
-        self._attach(server, SWAP_OLD)
-        self._wait_attach_done(server, SWAP_OLD)
         if pv_drivers:
+            # before the attach: without them XAPI refuses the hot-plug
+            # and the volume waits for the next start
             guest, _stub = self.xapi_vms(server)
             sim_testing.report_pv_drivers(self.sim, guest['ref'])
+        self._attach(server, SWAP_OLD)
+        self._wait_attach_done(server, SWAP_OLD)
         return server
 
     def _state(self, server, x):
