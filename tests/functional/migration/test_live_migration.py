@@ -263,10 +263,8 @@ class TestLiveMigration(base.XenStubdomTestBase):
         incoming = [r for r in x.VM.get_all_records().values()
                     if r['other_config'].get('nova_xen_stubdom_role') ==
                     migrationops.ROLE_INCOMING_GUEST][0]
-        from nova_xen_stubdom.dom0 import registry as plugin
-        plugin.call(self.sim_host('host2').agent(), plugin.PLUGIN,
-                    'migrate_receive_cancel', {'id': incoming[
-                        'other_config'][migrationops.OC_RECEIVE_JOB]})
+        self.dom0_call('host2', 'migrate_receive_cancel', id=incoming[
+            'other_config'][migrationops.OC_RECEIVE_JOB])
         server = self._assert_rolled_back(server)
         self._delete_server(server)
 

@@ -1,5 +1,6 @@
 """host.call_plugin as XAPI runs it: a fresh plugin process per call that
-forwards to the host's dom0 daemon; a job outlives the call that made it."""
+forwards to the host's dom0 daemon, a process of its own; a job outlives
+the call that made it, and the daemon dies with the simulator."""
 import json
 import os
 
@@ -31,10 +32,13 @@ def test_plugin_runs_as_a_process_and_jobs_persist(sim):
         out = json.loads(call(host_ref, 'nova_xen_stubdom', 'stubdom_wiring',
                               {'stubdom_domid': '0'}))
         assert out['stubdom_domid'] == 0
-        daemon = host.dom0_process.daemon
-        assert os.path.exists(daemon.socket_path)
-        # the plugin process forwarded it: the daemon's agent is the host's
-        assert daemon.agent is host.agent()
+        dom0 = host.dom0_process
+        assert os.path.exists(dom0.socket_path)
+        # the daemon is a process of its own, alive between calls
+        assert dom0.pid not in (None, os.getpid())
+        assert dom0.proc.poll() is None
+        # it saw the simulator's hypervisor through the channel
+        assert 'listening on' in dom0.log()
 
         domid = backend.sim.create_domain('vm-in', True, 4 << 20)
         # the key goes wrapped for the daemon's offer, never in argv
@@ -68,9 +72,10 @@ def test_plugin_runs_as_a_process_and_jobs_persist(sim):
         assert 'INVALID_ARGUMENT' in str(exc.value)
     finally:
         x.xenapi.session.logout()
-    run_dir = host.dom0_process.run_dir
+    run_dir, proc = host.dom0_process.run_dir, host.dom0_process.proc
     sim.stop()
     assert not os.path.exists(run_dir)          # daemon stopped, cleaned
+    assert proc.returncode == 0                 # SIGTERM: a clean stop
 
 
 def test_stand_in_xenapiplugin_codes_xmlrpc_as_xmlrpc_client_does():
