@@ -77,6 +77,9 @@ class HostDom0:
     def __init__(self, host) -> None:
         from nova_xen_stubdom.sim import plugins
         self.host = host
+        #: the host's in-process agent (the simulated wrapper's): it shares
+        #: the daemon's lock directory while the daemon runs
+        self.agent = host.agent()
         self.proc: Optional[subprocess.Popen] = None
         self._lifeline = -1         # our (the only) write end of the pipe
         # AF_UNIX paths are short: a private directory under /tmp
@@ -101,7 +104,7 @@ class HostDom0:
             # exclude each other with the same flocks, as on a real host
             locks = os.path.join(self.state_dir, 'locks')
             os.makedirs(locks, mode=0o700)
-            host.agent().lock_dir = locks
+            self.agent.lock_dir = locks
             self.start()
         except BaseException:
             self.close()
@@ -138,7 +141,7 @@ class HostDom0:
             theirs.close()
             os.close(lifeline_r)
         self._lifeline = lifeline_w
-        hypervisor_channel.serve(ours, self.host.agent().backend)
+        hypervisor_channel.serve(ours, self.agent.backend)
         import select
         ready, _, _ = select.select([self.proc.stdout], [], [], START_TIMEOUT)
         line = self.proc.stdout.readline() if ready else ''
@@ -179,10 +182,8 @@ class HostDom0:
 
     def close(self) -> None:
         self.stop()
-        agent = self.host._agent
-        if agent is not None and agent.lock_dir and \
-                agent.lock_dir.startswith(self.run_dir + os.sep):
-            agent.lock_dir = None
+        if (self.agent.lock_dir or '').startswith(self.run_dir + os.sep):
+            self.agent.lock_dir = None
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
 

@@ -25,6 +25,7 @@ daemon maps it itself, as dom0's foreign mappings share the guest's pages.
 The log-dirty bitmap is fetched and cleared by one call (``max_pfn/8``
 bytes a round), atomic with respect to the simulated workload as before.
 """
+import abc
 import base64
 import logging
 import mmap
@@ -216,7 +217,4 @@ def _forwarder(name: str):
 
 for _name in FORWARDED:
     setattr(RemoteSimBackend, _name, _forwarder(_name))
-# the abstract methods are set after the class statement: recompute
-RemoteSimBackend.__abstractmethods__ = frozenset(
-    n for n in RemoteSimBackend.__abstractmethods__
-    if getattr(getattr(RemoteSimBackend, n), '__isabstractmethod__', False))
+abc.update_abstractmethods(RemoteSimBackend)

@@ -10,6 +10,7 @@ import textwrap
 
 import pytest
 
+from nova_xen_stubdom.dom0.hypervisor import HypervisorBackend
 from nova_xen_stubdom.sim import hypervisor_channel as channel
 from nova_xen_stubdom.sim.backend import SimBackend
 from tests import waiting
@@ -127,3 +128,11 @@ def test_daemon_does_not_outlive_a_killed_simulator():
     import shutil
     for path in leftovers:      # what the killed simulator could not remove
         shutil.rmtree(path, ignore_errors=True)
+
+
+def test_remote_backend_has_exactly_the_seams_methods():
+    def public(cls):
+        return {n for n in dir(cls) if not n.startswith('_') and
+                callable(getattr(cls, n))}
+    assert public(channel.RemoteSimBackend) == public(HypervisorBackend)
+    assert not channel.RemoteSimBackend.__abstractmethods__
