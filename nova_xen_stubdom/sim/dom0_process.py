@@ -28,6 +28,7 @@ in-process agent (``host.agent()``: what the simulated device-model
 wrapper runs) then takes its per-domain locks in the daemon's lock
 directory, as the wrapper and the daemon share them on a real host.
 """
+import contextlib
 import os
 import shutil
 import signal
@@ -36,10 +37,12 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import xmlrpc.client
-from typing import Dict, Optional
+from typing import Dict, Iterator, Optional
 
 from nova_xen_stubdom.dom0 import config as dom0_config
+from nova_xen_stubdom.dom0 import host as dom0_host
 from nova_xen_stubdom.sim import hypervisor_channel
 from nova_xen_stubdom.sim.errors import XapiError
 
@@ -105,6 +108,7 @@ class HostDom0:
             locks = os.path.join(self.state_dir, 'locks')
             os.makedirs(locks, mode=0o700)
             self.agent.lock_dir = locks
+            self.agent.file_lock = polled_file_lock
             self.start()
         except BaseException:
             self.close()
@@ -184,7 +188,25 @@ class HostDom0:
         self.stop()
         if (self.agent.lock_dir or '').startswith(self.run_dir + os.sep):
             self.agent.lock_dir = None
+            del self.agent.file_lock
         shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def polled_file_lock(path: str) -> Iterator[None]:
+    """The in-process agent's ``flock``: taken without blocking, retried.
+    Under eventlet (Nova's functional harness) a blocking ``flock`` would
+    stop every green thread of the simulator -- the hypervisor channel the
+    daemon holding the lock waits on included -- and never return."""
+    with contextlib.ExitStack() as stack:
+        while True:
+            try:
+                stack.enter_context(dom0_host.file_lock(path,
+                                                        blocking=False))
+                break
+            except BlockingIOError:
+                time.sleep(0.01)
+        yield
 
 
 def dom0_of(host) -> HostDom0:

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from nova_xen_stubdom.dom0 import host as dom0_host
 from nova_xen_stubdom.dom0 import keywrap
 from nova_xen_stubdom.sim import dom0_process
 from nova_xen_stubdom.sim import testing
@@ -39,6 +40,16 @@ def test_plugin_runs_as_a_process_and_jobs_persist(sim):
         assert dom0.proc.poll() is None
         # it saw the simulator's hypervisor through the channel
         assert 'listening on' in dom0.log()
+        # the in-process agent (the simulated wrapper's) locks a guest in
+        # the daemon's lock directory: the daemon would wait for it
+        lock = os.path.join(dom0.state_dir, 'locks',
+                            dom0_host._lock_name('vm-x'))
+        with host.agent().lock('vm-x'):
+            with pytest.raises(BlockingIOError):
+                with dom0_host.file_lock(lock, blocking=False):
+                    pass
+        with dom0_host.file_lock(lock, blocking=False):
+            pass
 
         domid = backend.sim.create_domain('vm-in', True, 4 << 20)
         # the key goes wrapped for the daemon's offer, never in argv
