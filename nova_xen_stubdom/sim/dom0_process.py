@@ -5,8 +5,7 @@ XAPI runs a host plugin as a fresh process per ``host.call_plugin``
 ``/etc/xapi.d/plugins`` is forked with the XML-RPC call as its argument and
 its printed XML-RPC response is the result).  With this model on, the
 simulator does the same: each host gets the real dom0 daemon
-(:class:`nova_xen_stubdom.dom0.daemon.Daemon`, on the host's own
-``HostAgent`` over its simulated hypervisor, a real unix socket and state
+(:mod:`nova_xen_stubdom.dom0.daemon`, on a real unix socket and state
 directory), and each call runs the real plugin launcher
 (``devstack/files/nova_xen_stubdom.xapi-plugin``) in a fresh Python process
 with the stand-in ``XenAPIPlugin`` (:mod:`.dom0_host`), which forwards to
@@ -27,6 +26,7 @@ or, where it is None, where that variable is ``1``.  The host's
 in-process agent (``host.agent()``: what the simulated device-model
 wrapper runs) then takes its per-domain locks in the daemon's lock
 directory, as the wrapper and the daemon share them on a real host.
+doc/source/simulator.rst "The daemon's process" has the whole picture.
 """
 import contextlib
 import os
