@@ -287,7 +287,10 @@ class TestLiveMigration(base.XenStubdomTestBase):
     def _at_destination_phase(self, phase, action):
         """Run *action* on the destination's receiver thread when it
         reaches *phase* ("go": before the guest may start; "running": it
-        has started, before the source is told)."""
+        has started, before the source is told).  The hook patches the
+        dom0 code: the destination's agent runs in this process for the
+        test (a daemon process would not see the patch)."""
+        self.sim_host('host2').plugin_process = False
         real_init = migration_target.LiveMigrationTarget.__init__
 
         def init(target, *args, **kwargs):
