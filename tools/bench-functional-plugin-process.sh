@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The functional tier's price for running host.call_plugin as XAPI does (a
-# plugin process per call, the dom0 daemon per simulated host): each group
+# plugin process per call, the dom0 daemon a process of its own per
+# simulated host): each group
 # of functional tests runs in process (NOVA_XEN_STUBDOM_SIM_PLUGIN_PROCESS=0)
 # and then through plugin processes (the tier's default), one right after
 # the other so both see the same machine, and the ratio is printed.

@@ -12,7 +12,8 @@ stdout empty, stderr = the message.
 With ``HostRuntime.plugin_process = True`` (the functional tier's
 default) or ``NOVA_XEN_STUBDOM_SIM_PLUGIN_PROCESS=1`` a call instead runs
 the real plugin launcher as a fresh process that forwards to the host's
-dom0 daemon (:mod:`.dom0_process`), exactly as XAPI runs host plugins.
+dom0 daemon, itself a process of its own (:mod:`.dom0_process`), exactly
+as XAPI runs host plugins.
 """
 import atexit
 import importlib
@@ -29,19 +30,14 @@ LOG = logging.getLogger(__name__)
 PLUGIN = 'nova_xen_stubdom'
 
 
-def default_agent(host):
-    """The real dom0 agent over this host's simulated hypervisor; the
-    host's ``HostConfig.allow_dom0_dm`` is its allow_dom0_device_model
-    (the agent would otherwise read [xen_stubdom] of this process).
-
-    Its migration TLS certificate comes from this simulator's CA (one per
-    cloud, :mod:`.pki`), and as every simulated host lives on this machine
-    (``127.0.0.<n>``) it accepts loopback listen addresses.
-    """
-    from nova_xen_stubdom.dom0 import config as dom0_config
-    from nova_xen_stubdom.dom0.host import HostAgent
-    from nova_xen_stubdom.sim.backend import SimBackend
-    settings = {'migration_allow_loopback': True}
+def agent_settings(host) -> dict:
+    """agent.conf of a simulated host's dom0: its ``HostConfig.allow_dom0_dm``
+    is its allow_dom0_device_model, its migration TLS certificate comes
+    from this simulator's CA (one per cloud, :mod:`.pki`), and as every
+    simulated host lives on this machine (``127.0.0.<n>``) it accepts
+    loopback listen addresses."""
+    settings = {'migration_allow_loopback': True,
+                'allow_dom0_device_model': bool(host.config.allow_dom0_dm)}
     try:
         ca = cloud_pki()
         settings.update(migration_tls_cert=ca.host(host.uuid),
@@ -50,9 +46,18 @@ def default_agent(host):
         # migrations then fail naming the missing certificate
         LOG.warning('simulated host %s has no migration certificate: %s',
                     host.uuid, e)
+    return settings
+
+
+def default_agent(host):
+    """The real dom0 agent over this host's simulated hypervisor, set up as
+    :func:`agent_settings` says (the agent would otherwise read
+    [xen_stubdom] of this process)."""
+    from nova_xen_stubdom.dom0 import config as dom0_config
+    from nova_xen_stubdom.dom0.host import HostAgent
+    from nova_xen_stubdom.sim.backend import SimBackend
     return HostAgent(backend=SimBackend(host), host_uuid=host.uuid,
-                     allow_dom0_device_model=bool(host.config.allow_dom0_dm),
-                     config=dom0_config.AgentConfig(**settings))
+                     config=dom0_config.AgentConfig(**agent_settings(host)))
 
 
 _PKI = None

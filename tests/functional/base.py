@@ -16,8 +16,11 @@
 Nova's own harness runs API, conductor, scheduler, placement and the
 computes in this process; the driver reaches the simulator over HTTP.  Each
 simulated host's ``host.call_plugin`` runs as XAPI runs it: the real plugin
-launcher as a fresh process per call, forwarding to the host's dom0 daemon
-over its unix socket (``sim/dom0_process.py``).  For debugging,
+launcher as a fresh process per call, forwarding over its root-only unix
+socket to the host's dom0 daemon, a process of its own that reaches the
+simulated hypervisor through a channel (``sim/dom0_process.py``,
+``sim/hypervisor_channel.py``).  Tests call the dom0 plugin as the driver
+does, through :meth:`XenStubdomTestBase.dom0_call`.  For debugging,
 ``NOVA_XEN_STUBDOM_SIM_PLUGIN_PROCESS=0`` runs the agent in this process
 instead (tracebacks and breakpoints in one place).  After
 every test a leak check (registered first, so it runs after Nova's services
@@ -27,6 +30,7 @@ domain, memory file, device model, PCI grant or XAPI session.
 # NOTE: import order: nova.tests.functional decides monkey patching
 from nova.tests.functional import integrated_helpers  # noqa: I100 (first)
 
+import json
 import os
 import sys
 import time
@@ -41,12 +45,14 @@ from nova_xen_stubdom.sim import server as sim_server
 from nova_xen_stubdom.sim.errors import XapiError
 from tests import waiting
 
-# The sim runs the dom0 agent in process; load its plugin modules now: Nova's
-# fixtures forbid os.uname(), which an import at first use might call.
+# The sim runs an agent in process (the device-model wrapper's; every agent
+# with the opt-out); load its plugin modules now: Nova's fixtures forbid
+# os.uname(), which an import at first use might call.
 plugin.functions()
 
 #: host.call_plugin as XAPI does it (a plugin process per call, the dom0
-#: daemon per host); ``NOVA_XEN_STUBDOM_SIM_PLUGIN_PROCESS=0`` opts out
+#: daemon process per host); ``NOVA_XEN_STUBDOM_SIM_PLUGIN_PROCESS=0``
+#: opts out
 PLUGIN_PROCESS = os.environ.get(dom0_process.ENV, '1') != '0'
 
 SIM_USER = 'root'
@@ -145,6 +151,15 @@ class XenStubdomTestBase(integrated_helpers.ProviderUsageBaseTestCase):
 
     def sim_host(self, compute_name):
         return self.sim.hosts[list(self.COMPUTES).index(compute_name)]
+
+    def dom0_call(self, compute_name, fn, **args):
+        """The dom0 plugin's *fn* on *compute_name*'s host, called as the
+        driver calls it (``host.call_plugin``: through the host's daemon);
+        its JSON result decoded."""
+        from nova_xen_stubdom.sim import plugins
+        return json.loads(plugins.call_plugin(
+            self.sim_host(compute_name), plugin.PLUGIN, fn,
+            {k: str(v) for k, v in args.items()}))
 
     def _wait_for_state_change(self, server, expected_status,
                                max_retries=10, **kwargs):

@@ -9,9 +9,10 @@
 #   2. the driver's lifecycle, events/concurrency and validation tests again
 #      in threading mode (the demo test already runs the demo that way).
 # host.call_plugin runs as XAPI runs it: the plugin a fresh process per
-# call, forwarding to each simulated host's dom0 daemon (tests/functional/
-# base.py); NOVA_XEN_STUBDOM_SIM_PLUGIN_PROCESS=0 runs the agent in the
-# test process instead, for debugging.
+# call, forwarding to each simulated host's dom0 daemon, a process of its
+# own (tests/functional/base.py, nova_xen_stubdom/sim/dom0_process.py);
+# NOVA_XEN_STUBDOM_SIM_PLUGIN_PROCESS=0 runs the agent in the test process
+# instead, for debugging.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 PY=./.venv/bin/python

@@ -1,7 +1,6 @@
 """Guest lifecycle through real Nova: boot, inspect XAPI, power ops, delete."""
 from tests.functional import base  # noqa: I100 (first: eventlet decision)
 
-import json
 import struct
 
 from nova_xen_stubdom.driver import constants as dc
@@ -19,10 +18,7 @@ class TestLifecycle(base.XenStubdomTestBase):
                                    extra_spec=extra or None)
 
     def _wiring(self, host, stub_domid):
-        agent = self.sim_host(host).agent()
-        from nova_xen_stubdom.dom0 import registry as plugin
-        return json.loads(plugin.call(agent, plugin.PLUGIN, 'stubdom_wiring',
-                                      {'stubdom_domid': str(stub_domid)}))
+        return self.dom0_call(host, 'stubdom_wiring', stubdom_domid=stub_domid)
 
     def _check_built(self, server, flavor_disk_gb=2, macs=()):
         x = self.xapi()

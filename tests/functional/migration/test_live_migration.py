@@ -266,10 +266,8 @@ class TestLiveMigration(base.XenStubdomTestBase):
         incoming = [r for r in x.VM.get_all_records().values()
                     if r['other_config'].get('nova_xen_stubdom_role') ==
                     migrationops.ROLE_INCOMING_GUEST][0]
-        from nova_xen_stubdom.dom0 import registry as plugin
-        plugin.call(self.sim_host('host2').agent(), plugin.PLUGIN,
-                    'migrate_receive_cancel', {'id': incoming[
-                        'other_config'][migrationops.OC_RECEIVE_JOB]})
+        self.dom0_call('host2', 'migrate_receive_cancel', id=incoming[
+            'other_config'][migrationops.OC_RECEIVE_JOB])
         server = self._assert_rolled_back(server)
         self._delete_server(server)
 
@@ -292,7 +290,10 @@ class TestLiveMigration(base.XenStubdomTestBase):
     def _at_destination_phase(self, phase, action):
         """Run *action* on the destination's receiver thread when it
         reaches *phase* ("go": before the guest may start; "running": it
-        has started, before the source is told)."""
+        has started, before the source is told).  The hook patches the
+        dom0 code: the destination's agent runs in this process for the
+        test (a daemon process would not see the patch)."""
+        self.sim_host('host2').plugin_process = False
         real_init = migration_target.LiveMigrationTarget.__init__
 
         def init(target, *args, **kwargs):

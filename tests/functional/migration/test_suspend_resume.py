@@ -11,6 +11,7 @@ from nova.compute import power_state
 from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.sim import devicemodel
 from tests import guest_memory
+from tests import waiting
 
 #: a byte inside the image's authenticated preamble (domain description)
 OFFSET = 200
@@ -94,9 +95,15 @@ class TestSuspendResume(base.XenStubdomTestBase):
         self.api.post_server_action(server['id'], {'resume': {}})
         server = self._wait_for_server_parameter(
             server, {'status': 'SUSPENDED', 'OS-EXT-STS:task_state': None})
-        # Nova recorded why (the instance action's event failed)
-        actions = self.api.get_instance_actions(server['id'])
-        resume = [a for a in actions if a['action'] == 'resume'][0]
+        # Nova recorded why (the instance action's event failed).  Nova
+        # resets the task state before its event wrapper finishes the
+        # action: wait for the action, not just the state
+
+        def resume_action():
+            return [a for a in self.api.get_instance_actions(server['id'])
+                    if a['action'] == 'resume' and a['message']]
+        resume = waiting.wait_until(resume_action, 'the failed resume '
+                                    'action to be recorded')[0]
         self.assertEqual('Error', resume['message'])
         guest2, stub2 = self.xapi_vms(server)
         self.assertEqual('Halted', guest2['power_state'])

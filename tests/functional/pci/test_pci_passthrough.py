@@ -14,7 +14,6 @@ from oslo_serialization import jsonutils
 from nova import context as nova_context
 from nova import objects
 
-from nova_xen_stubdom.dom0 import registry as plugin
 from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.sim import pool as sim_pool
 
@@ -86,8 +85,7 @@ class PciTestBase(base.XenStubdomTestBase):
         return self.sim_host(host).hypervisor.xenstore.read(path)
 
     def _agent(self, host, fn, **args):
-        return json.loads(plugin.call(self.sim_host(host).agent(),
-                                      plugin.PLUGIN, fn, args))
+        return self.dom0_call(host, fn, **args)
 
     def _check_assigned(self, server, host, addrs):
         """XAPI, hypervisor and agent all agree *addrs* serve *server*."""

@@ -1,10 +1,12 @@
 """host.call_plugin as XAPI runs it: a fresh plugin process per call that
-forwards to the host's dom0 daemon; a job outlives the call that made it."""
+forwards to the host's dom0 daemon, a process of its own; a job outlives
+the call that made it, and the daemon dies with the simulator."""
 import json
 import os
 
 import pytest
 
+from nova_xen_stubdom.dom0 import host as dom0_host
 from nova_xen_stubdom.dom0 import keywrap
 from nova_xen_stubdom.sim import dom0_process
 from nova_xen_stubdom.sim import testing
@@ -31,10 +33,23 @@ def test_plugin_runs_as_a_process_and_jobs_persist(sim):
         out = json.loads(call(host_ref, 'nova_xen_stubdom', 'stubdom_wiring',
                               {'stubdom_domid': '0'}))
         assert out['stubdom_domid'] == 0
-        daemon = host.dom0_process.daemon
-        assert os.path.exists(daemon.socket_path)
-        # the plugin process forwarded it: the daemon's agent is the host's
-        assert daemon.agent is host.agent()
+        dom0 = host.dom0_process
+        assert os.path.exists(dom0.socket_path)
+        # the daemon is a process of its own, alive between calls
+        assert dom0.pid not in (None, os.getpid())
+        assert dom0.proc.poll() is None
+        # it saw the simulator's hypervisor through the channel
+        assert 'listening on' in dom0.log()
+        # the in-process agent (the simulated wrapper's) locks a guest in
+        # the daemon's lock directory: the daemon would wait for it
+        lock = os.path.join(dom0.state_dir, 'locks',
+                            dom0_host._lock_name('vm-x'))
+        with host.agent().lock('vm-x'):
+            with pytest.raises(BlockingIOError):
+                with dom0_host.file_lock(lock, blocking=False):
+                    pass
+        with dom0_host.file_lock(lock, blocking=False):
+            pass
 
         domid = backend.sim.create_domain('vm-in', True, 4 << 20)
         # the key goes wrapped for the daemon's offer, never in argv
@@ -68,9 +83,10 @@ def test_plugin_runs_as_a_process_and_jobs_persist(sim):
         assert 'INVALID_ARGUMENT' in str(exc.value)
     finally:
         x.xenapi.session.logout()
-    run_dir = host.dom0_process.run_dir
+    run_dir, proc = host.dom0_process.run_dir, host.dom0_process.proc
     sim.stop()
     assert not os.path.exists(run_dir)          # daemon stopped, cleaned
+    assert proc.returncode == 0                 # SIGTERM: a clean stop
 
 
 def test_stand_in_xenapiplugin_codes_xmlrpc_as_xmlrpc_client_does():
