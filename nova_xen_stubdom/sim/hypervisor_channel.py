@@ -53,7 +53,9 @@ FORWARDED = (
     'xs_read', 'xs_write', 'xs_rm', 'xs_list', 'xs_set_perms',
     'xs_get_perms', 'read_console', 'attach_disk', 'detach_disk',
     'vdi_path', 'iomem_permission', 'ioport_permission', 'irq_permission',
-    'assign_device', 'deassign_device')
+    'assign_device', 'deassign_device', 'get_hvm_param', 'resume_domain',
+    'xs_introduce_domain', 'get_cpu_policy', 'set_cpu_policy',
+    'host_cpu_policy', 'get_tsc_info', 'set_tsc_info')
 #: what only the channel answers (see :func:`_extra`)
 _EXTRA = ('fetch_dirty_bitmap', 'get_hvm_params', 'memory_path',
           'sysfs_root')
