@@ -85,6 +85,20 @@ class HypervisorBackend(metaclass=abc.ABCMeta):
         The caller releases the view; the mapping stays valid until then.
         """
 
+    def hole_runs(self, view: memoryview) -> List[Tuple[int, int]]:
+        """[start, stop) runs of PFNs of a :meth:`map_memory` view with no
+        frame behind them (an HVM guest's gaps), ascending: what a save or a
+        migration's first pass leaves out, and what a restore populates
+        before writing there.  Default: every PFN has a frame."""
+        return []
+
+    @abc.abstractmethod
+    def populate_physmap(self, domid: int, pfns: List[int]) -> None:
+        """Give *domid* a frame at each PFN of *pfns* it has none for
+        (order 0: xc_domain_populate_physmap_exact, as libxc's restore in
+        xg_sr_restore.c populate_pfns); views from :meth:`map_memory`
+        then reach the new frames.  OSError if the hypervisor refuses."""
+
     @abc.abstractmethod
     def enable_logdirty(self, domid: int) -> None:
         ...
