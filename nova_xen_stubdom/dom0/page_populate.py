@@ -12,6 +12,7 @@ and are not populated: xg_sr_common.h page_type_to_populate).  This does
 the same for our readers, through :meth:`HypervisorBackend.populate_physmap`.
 """
 import array
+import bisect
 import struct
 from typing import Any, List, Tuple
 
@@ -56,17 +57,14 @@ class Populator:
         self.backend = backend
         self.domid = domid
         self._holes = sorted(holes)
+        self._starts = [start for start, _ in self._holes]
         self._done = set()
         #: PFNs this restore gave a frame (reported, and checked by tests)
         self.populated = 0
 
     def _in_hole(self, pfn: int) -> bool:
-        for start, stop in self._holes:
-            if pfn < start:
-                return False
-            if pfn < stop:
-                return True
-        return False
+        i = bisect.bisect_right(self._starts, pfn) - 1
+        return i >= 0 and pfn < self._holes[i][1]
 
     def __call__(self, rec: Any) -> None:
         if not self._holes:
@@ -77,9 +75,16 @@ class Populator:
             return
         try:
             self.backend.populate_physmap(self.domid, want)
-        except OSError as e:
-            raise PopulateError(
-                'domain %d: no frame for PFN %#x (of %d the stream carries '
-                'there): %s' % (self.domid, want[0], len(want), e))
+        except OSError:
+            self._one_by_one(want)      # names the PFN Xen refused
         self._done.update(want)
         self.populated += len(want)
+
+    def _one_by_one(self, pfns: List[int]) -> None:
+        for pfn in pfns:
+            try:
+                self.backend.populate_physmap(self.domid, [pfn])
+            except OSError as e:
+                raise PopulateError(
+                    'domain %d: no frame for PFN %#x, a page the stream '
+                    'carries: %s' % (self.domid, pfn, e))
