@@ -33,7 +33,9 @@ class DomainInfo:
     vm_uuid: str
     #: True for HVM guests, False for PV (stub domains are PV)
     hvm: bool
-    #: guest memory size in pages (PFNs 0 .. max_pfn-1)
+    #: the guest's PFN span, PFNs 0 .. max_pfn-1 (xc_domain_maximum_gpfn
+    #: + 1: for an HVM guest up to its special pages below 4 GiB, with
+    #: gaps that have no frame -- :meth:`HypervisorBackend.hole_runs`)
     max_pfn: int
     vcpus: int
     paused: bool
