@@ -33,7 +33,9 @@ class DomainInfo:
     vm_uuid: str
     #: True for HVM guests, False for PV (stub domains are PV)
     hvm: bool
-    #: guest memory size in pages (PFNs 0 .. max_pfn-1)
+    #: the guest's PFN span, PFNs 0 .. max_pfn-1 (xc_domain_maximum_gpfn
+    #: + 1: for an HVM guest up to its special pages below 4 GiB, with
+    #: gaps that have no frame -- :meth:`HypervisorBackend.hole_runs`)
     max_pfn: int
     vcpus: int
     paused: bool
@@ -84,6 +86,20 @@ class HypervisorBackend(metaclass=abc.ABCMeta):
 
         The caller releases the view; the mapping stays valid until then.
         """
+
+    def hole_runs(self, view: memoryview) -> List[Tuple[int, int]]:
+        """[start, stop) runs of PFNs of a :meth:`map_memory` view with no
+        frame behind them (an HVM guest's gaps), ascending: what a save or a
+        migration's first pass leaves out, and what a restore populates
+        before writing there.  Default: every PFN has a frame."""
+        return []
+
+    @abc.abstractmethod
+    def populate_physmap(self, domid: int, pfns: List[int]) -> None:
+        """Give *domid* a frame at each PFN of *pfns* it has none for
+        (order 0: xc_domain_populate_physmap_exact, as libxc's restore in
+        xg_sr_restore.c populate_pfns); views from :meth:`map_memory`
+        then reach the new frames.  OSError if the hypervisor refuses."""
 
     @abc.abstractmethod
     def enable_logdirty(self, domid: int) -> None:

@@ -513,7 +513,9 @@ def restore_image(agent, args) -> str:
         devstate.restore(agent.backend, info.domid, c.device_state,
                          _int(args, 'device_state_timeout',
                               conf.device_state_timeout))
-    return json.dumps({'domid': info.domid, 'info': c.info})
+    # pages written, and how many the fresh domain had no frame for
+    return json.dumps({'domid': info.domid, 'info': c.info,
+                       'pages': c.pages, 'populated': c.populated})
 
 
 @plugin.register('undo_save')

@@ -30,6 +30,7 @@ from nova_xen_stubdom.dom0 import hypervisor as hv
 from nova_xen_stubdom.dom0 import migration_channel as wire
 from nova_xen_stubdom.dom0 import migration_tls
 from nova_xen_stubdom.dom0 import records
+from nova_xen_stubdom.dom0 import page_populate
 from nova_xen_stubdom.dom0 import saverestore
 from nova_xen_stubdom.dom0.live_migration import PAGE_SIZE
 from nova_xen_stubdom.dom0.live_migration import MigrationError
@@ -45,6 +46,8 @@ class TargetResult:
     paused: bool = False
     error: Optional[str] = None
     pages: int = 0
+    #: of those, PFNs this host had no frame for until it populated one
+    populated: int = 0
 
 
 class LiveMigrationTarget:
@@ -248,7 +251,7 @@ class LiveMigrationTarget:
 
     def _receive(self, conn: socket.socket, keys: wire.SessionKeys) -> None:
         ctrl = wire.ControlChannel(conn, keys.control, 'dst')
-        holder = {'view': None}
+        holder = {'view': None, 'populate': None}
         watcher = threading.Thread(target=self._watch_cancel, args=(conn,),
                                    daemon=True)
         watcher.start()
@@ -277,6 +280,11 @@ class LiveMigrationTarget:
                 raise MigrationError('prepared domain has %d pages, the '
                                      'guest %d' % (dinfo.max_pfn, max_pfn))
             holder['view'] = self.backend.map_memory(domid, writable=True)
+            # pages the source has and this fresh domain lacks (firmware's)
+            # are populated before they are written, never dropped
+            holder['populate'] = page_populate.Populator(
+                self.backend, domid,
+                saverestore.hole_runs(self.backend, holder['view']))
             return memoryview(holder['view'])[:max_pfn * PAGE_SIZE]
 
         def applied(seq: int, res: emucore.RestoreResult) -> None:
@@ -293,10 +301,12 @@ class LiveMigrationTarget:
                 reader = emucore.StreamReader(wire.SocketSource(conn),
                                               keys.stream)
             res = reader.restore(
-                prepare=prepare, on_segment=applied)
+                prepare=prepare, on_segment=applied,
+                before_pages=lambda rec: holder['populate'](rec))
             c = saverestore.contents_of(res)
             domid = self.result.domid
             self.result.pages = res.pages
+            self.result.populated = holder['populate'].populated
             res = None
             saverestore.clear_special_pages(holder['view'], c.hvm_params)
             saverestore._release(holder['view'])

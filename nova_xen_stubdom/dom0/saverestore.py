@@ -23,6 +23,7 @@ from typing import (Any, BinaryIO, Callable, Dict, List, Optional,
 from nova_xen_stubdom.dom0 import cpu_policy
 from nova_xen_stubdom.dom0 import hypervisor as hv
 from nova_xen_stubdom.dom0 import page_copy as mp
+from nova_xen_stubdom.dom0 import page_populate
 from nova_xen_stubdom.dom0 import records
 from nova_xen_stubdom import emucore
 
@@ -62,6 +63,10 @@ class ImageContents:
     device_state: Optional[bytes] = None
     xenstore: Dict[str, str] = records.field(default_factory=dict)
     complete: bool = False
+    #: pages the stream wrote, and how many of them the destination had
+    #: no frame for until the restore populated one (page_populate)
+    pages: int = 0
+    populated: int = 0
 
 
 def domain_info_record(info: hv.DomainInfo) -> dict:
@@ -205,20 +210,10 @@ def export_domain(backend: hv.HypervisorBackend, domid: int, out: BinaryIO,
 def hole_runs(backend: hv.HypervisorBackend, view
               ) -> List[Tuple[int, int]]:
     """[start, stop) runs of PFNs of *view* the hypervisor has no page for,
-    ascending, for a backend that knows them (the xen backend): what a
-    first full pass leaves out (save_domain, export_domain and the live
-    migration's first round)."""
-    runs = getattr(backend, 'hole_runs', None)
-    if runs is not None:
-        return runs(view)
-    holes = getattr(backend, 'holes', None)
-    out: List[Tuple[int, int]] = []
-    for pfn in sorted(holes(view)) if holes is not None else ():
-        if out and out[-1][1] == pfn:
-            out[-1] = (out[-1][0], pfn + 1)
-        else:
-            out.append((pfn, pfn + 1))
-    return out
+    ascending (HypervisorBackend.hole_runs): what a first full pass leaves
+    out (save_domain, export_domain and the live migration's first round)
+    and what a restore populates before writing there."""
+    return backend.hole_runs(view)
 
 
 def _release(view) -> None:
@@ -355,19 +350,26 @@ def restore_domain(backend: hv.HypervisorBackend, domid: int, inp: BinaryIO,
     with _image_buffer(inp) as buf:
         _early_refusal(buf, expected_vm_uuid, info.max_pfn)
         view = backend.map_memory(domid, writable=True)
+        populator = page_populate.Populator(backend, domid,
+                                            hole_runs(backend, view))
         try:
             mem = memoryview(view)[:info.max_pfn * PAGE_SIZE]
-            emucore.StreamReader(buf, key, allow_trailing=True).restore(
-                mem, prepare=check)
+            res = emucore.StreamReader(buf, key, allow_trailing=True).restore(
+                mem, prepare=check, before_pages=populator)
             clear_special_pages(mem, checked['c'].hvm_params)
         except emucore.StreamError as e:
             raise _image_error(e)
         except cpu_policy.Incompatible as e:
             raise ImageError('save image refused: %s' % e)
+        except page_populate.PopulateError as e:
+            raise ImageError('save image cannot be restored: %s' % e)
         finally:
             mem = None
             _release(view)
     c = checked['c']
+    c.pages, c.populated = res.pages, populator.populated
+    LOG.info('restored domain %d: %d pages written, %d of them populated '
+             'first', domid, c.pages, c.populated)
     apply_cpu_policy(backend, domid, c.cpuid_policy, c.msr_policy)
     apply_domain_state(backend, domid, c)
     return c

@@ -32,6 +32,8 @@ xs_set_target        xs_set_target (xenstored does not follow the above)
 map_memory           mmap (reservation), xc_get_pfn_type_batch (HVM: which
                      PFNs have a page), xenforeignmemory_map2 (MAP_FIXED
                      chunks), xenforeignmemory_unmap + munmap on release
+populate_physmap     xc_domain_populate_physmap_exact (order 0), then
+                     xenforeignmemory_map2 over the open views' holes
 enable_logdirty      xc_logdirty_control(SHADOW_OP_ENABLE_LOGDIRTY)
 fetch_dirty_bitmap   xc__hypercall_buffer_alloc_pages, xc_logdirty_control
                      (SHADOW_OP_CLEAN, or PEEK without *clear*)

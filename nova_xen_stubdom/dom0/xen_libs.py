@@ -180,6 +180,11 @@ PROTOTYPES: Dict[str, Dict[str, Tuple]] = {
         # own save uses it: xg_sr_save.c write_batch); see the header test
         'xc_get_pfn_type_batch': (_int, [_p, _u32, ctypes.c_uint,
                                          ctypes.POINTER(xen_pfn_t)]),
+        # tools/include/xenctrl.h (4.17); libxc's restore populates the
+        # PFNs a fresh domain lacks with it (xg_sr_restore.c populate_pfns)
+        'xc_domain_populate_physmap_exact': (_int, [
+            _p, _u32, ctypes.c_ulong, ctypes.c_uint, ctypes.c_uint,
+            ctypes.POINTER(xen_pfn_t)]),
         'xc_domain_hvm_getcontext': (_int, [_p, _u32, _p, _u32]),
         'xc_domain_hvm_setcontext': (_int, [_p, _u32, _p, _u32]),
         'xc_hvm_param_get': (_int, [_p, _u32, _u32,

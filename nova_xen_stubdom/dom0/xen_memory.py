@@ -32,6 +32,7 @@ class Mapping:
         #: [start, stop) PFN runs with no page (an HVM guest's MMIO hole
         #: is ~1 M PFNs: runs, not a list of PFNs)
         self.holes: List[Tuple[int, int]] = []
+        self.prot = 0
         self.released = False
 
     def hole_pages(self) -> int:
@@ -67,6 +68,7 @@ class ForeignMemory:
         if base in (None, MAP_FAILED):
             raise self._fail('mmap', 'reserving %d bytes' % size)
         mapping = Mapping(domid, base, pages)
+        mapping.prot = prot
         try:
             for first in range(0, pages, self.map_chunk_pages):
                 count = min(self.map_chunk_pages, pages - first)
@@ -171,6 +173,45 @@ class ForeignMemory:
         if got != addr:
             raise self._fail('mmap', 'anonymous pages at %#x' % addr)
 
+    def populate_physmap(self, domid: int, pfns: List[int]) -> None:
+        """Give *domid* a frame at each of *pfns* (order 0, as libxc's
+        restore: xg_sr_restore.c populate_pfns ->
+        xc_domain_populate_physmap_exact), then map them into every live
+        mapping of the domain where they were holes, so a view taken
+        before keeps writing to the guest, not to placeholder memory."""
+        if not pfns:
+            return
+        arr = (xen_pfn_t * len(pfns))(*pfns)
+        if self.libs.xc_domain_populate_physmap_exact(
+                self.xch, domid, len(pfns), 0, 0, arr) < 0:
+            raise self._fail('xc_domain_populate_physmap_exact',
+                             'domain %d, %d PFNs from %#x'
+                             % (domid, len(pfns), pfns[0]))
+        with self._lock:
+            live = [m for m in self._mappings.values()
+                    if m.domid == domid and not m.released]
+        for mapping in live:
+            self._fill_holes(mapping, sorted(set(pfns)))
+
+    def _fill_holes(self, mapping: Mapping, pfns: List[int]) -> None:
+        """Map *pfns* (ascending) that are holes of *mapping* over the
+        anonymous pages standing in for them."""
+        holes: List[Tuple[int, int]] = []
+        filled: List[Tuple[int, int]] = []
+        for start, stop in mapping.holes:
+            cur = start
+            for first, last in _runs([p for p in pfns
+                                      if start <= p < stop]):
+                filled.append((first, last))
+                if cur < first:
+                    holes.append((cur, first))
+                cur = last
+            if cur < stop:
+                holes.append((cur, stop))
+        mapping.holes = holes       # _map_run adds back what Xen refuses
+        for first, last in filled:
+            self._map_run(mapping, first, last - first, mapping.prot)
+
     def _release(self, mapping: Mapping) -> None:
         with self._lock:
             if mapping.released:
@@ -194,6 +235,17 @@ class ForeignMemory:
         base = ctypes.addressof(obj) if obj is not None else None
         mapping = self._mappings.get(base)
         return sorted(mapping.holes) if mapping else []
+
+
+def _runs(pfns: List[int]) -> List[Tuple[int, int]]:
+    """Ascending PFNs as [start, stop) runs."""
+    out: List[Tuple[int, int]] = []
+    for pfn in pfns:
+        if out and out[-1][1] == pfn:
+            out[-1] = (out[-1][0], pfn + 1)
+        else:
+            out.append((pfn, pfn + 1))
+    return out
 
 
 def _pfn_array(first: int, count: int) -> 'ctypes.Array':

@@ -240,6 +240,7 @@ class StreamReader:
         self._max_record = max_record_bytes
         self._lock = threading.Lock()
         self._used = False
+        self._before_pages: Optional[Callable[[Record], None]] = None
 
     # ---- public -------------------------------------------------------------
     def restore(
@@ -247,6 +248,7 @@ class StreamReader:
         mem: Any = None,
         prepare: Optional[Callable[[RestoreResult], Any]] = None,
         on_segment: Optional[Callable[[int, RestoreResult], None]] = None,
+        before_pages: Optional[Callable[[Record], None]] = None,
     ) -> RestoreResult:
         """Verify and apply the stream into mem (writable, the whole guest).
 
@@ -262,7 +264,13 @@ class StreamReader:
         on_segment(seq, result) runs after the pages a tag covers were
         written (seq: that AUTH_TAG's sequence number): a live migration
         receiver acknowledges what is in guest memory.
+
+        before_pages(record), if given, runs before each verified page
+        record is written (the destination gives the pages it names a frame
+        first, as libxc's restore does: xg_sr_restore.c process_page_data,
+        populate_pfns); it may raise to stop the restore.
         """
+        self._before_pages = before_pages
         with self._lock:
             target = None if mem is None else _writable(mem)
             if self._buffered:
@@ -376,6 +384,8 @@ class StreamReader:
         return result
 
     def _apply(self, rec: Record, target: memoryview) -> None:
+        if self._before_pages is not None:
+            self._before_pages(rec)
         try:
             _APPLY[rec.rtype](rec.body, target)
         except _ec.FormatError as exc:

@@ -118,6 +118,20 @@ class SimBackend(HypervisorBackend):
         view = dom.memory()
         return view if writable else view.toreadonly()
 
+    def populate_physmap(self, domid: int, pfns: List[int]) -> None:
+        self._maybe_fail('populate_physmap')
+        self.hypervisor.domain(domid).populate(pfns)
+
+    def hole_runs(self, view: memoryview) -> List[Tuple[int, int]]:
+        """PFN runs with no frame of the domain *view* maps (the xen
+        backend's hole_runs: what saves and migrations leave out)."""
+        obj = view.obj
+        for dom in list(self.hypervisor.domains.values()):
+            if dom._mm is not None and dom._mm is obj:
+                with dom.lock:
+                    return list(dom.physmap.holes)
+        return []
+
     def enable_logdirty(self, domid: int) -> None:
         self._maybe_fail('enable_logdirty')
         dom = self.hypervisor.domain(domid)

@@ -22,6 +22,7 @@ import time
 from typing import Dict, List, Optional
 
 from nova_xen_stubdom.sim import cpu as simcpu
+from nova_xen_stubdom.sim.physmap import CONSOLE_PFN, XENSTORE_PFN, Physmap
 from nova_xen_stubdom.sim.xenstore import Xenstore
 
 LOG = logging.getLogger(__name__)
@@ -43,13 +44,17 @@ class Frontend:
 
 class Domain:
     def __init__(self, hv: 'Hypervisor', domid: int, vm_uuid: str, hvm: bool,
-                 memory_bytes: int, vcpus: int, name: str = ''):
+                 memory_bytes: int, vcpus: int, name: str = '',
+                 layout: str = 'compact'):
         self.hv = hv
         self.domid = domid
         self.vm_uuid = vm_uuid
         self.hvm = hvm
         self.name = name
-        self.max_pfn = max(1, memory_bytes // PAGE_SIZE)
+        #: which PFNs have a frame (sim.physmap: compact, or Xen's layout)
+        self.physmap = Physmap(max(1, memory_bytes // PAGE_SIZE), layout,
+                               hvm)
+        self.max_pfn = self.physmap.max_pfn
         self.vcpus = vcpus
         self.paused = True
         self.target: Optional[int] = None
@@ -70,6 +75,8 @@ class Domain:
         self.hvm_params: Dict[int, int] = (
             {1: self.max_pfn - 1, 2: 1, 17: self.max_pfn - 2, 18: 2}
             if hvm else {})
+        if self.physmap.layout == 'xen':
+            self.hvm_params.update({1: XENSTORE_PFN, 17: CONSOLE_PFN})
         #: CPU policy and TSC state (sim.cpu: Xen's per-domain policy)
         self.cpu = simcpu.DomainCpu(hv.cpu_policy, hv.cpu_khz)
         self.console: List[str] = []
@@ -97,6 +104,19 @@ class Domain:
             raise KeyError(self.domid)
         return memoryview(self._mm)
 
+    def populate(self, pfns) -> int:
+        """XENMEM_populate_physmap for these PFNs: a new frame reads as
+        zeros, so what was written where there was none is gone (as with a
+        foreign mapping of an unpopulated PFN on Xen).  Returns how many
+        PFNs got a frame."""
+        with self.lock:
+            new = self.physmap.populate(pfns)
+            if self._mm is not None:
+                for pfn in new:
+                    self._mm[pfn * PAGE_SIZE:(pfn + 1) * PAGE_SIZE] = \
+                        bytes(PAGE_SIZE)
+            return len(new)
+
     def dirty(self, pfns) -> None:
         """The guest wrote these pages (workload or the agent's restore)."""
         with self.lock:
@@ -116,7 +136,10 @@ class Domain:
             if not n:
                 continue
             carry -= n
-            pfns = [rng.randrange(self.max_pfn) for _ in range(n)]
+            # the guest writes its RAM, never a gap
+            pfns = [p for p in (rng.randrange(self.physmap.ram_pages)
+                                for _ in range(n))
+                    if self.physmap.has_frame(p)]
             stamp = struct.pack('<QQ', self.domid, time.monotonic_ns())
             with self.lock:
                 mm = self._mm
@@ -270,11 +293,13 @@ class Hypervisor:
 
     # -- domains -------------------------------------------------------------
     def create_domain(self, vm_uuid: str, hvm: bool, memory_bytes: int,
-                      vcpus: int, name: str = '') -> Domain:
+                      vcpus: int, name: str = '',
+                      layout: str = 'compact') -> Domain:
         with self.lock:
             domid = self._next_domid
             self._next_domid += 1
-            dom = Domain(self, domid, vm_uuid, hvm, memory_bytes, vcpus, name)
+            dom = Domain(self, domid, vm_uuid, hvm, memory_bytes, vcpus, name,
+                         layout)
             self.domains[domid] = dom
         xs = self.xenstore
         base = '/local/domain/%d' % domid
@@ -387,8 +412,8 @@ class Hypervisor:
 
     def memory_used(self) -> int:
         with self.lock:
-            return sum(d.max_pfn * PAGE_SIZE for d in self.domains.values()
-                       if d.domid != 0)
+            return sum(d.physmap.pages() * PAGE_SIZE
+                       for d in self.domains.values() if d.domid != 0)
 
     def find_by_uuid(self, vm_uuid: str) -> Optional[Domain]:
         with self.lock:

@@ -216,3 +216,34 @@ def test_allow_trailing_ignores_what_follows_end():
     bad[len(data) // 2] ^= 1
     with pytest.raises(emucore.StreamError):
         emucore.StreamReader(bytes(bad), KEY, allow_trailing=True).verify()
+
+
+def test_before_pages_sees_every_page_record_before_it_is_written():
+    """The hook the restore engine populates missing PFNs in
+    (dom0/page_populate.py): each verified page record, before its pages
+    land; the PFNs it names cover every page the stream carries."""
+    from nova_xen_stubdom.dom0 import page_populate
+    src = make_mem(64)
+    data, _ = live_stream(src, rounds=1)
+    dst = bytearray(len(src))
+    seen = []
+
+    def hook(rec):
+        pfns = page_populate.record_pfns(rec.rtype, rec.body)
+        assert all(not any(dst[p * 4096:(p + 1) * 4096]) for p in pfns
+                   if p not in {q for r in seen for q in r})
+        seen.append(pfns)
+    emucore.StreamReader(data, KEY).restore(dst, before_pages=hook)
+    assert dst == src
+    assert sorted(p for r in seen for p in r) == list(range(64))
+
+
+def test_before_pages_raising_stops_the_restore():
+    data, _ = live_stream(make_mem(64), rounds=1)
+    dst = bytearray(64 * 4096)
+
+    def refuse(rec):
+        raise RuntimeError('no frame')
+    with pytest.raises(RuntimeError, match='no frame'):
+        emucore.StreamReader(data, KEY).restore(dst, before_pages=refuse)
+    assert not any(dst)

@@ -77,7 +77,7 @@ t=$(up)
 rx_pcall plugin restore_image guest_vm_uuid=$U path=$W/s3.img key=$KEY \
   expected_vm_uuid=$U device_state_timeout=300; rc=$?
 src=$(xenstore-read /local/domain/$S/device-model/$G2/source 2>/dev/null)
-mark S3-RESTORE rc=$rc domid=$V_domid device_state=$src took=$(el $t) \
+mark S3-RESTORE rc=$rc domid=$V_domid pages=$V_pages populated=$V_populated device_state=$src took=$(el $t) \
   $([ $rc = 0 ] || echo FAILED) $([ $rc = 0 ] || cut -c1-200 $W/last.out | tr ' ' _)
 d_after=$(digest $G2)
 r1=$(echo "$d_before" | sed 's/ .*//'); r2=$(echo "$d_after" | sed 's/ .*//')

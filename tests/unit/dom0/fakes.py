@@ -44,6 +44,9 @@ class FakeBackend(NoVdisNoPci, DictXenstore, backend.HypervisorBackend):
     def map_memory(self, domid, writable=False):
         raise NotImplementedError
 
+    def populate_physmap(self, domid, pfns):
+        raise NotImplementedError
+
     def enable_logdirty(self, domid):
         raise NotImplementedError
 

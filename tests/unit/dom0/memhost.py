@@ -19,6 +19,7 @@ from typing import Dict, Optional
 from nova_xen_stubdom.dom0 import cpu_policy as cp
 from nova_xen_stubdom.dom0 import hypervisor as hv
 from nova_xen_stubdom.dom0.xen_libs import SAVED_HVM_PARAMS
+from nova_xen_stubdom.sim import physmap
 from tests.unit.dom0.dict_xenstore import DictXenstore
 from tests.unit.dom0.no_pci import NoVdisNoPci
 
@@ -38,7 +39,8 @@ HOST_FEATURES = ['fpu', 'tsc', 'sse2', 'sse4_2', 'avx', 'avx2', 'lm', 'nx']
 class MemDomain:
     def __init__(self, domid: int, vm_uuid: str, hvm: bool,
                  memory_bytes: int, vcpus: int,
-                 cpu_policy: 'cp.CpuPolicy' = None) -> None:
+                 cpu_policy: 'cp.CpuPolicy' = None,
+                 layout: str = 'compact') -> None:
         self.domid = domid
         #: serialised (cpuid, msrs) and (mode, khz, nsec, incarnation)
         self.cpu = (cpu_policy or cp.build('GenuineIntel',
@@ -46,7 +48,9 @@ class MemDomain:
         self.tsc = (0, 2600000, 0, 0)
         self.vm_uuid = vm_uuid
         self.hvm = hvm
-        self.max_pfn = max(1, memory_bytes // PAGE)
+        self.physmap = physmap.Physmap(max(1, memory_bytes // PAGE), layout,
+                                       hvm)
+        self.max_pfn = self.physmap.max_pfn
         self.vcpus = vcpus
         self.paused = True
         self.target: Optional[int] = None
@@ -66,6 +70,17 @@ class MemDomain:
         self.hvm_params: Dict[int, int] = (
             {1: self.max_pfn - 1, 2: 1, 17: self.max_pfn - 2, 18: 2}
             if hvm else {})
+        if self.physmap.layout == 'xen':
+            self.hvm_params.update({1: physmap.XENSTORE_PFN,
+                                    17: physmap.CONSOLE_PFN})
+
+    def populate(self, pfns) -> int:
+        """As the simulator's Domain.populate: new frames read as zeros."""
+        with self.lock:
+            new = self.physmap.populate(pfns)
+            for pfn in new:
+                self._mm[pfn * PAGE:(pfn + 1) * PAGE] = bytes(PAGE)
+            return len(new)
 
     def memory(self) -> memoryview:
         if self._mm is None:
@@ -90,12 +105,13 @@ class MemHypervisor:
         self.lock = threading.Lock()
 
     def create_domain(self, vm_uuid: str, hvm: bool, memory_bytes: int,
-                      vcpus: int = 1, name: str = '') -> MemDomain:
+                      vcpus: int = 1, name: str = '',
+                      layout: str = 'compact') -> MemDomain:
         with self.lock:
             domid, self._next = self._next, self._next + 1
             dom = self.domains[domid] = MemDomain(domid, vm_uuid, hvm,
                                                   memory_bytes, vcpus,
-                                                  self.cpu_policy)
+                                                  self.cpu_policy, layout)
         return dom
 
     def destroy_domain(self, domid: int) -> None:
@@ -148,6 +164,15 @@ class MemBackend(NoVdisNoPci, DictXenstore, hv.HypervisorBackend):
             # 3.6 has no toreadonly; the engine's reads do not write
             return view
         return view.toreadonly()
+
+    def populate_physmap(self, domid, pfns):
+        self.hyp.domain(domid).populate(pfns)
+
+    def hole_runs(self, view):
+        for dom in list(self.hyp.domains.values()):
+            if dom._mm is not None and dom._mm is view.obj:
+                return list(dom.physmap.holes)
+        return []
 
     def enable_logdirty(self, domid):
         d = self.hyp.domain(domid)

@@ -68,6 +68,37 @@ def fill(backend: HvBackend, domid: int, seed: int = 1,
     del mem
 
 
+#: pages hvmloader populated above RAM in the saved guest (ACPI tables and
+#: its own data, below RESERVED_MEMBASE 0xfc000): tests/realxen s3 found 12
+#: such pages a fresh `xl create -p` domain lacks
+FIRMWARE_PFNS = list(range(0xfc000 - 12, 0xfc000))
+
+
+def firmware_guest(backend: HvBackend, uuid: str = 'vm-x',
+                   size: int = 4 << 20):
+    """An HVM guest in Xen's physmap layout (sim.physmap 'xen') whose
+    firmware populated FIRMWARE_PFNS; a page below and above the VGA hole
+    and each firmware page hold a distinct byte."""
+    dom = backend.hyp.create_domain(uuid, True, size, 1, layout='xen')
+    dom.populate(FIRMWARE_PFNS)
+    mem = dom.memory()
+    for i, pfn in enumerate([1, 0xc0] + FIRMWARE_PFNS):
+        mem[pfn * PAGE:(pfn + 1) * PAGE] = bytes([i + 1]) * PAGE
+    del mem
+    return dom
+
+
+def same_pages(a, b, pfns) -> bool:
+    """Domains *a* and *b* hold the same bytes at *pfns*, each a frame."""
+    ma, mb = a.memory(), b.memory()
+    try:
+        return all(b.physmap.has_frame(p) and
+                   ma[p * PAGE:(p + 1) * PAGE] == mb[p * PAGE:(p + 1) * PAGE]
+                   for p in pfns)
+    finally:
+        del ma, mb
+
+
 def digest(backend: HvBackend, domid: int) -> str:
     """The guest's memory as tests.guest_memory compares it."""
     from tests import guest_memory

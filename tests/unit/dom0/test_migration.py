@@ -18,12 +18,16 @@ DEV = qemu_savevm.device_state(b'unit')  # QEMU xenfv's shape
 
 
 class Pair:
-    def __init__(self, size=16 * MB, dirty_rate=0):
+    def __init__(self, size=16 * MB, dirty_rate=0, layout='compact'):
         self.src = mf.make_host('src')
         self.dst = mf.make_host('dst')
-        dom = self.src.hyp.create_domain('vm-m', True, size, 1)
+        self.size, self.layout = size, layout
+        if layout == 'xen':
+            dom = mf.firmware_guest(self.src, 'vm-m', size)
+        else:
+            dom = self.src.hyp.create_domain('vm-m', True, size, 1)
+            mf.fill(self.src, dom.domid)
         self.domid = dom.domid
-        mf.fill(self.src, self.domid)
         dom.dirty_rate = dirty_rate
         self.src.unpause(self.domid)
         self.key = wire.new_key()
@@ -33,6 +37,10 @@ class Pair:
     def prepare(self, info):
         if self.prepare_error:
             raise self.prepare_error
+        if self.layout == 'xen':    # the toolstack sizes it by its RAM
+            return self.dst.hyp.create_domain(info['vm_uuid'], True,
+                                              self.size, info['vcpus'],
+                                              layout='xen').domid
         return self.dst.hyp.create_domain(info['vm_uuid'], True,
                                           info['memory_bytes'],
                                           info['vcpus']).domid
@@ -356,3 +364,43 @@ def test_first_round_leaves_out_holes(pair):
     assert target.wait(10).state == 'running'
     first_round = stats.pages_full + stats.pages_zero + stats.pages_xbzrle
     assert first_round - stats.last_round_pages == 4096 - 2048
+
+
+def test_migration_populates_pages_the_destination_lacks():
+    """Xen's layout on both hosts: the first round sends the populated
+    PFNs only (not the ~1 M of gap), and the target populates what its
+    fresh domain lacks (firmware pages) before writing them, as libxc's
+    restore does (xg_sr_restore.c populate_pfns)."""
+    p = Pair(size=4 * MB, layout='xen')
+    try:
+        src = p.src.hyp.domain(p.domid)
+        target = p.target()
+        stats = p.source(target.port, downtime_ms=10000).run()
+        result = target.wait(10)
+        assert result.state == 'running'
+        dst = p.dst.hyp.domain(result.domid)
+        assert result.populated == len(mf.FIRMWARE_PFNS)
+        assert dst.physmap.holes == src.physmap.holes
+        assert mf.same_pages(src, dst, mf.FIRMWARE_PFNS + [1, 0xc0])
+        first_round = stats.pages_full + stats.pages_zero + \
+            stats.pages_xbzrle - stats.last_round_pages
+        assert first_round == src.physmap.pages()
+    finally:
+        p.close()
+
+
+def test_migration_fails_clearly_when_a_page_cannot_be_populated():
+    p = Pair(size=4 * MB, layout='xen')
+    try:
+        def no_memory(domid, pfns):
+            raise OSError(12, 'Cannot allocate memory')
+        p.dst.populate_physmap = no_memory
+        target = p.target()
+        with pytest.raises(migration.MigrationError):
+            p.source(target.port, downtime_ms=10000).run()
+        result = target.wait(10)
+        assert result.state == 'failed'
+        assert 'no frame for PFN %#x' % mf.FIRMWARE_PFNS[0] in result.error
+        assert not p.src.domain_info(p.domid).paused
+    finally:
+        p.close()

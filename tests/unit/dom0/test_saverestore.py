@@ -249,14 +249,14 @@ def test_xens_verifier_rejects_our_optional_records(hosts, tmp_path):
 def test_pfns_the_hypervisor_has_no_page_for_are_not_sent(hosts):
     """An HVM guest's PFNs reach its special pages below 4 GiB (a 32 MiB
     guest spans ~1 M PFNs on real Xen); the xen backend maps the holes as
-    zeros and lists them (XenBackend.holes).  Like libxc's XTAB PFNs they
+    zeros and lists them (hole_runs).  Like libxc's XTAB PFNs they
     stay out of the stream: on real Xen scanning them took minutes."""
     src, dst = hosts
     key = wire.new_key()
     domid = _guest(src)
     max_pfn = src.domain_info(domid).max_pfn
     holes = list(range(100, 600)) + [max_pfn - 1]
-    src.holes = lambda view: list(reversed(holes))
+    src.hyp.domain(domid).physmap.decrease_reservation(holes)
     buf, stats = _save(src, domid, key)
     assert stats.pages == max_pfn - len(holes)
     target = dst.hyp.create_domain('vm-a', True, 8 * MB, 2).domid
@@ -275,3 +275,57 @@ def test_pfns_the_hypervisor_has_no_page_for_are_not_sent(hosts):
     finally:
         a.release()
         b.release()
+
+
+# -- HVM physmap gaps (Xen's layout: sim.physmap 'xen') ----------------------
+FIRMWARE_PFNS = mf.FIRMWARE_PFNS
+PAGE = mf.PAGE
+
+
+def test_save_leaves_out_the_gaps_of_an_hvm_physmap(hosts):
+    """A 4 MiB guest spans ~1 M PFNs (special pages below 0xff000): only
+    populated ones go into the stream, not a million zero pages."""
+    src, _ = hosts
+    dom = mf.firmware_guest(src)
+    assert dom.max_pfn == 0xff000
+    _, stats = _save(src, dom.domid, wire.new_key())
+    assert stats.pages == dom.physmap.pages() == 1024 - 32 + 8 + 12
+
+
+def test_restore_populates_pages_the_fresh_domain_lacks(hosts):
+    """The fresh domain has RAM and special pages but not what the saved
+    guest's firmware populated: libxc's restore populates each PFN before
+    writing it (xg_sr_restore.c populate_pfns); ours must too, or those
+    pages are silently lost."""
+    src, dst = hosts
+    key = wire.new_key()
+    dom = mf.firmware_guest(src)
+    buf, stats = _save(src, dom.domid, key)
+    target = dst.hyp.create_domain('vm-x', True, 4 * MB, 1, layout='xen')
+    assert not any(target.physmap.has_frame(p) for p in FIRMWARE_PFNS)
+    got = saverestore.restore_domain(dst, target.domid, buf, key,
+                                     expected_vm_uuid='vm-x')
+    assert got.pages == stats.pages
+    assert got.populated == len(FIRMWARE_PFNS)
+    assert target.physmap.holes == dom.physmap.holes
+    assert mf.same_pages(dom, target, FIRMWARE_PFNS + [1, 0xc0])
+
+
+def test_restore_refuses_a_page_it_cannot_populate(hosts, monkeypatch):
+    src, dst = hosts
+    key = wire.new_key()
+    buf, _ = _save(src, mf.firmware_guest(src).domid, key)
+    target = dst.hyp.create_domain('vm-x', True, 4 * MB, 1, layout='xen')
+
+    populate = dst.populate_physmap
+    bad = FIRMWARE_PFNS[5]
+
+    def no_memory(domid, pfns):     # Xen has no frame for one of them
+        if bad in pfns:
+            raise OSError(12, 'Cannot allocate memory')
+        populate(domid, pfns)
+    monkeypatch.setattr(dst, 'populate_physmap', no_memory)
+    with pytest.raises(saverestore.ImageError,
+                       match='no frame for PFN %#x' % bad):
+        saverestore.restore_domain(dst, target.domid, buf, key,
+                                   expected_vm_uuid='vm-x')

@@ -423,6 +423,35 @@ def test_map_memory_asks_which_pfns_have_pages_first(xen):
     view.release()
 
 
+def test_populate_physmap_maps_new_frames_into_live_views(xen):
+    """libxc's restore populates PFNs a fresh domain lacks
+    (xg_sr_restore.c populate_pfns): a view taken before sees the new
+    frames where it had placeholder zeros, and writes reach them."""
+    xen.domains[5]['max_gpfn'] = 15
+    xen.absent[5] = {2, 3, 7} | set(range(12, 16))
+    be = xb.XenBackend(xen.libs(), map_chunk_pages=4)
+    view = be.map_memory(5, writable=True)
+    be.populate_physmap(5, [3, 7, 13])
+    assert xen.populated[5] == [3, 7, 13]
+    assert be.holes(view) == [2, 12, 14, 15]
+    for pfn in (3, 7, 13):
+        assert view[pfn * xl.PAGE_SIZE:(pfn + 1) * xl.PAGE_SIZE] == \
+            page_pattern(pfn), pfn
+    call = [c for c in xen.calls
+            if c[0] == 'xc_domain_populate_physmap_exact'][0]
+    assert call[3:6] == (3, 0, 0)           # nr_extents, order 0, no flags
+    view.release()
+
+
+def test_populate_physmap_failure_names_the_call(xen):
+    xen.no_frames = {9}
+    be = xb.XenBackend(xen.libs())
+    with pytest.raises(errors.HypervisorCallFailed) as e:
+        be.populate_physmap(5, [9])
+    assert 'xc_domain_populate_physmap_exact' in str(e.value)
+    assert 'ENOMEM' in str(e.value) or 'memory' in str(e.value)
+
+
 def test_map_memory_maps_everything_when_types_are_refused(xen):
     xen.domains[5]['max_gpfn'] = 15
     xen.fail['xc_get_pfn_type_batch'] = errno.EPERM

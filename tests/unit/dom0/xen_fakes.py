@@ -78,6 +78,8 @@ class FakeXen:
         self.dirty = {}         # domid -> set of PFNs
         self.holes = {}         # domid -> set of PFNs the map refuses
         self.absent = {}        # domid -> PFNs getpageframeinfo3 says XTAB
+        self.no_frames = set()  # PFNs populate_physmap cannot give a frame
+        self.populated = {}     # domid -> PFNs populate_physmap gave one
         self.allocs = {}        # address -> python buffer (until free())
         self.hbufs = {}         # address -> buffer (hypercall pages)
         self.freed = []
@@ -138,6 +140,19 @@ class FakeXen:
         absent = self.absent.get(domid, ())
         for i in range(num):
             arr[i] = xl.XEN_DOMCTL_PFINFO_XTAB if arr[i] in absent else 0
+        return 0
+
+    def xc_domain_populate_physmap_exact(self, xch, domid, n, order, flags,
+                                         arr):
+        if domid not in self.domains:
+            return self._err(errno.ESRCH)
+        pfns = [arr[i] for i in range(n)]
+        if order or flags or any(p in self.no_frames for p in pfns):
+            return self._err(errno.ENOMEM)
+        for p in pfns:
+            self.holes.get(domid, set()).discard(p)
+            self.absent.get(domid, set()).discard(p)
+        self.populated.setdefault(domid, []).extend(pfns)
         return 0
 
     def xc_domain_maximum_gpfn(self, xch, domid, out):
