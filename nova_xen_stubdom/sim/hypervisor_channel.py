@@ -32,7 +32,8 @@ import mmap
 import os
 import socket
 import threading
-from typing import Any, Dict, List
+import weakref
+from typing import Any, Dict, List, Tuple
 
 from nova_xen_stubdom.dom0 import daemon_protocol as proto
 from nova_xen_stubdom.dom0 import records
@@ -55,10 +56,10 @@ FORWARDED = (
     'vdi_path', 'iomem_permission', 'ioport_permission', 'irq_permission',
     'assign_device', 'deassign_device', 'get_hvm_param', 'resume_domain',
     'xs_introduce_domain', 'get_cpu_policy', 'set_cpu_policy',
-    'host_cpu_policy', 'get_tsc_info', 'set_tsc_info')
+    'host_cpu_policy', 'get_tsc_info', 'set_tsc_info', 'populate_physmap')
 #: what only the channel answers (see :func:`_extra`)
 _EXTRA = ('fetch_dirty_bitmap', 'get_hvm_params', 'memory_path',
-          'sysfs_root')
+          'sysfs_root', 'domain_holes')
 
 
 def encode(value: Any) -> Any:
@@ -94,6 +95,10 @@ def _extra(backend, name: str, args: List[Any]) -> Any:
         return [dom.mem_path, dom.max_pfn * 4096]
     if name == 'sysfs_root':
         return backend.sysfs_root
+    if name == 'domain_holes':       # hole_runs by domid: views are local
+        dom = backend.hypervisor.domain(int(args[0]))
+        with dom.lock:
+            return [list(run) for run in dom.physmap.holes]
     if name == 'get_hvm_params':     # int keys: JSON objects have strings
         return sorted(backend.get_hvm_params(*args).items())
     return backend.fetch_dirty_bitmap(*args)
@@ -158,6 +163,8 @@ class RemoteSimBackend(HypervisorBackend):
         # one request at a time on the one socket: the daemon's threads
         # take turns (a hypervisor call is short; nothing here waits)
         self._lock = threading.Lock()
+        # which domain each mapping of ours shows (hole_runs gets a view)
+        self._domid_of = weakref.WeakKeyDictionary()
         self.sysfs_root = self._call('sysfs_root')
 
     def _call(self, name: str, *args: Any) -> Any:
@@ -185,7 +192,14 @@ class RemoteSimBackend(HypervisorBackend):
                            else mmap.ACCESS_READ)
         finally:
             os.close(fd)
+        self._domid_of[mm] = domid
         return memoryview(mm)
+
+    def hole_runs(self, view: memoryview) -> List[Tuple[int, int]]:
+        domid = self._domid_of.get(view.obj)
+        if domid is None:
+            return []
+        return [tuple(run) for run in self._call('domain_holes', domid)]
 
     def fetch_dirty_bitmap(self, domid: int, clear: bool = True) -> bytearray:
         return bytearray(self._call('fetch_dirty_bitmap', domid, clear))

@@ -55,6 +55,25 @@ def test_remote_backend_is_the_simulated_hypervisor(pair):
     local.sim.destroy_domain(domid)
 
 
+def test_remote_gaps_and_population_are_the_simulators(pair):
+    """hole_runs gets a view the daemon mapped itself: the channel knows
+    its domain; populate_physmap fills a gap for both sides."""
+    local, remote = pair
+    dom = local.hypervisor.create_domain('vm-x', True, 16 << 20, 1,
+                                         layout='xen')
+    view = remote.map_memory(dom.domid, writable=True)
+    holes = remote.hole_runs(view)
+    assert holes and holes == local.hole_runs(local.map_memory(dom.domid))
+    first = holes[0][0]
+    remote.populate_physmap(dom.domid, [first])
+    assert remote.hole_runs(view) == local.hole_runs(
+        local.map_memory(dom.domid))
+    assert first not in [p for a, b in remote.hole_runs(view)
+                         for p in range(a, b)]
+    view.release()
+    local.sim.destroy_domain(dom.domid)
+
+
 def test_errors_come_back_as_the_local_types(pair):
     local, remote = pair
     with pytest.raises(KeyError, match='no domain 42'):
