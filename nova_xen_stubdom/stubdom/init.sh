@@ -301,6 +301,53 @@ start_vnc_bridge() {
 
 # ---- commands from dom0 ------------------------------------------------------
 
+# dm_save DISK: stop QEMU, have it write its device state, put header +
+# state on DISK; prints "<length> <sha256>", or the reason and 1.
+dm_save() {
+    _state="$RUN/dm-save.state"
+    rm -f "$_state"
+    wait_for_dev "$1" 30 || { echo "no disk $1"; return 1; }
+    qmp '{"execute":"stop"}' >/dev/null || { echo "QMP stop failed"; return 1; }
+    _r=$(qmp "{\"execute\":\"xen-save-devices-state\",\"arguments\":{\"filename\":\"$_state\",\"live\":false}}") ||
+        { echo "xen-save-devices-state: $_r"; return 1; }
+    _res=$(statedisk_write "$_state" "$1") || { echo "writing $1 failed"; return 1; }
+    rm -f "$_state"
+    log "device state saved to $1: $_res"
+    echo "$_res"
+}
+
+# dm_restore DISK: verify the state on DISK and load it into the running
+# QEMU (the guest is paused by dom0 while its memory is restored: stop,
+# xen-load-devices-state, cont); the reason and 1 on failure.
+dm_restore() {
+    _state="$RUN/dm-restore.state"
+    wait_for_dev "$1" 30 || { echo "no disk $1"; return 1; }
+    statedisk_read "$1" "$_state" ||
+        { echo "state disk $1: $(tail -1 "$LOG" 2>/dev/null | sed 's/.*state disk [^:]*: //')"; return 1; }
+    qmp '{"execute":"stop"}' >/dev/null || { echo "QMP stop failed"; return 1; }
+    _r=$(qmp "{\"execute\":\"xen-load-devices-state\",\"arguments\":{\"filename\":\"$_state\"}}") ||
+        { echo "xen-load-devices-state: $_r"; return 1; }
+    rm -f "$_state"
+    qmp '{"execute":"cont"}' >/dev/null || { echo "QMP cont failed"; return 1; }
+    log "device state loaded from $1"
+}
+
+# handle_dm_command DIR CMD: dom0's daemon's protocol (dom0/device_state.py)
+# under DIR = device-model/<guest>: "save" / "restore" with DIR/state-disk
+# naming the attached disk, "continue"; the answer is DIR/state (saved,
+# running; error with DIR/error), then DIR/command removed.
+handle_dm_command() {
+    _disk="$DEV/$(xenstore-read "$1/state-disk" 2>/dev/null)"
+    case "$2" in
+        save) _r=$(dm_save "$_disk") && _new=saved ;;
+        restore) _r=$(dm_restore "$_disk") && _new=running ;;
+        continue) _r=$(qmp '{"execute":"cont"}') && _new=running ;;
+        *) _r="unknown command $2"; false ;;
+    esac || { _new=error; xenstore-write "$1/error" "$2: $_r"; log "$2 failed: $_r"; }
+    xenstore-write "$1/state" "$_new"
+    xenstore-rm "$1/command"
+}
+
 # handle_command "SEQ VERB [ARG]": run one dom0 command, print the result.
 handle_command() {
     _seq=${1%% *}
@@ -313,15 +360,7 @@ handle_command() {
             _disk="$DEV/$_arg"
             _state="$RUN/dm-save.state"
             rm -f "$_state"
-            wait_for_dev "$_disk" 30 || { echo "$_seq error no disk $_disk"; return; }
-            qmp '{"execute":"stop"}' >/dev/null ||
-                { echo "$_seq error QMP stop failed"; return; }
-            _r=$(qmp "{\"execute\":\"xen-save-devices-state\",\"arguments\":{\"filename\":\"$_state\",\"live\":false}}") ||
-                { echo "$_seq error xen-save-devices-state: $_r"; return; }
-            _res=$(statedisk_write "$_state" "$_disk") ||
-                { echo "$_seq error writing $_disk failed"; return; }
-            rm -f "$_state"
-            log "device state saved to $_disk: $_res"
+            _res=$(dm_save "$_disk") || { echo "$_seq error $_res"; return; }
             echo "$_seq ok $_res"
             ;;
         cont)
@@ -476,6 +515,11 @@ run_stubdom() {
             last=$cmd
             log "command: $cmd"
             xenstore-write "$XS_NS/result" "$(handle_command "$cmd")"
+        fi
+        dmcmd=$(xenstore-read "device-model/$target/command" 2>/dev/null) || dmcmd=""
+        if [ -n "$dmcmd" ]; then
+            log "device-model command: $dmcmd"
+            handle_dm_command "device-model/$target" "$dmcmd"
         fi
         sleep 1
     done
