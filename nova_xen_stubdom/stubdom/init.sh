@@ -301,6 +301,70 @@ start_vnc_bridge() {
 
 # ---- commands from dom0 ------------------------------------------------------
 
+# dm_save DISK: stop QEMU, have it write its device state, put header +
+# state on DISK; prints "<length> <sha256>", or the reason and 1.
+dm_save() {
+    _state="$RUN/dm-save.state"
+    rm -f "$_state"
+    wait_for_dev "$1" 30 || { echo "no disk $1"; return 1; }
+    qmp '{"execute":"stop"}' >/dev/null || { echo "QMP stop failed"; return 1; }
+    _r=$(qmp "{\"execute\":\"xen-save-devices-state\",\"arguments\":{\"filename\":\"$_state\",\"live\":false}}") ||
+        { echo "xen-save-devices-state: $_r"; return 1; }
+    _res=$(statedisk_write "$_state" "$1") || { echo "writing $1 failed"; return 1; }
+    rm -f "$_state"
+    log "device state saved to $1: $_res"
+    echo "$_res"
+}
+
+# dm_restore DISK: verify the state on DISK and give it to a new QEMU with
+# -incoming, as libxl does on a restore (the guest is paused by dom0 while
+# its memory is restored).  Not stop + xen-load-devices-state into the
+# running QEMU: QEMU 8.0.3 aborts there on real Xen
+# ("util/yank.c:105: yank_unregister_instance: Assertion `entry' failed":
+# qmp_xen_load_devices_state ends in migration_incoming_state_destroy,
+# which unregisters a yank instance it never registered).  Sets _why and
+# returns 1 on failure.
+dm_restore() {
+    _state="$RUN/dm-restore.state"
+    wait_for_dev "$1" 30 || { _why="no disk $1"; return 1; }
+    statedisk_read "$1" "$_state" ||
+        { _why="state disk $1: $(tail -1 "$LOG" 2>/dev/null | sed 's/.*state disk [^:]*: //')"; return 1; }
+    kill "$qemu_pid" 2>/dev/null
+    wait "$qemu_pid" 2>/dev/null
+    start_qemu "$args
+-incoming
+exec:cat $_state" || { _why="QEMU with -incoming did not start"; return 1; }
+    # the load is asynchronous: done when QEMU leaves "inmigrate"
+    _n=0
+    while _st=$(qmp '{"execute":"query-status"}') && case "$_st" in *inmigrate*) true ;; *) false ;; esac; do
+        _n=$((_n + 1))
+        [ "$_n" -lt 120 ] || { _why="QEMU still loading after 60 s"; return 1; }
+        sleep 0.5
+    done
+    case "$_st" in
+        *'"return"'*) ;;
+        *) _why="QEMU failed to load the state: $_st"; return 1 ;;
+    esac
+    rm -f "$_state"
+    log "device state loaded from $1 (QEMU $qemu_pid started with -incoming)"
+}
+
+# handle_dm_command DIR CMD: dom0's daemon's protocol (dom0/device_state.py)
+# under DIR = device-model/<guest>: "save" / "restore" with DIR/state-disk
+# naming the attached disk, "continue"; the answer is DIR/state (saved,
+# running; error with DIR/error), then DIR/command removed.
+handle_dm_command() {
+    _disk="$DEV/$(xenstore-read "$1/state-disk" 2>/dev/null)"
+    case "$2" in
+        save) _r=$(dm_save "$_disk") && _new=saved ;;
+        restore) _why=""; dm_restore "$_disk" && _new=running; _r=$_why; [ -z "$_why" ] ;;
+        continue) _r=$(qmp '{"execute":"cont"}') && _new=running ;;
+        *) _r="unknown command $2"; false ;;
+    esac || { _new=error; xenstore-write "$1/error" "$2: $_r"; log "$2 failed: $_r"; }
+    xenstore-write "$1/state" "$_new"
+    xenstore-rm "$1/command"
+}
+
 # handle_command "SEQ VERB [ARG]": run one dom0 command, print the result.
 handle_command() {
     _seq=${1%% *}
@@ -313,15 +377,7 @@ handle_command() {
             _disk="$DEV/$_arg"
             _state="$RUN/dm-save.state"
             rm -f "$_state"
-            wait_for_dev "$_disk" 30 || { echo "$_seq error no disk $_disk"; return; }
-            qmp '{"execute":"stop"}' >/dev/null ||
-                { echo "$_seq error QMP stop failed"; return; }
-            _r=$(qmp "{\"execute\":\"xen-save-devices-state\",\"arguments\":{\"filename\":\"$_state\",\"live\":false}}") ||
-                { echo "$_seq error xen-save-devices-state: $_r"; return; }
-            _res=$(statedisk_write "$_state" "$_disk") ||
-                { echo "$_seq error writing $_disk failed"; return; }
-            rm -f "$_state"
-            log "device state saved to $_disk: $_res"
+            _res=$(dm_save "$_disk") || { echo "$_seq error $_res"; return; }
             echo "$_seq ok $_res"
             ;;
         cont)
@@ -422,6 +478,26 @@ wait_for_link() {
     done
 }
 
+# start_qemu ARGS: QEMU with ARGS (one per line) and the init's monitor;
+# sets qemu_pid; 1 (QEMU killed) if it does not answer on its monitor.
+start_qemu() {
+    set -f
+    _old_ifs=$IFS
+    IFS='
+'
+    # shellcheck disable=SC2086
+    set -- $1
+    IFS=$_old_ifs
+    set +f
+    log "starting $QEMU $*"
+    "$QEMU" "$@" -chardev "pipe,id=nxsqmp,path=$RUN/qmp" \
+        -mon chardev=nxsqmp,mode=control >>"$LOG" 2>&1 &
+    qemu_pid=$!
+    qmp_handshake && return 0
+    kill "$qemu_pid" 2>/dev/null
+    return 1
+}
+
 run_stubdom() {
     load_modules
     domid=$(xenstore-read domid) || { die "cannot read my domid"; return 1; }
@@ -446,26 +522,20 @@ run_stubdom() {
     args=$(dm_args "$argv" "$incoming") || { die "bad dm-argv"; return 1; }
     prepare_nics
     qmp_open
+    start_qemu "$args" || {
+        log "QEMU did not answer on its monitor"
+        xenstore-write "$state_node" error
+        return 1
+    }
+    attach_taps
     set -f
-    old_ifs=$IFS
+    _old_ifs=$IFS
     IFS='
 '
     # shellcheck disable=SC2086
-    set -- $args
-    IFS=$old_ifs
+    start_vnc_bridge $args
+    IFS=$_old_ifs
     set +f
-    log "starting $QEMU $*"
-    "$QEMU" "$@" -chardev "pipe,id=nxsqmp,path=$RUN/qmp" \
-        -mon chardev=nxsqmp,mode=control >>"$LOG" 2>&1 &
-    qemu_pid=$!
-    if ! qmp_handshake; then
-        log "QEMU did not answer on its monitor"
-        xenstore-write "$state_node" error
-        kill "$qemu_pid" 2>/dev/null
-        return 1
-    fi
-    attach_taps
-    start_vnc_bridge "$@"
     xenstore-write "$state_node" running
     log "QEMU $qemu_pid running for guest $target"
 
@@ -476,6 +546,11 @@ run_stubdom() {
             last=$cmd
             log "command: $cmd"
             xenstore-write "$XS_NS/result" "$(handle_command "$cmd")"
+        fi
+        dmcmd=$(xenstore-read "device-model/$target/command" 2>/dev/null) || dmcmd=""
+        if [ -n "$dmcmd" ]; then
+            log "device-model command: $dmcmd"
+            handle_dm_command "device-model/$target" "$dmcmd"
         fi
         sleep 1
     done

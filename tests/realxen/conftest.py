@@ -28,9 +28,9 @@ DOM0 = os.path.join(HERE, 'dom0')
 # dom0 scenario scripts, run in this order in one boot.
 SCENARIOS = ['s4-interchange.sh', 's1-stubdom.sh', 'd1-daemon.sh',
              's3-saverestore.sh', 's5-migrate.sh']
-# Scenarios 1+2 with our image, wrapper and daemon, and scenario 6
+# Scenarios 1+2 and 3 with our image, wrapper and daemon, and scenario 6
 # (tests/realxen/ourstub.py prepares what they need in dom0).
-OURSTUB_SCENARIOS = ('s1-ourstub.sh', 's6-pcigrants.sh')
+OURSTUB_SCENARIOS = ('s1-ourstub.sh', 's3-ourstub.sh', 's6-pcigrants.sh')
 SCENARIOS += list(OURSTUB_SCENARIOS)
 # Scenarios whose stub domain needs our guest-initramfs overlay.
 STUB_SCENARIOS = ('s1-stubdom.sh',)

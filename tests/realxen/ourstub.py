@@ -1,4 +1,5 @@
-"""Host side of the stub-image scenarios (s1-ourstub.sh, s6-pcigrants.sh).
+"""Host side of the stub-image scenarios (s1-ourstub.sh, s3-ourstub.sh,
+s6-pcigrants.sh).
 
 ``overlay(dest, tb)`` adds to dom0's overlay:
 

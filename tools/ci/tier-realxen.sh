@@ -11,7 +11,8 @@
 # process under TCG (doc/source/realxen.rst, "Measured").
 # Scenarios 1+2 with our stub image, daemon and wrapper (s1-ourstub.sh) and
 # 6 (s6-pcigrants.sh) build the image offline from the testbed first (cached
-# in build/realxen-stubdom) and add ~5-7 minutes.
+# in build/realxen-stubdom) and add ~5-7 minutes; scenario 3 with our image
+# (s3-ourstub.sh) adds ~2.5 minutes at load 3-4.
 # Scenarios 3 and 5 (s3-saverestore.sh, s5-migrate.sh: save/restore and
 # local live migration by our daemon) add ~3.5 minutes at load 5-7 and
 # ~7 at load ~16.

@@ -494,7 +494,7 @@ def test_every_command_the_init_runs_is_a_busybox_applet_or_shipped():
     for cmd in used:
         assert re.search(r"\b%s\b" % cmd, text), cmd
     assert used <= applets, used - applets
-    shipped = {"xenstore-read", "xenstore-write"}
+    shipped = {"xenstore-read", "xenstore-write", "xenstore-rm"}
     assert shipped <= {"xenstore-" + t.split("-", 1)[1]
                        for t in builder.XENSTORE_TOOLS}
 
@@ -508,3 +508,96 @@ def test_little_endian_helpers_handle_lengths_beyond_32_bits(env, value):
              % (value, tmp / "le", tmp / "le")).stdout.strip()
     assert (tmp / "le").read_bytes() == struct.pack("<Q", value)
     assert int(out) == value
+
+
+#: a fake QEMU for the daemon's protocol: keeps the state it was started
+#: with (-incoming exec:cat FILE) and logs every command
+FAKE_QEMU_DM = '''
+import json, os, shutil, sys
+args = sys.argv[1:]
+path = [a for a in args if a.startswith("pipe,id=nxsqmp,path=")][0]
+path = path.split("path=", 1)[1]
+inp = open(path + ".in", "r")
+out = open(path + ".out", "w")
+out.write('{"QMP": {"version": {}}}\\n'); out.flush()
+log = open(os.environ["FAKE_QEMU_LOG"], "a")
+if "-incoming" in args:
+    uri = args[args.index("-incoming") + 1]
+    assert uri.startswith("exec:cat "), uri
+    shutil.copy(uri[len("exec:cat "):], os.environ["FAKE_QEMU_LOADED"])
+for line in inp:
+    cmd = json.loads(line)
+    log.write(cmd["execute"] + "\\n"); log.flush()
+    if cmd["execute"] == "xen-save-devices-state":
+        with open(cmd["arguments"]["filename"], "wb") as f:
+            f.write(b"saved-by-fake-qemu" * 100)
+    if cmd["execute"] == "query-status":
+        out.write('{"return": {"status": "running", "running": true}}\\n')
+    else:
+        out.write('{"return": {}}\\n')
+    out.flush()
+    if cmd["execute"] == "quit":
+        sys.exit(0)
+'''
+
+
+def test_run_stubdom_serves_the_daemons_device_state_protocol(env):
+    """dom0's daemon (dom0/device_state.py) drives save, continue and
+    restore through /local/domain/<stub>/device-model/<guest>/{command,
+    state-disk,state,error}; the init answered only its own channel
+    (nova-xen-stubdom/command), so a save on real Xen waited out its
+    timeout.  A restore restarts QEMU with -incoming (QEMU 8.0.3 aborts in
+    xen-load-devices-state on Xen)."""
+    tmp, e = env
+    xs = tmp / "xs"
+    (xs / "domid").write_text("12")
+    (xs / "target").write_text("11")
+    (xs / "dm-argv").write_text(ESC.join(["-xen-domid", "11"]))
+    qemu = tmp / "fake-qemu"
+    qemu.write_text("#!%s\n%s" % (sys.executable, FAKE_QEMU_DM))
+    qemu.chmod(0o755)
+    e.update(STUBDOM_QEMU=str(qemu), FAKE_QEMU_LOG=str(tmp / "qmp.log"),
+             FAKE_QEMU_LOADED=str(tmp / "loaded"))
+    rm = tmp / "fakebin" / "xenstore-rm"
+    rm.write_text('#!%s sh\nrm -f "$XS/$1"\n' % BUSYBOX)
+    rm.chmod(0o755)
+    proc = subprocess.Popen(
+        [BUSYBOX, "sh", "-c", '. "%s"\nload_modules() { :; }\nrun_stubdom'
+         % INIT], env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True)
+    d = xs / "device-model" / "11"
+
+    def command(cmd, want):
+        (d / "command").write_text(cmd)
+        _wait(lambda: not (d / "command").exists()
+              and (d / "state").read_text() == want,
+              "%s -> %s" % (cmd, want))
+    try:
+        _wait(lambda: (d / "state").exists()
+              and (d / "state").read_text() == "running", "state=running")
+        (tmp / "dev" / "xvdz").write_bytes(b"")
+        (d / "state-disk").write_text("xvdz")
+        command("save", "saved")
+        assert statedisk.read_state_file(tmp / "dev" / "xvdz") == \
+            b"saved-by-fake-qemu" * 100
+        command("continue", "running")
+        state = b"QEVM-state-from-the-image" * 40
+        statedisk.write_state_file(tmp / "dev" / "xvdz", state)
+        command("restore", "running")
+        assert (tmp / "loaded").read_bytes() == state
+        # a corrupt disk: error with the reason, QEMU left as it was
+        image = bytearray(statedisk.build_image(state))
+        image[700] ^= 1
+        (tmp / "dev" / "xvdz").write_bytes(bytes(image))
+        command("restore", "error")
+        assert "sha256 mismatch" in (d / "error").read_text()
+        sent = (tmp / "qmp.log").read_text().split()
+        assert sent == ["qmp_capabilities", "stop", "xen-save-devices-state",
+                        "cont", "qmp_capabilities", "query-status"]
+        log = (tmp / "console.log").read_text()
+        assert log.count("starting %s" % qemu) == 2
+        assert "-incoming exec:cat" in log.splitlines()[-1] or \
+            "started with -incoming" in log
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
