@@ -203,7 +203,7 @@ def _log(msg: str) -> None:
 def realxen_boot():
     tb = testbed.locate()
     reason = testbed.unavailable(tb)
-    py36 = dom0py.locate_py36() or ''
+    py36, why_not_py36 = dom0py.choose()
     if reason is None and not py36 and not _emucore_extension():
         reason = ('nova_xen_stubdom/_emucore.%s not built (dom0 runs Python '
                   '3.11: python3.11 setup.py build_ext --inplace)' % DOM0_EXT)
@@ -237,6 +237,7 @@ def realxen_boot():
         # dom0's interpreter of our payload (its path there), '' for 3.11
         result.dom0_py36 = os.path.join(dom0py.prefix(py36), 'bin',
                                         'python3.6') if py36 else ''
+        result.why_not_py36 = why_not_py36
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     _log('realxen: %s; boot + prepare %.0f s' % (

@@ -35,9 +35,8 @@ def test_d1_daemon_runs_on_python_36(realxen_boot):
     # (/proc/PID/exe in dom0) is the 3.6 the overlay carried
     # (tests/realxen/dom0py.py)
     if not realxen_boot.dom0_py36:
-        pytest.skip('NOT RUN (dom0 on Python 3.6): no CPython 3.6 on this '
-                    'machine ($PYTHON36 or pyenv 3.6); dom0 ran our payload '
-                    "on the testbed's python3.11")
+        pytest.skip('NOT RUN (dom0 on Python 3.6): %s; dom0 ran our payload '
+                    "on the testbed's python3.11" % realxen_boot.why_not_py36)
     m = _marker(realxen_boot, 'D1-PYTHON')
     assert m.args['version'].startswith('3.6.'), repr(m)
     assert m.args['exe'] == realxen_boot.dom0_py36, repr(m)
