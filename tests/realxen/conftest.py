@@ -1,15 +1,16 @@
 """The realxen tier's one boot, shared by every scenario test.
 
 ``realxen_boot`` boots the Xen testbed once per session with our overlay in
-dom0 (the emucore package and its C extension for dom0's Python 3.11,
-Xen's verify-stream-v2, the dom0 helpers, scenario 1's stub kernel), the
-stub-domain overlay in the guest initramfs, and every scenario script in
-``SCENARIOS``; each test then asserts on its scenario's markers and files.
+dom0 (the emucore package and its C extension for dom0's Python: 3.6
+as XCP-ng's dom0 where the machine has one, tests/realxen/dom0py.py,
+else the testbed's 3.11; Xen's verify-stream-v2, the dom0 helpers,
+scenario 1's stub kernel), the stub-domain overlay in the guest
+initramfs, and every scenario script in ``SCENARIOS``; each test then
+asserts on its scenario's markers and files.
 With the testbed or its inputs missing the tests are skipped with the
 reason, and tools/ci/tier-realxen.sh prints it as NOT RUN.
 """
 
-import compileall
 import glob
 import os
 import shutil
@@ -20,6 +21,7 @@ import time
 
 import pytest
 
+from tests.realxen import dom0py
 from tests.realxen import ourstub
 from tests.realxen import testbed
 
@@ -34,7 +36,8 @@ OURSTUB_SCENARIOS = ('s1-ourstub.sh', 's3-ourstub.sh', 's6-pcigrants.sh')
 SCENARIOS += list(OURSTUB_SCENARIOS)
 # Scenarios whose stub domain needs our guest-initramfs overlay.
 STUB_SCENARIOS = ('s1-stubdom.sh',)
-# dom0 runs the testbed's python3.11: the extension must be built for it.
+# Without Python 3.6, dom0 runs our payload on the testbed's python3.11:
+# the in-place extension must be built for it.
 DOM0_EXT = 'cpython-311-x86_64-linux-gnu.so'
 LOSETUP = '/usr/sbin/losetup'
 
@@ -45,13 +48,15 @@ def _emucore_extension() -> str:
     return found[0] if found else ''
 
 
-def build_overlay(dest: str, tb: str) -> str:
-    """The tree copied over dom0's root (EXTRA_DOM0_ROOT)."""
+def build_overlay(dest: str, tb: str, py36: str = '') -> str:
+    """The tree copied over dom0's root (EXTRA_DOM0_ROOT); with py36 (a
+    CPython 3.6) our payload runs on it in dom0, else on python3.11."""
     pkg = os.path.join(dest, 'opt', 'realxen', 'pkg', 'nova_xen_stubdom')
     os.makedirs(os.path.join(pkg, 'emucore'))
     src = os.path.join(testbed.ROOT, 'nova_xen_stubdom')
     shutil.copy(os.path.join(src, '__init__.py'), pkg)
-    shutil.copy(_emucore_extension(), pkg)
+    if not py36:
+        shutil.copy(_emucore_extension(), pkg)
     for f in glob.glob(os.path.join(src, 'emucore', '*.py')):
         shutil.copy(f, os.path.join(pkg, 'emucore'))
     # The dom0 payload (daemon, plugin, backends, engine), the installed
@@ -84,11 +89,6 @@ def build_overlay(dest: str, tb: str) -> str:
     # XSA-482 privcmd refuses libxendevicemodel 4.17's probe).
     shutil.copy(os.path.join(tb, 'bin', 'vmlinuz-6.1.20-xenprobe-dom0'),
                 os.path.join(dest, 'opt', 'realxen', 'stub-vmlinuz'))
-    if sys.version_info[:2] == (3, 11):
-        # dom0's python3.11 would compile every module at each fresh
-        # process's start otherwise: seconds per plugin call under TCG
-        compileall.compile_dir(os.path.join(dest, 'opt', 'realxen'),
-                               quiet=1)
     os.makedirs(os.path.join(dest, 'etc', 'realxen'))
     shutil.copy(os.path.join(DOM0, 'lib.sh'),
                 os.path.join(dest, 'etc', 'realxen', 'lib.sh'))
@@ -100,6 +100,12 @@ def build_overlay(dest: str, tb: str) -> str:
             value = os.environ.get(var, '')
             if value and value.replace('/', '').replace('.', '').isalnum():
                 f.write('RX_%s=%s\n' % (var[len('REALXEN_'):], value))
+        # the one interpreter the scenario scripts run our payload with
+        f.write('RX_PYTHON=%s\n' % (
+            dom0py.install(dest, py36, testbed.ROOT) if py36
+            else dom0py.FALLBACK))
+    if not py36:
+        dom0py.compile_for_fallback(dest)
     _s35_inputs(os.path.join(dest, 'opt', 'realxen'))
     return dest
 
@@ -197,7 +203,8 @@ def _log(msg: str) -> None:
 def realxen_boot():
     tb = testbed.locate()
     reason = testbed.unavailable(tb)
-    if reason is None and not _emucore_extension():
+    py36, why_not_py36 = dom0py.choose()
+    if reason is None and not py36 and not _emucore_extension():
         reason = ('nova_xen_stubdom/_emucore.%s not built (dom0 runs Python '
                   '3.11: python3.11 setup.py build_ext --inplace)' % DOM0_EXT)
     if reason:
@@ -209,7 +216,7 @@ def realxen_boot():
     scenarios = os.environ.get(
         'REALXEN_SCENARIOS', ' '.join(SCENARIOS)).split()
     try:
-        overlay = build_overlay(os.path.join(tmp, 'root'), tb)
+        overlay = build_overlay(os.path.join(tmp, 'root'), tb, py36)
         if set(scenarios) & set(OURSTUB_SCENARIOS):
             why = ourstub.unavailable()
             if why:
@@ -227,6 +234,10 @@ def realxen_boot():
             extra_env=extra,
         )
         result.total_s = time.monotonic() - t0
+        # dom0's interpreter of our payload (its path there), '' for 3.11
+        result.dom0_py36 = os.path.join(dom0py.prefix(py36), 'bin',
+                                        'python3.6') if py36 else ''
+        result.why_not_py36 = why_not_py36
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     _log('realxen: %s; boot + prepare %.0f s' % (

@@ -41,7 +41,8 @@ DM_SHIM = """#!/bin/sh
 d=; prev=
 for a in "$@"; do [ "$prev" = -xen-domid ] && d=$a; prev=$a; done
 export PYTHONPATH=/opt/realxen/pkg
-exec python3 -m nova_xen_stubdom.dom0.dm_wrapper "$d" --syslog "$@"
+. /etc/realxen/env  # RX_PYTHON: dom0's Python of our payload (dom0py.py)
+exec "$RX_PYTHON" -m nova_xen_stubdom.dom0.dm_wrapper "$d" --syslog "$@"
 """
 
 

@@ -15,7 +15,8 @@ behind.
 
 import pytest
 
-D1 = ('D1-GUESTS-UP', 'D1-DAEMON-UP', 'D1-PLUGIN-ERROR', 'D1-LINK',
+D1 = ('D1-GUESTS-UP', 'D1-DAEMON-UP', 'D1-PYTHON', 'D1-PLUGIN-ERROR',
+      'D1-LINK',
       'D1-DM-LAUNCH', 'D1-TARGET-XS', 'D1-TARGET-HV', 'D1-XS-TARGET-BAD',
       'D1-STUB-MAPS', 'D1-CONSOLE', 'D1-SAVE', 'D1-VERIFY', 'D1-UNDO-SAVE',
       'D1-KILL9-MIDSAVE', 'D1-RESTART', 'D1-RECOVERED', 'D1-DM-STOP',
@@ -27,6 +28,18 @@ def _marker(boot, name):
     assert m is not None, '%s not seen; %s; last serial lines:\n%s' % (
         name, boot.summary(), '\n'.join(boot.final.last_lines))
     return m
+
+
+def test_d1_daemon_runs_on_python_36(realxen_boot):
+    # XCP-ng 8.3's dom0 is Python 3.6: the daemon process's own interpreter
+    # (/proc/PID/exe in dom0) is the 3.6 the overlay carried
+    # (tests/realxen/dom0py.py)
+    if not realxen_boot.dom0_py36:
+        pytest.skip('NOT RUN (dom0 on Python 3.6): %s; dom0 ran our payload '
+                    "on the testbed's python3.11" % realxen_boot.why_not_py36)
+    m = _marker(realxen_boot, 'D1-PYTHON')
+    assert m.args['version'].startswith('3.6.'), repr(m)
+    assert m.args['exe'] == realxen_boot.dom0_py36, repr(m)
 
 
 @pytest.mark.parametrize('name', D1)

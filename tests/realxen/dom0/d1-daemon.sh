@@ -18,7 +18,7 @@
 # running, state disk gone, link still there.  `xl create -p`/`unpause`/
 # `destroy` stand in for XAPI's VM.start of the stub VM (paused: the driver
 # links before the stub runs), VM.unpause and VM.hard_shutdown.
-# EXPECT: D1-GUESTS-UP D1-DAEMON-UP D1-PLUGIN-ERROR D1-LINK D1-DM-LAUNCH D1-TARGET-XS D1-TARGET-HV D1-XS-TARGET-BAD D1-STUB-MAPS D1-CONSOLE D1-SAVE D1-VERIFY D1-UNDO-SAVE D1-KILL9-MIDSAVE D1-RESTART D1-RECOVERED D1-DM-STOP D1-DAEMON-STOP D1-LEAK-CHECK D1-DONE
+# EXPECT: D1-GUESTS-UP D1-DAEMON-UP D1-PYTHON D1-PLUGIN-ERROR D1-LINK D1-DM-LAUNCH D1-TARGET-XS D1-TARGET-HV D1-XS-TARGET-BAD D1-STUB-MAPS D1-CONSOLE D1-SAVE D1-VERIFY D1-UNDO-SAVE D1-KILL9-MIDSAVE D1-RESTART D1-RECOVERED D1-DM-STOP D1-DAEMON-STOP D1-LEAK-CHECK D1-DONE
 # shellcheck disable=SC2046,SC2154,SC3043
 # (marker arguments are meant to split into words; R_*/V_* are set by the
 # eval in pcall; dom0's busybox ash has `local`)
@@ -45,10 +45,10 @@ CONF
 echo "INSTALLATION_UUID='5a1e0000-0000-4000-8000-00000000d1d1'" > $W/inventory
 U=d1d1d1d1-0000-4000-8000-000000000001
 KEY=000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f
-call() { python3 /opt/realxen/d1_daemon.py "$@"; }
+call() { "$RX_PYTHON" /opt/realxen/d1_daemon.py "$@"; }
 # the stub's QEMU stand-in in the background; $RPID is python's own PID (a
 # function run with & would be a subshell, and killing it not kill python)
-responder() { python3 /opt/realxen/d1_daemon.py responder $S $G $1 2> $W/responder-$2.log & RPID=$!; }
+responder() { "$RX_PYTHON" /opt/realxen/d1_daemon.py responder $S $G $1 2> $W/responder-$2.log & RPID=$!; }
 # pcall plugin|dm FN k=v...: one fresh process; sets R_status, R_code,
 # R_took and V_<key> for each scalar of the JSON result (no python in here
 # to parse it: every python start costs seconds under TCG); returns its rc.
@@ -60,7 +60,7 @@ pcall() {
   return $rc
 }
 daemon_start() {  # daemon_start N -> $DPID, D1-DAEMON-UP/D1-RESTART data
-  python3 -m nova_xen_stubdom.dom0.daemon --config $W/agent.conf \
+  "$RX_PYTHON" -m nova_xen_stubdom.dom0.daemon --config $W/agent.conf \
     --inventory $W/inventory > $W/daemon-$1.out 2> /out/d1-daemon-$1.log &
   DPID=$!; echo $DPID > $W/daemon.pid
   rx_until 240 grep -q '^ready ' $W/daemon-$1.out
@@ -87,6 +87,9 @@ fi
 t=$(up)
 if daemon_start 1; then
   mark D1-DAEMON-UP pid=$DPID socket=$(stat -c %a $RUN/agent.sock) took=$(el $t)
+  # the interpreter the daemon process runs (its /proc exe), and its version
+  exe=$(readlink /proc/$DPID/exe)
+  mark D1-PYTHON exe=$exe version=$("$exe" -V 2>&1 | cut -d' ' -f2)
 else
   cat /out/d1-daemon-1.log; mark D1-DAEMON-UP FAILED after=$(el $t)
 fi

@@ -7,6 +7,9 @@
 # By-hand knobs from the host (tests/realxen/conftest.py build_overlay).
 # shellcheck disable=SC1091
 [ -f /etc/realxen/env ] && . /etc/realxen/env
+# The interpreter our dom0 payload runs on (tests/realxen/dom0py.py: Python
+# 3.6, as XCP-ng 8.3's dom0, where the host has one; else the testbed's 3.11).
+RX_PYTHON=${RX_PYTHON:-python3}
 
 # Bounded wait for a condition: rx_until TIMEOUT_S CMD... -> 0 as soon as CMD
 # succeeds (polled every 0.5 s), 1 after TIMEOUT_S.
@@ -73,7 +76,7 @@ rx_agent() {
     cat; } > "$W/agent.conf"
   echo "INSTALLATION_UUID='$2'" > "$W/inventory"
 }
-rx_call() { python3 /opt/realxen/d1_daemon.py "$@"; }
+rx_call() { "$RX_PYTHON" /opt/realxen/d1_daemon.py "$@"; }
 # rx_pcall plugin|dm FN k=v...: as d1-daemon.sh's pcall (R_*, V_* set).
 rx_pcall() {
   for v in $(set | sed -n 's/^\([RV]_[A-Za-z0-9_]*\)=.*/\1/p'); do unset "$v"; done
@@ -83,7 +86,7 @@ rx_pcall() {
   return $rc
 }
 rx_daemon_start() {  # -> $DPID; log /out/NAME-daemon.log
-  python3 -m nova_xen_stubdom.dom0.daemon --config "$W/agent.conf" \
+  "$RX_PYTHON" -m nova_xen_stubdom.dom0.daemon --config "$W/agent.conf" \
     --inventory "$W/inventory" > "$W/daemon.out" 2> "/out/$RX_AGENT-daemon.log" &
   DPID=$!
   rx_until 240 grep -q '^ready ' "$W/daemon.out"

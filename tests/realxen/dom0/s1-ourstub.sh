@@ -49,13 +49,13 @@ state_dir = $STATE
 CONF
 export NOVA_XEN_STUBDOM_AGENT_CONF=/etc/nova-xen-stubdom/agent.conf
 echo "INSTALLATION_UUID='5a1e0000-0000-4000-8000-0000000051a1'" > /etc/xensource-inventory
-call() { python3 /opt/realxen/d1_daemon.py "$@"; }
+call() { "$RX_PYTHON" /opt/realxen/d1_daemon.py "$@"; }
 # A heartbeat: the host takes 120 s of console silence for a stall.
 ( while :; do sleep 20; echo "s1o: heartbeat $(up)"; done ) & HB=$!
 
 # -- 1+2: the daemon and the stub VM (in parallel: both take a while) ------
 t=$(up)
-python3 -m nova_xen_stubdom.dom0.daemon > $W/daemon.out 2> /out/s1o-daemon.log & DPID=$!
+"$RX_PYTHON" -m nova_xen_stubdom.dom0.daemon > $W/daemon.out 2> /out/s1o-daemon.log & DPID=$!
 cat > $W/s1s.cfg <<CFG
 name="s1s"
 type="pv"
@@ -81,7 +81,7 @@ fi
 
 # -- 3: the guest's disk onto the stub (blkback) ----------------------------
 cp /opt/realxen/s2-disk.img $W/disk.img
-r=$(python3 /opt/realxen/rxstub.py attach-disk "$S" $W/disk.img xvda 2>$W/attach.err); rc=$?
+r=$("$RX_PYTHON" /opt/realxen/rxstub.py attach-disk "$S" $W/disk.img xvda 2>$W/attach.err); rc=$?
 cat $W/attach.err
 if [ $rc = 0 ] && rx_until 60 sh -c "grep -q 'xvda' $STUBLOG || [ \"\$(xenstore-read /local/domain/0/backend/vbd/$S/51712/state 2>/dev/null)\" = 4 ]"; then
   mark S1O-DISK $r be_state=$(xenstore-read /local/domain/0/backend/vbd/$S/51712/state 2>/dev/null)
@@ -182,7 +182,7 @@ rx_until 60 sh -c "! kill -0 ${wpid:-0} 2>/dev/null"; wgone=$?
 tleft=$(xenstore-read /local/domain/$S/target 2>/dev/null || echo none)
 xl destroy s1g 2>/dev/null
 stub_after_guest=$(xl domid s1s >/dev/null 2>&1 && echo 1 || echo 0)
-python3 /opt/realxen/rxstub.py detach-disk "$S" xvda; rcd=$?
+"$RX_PYTHON" /opt/realxen/rxstub.py detach-disk "$S" xvda; rcd=$?
 xl destroy s1s 2>/dev/null
 call plugin unlink_stubdom guest_vm_uuid=$U > /dev/null 2>&1; rcu=$?
 kill -TERM $DPID; ( sleep 30; kill -9 $DPID 2>/dev/null ) & WD=$!

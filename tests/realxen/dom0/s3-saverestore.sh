@@ -29,7 +29,7 @@ rx_snapshot S3
 rx_agent s3 5a1e0000-0000-4000-8000-0000000035a5 < /dev/null
 U=53535353-0000-4000-8000-000000000003
 KEY=000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f
-digest() { python3 /opt/realxen/s35_state.py digest "$1" 32; }
+digest() { "$RX_PYTHON" /opt/realxen/s35_state.py digest "$1" 32; }
 
 t=$(up)
 s35_cfg s3g $U > $W/s3g.cfg

@@ -25,7 +25,7 @@ D1=$(xl domid s4g 2>/dev/null)
 t=$(up); xl save s4g $W/xl.save > $W/save.log 2>&1; rc=$?
 mark S4-XL-SAVE rc=$rc bytes=$(stat -c %s $W/xl.save 2>/dev/null) took=$(el $t)
 [ $rc = 0 ] || cat $W/save.log
-t=$(up); python3 /opt/realxen/s4_interchange.py $W/xl.save $W > /out/s4-interchange.json 2> $W/py.err; rc=$?
+t=$(up); "$RX_PYTHON" /opt/realxen/s4_interchange.py $W/xl.save $W > /out/s4-interchange.json 2> $W/py.err; rc=$?
 cat /out/s4-interchange.json $W/py.err
 mark S4-OURS-WRITTEN rc=$rc took=$(el $t)
 for v in rewritten from-memory; do

@@ -28,7 +28,7 @@ xl create -p $W/g.cfg > $W/create.log 2>&1 && xl create -p $W/s.cfg >> $W/create
 G=$(xl domid s6g 2>/dev/null); S=$(xl domid s6s 2>/dev/null)
 mark S6-DOMAINS rc=$rc guest=$G stub=$S
 [ $rc = 0 ] || cat $W/create.log
-out=$(python3 /opt/realxen/rxstub.py pci-grants "$G" "$S" 2>$W/grants.err); rc=$?
+out=$("$RX_PYTHON" /opt/realxen/rxstub.py pci-grants "$G" "$S" 2>$W/grants.err); rc=$?
 echo "$out"; tail -5 $W/grants.err
 v() { echo "$out" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
 if [ "$(v assign)" = refused ] && [ "$(v rollback_clean)" = 1 ]; then
@@ -41,7 +41,7 @@ if [ "$(v revoked_clean)" = 1 ] && [ "$(v errors)" = 0 ] && [ "$(v record_after)
   mark S6-REVOKED released=$(v released) iomem="$(v revoked_iomem)" regranted="$(v regranted_iomem)"
 else mark S6-REVOKED FAILED revoked="$(v revoked_iomem)" errors=$(v errors) record_after=$(v record_after); fi
 xl destroy s6s 2>/dev/null; xl destroy s6g 2>/dev/null
-r=$(python3 /opt/realxen/rxstub.py pci-release "$G" 2>>$W/grants.err); echo "$r"
+r=$("$RX_PYTHON" /opt/realxen/rxstub.py pci-release "$G" 2>>$W/grants.err); echo "$r"
 case "$r" in *errors=0*record_left=0*) mark S6-RELEASED $r ;; *) tail -5 $W/grants.err; mark S6-RELEASED FAILED $r ;; esac
 cp $W/grants.err /out/s6-grants.err 2>/dev/null
 rm -rf $W
