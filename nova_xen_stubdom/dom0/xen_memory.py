@@ -168,8 +168,12 @@ class ForeignMemory:
             i = j
 
     def _anon(self, addr: int, pages: int, prot: int) -> None:
+        # MAP_NORESERVE: an HVM guest's gaps span GiBs; charged to dom0's
+        # commit limit they make the next fork (Python 3.6's subprocess
+        # forks) fail with ENOMEM
         got = self.libs.mmap(addr, pages * PAGE_SIZE, prot,
-                             MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0)
+                             MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED |
+                             MAP_NORESERVE, -1, 0)
         if got != addr:
             raise self._fail('mmap', 'anonymous pages at %#x' % addr)
 

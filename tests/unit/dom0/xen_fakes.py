@@ -78,6 +78,7 @@ class FakeXen:
         self.dirty = {}         # domid -> set of PFNs
         self.holes = {}         # domid -> set of PFNs the map refuses
         self.absent = {}        # domid -> PFNs getpageframeinfo3 says XTAB
+        self.mmap_flags = []    # libc mmap calls: (prot, flags, fd)
         self.no_frames = set()  # PFNs populate_physmap cannot give a frame
         self.populated = {}     # domid -> PFNs populate_physmap gave one
         self.allocs = {}        # address -> python buffer (until free())
@@ -416,6 +417,7 @@ class FakeXen:
 
     # -- libc -----------------------------------------------------------------
     def mmap(self, addr, length, prot, flags, fd, off):
+        self.mmap_flags.append((prot, flags, fd))
         return _mmap(addr, length, prot, flags, fd, off)
 
     def munmap(self, addr, length):
