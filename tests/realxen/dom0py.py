@@ -2,8 +2,8 @@
 
 XCP-ng 8.3's dom0 runs Python 3.6, so the daemon, the plugin launcher, the
 device-model wrapper, the xen backend and the engine run on CPython 3.6 in
-the testbed's dom0 too with REALXEN_DOM0_PY36=1 where the machine has
-one (``$PYTHON36``, else pyenv's 3.6, as tools/dom0/py36-venv.sh
+the testbed's dom0 too where the machine has one (REALXEN_DOM0_PY36=0
+turns it off) (``$PYTHON36``, else pyenv's 3.6, as tools/dom0/py36-venv.sh
 finds it): the interpreter, a trimmed standard library and the cp36
 _emucore go into the dom0 overlay, and the scenario scripts call it as
 ``$RX_PYTHON`` (/etc/realxen/env).  Otherwise dom0 runs the payload on the
@@ -50,19 +50,15 @@ def locate_py36() -> Optional[str]:
     return None
 
 
-#: why the default run keeps python3.11 in dom0 (doc/source/realxen.rst,
-#: "dom0's Python"): on 3.6, scenario 5's live migration source fails
-#: with ENOMEM (the daemon logs "[Errno 12] Cannot allocate memory" two
-#: seconds after mapping the guest) while d1 and s3 pass; not diagnosed yet
-OPT_IN = 'REALXEN_DOM0_PY36'
+#: REALXEN_DOM0_PY36=0 keeps the testbed's python3.11 in dom0 (a quicker
+#: local run); by default dom0 runs our payload on 3.6 where there is one
+OPT_OUT = 'REALXEN_DOM0_PY36'
 
 
 def choose() -> Tuple[str, str]:
     """(the 3.6 dom0 runs our payload on, '') or ('', why it is 3.11)."""
-    if os.environ.get(OPT_IN) != '1':
-        return '', ('off by default, %s=1 turns it on (scenario 5\'s live '
-                    'migration fails with ENOMEM on 3.6, '
-                    'doc/source/realxen.rst)' % OPT_IN)
+    if os.environ.get(OPT_OUT) == '0':
+        return '', 'turned off with %s=0' % OPT_OUT
     py = locate_py36()
     if not py:
         return '', 'no CPython 3.6 on this machine ($PYTHON36 or pyenv 3.6)'

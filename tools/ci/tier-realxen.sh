@@ -21,9 +21,9 @@ cd "$(dirname "$0")/../.." || exit 1
 export PATH="$PWD/.venv/bin:$PATH"
 PY=${PYTHON:-$PWD/.venv/bin/python}
 mkdir -p build
-# Without REALXEN_DOM0_PY36=1 and a Python 3.6 (tests/realxen/dom0py.py) dom0
-# runs our payload on the testbed's Python 3.11: the in-place extension must
-# be 3.11's.
+# dom0 runs our payload on the machine's Python 3.6 (tests/realxen/dom0py.py
+# builds its cp36 _emucore); without one, or with REALXEN_DOM0_PY36=0, on the
+# testbed's Python 3.11: the in-place extension must be 3.11's.
 "$PY" setup.py -q build_ext --inplace > build/realxen-build.log 2>&1 ||
     { cat build/realxen-build.log; echo "build failed"; exit 1; }
 LOG=build/realxen-pytest.log
