@@ -9,6 +9,8 @@ the new stub's QEMU through the state disk (stop + xen-load-devices-state +
 cont); the guest counts on and its RAM digest is unchanged.
 """
 
+import os
+
 import pytest
 
 from tests.realxen import ourstub
@@ -19,6 +21,14 @@ S3O = ('S3O-DAEMON-UP', 'S3O-STUB-WAITS', 'S3O-LINK', 'S3O-GUEST-UP',
        'S3O-DONE')
 
 _marker = ourstub.marker
+
+
+@pytest.fixture(autouse=True)
+def _opted_in():
+    if 's3-ourstub.sh' not in os.environ.get('REALXEN_SCENARIOS', '').split():
+        pytest.skip('NOT RUN (s3-ourstub.sh): opt-in with '
+                    'REALXEN_SCENARIOS; intermittent blkback InitWait on '
+                    'the re-created stub, doc/source/realxen.rst')
 
 
 @pytest.mark.parametrize('name', S3O)
