@@ -57,6 +57,17 @@ def _parser() -> argparse.ArgumentParser:
                             'REST against a cloud up with --no-keystone')
     c.add_argument('-k', dest='only', default='',
                    help='run only the checks whose name contains this')
+    i = sub.add_parser('install-checks',
+                       help='in the running cloud, swap host1\'s compute, '
+                            'the conductor and an extra nova-api for '
+                            'processes of other install layouts (Nova and '
+                            'this package in different site directories; '
+                            'this package broken) and check each serves')
+    i.add_argument('--wheel', default='',
+                   help='wheel of this project to pip-install (default: '
+                        'the newest in DIR/wheels, from make-venvs.sh)')
+    i.add_argument('-k', dest='only', default='',
+                   help='run only the checks whose name contains this')
     sub.add_parser('volume-backends',
                    help="what this machine's kernel lacks for Cinder's "
                         'one-machine backends (exit 1: every one blocked)')
@@ -109,6 +120,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.action == 'rest-checks':
         from nova_xen_stubdom.cloud import rest_checks
         return rest_checks.main(lay, args.only, sys.stdout)
+    if args.action == 'install-checks':
+        from nova_xen_stubdom.cloud import install_checks
+        try:
+            return install_checks.main(lay, args.wheel, args.only,
+                                       sys.stdout)
+        except (procs.CloudError, OSError) as e:
+            progress('install-checks FAILED to set up: %s' % e)
+            return 1
     if args.action == 'tempest-conf':
         if not lay.state_file.exists():
             progress('the cloud is not up (no %s)' % lay.state_file)

@@ -77,14 +77,17 @@ class Nova:
 
     def wait(self, sid: str, ok: Callable[[Dict[str, Any]], bool],
              what: str, timeout: float = BUILD_TIMEOUT,
-             migrating: bool = False) -> Dict[str, Any]:
+             migrating: bool = False,
+             accept_error: bool = False) -> Dict[str, Any]:
+        """Poll the server until *ok*; ERROR fails the wait unless
+        *accept_error* (then *ok* decides)."""
         deadline = time.monotonic() + timeout
         s = None
         while time.monotonic() < deadline:
             s = self.server(sid)
             expect(s is not None, '%s vanished while waiting for %s'
                    % (sid, what))
-            if s['status'] == 'ERROR':
+            if s['status'] == 'ERROR' and not accept_error:
                 raise CheckFailed('%s went to ERROR waiting for %s: %s'
                                   % (sid, what, s.get('fault')))
             if ok(s):

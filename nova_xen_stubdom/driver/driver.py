@@ -33,6 +33,7 @@ from nova_xen_stubdom.driver import events
 from nova_xen_stubdom.driver import exceptions as dexc
 from nova_xen_stubdom.driver import hostops
 from nova_xen_stubdom.driver import migrationops
+from nova_xen_stubdom.driver import nodeidentity
 from nova_xen_stubdom.driver import pciops
 from nova_xen_stubdom.driver import rebuildops
 from nova_xen_stubdom.driver import rescueops
@@ -126,6 +127,8 @@ class XenStubdomDriver(driver.ComputeDriver):
             raise
         self._client = client
         self._ctx = ctx
+        # before Nova's own check of it, which follows this method
+        nodeidentity.ensure(ctx.host_uuid)
         self._hostops = hostops.HostOps(ctx, CONF)
         self._pciops = self._load_pciops(ctx)
         self._vmops = vmops.VMOps(ctx, self._hostops, self._pciops)

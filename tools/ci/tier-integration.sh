@@ -11,7 +11,10 @@
 #      xen_stubdom, the XAPI simulator, the neutron stand-in; the test image
 #      uploaded through glance)
 #   4. tempest: our plugin's tests + a curated set of tempest's compute API
-#      tests (servers, server actions, flavors, hypervisors)
+#      tests (servers, server actions, flavors, hypervisors); then
+#      "cloud install-checks": host1's compute restarted with Nova and this
+#      package in different site directories, nova-api and the conductor
+#      with this package's import failing (each swapped service put back)
 #   5. nova-xen-stubdom cloud down -- ALWAYS, also on failure or interrupt
 #
 # DEGRADED mode: when the package index is unreachable and the keystone or
@@ -176,6 +179,25 @@ echo 0 > "$peak_file"
 ) &
 sampler=$!
 
+# The package as operators also install it, in the running cloud: Nova
+# and this package in different site directories (host1's compute swapped
+# for one of that layout), and this package broken (an extra nova-api, the
+# conductor swapped); cloud/install_checks.py.  Each swapped service is
+# put back.
+install_checks() {
+    log "install-checks: split site directories, broken package"
+    "${CLOUD[@]}" install-checks > "$DIR/install-checks.log" 2>&1
+    local irc=$?
+    cat "$DIR/install-checks.log"
+    read -r ip if_ < <(sed -n 's/^install-checks: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' \
+        "$DIR/install-checks.log" | tail -1)
+    report_counts install-checks "${ip:-0}" "${if_:-0}" 0
+    if [ "$irc" != 0 ]; then
+        log "FAILED: install-checks exited $irc (log: $DIR/install-checks.log)"
+        return 1
+    fi
+}
+
 if [ "$DEGRADED" = 1 ]; then
     log "cloud up --no-keystone ${UP_ARGS[*]} -- DEGRADED"
     "${CLOUD[@]}" up --no-keystone "${UP_ARGS[@]}" ||
@@ -194,6 +216,7 @@ if [ "$DEGRADED" = 1 ]; then
         log "FAILED: rest-checks exited $crc (log: $DIR/rest-checks.log)"
         exit 1
     fi
+    install_checks || exit 1
     exit 0
 fi
 
@@ -246,5 +269,9 @@ fi
 if [ "$ours_ok" = 0 ] && [ "${CLOUD_DRIVER:-xen_stubdom}" = xen_stubdom ]; then
     log "FAILED: none of our plugin's tests passed"
     exit 1
+fi
+# after tempest: the swaps must not disturb its tests
+if [ "${CLOUD_DRIVER:-xen_stubdom}" = xen_stubdom ]; then
+    install_checks || exit 1
 fi
 exit 0
