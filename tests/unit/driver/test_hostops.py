@@ -205,6 +205,28 @@ def test_shared_sr_on_the_compute_node_by_default():
     assert tree.data('host1').inventory['DISK_GB']['total'] == 512
 
 
+def test_default_counts_the_shared_sr_on_every_compute_as_documented():
+    """operations.rst "Disk space of a shared SR in placement": by default
+    every compute of the pool offers the whole SR, each compute's
+    reserved_host_disk_mb and disk_allocation_ratio apply to its copy --
+    so a ratio of 1/N over N computes keeps placement within the SR."""
+    conf = _nova_conf()
+    conf.reserved_host_disk_mb = 10 * 1024 + 1       # rounded up: 11 GiB
+    ops = hostops.HostOps(_ctx(default_sr='SRS',
+                               shared_sr_inventory='compute-node'), conf)
+    tree = _tree()
+    ops.update_provider_tree(tree, 'host1', dict(RATIOS, DISK_GB=0.5))
+    disk = tree.data('host1').inventory['DISK_GB']
+    assert (disk['total'], disk['reserved'], disk['allocation_ratio'],
+            disk['max_unit']) == (512, 11, 0.5, 512)
+    # what placement lets each of two computes allocate: half the SR
+    # (less its reservation); both together stay within the 512 GiB
+    assert (disk['total'] - disk['reserved']) * disk['allocation_ratio'] \
+        == 250.5
+    # os-hypervisors' local_gb is the SR as this host sees it, in any mode
+    assert ops.get_available_resource('host1')['local_gb'] == 512
+
+
 def test_disk_on_the_node_moves_to_the_shared_sr_by_reshape():
     ops = hostops.HostOps(_ctx(default_sr='SRS'), _nova_conf())
     tree = _tree(disk_gb=512)
