@@ -200,7 +200,15 @@ rm -rf "$DIR/wheels"
 # offline, the build requirements (pbr, setuptools) come from the venv
 iso=()
 [ "$ONLINE" = 1 ] || iso=(--no-build-isolation)
+# setuptools leaves nova_xen_stubdom.egg-info in the checkout: with the
+# checkout on PYTHONPATH (as the test tiers run), pip then takes that for
+# the installed distribution (tests/functional/driver/test_loader.py's
+# uninstall left the shim behind).  Remove it unless it was there before.
+egg=nova_xen_stubdom.egg-info
+had_egg=0
+[ -e "$egg" ] && had_egg=1
 pipq "$DIR/venv/bin/pip" wheel --no-deps "${iso[@]}" -w "$DIR/wheels" .
+[ "$had_egg" = 1 ] || rm -rf "$egg"
 whl=$(ls "$DIR"/wheels/nova_xen_stubdom-*.whl)
 pipq "$DIR/venv/bin/pip" install --force-reinstall --no-deps "$whl"
 "$DIR/venv/bin/pip" check >>"$DIR/pip.log" 2>&1 ||
