@@ -65,6 +65,31 @@ rx_leakcheck() {
   rm -f "/tmp/rx-state-$1".*
 }
 
+# rx_vbd_dump FILE STUB: both ends of STUB's PV disks as xenstore holds them
+# (backend in dom0, frontend in the stub, with permissions), xenbus error
+# nodes, the backend devices dom0's kernel has bound (a backend node with no
+# device here was unregistered by blkback), the loop devices and blkback's
+# log lines: written for every stub-disk attach of the stub-image scenarios,
+# so that a disk that does not connect explains itself beside one that did.
+rx_vbd_dump() {
+  {
+    echo "## $(up) xenstore-ls -fp /local/domain/0/backend/vbd/$2"
+    xenstore-ls -fp "/local/domain/0/backend/vbd/$2" 2>&1
+    echo "## xenstore-ls -fp /local/domain/$2/device/vbd"
+    xenstore-ls -fp "/local/domain/$2/device/vbd" 2>&1
+    echo "## xenstore-ls -fp /local/domain/0/error"
+    xenstore-ls -fp /local/domain/0/error 2>&1
+    echo "## /sys/bus/xen-backend/devices"
+    for d in /sys/bus/xen-backend/devices/*; do
+      [ -e "$d" ] || continue
+      echo "$(basename "$d") driver=$(basename "$(readlink "$d/driver" 2>/dev/null)" 2>/dev/null) nodename=$(cat "$d/nodename" 2>/dev/null) physical_device=$(cat "$d/physical_device" 2>/dev/null)"
+    done
+    echo "## losetup -a"; losetup -a 2>&1
+    echo "## dmesg: blkback, xenbus, loop"
+    dmesg 2>/dev/null | grep -E 'blkback|xen-backend|xenbus|vbd|loop[0-9]' | tail -40
+  } > "$1" 2>&1
+}
+
 # -- our dom0 daemon, for the scenarios that drive it (s3, s5) ---------------
 # rx_agent NAME HOST_UUID < EXTRA_CONF: W=/tmp/NAME, agent.conf (backend xen
 # plus EXTRA_CONF lines of [agent]) and the XAPI inventory of this "host".

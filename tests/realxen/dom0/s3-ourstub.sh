@@ -47,10 +47,15 @@ CFG
   rx_until 180 grep -q 'waiting for dom0 to link' "$(stublog "$1")" || { tail -20 "$(stublog "$1")"; return 1; }
   python3 /opt/realxen/rxstub.py attach-disk "$S" "$W/disk.img" xvda || return 1
   # (as s1-ourstub.sh: the stub's blkfront names the disk, or blkback
-  # reports Connected)
-  rx_until 60 sh -c "grep -q 'xvda' $(stublog "$1") || [ \"\$(xenstore-read /local/domain/0/backend/vbd/$S/51712/state 2>/dev/null)\" = 4 ]" || {
+  # reports Connected); both ends' nodes into /out either way
+  S3O_ROUND=$((${S3O_ROUND:-0} + 1))
+  if rx_until 60 sh -c "grep -q 'xvda' $(stublog "$1") || [ \"\$(xenstore-read /local/domain/0/backend/vbd/$S/51712/state 2>/dev/null)\" = 4 ]"; then
+    rx_vbd_dump "/out/s3o-vbd-$S3O_ROUND-stub$S.txt" "$S"
+  else
+    rx_vbd_dump "/out/s3o-vbd-$S3O_ROUND-stub$S-FAILED.txt" "$S"
     echo "s3o: disk on stub $S: be_state=$(xenstore-read /local/domain/0/backend/vbd/$S/51712/state 2>&1) fe_state=$(xenstore-read /local/domain/$S/device/vbd/51712/state 2>&1)"
-    tail -20 "$(stublog "$1")"; return 1; }
+    tail -20 "$(stublog "$1")"; return 1
+  fi
   rx_pcall plugin link_stubdom stubdom_domid=$S guest_vm_uuid=$U \
     'config={"memory_mb": 32, "vcpus": 1, "vga": "none", "serial": "console", "boot": "c", "disks": [{"bus": "ide", "index": 0}]}'
 }
@@ -108,6 +113,7 @@ rx_pcall plugin save_image guest_vm_uuid=$U path=$W/s3.img key=$KEY \
 saved=$(sed -n 's/.*device state saved to [^:]*: \([0-9]*\) \([0-9a-f]\{12\}\).*/\1:\2/p' "$(stublog s3os)" | tail -1)
 mark S3O-SAVE rc=$rc bytes=$V_bytes_written pages=$V_pages engine_s=$V_seconds \
   stub_saved=$saved took=$(el $t) $([ $rc = 0 ] && [ -n "$saved" ] || echo FAILED)
+[ $rc = 0 ] || rx_vbd_dump /out/s3o-vbd-save-FAILED.txt "$S"
 s3o_down s3os save
 left=$(xl list | awk 'NR > 1' | wc -l)
 mark S3O-DESTROYED domains=$left image_bytes=$(stat -c %s $W/s3.img 2>/dev/null)
@@ -127,7 +133,7 @@ verified=$(sed -n 's/.*state disk [^:]*: \([0-9]*\) bytes of device state verifi
 mark S3O-RESTORE rc=$rc domid=$V_domid stub_loaded=$loaded stub_verified=$verified \
   dm_state=$(xenstore-read /local/domain/$S/device-model/$G/state 2>/dev/null) took=$(el $t) \
   $([ $rc = 0 ] && [ "$loaded" = 1 ] || echo FAILED) $([ $rc = 0 ] || cut -c1-200 $W/last.out | tr ' ' _)
-[ $rc = 0 ] || tail -20 "$(stublog s3os)"
+[ $rc = 0 ] || { tail -20 "$(stublog s3os)"; rx_vbd_dump /out/s3o-vbd-restore-FAILED.txt "$S"; }
 d_after=$(digest $G)
 r1=$(echo "$d_before" | sed 's/ .*//'); r2=$(echo "$d_after" | sed 's/ .*//')
 mark S3O-DIGEST-AFTER guest=$G equal=$([ "$r1" = "$r2" ] && echo 1 || echo 0) $d_after \
