@@ -24,7 +24,6 @@ cp $W/inventory /etc/xensource-inventory
 U=53035303-0000-4000-8000-000000000303
 KEY=000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f
 IMG=/opt/realxen/stubdom
-digest() { python3 /opt/realxen/s35_state.py digest "$1" 32; }
 stublog() { echo "/var/log/xen/console/guest-$1.log"; }
 ( while :; do sleep 20; echo "s3o: heartbeat $(up)"; done ) & HB=$!
 
@@ -70,20 +69,7 @@ s3o_down() {
   xl destroy "$1" 2>/dev/null
   rx_pcall plugin unlink_stubdom guest_vm_uuid=$U > /dev/null
 }
-cat > $W/s3og.cfg <<CFG
-name="s3og"
-type="hvm"
-uuid="$U"
-memory=32
-vcpus=1
-device_model_version="qemu-xen"
-device_model_override="/opt/realxen/xenopsd-dm"
-vga="none"
-vnc=0
-sdl=0
-boot="c"
-on_crash="preserve"
-CFG
+rx_ourdm_cfg s3og "$U" > $W/s3og.cfg
 cp /opt/realxen/s35-guest.img $W/disk.img
 
 # -- the daemon, our stub, its link, the guest --------------------------------
@@ -103,10 +89,7 @@ if [ $rc = 0 ] && rx_until 300 s35_count_at_least "$G" 2; then
 else tail -30 $W/create-g.log; mark S3O-GUEST-UP FAILED rc=$rc guest=$G cnt=$(s35_count "$G"); fi
 
 # -- digest of the still guest, save_image through our stub ------------------
-xl pause s3og
-before=$(s35_count $G)
-d_before=$(digest $G)
-mark S3O-DIGEST-BEFORE guest=$G cnt=$before $d_before
+s35_digest_before S3O s3og "$G"
 t=$(up)
 rx_pcall plugin save_image guest_vm_uuid=$U path=$W/s3.img key=$KEY \
   device_state_timeout=300; rc=$?
@@ -134,21 +117,7 @@ mark S3O-RESTORE rc=$rc domid=$V_domid stub_loaded=$loaded stub_verified=$verifi
   dm_state=$(xenstore-read /local/domain/$S/device-model/$G/state 2>/dev/null) took=$(el $t) \
   $([ $rc = 0 ] && [ "$loaded" = 1 ] || echo FAILED) $([ $rc = 0 ] || cut -c1-200 $W/last.out | tr ' ' _)
 [ $rc = 0 ] || { tail -20 "$(stublog s3os)"; rx_vbd_dump /out/s3o-vbd-restore-FAILED.txt "$S"; }
-d_after=$(digest $G)
-r1=$(echo "$d_before" | sed 's/ .*//'); r2=$(echo "$d_after" | sed 's/ .*//')
-mark S3O-DIGEST-AFTER guest=$G equal=$([ "$r1" = "$r2" ] && echo 1 || echo 0) $d_after \
-  $([ "$r1" = "$r2" ] || echo FAILED)
-xl unpause s3og
-t=$(up)
-rx_until 120 s35_count_at_least "$G" 1; first=$(s35_first $G)
-if rx_until 60 s35_count_at_least "$G" $((before + 2)); then
-  mark S3O-CONTINUES guest=$G before=$before first=$first cnt=$(s35_count $G) \
-    booted=$(rx_debugport_count $G S35-GUEST-BOOTED) took=$(el $t)
-else
-  xl dmesg | tail -20; tail -20 "$(stublog s3os)"
-  mark S3O-CONTINUES FAILED before=$before first=$first cnt=$(s35_count "$G") \
-    booted=$(rx_debugport_count "$G" S35-GUEST-BOOTED)
-fi
+s35_after_restore S3O s3og "$G" "$(stublog s3os)"
 
 # -- clean up ---------------------------------------------------------------
 s3o_down s3os restore
