@@ -3,9 +3,10 @@
 # or $XEN_TESTBED) booted under qemu-system-x86_64 with TCG, dom0 running our
 # scenario scripts (tests/realxen/dom0) in ONE boot; pytest on the host judges
 # the markers and files dom0 hands back.  The default list, all eight
-# scenarios: ~12 minutes on two cores at host load 3-7 (134 passed in 12 min
-# 2 s; per-scenario times in doc/source/realxen.rst, "Wall times"); the
-# boot and dom0 alone ~2-2.5 minutes.  QEMU uses one core flat out and up
+# scenarios: 10.5-12 minutes on two cores at host load 3-7 (134 passed in
+# 10 min 28 s and in 12 min 2 s; per-scenario times in
+# doc/source/realxen.rst, "Wall times"); the boot and dom0 alone ~2-2.5
+# minutes.  QEMU uses one core flat out and up
 # to ~2 GB of RAM.  Without the testbed or its inputs the tests are skipped
 # and this prints REALXEN NOT RUN with the reason.  Logs of the last run:
 # build/realxen/boot*/ (serial.log, out/).
@@ -17,7 +18,7 @@
 # in build/realxen-stubdom) and add ~5-7 minutes; scenario 3 with our image
 # (s3-ourstub.sh, in the default list since its stub disks are written in
 # one xenstore transaction: doc/source/realxen.rst) adds ~2-4.5 minutes
-# (1.8-2.3 alone at load 1-5, 4.3 in the whole tier at load ~6);
+# (1.8-2.3 alone at load 1-5; 2.2 and 4.3 in the whole tier);
 # REALXEN_SKIP="s3-ourstub.sh" leaves it out (reported NOT RUN).
 # Scenarios 3 and 5 (s3-saverestore.sh, s5-migrate.sh: save/restore and
 # local live migration by our daemon) add ~3.5 minutes at load 5-7 and

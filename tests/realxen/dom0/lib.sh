@@ -175,6 +175,8 @@ s35_digest_before() {
 # (VM.unpause) and its count goes on from S35_BEFORE without a second boot
 # (PREFIX-CONTINUES); on failure Xen's last lines and LOG's (the stub's
 # console) are printed.
+# (the marker's words split on purpose; busybox sh has local)
+# shellcheck disable=SC2046,SC3043
 s35_after_restore() {
   local d r1 r2 t first
   d=$(s35_digest "$3")
