@@ -203,6 +203,19 @@ class HypervisorBackend(metaclass=abc.ABCMeta):
     def xs_get_perms(self, path: str) -> List[str]:
         ...
 
+    def xs_write_all(self, nodes: List[Tuple[str, str, Optional[List[str]]]]
+                     ) -> None:
+        """Write each ``(path, value, permissions or None)`` in order,
+        the permissions right after their node, so that no other client of
+        the store sees only part of them: one transaction on a real
+        xenstore (:class:`XenBackend`; libxl_device.c
+        ``libxl__device_generic_add``).  This default writes them one by
+        one, for stores where nothing reacts in between."""
+        for path, value, perms in nodes:
+            self.xs_write(path, value)
+            if perms is not None:
+                self.xs_set_perms(path, perms)
+
     # -- consoles (optional) ------------------------------------------------
     def read_console(self, domid: int) -> str:
         """The domain's console output so far (xenconsoled's log).

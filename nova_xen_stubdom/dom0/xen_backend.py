@@ -79,6 +79,9 @@ from nova_xen_stubdom.dom0.xen_libs import (  # noqa: F401
     perms_from_structs, perms_to_structs, xen_pfn_t)
 
 LOG = logging.getLogger(__name__)
+#: xs_write_all's attempts while xenstored answers EAGAIN (libxl retries
+#: without a bound; a store that conflicts this often is an error here)
+XS_TRANSACTION_RETRIES = 20
 
 
 def _shutdown_reason(flags: int) -> Optional[str]:
@@ -468,11 +471,43 @@ class XenBackend(xen_memory.ForeignMemory, HypervisorBackend):
         finally:
             self.libs.free(ptr)
 
-    def xs_write(self, path: str, value: str) -> None:
+    def xs_write(self, path: str, value: str, _t: int = XBT_NULL) -> None:
         data = value.encode()
-        if not self.libs.xs_write(self.xsh, XBT_NULL, path.encode(), data,
+        if not self.libs.xs_write(self.xsh, _t, path.encode(), data,
                                   len(data)):
             raise self._xs_fail('xs_write', path)
+
+    def xs_write_all(self, nodes: List[Tuple[str, str, Optional[List[str]]]]
+                     ) -> None:
+        """One xenstore transaction, retried while xenstored answers
+        EAGAIN (another writer committed first), as libxl writes a device's
+        frontend and backend (libxl_device.c libxl__device_generic_add,
+        ``retry_transaction``) and xenopsd too (xen-api device.ml
+        ``Generic.add_device``, one ``Xs.transaction``): dom0's blkback
+        probes a new backend as soon as its ``state`` appears and then
+        watches the frontend's ``state``; seen missing, it unregisters the
+        device for good (Linux xen-blkback ``frontend_changed``,
+        ``XenbusStateUnknown``)."""
+        for _attempt in range(XS_TRANSACTION_RETRIES):
+            t = self.libs.xs_transaction_start(self.xsh)
+            if not t:
+                raise self._xs_fail('xs_transaction_start', nodes[0][0])
+            try:
+                for path, value, perms in nodes:
+                    self.xs_write(path, value, t)
+                    if perms is not None:
+                        self.xs_set_perms(path, perms, t)
+            except BaseException:
+                self.libs.xs_transaction_end(self.xsh, t, True)
+                raise
+            if self.libs.xs_transaction_end(self.xsh, t, False):
+                return
+            if self.libs.get_errno() != errnolib.EAGAIN:
+                raise self._xs_fail('xs_transaction_end', nodes[0][0])
+        raise self._fail('xs_transaction_end', '%s: still conflicting '
+                         'after %d attempts' % (nodes[0][0],
+                                                XS_TRANSACTION_RETRIES),
+                         errnolib.EAGAIN)
 
     def xs_rm(self, path: str) -> None:
         if not self.libs.xs_rm(self.xsh, XBT_NULL, path.encode()):
@@ -495,9 +530,10 @@ class XenBackend(xen_memory.ForeignMemory, HypervisorBackend):
         finally:
             self.libs.free(ptr)
 
-    def xs_set_perms(self, path: str, perms: List[str]) -> None:
+    def xs_set_perms(self, path: str, perms: List[str],
+                     _t: int = XBT_NULL) -> None:
         arr = perms_to_structs(perms)
-        if not self.libs.xs_set_permissions(self.xsh, XBT_NULL,
+        if not self.libs.xs_set_permissions(self.xsh, _t,
                                             path.encode(), arr, len(perms)):
             raise self._xs_fail('xs_set_permissions', path)
 

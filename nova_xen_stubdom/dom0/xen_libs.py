@@ -248,6 +248,11 @@ PROTOTYPES: Dict[str, Dict[str, Tuple]] = {
                                                ctypes.c_uint]),
         # tools/include/xenstore.h; libxl_dm.c libxl__spawn_stub_dm calls
         # it right after xc_domain_set_target
+        # tools/include/xenstore.h (xs_transaction_t is uint32_t): the
+        # device nodes of a disk go in one transaction, as libxl writes them
+        # (libxl_device.c libxl__device_generic_add)
+        'xs_transaction_start': (_u32, [_p]),
+        'xs_transaction_end': (ctypes.c_bool, [_p, _u32, ctypes.c_bool]),
         'xs_set_target': (ctypes.c_bool, [_p, ctypes.c_uint,
                                           ctypes.c_uint]),
         # libxl__build_post (introduce after a restore) and

@@ -9,8 +9,6 @@ the new stub's QEMU through the state disk (stop + xen-load-devices-state +
 cont); the guest counts on and its RAM digest is unchanged.
 """
 
-import os
-
 import pytest
 
 from tests.realxen import ourstub
@@ -24,11 +22,10 @@ _marker = ourstub.marker
 
 
 @pytest.fixture(autouse=True)
-def _opted_in():
-    if 's3-ourstub.sh' not in os.environ.get('REALXEN_SCENARIOS', '').split():
-        pytest.skip('NOT RUN (s3-ourstub.sh): opt-in with '
-                    'REALXEN_SCENARIOS; intermittent blkback InitWait on '
-                    'the re-created stub, doc/source/realxen.rst')
+def _not_skipped():
+    if ourstub.skipped('s3-ourstub.sh'):
+        pytest.skip('NOT RUN (s3-ourstub.sh): left out with %s'
+                    % ourstub.SKIP_ENV)
 
 
 @pytest.mark.parametrize('name', S3O)

@@ -103,20 +103,7 @@ head -1 $W/link.out | cut -c1-300
 mark S1O-LINK rc=$rc pending=$(xenstore-read /nova-xen-stubdom/links/$U/stubdom-domid 2>/dev/null)
 
 # -- 5: the HVM guest, its device model our wrapper --------------------------
-cat > $W/s1g.cfg <<CFG
-name="s1g"
-type="hvm"
-uuid="$U"
-memory=32
-vcpus=1
-device_model_version="qemu-xen"
-device_model_override="/opt/realxen/xenopsd-dm"
-vga="none"
-vnc=0
-sdl=0
-boot="c"
-on_crash="preserve"
-CFG
+rx_ourdm_cfg s1g "$U" > $W/s1g.cfg
 t=$(up); timeout 200 xl -v create $W/s1g.cfg > $W/create-g.log 2>&1; rc=$?
 G=$(xl domid s1g 2>/dev/null)
 mark S1O-CREATE rc=$rc guest=$G stub=$S took=$(el $t)

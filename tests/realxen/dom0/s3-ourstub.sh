@@ -24,7 +24,6 @@ cp $W/inventory /etc/xensource-inventory
 U=53035303-0000-4000-8000-000000000303
 KEY=000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f
 IMG=/opt/realxen/stubdom
-digest() { python3 /opt/realxen/s35_state.py digest "$1" 32; }
 stublog() { echo "/var/log/xen/console/guest-$1.log"; }
 ( while :; do sleep 20; echo "s3o: heartbeat $(up)"; done ) & HB=$!
 
@@ -47,10 +46,15 @@ CFG
   rx_until 180 grep -q 'waiting for dom0 to link' "$(stublog "$1")" || { tail -20 "$(stublog "$1")"; return 1; }
   python3 /opt/realxen/rxstub.py attach-disk "$S" "$W/disk.img" xvda || return 1
   # (as s1-ourstub.sh: the stub's blkfront names the disk, or blkback
-  # reports Connected)
-  rx_until 60 sh -c "grep -q 'xvda' $(stublog "$1") || [ \"\$(xenstore-read /local/domain/0/backend/vbd/$S/51712/state 2>/dev/null)\" = 4 ]" || {
+  # reports Connected); both ends' nodes into /out either way
+  S3O_ROUND=$((${S3O_ROUND:-0} + 1))
+  if rx_until 60 sh -c "grep -q 'xvda' $(stublog "$1") || [ \"\$(xenstore-read /local/domain/0/backend/vbd/$S/51712/state 2>/dev/null)\" = 4 ]"; then
+    rx_vbd_dump "/out/s3o-vbd-$S3O_ROUND-stub$S.txt" "$S"
+  else
+    rx_vbd_dump "/out/s3o-vbd-$S3O_ROUND-stub$S-FAILED.txt" "$S"
     echo "s3o: disk on stub $S: be_state=$(xenstore-read /local/domain/0/backend/vbd/$S/51712/state 2>&1) fe_state=$(xenstore-read /local/domain/$S/device/vbd/51712/state 2>&1)"
-    tail -20 "$(stublog "$1")"; return 1; }
+    tail -20 "$(stublog "$1")"; return 1
+  fi
   rx_pcall plugin link_stubdom stubdom_domid=$S guest_vm_uuid=$U \
     'config={"memory_mb": 32, "vcpus": 1, "vga": "none", "serial": "console", "boot": "c", "disks": [{"bus": "ide", "index": 0}]}'
 }
@@ -65,20 +69,7 @@ s3o_down() {
   xl destroy "$1" 2>/dev/null
   rx_pcall plugin unlink_stubdom guest_vm_uuid=$U > /dev/null
 }
-cat > $W/s3og.cfg <<CFG
-name="s3og"
-type="hvm"
-uuid="$U"
-memory=32
-vcpus=1
-device_model_version="qemu-xen"
-device_model_override="/opt/realxen/xenopsd-dm"
-vga="none"
-vnc=0
-sdl=0
-boot="c"
-on_crash="preserve"
-CFG
+rx_ourdm_cfg s3og "$U" > $W/s3og.cfg
 cp /opt/realxen/s35-guest.img $W/disk.img
 
 # -- the daemon, our stub, its link, the guest --------------------------------
@@ -98,16 +89,14 @@ if [ $rc = 0 ] && rx_until 300 s35_count_at_least "$G" 2; then
 else tail -30 $W/create-g.log; mark S3O-GUEST-UP FAILED rc=$rc guest=$G cnt=$(s35_count "$G"); fi
 
 # -- digest of the still guest, save_image through our stub ------------------
-xl pause s3og
-before=$(s35_count $G)
-d_before=$(digest $G)
-mark S3O-DIGEST-BEFORE guest=$G cnt=$before $d_before
+s35_digest_before S3O s3og "$G"
 t=$(up)
 rx_pcall plugin save_image guest_vm_uuid=$U path=$W/s3.img key=$KEY \
   device_state_timeout=300; rc=$?
 saved=$(sed -n 's/.*device state saved to [^:]*: \([0-9]*\) \([0-9a-f]\{12\}\).*/\1:\2/p' "$(stublog s3os)" | tail -1)
 mark S3O-SAVE rc=$rc bytes=$V_bytes_written pages=$V_pages engine_s=$V_seconds \
   stub_saved=$saved took=$(el $t) $([ $rc = 0 ] && [ -n "$saved" ] || echo FAILED)
+[ $rc = 0 ] || rx_vbd_dump /out/s3o-vbd-save-FAILED.txt "$S"
 s3o_down s3os save
 left=$(xl list | awk 'NR > 1' | wc -l)
 mark S3O-DESTROYED domains=$left image_bytes=$(stat -c %s $W/s3.img 2>/dev/null)
@@ -127,22 +116,8 @@ verified=$(sed -n 's/.*state disk [^:]*: \([0-9]*\) bytes of device state verifi
 mark S3O-RESTORE rc=$rc domid=$V_domid stub_loaded=$loaded stub_verified=$verified \
   dm_state=$(xenstore-read /local/domain/$S/device-model/$G/state 2>/dev/null) took=$(el $t) \
   $([ $rc = 0 ] && [ "$loaded" = 1 ] || echo FAILED) $([ $rc = 0 ] || cut -c1-200 $W/last.out | tr ' ' _)
-[ $rc = 0 ] || tail -20 "$(stublog s3os)"
-d_after=$(digest $G)
-r1=$(echo "$d_before" | sed 's/ .*//'); r2=$(echo "$d_after" | sed 's/ .*//')
-mark S3O-DIGEST-AFTER guest=$G equal=$([ "$r1" = "$r2" ] && echo 1 || echo 0) $d_after \
-  $([ "$r1" = "$r2" ] || echo FAILED)
-xl unpause s3og
-t=$(up)
-rx_until 120 s35_count_at_least "$G" 1; first=$(s35_first $G)
-if rx_until 60 s35_count_at_least "$G" $((before + 2)); then
-  mark S3O-CONTINUES guest=$G before=$before first=$first cnt=$(s35_count $G) \
-    booted=$(rx_debugport_count $G S35-GUEST-BOOTED) took=$(el $t)
-else
-  xl dmesg | tail -20; tail -20 "$(stublog s3os)"
-  mark S3O-CONTINUES FAILED before=$before first=$first cnt=$(s35_count "$G") \
-    booted=$(rx_debugport_count "$G" S35-GUEST-BOOTED)
-fi
+[ $rc = 0 ] || { tail -20 "$(stublog s3os)"; rx_vbd_dump /out/s3o-vbd-restore-FAILED.txt "$S"; }
+s35_after_restore S3O s3og "$G" "$(stublog s3os)"
 
 # -- clean up ---------------------------------------------------------------
 s3o_down s3os restore

@@ -29,7 +29,6 @@ rx_snapshot S3
 rx_agent s3 5a1e0000-0000-4000-8000-0000000035a5 < /dev/null
 U=53535353-0000-4000-8000-000000000003
 KEY=000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f
-digest() { "$RX_PYTHON" /opt/realxen/s35_state.py digest "$1" 32; }
 
 t=$(up)
 s35_cfg s3g $U > $W/s3g.cfg
@@ -49,10 +48,7 @@ else mark S3-LINK FAILED stub=$S; fi
 rx_call responder $S $G answer 2> $W/responder-1.log & RPID=$!
 
 # -- the digest of the still guest, then save_image --------------------------
-xl pause s3g
-before=$(s35_count $G)
-d_before=$(digest $G)
-mark S3-DIGEST-BEFORE guest=$G cnt=$before $d_before
+s35_digest_before S3 s3g "$G"
 t=$(up)
 rx_pcall plugin save_image guest_vm_uuid=$U path=$W/s3.img key=$KEY \
   device_state_timeout=300; rc=$?
@@ -79,22 +75,7 @@ rx_pcall plugin restore_image guest_vm_uuid=$U path=$W/s3.img key=$KEY \
 src=$(xenstore-read /local/domain/$S/device-model/$G2/source 2>/dev/null)
 mark S3-RESTORE rc=$rc domid=$V_domid pages=$V_pages populated=$V_populated device_state=$src took=$(el $t) \
   $([ $rc = 0 ] || echo FAILED) $([ $rc = 0 ] || cut -c1-200 $W/last.out | tr ' ' _)
-d_after=$(digest $G2)
-r1=$(echo "$d_before" | sed 's/ .*//'); r2=$(echo "$d_after" | sed 's/ .*//')
-mark S3-DIGEST-AFTER guest=$G2 equal=$([ "$r1" = "$r2" ] && echo 1 || echo 0) $d_after \
-  $([ "$r1" = "$r2" ] || echo FAILED)
-xl unpause s3g
-t=$(up)
-# the first count at once (Xen's console ring is small and dom0 writes to it)
-rx_until 120 s35_count_at_least "$G2" 1; first=$(s35_first $G2)
-if rx_until 60 s35_count_at_least "$G2" $((before + 2)); then
-  mark S3-CONTINUES guest=$G2 before=$before first=$first cnt=$(s35_count $G2) \
-    booted=$(rx_debugport_count $G2 S35-GUEST-BOOTED) took=$(el $t)
-else
-  xl dmesg | tail -20
-  mark S3-CONTINUES FAILED before=$before first=$first cnt=$(s35_count $G2) \
-    booted=$(rx_debugport_count $G2 S35-GUEST-BOOTED)
-fi
+s35_after_restore S3 s3g "$G2"
 
 # -- clean up ---------------------------------------------------------------
 kill $RPID 2>/dev/null; wait $RPID 2>/dev/null

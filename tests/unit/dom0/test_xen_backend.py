@@ -282,6 +282,38 @@ def test_xenstore(be, xen):
     assert xen.allocs == {} and xen.freed        # every result freed
 
 
+def test_xs_write_all_is_one_transaction_retried_on_eagain(be, xen):
+    """A disk's frontend and backend nodes go in one transaction, as
+    libxl_device.c libxl__device_generic_add writes them; xenstored's
+    EAGAIN (another writer committed first) restarts it."""
+    xen.conflicts = 1
+    be.xs_write_all([('/local/domain/7/device/vbd/51712', '', ['n7', 'r0']),
+                     ('/local/domain/7/device/vbd/51712/state', '1', None)])
+    calls = [c for c in xen.calls if c[0].startswith('xs_')
+             and c[0] != 'xs_open']
+    names = [c[0] for c in calls]
+    assert names == ['xs_transaction_start', 'xs_write', 'xs_set_permissions',
+                     'xs_write', 'xs_transaction_end'] * 2
+    first, second = calls[0:5], calls[5:10]
+    assert {c[2] for c in first[1:]} == {41}        # every call inside t
+    assert {c[2] for c in second[1:]} == {42}
+    assert first[-1][3] is False                    # commit, not abort
+    assert xen.xenstore['/local/domain/7/device/vbd/51712/state'] == '1'
+
+
+def test_xs_write_all_aborts_on_a_failed_write(be, xen):
+    xen.fail['xs_write'] = errno.EACCES
+    with pytest.raises(errors.HypervisorCallFailed, match='xs_write'):
+        be.xs_write_all([('/x', 'y', None)])
+    assert xen.calls[-1][0] == 'xs_transaction_end'
+    assert xen.calls[-1][3] is True                 # aborted
+    del xen.fail['xs_write']
+    xen.conflicts = 1000
+    with pytest.raises(errors.HypervisorCallFailed,
+                       match='still conflicting after 20 attempts'):
+        be.xs_write_all([('/x', 'y', None)])
+
+
 def test_xenstore_errors(be, xen):
     xen.fail['xs_read'] = errno.EACCES
     with pytest.raises(errors.HypervisorCallFailed) as exc:

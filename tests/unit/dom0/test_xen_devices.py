@@ -54,6 +54,50 @@ def test_every_node_is_readable_or_writable_by_the_right_end(disks,
         assert xs.xs_get_perms(node) == ['n7', 'r0'], node
 
 
+class _Blkback(fakes.FakeBackend):
+    """What dom0's xen-blkback sees of a new disk, checked after every
+    change another xenstore client could observe (each write outside a
+    transaction, each committed xs_write_all): once the backend has a
+    ``state`` the kernel probes it and reads the frontend's ``state`` --
+    missing, it takes the frontend for gone and unregisters the device
+    for good (Linux xen-blkback xenbus.c ``frontend_changed``,
+    ``XenbusStateUnknown``)."""
+
+    def __init__(self, be_path, fe_path):
+        super().__init__()
+        self.be_path, self.fe_path = be_path, fe_path
+        self.seen = []
+
+    def _observe(self):
+        if self.xs.get(self.be_path + '/state') is not None:
+            self.seen.append(self.xs.get(self.fe_path + '/state'))
+
+    def xs_write(self, path, value):
+        super().xs_write(path, value)
+        self._observe()
+
+    def xs_write_all(self, nodes):
+        for path, value, perms in nodes:
+            fakes.FakeBackend.xs_write(self, path, value)
+            if perms is not None:
+                self.xs_set_perms(path, perms)
+        self._observe()
+
+
+def test_blkback_never_sees_a_backend_without_its_frontend_state(tmp_path):
+    """The realxen finding: written node by node, blkback could probe
+    the backend between the frontend's directory and its state, and the
+    re-created stub's disk stayed Initialised against InitWait."""
+    be_path, fe_path, _num = xd.XenDisks.paths(7, 'xvdz')
+    kernel = _Blkback(be_path, fe_path)
+    img = tmp_path / 'disk.img'
+    img.write_bytes(b'\0' * 4096)
+    xd.XenDisks(kernel, loop_setup=lambda p: '/dev/null',
+                loop_teardown=lambda d: None).attach(7, str(img), 'xvdz')
+    assert kernel.seen and None not in kernel.seen, kernel.seen
+    assert kernel.xs[be_path + '/physical-device']
+
+
 def test_attach_file_writes_libxl_nodes_then_detach_cleans(disks, tmp_path):
     img = tmp_path / 'state.img'
     img.write_bytes(b'\0' * 4096)

@@ -393,6 +393,18 @@ class FakeXen:
         num[0] = len(perms)
         return self._alloc(arr)
 
+    def xs_transaction_start(self, xsh):
+        self.transactions = getattr(self, 'transactions', 0) + 1
+        return 40 + self.transactions
+
+    def xs_transaction_end(self, xsh, t, abort):
+        # xen.conflicts: how many commits xenstored answers EAGAIN first
+        if not abort and getattr(self, 'conflicts', 0):
+            self.conflicts -= 1
+            self.errno = errno.EAGAIN
+            return False
+        return True
+
     def xs_set_target(self, xsh, domid, target):
         self.targets = getattr(self, 'targets', {})
         self.targets[domid] = target
