@@ -361,17 +361,16 @@ def _write_xenstore(backend, guest_domid: int, stub_domid: int,
         nodes[be + '/key-%d' % i] = sbdf
         nodes[be + '/opts-%d' % i] = PCIBACK_OPTS
         nodes[be + '/state-%d' % i] = '1'
-    # directories with their permissions first: xenstored gives a new node
-    # its parent's (xen_devices.XenDisks._write says why it matters)
-    backend.xs_write(be, '')
-    backend.xs_set_perms(be, ['n0', 'r%d' % stub_domid])
-    for path, value in nodes.items():
-        backend.xs_write(path, value)
-    backend.xs_write(fe, '')
-    backend.xs_set_perms(fe, ['n%d' % stub_domid, 'r0'])
-    for path, value in ((fe + '/backend', be), (fe + '/backend-id', '0'),
-                        (fe + '/state', '1')):
-        backend.xs_write(path, value)
+    # directories with their permissions first (xenstored gives a new node
+    # its parent's), both ends in one transaction: pciback, like blkback,
+    # drops a backend whose frontend state is missing when it probes
+    # (xen-pciback frontend_changed; XenBackend.xs_write_all says more)
+    writes = [(be, '', ['n0', 'r%d' % stub_domid])]
+    writes += [(path, value, None) for path, value in nodes.items()]
+    writes.append((fe, '', ['n%d' % stub_domid, 'r0']))
+    writes += [(fe + '/backend', be, None), (fe + '/backend-id', '0', None),
+               (fe + '/state', '1', None)]
+    backend.xs_write_all(writes)
 
 
 def _error_path(stub_domid: int) -> str:

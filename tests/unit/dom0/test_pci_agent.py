@@ -19,16 +19,38 @@ class XenstoreStub:
     def __init__(self):
         self.nodes = {}
         self.perms = {}
+        #: what another xenstore client (pciback) could read after each
+        #: visible change: (backend states, frontend states) present
+        self.visible = []
 
     def xs_read(self, path):
         return self.nodes.get(path)
 
     def xs_write(self, path, value):
         # xenstored creates the missing parents (empty) and keeps them
+        self._write(path, value)
+        self._observe()
+
+    def _write(self, path, value):
         parts = path.strip('/').split('/')
         for i in range(1, len(parts)):
             self.nodes.setdefault('/' + '/'.join(parts[:i]), '')
         self.nodes[path] = value
+
+    def _observe(self):
+        be = {p for p in self.nodes if '/backend/pci/' in p
+              and p.endswith('/state')}
+        fe = {p for p in self.nodes if '/device/pci/' in p
+              and p.endswith('/state')}
+        self.visible.append((bool(be), bool(fe)))
+
+    def xs_write_all(self, nodes):
+        """One transaction: the others see all of it or none."""
+        for path, value, perms in nodes:
+            self._write(path, value)
+            if perms is not None:
+                self.perms[path] = list(perms)
+        self._observe()
 
     def xs_rm(self, path):
         for p in [p for p in self.nodes if p == path or
@@ -168,6 +190,19 @@ def test_attach_grants_stubdom_and_satisfies_xen(backend, host):
     assert backend.perms[be] == ['n0', 'r6']
     assert backend.nodes['/local/domain/6/device/pci/0/backend'] == be
     assert backend.perms['/local/domain/6/device/pci/0'] == ['n6', 'r0']
+
+
+def test_pciback_never_sees_a_backend_without_its_frontend_state(
+        backend, host):
+    """Both ends in one transaction (libxl_device.c
+    libxl__device_generic_add): pciback, like blkback, probes a backend
+    once its state appears and unregisters it for good if the frontend's
+    state is missing then (xen-pciback xen_pcibk_frontend_changed,
+    XenbusStateUnknown) -- the race realxen scenario 3 showed for disks."""
+    agent_pci.attach_devices(backend, GUEST, STUB, ['0000:81:00.0'],
+                             backend.sysfs_root)
+    assert (True, True) in backend.visible
+    assert (True, False) not in backend.visible, backend.visible
 
 
 def test_guest_start_without_grants_is_refused(host):
