@@ -24,7 +24,7 @@ class _Ctx:
 
 def _ops(answers, state=xc.POWER_STATE_RUNNING):
     vm = mock.Mock()
-    vm._power_state.return_value = state
+    vm.stopper.power_state.return_value = state
     return vifops.InterfaceOps(_Ctx(answers), vm)
 
 
