@@ -26,6 +26,12 @@ DM_POLL_INTERVAL = 0.1
 
 
 class VMStarter:
+    """Starts an instance's guest with its stub domain (VMOps.starter).
+
+    :param volumes: ``volumeutils.VolumeStorage`` (volume disks for QEMU).
+    :param pciops: ``pciops.PciOps`` or None (no PCI pass-through).
+    """
+
     def __init__(self, ctx, volumes, pciops=None) -> None:
         self._ctx = ctx
         #: volumeutils.VolumeStorage: attached volumes' disks for QEMU

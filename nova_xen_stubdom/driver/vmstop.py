@@ -17,6 +17,13 @@ LOG = logging.getLogger(__name__)
 
 
 class VMStopper:
+    """Stops an instance's guest and stub domain and removes what an
+    operation built (VMOps.stopper).
+
+    :param volumes: ``volumeutils.VolumeStorage`` (volume SRs to forget).
+    :param pciops: ``pciops.PciOps`` or None (devices to release).
+    """
+
     def __init__(self, ctx, volumes, pciops=None) -> None:
         self._ctx = ctx
         #: volumeutils.VolumeStorage: volume SRs are forgotten on removal
