@@ -104,3 +104,24 @@ class DriverContext:
     def lock(self, instance_uuid: str):
         """Serialise driver operations on one instance (both thread modes)."""
         return lockutils.lock('xen-stubdom-instance-%s' % instance_uuid)
+
+
+class InstanceOps:
+    """Base of the ops classes that act on an instance's VMs through the
+    :class:`VMOps` hub (its per-instance lock, the instance's objects, and
+    the starter and stopper).
+
+    :param ctx: this compute's :class:`DriverContext`.
+    :param vmops: the driver's ``vmops.VMOps``.
+    """
+
+    def __init__(self, ctx: DriverContext, vmops) -> None:
+        self._ctx = ctx
+        self._vmops = vmops
+
+    @property
+    def _conf(self):
+        return self._ctx.conf.xen_stubdom
+
+    def _call(self, method: str, *args):
+        return self._ctx.call(method, *args)

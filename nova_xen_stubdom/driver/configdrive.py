@@ -101,7 +101,7 @@ def build_iso(instance, injected_files, admin_password, network_info,
     return os.path.getsize(path)
 
 
-def attach(ctx, vmops, built, instance, sr_ref: str, injected_files,
+def attach(ctx, built, instance, sr_ref: str, injected_files,
            admin_password, network_info, do) -> None:
     """Build the drive, import it into a new VDI, attach it (guest CD +
     stub-domain read-only disk).  Everything made is recorded in *built*

@@ -1,8 +1,11 @@
 """XenStubdomDriver: Nova compute driver for Xen/XAPI with Linux stub domains.
 
 A façade (compute-hyperv's shape): every public method delegates to one ops
-object -- ``HostOps`` (resources), ``VMOps`` (guest lifecycle),
-``MigrationOps`` (suspend/resume/migrations), ``SnapshotOps`` (images),
+object -- ``HostOps`` (resources), ``SpawnOps`` (spawn), ``VMOps`` (guest
+lifecycle), ``SuspendOps`` (suspend/resume), ``ColdMigrationOps`` (cold
+migration/resize), the live migration's ``LiveMigrationChecks``,
+``LiveMigrationPrepare`` (destination), ``LiveMigrationSender`` (source) and
+``LiveMigrationFinish`` (post/rollback), ``SnapshotOps`` (images),
 ``RescueOps`` (rescue/unrescue), ``RebuildOps`` (rebuild),
 ``EvacuateOps`` (evacuate),
 ``VolumeOps`` (Cinder volumes), ``InterfaceOps`` (interface hot-plug),
@@ -27,17 +30,23 @@ from nova_xen_stubdom import conf as xconf  # noqa: F401 (registers opts)
 from nova_xen_stubdom.driver import common
 from nova_xen_stubdom.driver import configdrive
 from nova_xen_stubdom.driver import constants as dc
+from nova_xen_stubdom.driver import coldmigrationops
 from nova_xen_stubdom.driver import consoleops
 from nova_xen_stubdom.driver import evacuateops
 from nova_xen_stubdom.driver import events
 from nova_xen_stubdom.driver import exceptions as dexc
 from nova_xen_stubdom.driver import hostops
-from nova_xen_stubdom.driver import migrationops
+from nova_xen_stubdom.driver import livemigration_checks
+from nova_xen_stubdom.driver import livemigration_finish
+from nova_xen_stubdom.driver import livemigration_prepare
+from nova_xen_stubdom.driver import livemigration_send
 from nova_xen_stubdom.driver import nodeidentity
 from nova_xen_stubdom.driver import pciops
 from nova_xen_stubdom.driver import rebuildops
 from nova_xen_stubdom.driver import rescueops
 from nova_xen_stubdom.driver import snapshotops
+from nova_xen_stubdom.driver import spawnops
+from nova_xen_stubdom.driver import suspendops
 from nova_xen_stubdom.driver import vifops
 from nova_xen_stubdom.driver import vmops
 from nova_xen_stubdom.driver import volumeops
@@ -81,8 +90,16 @@ class XenStubdomDriver(driver.ComputeDriver):
         self._ctx = None
         self._hostops = None
         self._vmops = None
+        self._spawnops = None
         self._pciops = None
-        self._migrationops = None
+        self._suspendops = None
+        self._coldmigrationops = None
+        #: live migration (lm) in four parts: pre-checks, the
+        #: destination's preparation, the source's send, post/rollback
+        self._lm_checks = None
+        self._lm_prepare = None
+        self._lm_sender = None
+        self._lm_finish = None
         self._snapshotops = None
         self._rescueops = None
         self._evacuateops = None
@@ -132,7 +149,18 @@ class XenStubdomDriver(driver.ComputeDriver):
         self._hostops = hostops.HostOps(ctx, CONF)
         self._pciops = self._load_pciops(ctx)
         self._vmops = vmops.VMOps(ctx, self._hostops, self._pciops)
-        self._migrationops = migrationops.MigrationOps(ctx, self._vmops)
+        self._spawnops = spawnops.SpawnOps(ctx, self._vmops)
+        self._suspendops = suspendops.SuspendOps(ctx, self._vmops)
+        self._coldmigrationops = coldmigrationops.ColdMigrationOps(
+            ctx, self._vmops)
+        self._lm_checks = livemigration_checks.LiveMigrationChecks(
+            ctx, self._vmops)
+        self._lm_prepare = livemigration_prepare.LiveMigrationPrepare(
+            ctx, self._vmops)
+        self._lm_sender = livemigration_send.LiveMigrationSender(
+            ctx, self._vmops)
+        self._lm_finish = livemigration_finish.LiveMigrationFinish(
+            ctx, self._vmops)
         self._snapshotops = snapshotops.SnapshotOps(ctx, self._vmops)
         self._rescueops = rescueops.RescueOps(ctx, self._vmops,
                                               self._snapshotops)
@@ -205,11 +233,11 @@ class XenStubdomDriver(driver.ComputeDriver):
     def spawn(self, context, instance, image_meta, injected_files,
               admin_password, allocations, network_info=None,
               block_device_info=None, power_on=True, accel_info=None):
-        self._vmops.spawn(context, instance, image_meta, network_info,
-                          power_on=power_on,
-                          block_device_info=block_device_info,
-                          injected_files=injected_files,
-                          admin_password=admin_password)
+        self._spawnops.spawn(context, instance, image_meta, network_info,
+                             power_on=power_on,
+                             block_device_info=block_device_info,
+                             injected_files=injected_files,
+                             admin_password=admin_password)
 
     def destroy(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, destroy_secrets=True):
@@ -361,14 +389,14 @@ class XenStubdomDriver(driver.ComputeDriver):
         return self._volumeops.swap_volume(
             old_connection_info, new_connection_info, instance, mountpoint)
 
-    # -- suspend / migrations (migrationops) ------------------------------
+    # -- suspend / migrations ---------------------------------------------
     def suspend(self, context, instance):
-        return self._migrationops.suspend(context, instance)
+        return self._suspendops.suspend(context, instance)
 
     def resume(self, context, instance, network_info, block_device_info=None,
                share_info=None):
-        return self._migrationops.resume(context, instance, network_info,
-                                         block_device_info, share_info)
+        return self._suspendops.resume(context, instance, network_info,
+                                       block_device_info, share_info)
 
     def migrate_disk_and_power_off(self, context, instance, dest, flavor,
                                    network_info, block_device_info=None,
@@ -380,7 +408,7 @@ class XenStubdomDriver(driver.ComputeDriver):
         except exception.MigrationPreCheckError as exc:
             # nothing was touched: Nova puts the server back as it was
             raise exception.InstanceFaultRollback(inner_exception=exc)
-        return self._migrationops.migrate_disk_and_power_off(
+        return self._coldmigrationops.migrate_disk_and_power_off(
             context, instance, dest, flavor, network_info,
             block_device_info, timeout, retry_interval)
 
@@ -389,7 +417,7 @@ class XenStubdomDriver(driver.ComputeDriver):
                                            dst_compute_info,
                                            block_migration=False,
                                            disk_over_commit=False):
-        return self._migrationops.check_can_live_migrate_destination(
+        return self._lm_checks.check_can_live_migrate_destination(
             context, instance, src_compute_info, dst_compute_info,
             block_migration, disk_over_commit)
 
@@ -398,54 +426,54 @@ class XenStubdomDriver(driver.ComputeDriver):
                                       block_device_info=None):
         volumeops.refuse_volumes(block_device_info, _('live migration'))
         configdrive.refuse_moves(instance, _('live migration'))
-        return self._migrationops.check_can_live_migrate_source(
+        return self._lm_checks.check_can_live_migrate_source(
             context, instance, dest_check_data, block_device_info)
 
     def live_migration(self, context, instance, dest, post_method,
                        recover_method, block_migration=False,
                        migrate_data=None):
-        return self._migrationops.live_migration(
+        return self._lm_sender.live_migration(
             context, instance, dest, post_method, recover_method,
             block_migration, migrate_data)
 
     # (added by migration: the rest of the migration surface)
     def cleanup_live_migration_destination_check(self, context,
                                                  dest_check_data):
-        return self._migrationops.cleanup_live_migration_destination_check(
+        return self._lm_checks.cleanup_live_migration_destination_check(
             context, dest_check_data)
 
     def pre_live_migration(self, context, instance, block_device_info,
                            network_info, disk_info, migrate_data):
-        return self._migrationops.pre_live_migration(
+        return self._lm_prepare.pre_live_migration(
             context, instance, block_device_info, network_info, disk_info,
             migrate_data)
 
     def live_migration_abort(self, instance):
-        return self._migrationops.live_migration_abort(instance)
+        return self._lm_sender.live_migration_abort(instance)
 
     def live_migration_force_complete(self, instance):
-        return self._migrationops.live_migration_force_complete(instance)
+        return self._lm_sender.live_migration_force_complete(instance)
 
     def post_live_migration(self, context, instance, block_device_info,
                             migrate_data=None):
-        return self._migrationops.post_live_migration(
+        return self._lm_finish.post_live_migration(
             context, instance, block_device_info, migrate_data)
 
     def post_live_migration_at_source(self, context, instance, network_info):
-        return self._migrationops.post_live_migration_at_source(
+        return self._lm_finish.post_live_migration_at_source(
             context, instance, network_info)
 
     def post_live_migration_at_destination(self, context, instance,
                                            network_info,
                                            block_migration=False,
                                            block_device_info=None):
-        return self._migrationops.post_live_migration_at_destination(
+        return self._lm_finish.post_live_migration_at_destination(
             context, instance, network_info, block_migration,
             block_device_info)
 
     def rollback_live_migration_at_source(self, context, instance,
                                           migrate_data):
-        return self._migrationops.rollback_live_migration_at_source(
+        return self._lm_finish.rollback_live_migration_at_source(
             context, instance, migrate_data)
 
     def rollback_live_migration_at_destination(self, context, instance,
@@ -453,7 +481,7 @@ class XenStubdomDriver(driver.ComputeDriver):
                                                block_device_info,
                                                destroy_disks=True,
                                                migrate_data=None):
-        return self._migrationops.rollback_live_migration_at_destination(
+        return self._lm_finish.rollback_live_migration_at_destination(
             context, instance, network_info, block_device_info,
             destroy_disks, migrate_data)
 
@@ -461,18 +489,18 @@ class XenStubdomDriver(driver.ComputeDriver):
                          network_info, image_meta, resize_instance,
                          allocations, block_device_info=None, power_on=True,
                          share_info=None):
-        return self._migrationops.finish_migration(
+        return self._coldmigrationops.finish_migration(
             context, migration, instance, disk_info, network_info,
             image_meta, resize_instance, allocations, block_device_info,
             power_on)
 
     def confirm_migration(self, context, migration, instance, network_info):
-        return self._migrationops.confirm_migration(
+        return self._coldmigrationops.confirm_migration(
             context, migration, instance, network_info)
 
     def finish_revert_migration(self, context, instance, network_info,
                                 migration, block_device_info=None,
                                 power_on=True, share_info=None):
-        return self._migrationops.finish_revert_migration(
+        return self._coldmigrationops.finish_revert_migration(
             context, instance, network_info, migration, block_device_info,
             power_on)

@@ -23,6 +23,7 @@ from nova import exception
 from nova.i18n import _
 
 from nova_xen_stubdom.driver import exceptions as dexc
+from nova_xen_stubdom.driver import vmlookup
 from nova_xen_stubdom.xapi import constants as xc
 from nova_xen_stubdom.xapi import errors as xapi_errors
 
@@ -40,7 +41,7 @@ class EvacuateOps:
     def instance_on_disk(self, instance) -> bool:
         """Whether every disk of *instance* is on a shared SR plugged here
         (a pool's shared SR: the disk survives its host)."""
-        built = self._vmops._find_fresh(instance)
+        built = vmlookup.find_fresh(self._ctx, instance)
         if not built.vdis:
             return False
         for vdi in built.vdis:
@@ -57,7 +58,7 @@ class EvacuateOps:
 
     def evacuate(self, context, instance, network_info) -> None:
         with self._vmops._operation(instance, 'evacuate'):
-            built = self._vmops._find_fresh(instance)
+            built = vmlookup.find_fresh(self._ctx, instance)
             if not built.guest or not built.stubdom:
                 raise exception.InstanceNotFound(instance_id=instance.uuid)
             for vm in (built.guest, built.stubdom):

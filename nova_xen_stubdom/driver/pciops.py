@@ -261,7 +261,7 @@ class PciOps:
     def __init__(self, ctx) -> None:
         self._ctx = ctx
 
-    # helpers other ops use (vmops, migrationops)
+    # helpers for other ops (vmstart.VMStarter.dm_config: instance_addresses)
     instance_addresses = staticmethod(instance_addresses)
     instance_has_passthrough = staticmethod(instance_has_passthrough)
     live_migration_refusal = staticmethod(live_migration_refusal)

@@ -38,7 +38,7 @@ from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.driver import guest_config
 from nova_xen_stubdom.driver import imageops
 from nova_xen_stubdom.driver import vmbuild
-from nova_xen_stubdom.driver import vmops as vmops_mod
+from nova_xen_stubdom.driver import vmdevices
 from nova_xen_stubdom.driver import volumeutils
 from nova_xen_stubdom.xapi import constants as xc
 
@@ -90,7 +90,7 @@ class RebuildOps:
                    if self._userdevice(d) in disks}
             saved = {f: self._call('VM.get_%s' % f, built.guest)
                      for f in IMAGE_FIELDS}
-            was_running = self._vmops._power_state(built.guest) in (
+            was_running = self._vmops.stopper.power_state(built.guest) in (
                 xc.POWER_STATE_RUNNING, xc.POWER_STATE_PAUSED)
             self._replace(context, instance, image_meta, cfg, built, old,
                           saved, was_running, injected_files,
@@ -115,14 +115,14 @@ class RebuildOps:
             step[0] = name
             return fn(*args, **kwargs)
         sr = self._call('VDI.get_SR', old['root']['VDI'])
-        made = vmops_mod.Built(guest=built.guest, stubdom=built.stubdom)
+        made = vmbuild.Built(guest=built.guest, stubdom=built.stubdom)
         removed: List[str] = []
         stopped = []
         try:
             new_vdis = self._new_disks(context, instance, image_meta, cfg,
                                        sr, old, made, do)
             stopped.append(True)
-            do('stop the guest and its stub domain', self._vmops._stop,
+            do('stop the guest and its stub domain', self._vmops.stopper.stop,
                instance, built.guest, built.stubdom, built.guest_uuid)
             for disk, rec in sorted(old.items()):
                 removed.append(disk)
@@ -130,15 +130,15 @@ class RebuildOps:
                     do('VBD.destroy (old %s)' % disk, self._call,
                        'VBD.destroy', vbd)
             for disk, vdi in sorted(new_vdis.items()):
-                self._vmops.attach_disk(made, vdi, disk,
-                                        self._userdevice(disk), do)
+                vmdevices.attach_disk(self._ctx, made, vdi, disk,
+                                      self._userdevice(disk), do)
             if configdrive.DISK in old:
                 do('config drive', configdrive.attach, self._ctx,
-                   self._vmops, made, instance, sr, injected_files,
+                   made, instance, sr, injected_files,
                    admin_password, network_info, do)
             self._set_image_fields(built.guest, cfg, instance, do)
             vifs = [(vif, None) for vif in network_info or []]
-            self._vmops._start(instance, built, cfg, vifs, do)
+            self._vmops.starter.start(instance, built, cfg, vifs, do)
         except Exception as exc:
             with excutils.save_and_reraise_exception():
                 LOG.error('rebuild failed at step "%(step)s": %(exc)s; '
@@ -189,14 +189,14 @@ class RebuildOps:
         new ones and their VDIs gone, flags and power state restored."""
         if restart:
             try:
-                self._vmops._stop(instance, built.guest, built.stubdom,
-                                  built.guest_uuid)
+                self._vmops.stopper.stop(instance, built.guest, built.stubdom,
+                                         built.guest_uuid)
             except Exception as exc:
                 LOG.warning('rollback: stop failed: %s', exc,
                             instance=instance)
         for vbd in made.vbds:
             volumeutils.unplug_and_destroy(self._call, 'VBD', vbd, instance)
-        again = vmops_mod.Built(guest=built.guest, stubdom=built.stubdom)
+        again = vmbuild.Built(guest=built.guest, stubdom=built.stubdom)
         try:
             for field, value in saved.items():
                 self._call('VM.set_%s' % field, built.guest, value)
@@ -207,10 +207,10 @@ class RebuildOps:
                                                    instance)
                 if disk == configdrive.DISK:
                     configdrive.attach_vdi(self._ctx, again, rec['VDI'],
-                                           vmops_mod._direct)
+                                           vmbuild.direct)
                 else:
-                    self._vmops.attach_disk(again, rec['VDI'], disk,
-                                            int(rec['userdevice']))
+                    vmdevices.attach_disk(self._ctx, again, rec['VDI'], disk,
+                                          int(rec['userdevice']))
         except Exception as exc:
             LOG.error('rollback: could not put the old disks back: %s', exc,
                       instance=instance)

@@ -24,7 +24,7 @@ from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.driver import guest_config
 from nova_xen_stubdom.driver import imageops
 from nova_xen_stubdom.driver import vmbuild
-from nova_xen_stubdom.driver import vmops as vmops_mod
+from nova_xen_stubdom.driver import vmdevices
 from nova_xen_stubdom.xapi import constants as xc
 
 LOG = logging.getLogger(__name__)
@@ -48,9 +48,9 @@ class RescueOps:
         return self._ctx.call(method, *args)
 
     # -- lookup -----------------------------------------------------------
-    def find(self, instance) -> vmops_mod.Built:
+    def find(self, instance) -> vmbuild.Built:
         """The rescue pair and VDI of *instance*, asked from XAPI."""
-        built = vmops_mod.Built()
+        built = vmbuild.Built()
         name = instance.name + RESCUE_SUFFIX
         for label, role in ((name, ROLE_RESCUE_GUEST),
                             (name + dc.STUBDOM_SUFFIX, ROLE_RESCUE_STUBDOM)):
@@ -74,7 +74,7 @@ class RescueOps:
     def power_state(self, instance) -> Optional[str]:
         """XAPI power state of the rescue guest, or None without one."""
         built = self.find(instance)
-        return self._vmops._power_state(built.guest) if built.guest \
+        return self._vmops.stopper.power_state(built.guest) if built.guest \
             else None
 
     # -- rescue -----------------------------------------------------------
@@ -87,14 +87,14 @@ class RescueOps:
             original = self._vmops._require(instance)
             # Nova powers the instance off before asking for a rescue;
             # restart it after a failure only if it was running here
-            was_running = self._vmops._power_state(original.guest) == \
+            was_running = self._vmops.stopper.power_state(original.guest) == \
                 xc.POWER_STATE_RUNNING
             stopped = []
             root = self._snapshotops.root_vdi(original.guest)
             cfg = guest_config.resolve(instance.flavor, image_meta)
-            vifs = [(vif, self._vmops._network_ref(vif))
+            vifs = [(vif, vmdevices.network_ref(self._ctx, vif))
                     for vif in network_info or []]
-            rescue = vmops_mod.Built()
+            rescue = vmbuild.Built()
             step = ['start']
 
             def do(name, fn, *args, **kwargs):
@@ -104,17 +104,17 @@ class RescueOps:
                 self._build(context, instance, image_meta, cfg, vifs, root,
                             rescue, do)
                 stopped.append(True)
-                do('stop the instance', self._vmops._stop, instance,
+                do('stop the instance', self._vmops.stopper.stop, instance,
                    original.guest, original.stubdom, original.guest_uuid)
-                self._vmops._start(instance, rescue, cfg, vifs, do)
+                self._vmops.starter.start(instance, rescue, cfg, vifs, do)
             except Exception as exc:
                 with excutils.save_and_reraise_exception():
                     LOG.error('rescue failed at step "%(step)s": %(exc)s;'
                               ' removing the rescue guest',
                               {'step': step[0], 'exc': exc},
                               instance=instance)
-                    self._vmops._teardown(instance, rescue,
-                                          raise_first=False)
+                    self._vmops.stopper.teardown(instance, rescue,
+                                                 raise_first=False)
                     if was_running and stopped:
                         self._restart_original(instance, original,
                                                network_info)
@@ -124,7 +124,7 @@ class RescueOps:
                  instance=instance)
 
     def _build(self, context, instance, image_meta, cfg, vifs, root: str,
-               rescue: vmops_mod.Built, do) -> None:
+               rescue: vmbuild.Built, do) -> None:
         sr_ref = self._call('VDI.get_SR', root)
         size = max(cfg.root_gb, 1) * dc.GiB
         vdi = do('VDI.create (rescue disk)', self._call, 'VDI.create',
@@ -150,11 +150,11 @@ class RescueOps:
         stub_uuid = self._call('VM.get_uuid', rescue.stubdom)
         self._call('VM.add_to_other_config', rescue.guest, dc.OC_STUBDOM,
                    stub_uuid)
-        self._vmops.attach_disk(rescue, vdi, RESCUE_DISK, 0, do)
-        self._vmops.attach_disk(rescue, root, 'root',
-                                ORIGINAL_ROOT_USERDEVICE, do)
+        vmdevices.attach_disk(self._ctx, rescue, vdi, RESCUE_DISK, 0, do)
+        vmdevices.attach_disk(self._ctx, rescue, root, 'root',
+                              ORIGINAL_ROOT_USERDEVICE, do)
         for index, (vif, net_ref) in enumerate(vifs):
-            self._vmops.attach_nic(rescue, vif, net_ref, index, do)
+            vmdevices.attach_nic(self._ctx, rescue, vif, net_ref, index, do)
 
     def _restart_original(self, instance, original, network_info) -> None:
         try:
@@ -170,7 +170,7 @@ class RescueOps:
             original = self._vmops._require(instance)
             # the original root is one of the rescue guest's VBDs: only
             # the VBDs go with the rescue VMs, the VDI stays
-            self._vmops._teardown(instance, rescue, raise_first=True)
+            self._vmops.stopper.teardown(instance, rescue, raise_first=True)
             self._vmops._restart(instance, original, None,
                                  instance.get_network_info())
         LOG.info('unrescued', instance=instance)
@@ -180,4 +180,5 @@ class RescueOps:
         with self._vmops._operation(instance, 'destroy rescue'):
             rescue = self.find(instance)
             if not rescue.empty():
-                self._vmops._teardown(instance, rescue, raise_first=True)
+                self._vmops.stopper.teardown(instance, rescue,
+                                             raise_first=True)

@@ -1,10 +1,10 @@
 """Interface hot-plug: Nova's ``attach_interface`` / ``detach_interface``.
 
-A NIC of ours is two XAPI VIFs with one device number (:meth:`VMOps.
-attach_nic`): the **guest's** VIF (its PV network frontend, used by a guest
-with PV drivers) and the **stub domain's mirror**, the netfront that QEMU
-in the stub domain bridges to the NIC it emulates (e1000/rtl8139) for a
-guest without PV drivers.
+A NIC of ours is two XAPI VIFs with one device number
+(:func:`vmdevices.attach_nic`): the **guest's** VIF (its PV network
+frontend, used by a guest with PV drivers) and the **stub domain's
+mirror**, the netfront that QEMU in the stub domain bridges to the NIC it
+emulates (e1000/rtl8139) for a guest without PV drivers.
 
 What XAPI allows decides the shape (xapi-project/xen-api
 ``ocaml/xapi/xapi_vif_helpers.ml`` ``valid_operations``, modelled in
@@ -23,7 +23,7 @@ What XAPI allows decides the shape (xapi-project/xen-api
   ``device_add`` over QMP into the stub domain plus ACPI hot-plug in the
   guest), so the emulated NIC of a new interface exists from the
   instance's **next start** -- the device-model config lists the guest's
-  VIFs as XAPI has them (:meth:`VMOps._dm_nics`).
+  VIFs as XAPI has them (:meth:`VMStarter._dm_nics` in vmstart).
 
 So **attach**: both VIFs are created; on a running guest that XAPI lets
 hot-plug (``plug`` in the new VIF's ``allowed_operations``) the guest's
@@ -49,7 +49,8 @@ from nova.i18n import _
 from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.driver import exceptions as dexc
 from nova_xen_stubdom.driver import hotplug
-from nova_xen_stubdom.driver import vmops as vmops_mod
+from nova_xen_stubdom.driver import vmbuild
+from nova_xen_stubdom.driver import vmdevices
 from nova_xen_stubdom.driver import volumeutils
 from nova_xen_stubdom.xapi import errors as xapi_errors
 
@@ -73,7 +74,7 @@ class InterfaceOps:
         return self._ctx.call(method, *args)
 
     # -- lookup -------------------------------------------------------------
-    def _nic_vifs(self, built: vmops_mod.Built, port_id: str
+    def _nic_vifs(self, built: vmbuild.Built, port_id: str
                   ) -> Tuple[Optional[str], Optional[str]]:
         """(guest VIF, stub-domain mirror VIF) of Nova port *port_id*."""
         guest_vif = guest_uuid = None
@@ -90,7 +91,7 @@ class InterfaceOps:
                 return guest_vif, ref
         return guest_vif, None
 
-    def _free_device(self, built: vmops_mod.Built) -> Optional[int]:
+    def _free_device(self, built: vmbuild.Built) -> Optional[int]:
         """The lowest VIF device number free on the guest and the stub
         domain alike (``VM.get_allowed_VIF_devices``: XAPI's range less the
         devices in use)."""
@@ -117,7 +118,7 @@ class InterfaceOps:
     def attach_interface(self, instance, vif) -> None:
         """Create the NIC's two VIFs; plug the guest's where XAPI allows."""
         self._check_vif(instance, vif)
-        net_ref = self._vmops._network_ref(vif)
+        net_ref = vmdevices.network_ref(self._ctx, vif)
         with self._vmops._operation(instance, 'attach_interface'):
             built = self._vmops._require(instance)
             if self._nic_vifs(built, vif['id'])[0] is not None:
@@ -130,7 +131,7 @@ class InterfaceOps:
                     op='attach', uuid=instance.uuid,
                     reason=_('no VIF device number is free (XAPI '
                              'VM.get_allowed_VIF_devices is empty)'))
-            made = vmops_mod.Built(guest=built.guest, stubdom=built.stubdom)
+            made = vmbuild.Built(guest=built.guest, stubdom=built.stubdom)
             step = ['start']
 
             def do(name: str, fn: Callable, *args, **kwargs):
@@ -138,11 +139,11 @@ class InterfaceOps:
                 return fn(*args, **kwargs)
             hot = False
             try:
-                self._vmops.attach_nic(made, vif, net_ref, device, do)
+                vmdevices.attach_nic(self._ctx, made, vif, net_ref, device, do)
                 guest_vif = made.vifs[0]
                 hot = do('VIF.get_allowed_operations', hotplug.can_plug,
                          self._call, 'VIF', guest_vif,
-                         self._vmops._power_state(built.guest))
+                         self._vmops.stopper.power_state(built.guest))
                 if hot:
                     do('VIF.plug (guest PV NIC)', self._call, 'VIF.plug',
                        guest_vif)
@@ -184,7 +185,7 @@ class InterfaceOps:
             vifs = [v for v in (guest_vif, mirror) if v]
             for ref in vifs:
                 reason = hotplug.unplug_refusal(
-                    self._call, self._vmops._power_state, 'VIF', ref)
+                    self._call, self._vmops.stopper.power_state, 'VIF', ref)
                 if reason:
                     raise InterfaceOpRefused(op='detach', uuid=instance.uuid,
                                              reason=reason)

@@ -1,13 +1,41 @@
-"""XAPI records the driver creates: guest VM, stub domain VM, VDI, VBD, VIF.
+"""XAPI records the driver creates: guest VM, stub domain VM, VDI, VBD, VIF,
+and :class:`Built`, the refs of what one operation created from them.
 
 Pure functions (no XAPI calls) so the records are unit-testable and the
 datamodel check can compare their keys with the constructor's fields.
 """
-from typing import Dict
+import dataclasses
+from typing import Callable, Dict, List, Optional
 
 from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.driver import guest_config as gconf
 from nova_xen_stubdom.stubdom import image as stubdom_image
+
+
+@dataclasses.dataclass
+class Built:
+    """XAPI objects of one instance (as far as they exist)."""
+    guest: Optional[str] = None
+    stubdom: Optional[str] = None
+    guest_uuid: Optional[str] = None
+    vdis: List[str] = dataclasses.field(default_factory=list)
+    vbds: List[str] = dataclasses.field(default_factory=list)
+    vifs: List[str] = dataclasses.field(default_factory=list)
+    #: volume SRs this operation connected (forgotten on rollback when
+    #: unused)
+    srs: List[str] = dataclasses.field(default_factory=list)
+
+    def empty(self) -> bool:
+        return not (self.guest or self.stubdom or self.vdis)
+
+
+def direct(step: str, fn: Callable, *args, **kwargs):
+    """Run a step outside spawn's bookkeeping.
+
+    Steps are ``do(step, fn, *args)`` so that spawn and rebuild can name
+    the step that failed; callers with nothing to name pass this one.
+    """
+    return fn(*args, **kwargs)
 
 
 def _vm_common(name: str, memory_mb: int, vcpus: int, host_ref: str,

@@ -64,7 +64,8 @@ from nova.virt import driver as virt_driver
 from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.driver import exceptions as dexc
 from nova_xen_stubdom.driver import hotplug
-from nova_xen_stubdom.driver import vmops as vmops_mod
+from nova_xen_stubdom.driver import vmbuild
+from nova_xen_stubdom.driver import vmdevices
 from nova_xen_stubdom.driver import volumeutils
 from nova_xen_stubdom.xapi import constants as xc
 from nova_xen_stubdom.xapi import errors as xapi_errors
@@ -100,7 +101,7 @@ class VolumeOps:
         return self._storage.connector()
 
     # -- attach -------------------------------------------------------------
-    def _check_slot(self, built: vmops_mod.Built, userdevice: int,
+    def _check_slot(self, built: vmbuild.Built, userdevice: int,
                     volume_id: str) -> None:
         for vm in (built.guest, built.stubdom):
             for vbd in self._call('VM.get_VBDs', vm):
@@ -120,10 +121,10 @@ class VolumeOps:
         with self._vmops._operation(instance, 'attach_volume'):
             built = self._vmops._require(instance)
             self._check_slot(built, userdevice, target.volume_id)
-            state = self._vmops._power_state(built.guest)
+            state = self._vmops.stopper.power_state(built.guest)
             hot = False
-            made = vmops_mod.Built(guest=built.guest,
-                                   stubdom=built.stubdom)
+            made = vmbuild.Built(guest=built.guest,
+                                 stubdom=built.stubdom)
             step = ['start']
 
             def do(name: str, fn: Callable, *args, **kwargs):
@@ -134,8 +135,9 @@ class VolumeOps:
                 sr, vdi = self._storage.connect(
                     target, 'volume %s of %s' % (target.volume_id,
                                                  instance.name), do)
-                self._vmops.attach_disk(made, vdi, 'volume', userdevice,
-                                        do, volume_id=target.volume_id)
+                vmdevices.attach_disk(self._ctx, made, vdi, 'volume',
+                                      userdevice, do,
+                                      volume_id=target.volume_id)
                 hot = do('VBD.get_allowed_operations', hotplug.can_plug,
                          self._call, 'VBD', made.vbds[0], state)
                 if hot:
@@ -168,7 +170,7 @@ class VolumeOps:
             volumeutils.unplug_and_destroy(self._call, 'VBD', vbd, instance)
 
     # -- detach -------------------------------------------------------------
-    def _volume_vbds(self, built: vmops_mod.Built, volume_id: str
+    def _volume_vbds(self, built: vmbuild.Built, volume_id: str
                      ) -> List[str]:
         out = []
         for vm in (built.guest, built.stubdom):
@@ -189,7 +191,7 @@ class VolumeOps:
                             target.volume_id, instance=instance)
             for vbd in vbds:
                 reason = hotplug.unplug_refusal(
-                    self._call, self._vmops._power_state, 'VBD', vbd)
+                    self._call, self._vmops.stopper.power_state, 'VBD', vbd)
                 if reason:
                     raise VolumeOpRefused(op='detach', uuid=instance.uuid,
                                           reason=reason)
@@ -224,7 +226,7 @@ class VolumeOps:
                  {'old': old.volume_id, 'new': new.volume_id,
                   'dev': userdevice}, instance=instance)
 
-    def _swappable(self, built: vmops_mod.Built, vbds: List[str],
+    def _swappable(self, built: vmbuild.Built, vbds: List[str],
                    old: volumeutils.VolumeTarget, userdevice: int) -> str:
         """The guest's VBD of *old* at *userdevice*, or a clear refusal."""
         guest = [v for v in vbds
@@ -253,7 +255,7 @@ class VolumeOps:
         def do(name: str, fn: Callable, *args, **kwargs):
             step[0] = name
             return fn(*args, **kwargs)
-        made = vmops_mod.Built(guest=built.guest, stubdom=built.stubdom)
+        made = vmbuild.Built(guest=built.guest, stubdom=built.stubdom)
         new_sr = None
         unplugged = destroyed = False
         try:
@@ -277,8 +279,8 @@ class VolumeOps:
             destroyed = True        # some may be gone if this fails
             for vbd in old_vbds:
                 do('VBD.destroy (old volume)', self._call, 'VBD.destroy', vbd)
-            self._vmops.attach_disk(made, new_vdi, 'volume', userdevice, do,
-                                    volume_id=new.volume_id)
+            vmdevices.attach_disk(self._ctx, made, new_vdi, 'volume',
+                                  userdevice, do, volume_id=new.volume_id)
             if plugged:
                 do('VBD.plug (new volume, guest)', self._call, 'VBD.plug',
                    made.vbds[0])
@@ -306,10 +308,10 @@ class VolumeOps:
             guest_vbd = old_vbds[0]
             if destroyed:
                 self._remove_vbds(instance, old_vbds)
-                again = vmops_mod.Built(guest=built.guest,
-                                        stubdom=built.stubdom)
-                self._vmops.attach_disk(again, old_vdi, 'volume', userdevice,
-                                        volume_id=old.volume_id)
+                again = vmbuild.Built(guest=built.guest,
+                                      stubdom=built.stubdom)
+                vmdevices.attach_disk(self._ctx, again, old_vdi, 'volume',
+                                      userdevice, volume_id=old.volume_id)
                 guest_vbd = again.vbds[0]
             if plugged and (unplugged or destroyed):
                 self._call('VBD.plug', guest_vbd)

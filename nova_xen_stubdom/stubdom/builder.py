@@ -178,6 +178,9 @@ class Inputs:
     #: where vchan-socket-proxy is in the inputs (a link to it goes to
     #: VCHAN_PROXY when elsewhere)
     vchan: str
+    #: the -device names this QEMU offers, which the image's self-test
+    #: checks (/etc/stubdom/devices)
+    devices: tuple[str, ...] = DEVICE_MODELS
     naive_size: int = 0
     naive_files: int = 0
 
@@ -278,6 +281,11 @@ def _testbed_inputs(testbed: str, cache_dir: str,
     tree.add_package(bname, root)
     versions[bname] = bver.replace("%3a", ":")
     record["device_model"]["qemu"] = QEMU
+    # said in the manifest, so that nobody takes this image for one that
+    # can pass PCI devices through, and left out of the self-test
+    record["lacks"] = sorted(offline.TESTBED_LACKS)
+    inputs.devices = tuple(d for d in DEVICE_MODELS
+                           if d not in offline.TESTBED_LACKS)
     progress("device model from the testbed: %s (sha256 %s...)"
              % (record["device_model"]["tarball"],
                 record["device_model"]["sha256"][:12]))
@@ -443,7 +451,7 @@ def _assemble(output: str, inputs: Inputs, kin: KernelInput,
                 _strip(host, ["--strip-debug"], work), 0o644, "modules",
                 os.path.getsize(host))
 
-    dm = inputs.device_model
+    dm = dict(inputs.device_model, devices=list(inputs.devices))
     config = {
         "/init": (_read(INIT_SCRIPT), 0o755),
         "/etc/stubdom/modules": ("".join(
@@ -451,7 +459,7 @@ def _assemble(output: str, inputs: Inputs, kin: KernelInput,
         "/etc/stubdom/firmware": ("".join(
             p + "\n" for p in sorted(inputs.firmware)).encode(), 0o644),
         "/etc/stubdom/devices": ("".join(
-            d + "\n" for d in DEVICE_MODELS).encode(), 0o644),
+            d + "\n" for d in inputs.devices).encode(), 0o644),
         "/etc/stubdom/binaries": ("".join(
             b + "\n" for b in (QEMU, XENSTORE, VCHAN_PROXY)).encode(),
             0o644),

@@ -464,7 +464,7 @@ selftest() {
 
 # wait_for_link: XAPI runs the stub VM before its guest exists (the driver's
 # VM.start_on of the stub, link_stubdom, then VM.start_on of the guest,
-# driver/vmops.py); dom0 writes ~/target and, last, ~/dm-argv when the
+# driver/vmstart.py); dom0 writes ~/target and, last, ~/dm-argv when the
 # guest's device model is launched (dom0/stubdom_link.py attach_target).
 # Until then there is nothing to serve: poll (the stub has no xenstore
 # watch client that outlives a read; the driver destroys a stub whose

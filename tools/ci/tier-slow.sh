@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Slow tier: build the Linux stub domain image from Debian packages (apt-get
-# download; cached in ~/.cache/nova-xen-stubdom, works from scratch) and boot
-# its self-test under qemu-system-x86_64 with TCG.  About 2-4 minutes on two
-# cores (most of it two builds and one emulated boot).
+# download; cached in ~/.cache/nova-xen-stubdom, works from scratch), or from
+# the Xen testbed's device model when apt-get cannot reach the archive
+# (--device-model auto), and boot its self-test under qemu-system-x86_64 with
+# TCG; then rehearse that outage and build and boot the testbed image.  About
+# 2-4 minutes on two cores (most of it three builds and two emulated boots).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export PATH="$PWD/.venv/bin:$PATH"

@@ -99,7 +99,7 @@ class TestColdMigration(base.XenStubdomTestBase):
         inst = objects.Instance.get_by_uuid(ctxt, server['id'],
                                             expected_attrs=['flavor'])
         small = objects.Flavor.get_by_flavor_id(ctxt, self.small)
-        ops = self.computes_by_name['host1'].manager.driver._migrationops
+        ops = self.computes_by_name['host1'].manager.driver._coldmigrationops
         with self.assertRaises(exception.InstanceFaultRollback) as cm:
             ops.migrate_disk_and_power_off(ctxt, inst, '127.0.0.2', small,
                                            [])

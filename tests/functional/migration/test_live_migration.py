@@ -15,7 +15,7 @@ from nova import objects
 
 from nova_xen_stubdom.dom0 import cpu_policy
 from nova_xen_stubdom.dom0 import migration_target
-from nova_xen_stubdom.driver import migrationops
+from nova_xen_stubdom.driver import migrationutils
 from nova_xen_stubdom.sim import devicemodel
 from nova_xen_stubdom.sim import pv_drivers
 from tests import guest_memory
@@ -155,7 +155,7 @@ class TestLiveMigration(base.XenStubdomTestBase):
         mig = self._wait_migration(server, ['running'])
         deadline = time.monotonic() + 20
         while not self._incoming_vms() or self.computes_by_name[
-                'host1'].manager.driver._migrationops._sending.get(
+                'host1'].manager.driver._lm_sender._sending.get(
                     server['id']) is None:
             self.assertLess(time.monotonic(), deadline)
             time.sleep(0.05)
@@ -186,7 +186,7 @@ class TestLiveMigration(base.XenStubdomTestBase):
         self._start_live_migration(server)
         mig = self._wait_migration(server, ['running'])
         deadline = time.monotonic() + 20
-        ops = self.computes_by_name['host1'].manager.driver._migrationops
+        ops = self.computes_by_name['host1'].manager.driver._lm_sender
         while ops._sending.get(server['id']) is None:
             self.assertLess(time.monotonic(), deadline)
             time.sleep(0.05)
@@ -208,7 +208,7 @@ class TestLiveMigration(base.XenStubdomTestBase):
         dom.dirty_rate = 64 * MiB
         self._start_live_migration(server)
         mig = self._wait_migration(server, ['running'])
-        ops = self.computes_by_name['host1'].manager.driver._migrationops
+        ops = self.computes_by_name['host1'].manager.driver._lm_sender
         deadline = time.monotonic() + 20
         while ops._sending.get(server['id']) is None:
             self.assertLess(time.monotonic(), deadline)
@@ -257,7 +257,7 @@ class TestLiveMigration(base.XenStubdomTestBase):
         dom.dirty_rate = 64 * MiB
         self._start_live_migration(server)
         self._wait_migration(server, ['running'])
-        ops = self.computes_by_name['host1'].manager.driver._migrationops
+        ops = self.computes_by_name['host1'].manager.driver._lm_sender
         deadline = time.monotonic() + 20
         while ops._sending.get(server['id']) is None:
             self.assertLess(time.monotonic(), deadline)
@@ -265,14 +265,14 @@ class TestLiveMigration(base.XenStubdomTestBase):
         x = self.xapi()
         incoming = [r for r in x.VM.get_all_records().values()
                     if r['other_config'].get('nova_xen_stubdom_role') ==
-                    migrationops.ROLE_INCOMING_GUEST][0]
+                    migrationutils.ROLE_INCOMING_GUEST][0]
         self.dom0_call('host2', 'migrate_receive_cancel', id=incoming[
-            'other_config'][migrationops.OC_RECEIVE_JOB])
+            'other_config'][migrationutils.OC_RECEIVE_JOB])
         server = self._assert_rolled_back(server)
         self._delete_server(server)
 
     def test_wrong_key_is_refused_and_rolled_back(self):
-        dest_ops = self.computes_by_name['host2'].manager.driver._migrationops
+        dest_ops = self.computes_by_name['host2'].manager.driver._lm_prepare
         real = dest_ops.pre_live_migration
 
         def tampered(*args, **kwargs):
@@ -372,8 +372,8 @@ class TestLiveMigration(base.XenStubdomTestBase):
         # switch-over"), for a destination that never ran the guest.
         release.set()
         incoming = [r for r in self._incoming_vms() if r['other_config'][
-            'nova_xen_stubdom_role'] == migrationops.ROLE_INCOMING_GUEST][0]
-        receive_job = incoming['other_config'][migrationops.OC_RECEIVE_JOB]
+            'nova_xen_stubdom_role'] == migrationutils.ROLE_INCOMING_GUEST][0]
+        receive_job = incoming['other_config'][migrationutils.OC_RECEIVE_JOB]
         waiting.wait_until(
             lambda: self._plugin('host2', 'migrate_receive_status',
                                  id=receive_job)['state'] == 'failed',
@@ -397,7 +397,7 @@ class TestLiveMigration(base.XenStubdomTestBase):
         def unreachable(migrate_data):
             raise ConnectionRefusedError('injected: host2 unreachable')
         self.useFixture(fixtures.MonkeyPatch(
-            'nova_xen_stubdom.driver.migrationops.MigrationOps.'
+            'nova_xen_stubdom.driver.livemigration_send.LiveMigrationSender.'
             '_receive_state', lambda self, md: unreachable(md)))
         self._start_live_migration(server)
         self._wait_migration(server, ['error'])
@@ -482,7 +482,7 @@ class TestLiveMigration(base.XenStubdomTestBase):
         hv2.cpu_policy = cpu_policy.build(
             guest.vendor, [f for f in guest.features()
                            if f not in ('avx2', 'avx512f')])
-        ops = self.computes_by_name['host1'].manager.driver._migrationops
+        ops = self.computes_by_name['host1'].manager.driver._lm_checks
         with mock.patch.object(
                 ops, '_check_cpu_policy',
                 wraps=ops._check_cpu_policy) as check:
@@ -503,7 +503,7 @@ class TestLiveMigration(base.XenStubdomTestBase):
 
     def test_pci_guest_is_refused(self):
         # refused by the destination check with a message naming the cause
-        ops = self.computes_by_name['host2'].manager.driver._migrationops
+        ops = self.computes_by_name['host2'].manager.driver._lm_checks
         server = self._boot()
         inst = objects.Instance.get_by_uuid(
             nova_context.get_admin_context(), server['id'])
@@ -513,5 +513,5 @@ class TestLiveMigration(base.XenStubdomTestBase):
         with self.assertRaisesRegex(exception.MigrationPreCheckError,
                                     'PCI pass-through'):
             ops.check_can_live_migrate_destination(None, inst, {}, {})
-        self.assertIsNotNone(migrationops)
+        self.assertIsNotNone(migrationutils)
         self._delete_server(server)

@@ -7,7 +7,7 @@ from unittest import mock
 import pytest
 
 from nova_xen_stubdom.driver import vifops
-from nova_xen_stubdom.driver import vmops
+from nova_xen_stubdom.driver import vmbuild
 from nova_xen_stubdom.xapi import constants as xc
 
 
@@ -24,14 +24,14 @@ class _Ctx:
 
 def _ops(answers, state=xc.POWER_STATE_RUNNING):
     vm = mock.Mock()
-    vm._power_state.return_value = state
+    vm.stopper.power_state.return_value = state
     return vifops.InterfaceOps(_Ctx(answers), vm)
 
 
 def test_free_device_is_the_lowest_free_on_both_vms():
     allowed = {'guest': ['1', '2', '3'], 'stub': ['0', '2', '3']}
     ops = _ops({'VM.get_allowed_VIF_devices': lambda vm: allowed[vm]})
-    built = vmops.Built(guest='guest', stubdom='stub')
+    built = vmbuild.Built(guest='guest', stubdom='stub')
     assert ops._free_device(built) == 2
     allowed['stub'] = ['0']
     assert ops._free_device(built) is None

@@ -328,6 +328,11 @@ def test_offline_build_from_the_testbed(tmp_path):
     assert m["device_model"]["source"] == "testbed"
     assert m["device_model"]["device_model"]["tarball"] == \
         "qemu-xen-8.0.3-dm.tar.xz"
+    # its QEMU was built without Xen PCI pass-through: the manifest says
+    # so and the image's self-test does not ask for it
+    assert m["device_model"]["lacks"] == ["xen-pci-passthrough"]
+    assert "xen-pci-passthrough" not in m["device_model"]["devices"]
+    assert "e1000" in m["device_model"]["devices"]
     assert m["kernel"]["source"] == "file"
     assert m["kernel"]["release"] == "6.1.20-xenprobe"
     paths = {f["path"]: f for f in m["files"]}

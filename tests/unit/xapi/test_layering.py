@@ -6,7 +6,7 @@ import sys
 
 PROBE = r'''
 import sys
-from nova_xen_stubdom.driver import driver, migrationops  # noqa: F401
+from nova_xen_stubdom.driver import driver, coldmigrationops  # noqa: F401
 from nova_xen_stubdom.xapi import client, fidelity, recorder
 assert fidelity.message_exists('VM.start') is None
 fidelity.check_calls([])
