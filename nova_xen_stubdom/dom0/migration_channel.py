@@ -433,6 +433,7 @@ class Pump:
             if may_read:
                 # fill one buffer as far as the socket has bytes now
                 got = 0
+                failed = None
                 while True:
                     if buf is None:
                         buf, filled = bytearray(self.CHUNK), 0
@@ -446,15 +447,16 @@ class Pump:
                         break
                     except ssl.SSLError as e:
                         # a TLS record whose AEAD tag failed, or a broken
-                        # TLS session
-                        self._fail('TLS record failed authentication or '
-                                   'the TLS session broke: %s' % e)
-                        return
+                        # TLS session (OpenSSL 3 under Python 3.6: a peer
+                        # closing without close_notify)
+                        failed = ('TLS record failed authentication or the '
+                                  'TLS session broke: %s' % e)
+                        break
                     except OSError as e:
                         if e.errno == errno.EAGAIN:
                             break
-                        self._fail('connection to the peer failed: %s' % e)
-                        return
+                        failed = 'connection to the peer failed: %s' % e
+                        break
                     if n == 0:
                         with self._cond:
                             self._eof = True
@@ -475,6 +477,11 @@ class Pump:
                     with self._cond:
                         self._cond.notify_all()
                     moved = True
+                if failed is not None:
+                    # after what arrived before it (the peer's last
+                    # message, then the cut): readers get both, in order
+                    self._fail(failed)
+                    return
             if moved:
                 continue
             if tls and may_read and sock.pending():
