@@ -35,6 +35,7 @@ from nova_xen_stubdom.dom0 import guest_suspend
 from nova_xen_stubdom.dom0 import hypervisor as hv
 from nova_xen_stubdom.dom0 import page_copy as mp
 from nova_xen_stubdom.dom0 import migration_channel as wire
+from nova_xen_stubdom.dom0 import migration_pump
 from nova_xen_stubdom.dom0 import migration_tls
 from nova_xen_stubdom.dom0 import records
 from nova_xen_stubdom.dom0 import saverestore
@@ -190,7 +191,7 @@ class LiveMigrationSource:
             # from here one thread of its own reads and writes the socket:
             # batches are encoded here while earlier ones are encrypted and
             # sent and the destination's acknowledgements come in
-            sock = wire.Pump(sock)
+            sock = migration_pump.Pump(sock)
             ctrl = wire.ControlChannel(sock, keys.control, 'src')
             sink = wire.RateLimitedSink(sock, self.bandwidth_bytes)
             cache = emucore.XbzrleCache(

@@ -28,6 +28,7 @@ from typing import Callable, Dict, Optional, Tuple
 from nova_xen_stubdom import emucore
 from nova_xen_stubdom.dom0 import hypervisor as hv
 from nova_xen_stubdom.dom0 import migration_channel as wire
+from nova_xen_stubdom.dom0 import migration_pump
 from nova_xen_stubdom.dom0 import migration_tls
 from nova_xen_stubdom.dom0 import records
 from nova_xen_stubdom.dom0 import page_populate
@@ -253,7 +254,7 @@ class LiveMigrationTarget:
         # one thread of its own reads and writes the connection from now
         # on: the next bytes are decrypted while a batch is applied, and
         # acknowledgements go out without a second thread in the TLS object
-        pump = wire.Pump(conn)
+        pump = migration_pump.Pump(conn)
         ctrl = wire.ControlChannel(pump, keys.control, 'dst')
         holder = {'view': None, 'populate': None}
         watcher = threading.Thread(target=self._watch_cancel, args=(conn,),

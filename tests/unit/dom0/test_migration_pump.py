@@ -1,4 +1,4 @@
-"""migration_channel.Pump: one thread owns a (TLS) socket's reads and
+"""migration_pump.Pump: one thread owns a (TLS) socket's reads and
 writes, so a pipelined sender and receiver never share the SSL object
 between threads.  Real sockets (a socketpair, or TLS with certificates from
 a CA made for the test) carry real bytes both ways at once; no test waits
@@ -11,6 +11,7 @@ import threading
 import pytest
 
 from nova_xen_stubdom.dom0 import migration_channel as wire
+from nova_xen_stubdom.dom0 import migration_pump
 from nova_xen_stubdom.dom0 import migration_tls
 from nova_xen_stubdom.sim import pki
 
@@ -49,8 +50,8 @@ def pair(request, certs):
         a, b = socket.socketpair()
     else:
         a, b = _tls_pair(certs)
-    pa, pb = wire.Pump(a, out_limit=2 * MiB, in_limit=2 * MiB), \
-        wire.Pump(b, out_limit=2 * MiB, in_limit=2 * MiB)
+    pa, pb = migration_pump.Pump(a, out_limit=2 * MiB, in_limit=2 * MiB), \
+        migration_pump.Pump(b, out_limit=2 * MiB, in_limit=2 * MiB)
     yield pa, pb
     pa.close(0)
     pb.close(0)
