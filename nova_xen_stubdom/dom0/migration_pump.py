@@ -141,14 +141,17 @@ class Pump:
             return not self._out
 
     def close(self, flush_timeout: float = 2) -> None:
-        """Send what is queued (within *flush_timeout*), stop the thread
-        and close the socket."""
-        self.flush(flush_timeout)
+        """Send what is queued (within *flush_timeout*; a peer that reads
+        nothing more loses the rest), stop the thread and close the
+        socket."""
+        flushed = self.flush(flush_timeout)
         with self._cond:
             self._closing = True
+            if not flushed and self._error is None:
+                self._error = 'the connection was closed'
             self._cond.notify_all()
         self._wake()
-        self._thread.join(flush_timeout + 5)
+        self._thread.join(5)
         try:
             self.sock.close()
         finally:

@@ -195,3 +195,25 @@ def test_the_same_under_eventlet():
     proc = subprocess.run([sys.executable, '-c', code], timeout=300,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert proc.returncode == 0, proc.stdout.decode()[-3000:]
+
+
+def test_close_does_not_wait_for_a_peer_that_reads_nothing(pair):
+    """A destination that stopped reading: close gives up after its flush
+    timeout instead of holding the source on output nobody takes."""
+    pa, pb = pair
+    told = []
+
+    def produce():
+        try:
+            for _ in range(64):
+                pa.sendall(b'y' * MiB)
+        except wire.WireError as e:
+            told.append(str(e))
+    t = threading.Thread(target=produce)
+    t.start()
+    assert not pa.flush(0.05)       # the kernel's buffers and the queue full
+    pa.close(0)
+    t.join(30)
+    assert not pa._thread.is_alive()
+    # the producer blocked on the full queue hears of it
+    assert told and 'closed' in told[0]
