@@ -35,6 +35,7 @@ from nova_xen_stubdom.dom0 import guest_suspend
 from nova_xen_stubdom.dom0 import hypervisor as hv
 from nova_xen_stubdom.dom0 import page_copy as mp
 from nova_xen_stubdom.dom0 import migration_channel as wire
+from nova_xen_stubdom.dom0 import migration_pump
 from nova_xen_stubdom.dom0 import migration_tls
 from nova_xen_stubdom.dom0 import records
 from nova_xen_stubdom.dom0 import saverestore
@@ -78,6 +79,9 @@ class MigrationStats:
     pages_zero: int = 0
     pages_xbzrle: int = 0
     total_s: float = 0.0
+    #: from the destination's domain being prepared to its "ready": the
+    #: pages, CPU and device state on the wire (what the transport costs)
+    stream_s: float = 0.0
     downtime_s: float = 0.0
     last_round_pages: int = 0
     forced: bool = False
@@ -113,7 +117,8 @@ class LiveMigrationSource:
                  stall_rounds: int = 5, max_mem_factor: float = 3.0,
                  on_phase: Optional[Callable[[str], None]] = None,
                  tls: Optional[migration_tls.TlsConfig] = None,
-                 peer_identity: Optional[str] = None) -> None:
+                 peer_identity: Optional[str] = None,
+                 window: int = 16) -> None:
         self.backend = backend
         #: None: plain TCP with an HMAC-tagged stream (tests, baseline);
         #: else TLS, the destination's certificate naming *peer_identity*
@@ -149,6 +154,9 @@ class LiveMigrationSource:
         self._force = threading.Event()
         self.stats = MigrationStats()
         self._acked = 0
+        #: segments (batches) sent that the destination has not yet
+        #: acknowledged as applied: the sender waits beyond this many
+        self.window = window
         #: PFN runs without a page (hole_runs), left out of full passes
         self._holes: List[Tuple[int, int]] = []
         self.progress = Progress(0, 0, 0, 0, 'starting')
@@ -180,6 +188,10 @@ class LiveMigrationSource:
         view = None
         try:
             sock, keys = self._open(sock)
+            # from here one thread of its own reads and writes the socket:
+            # batches are encoded here while earlier ones are encrypted and
+            # sent and the destination's acknowledgements come in
+            sock = migration_pump.Pump(sock)
             ctrl = wire.ControlChannel(sock, keys.control, 'src')
             sink = wire.RateLimitedSink(sock, self.bandwidth_bytes)
             cache = emucore.XbzrleCache(
@@ -198,8 +210,11 @@ class LiveMigrationSource:
             self._ctrl = ctrl
             saverestore.write_preamble(writer, self.backend, info)
             # The destination prepares its domain once this segment (the
-            # domain description) verified.
-            writer.end_round()
+            # domain description) verified; its acknowledgement says the
+            # domain is there (or its refusal comes back) before any page
+            # goes out, so no memory is sent to a host that says no.
+            self._wait_round(self._end_round(writer))
+            stream_start = time.monotonic()
 
             view = self.backend.map_memory(self.domid)
             # An HVM guest's PFNs run up to its special pages below 4 GiB;
@@ -258,6 +273,7 @@ class LiveMigrationSource:
             self._check_abort()
             self._expect(ctrl, 'ready', self.confirm_timeout)
             sw['ready'] = time.monotonic() - paused_at
+            self.stats.stream_s = time.monotonic() - stream_start
             self._check_abort()
             # journaled before it is sent: after a crash here the guest may
             # run on the destination, so it must stay paused on this side
@@ -427,6 +443,10 @@ class LiveMigrationSource:
         self.progress.memory_processed = writer.offset
         while self._ctrl.pending():
             self._handle(self._ctrl.recv(1.0))
+        # No stop-and-wait per batch: up to `window` segments may be on
+        # the wire or in the destination's buffers, unapplied.
+        if writer.stats['tags'] - self._acked > self.window:
+            self._wait_round(writer.stats['tags'] - self.window)
         self._check_abort()
         if live and self._progress_cb:
             self._report()

@@ -153,7 +153,12 @@ class ControlChannel:
 
     def recv(self, timeout: Optional[float]) -> dict:
         """Next message; ``WireError`` on timeout, EOF or a bad tag."""
-        if timeout is not None and not _buffered(self._sock):
+        if hasattr(self._sock, 'wait_readable'):      # a migration_pump.Pump
+            if timeout is not None and \
+                    not self._sock.wait_readable(timeout):
+                raise WireError('no answer from the peer within %.1f s'
+                                % timeout)
+        elif timeout is not None and not _buffered(self._sock):
             ready, _, _ = select.select([self._sock], [], [], timeout)
             if not ready:
                 raise WireError('no answer from the peer within %.1f s'
@@ -176,6 +181,8 @@ class ControlChannel:
     def pending(self) -> bool:
         if _buffered(self._sock):
             return True
+        if hasattr(self._sock, 'wait_readable'):      # a migration_pump.Pump
+            return False
         ready, _, _ = select.select([self._sock], [], [], 0)
         return bool(ready)
 

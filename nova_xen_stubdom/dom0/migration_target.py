@@ -28,6 +28,7 @@ from typing import Callable, Dict, Optional, Tuple
 from nova_xen_stubdom import emucore
 from nova_xen_stubdom.dom0 import hypervisor as hv
 from nova_xen_stubdom.dom0 import migration_channel as wire
+from nova_xen_stubdom.dom0 import migration_pump
 from nova_xen_stubdom.dom0 import migration_tls
 from nova_xen_stubdom.dom0 import records
 from nova_xen_stubdom.dom0 import page_populate
@@ -250,7 +251,11 @@ class LiveMigrationTarget:
             self._fail(str(e))
 
     def _receive(self, conn: socket.socket, keys: wire.SessionKeys) -> None:
-        ctrl = wire.ControlChannel(conn, keys.control, 'dst')
+        # one thread of its own reads and writes the connection from now
+        # on: the next bytes are decrypted while a batch is applied, and
+        # acknowledgements go out without a second thread in the TLS object
+        pump = migration_pump.Pump(conn)
+        ctrl = wire.ControlChannel(pump, keys.control, 'dst')
         holder = {'view': None, 'populate': None}
         watcher = threading.Thread(target=self._watch_cancel, args=(conn,),
                                    daemon=True)
@@ -295,10 +300,10 @@ class LiveMigrationTarget:
         try:
             if self.tls is not None:
                 # TLS's AEAD authenticated every byte: no HMAC tags
-                reader = emucore.StreamReader(wire.SocketSource(conn),
+                reader = emucore.StreamReader(wire.SocketSource(pump),
                                               channel_integrity=True)
             else:
-                reader = emucore.StreamReader(wire.SocketSource(conn),
+                reader = emucore.StreamReader(wire.SocketSource(pump),
                                               keys.stream)
             res = reader.restore(
                 prepare=prepare, on_segment=applied,
@@ -329,7 +334,7 @@ class LiveMigrationTarget:
             self._on_phase('running')
             try:
                 ctrl.send({'msg': 'running'})
-            except OSError:
+            except (OSError, wire.WireError):
                 LOG.warning('guest %d runs here, but the source did not '
                             'hear it', domid)
         except Exception as e:
@@ -341,7 +346,8 @@ class LiveMigrationTarget:
             LOG.warning('incoming migration failed: %s', reason)
             try:
                 ctrl.send({'msg': 'error', 'reason': reason})
-            except OSError:
+                pump.flush(5)
+            except (OSError, wire.WireError):
                 pass
             wire.hard_shutdown(conn, socket.SHUT_WR)
             saverestore._release(holder['view'])
@@ -349,7 +355,7 @@ class LiveMigrationTarget:
                        else 'failed')
         finally:
             self._cancel_watch = True
-            conn.close()
+            pump.close()
 
     def _watch_cancel(self, conn: socket.socket) -> None:
         while not self._done.is_set() and not getattr(self, '_cancel_watch',

@@ -24,3 +24,17 @@ def test_encode_cost_measures_every_path_through_real_sockets(pki):
     # TLS 1.3 with an AEAD suite, as the agents negotiate it
     assert c['cipher'].startswith('TLS_') and (
         'GCM' in c['cipher'] or 'CHACHA20' in c['cipher']), c['cipher']
+
+
+def test_cipher_alone_names_the_suites_aead():
+    """The ceiling printed beside the encode figure: openssl speed of the
+    negotiated suite's AEAD (None where there is no openssl command)."""
+    import shutil
+    if shutil.which('openssl') is None:
+        pytest.skip('no openssl command: the ceiling is reported as not '
+                    'measured')
+    for suite in ('TLS_AES_256_GCM_SHA384', 'TLS_AES_128_GCM_SHA256',
+                  'TLS_CHACHA20_POLY1305_SHA256',
+                  'ECDHE-RSA-AES256-GCM-SHA384'):
+        assert mb.cipher_alone(suite) > 0, suite
+    assert mb.cipher_alone('AES256-SHA') is None
