@@ -31,6 +31,7 @@ from nova_xen_stubdom.dom0 import cpu_policy
 from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.driver import exceptions as dexc
 from nova_xen_stubdom.driver import guest_config
+from nova_xen_stubdom.driver import pv_guests
 from nova_xen_stubdom.driver import vmbuild
 from nova_xen_stubdom.driver import vmops as vmops_mod
 from nova_xen_stubdom.objects import migrate_data as md_obj
@@ -194,6 +195,7 @@ class MigrationOps:
                 'guest is live-migrated') % {'uuid': instance.uuid,
                                              'state': state})
         self._check_cpu_policy(instance, found[1], dest_check_data)
+        pv_guests.check_live_migration(self._ctx, instance, found[1]['uuid'])
         return dest_check_data
 
     def _check_cpu_policy(self, instance, guest_rec: dict,
@@ -641,6 +643,7 @@ class MigrationOps:
                     xc.POWER_STATE_RUNNING:
                 raise exception.InstanceSuspendFailure(reason=_(
                     'only a running guest can be suspended'))
+            pv_guests.check_suspend(self._ctx, instance, built.guest_uuid)
             memory = int(self._call('VM.get_memory_static_max',
                                     built.guest))
             sr = self._vmops._hostops.select_sr()
