@@ -29,6 +29,7 @@ XAPI_POOL_CA_BUNDLE = '/etc/stunnel/xapi-pool-ca-bundle.pem'
 #: the plugin process knows them without importing the engine
 PLUGIN_FUNCTIONS = (
     'console_log', 'dm_state', 'guest_cpu_policy', 'guest_exit',
+    'guest_pv_drivers',
     'host_cpu_policy', 'key_offer', 'link_stubdom',
     'migrate_abort',
     'migrate_force_complete', 'migrate_forget', 'migrate_receive',

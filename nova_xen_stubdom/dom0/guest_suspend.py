@@ -22,6 +22,19 @@ drivers (``HVM_PARAM_CALLBACK_IRQ`` non-zero):
 
 Only HVM guests are moved by this driver; a PV guest cannot be paused
 directly this way and is refused.
+
+**Under xenopsd the handshake is refused.**  Every guest this daemon moves
+is a XAPI VM, and xenopsd reacts to a domain of its own reaching
+``shutdown(suspend)`` outside its operations by shutting the VM down at
+once -- pause, device model destroyed, devices unplugged, domain destroyed
+-- and XAPI records it Halted (xen-api ``ocaml/xenopsd/lib/xenops_server.ml``
+``VM_check_state``: ``Needs_suspend`` -> ``[Vm.Shutdown]``, "VM %s has
+unexpectedly suspended"; no setting changes it).  The last round and the
+cooperative resume would race that teardown.  So :func:`stop` refuses a
+guest with PV drivers unless the caller says no toolstack manages the
+domain (``toolstack_managed=False``: libxl's case, kept and tested for
+domains built outside XAPI); the driver refuses the same guests before
+anything starts (``driver/pv_guests.py``).
 """
 import logging
 import threading
@@ -69,13 +82,15 @@ def stop(backend: hv.HypervisorBackend, domid: int, *,
          ack_timeout: Optional[float] = None,
          suspend_timeout: Optional[float] = None,
          clock: Callable[[], float] = time.monotonic,
-         pause: Callable[[float], None] = threading.Event().wait) -> str:
+         pause: Callable[[float], None] = threading.Event().wait,
+         toolstack_managed: bool = True) -> str:
     """Stop the running guest *domid*; returns how (:data:`PAUSED` or
     :data:`SUSPENDED`); :func:`start_again` undoes it.
 
-    :raises SuspendError: not an HVM guest, or its PV drivers did not
-        acknowledge or did not suspend in time (the request is withdrawn and
-        the guest keeps running).
+    :raises SuspendError: not an HVM guest; PV drivers loaded in a domain
+        a toolstack manages (*toolstack_managed*: xenopsd would halt it);
+        or its PV drivers did not acknowledge or did not suspend in time
+        (the request is withdrawn).  The guest keeps running in each case.
     """
     ack_timeout = ACK_TIMEOUT if ack_timeout is None else ack_timeout
     suspend_timeout = SUSPEND_TIMEOUT if suspend_timeout is None \
@@ -88,6 +103,13 @@ def stop(backend: hv.HypervisorBackend, domid: int, *,
     if not has_pv_drivers(backend, domid):
         backend.pause(domid)
         return PAUSED
+    if toolstack_managed:
+        raise SuspendError(
+            'domain %d has PV drivers: it could only be stopped through the '
+            'control/shutdown suspend handshake, and xenopsd halts a VM of '
+            'its own that suspends outside its operations (VM_check_state, '
+            'Needs_suspend -> Shutdown); the guest keeps running -- use '
+            'cold migration' % domid)
     path = _control(domid)
 
     def acked() -> bool:

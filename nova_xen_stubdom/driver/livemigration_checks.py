@@ -18,6 +18,7 @@ from nova_xen_stubdom.driver import common
 from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.driver import guest_config
 from nova_xen_stubdom.driver import migrationutils as mu
+from nova_xen_stubdom.driver import pv_guests
 from nova_xen_stubdom.driver import vmlookup
 from nova_xen_stubdom.objects import migrate_data as md_obj
 from nova_xen_stubdom.xapi import constants as xc
@@ -90,6 +91,7 @@ class LiveMigrationChecks(common.InstanceOps):
                 'guest is live-migrated') % {'uuid': instance.uuid,
                                              'state': state})
         self._check_cpu_policy(instance, found[1], dest_check_data)
+        pv_guests.check_live_migration(self._ctx, instance, found[1]['uuid'])
         return dest_check_data
 
     def _check_cpu_policy(self, instance, guest_rec: dict,

@@ -19,6 +19,7 @@ from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.driver import exceptions as dexc
 from nova_xen_stubdom.driver import guest_config
 from nova_xen_stubdom.driver import migrationutils as mu
+from nova_xen_stubdom.driver import pv_guests
 from nova_xen_stubdom.driver import vmbuild
 from nova_xen_stubdom.driver import vmlookup
 from nova_xen_stubdom.xapi import constants as xc
@@ -53,6 +54,7 @@ class SuspendOps(common.InstanceOps):
                     xc.POWER_STATE_RUNNING:
                 raise exception.InstanceSuspendFailure(reason=_(
                     'only a running guest can be suspended'))
+            pv_guests.check_suspend(self._ctx, instance, built.guest_uuid)
             memory = int(self._call('VM.get_memory_static_max',
                                     built.guest))
             sr = self._vmops._hostops.select_sr()

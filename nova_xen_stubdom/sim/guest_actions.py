@@ -17,6 +17,9 @@ domain exists, then devices, then the domain): the VM goes Halted and XAPI
 records nothing about why.  ``Start`` is ``VM_reboot``: a new domain (new
 domid), the VM stays Running and ``VM_metrics.start_time`` moves.
 
+A domain that shuts down or disappears outside any operation gets the same
+treatment from the simulator's xenopsd event side (``sim/xenopsd_events.py``).
+
 The simulator does not model xenopsd's 15 s delay for a VM that reboots
 less than ``minimum_reboot_delay`` after it started, nor core dumps.
 """
@@ -67,19 +70,29 @@ def guest_shutdown(host, domid: int, reason: str) -> list:
     if not refs:
         raise ValueError('domain %d runs no VM of this pool' % domid)
     vm = refs[0]
-    with dom.lock:
-        dom.paused = True               # a shut-down domain runs no vCPU
-        dom.shutdown_reason = reason
     rec = pool.db.snapshot('VM', vm)
     todo = actions(rec, reason, time.time() - dom.created)
     ctx = api.Context(pool, host, load().message('VM.hard_shutdown'))
     with vmlib.operation(ctx, vm, 'hard_shutdown'):
-        for action in todo:
-            if action == 'shutdown':
-                vmlib.teardown(ctx, vm)
-            elif action == 'start':
-                vmlib.teardown(ctx, vm)
-                vmlib.boot(ctx, vm, host, False, reason='reboot')
-            elif action == 'pause':
-                pool.db.set('VM', vm, power_state='Paused')
+        # inside the operation: the event this raises finds it running and
+        # leaves the VM to it (sim/xenopsd_events.py)
+        hv.domain_shutdown(domid, reason)
+        perform(ctx, vm, host, todo)
     return todo
+
+
+def perform(ctx, vm: str, host, todo: list) -> None:
+    """Carry out xenopsd's actions for *vm* (``VM_check_state``'s
+    ``operations_of_action``), inside a lifecycle operation on it."""
+    for action in todo:
+        if action == 'shutdown':
+            # VM_shutdown's atomics begin with Best_effort (VM_pause id)
+            domid = ctx.db.get('VM', vm)['domid']
+            if domid in host.hypervisor.domains:
+                host.hypervisor.pause(domid)
+            vmlib.teardown(ctx, vm)
+        elif action == 'start':
+            vmlib.teardown(ctx, vm)
+            vmlib.boot(ctx, vm, host, False, reason='reboot')
+        elif action == 'pause':
+            ctx.db.set('VM', vm, power_state='Paused')

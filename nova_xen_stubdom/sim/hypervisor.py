@@ -303,7 +303,8 @@ class Hypervisor:
         #: stub domid -> its QEMU watcher (sim.devicemodel.StubQemu)
         self.stub_qemus: Dict[int, object] = {}
         from nova_xen_stubdom.sim import devicemodel
-        #: listeners(domain, event) for 'create', 'unpause', 'destroy'
+        #: listeners(domain, event) for 'create', 'unpause', 'shutdown',
+        #: 'destroy'
         self.listeners: List = [devicemodel.on_domain]
         dom0 = Domain(self, 0, '', False, 0, cpus, 'Domain-0')
         dom0.paused = False
@@ -352,6 +353,19 @@ class Hypervisor:
         dom = self.domain(domid)
         with dom.lock:
             dom.paused = True
+
+    def domain_shutdown(self, domid: int, reason: str) -> None:
+        """The guest in *domid* made ``SCHEDOP_shutdown`` with *reason*:
+        it runs no vCPU and stays, shut down, until the toolstack acts;
+        Xen then fires ``@releaseDomain`` (xen/common/domain.c
+        ``domain_shutdown`` -> ``send_global_virq(VIRQ_DOM_EXC)``, which
+        xenstored turns into that watch), so listeners hear 'shutdown'."""
+        dom = self.domain(domid)
+        with dom.lock:
+            dom.paused = True
+            dom.shutdown_reason = reason
+        for listener in list(self.listeners):
+            listener(dom, 'shutdown')
 
     def resume_domain(self, domid: int) -> None:
         """XEN_DOMCTL_resumedomain (xen/common/domain.c domain_resume) after

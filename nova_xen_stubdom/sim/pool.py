@@ -72,6 +72,11 @@ class HostRuntime:
         self.sysfs_root = os.path.join(self.hypervisor.mem_dir, 'sysfs')
         self.pci.write_sysfs(self.sysfs_root)
         self.hypervisor.pci = self.pci
+        # xenopsd's VM_check_state for domains changed outside its
+        # operations (sim/xenopsd_events.py)
+        from nova_xen_stubdom.sim import xenopsd_events
+        self.xenopsd = xenopsd_events.Xenopsd(self)
+        self.hypervisor.listeners.append(self.xenopsd.on_domain)
         self._agent = None
         self.agent_factory: Optional[Callable[['HostRuntime'], Any]] = None
         self.plugin_dispatch: Optional[Callable] = None
@@ -280,6 +285,7 @@ class Pool:
         self.tasks.join_all(timeout=2)
         from nova_xen_stubdom.sim import dom0_process
         for h in self.hosts:
+            h.xenopsd.stop()            # tearing down is no guest's doing
             dom0_process.stop(h)        # before its hypervisor goes
             h.hypervisor.shutdown()
 

@@ -39,8 +39,6 @@ def load(hv, domid: int, responds: bool = True,
             return
         hv.xenstore.write(path, '')                      # the ack
         if request == 'suspend' and suspends:
-            with dom.lock:
-                dom.shutdown_reason = 'suspend'
-                dom.paused = True       # a shut-down domain runs no vCPU
+            hv.domain_shutdown(domid, 'suspend')
 
     hv.xenstore.watch(base + '/shutdown', shutdown_handler)

@@ -16,6 +16,7 @@ from nova import objects
 from nova_xen_stubdom.dom0 import cpu_policy
 from nova_xen_stubdom.dom0 import migration_target
 from nova_xen_stubdom.driver import migrationutils
+from nova_xen_stubdom.driver import pv_guests
 from nova_xen_stubdom.sim import devicemodel
 from nova_xen_stubdom.sim import pv_drivers
 from tests import guest_memory
@@ -108,6 +109,9 @@ class TestLiveMigration(base.XenStubdomTestBase):
         self.assertEqual(qemu, devicemodel.device_state(hv2, dom2.domid))
         # the source is clean: no guest, no stub domain, no device model
         self.assertEqual([], [d for d in hv1.domains if d != 0])
+        # ... removed through XAPI: its xenopsd never acted on its own
+        # (a restart there would have been a second copy)
+        self.assertEqual([], self.sim_host('host1').xenopsd.acted)
         self.assertEqual([], self._incoming_vms())
         # progress reached Nova's migration record, as libvirt reports it
         mig = self._migration_record(server)
@@ -447,29 +451,69 @@ class TestLiveMigration(base.XenStubdomTestBase):
             'host1').hypervisor.domains if d != 0])
         self._delete_server(server)
 
-    def test_guest_with_pv_drivers_moves_by_suspend_handshake(self):
-        """A guest whose PV drivers are loaded is asked to suspend through
-        control/shutdown, and on host2 its domain is introduced to
-        xenstored with host2's own store event channel."""
+    def test_guest_with_pv_drivers_is_refused(self):
+        """A guest whose PV drivers are loaded could only be stopped by its
+        own suspend (control/shutdown), and xenopsd halts a VM that
+        suspends outside its operations (sim/xenopsd_events.py): the
+        source's pre-check refuses, pointing to cold migration, before the
+        guest is asked anything; it runs on host1 as before."""
         server = self._boot()
         hv1, dom = self._domain(server, 'host1')
         path = '/local/domain/%d/control/shutdown' % dom.domid
-        writes = []         # watched before the drivers' own watch fires
+        writes = []
         hv1.xenstore.watch(path, lambda p: writes.append(
             hv1.xenstore.read(p)))
         pv_drivers.load(hv1, dom.domid)
-        self._fill(dom)
-        digest = self._digest(dom)
-        self._start_live_migration(server)
-        self._wait_migration(server, ['completed'])
+        with mock.patch.object(
+                pv_guests, 'check_live_migration',
+                wraps=pv_guests.check_live_migration) as check:
+            self._start_live_migration(server)
+            self._wait_migration(server, ['error'])
+        self.assertEqual(1, check.call_count)
+        with self.assertRaisesRegex(
+                Exception, 'instance %s has PV drivers loaded.*xenopsd halts'
+                           '.*use cold migration' % server['id']):
+            pv_guests.check_live_migration(*check.call_args[0])
         server = self._wait_for_state_change(server, 'ACTIVE')
-        self.assertEqual('host2', server['OS-EXT-SRV-ATTR:host'])
-        self.assertEqual(['suspend', ''], [w for w in writes if w is not None])
-        hv2, dom2 = self._domain(server, 'host2')
-        self.assertFalse(dom2.paused)
-        self.assertEqual(digest, self._digest(dom2))
-        self.assertEqual((dom2.hvm_params[1], dom2.hvm_params[2]),
-                         hv2.xenstore.introduced[dom2.domid])
+        self.assertEqual('host1', server['OS-EXT-SRV-ATTR:host'])
+        guest, _ = self.xapi_vms(server)
+        self.assertEqual('Running', guest['power_state'])
+        self.assertEqual(dom.domid, int(guest['domid']))
+        self.assertFalse(dom.paused)
+        self.assertIsNone(dom.shutdown_reason)
+        self.assertEqual([], [w for w in writes if w is not None])
+        self.assertEqual([], self.sim_host('host1').xenopsd.acted)
+        self.assertEqual([], self._incoming_vms())
+        self._delete_server(server)
+
+    def test_pv_drivers_loaded_after_the_check_fail_the_move_safely(self):
+        """The drivers load between the pre-check and the switch-over: the
+        source agent refuses the suspend handshake itself
+        (dom0/guest_suspend.py), the migration fails before "go", and the
+        guest runs on host1 with XAPI none the wiser."""
+        server = self._boot()
+        hv1, dom = self._domain(server, 'host1')
+        path = '/local/domain/%d/control/shutdown' % dom.domid
+        real = pv_guests.check_live_migration
+
+        def check_then_load(*args):
+            real(*args)
+            pv_drivers.load(hv1, dom.domid)
+        with mock.patch.object(pv_guests, 'check_live_migration',
+                               side_effect=check_then_load):
+            self._start_live_migration(server)
+            self._wait_migration(server, ['error', 'failed'])
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        self.assertEqual('host1', server['OS-EXT-SRV-ATTR:host'])
+        guest, _ = self.xapi_vms(server)
+        self.assertEqual('Running', guest['power_state'])
+        self.assertEqual(dom.domid, int(guest['domid']))
+        waiting.wait_until(lambda: not dom.paused, 'the source guest to run')
+        self.assertIsNone(dom.shutdown_reason)
+        self.assertIsNone(hv1.xenstore.read(path))
+        self.assertEqual([], self.sim_host('host1').xenopsd.acted)
+        waiting.wait_until(lambda: not self._incoming_vms(),
+                           'the incoming VMs to go')
         self._delete_server(server)
 
     def test_destination_lacking_cpu_features_is_refused(self):

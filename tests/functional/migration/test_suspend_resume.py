@@ -10,6 +10,7 @@ from nova.compute import power_state
 
 from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.sim import devicemodel
+from nova_xen_stubdom.sim import pv_drivers
 from tests import guest_memory
 from tests import waiting
 
@@ -77,6 +78,37 @@ class TestSuspendResume(base.XenStubdomTestBase):
         self.assertEqual(digest, guest_memory.digest(dom.memory(),
                                                      dom.hvm_params))
         self.assertEqual(qemu, devicemodel.device_state(hv, dom.domid))
+        self._delete_server(server)
+
+    def test_guest_with_pv_drivers_is_not_suspended(self):
+        """PV drivers loaded: a paused image would leave them disconnected
+        and their own suspend makes xenopsd halt the VM
+        (driver/pv_guests.py): refused, the instance stays ACTIVE and runs
+        on untouched, nothing left behind."""
+        server = self._create_server(flavor_id=self.flavor, networks='none')
+        hv, dom = self._guest_domain(server)
+        pv_drivers.load(hv, dom.domid)
+        path = '/local/domain/%d/control/shutdown' % dom.domid
+        self.api.post_server_action(server['id'], {'suspend': {}})
+        self._wait_for_instance_action_event(
+            server, 'suspend', 'compute_suspend_instance', 'Error')
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        from nova import context as nova_context
+        from nova import objects
+        faults = objects.InstanceFaultList.get_latest_by_instance_uuids(
+            nova_context.get_admin_context(), [server['id']])
+        self.assertIn('has PV drivers loaded', faults[0].message)
+        guest, stub = self.xapi_vms(server)
+        self.assertEqual(('Running', 'Running'),
+                         (guest['power_state'], stub['power_state']))
+        self.assertEqual(dom.domid, int(guest['domid']))
+        self.assertFalse(dom.paused)
+        self.assertIsNone(dom.shutdown_reason)
+        self.assertIsNone(hv.xenstore.read(path))
+        self.assertNotIn(dc.OC_SUSPEND_IMAGE, guest['other_config'])
+        x = self.xapi()
+        self.assertEqual([], [r for r, v in x.VDI.get_all_records().items()
+                              if v['name_label'].endswith('-suspend')])
         self._delete_server(server)
 
     def test_corrupt_image_is_refused_and_kept(self):

@@ -1,6 +1,8 @@
 """Stopping a guest for the switch-over: pause without PV drivers, the
-control/shutdown handshake with them (libxl domain_suspend_callback_common),
-on the simulator's domains and its model of Linux's PV drivers."""
+control/shutdown handshake with them (libxl domain_suspend_callback_common)
+only where no toolstack manages the domain -- refused under xenopsd, which
+halts a VM that suspends outside its operations -- on the simulator's
+domains and its model of Linux's PV drivers."""
 import pytest
 
 from nova_xen_stubdom.dom0 import guest_suspend as gs
@@ -59,8 +61,8 @@ def test_guest_with_pv_drivers_suspends_through_xenstore(host):
     domid = _guest(host, pv=True)
     assert gs.has_pv_drivers(host, domid)
     clock = Clock()
-    assert gs.stop(host, domid, clock=clock,
-                   pause=clock.pause) == gs.SUSPENDED
+    assert gs.stop(host, domid, clock=clock, pause=clock.pause,
+                   toolstack_managed=False) == gs.SUSPENDED
     info = host.domain_info(domid)
     assert info.shutdown == 'suspend' and info.paused
     # acknowledged: the guest emptied the node
@@ -76,9 +78,25 @@ def test_silent_guest_times_out_and_the_request_is_withdrawn(host):
     with pytest.raises(gs.SuspendError,
                        match='did not acknowledge the suspend request in '
                              '60 s.*keeps running'):
-        gs.stop(host, domid, clock=clock, pause=clock.pause)
+        gs.stop(host, domid, clock=clock, pause=clock.pause,
+                toolstack_managed=False)
     assert clock.now >= gs.ACK_TIMEOUT
     assert host.xs_read('/local/domain/%d/control/shutdown' % domid) == ''
+    info = host.domain_info(domid)
+    assert not info.paused and info.shutdown is None
+
+
+def test_pv_drivers_in_a_managed_domain_are_refused(host):
+    """The default: the domain is a XAPI VM's (xenopsd's VM_check_state
+    would halt it on shutdown(suspend)); nothing is written, the guest runs
+    on untouched."""
+    domid = _guest(host, pv=True)
+    path = '/local/domain/%d/control/shutdown' % domid
+    with pytest.raises(gs.SuspendError,
+                       match='has PV drivers.*xenopsd halts a VM.*'
+                             'keeps running -- use cold migration'):
+        gs.stop(host, domid)
+    assert host.xs_read(path) is None
     info = host.domain_info(domid)
     assert not info.paused and info.shutdown is None
 
@@ -88,7 +106,7 @@ def test_guest_that_acks_but_never_suspends(host):
     clock = Clock()
     with pytest.raises(gs.SuspendError, match='did not suspend in 5 s'):
         gs.stop(host, domid, suspend_timeout=5, clock=clock,
-                pause=clock.pause)
+                pause=clock.pause, toolstack_managed=False)
 
 
 def test_pv_guest_is_refused(host):
