@@ -7,7 +7,7 @@
 #  1. the daemon starts (its systemd unit on a host); /etc/nova-xen-stubdom/
 #     agent.conf and /etc/xensource-inventory as installed;
 #  2. `xl create` of the stub VM, running, not paused: XAPI's VM.start_on of
-#     the stub VM (driver/vmops.py: the stub starts before its guest); its
+#     the stub VM (driver/vmstart.py: the stub starts before its guest); its
 #     init waits for dom0's link;
 #  3. the guest's disk onto the stub through blkback (rxstub.py attach-disk,
 #     our XenDisks): XAPI's VBD.plug of the disk on the stub VM; a vif into
