@@ -40,6 +40,7 @@ from typing import Dict, List, Optional, Sequence
 
 from nova_xen_stubdom.cmd import dom0_rpm
 from nova_xen_stubdom.cmd import dom0_templates as tpl
+from nova_xen_stubdom.dom0 import constants as dom0_constants
 from nova_xen_stubdom.stubdom import image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -47,6 +48,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
 PKG = os.path.join(ROOT, 'nova_xen_stubdom')
 LIBDIR = tpl.LIBDIR
 STUBDOM_FILES = (image.KERNEL_NAME, image.ROOTFS_NAME)
+#: what --stubdom-dir must hold: the image and build-stubdom's manifest, which
+#: the agent's stubdom_image reads what the image's QEMU lacks from (no PCI
+#: pass-through on a testbed-QEMU image: doc/source/pci.rst)
+STUBDOM_INPUTS = STUBDOM_FILES + (image.MANIFEST_NAME,)
 #: XAPI direct-boots PV kernels only from there (not /boot/guest/ since
 #: XAPI 24.20: doc/source/xapi-behaviour.rst), where the driver's
 #: [xen_stubdom] stubdom_kernel/_ramdisk point by default
@@ -142,6 +147,8 @@ def stage(files: str, python36: str, stubdom_dir: Optional[str],
         os.makedirs(at(GUEST_BOOT_DIR))
         for name in STUBDOM_FILES:
             shutil.copy(os.path.join(stubdom_dir, name), at(GUEST_BOOT_DIR))
+        shutil.copy(os.path.join(stubdom_dir, image.MANIFEST_NAME),
+                    at(dom0_constants.STUBDOM_MANIFEST.lstrip('/')))
 
 
 def _tarball(output: str, top: str, name: str) -> str:
@@ -160,7 +167,7 @@ def build_all(output: str, python36: Optional[str] = None,
     """Build into *output*: ``{'tarball': path, 'rpm': path or '',
     'rpm_not_built': reason or ''}``."""
     if stubdom_dir:
-        missing = [n for n in STUBDOM_FILES
+        missing = [n for n in STUBDOM_INPUTS
                    if not os.path.isfile(os.path.join(stubdom_dir, n))]
         if missing:
             raise SystemExit('build-dom0: %s lacks %s (build-stubdom '

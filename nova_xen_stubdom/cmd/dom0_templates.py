@@ -84,6 +84,10 @@ AGENT_CONF = '''# nova-xen-stubdom dom0 agent (daemon, plugin, wrapper);
 #migration_max_pending = 8
 # loopback listen addresses: tests and the simulator only
 #migration_allow_loopback = false
+# the stub-domain image's build manifest (build-dom0 --stubdom-dir puts it
+# beside the image): the driver reads what its QEMU lacks through the
+# agent and offers no PCI pass-through when that is xen-pci-passthrough
+#stubdom_manifest = /var/lib/xcp/guest/nova-xen-stubdom-manifest.json
 '''
 
 INSTALL = r'''#!/bin/sh

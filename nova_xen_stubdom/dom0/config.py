@@ -96,6 +96,8 @@ class AgentConfig:
     migration_max_pending: int = 8
     #: accept a loopback listen address (tests, the simulator)
     migration_allow_loopback: bool = False
+    #: the stub-domain image's manifest (what its QEMU lacks)
+    stubdom_manifest: str = constants.STUBDOM_MANIFEST
 
 
 def _types() -> 'Dict[str, Any]':

@@ -25,6 +25,10 @@ INVENTORY = '/etc/xensource-inventory'
 XAPI_POOL_TLS_CERT = '/etc/xensource/xapi-pool-tls.pem'
 XAPI_POOL_CA_BUNDLE = '/etc/stunnel/xapi-pool-ca-bundle.pem'
 
+#: the stub-domain image's build manifest (build-dom0 --stubdom-dir installs
+#: build-stubdom's manifest.json here, beside the kernel and rootfs)
+STUBDOM_MANIFEST = '/var/lib/xcp/guest/nova-xen-stubdom-manifest.json'
+
 #: the functions the plugin forwards (the registry's, checked by a test):
 #: the plugin process knows them without importing the engine
 PLUGIN_FUNCTIONS = (
@@ -36,7 +40,8 @@ PLUGIN_FUNCTIONS = (
     'migrate_receive_cancel', 'migrate_receive_status',
     'migrate_resume_source', 'migrate_send',
     'migrate_status', 'pci_attach', 'pci_detach', 'pci_grants',
-    'pci_inventory', 'restore_image', 'save_image', 'stubdom_wiring',
+    'pci_inventory', 'restore_image', 'save_image', 'stubdom_image',
+    'stubdom_wiring',
     'undo_save', 'unlink_stubdom', 'verify_image',
 )
 

@@ -40,6 +40,7 @@ EXTENSION_MODULES = (
     'nova_xen_stubdom.dom0.pci_grants',
     'nova_xen_stubdom.dom0.migration_calls',
     'nova_xen_stubdom.dom0.cpu_calls',
+    'nova_xen_stubdom.dom0.image_manifest',
 )
 
 PluginFn = Callable[..., str]

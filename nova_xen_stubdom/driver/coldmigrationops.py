@@ -106,6 +106,10 @@ class ColdMigrationOps(common.InstanceOps):
                          allocations, block_device_info=None,
                          power_on=True) -> None:
         """Destination: VMs for the (new) flavor on the copied disks."""
+        if self._vmops._pciops is not None:
+            # before the try below, whose cleanup would take the disks: the
+            # source still holds them and a revert resize gets them back
+            self._vmops._pciops.check_image(instance)
         cfg = guest_config.resolve(instance.flavor, image_meta)
         copies = json.loads(disk_info or '{}').get('vdis', {})
         built = vmbuild.Built()

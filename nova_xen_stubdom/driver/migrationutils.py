@@ -27,6 +27,7 @@ from nova import exception
 from nova.i18n import _
 
 from nova_xen_stubdom.driver import constants as dc
+from nova_xen_stubdom.driver import pciops
 from nova_xen_stubdom.xapi import errors as xapi_errors
 
 #: roles of the destination's VMs while a live migration is in flight
@@ -61,22 +62,17 @@ def find_vms(ctx, instance, roles: Iterable[str]
     return out
 
 
-def _has_pci(instance) -> bool:
-    devs = getattr(instance, 'pci_devices', None)
-    if devs:
-        return True
-    reqs = getattr(instance, 'pci_requests', None)
-    return bool(reqs and getattr(reqs, 'requests', None))
-
-
 def refuse_pci(instance) -> None:
-    """MigrationPreCheckError when *instance* has PCI devices."""
-    if _has_pci(instance):
+    """MigrationPreCheckError when *instance* has PCI devices
+    (``pciops.instance_has_passthrough``)."""
+    if pciops.instance_has_passthrough(instance):
         raise exception.MigrationPreCheckError(reason=_(
-            'instance %s has PCI pass-through devices: Xen does not '
-            'support live migration of guests with assigned devices '
-            '(cold migration re-claims them on the destination)')
-            % instance.uuid)
+            'instance %(uuid)s has PCI pass-through devices (%(devs)s): '
+            'Xen does not support live migration of guests with assigned '
+            'devices; cold migrate (resize/migrate) it instead, which '
+            're-claims them on the destination') % {
+                'uuid': instance.uuid,
+                'devs': pciops.describe_passthrough(instance)})
 
 
 def host_by_uuid(ctx, uuid: str) -> str:

@@ -30,6 +30,13 @@ that is xenopsd's own pass-through, which would assign the devices to the
 guest itself a second time (Xen: EBUSY) and fail the start -- see
 doc/source/xapi-behaviour.rst.  :meth:`PciOps.release` undoes both and is
 safe to call on every exit path.
+
+The stub-domain image.  Pass-through needs QEMU's ``xen-pci-passthrough``
+in the stub domain; an image built on the testbed's QEMU has none and its
+manifest says ``"lacks": ["xen-pci-passthrough"]`` (the agent's
+``stubdom_image`` reads it, ``dom0/image_manifest.py``).  Such a host
+offers no devices (:meth:`PciOps.get_pci_passthrough_devices`) and refuses
+a guest that has some (:meth:`PciOps.check_image`) before anything exists.
 """
 import json
 from typing import Dict, Iterable, List, Optional, Tuple
@@ -39,6 +46,7 @@ from nova.i18n import _
 from oslo_log import log as logging
 
 from nova_xen_stubdom.driver import constants as dc
+from nova_xen_stubdom.driver import exceptions as dexc
 
 LOG = logging.getLogger(__name__)
 
@@ -52,15 +60,20 @@ TYPE_VF = 'type-VF'
 #: XAPI power states in which a VM holds its pass-through devices
 _HOLDING_STATES = ('Running', 'Paused')
 
-LIVE_MIGRATION_REFUSED_MSG = _(
-    'instance %(uuid)s has PCI pass-through devices (%(devices)s): Xen '
-    'cannot live migrate a guest with pass-through devices; cold migrate '
-    '(resize/migrate) it instead')
+#: the QEMU -device model that passes a PCI function through
+#: (builder.DEVICE_MODELS; the testbed's QEMU lacks it)
+PASSTHROUGH_DEVICE_MODEL = 'xen-pci-passthrough'
 
 
 class PciPassthroughUnavailable(exception.NovaException):
     msg_fmt = _('PCI device %(address)s claimed for instance %(uuid)s '
                 'cannot be passed through on host %(host)s: %(reason)s')
+
+
+class PciImageUnsupported(exception.NovaException):
+    msg_fmt = _('instance %(uuid)s has PCI pass-through devices '
+                '(%(devices)s) but host %(host)s cannot pass devices '
+                'through: %(reason)s; nothing was created')
 
 
 # -- addresses ----------------------------------------------------------------
@@ -105,8 +118,18 @@ def instance_addresses(instance) -> List[str]:
 
 
 def instance_has_passthrough(instance) -> bool:
-    """True when *instance* has (or asks for) a pass-through device."""
+    """True when *instance* has or asks for a pass-through device: claimed
+    devices, PCI requests (a flavor alias becomes one) or the flavor's
+    ``pci_passthrough:alias``.  The one test every refusal uses (live
+    migration: ``migrationutils.refuse_pci``; an image without pass-through:
+    :meth:`PciOps.check_image`)."""
     if _instance_pci_devices(instance):
+        return True
+    try:
+        reqs = instance.pci_requests
+    except Exception:   # not loaded / not loadable
+        reqs = None
+    if reqs and getattr(reqs, 'requests', None):
         return True
     try:
         specs = instance.flavor.extra_specs or {}
@@ -115,12 +138,27 @@ def instance_has_passthrough(instance) -> bool:
     return bool(specs.get('pci_passthrough:alias'))
 
 
-def live_migration_refusal(instance) -> str:
-    """The message of the refused live migration of *instance*."""
-    devs = ', '.join(instance_addresses(instance)) or _(
+def describe_passthrough(instance) -> str:
+    """The devices of *instance* for a message: addresses once claimed."""
+    return ', '.join(instance_addresses(instance)) or _(
         'requested by its flavor')
-    return LIVE_MIGRATION_REFUSED_MSG % {'uuid': instance.uuid,
-                                         'devices': devs}
+
+
+def image_problem(info: dict) -> Optional[str]:
+    """Why the image the agent's ``stubdom_image`` describes (*info*)
+    cannot pass PCI devices through, or None."""
+    if info.get('error'):
+        return _('its stub-domain image manifest is unusable: %s') % (
+            info['error'])
+    if PASSTHROUGH_DEVICE_MODEL in (info.get('lacks') or []):
+        return _('its stub-domain image (manifest %(manifest)s, device '
+                 'model %(dm)s) lacks %(what)s (an image built with '
+                 'build-stubdom --device-model testbed); install one built '
+                 'with the Debian device model') % {
+                     'manifest': info.get('manifest'),
+                     'dm': info.get('device_model') or _('unknown'),
+                     'what': PASSTHROUGH_DEVICE_MODEL}
+    return None
 
 
 # -- inventory ---------------------------------------------------------------
@@ -263,8 +301,37 @@ class PciOps:
 
     # helpers for other ops (vmstart.VMStarter.dm_config: instance_addresses)
     instance_addresses = staticmethod(instance_addresses)
-    instance_has_passthrough = staticmethod(instance_has_passthrough)
-    live_migration_refusal = staticmethod(live_migration_refusal)
+
+    # the stub-domain image
+    def image_pci_problem(self) -> Optional[str]:
+        """Why this host's stub-domain image cannot pass PCI devices
+        through (:func:`image_problem`), or None.  Asked each time: the
+        image changes with a package update, not with this process."""
+        try:
+            info = self._ctx.call_plugin('stubdom_image')
+        except dexc.AgentCallFailed as exc:
+            # an agent older than stubdom_image shipped no manifest: its
+            # images predate the testbed device model, so nothing is known
+            # to be lacking
+            LOG.warning('host %s: the agent cannot say what its stub-domain '
+                        'image lacks (%s); assuming PCI pass-through works',
+                        self._ctx.host_name, exc)
+            return None
+        return image_problem(info or {})
+
+    def check_image(self, instance) -> None:
+        """Refuse *instance* when it has PCI devices and this host's image
+        cannot pass them through; called before anything is created.
+
+        :raises PciImageUnsupported: naming the image and what it lacks.
+        """
+        if not instance_has_passthrough(instance):
+            return
+        problem = self.image_pci_problem()
+        if problem:
+            raise PciImageUnsupported(
+                uuid=instance.uuid, devices=describe_passthrough(instance),
+                host=self._ctx.host_name, reason=problem)
 
     # inventory
     def _host_pci_records(self) -> Dict[str, dict]:
@@ -297,9 +364,17 @@ class PciOps:
             sriovs=_records('network_sriov', 'sriov_logical_PIF_of'))
 
     def get_pci_passthrough_devices(self) -> str:
-        """JSON for ``get_available_resource()['pci_passthrough_devices']``."""
+        """JSON for ``get_available_resource()['pci_passthrough_devices']``:
+        none when the host's image cannot pass devices through, so that
+        Nova's PCI tracker (and placement) never offer them."""
         pcis = self._host_pci_records()
         if not pcis:
+            return json.dumps([])
+        problem = self.image_pci_problem()
+        if problem:
+            LOG.warning('host %s offers none of its %d PCI functions for '
+                        'pass-through: %s', self._ctx.host_name, len(pcis),
+                        problem)
             return json.dumps([])
         details = self._agent_details()
         excluded = self.host_needed(pcis, details)

@@ -40,6 +40,10 @@ class SpawnOps(common.InstanceOps):
               power_on: bool = True, block_device_info=None,
               injected_files=None, admin_password=None) -> None:
         # Everything checkable is checked before anything is created.
+        if self._vmops._pciops is not None:
+            # an image without xen-pci-passthrough: refused before any VM,
+            # VDI or grant exists
+            self._vmops._pciops.check_image(instance)
         cfg = guest_config.resolve(instance.flavor, image_meta)
         configdrive.check(instance)
         volumes = volumeutils.plan(block_device_info, [

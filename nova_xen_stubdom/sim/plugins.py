@@ -38,6 +38,8 @@ def agent_settings(host) -> dict:
     loopback listen addresses."""
     settings = {'migration_allow_loopback': True,
                 'allow_dom0_device_model': bool(host.config.allow_dom0_dm)}
+    if host.config.stubdom_manifest:
+        settings['stubdom_manifest'] = host.config.stubdom_manifest
     try:
         ca = cloud_pki()
         settings.update(migration_tls_cert=ca.host(host.uuid),

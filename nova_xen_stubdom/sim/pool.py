@@ -36,6 +36,9 @@ class HostConfig:
     allow_dom0_dm: bool = False
     #: workload dirty rate (bytes/s) of new domains
     dirty_rate: int = 0
+    #: the stub-domain image manifest the host's agent reads (agent.conf
+    #: stubdom_manifest; None: the agent's default path, absent here)
+    stubdom_manifest: Optional[str] = None
 
 
 class HostRuntime:

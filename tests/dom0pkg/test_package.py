@@ -44,6 +44,7 @@ EXPECTED = [
     SETUP,
     'var/lib/xcp/guest/nova-xen-stubdom-kernel',
     'var/lib/xcp/guest/nova-xen-stubdom-rootfs.cpio.gz',
+    'var/lib/xcp/guest/nova-xen-stubdom-manifest.json',
     'etc/systemd/system/multi-user.target.wants/'
     'nova-xen-stubdom-agent.service',
 ]
@@ -67,7 +68,7 @@ def built(python36):
     out = tempfile.mkdtemp(prefix='nxs-dom0pkg-out-')
     stub = os.path.join(out, 'stubdom')
     os.makedirs(stub)
-    for name in build_dom0.STUBDOM_FILES:
+    for name in build_dom0.STUBDOM_INPUTS:
         with open(os.path.join(stub, name), 'wb') as f:
             f.write(b'stand-in ' + name.encode())
     result = build_dom0.build_all(os.path.join(out, 'pkg'), python36, stub)

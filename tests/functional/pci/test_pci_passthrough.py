@@ -8,7 +8,9 @@ which includes "no PCI grant and no device assigned" on every host.
 from tests.functional import base  # noqa: I100 (first: eventlet decision)
 
 import json
+import os
 
+import fixtures
 from oslo_serialization import jsonutils
 
 from nova import context as nova_context
@@ -587,3 +589,57 @@ class TestPciTwoGpuHosts(PciTestBase):
         self.assertEqual(['available'], self._status('host2', GPU))
         self._delete_server(server)
         self._check_released('host1')
+
+
+class TestPciImageWithoutPassthrough(PciTestBase):
+    """A host whose stub-domain image was built on the testbed's QEMU
+    (manifest ``"lacks": ["xen-pci-passthrough"]``, written where agent.conf
+    ``stubdom_manifest`` points): it offers no devices and refuses a guest
+    with one before creating anything."""
+    MAX_ATTEMPTS = 1
+
+    def setUp(self):
+        tmp = self.useFixture(fixtures.TempDir()).path
+        self.manifest = os.path.join(tmp, 'nova-xen-stubdom-manifest.json')
+        # a capable image first, so that Nova has host1's GPU when the
+        # image is replaced underneath it (Nova reads the inventory at
+        # service start)
+        self._write_manifest([])
+        self.HOST_CONFIGS = [sim_pool.HostConfig(
+            pci_devices='gpu', stubdom_manifest=self.manifest)]
+        super().setUp()
+
+    def _write_manifest(self, lacks):
+        with open(self.manifest, 'w') as f:
+            json.dump({'device_model': {'source': 'testbed'},
+                       'lacks': lacks}, f)
+
+    def test_refused_before_anything_exists_then_not_offered(self):
+        self.assertIn(GPU, self._nova_devs('host1'))
+        db = self.sim_host('host1').pool.db
+        vdis = sorted(db.all_refs('VDI'))
+        self._write_manifest(['xen-pci-passthrough'])
+        server = self._create_server(flavor_id=self._flavor('xgpu:1'),
+                                     networks='none', expected_state='ERROR')
+        # no guest, no stub domain, no grant; the claim released at once
+        TestPciSpawnFailures._assert_failed_cleanly(
+            self, server, 'host1', [GPU], 'lacks xen-pci-passthrough')
+        fault = server['fault']
+        self.assertIn(self.manifest, fault['message'] +
+                      fault.get('details', ''))
+        # no VDI was made either
+        self.assertEqual(vdis, sorted(db.all_refs('VDI')))
+        self._delete_server(server)
+        # the driver now offers none of the host's functions, with a
+        # warning naming the manifest and why
+        self.assertEqual([], json.loads(
+            self.computes['host1'].manager.driver.get_available_resource(
+                'host1')['pci_passthrough_devices']))
+        self.assertIn('offers none of its', self.stdlog.logger.output)
+        self.restart_compute_service(self.computes['host1'])
+        self.assertNotIn(GPU, self._nova_devs('host1'))
+        # so a GPU guest finds no host at all
+        server = self._create_server(flavor_id=self._flavor('xgpu:1'),
+                                     networks='none', expected_state='ERROR')
+        self.assertIn('No valid host', server['fault']['message'])
+        self._delete_server(server)

@@ -5,6 +5,7 @@ import types
 
 import pytest
 
+from nova_xen_stubdom.dom0 import image_manifest
 from nova_xen_stubdom.dom0 import pci_grants as agent_pci
 from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.driver import pciops
@@ -44,6 +45,8 @@ class FakeCtx:
                     'sriov_logical_PIF_of': [], 'disallow_unplug': False}
         self.calls = []
         self.plugin_calls = []
+        # the agent's stubdom_image reads this (absent: nothing lacking)
+        self.manifest = str(tmp_path / 'nova-xen-stubdom-manifest.json')
 
     def call(self, method, *args):
         self.calls.append((method,) + args)
@@ -74,6 +77,10 @@ class FakeCtx:
             return json.loads(agent_pci.plugin_pci_inventory(agent, {}))
         if fn == 'pci_detach':
             return {'released': [], 'errors': []}
+        if fn == 'stubdom_image':
+            agent.config = types.SimpleNamespace(
+                stubdom_manifest=self.manifest)
+            return json.loads(image_manifest.plugin_stubdom_image(agent, {}))
         raise AssertionError(fn)
 
     def add_vm(self, ref, power_state='Halted', pci='', resident_on=HOST,
@@ -305,10 +312,107 @@ def test_release_of_vanished_vm(tmp_path):
     pciops.PciOps(ctx).release(_instance('0000:81:00.0'), 'OpaqueRef:x')
 
 
-def test_passthrough_detection_and_message():
+def test_passthrough_detection():
     assert pciops.instance_has_passthrough(_instance('0000:81:00.0'))
     assert pciops.instance_has_passthrough(_instance(alias='xgpu:1'))
-    assert not pciops.instance_has_passthrough(_instance())
-    msg = pciops.live_migration_refusal(_instance('0000:81:00.0'))
-    assert 'inst-1' in msg and '0000:81:00.0' in msg
-    assert 'cannot live migrate' in msg
+    inst = _instance()
+    assert not pciops.instance_has_passthrough(inst)
+    inst.pci_requests = types.SimpleNamespace(requests=['xgpu'])
+    assert pciops.instance_has_passthrough(inst)
+    assert pciops.describe_passthrough(_instance('0000:81:00.0')) == \
+        '0000:81:00.0'
+    assert 'flavor' in pciops.describe_passthrough(_instance(alias='a:1'))
+
+
+def _write_manifest(ctx, **fields):
+    with open(ctx.manifest, 'w') as f:
+        json.dump(dict({'device_model': {'source': 'testbed'}}, **fields), f)
+
+
+def test_image_without_passthrough_offers_nothing(tmp_path, caplog):
+    ctx = FakeCtx(sim_pci.host_devices('gpu'), tmp_path)
+    assert _devices(ctx)            # the Debian-QEMU case: offered
+    _write_manifest(ctx, lacks=['xen-pci-passthrough'])
+    assert _devices(ctx) == []
+    text = caplog.text
+    assert 'offers none of its' in text and ctx.manifest in text
+    assert 'lacks xen-pci-passthrough' in text
+
+
+def test_image_lacking_other_things_still_offers(tmp_path):
+    ctx = FakeCtx(sim_pci.host_devices('gpu'), tmp_path)
+    _write_manifest(ctx, lacks=['something-else'])
+    assert _devices(ctx)
+
+
+def test_check_image_refuses_pci_guest_and_names_image(tmp_path):
+    ctx = FakeCtx(sim_pci.host_devices('gpu'), tmp_path)
+    ops = pciops.PciOps(ctx)
+    ops.check_image(_instance('0000:81:00.0'))      # no manifest: fine
+    _write_manifest(ctx, lacks=['xen-pci-passthrough'])
+    ops.check_image(_instance())                    # no PCI: fine
+    for inst in (_instance('0000:81:00.0'), _instance(alias='xgpu:1')):
+        with pytest.raises(pciops.PciImageUnsupported) as ei:
+            ops.check_image(inst)
+        msg = str(ei.value)
+        assert 'inst-1' in msg and 'host1' in msg and ctx.manifest in msg
+        assert 'lacks xen-pci-passthrough' in msg and 'testbed' in msg
+    # only the agent was asked: no XAPI call, nothing created
+    assert ctx.calls == []
+
+
+def test_check_image_refuses_on_unusable_manifest(tmp_path):
+    ctx = FakeCtx(sim_pci.host_devices('gpu'), tmp_path)
+    with open(ctx.manifest, 'w') as f:
+        f.write('{not json')
+    with pytest.raises(pciops.PciImageUnsupported) as ei:
+        pciops.PciOps(ctx).check_image(_instance('0000:81:00.0'))
+    assert 'manifest is unusable' in str(ei.value)
+    assert ctx.manifest in str(ei.value)
+
+
+def test_agent_without_stubdom_image_assumes_capable(tmp_path, caplog):
+    from nova_xen_stubdom.driver import exceptions as dexc
+    ctx = FakeCtx(sim_pci.host_devices('gpu'), tmp_path)
+
+    def old_agent(fn, **args):
+        raise dexc.AgentCallFailed(fn=fn, host='host1',
+                                   reason='unknown function')
+    ctx.call_plugin = old_agent
+    assert pciops.PciOps(ctx).image_pci_problem() is None
+    assert 'assuming PCI pass-through works' in caplog.text
+
+
+def test_live_migration_refusal_uses_the_same_test():
+    from nova import exception
+    from nova_xen_stubdom.driver import migrationutils
+    migrationutils.refuse_pci(_instance())
+    for inst in (_instance('0000:81:00.0'), _instance(alias='xgpu:1')):
+        with pytest.raises(exception.MigrationPreCheckError) as ei:
+            migrationutils.refuse_pci(inst)
+        msg = str(ei.value)
+        assert 'inst-1' in msg and 'live migration' in msg
+        assert pciops.describe_passthrough(inst) in msg
+
+
+def test_spawn_and_cold_migration_destination_refuse_first(tmp_path):
+    """Nothing is asked of XAPI (no VM, VDI or grant) before the refusal;
+    finish_migration refuses before its cleanup could touch the disks the
+    source still holds."""
+    from nova_xen_stubdom.driver import coldmigrationops, spawnops
+    ctx = FakeCtx(sim_pci.host_devices('gpu'), tmp_path)
+    _write_manifest(ctx, lacks=['xen-pci-passthrough'])
+
+    def no_operation(*args, **kwargs):
+        raise AssertionError('an operation started')
+    vmops = types.SimpleNamespace(_pciops=pciops.PciOps(ctx),
+                                  _operation=no_operation)
+    inst = _instance('0000:81:00.0')
+    with pytest.raises(pciops.PciImageUnsupported):
+        spawnops.SpawnOps(ctx, vmops).spawn(None, inst, None, [])
+    with pytest.raises(pciops.PciImageUnsupported):
+        coldmigrationops.ColdMigrationOps(ctx, vmops).finish_migration(
+            None, None, inst, '{"vdis": {"u": "root"}}', [], None, False,
+            None)
+    assert ctx.calls == []
+    assert [fn for fn, _ in ctx.plugin_calls] == ['stubdom_image'] * 2
