@@ -416,3 +416,10 @@ def test_spawn_and_cold_migration_destination_refuse_first(tmp_path):
             None)
     assert ctx.calls == []
     assert [fn for fn, _ in ctx.plugin_calls] == ['stubdom_image'] * 2
+
+
+def test_the_builder_records_what_the_driver_checks():
+    """An image built on the testbed's QEMU says it lacks exactly the
+    device model the driver looks for."""
+    from nova_xen_stubdom.stubdom import offline
+    assert pciops.PASSTHROUGH_DEVICE_MODEL in offline.TESTBED_LACKS
