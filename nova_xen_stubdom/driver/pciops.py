@@ -298,6 +298,9 @@ class PciOps:
 
     def __init__(self, ctx) -> None:
         self._ctx = ctx
+        #: the image warning last logged: the resource tracker asks every
+        #: minute, and an unchanged answer is not news
+        self._image_warning: Optional[str] = None
 
     # helpers for other ops (vmstart.VMStarter.dm_config: instance_addresses)
     instance_addresses = staticmethod(instance_addresses)
@@ -313,11 +316,17 @@ class PciOps:
             # an agent older than stubdom_image shipped no manifest: its
             # images predate the testbed device model, so nothing is known
             # to be lacking
-            LOG.warning('host %s: the agent cannot say what its stub-domain '
-                        'image lacks (%s); assuming PCI pass-through works',
-                        self._ctx.host_name, exc)
+            self._warn_image('host %s: the agent cannot say what its '
+                             'stub-domain image lacks (%s); assuming PCI '
+                             'pass-through works'
+                             % (self._ctx.host_name, exc))
             return None
         return image_problem(info or {})
+
+    def _warn_image(self, text: str) -> None:
+        if text != self._image_warning:
+            LOG.warning('%s', text)
+        self._image_warning = text
 
     def check_image(self, instance) -> None:
         """Refuse *instance* when it has PCI devices and this host's image
@@ -372,10 +381,11 @@ class PciOps:
             return json.dumps([])
         problem = self.image_pci_problem()
         if problem:
-            LOG.warning('host %s offers none of its %d PCI functions for '
-                        'pass-through: %s', self._ctx.host_name, len(pcis),
-                        problem)
+            self._warn_image('host %s offers none of its %d PCI functions '
+                             'for pass-through: %s'
+                             % (self._ctx.host_name, len(pcis), problem))
             return json.dumps([])
+        self._image_warning = None
         details = self._agent_details()
         excluded = self.host_needed(pcis, details)
         return json.dumps(build_devices(pcis, details, excluded))

@@ -339,6 +339,22 @@ def test_image_without_passthrough_offers_nothing(tmp_path, caplog):
     assert 'lacks xen-pci-passthrough' in text
 
 
+def test_image_warning_is_logged_once_per_change(tmp_path, caplog):
+    """The resource tracker asks every minute: the same answer is logged
+    once, a changed one again."""
+    ctx = FakeCtx(sim_pci.host_devices('gpu'), tmp_path)
+    ops = pciops.PciOps(ctx)
+    _write_manifest(ctx, lacks=['xen-pci-passthrough'])
+    for _ in range(3):
+        assert json.loads(ops.get_pci_passthrough_devices()) == []
+    assert caplog.text.count('offers none of its') == 1
+    _write_manifest(ctx, lacks=[])
+    assert json.loads(ops.get_pci_passthrough_devices())
+    _write_manifest(ctx, lacks=['xen-pci-passthrough'])
+    assert json.loads(ops.get_pci_passthrough_devices()) == []
+    assert caplog.text.count('offers none of its') == 2
+
+
 def test_image_lacking_other_things_still_offers(tmp_path):
     ctx = FakeCtx(sim_pci.host_devices('gpu'), tmp_path)
     _write_manifest(ctx, lacks=['something-else'])
