@@ -106,7 +106,22 @@ class DriverContext:
         return lockutils.lock('xen-stubdom-instance-%s' % instance_uuid)
 
 
-class InstanceOps:
+class XapiUser:
+    """What every ops class reaches through its ``self._ctx`` (a
+    :class:`DriverContext`, set by the subclass): XAPI calls and the
+    ``[xen_stubdom]`` options."""
+
+    _ctx: DriverContext
+
+    @property
+    def _conf(self):
+        return self._ctx.conf.xen_stubdom
+
+    def _call(self, method: str, *args):
+        return self._ctx.call(method, *args)
+
+
+class InstanceOps(XapiUser):
     """Base of the ops classes that act on an instance's VMs through the
     :class:`VMOps` hub (its per-instance lock, the instance's objects, and
     the starter and stopper).
@@ -118,10 +133,3 @@ class InstanceOps:
     def __init__(self, ctx: DriverContext, vmops) -> None:
         self._ctx = ctx
         self._vmops = vmops
-
-    @property
-    def _conf(self):
-        return self._ctx.conf.xen_stubdom
-
-    def _call(self, method: str, *args):
-        return self._ctx.call(method, *args)

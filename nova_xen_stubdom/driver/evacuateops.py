@@ -22,6 +22,7 @@ from oslo_log import log as logging
 from nova import exception
 from nova.i18n import _
 
+from nova_xen_stubdom.driver import common
 from nova_xen_stubdom.driver import exceptions as dexc
 from nova_xen_stubdom.driver import vmlookup
 from nova_xen_stubdom.xapi import constants as xc
@@ -30,13 +31,10 @@ from nova_xen_stubdom.xapi import errors as xapi_errors
 LOG = logging.getLogger(__name__)
 
 
-class EvacuateOps:
+class EvacuateOps(common.XapiUser):
     def __init__(self, ctx, vmops) -> None:
         self._ctx = ctx
         self._vmops = vmops
-
-    def _call(self, method: str, *args):
-        return self._ctx.call(method, *args)
 
     def instance_on_disk(self, instance) -> bool:
         """Whether every disk of *instance* is on a shared SR plugged here

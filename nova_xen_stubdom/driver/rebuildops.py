@@ -33,6 +33,7 @@ from oslo_utils import excutils
 
 from nova.compute import task_states
 
+from nova_xen_stubdom.driver import common
 from nova_xen_stubdom.driver import configdrive
 from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.driver import guest_config
@@ -48,13 +49,10 @@ LOG = logging.getLogger(__name__)
 IMAGE_FIELDS = ('HVM_boot_params', 'platform')
 
 
-class RebuildOps:
+class RebuildOps(common.XapiUser):
     def __init__(self, ctx, vmops) -> None:
         self._ctx = ctx
         self._vmops = vmops
-
-    def _call(self, method: str, *args):
-        return self._ctx.call(method, *args)
 
     def _disks(self, guest: str) -> Dict[int, dict]:
         """userdevice -> record of the guest's VBDs."""

@@ -20,6 +20,7 @@ from oslo_utils import excutils
 from nova import exception
 from nova.i18n import _
 
+from nova_xen_stubdom.driver import common
 from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.driver import guest_config
 from nova_xen_stubdom.driver import imageops
@@ -38,14 +39,11 @@ RESCUE_DISK = 'rescue'
 ORIGINAL_ROOT_USERDEVICE = 1
 
 
-class RescueOps:
+class RescueOps(common.XapiUser):
     def __init__(self, ctx, vmops, snapshotops) -> None:
         self._ctx = ctx
         self._vmops = vmops
         self._snapshotops = snapshotops
-
-    def _call(self, method: str, *args):
-        return self._ctx.call(method, *args)
 
     # -- lookup -----------------------------------------------------------
     def find(self, instance) -> vmbuild.Built:

@@ -31,19 +31,17 @@ from oslo_log import log as logging
 from nova.compute import task_states
 from nova.image import glance
 
+from nova_xen_stubdom.driver import common
 from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.driver import exceptions as dexc
 
 LOG = logging.getLogger(__name__)
 
 
-class SnapshotOps:
+class SnapshotOps(common.XapiUser):
     def __init__(self, ctx, vmops) -> None:
         self._ctx = ctx
         self._vmops = vmops
-
-    def _call(self, method: str, *args):
-        return self._ctx.call(method, *args)
 
     def root_vdi(self, guest_ref: str) -> str:
         """The VDI behind the guest's disk at userdevice 0."""

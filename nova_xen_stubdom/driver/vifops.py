@@ -46,6 +46,7 @@ from oslo_utils import excutils
 
 from nova.i18n import _
 
+from nova_xen_stubdom.driver import common
 from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.driver import exceptions as dexc
 from nova_xen_stubdom.driver import hotplug
@@ -65,13 +66,10 @@ class InterfaceOpRefused(dexc.XenStubdomDriverError):
                 '(nothing was changed)')
 
 
-class InterfaceOps:
+class InterfaceOps(common.XapiUser):
     def __init__(self, ctx, vmops) -> None:
         self._ctx = ctx
         self._vmops = vmops
-
-    def _call(self, method: str, *args):
-        return self._ctx.call(method, *args)
 
     # -- lookup -------------------------------------------------------------
     def _nic_vifs(self, built: vmbuild.Built, port_id: str

@@ -19,6 +19,7 @@ from nova import exception
 from nova.i18n import _
 from nova.virt import hardware
 
+from nova_xen_stubdom.driver import common
 from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.driver import exceptions as dexc
 from nova_xen_stubdom.driver import guest_config
@@ -34,7 +35,7 @@ from nova_xen_stubdom.xapi import power as xpower
 LOG = logging.getLogger(__name__)
 
 
-class VMOps:
+class VMOps(common.XapiUser):
     def __init__(self, ctx, hostops, pciops=None) -> None:
         self._ctx = ctx
         self._hostops = hostops
@@ -56,9 +57,6 @@ class VMOps:
         self._guest_rebooting: set = set()
 
     # -- helpers ----------------------------------------------------------
-    def _call(self, method: str, *args):
-        return self._ctx.call(method, *args)
-
     @contextlib.contextmanager
     def _operation(self, instance, name: str = 'other'):
         """Lock the instance and mark its power changes as Nova's own.

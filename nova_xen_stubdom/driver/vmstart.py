@@ -16,6 +16,7 @@ from oslo_log import log as logging
 
 from nova.i18n import _
 
+from nova_xen_stubdom.driver import common
 from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.driver import exceptions as dexc
 from nova_xen_stubdom.driver import vmbuild
@@ -25,7 +26,7 @@ LOG = logging.getLogger(__name__)
 DM_POLL_INTERVAL = 0.1
 
 
-class VMStarter:
+class VMStarter(common.XapiUser):
     """Starts an instance's guest with its stub domain (VMOps.starter).
 
     :param volumes: ``volumeutils.VolumeStorage`` (volume disks for QEMU).
@@ -37,13 +38,6 @@ class VMStarter:
         #: volumeutils.VolumeStorage: attached volumes' disks for QEMU
         self._volumes = volumes
         self._pciops = pciops
-
-    @property
-    def _conf(self):
-        return self._ctx.conf.xen_stubdom
-
-    def _call(self, method: str, *args):
-        return self._ctx.call(method, *args)
 
     def dm_config(self, instance, cfg, vifs,
                   guest: Optional[str] = None) -> dict:

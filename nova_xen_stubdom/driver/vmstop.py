@@ -9,6 +9,7 @@ from typing import Callable, List, Optional
 
 from oslo_log import log as logging
 
+from nova_xen_stubdom.driver import common
 from nova_xen_stubdom.driver import vmbuild
 from nova_xen_stubdom.xapi import constants as xc
 from nova_xen_stubdom.xapi import errors as xapi_errors
@@ -16,7 +17,7 @@ from nova_xen_stubdom.xapi import errors as xapi_errors
 LOG = logging.getLogger(__name__)
 
 
-class VMStopper:
+class VMStopper(common.XapiUser):
     """Stops an instance's guest and stub domain and removes what an
     operation built (VMOps.stopper).
 
@@ -29,9 +30,6 @@ class VMStopper:
         #: volumeutils.VolumeStorage: volume SRs are forgotten on removal
         self._volumes = volumes
         self._pciops = pciops
-
-    def _call(self, method: str, *args):
-        return self._ctx.call(method, *args)
 
     def power_state(self, vm_ref: str) -> Optional[str]:
         """XAPI's power state of *vm_ref*, None when it is gone."""

@@ -61,6 +61,7 @@ from nova import exception
 from nova.i18n import _
 from nova.virt import driver as virt_driver
 
+from nova_xen_stubdom.driver import common
 from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.driver import exceptions as dexc
 from nova_xen_stubdom.driver import hotplug
@@ -88,14 +89,11 @@ class VolumeOpRefused(dexc.XenStubdomDriverError):
                 '(nothing was changed)')
 
 
-class VolumeOps:
+class VolumeOps(common.XapiUser):
     def __init__(self, ctx, vmops) -> None:
         self._ctx = ctx
         self._vmops = vmops
         self._storage: volumeutils.VolumeStorage = vmops.volumes
-
-    def _call(self, method: str, *args):
-        return self._ctx.call(method, *args)
 
     def get_volume_connector(self, instance) -> dict:
         return self._storage.connector()

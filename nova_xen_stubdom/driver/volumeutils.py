@@ -43,6 +43,7 @@ from nova import exception
 from nova.i18n import _
 from nova.virt import driver as virt_driver
 
+from nova_xen_stubdom.driver import common
 from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.xapi import errors as xapi_errors
 
@@ -186,14 +187,11 @@ def plan(block_device_info, taken: List[int]) -> List[PlannedVolume]:
     return sorted(out, key=lambda v: v.userdevice)
 
 
-class VolumeStorage:
+class VolumeStorage(common.XapiUser):
     """SR / PBD / VDI of volumes on this host (no VM knowledge)."""
 
     def __init__(self, ctx) -> None:
         self._ctx = ctx
-
-    def _call(self, method: str, *args):
-        return self._ctx.call(method, *args)
 
     def connector(self) -> dict:
         """What Cinder needs to export a volume to this host: the host's
