@@ -107,8 +107,10 @@ class ColdMigrationOps(common.InstanceOps):
                          power_on=True) -> None:
         """Destination: VMs for the (new) flavor on the copied disks."""
         if self._vmops._pciops is not None:
-            # before the try below, whose cleanup would take the disks: the
-            # source still holds them and a revert resize gets them back
+            # before anything is created here: Nova's finish_resize puts
+            # the server in ERROR on this host, and the source's VMs and
+            # disks stay set aside until the server is deleted
+            # (remove_aside)
             self._vmops._pciops.check_image(instance)
         cfg = guest_config.resolve(instance.flavor, image_meta)
         copies = json.loads(disk_info or '{}').get('vdis', {})
@@ -158,8 +160,8 @@ class ColdMigrationOps(common.InstanceOps):
             except Exception:
                 with excutils.save_and_reraise_exception():
                     LOG.error('finish_migration failed; removing the VMs '
-                              'built here (the disks stay for a revert)',
-                              instance=instance)
+                              'built here (the disks stay set aside on the '
+                              'source)', instance=instance)
                     built.vdis = []
                     self._vmops.stopper.teardown(instance, built,
                                                  raise_first=False)
@@ -177,6 +179,42 @@ class ColdMigrationOps(common.InstanceOps):
             self._vmops.stopper.teardown(instance, built, raise_first=True)
             self._set_aside(vmbuild.Built(vdis=vdis), aside=False)
         LOG.info('resize confirmed: source VMs removed', instance=instance)
+
+    def remove_aside(self, instance) -> bool:
+        """Remove the VMs and disks a cold migration set aside for a
+        *deleted* instance (Nova's ``delete_instance_files``).
+
+        Nova cannot revert a migration whose ``finish_migration`` failed:
+        its ``finish_resize`` leaves the server in ERROR on the destination
+        and the migration in ``error``, and ``revert_resize`` asks for a
+        ``finished`` migration (``nova/compute/manager.py``,
+        ``finish_resize``; ``nova/compute/api.py``, ``revert_resize``).
+        Nova's delete then destroys on the destination, which must not
+        touch set-aside objects (a revert's destroy there is the same
+        call).  Once the server is deleted, Nova's periodic
+        ``_run_pending_deletes`` asks the server's host (the destination)
+        to delete its files: this is that, and the pool's XAPI reaches the
+        source's objects from there.  (``_cleanup_incomplete_migrations``
+        would ask the source, but finds no migration: ``instance_destroy``
+        soft-deletes them with the instance, ``nova/db/main/api.py``.)
+
+        :returns: False when something could not be removed: Nova tries
+            again at its next run, up to ``maximum_instance_delete_attempts``.
+        """
+        built = self._aside(instance)
+        if built.empty():
+            return True
+        with self._vmops._operation(instance):
+            try:
+                self._vmops.stopper.teardown(instance, built,
+                                             raise_first=True)
+            except Exception as exc:
+                LOG.warning('could not remove what a cold migration set '
+                            'aside: %s', exc, instance=instance)
+                return False
+        LOG.info('removed the VMs and disks a failed cold migration had '
+                 'set aside', instance=instance)
+        return True
 
     def finish_revert_migration(self, context, instance, network_info,
                                 migration, block_device_info=None,

@@ -498,6 +498,9 @@ class XenStubdomDriver(driver.ComputeDriver):
         return self._coldmigrationops.confirm_migration(
             context, migration, instance, network_info)
 
+    def delete_instance_files(self, instance):
+        return self._coldmigrationops.remove_aside(instance)
+
     def finish_revert_migration(self, context, instance, network_info,
                                 migration, block_device_info=None,
                                 power_on=True, share_info=None):
