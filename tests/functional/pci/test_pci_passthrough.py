@@ -7,6 +7,7 @@ which includes "no PCI grant and no device assigned" on every host.
 """
 from tests.functional import base  # noqa: I100 (first: eventlet decision)
 
+import dataclasses
 import json
 import os
 
@@ -15,9 +16,11 @@ from oslo_serialization import jsonutils
 
 from nova import context as nova_context
 from nova import objects
+from nova.tests.functional.api import client
 
 from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.sim import pool as sim_pool
+from tests import waiting
 
 GPU = '0000:81:00.0'
 GPU_AUDIO = '0000:81:00.1'
@@ -591,22 +594,25 @@ class TestPciTwoGpuHosts(PciTestBase):
         self._check_released('host1')
 
 
-class TestPciImageWithoutPassthrough(PciTestBase):
-    """A host whose stub-domain image was built on the testbed's QEMU
-    (manifest ``"lacks": ["xen-pci-passthrough"]``, written where agent.conf
-    ``stubdom_manifest`` points): it offers no devices and refuses a guest
-    with one before creating anything."""
+class PciImageTestBase(PciTestBase):
+    """One host's stub-domain image is described by a manifest the test
+    rewrites (agent.conf ``stubdom_manifest``).  It starts capable, so that
+    Nova has the host's devices when the image is replaced underneath it
+    (Nova reads the inventory at service start); :meth:`_lose_passthrough`
+    puts in an image built on the testbed's QEMU (manifest ``"lacks":
+    ["xen-pci-passthrough"]``)."""
     MAX_ATTEMPTS = 1
+    #: the host (index into HOST_CONFIGS) whose image the test replaces
+    IMAGE_HOST = 0
 
     def setUp(self):
         tmp = self.useFixture(fixtures.TempDir()).path
         self.manifest = os.path.join(tmp, 'nova-xen-stubdom-manifest.json')
-        # a capable image first, so that Nova has host1's GPU when the
-        # image is replaced underneath it (Nova reads the inventory at
-        # service start)
         self._write_manifest([])
-        self.HOST_CONFIGS = [sim_pool.HostConfig(
-            pci_devices='gpu', stubdom_manifest=self.manifest)]
+        configs = list(self.HOST_CONFIGS)
+        configs[self.IMAGE_HOST] = dataclasses.replace(
+            configs[self.IMAGE_HOST], stubdom_manifest=self.manifest)
+        self.HOST_CONFIGS = configs
         super().setUp()
 
     def _write_manifest(self, lacks):
@@ -614,19 +620,33 @@ class TestPciImageWithoutPassthrough(PciTestBase):
             json.dump({'device_model': {'source': 'testbed'},
                        'lacks': lacks}, f)
 
+    def _lose_passthrough(self):
+        self._write_manifest(['xen-pci-passthrough'])
+
+    def _assert_refusal(self, server):
+        """*server*'s fault is the image refusal, naming the manifest."""
+        fault = server['fault']
+        text = fault['message'] + fault.get('details', '')
+        self.assertIn('lacks xen-pci-passthrough', text)
+        self.assertIn(self.manifest, text)
+
+
+class TestPciImageWithoutPassthrough(PciImageTestBase):
+    """A host whose stub-domain image cannot pass devices through offers
+    no devices and refuses a guest with one before creating anything."""
+    HOST_CONFIGS = [sim_pool.HostConfig(pci_devices='gpu')]
+
     def test_refused_before_anything_exists_then_not_offered(self):
         self.assertIn(GPU, self._nova_devs('host1'))
         db = self.sim_host('host1').pool.db
         vdis = sorted(db.all_refs('VDI'))
-        self._write_manifest(['xen-pci-passthrough'])
+        self._lose_passthrough()
         server = self._create_server(flavor_id=self._flavor('xgpu:1'),
                                      networks='none', expected_state='ERROR')
         # no guest, no stub domain, no grant; the claim released at once
         TestPciSpawnFailures._assert_failed_cleanly(
             self, server, 'host1', [GPU], 'lacks xen-pci-passthrough')
-        fault = server['fault']
-        self.assertIn(self.manifest, fault['message'] +
-                      fault.get('details', ''))
+        self._assert_refusal(server)
         # no VDI was made either
         self.assertEqual(vdis, sorted(db.all_refs('VDI')))
         self._delete_server(server)
@@ -643,3 +663,92 @@ class TestPciImageWithoutPassthrough(PciTestBase):
                                      networks='none', expected_state='ERROR')
         self.assertIn('No valid host', server['fault']['message'])
         self._delete_server(server)
+
+
+class TestPciColdMigrationToImageWithoutPassthrough(PciImageTestBase):
+    """A GPU guest cold-migrated to a host whose image lost pass-through
+    after its service started (Nova still offers that host's GPU, so the
+    scheduler and the claim let the move through): the destination's
+    finish_migration refuses before it creates anything there."""
+    HOST_CONFIGS = [sim_pool.HostConfig(pci_devices='gpu'),
+                    sim_pool.HostConfig(pci_devices='gpu')]
+    IMAGE_HOST = 1
+
+    def _instance_objects(self, server):
+        """``{VM name_label: (role, power state)}`` and the VDI names of
+        *server*, wherever they are in the pool."""
+        db = self.sim_host('host1').pool.db
+        vms, vdis = {}, []
+        for ref in db.all_refs('VM'):
+            rec = db.get('VM', ref)
+            if rec['other_config'].get(dc.OC_NOVA_UUID) == server['id']:
+                vms[rec['name_label']] = (rec['other_config'][dc.OC_ROLE],
+                                          rec['power_state'])
+        for ref in db.all_refs('VDI'):
+            rec = db.get('VDI', ref)
+            if rec['other_config'].get(dc.OC_NOVA_UUID) == server['id']:
+                vdis.append(rec['name_label'])
+        return vms, sorted(vdis)
+
+    def test_refused_before_anything_exists_server_in_error(self):
+        server = self._create_server(flavor_id=self._flavor('xgpu:1'),
+                                     networks='none', host='host1')
+        guest, stub = self._check_assigned(server, 'host1', [GPU])
+        name = guest['name_label']
+        db = self.sim_host('host2').pool.db
+        vms, vdis = sorted(db.all_refs('VM')), sorted(db.all_refs('VDI'))
+        self._lose_passthrough()
+        self.api.post_server_action(server['id'], {'migrate': None})
+        # 'finished' is what a destination that does not refuse reaches
+        migration = waiting.wait_until(
+            lambda: [m for m in self.api.get_migrations()
+                     if m['instance_uuid'] == server['id'] and
+                     m['status'] in ('error', 'finished')],
+            'the migration to end', timeout=120)[0]
+        self.assertEqual(('error', 'host1', 'host2'),
+                         (migration['status'], migration['source_compute'],
+                          migration['dest_compute']))
+        # Nova's finish_resize: the source had moved the server to the
+        # destination before casting it there; a failure leaves it in ERROR
+        # on the destination
+        server = self._wait_for_state_change(server, 'ERROR')
+        self.assertEqual('host2', server['OS-EXT-SRV-ATTR:host'])
+        self._assert_refusal(server)
+        self.assertIn('host host2 cannot pass devices through',
+                      server['fault']['message'])
+        # nothing was created: no VM or VDI anywhere in the pool, no domain
+        # or grant on the destination
+        self.assertEqual((vms, vdis), (sorted(db.all_refs('VM')),
+                                       sorted(db.all_refs('VDI'))))
+        self.assertEqual([0], list(self.sim_host('host2').hypervisor.domains))
+        self._check_released('host2')
+        # the source halted its VMs, released the device and set VMs and
+        # disk aside for a revert...
+        self._check_released('host1', int(stub['domid']))
+        aside = ({name: ('resize-source-guest', 'Halted'),
+                  name + dc.STUBDOM_SUFFIX: ('resize-source-stubdom',
+                                             'Halted')},
+                 [name + '-root.resize-source'])
+        self.assertEqual(aside, self._instance_objects(server))
+        # ...that Nova refuses: it reverts a finished migration only
+        exc = self.assertRaises(
+            client.OpenStackApiException, self.api.post_server_action,
+            server['id'], {'revertResize': None})
+        self.assertEqual(409, exc.response.status_code)
+        self.assertIn('vm_state error', str(exc))
+
+        # delete: Nova destroys on the destination, which leaves the
+        # source's set-aside objects alone (a revert's destroy is the same
+        # call); Nova's periodic retry of deleted instances' files on their
+        # host removes them (the pool's XAPI reaches the source's objects)
+        self._delete_server(server)
+        self.assertEqual(aside, self._instance_objects(server))
+        # (the task reads CONF.host: the harness set it per service start)
+        self.flags(host='host2')
+        self.computes['host2'].manager._run_pending_deletes(
+            nova_context.get_admin_context())
+        self.assertEqual(({}, []), self._instance_objects(server))
+        self._check_released('host1')
+        self._run_periodics()
+        self.assertEqual(['available'], self._status('host1', GPU))
+        self.assertEqual(['available'], self._status('host2', GPU))
