@@ -31,6 +31,7 @@ from oslo_log import log as logging
 from nova.console import type as ctype
 from nova import exception
 
+from nova_xen_stubdom.driver import common
 from nova_xen_stubdom.driver import exceptions as dexc
 from nova_xen_stubdom.xapi import constants as xc
 from nova_xen_stubdom.xapi import errors as xapi_errors
@@ -45,10 +46,9 @@ CONSOLE_URI = '/console'
 DEFAULT_TOKEN_TTL = 600
 
 
-class ConsoleOps:
+class ConsoleOps(common.InstanceOps):
     def __init__(self, ctx, vmops) -> None:
-        self._ctx = ctx
-        self._vmops = vmops
+        super().__init__(ctx, vmops)
         self._lock = threading.Lock()
         #: (monotonic time, session) handed out, oldest first
         self._sessions: Deque[Tuple[float, object]] = collections.deque()
@@ -57,13 +57,13 @@ class ConsoleOps:
     def _consoles(self, instance, protocol: str) -> List[Dict]:
         """The guest's console records of *protocol* (running guest)."""
         built = self._vmops._require(instance)
-        state = self._ctx.call('VM.get_power_state', built.guest)
+        state = self._call('VM.get_power_state', built.guest)
         if state != xc.POWER_STATE_RUNNING:
             raise exception.InstanceNotReady(instance_id=instance.uuid)
         out = []
-        for ref in self._ctx.call('VM.get_consoles', built.guest):
+        for ref in self._call('VM.get_consoles', built.guest):
             try:
-                rec = self._ctx.call('console.get_record', ref)
+                rec = self._call('console.get_record', ref)
             except xapi_errors.HandleInvalid:
                 continue        # the VM just restarted: records renewed
             if rec.get('protocol') == protocol:
@@ -71,7 +71,7 @@ class ConsoleOps:
         return out
 
     def _port(self) -> int:
-        port = self._ctx.conf.xen_stubdom.console_port
+        port = self._conf.console_port
         if port:
             return port
         url = urllib.parse.urlsplit(self._ctx.client.url)
@@ -101,10 +101,9 @@ class ConsoleOps:
 
     def _new_session(self) -> str:
         self.expire()
-        group = self._ctx.conf.xen_stubdom
         sess = self._ctx.client.login(originator=ORIGINATOR,
-                                      username=group.console_username,
-                                      password=group.console_password)
+                                      username=self._conf.console_username,
+                                      password=self._conf.console_password)
         with self._lock:
             self._sessions.append((time.monotonic(), sess))
         return sess.ref
@@ -155,7 +154,7 @@ class ConsoleOps:
         """The guest's console log as dom0 keeps it (``console_log`` of the
         dom0 side, bounded); empty while the guest does not run."""
         built = self._vmops._require(instance)
-        domid = int(self._ctx.call('VM.get_domid', built.guest))
+        domid = int(self._call('VM.get_domid', built.guest))
         if domid < 0:
             return b''
         try:

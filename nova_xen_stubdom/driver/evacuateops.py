@@ -31,11 +31,7 @@ from nova_xen_stubdom.xapi import errors as xapi_errors
 LOG = logging.getLogger(__name__)
 
 
-class EvacuateOps(common.XapiUser):
-    def __init__(self, ctx, vmops) -> None:
-        self._ctx = ctx
-        self._vmops = vmops
-
+class EvacuateOps(common.InstanceOps):
     def instance_on_disk(self, instance) -> bool:
         """Whether every disk of *instance* is on a shared SR plugged here
         (a pool's shared SR: the disk survives its host)."""

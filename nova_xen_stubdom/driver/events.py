@@ -23,6 +23,7 @@ from oslo_log import log as logging
 
 from nova.virt import event as virtevent
 
+from nova_xen_stubdom.driver import common
 from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.xapi import constants as xc
 
@@ -49,10 +50,9 @@ def transition(old: str, new: str):
     return _TRANSITIONS.get((old, new))
 
 
-class LifecycleEvents:
+class LifecycleEvents(common.InstanceOps):
     def __init__(self, ctx, vmops, emit) -> None:
-        self._ctx = ctx
-        self._vmops = vmops
+        super().__init__(ctx, vmops)
         self._emit = emit
         self._unsubscribe = None
 
@@ -133,7 +133,7 @@ class LifecycleEvents:
                                         dc.OC_ROLE: dc.ROLE_STUBDOM})
                 for ref, rec in found:
                     if rec.get('power_state') != xc.POWER_STATE_HALTED:
-                        self._ctx.call('VM.hard_shutdown', ref)
+                        self._call('VM.hard_shutdown', ref)
                 guest = self._ctx.cache.find(
                     'VM', other_config={dc.OC_NOVA_UUID: instance_uuid,
                                         dc.OC_ROLE: dc.ROLE_GUEST})

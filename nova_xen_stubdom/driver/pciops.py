@@ -45,6 +45,7 @@ from nova import exception
 from nova.i18n import _
 from oslo_log import log as logging
 
+from nova_xen_stubdom.driver import common
 from nova_xen_stubdom.driver import constants as dc
 from nova_xen_stubdom.driver import exceptions as dexc
 
@@ -289,7 +290,7 @@ def build_devices(pci_records: Dict[str, dict], details: Dict[str, dict],
 
 # -- the ops object -----------------------------------------------------------
 
-class PciOps:
+class PciOps(common.XapiUser):
     """PCI pass-through of one compute host.
 
     :param ctx: the driver's
@@ -344,7 +345,7 @@ class PciOps:
 
     # inventory
     def _host_pci_records(self) -> Dict[str, dict]:
-        recs = self._ctx.call('PCI.get_all_records')
+        recs = self._call('PCI.get_all_records')
         return {r: p for r, p in recs.items()
                 if p.get('host') == self._ctx.host_ref}
 
@@ -354,7 +355,7 @@ class PciOps:
 
     def host_needed(self, pcis: Dict[str, dict],
                     details: Dict[str, dict]) -> Dict[str, str]:
-        pifs = _host_pifs(self._ctx.call('PIF.get_all_records'),
+        pifs = _host_pifs(self._call('PIF.get_all_records'),
                           self._ctx.host_ref)
 
         def _records(cls: str, field: str) -> Dict[str, dict]:
@@ -363,7 +364,7 @@ class PciOps:
                 v = p.get(field)
                 refs.update(v if isinstance(v, list) else
                             [v] if v and v != NULL_REF else [])
-            return {r: self._ctx.call('%s.get_record' % cls, r)
+            return {r: self._call('%s.get_record' % cls, r)
                     for r in refs}
 
         return host_needed_devices(
@@ -397,7 +398,7 @@ class PciOps:
         ``other_config:pci`` or XAPI's ``VM.attached_PCIs``."""
         pci_ids = None
         out = {}
-        for ref, vm in self._ctx.call('VM.get_all_records').items():
+        for ref, vm in self._call('VM.get_all_records').items():
             if ref == exclude_ref or vm.get('is_a_template'):
                 continue
             if vm.get('power_state') not in _HOLDING_STATES:
@@ -447,17 +448,17 @@ class PciOps:
                         'vm': holders[addr][0], 'state': holders[addr][1]})
         value = format_other_config(addrs)
         self._clear_other_config(guest_ref)
-        self._ctx.call('VM.add_to_other_config', guest_ref, OC_PCI, value)
+        self._call('VM.add_to_other_config', guest_ref, OC_PCI, value)
         LOG.info('PCI devices %s assigned (other_config:%s=%s)', addrs,
                  OC_PCI, value, instance=instance)
         return addrs
 
     def _clear_other_config(self, guest_ref: str) -> None:
-        oc = self._ctx.call('VM.get_other_config', guest_ref)
+        oc = self._call('VM.get_other_config', guest_ref)
         # xenopsd's key on our own guest: what older versions wrote
         for key in (OC_PCI, dc.OC_XENOPSD_PCI):
             if key in oc:
-                self._ctx.call('VM.remove_from_other_config', guest_ref, key)
+                self._call('VM.remove_from_other_config', guest_ref, key)
 
     def release(self, instance, guest_ref: Optional[str]) -> None:
         """Drop the guest's devices: revoke any grants its domain still has
@@ -467,7 +468,7 @@ class PciOps:
         if not guest_ref:
             return
         try:
-            rec = self._ctx.call('VM.get_record', guest_ref)
+            rec = self._call('VM.get_record', guest_ref)
         except Exception as exc:
             if 'HANDLE_INVALID' in str(exc):
                 return
@@ -490,6 +491,5 @@ class PciOps:
         if addrs:
             for key in (OC_PCI, dc.OC_XENOPSD_PCI):
                 if key in oc:
-                    self._ctx.call('VM.remove_from_other_config', guest_ref,
-                                   key)
+                    self._call('VM.remove_from_other_config', guest_ref, key)
             LOG.info('PCI devices %s released', addrs, instance=instance)

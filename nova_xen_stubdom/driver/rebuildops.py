@@ -49,11 +49,7 @@ LOG = logging.getLogger(__name__)
 IMAGE_FIELDS = ('HVM_boot_params', 'platform')
 
 
-class RebuildOps(common.XapiUser):
-    def __init__(self, ctx, vmops) -> None:
-        self._ctx = ctx
-        self._vmops = vmops
-
+class RebuildOps(common.InstanceOps):
     def _disks(self, guest: str) -> Dict[int, dict]:
         """userdevice -> record of the guest's VBDs."""
         out = {}

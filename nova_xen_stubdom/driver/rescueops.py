@@ -39,10 +39,9 @@ RESCUE_DISK = 'rescue'
 ORIGINAL_ROOT_USERDEVICE = 1
 
 
-class RescueOps(common.XapiUser):
+class RescueOps(common.InstanceOps):
     def __init__(self, ctx, vmops, snapshotops) -> None:
-        self._ctx = ctx
-        self._vmops = vmops
+        super().__init__(ctx, vmops)
         self._snapshotops = snapshotops
 
     # -- lookup -----------------------------------------------------------
@@ -138,8 +137,7 @@ class RescueOps(common.XapiUser):
         rescue.guest_uuid = self._call('VM.get_uuid', rescue.guest)
         stub_rec = vmbuild.stubdom_record(
             instance, cfg, self._ctx.host_ref, rescue.guest_uuid,
-            self._ctx.conf.xen_stubdom.stubdom_kernel,
-            self._ctx.conf.xen_stubdom.stubdom_ramdisk)
+            self._conf.stubdom_kernel, self._conf.stubdom_ramdisk)
         stub_rec['name_label'] = (instance.name + RESCUE_SUFFIX +
                                   dc.STUBDOM_SUFFIX)
         stub_rec['other_config'][dc.OC_ROLE] = ROLE_RESCUE_STUBDOM

@@ -38,11 +38,7 @@ from nova_xen_stubdom.driver import exceptions as dexc
 LOG = logging.getLogger(__name__)
 
 
-class SnapshotOps(common.XapiUser):
-    def __init__(self, ctx, vmops) -> None:
-        self._ctx = ctx
-        self._vmops = vmops
-
+class SnapshotOps(common.InstanceOps):
     def root_vdi(self, guest_ref: str) -> str:
         """The VDI behind the guest's disk at userdevice 0."""
         root = str(dc.DISK_USERDEVICE['root'])

@@ -66,11 +66,7 @@ class InterfaceOpRefused(dexc.XenStubdomDriverError):
                 '(nothing was changed)')
 
 
-class InterfaceOps(common.XapiUser):
-    def __init__(self, ctx, vmops) -> None:
-        self._ctx = ctx
-        self._vmops = vmops
-
+class InterfaceOps(common.InstanceOps):
     # -- lookup -------------------------------------------------------------
     def _nic_vifs(self, built: vmbuild.Built, port_id: str
                   ) -> Tuple[Optional[str], Optional[str]]:

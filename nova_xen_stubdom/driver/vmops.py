@@ -158,7 +158,7 @@ class VMOps(common.XapiUser):
         the stub domain too: its target is bound to the old guest domid."""
         with self._operation(instance):
             built = self._require(instance)
-            timeout = (self._ctx.conf.xen_stubdom.clean_shutdown_timeout
+            timeout = (self._conf.clean_shutdown_timeout
                        if reboot_type == 'SOFT' else None)
             self.stopper.stop(instance, built.guest, built.stubdom,
                               built.guest_uuid, clean_timeout=timeout)

@@ -89,10 +89,9 @@ class VolumeOpRefused(dexc.XenStubdomDriverError):
                 '(nothing was changed)')
 
 
-class VolumeOps(common.XapiUser):
+class VolumeOps(common.InstanceOps):
     def __init__(self, ctx, vmops) -> None:
-        self._ctx = ctx
-        self._vmops = vmops
+        super().__init__(ctx, vmops)
         self._storage: volumeutils.VolumeStorage = vmops.volumes
 
     def get_volume_connector(self, instance) -> dict:
