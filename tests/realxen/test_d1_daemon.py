@@ -9,8 +9,11 @@ guest (xenstore keys read back with Xen's client, the hypervisor's target
 proven by a second ``xc_domain_set_target`` failing with EINVAL, and the
 stub foreign-maps the guest); console_log reads a console ring;
 save_image / verify_image / undo_save on the running HVM guest; kill -9 of
-the daemon in the middle of a save, restart, recovery; nothing left
-behind.
+the daemon in the middle of a save, restart, recovery; ``guest_pv_drivers``
+false for the MBR guest and true once dom0 set its
+``HVM_PARAM_CALLBACK_IRQ`` as PV drivers would (a stand-in: no guest with
+real PV drivers boots in this testbed), after which our suspend path
+refuses it and it runs on; nothing left behind.
 """
 
 import pytest
@@ -19,7 +22,8 @@ D1 = ('D1-GUESTS-UP', 'D1-DAEMON-UP', 'D1-PYTHON', 'D1-PLUGIN-ERROR',
       'D1-LINK',
       'D1-DM-LAUNCH', 'D1-TARGET-XS', 'D1-TARGET-HV', 'D1-XS-TARGET-BAD',
       'D1-STUB-MAPS', 'D1-CONSOLE', 'D1-SAVE', 'D1-VERIFY', 'D1-UNDO-SAVE',
-      'D1-KILL9-MIDSAVE', 'D1-RESTART', 'D1-RECOVERED', 'D1-DM-STOP',
+      'D1-KILL9-MIDSAVE', 'D1-RESTART', 'D1-RECOVERED', 'D1-PV-NONE',
+      'D1-PV-CALLBACK', 'D1-PV-LOADED', 'D1-PV-SUSPEND-REFUSED', 'D1-DM-STOP',
       'D1-DAEMON-STOP', 'D1-LEAK-CHECK', 'D1-DONE')
 
 
@@ -99,6 +103,31 @@ def test_d1_kill9_mid_save_recovers(realxen_boot):
     assert rec.args['guest'] == up.args['guest']
     assert rec.args['wiring_target'] == up.args['guest']
     assert _marker(realxen_boot, 'D1-RESTART').args['recovered'] == '1'
+
+
+def test_d1_pv_drivers_detected_and_suspend_refused(realxen_boot):
+    guest = _marker(realxen_boot, 'D1-GUESTS-UP').args['guest']
+    # the MBR guest makes no hypercalls: HVM_PARAM_CALLBACK_IRQ is 0, as
+    # libxl_domain.c libxl__domain_pvcontrol_available reads it
+    none = _marker(realxen_boot, 'D1-PV-NONE').args
+    assert (none['pv_drivers'], none['domid']) == ('False', guest), none
+    # NOT a guest with real PV drivers: dom0 sets the parameter on the MBR
+    # guest as a guest's drivers would (xc_hvm_param_set; Xen 4.17 hvm.c
+    # hvm_allow_set_param lets the toolstack), a GSI-type via on GSI 28
+    cb = _marker(realxen_boot, 'D1-PV-CALLBACK').args
+    assert cb['value'] == cb['readback'] == '0x1c', cb
+    loaded = _marker(realxen_boot, 'D1-PV-LOADED').args
+    assert (loaded['pv_drivers'], loaded['domid']) == ('True', guest), loaded
+    # guest_suspend.stop by default (toolstack_managed): refused for the PV
+    # drivers, before control/shutdown is written; the guest runs on
+    # (same domain, not paused, not shut down, ticks after the refusal)
+    m = _marker(realxen_boot, 'D1-PV-SUSPEND-REFUSED')
+    a = m.args
+    assert (a['refused'], a['pv_reason']) == ('1', '1'), repr(m)
+    assert a['guest'] == guest, repr(m)
+    assert (a['paused'], a['shutdown']) == ('0', '0'), repr(m)
+    assert a['control_shutdown'] in ('empty', 'absent'), repr(m)
+    assert int(a['ticks']) > int(a['ticks_before']), repr(m)
 
 
 def test_d1_clean_stop_and_no_leaks(realxen_boot):

@@ -15,10 +15,13 @@
 # responder playing the stub's QEMU), verify_image checks it, undo_save
 # resumes.  Then a second save is cut by kill -9 of the daemon while it
 # waits for the device state; the restarted daemon must recover: guest
-# running, state disk gone, link still there.  `xl create -p`/`unpause`/
+# running, state disk gone, link still there.  guest_pv_drivers answers
+# false for the MBR guest, true once dom0 set HVM_PARAM_CALLBACK_IRQ on it
+# as PV drivers would (a stand-in, not a PV-driver guest), and our suspend
+# path (guest_suspend.stop) then refuses it; it runs on.  `xl create -p`/`unpause`/
 # `destroy` stand in for XAPI's VM.start of the stub VM (paused: the driver
 # links before the stub runs), VM.unpause and VM.hard_shutdown.
-# EXPECT: D1-GUESTS-UP D1-DAEMON-UP D1-PYTHON D1-PLUGIN-ERROR D1-LINK D1-DM-LAUNCH D1-TARGET-XS D1-TARGET-HV D1-XS-TARGET-BAD D1-STUB-MAPS D1-CONSOLE D1-SAVE D1-VERIFY D1-UNDO-SAVE D1-KILL9-MIDSAVE D1-RESTART D1-RECOVERED D1-DM-STOP D1-DAEMON-STOP D1-LEAK-CHECK D1-DONE
+# EXPECT: D1-GUESTS-UP D1-DAEMON-UP D1-PYTHON D1-PLUGIN-ERROR D1-LINK D1-DM-LAUNCH D1-TARGET-XS D1-TARGET-HV D1-XS-TARGET-BAD D1-STUB-MAPS D1-CONSOLE D1-SAVE D1-VERIFY D1-UNDO-SAVE D1-KILL9-MIDSAVE D1-RESTART D1-RECOVERED D1-PV-NONE D1-PV-CALLBACK D1-PV-LOADED D1-PV-SUSPEND-REFUSED D1-DM-STOP D1-DAEMON-STOP D1-LEAK-CHECK D1-DONE
 # shellcheck disable=SC2046,SC2154,SC3043
 # (marker arguments are meant to split into words; R_*/V_* are set by the
 # eval in pcall; dom0's busybox ash has `local`)
@@ -199,6 +202,45 @@ else
     loops=$loops command=$cmd wiring_target=$wt ticks_before=$before ticks=$(ticks)
 fi
 kill $RPID 2>/dev/null; wait $RPID 2>/dev/null
+
+# -- PV drivers: guest_pv_drivers, and our suspend path refusing -------------
+# The driver asks guest_pv_drivers before a live migration or a suspend
+# (driver/pv_guests.py) and refuses a guest whose PV drivers are loaded;
+# the switch-over's guest_suspend.stop refuses it too (toolstack_managed:
+# xenopsd halts a VM that suspends outside its operations).  The MBR guest
+# has no PV drivers: HVM_PARAM_CALLBACK_IRQ is 0 (libxl_domain.c
+# libxl__domain_pvcontrol_available reads the same parameter).
+pcall plugin guest_pv_drivers guest_vm_uuid=$U; rc=$?
+mark D1-PV-NONE rc=$rc pv_drivers=$V_pv_drivers domid=$V_domid took=$R_took \
+  $([ "$V_pv_drivers" = False ] || echo FAILED)
+# "PV drivers loaded" as Xen sees it: the boot sector makes no hypercalls,
+# so dom0 sets HVM_PARAM_CALLBACK_IRQ for it, as a guest's drivers set it
+# when they load (this is NOT a guest with real PV drivers: no Linux HVM
+# guest boots in this testbed in reasonable time).  The value is a GSI-type
+# via (HVM_PARAM_CALLBACK_TYPE_GSI, public/hvm/params.h) on GSI 28: an
+# I/O APIC pin, which Xen masks at reset (vioapic.c vioapic_reset) and
+# nothing in this guest unmasks, and above the 16 the i8259 PIC sees, so
+# the guest never gets an interrupt from it.  The same process then runs
+# guest_suspend.stop as the switch-over calls it (by default the domain is
+# a toolstack's): refused before anything is asked of the guest.
+r=$(call pv-callback $G 28 suspend); echo "$r"
+before=$(ticks)
+cb=$(echo "$r" | sed -n 1p); sr=$(echo "$r" | sed -n 2p)
+case "$cb" in *errno=0*) mark D1-PV-CALLBACK $cb ;; *) mark D1-PV-CALLBACK FAILED $cb ;; esac
+pcall plugin guest_pv_drivers guest_vm_uuid=$U; rc=$?
+mark D1-PV-LOADED rc=$rc pv_drivers=$V_pv_drivers domid=$V_domid took=$R_took \
+  $([ "$V_pv_drivers" = True ] || echo FAILED)
+# The guest runs on after the refusal: the same domain, not paused, not
+# shut down, control/shutdown never written, and it ticks after the count
+# taken once the refusal had returned.
+rx_until 60 rx_ticks_at_least "$G" $((before + 1))
+cs=$(xenstore-read /local/domain/$G/control/shutdown 2>/dev/null) || cs=absent
+st=$(xl list d1g 2>/dev/null | awk 'NR == 2 {print $5}')
+case "$sr" in refused=1*) ok=1 ;; *) ok=0 ;; esac
+mark D1-PV-SUSPEND-REFUSED $sr guest=$(xl domid d1g 2>/dev/null) paused=$(paused) \
+  state=$st shutdown=$(case "$st" in *s*) echo 1 ;; *) echo 0 ;; esac) \
+  control_shutdown=${cs:-empty} ticks_before=$before ticks=$(ticks) \
+  $([ $ok = 1 ] && rx_ticks_at_least "$G" $((before + 1)) || echo FAILED)
 
 # -- the wrapper's dm_stop, the driver's unlink, a clean daemon stop --------
 pcall dm dm_stop guest_domid=$G guest_vm_uuid=$U; rc=$?

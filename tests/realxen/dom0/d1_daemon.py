@@ -24,6 +24,23 @@ Subcommands, each a fresh process as XAPI and xenopsd would start one:
 ``xs-target-bad STUB``
     ``xs_set_target`` towards a domid that does not exist must fail on the
     real xenstored (it looks both domains up): prints ``ok=0 errno=N``.
+``pv-callback GUEST VALUE [suspend]``
+    Set the HVM guest's ``HVM_PARAM_CALLBACK_IRQ`` to VALUE from dom0
+    (``xc_hvm_param_set`` through ``XenBackend.set_hvm_params``), as a
+    guest's PV drivers set it when they load -- the boot-sector guests make
+    no hypercalls, so dom0 does it for them.  Xen 4.17 lets the toolstack
+    do so: ``xen/arch/x86/hvm/hvm.c`` ``hvm_allow_set_param`` lists
+    ``HVM_PARAM_CALLBACK_IRQ`` among the parameters even the guest may set
+    (the ``XSM_TARGET`` check passes for dom0), and ``hvm_set_param`` hands
+    it to ``hvm_set_callback_via`` and stores it.  Prints
+    ``value=0x.. readback=0x.. errno=N`` (read back with
+    ``xc_hvm_param_get``).  With ``suspend``, then (in the same process:
+    each Python start costs seconds under TCG) our suspend path as the
+    live migration's switch-over calls it, ``guest_suspend.stop`` with its
+    defaults (``toolstack_managed=True``), and a second line
+    ``refused=1 pv_reason=0|1`` when it raised ``SuspendError``
+    (``pv_reason=1``: for the guest's PV drivers), else ``refused=0
+    stopped=HOW`` after undoing the stop with ``guest_suspend.start_again``.
 ``responder STUB GUEST MODE``
     Plays the stub domain's QEMU in the state-disk protocol
     (:mod:`nova_xen_stubdom.dom0.device_state`): answers ``save`` with the
@@ -176,6 +193,36 @@ def xs_target_bad(stub):
     return 0
 
 
+def pv_callback(guest, value, then_suspend):
+    from nova_xen_stubdom.dom0 import guest_suspend, xen_backend
+    param = guest_suspend.HVM_PARAM_CALLBACK_IRQ
+    be = xen_backend.XenBackend()
+    try:
+        try:
+            be.set_hvm_params(guest, {param: value})
+        except Exception as exc:
+            errno = getattr(exc, 'kwargs', {}).get(
+                'errno', getattr(exc, 'errno', '?'))
+            print('value=%#x errno=%s' % (value, errno))
+            print(exc, file=sys.stderr)
+            return 0
+        print('value=%#x readback=%#x errno=0'
+              % (value, be.get_hvm_param(guest, param)))
+        if not then_suspend:
+            return 0
+        try:
+            how = guest_suspend.stop(be, guest)
+        except guest_suspend.SuspendError as exc:
+            print('refused=1 pv_reason=%d' % ('has PV drivers' in str(exc)))
+            print(exc, file=sys.stderr)
+        else:
+            guest_suspend.start_again(be, guest)
+            print('refused=0 stopped=%s' % how)
+    finally:
+        be.close()
+    return 0
+
+
 def _qmp(guest, *cmds):
     """Run QMP commands on the dom0 QEMU of *guest* (libxl's QMP socket);
     the last one's return value."""
@@ -272,6 +319,9 @@ def main(argv):
         return hv_target(int(rest[0]), int(rest[1]))
     if cmd == 'xs-target-bad':
         return xs_target_bad(int(rest[0]))
+    if cmd == 'pv-callback':
+        return pv_callback(int(rest[0]), int(rest[1], 0),
+                           rest[2:] == ['suspend'])
     if cmd == 'responder':
         return responder(int(rest[0]), int(rest[1]), rest[2])
     raise SystemExit('unknown subcommand %s' % cmd)
