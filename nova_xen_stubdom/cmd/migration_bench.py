@@ -29,12 +29,13 @@ import hashlib
 import multiprocessing
 import os
 import random
+import resource
 import shutil
 import socket
 import subprocess
 import sys
 import time
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from nova_xen_stubdom import emucore
 from nova_xen_stubdom.dom0 import hypervisor as hv
@@ -99,27 +100,34 @@ def _sink(listener: socket.socket) -> None:
     conn.close()
 
 
-def raw_tcp_throughput(total: int = 1 << 30) -> float:
+def raw_tcp_throughput(total: int = 1 << 30) -> Tuple[float, float]:
     """Bytes per second of plain sendall over loopback to another process
-    that only receives: the ceiling a stream could reach on this machine."""
+    that only receives: the ceiling a stream could reach on this machine;
+    and the CPU seconds both processes spent per byte."""
     listener = socket.socket()
     listener.bind(('127.0.0.1', 0))
     listener.listen(1)
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = multiprocessing.get_context('fork').Process(
         target=_sink, args=(listener,), daemon=True)
     proc.start()
     s = socket.create_connection(listener.getsockname())
     chunk = memoryview(bytearray(4 << 20))
     t0 = time.monotonic()
+    cpu0 = time.process_time()
     for _ in range(total // len(chunk)):
         s.sendall(chunk)
     s.shutdown(socket.SHUT_WR)
     s.recv(1)                  # the receiver closed: everything arrived
     took = time.monotonic() - t0
+    cpu = time.process_time() - cpu0
     s.close()
     listener.close()
     proc.join(30)
-    return total / took
+    sink = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu += (sink.ru_utime - reaped.ru_utime) + \
+        (sink.ru_stime - reaped.ru_stime)
+    return total / took, cpu / total
 
 
 def _drain(sock: socket.socket, tls) -> None:
@@ -252,7 +260,7 @@ def _receiver(conn, key: bytes, memory: int, pki=None) -> None:
         result = target.wait(600)
         digest = _digest(backend, result.domid) \
             if result.state == 'running' else None
-        conn.send((result.state, result.error, digest))
+        conn.send((result.state, result.error, digest, result.stream_cpu_s))
         if result.domid is not None and result.state == 'running':
             backend.sim.destroy_domain(result.domid)
 
@@ -288,18 +296,25 @@ def run_one(size_mib: int, rate_mb: float, args, baseline: bool,
             stop_and_copy=baseline, tls=_tls(pki, 'bench-src'),
             peer_identity='bench-dst' if pki else None)
         stats = src.run()
-        state, error, digest = parent.recv()
+        state, error, digest, dst_cpu = parent.recv()
         ok = state == 'running' and digest == _digest(backend, domid)
         parent.send('quit')
         proc.join(30)
         return dict(size=size_mib, rate=rate_mb,
                     mode='stop-and-copy' if baseline else 'live',
                     wire='tls' if pki else 'tcp',
-                    ok=ok, error=error, stats=stats)
+                    ok=ok, error=error, stats=stats, dst_cpu_s=dst_cpu)
     finally:
         if proc.is_alive():
             proc.terminate()
         backend.close()
+
+
+def cpu_gb(r: dict, side: str) -> float:
+    """CPU seconds one side spent per GB the stream carried."""
+    s = r['stats']
+    cpu = s.stream_cpu_s if side == 'src' else r['dst_cpu_s']
+    return cpu / (s.bytes_sent / 1e9) if s.bytes_sent else float('nan')
 
 
 def _row(r: dict) -> str:
@@ -355,8 +370,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if 'tls' in wires:
         from nova_xen_stubdom.sim import pki as pki_mod
         pki = pki_mod.Pki(name='bench CA')
-    raw = raw_tcp_throughput()
-    print('raw loopback TCP (same run): %.0f MB/s' % (raw / MB))
+    raw, raw_cpu = raw_tcp_throughput()
+    print('raw loopback TCP (same run): %.0f MB/s, %.2f CPU-s per GB '
+          '(sender and receiver)' % (raw / MB, raw_cpu * 1e9))
     if pki is not None:
         c = encode_cost(pki)
         alone = cipher_alone(c['cipher'])
@@ -403,6 +419,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           % (', '.join('%s %d MiB %.2f' % (
               r['wire'], r['size'],
               r['stats'].bytes_sent / r['stats'].stream_s / raw)
+              for r in results if r['mode'] != 'live') or 'none run'))
+    # Both ends share this machine's cores: a stream that costs C CPU
+    # seconds per GB can move at most (cores / C) GB/s here, whatever the
+    # pipeline does; beside raw TCP that bounds the ratio above.
+    cores = len(os.sched_getaffinity(0))
+    print('CPU per GB on the wire (process CPU over the stream, all '
+          'threads; stop-and-copy rows; both ends on these %d cores): %s'
+          % (cores, ', '.join(
+              '%s %d MiB source %.2f s + destination %.2f s = %.2f s: at '
+              'most %.0f MB/s = %.2fx raw TCP' % (
+                  r['wire'], r['size'], cpu_gb(r, 'src'), cpu_gb(r, 'dst'),
+                  cpu_gb(r, 'src') + cpu_gb(r, 'dst'),
+                  cores * 1000 / (cpu_gb(r, 'src') + cpu_gb(r, 'dst')),
+                  cores * 1e9 / (cpu_gb(r, 'src') + cpu_gb(r, 'dst')) / raw)
               for r in results if r['mode'] != 'live') or 'none run'))
     live = [r for r in results if r['mode'] == 'live']
     base = {(r['size'], r['rate'], r['wire']): r for r in results

@@ -82,6 +82,8 @@ class MigrationStats:
     #: from the destination's domain being prepared to its "ready": the
     #: pages, CPU and device state on the wire (what the transport costs)
     stream_s: float = 0.0
+    #: this process's CPU seconds (every thread) over stream_s
+    stream_cpu_s: float = 0.0
     downtime_s: float = 0.0
     last_round_pages: int = 0
     forced: bool = False
@@ -215,6 +217,7 @@ class LiveMigrationSource:
             # goes out, so no memory is sent to a host that says no.
             self._wait_round(self._end_round(writer))
             stream_start = time.monotonic()
+            stream_cpu = time.process_time()
 
             view = self.backend.map_memory(self.domid)
             # An HVM guest's PFNs run up to its special pages below 4 GiB;
@@ -274,6 +277,7 @@ class LiveMigrationSource:
             self._expect(ctrl, 'ready', self.confirm_timeout)
             sw['ready'] = time.monotonic() - paused_at
             self.stats.stream_s = time.monotonic() - stream_start
+            self.stats.stream_cpu_s = time.process_time() - stream_cpu
             self._check_abort()
             # journaled before it is sent: after a crash here the guest may
             # run on the destination, so it must stay paused on this side

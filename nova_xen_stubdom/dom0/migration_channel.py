@@ -251,8 +251,17 @@ class SocketSource:
         self._sock = sock
 
     def read(self, n: int) -> bytes:
+        return self._io(self._sock.recv, min(n, 4 << 20))
+
+    def readinto(self, buf) -> int:
+        """Received bytes copied into *buf*: page records go to the
+        reader's reused buffers (``emucore.reader._FileSource``)."""
+        return self._io(self._sock.recv_into, buf)
+
+    @staticmethod
+    def _io(call, arg):
         try:
-            return self._sock.recv(min(n, 4 << 20))
+            return call(arg)
         except ssl.SSLError as e:
             # a TLS record whose AEAD tag failed, or a broken TLS session
             raise WireError('TLS record failed authentication or the TLS '

@@ -8,9 +8,19 @@ import socket
 import ssl
 import threading
 import time
-from typing import Optional
+from typing import List, Optional
 
 from nova_xen_stubdom.dom0.migration_channel import WireError
+
+
+class _Buffer:
+    """One pooled buffer of a queue: bytes [start, end) are still due."""
+    __slots__ = ('data', 'start', 'end')
+
+    def __init__(self, data: bytearray) -> None:
+        self.data = data
+        self.start = 0
+        self.end = 0
 
 
 class Pump:
@@ -25,21 +35,30 @@ class Pump:
     while the last batch is written into the guest.  So the socket goes
     non-blocking and this thread alone drives it (``select`` on it and on a
     wake-up pipe): it sends what :meth:`sendall` queued, in order, and reads
-    whatever arrives into buffers that :meth:`recv` hands out.  The other
-    threads only touch the queues.  The cipher's and the kernel's work run
-    outside the GIL, so encoding (or applying) and the TLS records proceed
-    on two cores.
+    whatever arrives into buffers that :meth:`recv` / :meth:`recv_into`
+    copy out of.  The other threads only touch the queues.  The cipher's
+    and the kernel's work run outside the GIL, so encoding (or applying)
+    and the TLS records proceed on two cores.
+
+    Both queues hold ``CHUNK``-sized buffers taken from a pool and given
+    back once their bytes went out or were read: a gigabyte through the
+    pump allocates a few dozen buffers, not a fresh one per fill (each
+    fresh megabyte is 256 page faults and the kernel clearing each page,
+    which profiled at a tenth of a migration's CPU).  Writes are appended
+    to the last buffer while it has room, so the small records between
+    page batches share TLS records instead of costing one each.
 
     Both queues are bounded (*out_limit*, *in_limit* bytes): a producer
     faster than the wire waits in :meth:`sendall`, and a consumer slower
     than the wire stops this thread reading, so TCP pushes back on the
     peer.  A failed or cut connection fails every waiting call with
     :class:`WireError`.  The object looks enough like a socket
-    (``recv``, ``sendall``, ``settimeout``, ``pending``) for
-    ``migration_channel.recv_exact`` and ``ControlChannel``.
+    (``recv``, ``recv_into``, ``sendall``, ``settimeout``, ``pending``)
+    for ``migration_channel.recv_exact``, ``SocketSource`` and
+    ``ControlChannel``.
     """
 
-    #: bytes one fill of a receive buffer may take
+    #: bytes of one pooled buffer (one fill of the receive side)
     CHUNK = 1 << 20
 
     def __init__(self, sock: socket.socket, out_limit: int = 16 << 20,
@@ -48,10 +67,19 @@ class Pump:
         self._out_limit = out_limit
         self._in_limit = in_limit
         self._cond = threading.Condition()
-        self._out = collections.deque()     # memoryviews still to send
+        self._send_lock = threading.Lock()
+        self._out = collections.deque()     # _Buffers still to send
         self._out_bytes = 0
-        self._in = collections.deque()      # memoryviews received
+        self._in = collections.deque()      # _Buffers received, unread
+        #: the last of _in, which the pump thread is still filling: a
+        #: reader that emptied it must leave it there
+        self._filling = None                # type: Optional[_Buffer]
         self._in_bytes = 0
+        # buffers given back; at most what the two queues can hold
+        self._pool: List[bytearray] = []
+        self._pool_max = (out_limit + in_limit) // self.CHUNK + 2
+        #: buffers allocated (not taken from the pool) so far
+        self.buffers_made = 0
         self._error = None                  # type: Optional[str]
         self._eof = False
         self._closing = False
@@ -64,59 +92,130 @@ class Pump:
                                         name='migration-pump')
         self._thread.start()
 
+    # -- the pool (callers hold self._cond) -----------------------------------
+    def _take(self) -> _Buffer:
+        if self._pool:
+            return _Buffer(self._pool.pop())
+        self.buffers_made += 1
+        return _Buffer(bytearray(self.CHUNK))
+
+    def _give(self, buf: _Buffer) -> None:
+        if len(self._pool) < self._pool_max:
+            self._pool.append(buf.data)
+
     # -- the other threads' side ----------------------------------------------
+    #: writes up to this size are appended to the last queued buffer
+    #: under the lock; larger ones are copied outside it, so the pump
+    #: thread is not held up behind a megabyte's copy
+    SMALL = 64 << 10
+
     def sendall(self, data) -> None:
         """Queue *data* (copied: the caller may reuse its buffer) to go
         after everything queued before; waits while *out_limit* bytes are
         queued."""
-        view = memoryview(bytes(data))
-        if not view.nbytes:
+        view = memoryview(data).cast('B')
+        n = view.nbytes
+        if not n:
             return
-        with self._cond:
-            while self._out_bytes >= self._out_limit and \
-                    self._error is None and not self._closing:
-                self._cond.wait()
-            if self._error is not None:
-                raise WireError(self._error)
-            if self._closing:
-                raise WireError('the connection is closing')
-            self._out.append(view)
-            self._out_bytes += view.nbytes
+        with self._send_lock:           # one writer's bytes stay together
+            done = 0
+            while done < n:
+                with self._cond:
+                    self._wait_out()
+                    tail = self._out[-1] if self._out else None
+                    if n - done <= self.SMALL and tail is not None and \
+                            len(tail.data) - tail.end >= n - done:
+                        tail.data[tail.end:tail.end + n - done] = view[done:]
+                        tail.end += n - done
+                        self._out_bytes += n - done
+                        break
+                    buf = self._take()
+                k = min(n - done, len(buf.data))
+                buf.data[:k] = view[done:done + k]
+                buf.end = k
+                with self._cond:
+                    self._out.append(buf)
+                    self._out_bytes += k
+                self._wake()
+                done += k
         self._wake()
 
-    def recv(self, n: int):
-        """Up to *n* received bytes (a memoryview when large), waiting for
-        at least one (within the timeout set by :meth:`settimeout`); b''
-        at the end of the connection."""
+    def _wait_out(self) -> None:
+        """Until the send queue has room; raises once the connection
+        failed or is closing.  Holds self._cond."""
+        while self._out_bytes >= self._out_limit and \
+                self._error is None and not self._closing:
+            self._cond.wait()
+        if self._error is not None:
+            raise WireError(self._error)
+        if self._closing:
+            raise WireError('the connection is closing')
+
+    def _wait_in(self) -> bool:
+        """Until received bytes are queued (True), or the end (False);
+        raises on an error or the timeout.  Holds self._cond."""
         deadline = None if self._timeout is None \
             else time.monotonic() + self._timeout
-        with self._cond:
-            while not self._in:
-                if self._error is not None:
-                    raise WireError(self._error)
-                if self._eof:
-                    return b''
-                if deadline is None:
-                    self._cond.wait()
-                else:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise socket.timeout('timed out')
-                    self._cond.wait(left)
-            head = self._in[0]
-            if head.nbytes <= n:
-                self._in.popleft()
-                out = head
+        while not self._in_bytes:
+            if self._error is not None:
+                raise WireError(self._error)
+            if self._eof:
+                return False
+            if deadline is None:
+                self._cond.wait()
             else:
-                out = head[:n]
-                self._in[0] = head[n:]
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise socket.timeout('timed out')
+                self._cond.wait(left)
+        return True
+
+    def recv_into(self, target) -> int:
+        """Copy received bytes into *target* (a writable buffer), as many
+        as are queued up to its size, waiting for at least one (within the
+        timeout set by :meth:`settimeout`); 0 at the end of the
+        connection."""
+        out = memoryview(target).cast('B')
+        parts = []
+        finished = []       # emptied: back to the pool once copied
+        with self._cond:
+            if not self._wait_in():
+                return 0
             starved = self._in_bytes >= self._in_limit
-            self._in_bytes -= out.nbytes
+            want = min(out.nbytes, self._in_bytes)
+            got = 0
+            while got < want:
+                head = self._in[0]
+                k = min(want - got, head.end - head.start)
+                parts.append((head, head.start, k))
+                head.start += k
+                got += k
+                if head.start == head.end and head is not self._filling:
+                    finished.append(self._in.popleft())
+            self._in_bytes -= got
+        # the copy outside the lock: the pump goes on queueing behind it
+        # (a taken part is this reader's until it is given back)
+        at = 0
+        for buf, start, k in parts:
+            out[at:at + k] = buf.data[start:start + k]
+            at += k
+        if finished:
+            with self._cond:
+                for buf in finished:
+                    self._give(buf)
         if starved:
             self._wake()
-        # small reads (headers, control messages) as bytes; large ones
-        # (page batches) stay views of the receive buffer
-        return bytes(out) if out.nbytes < 4096 else out
+        return got
+
+    def recv(self, n: int) -> bytes:
+        """Up to *n* received bytes, as :meth:`recv_into`; b'' at the end
+        of the connection."""
+        with self._cond:
+            if not self._wait_in():
+                return b''
+            n = min(n, self._in_bytes)
+        buf = bytearray(n)
+        return bytes(buf[:self.recv_into(buf)])
 
     def settimeout(self, timeout: Optional[float]) -> None:
         self._timeout = timeout
@@ -124,12 +223,14 @@ class Pump:
     def pending(self) -> bool:
         """Whether :meth:`recv` would return (data, end or error) now."""
         with self._cond:
-            return bool(self._in) or self._eof or self._error is not None
+            return bool(self._in_bytes) or self._eof or \
+                self._error is not None
 
     def wait_readable(self, timeout: Optional[float]) -> bool:
         with self._cond:
             return self._cond.wait_for(
-                lambda: self._in or self._eof or self._error is not None,
+                lambda: self._in_bytes or self._eof or
+                self._error is not None,
                 timeout)
 
     def flush(self, timeout: float) -> bool:
@@ -195,18 +296,21 @@ class Pump:
     def _loop(self) -> None:
         sock = self.sock
         tls = isinstance(sock, ssl.SSLSocket)
-        buf = None
-        filled = 0
-        cur = None          # the memoryview being sent
+        fill = None         # the _Buffer being received into
+        cur = None          # the memoryview being sent (a retried TLS
+        #                     write must be given the same bytes again)
         while True:
             with self._cond:
                 if self._error is not None or \
                         (self._closing and (cur is None and not self._out)):
                     return
                 if cur is None and self._out:
-                    cur = self._out[0]
+                    head = self._out[0]
+                    cur = memoryview(head.data)[head.start:head.end]
                 may_read = not self._eof and \
                     self._in_bytes < self._in_limit
+                if may_read and fill is None:
+                    fill = self._take()
             moved = False
             want_write = False
             if cur is not None:
@@ -225,20 +329,26 @@ class Pump:
                     moved = True
                     cur = cur[n:]
                     with self._cond:
+                        head = self._out[0]
+                        head.start += n
                         self._out_bytes -= n
                         if not cur.nbytes:
-                            self._out.popleft()
                             cur = None
+                            if head.start == head.end:
+                                self._out.popleft()
+                                self._give(head)
                         self._cond.notify_all()
             if may_read:
-                # fill one buffer as far as the socket has bytes now
-                got = 0
+                # fill the buffer as far as the socket has bytes now; a
+                # buffer part filled stays the queue's last, and later
+                # bytes go behind the ones a reader may be copying out
                 failed = None
-                while True:
-                    if buf is None:
-                        buf, filled = bytearray(self.CHUNK), 0
+                data = fill.data
+                at = fill.end           # only this thread moves it
+                new = 0
+                while at + new < len(data):
                     try:
-                        n = sock.recv_into(memoryview(buf)[filled:])
+                        n = sock.recv_into(memoryview(data)[at + new:])
                     except (ssl.SSLWantReadError, BlockingIOError,
                             InterruptedError):
                         break
@@ -261,16 +371,16 @@ class Pump:
                         with self._cond:
                             self._eof = True
                         break
-                    filled += n
-                    got += n
-                    if filled == len(buf) or got >= self.CHUNK:
-                        break
-                if filled:
-                    view = memoryview(buf)[:filled]
-                    buf = None
+                    new += n
+                if new:
                     with self._cond:
-                        self._in.append(view)
-                        self._in_bytes += view.nbytes
+                        if not at:      # its first bytes: queue it
+                            self._in.append(fill)
+                        fill.end += new
+                        self._in_bytes += new
+                        if fill.end == len(data):
+                            fill = None
+                        self._filling = fill
                         self._cond.notify_all()
                     moved = True
                 elif self._eof:

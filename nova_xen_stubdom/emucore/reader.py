@@ -151,11 +151,29 @@ class _BufferSource:
 
 
 class _FileSource:
-    """Reads from a binary file or socket file (short reads are retried)."""
+    """Reads from a binary file or socket file (short reads are retried).
 
-    def __init__(self, f: Any):
+    With *transient* and a source that has ``readinto`` (the migration
+    socket), page records are read by :meth:`read_transient` into buffers
+    this object keeps and lends again once :meth:`release_transient` says
+    the batch they belong to is done with: a migration's gigabytes then
+    pass through a few buffers instead of a fresh one per record (each a
+    fresh allocation the kernel clears page by page).
+    """
+
+    #: page records of one batch with buffers of their own to reuse (a full
+    #: stream's batch has at most three: zero runs, XBZRLE, raw pages)
+    ARENA = 4
+    #: buffer sizes are rounded up to this, so batches of different sizes
+    #: find a buffer that fits
+    ARENA_ROUND = 1 << 20
+
+    def __init__(self, f: Any, transient: bool = False):
         self.f = f
         self.pos = 0
+        self._readinto = getattr(f, 'readinto', None) if transient else None
+        self._arena: List[bytearray] = []
+        self._lent = 0
 
     def read(self, n: int, what: str) -> bytes:
         chunks = []
@@ -163,15 +181,44 @@ class _FileSource:
         while got < n:
             c = self.f.read(n - got)
             if not c:
-                raise StreamError(
-                    'stream truncated: %s needs %d bytes, got %d'
-                    % (what, n, got),
-                    offset=self.pos,
-                )
+                raise self._truncated(what, n, got)
             chunks.append(c)
             got += len(c)
         self.pos += n
         return chunks[0] if len(chunks) == 1 else b''.join(chunks)
+
+    def read_transient(self, n: int, what: str) -> Any:
+        """n bytes, valid until the next :meth:`release_transient`."""
+        if self._readinto is None:
+            return self.read(n, what)
+        i = self._lent
+        if i < len(self._arena) and len(self._arena[i]) >= n:
+            buf = self._arena[i]
+        else:
+            buf = bytearray(-(-n // self.ARENA_ROUND) * self.ARENA_ROUND)
+            if i < len(self._arena):
+                self._arena[i] = buf
+            elif i < self.ARENA:
+                self._arena.append(buf)
+        self._lent += 1
+        view = memoryview(buf)[:n]
+        got = 0
+        while got < n:
+            k = self._readinto(view[got:])
+            if not k:
+                raise self._truncated(what, n, got)
+            got += k
+        self.pos += n
+        return view
+
+    def release_transient(self) -> None:
+        self._lent = 0
+
+    def _truncated(self, what: str, n: int, got: int) -> StreamError:
+        return StreamError(
+            'stream truncated: %s needs %d bytes, got %d' % (what, n, got),
+            offset=self.pos,
+        )
 
     def at_end(self) -> bool:
         # A regular file must end with the stream; a socket may carry more
@@ -340,7 +387,9 @@ class StreamReader:
             return target
 
         for rec in self._parse(
-            mem_size, check=check, require_auth=check, result=result
+            mem_size, check=check, require_auth=check, result=result,
+            # applied (or dropped) as it comes unless staged until its tag
+            transient_pages=not (authenticated and check),
         ):
             if rec.rtype in _PAGE_RECORDS and rec.layer == 'libxc':
                 if target is None and due[0] is None:
@@ -403,11 +452,15 @@ class StreamReader:
         check: bool,
         require_auth: bool,
         result: RestoreResult,
+        transient_pages: bool = False,
     ) -> Iterator[Record]:
+        # transient_pages: the caller is done with a page record's body
+        # before the batch's next non-page record (it applies it at once
+        # and keeps nothing), so a socket source may reuse its buffer
         src = (
             _BufferSource(self._source)
             if self._buffered
-            else _FileSource(self._source)
+            else _FileSource(self._source, transient=transient_pages)
         )
         mac = (
             hmac.new(self._key, digestmod='sha256')
@@ -415,6 +468,7 @@ class StreamReader:
             else None
         )
         state = _ParseState()
+        src_release = getattr(src, 'release_transient', lambda: None)
 
         def take(n: int, what: str, authed: bool = True) -> Any:
             data = src.read(n, what)
@@ -462,6 +516,11 @@ class StreamReader:
                     take, offset, length, layer, mac, state, require_auth
                 )
                 result.tags += 1
+                # a batch's CRC32C comes before its segment's tag, so none
+                # covers bytes from before a tag: the page records so far
+                # are done with (applied, or staged in memory of their own)
+                state.take_batch()
+                src_release()
                 yield rec
                 continue
             if state.final_tag and not (
@@ -473,7 +532,13 @@ class StreamReader:
                     rtype=rtype,
                     layer=layer,
                 )
-            data = take(fmt.padded(length), 'record body')
+            if layer == 'libxc' and rtype in _PAGE_RECORDS and \
+                    not self._buffered:
+                data = src.read_transient(fmt.padded(length), 'record body')
+                if mac is not None:
+                    mac.update(data)
+            else:
+                data = take(fmt.padded(length), 'record body')
             body = data[:length]
             if any(data[length:]):
                 raise StreamError(
@@ -524,6 +589,10 @@ class StreamReader:
                 self._libxc_record(
                     rec, head, data, mem_size, state, result, check
                 )
+                if rtype not in _PAGE_RECORDS:
+                    # the batch's CRC (if any) is checked: its page
+                    # records' buffers may be lent again
+                    src_release()
                 yield rec
                 if rtype == fmt.REC_TYPE_END:
                     layer = 'libxl'

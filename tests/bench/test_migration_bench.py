@@ -38,3 +38,15 @@ def test_cipher_alone_names_the_suites_aead():
                   'ECDHE-RSA-AES256-GCM-SHA384'):
         assert mb.cipher_alone(suite) > 0, suite
     assert mb.cipher_alone('AES256-SHA') is None
+
+
+def test_bench_prints_cpu_per_gb_beside_the_raw_baseline(pki, capsys):
+    """A whole (small) run: both hosts' CPU per GB on the wire is printed
+    with the bound it puts on the stream/raw-TCP ratio where both ends
+    share the machine's cores; the moved guest's memory matches."""
+    assert mb.main(['--sizes', '32', '--rates', '0', '--transport', 'tls',
+                    '--warmup', '0']) == 0
+    out = capsys.readouterr().out
+    assert 'CPU-s per GB (sender and receiver)' in out
+    line = [x for x in out.splitlines() if x.startswith('CPU per GB')][0]
+    assert 'tls 32 MiB source' in line and 'at most' in line, line

@@ -2,6 +2,7 @@
 segment markers instead of HMAC tags; only a reader told its source is such
 a channel accepts them, and it accepts nothing else."""
 import io
+import struct
 
 import pytest
 
@@ -43,12 +44,24 @@ def test_channel_stream_round_trip_with_segments():
     assert not res.authenticated          # no HMAC: the channel vouched
 
 
-def test_channel_stream_is_smaller_work_than_hmac():
-    """Same records either way; only the tag bytes differ (zero)."""
+def _types(data, **kw):
+    return [r.rtype for r in
+            emucore.StreamReader(io.BytesIO(data), **kw).records()]
+
+
+def test_channel_stream_is_the_hmac_stream_without_its_crcs():
+    """Same records either way (the tags' bytes zero) but the batch CRC32Cs:
+    the channel's AEAD checks every byte they would cover."""
     mem = make_mem(16)
     chan, _ = _write(mem, channel_integrity=True)
     hmac_, _ = _write(mem, key=KEY)
-    assert len(chan) == len(hmac_)
+    crc = fmt.REC_TYPE_NX_BATCH_CRC32C
+    with_crc = _types(hmac_, key=KEY)
+    without = _types(chan, channel_integrity=True)
+    assert crc in with_crc and crc not in without
+    assert without == [t for t in with_crc if t != crc]
+    crc_bytes = 8 + struct.calcsize(fmt.BATCH_CRC32C_FORMAT)
+    assert len(chan) == len(hmac_) - with_crc.count(crc) * crc_bytes
 
 
 def test_channel_stream_refused_from_a_file_or_plain_socket():

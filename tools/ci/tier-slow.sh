@@ -5,7 +5,10 @@
 # (--device-model auto), and boot its self-test under qemu-system-x86_64 with
 # TCG; then rehearse that outage and build and boot the testbed image.  About
 # 2-4 minutes on two cores (most of it three builds and two emulated boots).
+# Then the migration benchmark's own tests (tests/bench/test_migration_bench.py,
+# about 2 minutes: a small whole run on the simulator over TLS, and the
+# encode-cost paths), which no other tier runs.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export PATH="$PWD/.venv/bin:$PATH"
-exec timeout 900 python -m pytest -q -s -rs -p no:cacheprovider tests/slow
+exec timeout 900 python -m pytest -q -s -rs -p no:cacheprovider tests/slow tests/bench/test_migration_bench.py
