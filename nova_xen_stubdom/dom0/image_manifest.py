@@ -2,8 +2,9 @@
 
 ``build-stubdom`` writes ``manifest.json`` beside the kernel and rootfs;
 ``build-dom0 --stubdom-dir`` installs it as :data:`constants.STUBDOM_MANIFEST`
-next to them.  An image built on the testbed's QEMU records ``"lacks":
-["xen-pci-passthrough"]`` (``stubdom/offline.py`` ``TESTBED_LACKS``): the
+next to them.  An image built on the testbed's QEMU records
+``"device_model": {"source": "testbed", "lacks": ["xen-pci-passthrough"],
+...}`` (``stubdom/builder.py``, ``stubdom/offline.py`` ``TESTBED_LACKS``): the
 driver reads that through ``stubdom_image`` so that it neither offers the
 host's PCI devices nor starts a guest with one on an image that cannot
 pass them through (doc/source/pci.rst).
@@ -38,14 +39,16 @@ def read_manifest(path: str) -> Dict[str, object]:
     if not isinstance(data, dict):
         out['error'] = '%s is not a JSON object' % path
         return out
-    lacks = data.get('lacks') or []
+    dm = data.get('device_model') or {}
+    if not isinstance(dm, dict):
+        out['error'] = '%s: "device_model" is not an object' % path
+        return out
+    lacks = dm.get('lacks') or []
     if not isinstance(lacks, list):
-        out['error'] = '%s: "lacks" is not a list' % path
+        out['error'] = '%s: "device_model.lacks" is not a list' % path
         return out
     out['lacks'] = sorted(str(x) for x in lacks)
-    dm = data.get('device_model')
-    if isinstance(dm, dict):
-        out['device_model'] = str(dm.get('source', ''))
+    out['device_model'] = str(dm.get('source', ''))
     return out
 
 

@@ -617,8 +617,9 @@ class PciImageTestBase(PciTestBase):
 
     def _write_manifest(self, lacks):
         with open(self.manifest, 'w') as f:
-            json.dump({'device_model': {'source': 'testbed'},
-                       'lacks': lacks}, f)
+            # the builder's shape (stubdom/builder.py)
+            json.dump({'device_model': {'source': 'testbed',
+                                        'lacks': lacks}}, f)
 
     def _lose_passthrough(self):
         self._write_manifest(['xen-pci-passthrough'])

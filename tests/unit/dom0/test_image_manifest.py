@@ -21,8 +21,8 @@ def test_testbed_image_lacks_passthrough(tmp_path):
     # what builder.py records for --device-model testbed (the builder
     # side, stubdom/offline.py, is not dom0 code: its Python 3.7+ is
     # checked against this in tests/unit/driver/test_pciops.py)
-    path.write_text(json.dumps({'device_model': {'source': 'testbed'},
-                                'lacks': ['xen-pci-passthrough']}))
+    path.write_text(json.dumps({'device_model': {
+        'source': 'testbed', 'lacks': ['xen-pci-passthrough']}}))
     out = _call(path)
     assert out == {'manifest': str(path), 'present': True,
                    'lacks': ['xen-pci-passthrough'],
@@ -41,7 +41,8 @@ def test_absent_manifest_is_not_an_error(tmp_path):
 
 
 def test_malformed_manifest_is_named(tmp_path):
-    for text in ('{oops', '[1]', '{"lacks": "xen-pci-passthrough"}'):
+    for text in ('{oops', '[1]', '{"device_model": "testbed"}',
+                 '{"device_model": {"lacks": "xen-pci-passthrough"}}'):
         path = tmp_path / 'm.json'
         path.write_text(text)
         out = image_manifest.read_manifest(str(path))

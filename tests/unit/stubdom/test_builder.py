@@ -7,6 +7,7 @@ import subprocess
 import pytest
 
 from nova_xen_stubdom import conf as nxs_conf
+from nova_xen_stubdom.dom0 import image_manifest
 from nova_xen_stubdom.stubdom import builder
 from nova_xen_stubdom.stubdom import cli
 from nova_xen_stubdom.stubdom import kernel
@@ -331,6 +332,10 @@ def test_offline_build_from_the_testbed(tmp_path):
     # its QEMU was built without Xen PCI pass-through: the manifest says
     # so and the image's self-test does not ask for it
     assert m["device_model"]["lacks"] == ["xen-pci-passthrough"]
+    # and the agent's reader (what the driver decides on) finds it there
+    got = image_manifest.read_manifest(res.manifest)
+    assert got["lacks"] == ["xen-pci-passthrough"] and not got["error"]
+    assert got["device_model"] == "testbed"
     assert "xen-pci-passthrough" not in m["device_model"]["devices"]
     assert "e1000" in m["device_model"]["devices"]
     assert m["kernel"]["source"] == "file"
