@@ -488,13 +488,16 @@ class LiveMigrationSource:
         ctrl = getattr(self, '_ctrl', None)
         if ctrl is None:
             return None
-        try:
-            msg = ctrl.recv(0.5)
-        except Exception:
-            return None
-        if msg.get('msg') == 'error':
-            return 'destination failed: %s' % msg.get('reason')
-        return None
+        # the destination's acknowledgements of earlier segments may come
+        # before its error: the reason is the first "error" among what it
+        # sent before the connection ended
+        while True:
+            try:
+                msg = ctrl.recv(0.5)
+            except Exception:
+                return None
+            if msg.get('msg') == 'error':
+                return 'destination failed: %s' % msg.get('reason')
 
     def _check_abort(self) -> None:
         if self._abort.is_set():

@@ -23,9 +23,7 @@ import hashlib
 import hmac
 import json
 import os
-import select
 import socket
-import ssl
 import struct
 import threading
 import time
@@ -132,9 +130,15 @@ def server_handshake(sock: socket.socket, key: bytes,
 class ControlChannel:
     """Authenticated JSON messages on the connection (receiver -> sender
     and sender -> receiver), each ``len | json | HMAC``, with a sequence
-    number per direction so messages cannot be replayed or reordered."""
+    number per direction so messages cannot be replayed or reordered.
 
-    def __init__(self, sock: socket.socket, key: bytes, role: str) -> None:
+    *sock* is the connection's :class:`~.migration_pump.Pump`: once the
+    handshakes are over only its thread touches the socket, so waiting for
+    a message is waiting on the pump's queue (a ``select`` on the
+    descriptor would miss bytes the pump or the TLS object already hold).
+    """
+
+    def __init__(self, sock, key: bytes, role: str) -> None:
         self._sock = sock
         self._key = key
         self._send_label = role.encode()
@@ -153,16 +157,9 @@ class ControlChannel:
 
     def recv(self, timeout: Optional[float]) -> dict:
         """Next message; ``WireError`` on timeout, EOF or a bad tag."""
-        if hasattr(self._sock, 'wait_readable'):      # a migration_pump.Pump
-            if timeout is not None and \
-                    not self._sock.wait_readable(timeout):
-                raise WireError('no answer from the peer within %.1f s'
-                                % timeout)
-        elif timeout is not None and not _buffered(self._sock):
-            ready, _, _ = select.select([self._sock], [], [], timeout)
-            if not ready:
-                raise WireError('no answer from the peer within %.1f s'
-                                % timeout)
+        if timeout is not None and not self._sock.wait_readable(timeout):
+            raise WireError('no answer from the peer within %.1f s'
+                            % timeout)
         (n,) = struct.unpack(CONTROL_HEADER,
                              recv_exact(self._sock, 4, 'control message'))
         if n > MAX_CONTROL_BYTES:
@@ -179,19 +176,8 @@ class ControlChannel:
         return msg
 
     def pending(self) -> bool:
-        if _buffered(self._sock):
-            return True
-        if hasattr(self._sock, 'wait_readable'):      # a migration_pump.Pump
-            return False
-        ready, _, _ = select.select([self._sock], [], [], 0)
-        return bool(ready)
-
-
-def _buffered(sock: socket.socket) -> bool:
-    """Decrypted bytes waiting inside the TLS object: select() on the
-    descriptor does not see them."""
-    pending = getattr(sock, 'pending', None)
-    return bool(pending and pending())
+        """Whether :meth:`recv` would not wait."""
+        return self._sock.pending()
 
 
 def hard_shutdown(sock: socket.socket, how: int = socket.SHUT_RDWR) -> None:
@@ -240,14 +226,16 @@ class RateLimitedSink:
 
 
 class SocketSource:
-    """The migration stream as a file for :class:`emucore.StreamReader`.
+    """The migration stream as a file for :class:`emucore.StreamReader`,
+    read from the connection's :class:`~.migration_pump.Pump` (which has
+    already turned a failed TLS record or a cut into :class:`WireError`).
 
     ``read(n)`` never returns more than *n* bytes, so nothing after the
     stream's END (the control messages that follow on the same socket) is
     consumed; a short read is retried by the reader, b'' is the end.
     """
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock) -> None:
         self._sock = sock
 
     def read(self, n: int) -> bytes:
@@ -262,11 +250,7 @@ class SocketSource:
     def _io(call, arg):
         try:
             return call(arg)
-        except ssl.SSLError as e:
-            # a TLS record whose AEAD tag failed, or a broken TLS session
-            raise WireError('TLS record failed authentication or the TLS '
-                            'session broke: %s' % e)
-        except OSError as e:
+        except OSError as e:        # the pump's read timeout
             raise WireError('connection from the source failed: %s' % e)
 
 

@@ -313,6 +313,7 @@ class Pump:
                     fill = self._take()
             moved = False
             want_write = False
+            cut = None          # why sending failed
             if cur is not None:
                 try:
                     n = sock.send(cur)
@@ -323,8 +324,11 @@ class Pump:
                 except ssl.SSLWantReadError:
                     n = 0
                 except OSError as e:
-                    self._fail('connection to the peer failed: %s' % e)
-                    return
+                    # the peer closed (its last message, e.g. why it
+                    # failed, may be waiting unread): read what is there
+                    # first, then fail
+                    n = 0
+                    cut = 'connection to the peer failed: %s' % e
                 if n:
                     moved = True
                     cur = cur[n:]
@@ -387,11 +391,16 @@ class Pump:
                     with self._cond:
                         self._cond.notify_all()
                     moved = True
+                if failed is None:
+                    failed = cut
                 if failed is not None:
                     # after what arrived before it (the peer's last
                     # message, then the cut): readers get both, in order
                     self._fail(failed)
                     return
+            if cut is not None:
+                self._fail(cut)
+                return
             if moved:
                 continue
             if tls and may_read and sock.pending():
