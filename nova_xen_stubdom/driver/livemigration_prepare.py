@@ -105,13 +105,5 @@ class LiveMigrationPrepare(common.InstanceOps):
             net_ref = vmdevices.network_ref(self._ctx, vif)
             vifs.append((vif, net_ref))
             vmdevices.attach_nic(self._ctx, built, vif, net_ref, index)
-        self._ctx.call_async('VM.start_on', stub, host, False, False)
-        stub_domid = int(self._call('VM.get_domid', stub))
-        self._ctx.call_plugin('link_stubdom', stubdom_domid=stub_domid,
-                              guest_vm_uuid=guest_uuid,
-                              config=self._vmops.starter.dm_config(
-                                  instance, cfg, vifs))
-        self._ctx.call_async('VM.start_on', guest, host, True, False)
-        guest_domid = int(self._call('VM.get_domid', guest))
-        self._vmops.starter.wait_dm(instance, stub_domid, guest_domid)
+        self._vmops.starter.start(instance, built, cfg, vifs, paused=True)
         return guest_uuid

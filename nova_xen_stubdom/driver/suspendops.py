@@ -130,7 +130,8 @@ class SuspendOps(common.InstanceOps):
             cfg = guest_config.resolve(instance.flavor, None)
             vifs = [(vif, None) for vif in network_info or []]
             try:
-                self._start_paused(instance, built, cfg, vifs)
+                self._vmops.starter.start(instance, built, cfg, vifs,
+                                          paused=True)
                 self._ctx.call_plugin(
                     'restore_image', guest_vm_uuid=built.guest_uuid,
                     vdi_uuid=vdi_uuid, key=key,
@@ -146,15 +147,3 @@ class SuspendOps(common.InstanceOps):
             self._forget_image(built.guest, vdi)
             instance.system_metadata.pop(SMETA_IMAGE_KEY, None)
         LOG.info('resumed', instance=instance)
-
-    def _start_paused(self, instance, built, cfg, vifs) -> None:
-        host = self._ctx.host_ref
-        self._ctx.call_async('VM.start_on', built.stubdom, host, False, False)
-        stub_domid = int(self._call('VM.get_domid', built.stubdom))
-        self._ctx.call_plugin('link_stubdom', stubdom_domid=stub_domid,
-                              guest_vm_uuid=built.guest_uuid,
-                              config=self._vmops.starter.dm_config(
-                                  instance, cfg, vifs))
-        self._ctx.call_async('VM.start_on', built.guest, host, True, False)
-        guest_domid = int(self._call('VM.get_domid', built.guest))
-        self._vmops.starter.wait_dm(instance, stub_domid, guest_domid)

@@ -31,11 +31,6 @@ def guest_record(ctx, instance) -> Optional[Tuple[str, dict]]:
     return _cached_vms(ctx, instance.uuid).get(dc.ROLE_GUEST)
 
 
-def stubdom_record(ctx, instance) -> Optional[Tuple[str, dict]]:
-    """``(ref, record)`` of the stub-domain VM from the cache, or None."""
-    return _cached_vms(ctx, instance.uuid).get(dc.ROLE_STUBDOM)
-
-
 def find_fresh(ctx, instance) -> vmbuild.Built:
     """Every object of *instance*, asked from XAPI (not the cache).
 

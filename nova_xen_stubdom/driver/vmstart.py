@@ -91,8 +91,12 @@ class VMStarter(common.XapiUser):
         return sorted(out, key=lambda cd: cd['index'])
 
     def start(self, instance, built: vmbuild.Built, cfg, vifs,
-              do: Optional[Callable] = None) -> None:
-        """Stub domain first, link, then the guest; wait for the DM."""
+              do: Optional[Callable] = None, paused: bool = False) -> None:
+        """Stub domain first, link, then the guest; wait for the DM.
+
+        *paused*: the guest's domain stays paused (resume and the live
+        migration destination fill its memory first); its device model is
+        configured as for any start, from what XAPI has on the guest."""
         do = do or vmbuild.direct
         host = self._ctx.host_ref
         do('VM.start_on (stub domain)', self._ctx.call_async,
@@ -105,7 +109,7 @@ class VMStarter(common.XapiUser):
         if self._pciops is not None and hasattr(self._pciops, 'assign'):
             do('PCI assign', self._pciops.assign, instance, built.guest)
         do('VM.start_on (HVM guest)', self._ctx.call_async, 'VM.start_on',
-           built.guest, host, False, False)
+           built.guest, host, paused, False)
         guest_domid = int(do('VM.get_domid (HVM guest)', self._call,
                              'VM.get_domid', built.guest))
         do('wait for the device model', self.wait_dm, instance,

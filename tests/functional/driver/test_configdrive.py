@@ -133,6 +133,29 @@ class TestConfigDrive(base.XenStubdomTestBase):
         self.assertEqual(before, self._drive(server, x)[2]['uuid'])
         self._delete_server(server)
 
+    def _dm_argv(self, server, x):
+        """QEMU's arguments in the stub domain, but the guest's domid."""
+        guest, stub = self.xapi_vms(server, x)
+        argv = self.sim.hosts[0].hypervisor.xenstore.read(
+            '/local/domain/%s/dm-argv' % stub['domid'])
+        return argv.replace('-xen-domid\x1b%s\x1b' % guest['domid'], '')
+
+    def test_resume_gives_qemu_the_drive_again(self):
+        """The saved device state is QEMU's with the CD-ROM: the resumed
+        guest's QEMU must have the same devices (it was started with the
+        flavor's disks and Nova's NICs only, not what XAPI has on the
+        guest: no CD-ROM)."""
+        server = self._boot()
+        x = self.xapi()
+        before = self._dm_argv(server, x)
+        self.assertIn('media=cdrom', before)
+        self.api.post_server_action(server['id'], {'suspend': {}})
+        server = self._wait_for_state_change(server, 'SUSPENDED')
+        self.api.post_server_action(server['id'], {'resume': {}})
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        self.assertEqual(before, self._dm_argv(server, x))
+        self._delete_server(server)
+
     def test_rebuild_builds_a_new_drive_and_keeps_the_port(self):
         server = self._boot()
         x = self.xapi()
@@ -230,6 +253,7 @@ class TestConfigDriveStaysPut(TestConfigDrive):
     # the single-host tests run in the class above
     test_boot_with_a_config_drive = None
     test_a_reboot_keeps_the_drive = None
+    test_resume_gives_qemu_the_drive_again = None
     test_missing_tool_is_refused_before_anything_exists = None
     test_vfat_format_is_refused_before_anything_exists = None
     test_fault_at_each_step_leaves_nothing = None
