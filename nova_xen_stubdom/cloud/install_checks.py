@@ -71,13 +71,11 @@ WHERE_CODE = ('import importlib.util, sys; import nova.cmd; '
               's and s.origin), flush=True); ' % WHERE_MARK)
 
 
-class CheckFailed(AssertionError):
-    pass
-
-
-def expect(cond: bool, what: str, *detail: Any) -> None:
-    if not cond:
-        raise CheckFailed(what + (': %r' % (detail,) if detail else ''))
+# one failure type for both runners: rest_checks.Nova's requests and
+# waits raise rest_checks.CheckFailed, which the runner below must tell
+# from an unexpected error
+CheckFailed = rest_checks.CheckFailed
+expect = rest_checks.expect
 
 
 def _purelib(python: str) -> Path:
