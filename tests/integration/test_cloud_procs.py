@@ -96,7 +96,14 @@ def test_rss_counts_the_cloud_and_the_named_trees(lay, capsys):
     from nova_xen_stubdom.cloud import cli
     assert cli.main(['--dir', str(lay.root), 'rss']) == 0
     assert float(capsys.readouterr().out) == 0.0      # nothing running
-    pid = procs.start(lay, 'sleeper', SLEEPER)
+    # a sleeper that says when its interpreter is up: measured earlier,
+    # the tree was a half-started process (0.7 MiB, a failed CI run)
+    pid = procs.start(lay, 'sleeper', [
+        sys.executable, '-c',
+        'import time; print("up", flush=True); time.sleep(60)'])
+    out = lay.logs / 'sleeper.out'
+    waiting.wait_until(lambda: out.exists() and b'up' in out.read_bytes(),
+                       'the sleeper to start')
     try:
         assert cli.main(['--dir', str(lay.root), 'rss']) == 0
         assert float(capsys.readouterr().out) == 0.0  # not a cloud process
